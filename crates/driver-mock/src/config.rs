@@ -1,0 +1,116 @@
+//! Typed options parsed from a `mock://` URI.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vdev_core::{ConnectUri, Error, Result};
+
+use crate::control::{Fault, Op, Removal};
+
+/// Where the host's state lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    /// `mock:///default`: a fresh in-memory host.
+    Default,
+    /// `mock:///ABSOLUTE/PATH.json`: a state file shared between processes.
+    File(PathBuf),
+}
+
+/// Everything a `mock://` URI can say.
+#[derive(Debug, Clone)]
+pub struct MockConfig {
+    /// Where the state lives.
+    pub source: Source,
+    /// `fail=OP:N:CODE,...`: the Nth call of OP fails with the error CODE.
+    pub faults: Vec<Fault>,
+    /// `latency=DURATION`: added to every call.
+    pub latency: Duration,
+    /// `removal=immediate|pending|DURATION`: how the simulated guest answers detach.
+    pub removal: Removal,
+}
+
+/// The options the mock driver knows.
+pub const OPTIONS: &[&str] = &["fail", "latency", "removal"];
+
+impl MockConfig {
+    /// Parse a URI.
+    pub fn from_uri(uri: &ConnectUri) -> Result<Self> {
+        uri.check_options(OPTIONS)?;
+        if let Some(t) = uri.transport() {
+            return Err(uri.invalid(format!(
+                "the mock driver has no transport '{t}'; write mock:///default or mock:///PATH.json"
+            )));
+        }
+        if let Some(h) = uri.host() {
+            return Err(uri.invalid(format!(
+                "the mock driver is local and takes no host ('{h}'); write mock:///default or mock:///PATH.json"
+            )));
+        }
+        let path = uri.path();
+        let source = match path.as_str() {
+            "/default" => Source::Default,
+            p if p.ends_with(".json") && p.len() > ".json".len() + 1 => Source::File(PathBuf::from(p)),
+            _ => {
+                return Err(uri.invalid(
+                    "the path must be /default (a fresh in-memory host) or an absolute path to a .json state file",
+                ))
+            }
+        };
+        let mut faults = Vec::new();
+        if let Some(spec) = uri.option("fail") {
+            for one in spec.split(',').filter(|s| !s.is_empty()) {
+                faults.push(parse_fault(one).map_err(|why| uri.invalid(why))?);
+            }
+        }
+        let latency = match uri.option("latency") {
+            None => Duration::ZERO,
+            Some(v) => humantime::parse_duration(v).map_err(|e| {
+                uri.invalid(format!("latency={v}: {e}; write for example latency=5ms"))
+            })?,
+        };
+        let removal = match uri.option("removal") {
+            None | Some("immediate") => Removal::Immediate,
+            Some("pending") => Removal::Pending,
+            Some(v) => Removal::After(humantime::parse_duration(v).map_err(|e| {
+                uri.invalid(format!(
+                    "removal={v}: {e}; write removal=immediate, removal=pending or a delay such as removal=50ms"
+                ))
+            })?),
+        };
+        Ok(MockConfig {
+            source,
+            faults,
+            latency,
+            removal,
+        })
+    }
+}
+
+fn parse_fault(spec: &str) -> std::result::Result<Fault, String> {
+    let usage = "write fail=OP:N:CODE, for example fail=attach:2:device-exists";
+    let mut parts = spec.split(':');
+    let (Some(op), Some(n), Some(code), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("fail={spec}: {usage}"));
+    };
+    let op: Op = op
+        .parse()
+        .map_err(|e: String| format!("fail={spec}: {e}"))?;
+    let nth: u64 = n
+        .parse()
+        .ok()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| format!("fail={spec}: N must be a call number from 1; {usage}"))?;
+    if !Error::CODES.contains(&code) {
+        return Err(format!(
+            "fail={spec}: unknown error code '{code}'; codes: {}",
+            Error::CODES.join(", ")
+        ));
+    }
+    Ok(Fault {
+        op,
+        nth,
+        code: code.to_owned(),
+    })
+}

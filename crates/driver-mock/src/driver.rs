@@ -1,0 +1,333 @@
+//! The [`Driver`] implementation of the mock host.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use tokio::sync::{broadcast, watch, Notify};
+use vdev_core::prelude::async_trait;
+use vdev_core::{
+    Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType,
+    DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result,
+};
+
+use crate::config::{MockConfig, Source};
+use crate::control::{CallCtx, MockControl, Op, Removal};
+use crate::error::MockError;
+use crate::state::{now_ms, HostState};
+use crate::store::Store;
+
+/// How many events a slow subscriber may fall behind before it is told it lost some.
+const EVENT_BUFFER: usize = 4096;
+
+/// One mock host: its state and its event channel. Shared by the driver and its control.
+pub(crate) struct Host {
+    store: Store,
+    events: broadcast::Sender<DeviceEvent>,
+    closed: watch::Sender<bool>,
+    is_closed: AtomicBool,
+}
+
+impl Host {
+    async fn transact<R, F>(&self, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut HostState, &mut Vec<DeviceEvent>) -> Result<R> + Send + 'static,
+    {
+        if self.is_closed.load(Ordering::Acquire) {
+            return Err(MockError::Closed.into());
+        }
+        self.store.transact(&self.events, f).await
+    }
+
+    pub(crate) async fn release_pending(&self) -> Result<usize> {
+        self.transact(|st, ev| Ok(st.release_pending(ev))).await
+    }
+}
+
+/// The mock driver: a simulated Xen-like host with real attach and detach.
+pub struct MockDriver {
+    host: Arc<Host>,
+    control: MockControl,
+    description: String,
+}
+
+impl fmt::Debug for MockDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockDriver")
+            .field("host", &self.description)
+            .finish()
+    }
+}
+
+impl MockDriver {
+    /// Open a mock host as a URI's options say.
+    pub fn open(config: MockConfig) -> Result<Self> {
+        let (store, description) = match &config.source {
+            Source::Default => (
+                Store::Memory(Mutex::new(HostState::default_host())),
+                "in-memory default host".to_owned(),
+            ),
+            Source::File(p) => (
+                Store::open_file(p.clone())?,
+                format!("state file {}", p.display()),
+            ),
+        };
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        let host = Arc::new(Host {
+            store,
+            events,
+            closed: watch::channel(false).0,
+            is_closed: AtomicBool::new(false),
+        });
+        let control = MockControl {
+            state: Arc::new(Mutex::new(MockControl::new_state(
+                config.faults,
+                config.latency,
+                config.removal,
+            ))),
+            released: Arc::new(Notify::new()),
+            host: host.clone(),
+        };
+        Ok(MockDriver {
+            host,
+            control,
+            description,
+        })
+    }
+
+    /// The control handle of this host.
+    pub fn control(&self) -> MockControl {
+        self.control.clone()
+    }
+
+    /// Run one operation: count it, apply latency and injected faults, log the outcome.
+    async fn call<R, Fut>(
+        &self,
+        op: Op,
+        ctx: CallCtx<'_>,
+        body: Fut,
+        log_ref: impl Fn(&R) -> Option<String>,
+    ) -> Result<R>
+    where
+        Fut: std::future::Future<Output = Result<R>>,
+    {
+        let result = match self.control.enter(op, &ctx).await {
+            Ok(()) => body.await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(r) => self.control.log(op, &ctx, log_ref(r).as_deref(), None),
+            Err(e) => self.control.log(op, &ctx, None, Some(e)),
+        }
+        result
+    }
+
+    async fn detach_inner(
+        &self,
+        domain: &Domain,
+        t: &DeviceType,
+        r: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let removal = self
+            .control
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .removal;
+        let (id, t2, r2, force) = (domain.id, t.clone(), r.clone(), options.force);
+        let done = self
+            .host
+            .transact(move |st, ev| {
+                if !st.exists(id, &t2, &r2)? {
+                    st.remove(id, &t2, &r2, ev)?; // answers DeviceNotFound
+                }
+                match (force, removal) {
+                    (true, _) | (false, Removal::Immediate) => {
+                        st.remove(id, &t2, &r2, ev).map(|()| true)
+                    }
+                    (false, Removal::Pending) => {
+                        st.mark_pending(id, &t2, &r2, None, ev).map(|()| false)
+                    }
+                    (false, Removal::After(d)) => st
+                        .mark_pending(id, &t2, &r2, Some(now_ms() + d.as_millis() as u64), ev)
+                        .map(|()| false),
+                }
+            })
+            .await?;
+        if done {
+            return Ok(());
+        }
+        // Wait for the simulated guest: until the removal's due time, a release, or the timeout.
+        let deadline = started + options.timeout;
+        loop {
+            let released = self.control.released.notified();
+            let (id, t2, r2) = (domain.id, t.clone(), r.clone());
+            let due = self
+                .host
+                .transact(move |st, _| Ok(st.removal_due(id, &t2, &r2)))
+                .await?;
+            let Some(due_ms) = due else { return Ok(()) }; // gone
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::RemovalPending {
+                    domain: domain.name.clone(),
+                    device_type: t.to_string(),
+                    reference: r.to_string(),
+                });
+            }
+            let mut wake = deadline;
+            if let Some(due_ms) = due_ms {
+                let in_ms = due_ms.saturating_sub(now_ms());
+                wake = wake.min(now + Duration::from_millis(in_ms));
+            }
+            tokio::select! {
+                _ = released => {}
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for MockDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>> {
+        let body = self.host.transact(|st, _| {
+            Ok(st
+                .domains
+                .values()
+                .map(|d| Domain {
+                    id: d.id,
+                    name: d.name.clone(),
+                })
+                .collect())
+        });
+        self.call(Op::ListDomains, CallCtx::default(), body, |_| None)
+            .await
+    }
+
+    async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain> {
+        let k = key.clone();
+        let body = self.host.transact(move |st, _| {
+            st.domains
+                .values()
+                .map(|d| Domain {
+                    id: d.id,
+                    name: d.name.clone(),
+                })
+                .find(|d| k.matches(d))
+                .ok_or_else(|| Error::DomainNotFound {
+                    domain: k.to_string(),
+                })
+        });
+        self.call(Op::LookupDomain, CallCtx::default(), body, |_| None)
+            .await
+    }
+
+    async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {
+        let body = self.host.transact(|st, _| Ok(st.schemas()));
+        self.call(Op::DeviceTypes, CallCtx::default(), body, |_| None)
+            .await
+    }
+
+    async fn list_devices(
+        &self,
+        domain: &Domain,
+        device_type: Option<&DeviceType>,
+    ) -> Result<Vec<Device>> {
+        let (d, t) = (domain.clone(), device_type.cloned());
+        let body = self.host.transact(move |st, _| st.list(&d, t.as_ref()));
+        let ctx = CallCtx {
+            domain: Some(domain),
+            device_type,
+            reference: None,
+        };
+        self.call(Op::ListDevices, ctx, body, |_| None).await
+    }
+
+    async fn attach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+    ) -> Result<DeviceRef> {
+        let (id, t, a) = (domain.id, device_type.clone(), attributes.clone());
+        let body = self.host.transact(move |st, ev| st.attach(id, &t, &a, ev));
+        let ctx = CallCtx {
+            domain: Some(domain),
+            device_type: Some(device_type),
+            reference: None,
+        };
+        self.call(Op::Attach, ctx, body, |r: &DeviceRef| Some(r.to_string()))
+            .await
+    }
+
+    async fn detach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        let body = self.detach_inner(domain, device_type, reference, options);
+        let ctx = CallCtx {
+            domain: Some(domain),
+            device_type: Some(device_type),
+            reference: Some(reference),
+        };
+        self.call(Op::Detach, ctx, body, |_| None).await
+    }
+
+    async fn events(&self) -> Result<EventStream> {
+        let body = async {
+            if self.host.is_closed.load(Ordering::Acquire) {
+                return Err(MockError::Closed.into());
+            }
+            Ok(event_stream(
+                self.host.events.subscribe(),
+                self.host.closed.subscribe(),
+            ))
+        };
+        self.call(Op::Events, CallCtx::default(), body, |_| None)
+            .await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.host.is_closed.store(true, Ordering::Release);
+        self.host.closed.send_replace(true);
+        Ok(())
+    }
+}
+
+fn event_stream(
+    rx: broadcast::Receiver<DeviceEvent>,
+    closed: watch::Receiver<bool>,
+) -> EventStream {
+    futures::stream::unfold((rx, closed), |(mut rx, mut closed)| async move {
+        loop {
+            if *closed.borrow() {
+                return None;
+            }
+            tokio::select! {
+                r = rx.recv() => match r {
+                    Ok(ev) => return Some((Ok(ev), (rx, closed))),
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        let e = Error::backend(crate::NAME, format!("{n} device events were lost because the consumer fell behind; list the devices again to resynchronise"));
+                        return Some((Err(e), (rx, closed)));
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+                _ = closed.changed() => {}
+            }
+        }
+    })
+    .boxed()
+}

@@ -1,0 +1,40 @@
+//! The mock driver's private errors and their mapping into [`vdev_core::Error`].
+
+use std::path::PathBuf;
+
+use vdev_core::Error;
+
+/// What can go wrong with a state file.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MockError {
+    #[error("cannot {action} the state file {}", path.display())]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the state file {} is malformed: {reason}; fix it or remove it (a missing file is created with the default state); it was left untouched", path.display())]
+    Malformed { path: PathBuf, reason: String },
+    #[error("the state file {} is malformed: {source}; fix it or remove it (a missing file is created with the default state); it was left untouched", path.display())]
+    Json {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the connection is closed; open a new one")]
+    Closed,
+}
+
+impl From<MockError> for Error {
+    fn from(e: MockError) -> Error {
+        let message = e.to_string();
+        match e {
+            MockError::Io { source, .. } => Error::backend_with(crate::NAME, message, source),
+            // The JSON problem is part of the message already: no source, so it is not repeated.
+            MockError::Json { .. } | MockError::Malformed { .. } | MockError::Closed => {
+                Error::backend(crate::NAME, message)
+            }
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! Where the host's state lives: in memory, or in a JSON file shared between processes.
+//!
+//! A file is read and written under an exclusive lock on a sibling `PATH.lock` file, for every
+//! operation, so two processes working on one file never lose an update. Writes are atomic: a
+//! temporary file in the same folder, fsync, rename, fsync of the folder.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use tokio::sync::broadcast::Sender;
+use vdev_core::{DeviceEvent, Result};
+
+use crate::error::MockError;
+use crate::state::{now_ms, HostState};
+
+/// The state's home.
+#[derive(Debug)]
+pub(crate) enum Store {
+    Memory(Mutex<HostState>),
+    File(PathBuf),
+}
+
+impl Store {
+    /// Open a file store, creating the file with the default state if it is missing, and
+    /// refusing a malformed one (left untouched).
+    pub(crate) fn open_file(path: PathBuf) -> Result<Store> {
+        let _lock = lock(&path)?;
+        load_or_create(&path)?;
+        Ok(Store::File(path))
+    }
+
+    /// Run `f` on the state after completing due removals; persist any change. When `f` fails
+    /// the stored state is left as it was (and `f` must not have changed the in-memory state:
+    /// every rule validates before it changes anything).
+    /// The events of the changes are sent on `events` (also those of completed removals when
+    /// `f` fails).
+    pub(crate) async fn transact<R, F>(&self, events: &Sender<DeviceEvent>, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut HostState, &mut Vec<DeviceEvent>) -> Result<R> + Send + 'static,
+    {
+        match self {
+            Store::Memory(m) => {
+                let mut st = m.lock().unwrap_or_else(|p| p.into_inner());
+                let mut evs = Vec::new();
+                st.settle(now_ms(), &mut evs);
+                // Removals that completed are kept even when `f` fails.
+                let r = f(&mut st, &mut evs);
+                for e in evs {
+                    let _ = events.send(e);
+                }
+                r
+            }
+            Store::File(path) => {
+                let path = path.clone();
+                let tx = events.clone();
+                tokio::task::spawn_blocking(move || {
+                    let _lock = lock(&path)?;
+                    let (mut st, original) = load_or_create(&path)?;
+                    let mut evs = Vec::new();
+                    st.settle(now_ms(), &mut evs);
+                    let r = f(&mut st, &mut evs);
+                    // `f` changes nothing when it fails, so what differs now is its work (on
+                    // success) or only the completed removals (on failure): both are kept.
+                    let text = serialize(&st);
+                    if text != original {
+                        save(&path, &text)?;
+                    }
+                    for e in evs {
+                        let _ = tx.send(e);
+                    }
+                    r
+                })
+                .await
+                .map_err(|e| {
+                    vdev_core::Error::backend_with(crate::NAME, "the state file task failed", e)
+                })?
+            }
+        }
+    }
+}
+
+fn serialize(st: &HostState) -> String {
+    let mut s = serde_json::to_string_pretty(st).expect("state serializes");
+    s.push('\n');
+    s
+}
+
+struct LockGuard(File);
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+fn lock_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push(".lock");
+    PathBuf::from(p)
+}
+
+fn lock(path: &Path) -> Result<LockGuard, MockError> {
+    let lp = lock_path(path);
+    let f = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lp)
+        .map_err(|source| MockError::Io {
+            action: "create the lock file of",
+            path: path.to_owned(),
+            source,
+        })?;
+    f.lock().map_err(|source| MockError::Io {
+        action: "lock",
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(LockGuard(f))
+}
+
+/// Load the state (and its text), or create the file with the default state when missing.
+fn load_or_create(path: &Path) -> Result<(HostState, String), MockError> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            let st: HostState = serde_json::from_str(&text).map_err(|source| MockError::Json {
+                path: path.to_owned(),
+                source,
+            })?;
+            st.validate().map_err(|reason| MockError::Malformed {
+                path: path.to_owned(),
+                reason,
+            })?;
+            Ok((st, text))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let st = HostState::default_host();
+            let text = serialize(&st);
+            save(path, &text)?;
+            Ok((st, text))
+        }
+        Err(source) => Err(MockError::Io {
+            action: "read",
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+fn save(path: &Path, text: &str) -> Result<(), MockError> {
+    let io = |action, source| MockError::Io {
+        action,
+        path: path.to_owned(),
+        source,
+    };
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
+    tmp_name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    let result = (|| {
+        let mut f = File::create(&tmp).map_err(|e| io("create a temporary file beside", e))?;
+        f.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
+        f.sync_all().map_err(|e| io("sync", e))?;
+        fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("sync the folder of", e))
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}

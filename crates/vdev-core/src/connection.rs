@@ -1,0 +1,310 @@
+//! The public connection applications use.
+
+use std::fmt;
+
+use futures::StreamExt;
+use tokio::sync::OnceCell;
+use tracing::debug;
+
+use crate::attributes::Attributes;
+use crate::driver::{Capabilities, Driver, EventStream};
+use crate::error::{Error, Result};
+use crate::registry;
+use crate::types::{
+    DetachOptions, Device, DeviceRef, DeviceType, DeviceTypeSchema, Domain, DomainKey,
+};
+use crate::uri::ConnectUri;
+
+/// Open a connection; the driver is chosen by the URI's scheme.
+///
+/// ```
+/// # use vdev_driver_mock as _; // link the mock driver (see "Linking drivers" in the crate docs)
+/// # tokio_test(async {
+/// let conn = vdev_core::connect("mock:///default").await?;
+/// let demo = conn.domain("demo").await?;
+/// let disks = conn.devices(&demo, Some(&vdev_core::DeviceType::DISK)).await?;
+/// assert_eq!(disks[0].attributes.get("virtual-device"), Some("51712"));
+/// # Ok::<(), vdev_core::Error>(()) });
+/// # fn tokio_test<F: std::future::Future<Output = vdev_core::Result<()>>>(f: F) {
+/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f).unwrap() }
+/// ```
+pub async fn connect(uri: &str) -> Result<Connection> {
+    Connection::open(ConnectUri::parse(uri)?).await
+}
+
+/// Open a read-only connection: every change is refused with [`Error::ReadOnly`] before the
+/// driver is called. The same as adding `?readonly` to the URI.
+pub async fn connect_readonly(uri: &str) -> Result<Connection> {
+    let mut u = ConnectUri::parse(uri)?;
+    u.set_read_only(true);
+    Connection::open(u).await
+}
+
+/// An open connection to one hypervisor.
+///
+/// It wraps a driver and, in one place for every driver: refuses changes on read-only
+/// connections, refuses operations the driver declared unsupported, checks device types and
+/// attribute names against the driver's schema, and adds the driver's name and the domain to
+/// errors.
+pub struct Connection {
+    driver: Box<dyn Driver>,
+    driver_name: &'static str,
+    uri: ConnectUri,
+    capabilities: Capabilities,
+    schemas: OnceCell<Vec<DeviceTypeSchema>>,
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("driver", &self.driver_name)
+            .field("uri", &self.uri.to_string())
+            .field("readonly", &self.uri.is_read_only())
+            .finish()
+    }
+}
+
+impl Connection {
+    /// Open a connection for a parsed URI, choosing the driver by its scheme.
+    pub async fn open(uri: ConnectUri) -> Result<Self> {
+        let reg = registry::find(uri.driver())?;
+        debug!(driver = reg.name, uri = %uri, "opening connection");
+        let driver = (reg.open)(uri.clone())
+            .await
+            .map_err(|e| e.with_context(reg.name, None))?;
+        Ok(Connection::from_driver(reg.name, uri, driver))
+    }
+
+    /// Wrap a driver that was opened directly (not through the registry), for example by a
+    /// driver crate that hands out a control handle beside the connection.
+    pub fn from_driver(
+        driver_name: &'static str,
+        uri: ConnectUri,
+        driver: Box<dyn Driver>,
+    ) -> Self {
+        let capabilities = driver.capabilities();
+        Connection {
+            driver,
+            driver_name,
+            uri,
+            capabilities,
+            schemas: OnceCell::new(),
+        }
+    }
+
+    /// The driver's name.
+    pub fn driver_name(&self) -> &'static str {
+        self.driver_name
+    }
+
+    /// The URI this connection was opened with (without any password).
+    pub fn uri(&self) -> &ConnectUri {
+        &self.uri
+    }
+
+    /// Whether changes are refused.
+    pub fn is_read_only(&self) -> bool {
+        self.uri.is_read_only()
+    }
+
+    /// What the driver supports.
+    pub fn capabilities(&self) -> Capabilities {
+        self.capabilities
+    }
+
+    fn require(&self, supported: bool, operation: &str) -> Result<()> {
+        if supported {
+            Ok(())
+        } else {
+            Err(Error::Unsupported {
+                driver: self.driver_name.to_owned(),
+                operation: operation.to_owned(),
+                detail: String::new(),
+            })
+        }
+    }
+
+    fn writable(&self, operation: &str) -> Result<()> {
+        if self.is_read_only() {
+            Err(Error::ReadOnly {
+                operation: operation.to_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn ctx(&self, domain: Option<&Domain>) -> impl Fn(Error) -> Error + '_ {
+        let name = domain.map(|d| d.name.clone());
+        move |e| e.with_context(self.driver_name, name.as_deref())
+    }
+
+    /// Every domain on the host.
+    pub async fn domains(&self) -> Result<Vec<Domain>> {
+        self.require(self.capabilities.list_domains, "listing domains")?;
+        self.driver.list_domains().await.map_err(self.ctx(None))
+    }
+
+    /// Find a domain by what a user typed: an id (all digits) or a name. An all-digit key that is
+    /// no domain's id is tried as a name too.
+    pub async fn domain(&self, key: &str) -> Result<Domain> {
+        let parsed = DomainKey::parse(key);
+        match self.driver.lookup_domain(&parsed).await {
+            Err(Error::DomainNotFound { .. }) if matches!(parsed, DomainKey::Id(_)) => self
+                .driver
+                .lookup_domain(&DomainKey::Name(key.to_owned()))
+                .await
+                .map_err(|e| match e {
+                    Error::DomainNotFound { .. } => Error::DomainNotFound {
+                        domain: key.to_owned(),
+                    },
+                    e => e,
+                }),
+            r => r,
+        }
+        .map_err(self.ctx(None))
+    }
+
+    /// Find a domain by a typed key.
+    pub async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain> {
+        self.driver.lookup_domain(key).await.map_err(self.ctx(None))
+    }
+
+    /// The device types the driver supports, with their attributes (cached per connection).
+    pub async fn device_types(&self) -> Result<&[DeviceTypeSchema]> {
+        self.schemas
+            .get_or_try_init(|| async { self.driver.device_types().await.map_err(self.ctx(None)) })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    /// The attributes `device_type` accepts; [`Error::Unsupported`] naming the supported types
+    /// when the driver has no such type.
+    pub async fn schema(&self, device_type: &DeviceType) -> Result<&DeviceTypeSchema> {
+        let all = self.device_types().await?;
+        all.iter()
+            .find(|s| &s.device_type == device_type)
+            .ok_or_else(|| Error::Unsupported {
+                driver: self.driver_name.to_owned(),
+                operation: format!("device type '{device_type}'"),
+                detail: format!(
+                    "supported types: {}",
+                    all.iter()
+                        .map(|s| s.device_type.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            })
+    }
+
+    /// The devices of `domain`, of one type or all.
+    pub async fn devices(
+        &self,
+        domain: &Domain,
+        device_type: Option<&DeviceType>,
+    ) -> Result<Vec<Device>> {
+        self.require(self.capabilities.list_devices, "listing devices")?;
+        if let Some(t) = device_type {
+            self.schema(t).await?;
+        }
+        self.driver
+            .list_devices(domain, device_type)
+            .await
+            .map_err(self.ctx(Some(domain)))
+    }
+
+    /// Create a device of `device_type` in `domain` from `attributes`; returns its reference.
+    ///
+    /// Before the driver is called: refused on a read-only connection, when the driver cannot
+    /// attach, for an unknown device type, for an attribute name the type does not accept, and
+    /// when a required attribute is missing. See [`Driver::attach`] for the rest.
+    pub async fn attach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+    ) -> Result<DeviceRef> {
+        self.writable("attach")?;
+        self.require(self.capabilities.attach, "attach")?;
+        let schema = self.schema(device_type).await?;
+        if let Some(name) = attributes.names().find(|n| !schema.accepts(n)) {
+            let mut accepted: Vec<String> =
+                schema.attributes.iter().map(|a| a.name.clone()).collect();
+            accepted.extend(schema.passthrough_prefixes.iter().map(|p| format!("{p}*")));
+            return Err(Error::InvalidAttribute {
+                name: name.to_owned(),
+                reason: format!(
+                    "a {device_type} device has no such attribute; accepted: {} (`vdev schema {device_type}`)",
+                    accepted.join(", ")
+                ),
+            });
+        }
+        if let Some(spec) = schema
+            .attributes
+            .iter()
+            .find(|a| a.required && !attributes.contains(&a.name))
+        {
+            return Err(Error::MissingAttribute {
+                device_type: device_type.to_string(),
+                name: spec.name.clone(),
+                hint: format!(
+                    "{} (for example {}={})",
+                    spec.description, spec.name, spec.example
+                ),
+            });
+        }
+        debug!(driver = self.driver_name, domain = %domain.name, %device_type, "attach");
+        self.driver
+            .attach(domain, device_type, attributes)
+            .await
+            .map_err(self.ctx(Some(domain)))
+    }
+
+    /// Remove a device. `Ok(())` means it is gone; [`Error::RemovalPending`] means the guest has
+    /// not released it within `options.timeout` (it is still there, listed as removal-pending).
+    pub async fn detach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        self.writable("detach")?;
+        self.require(self.capabilities.detach, "detach")?;
+        if options.force {
+            self.require(self.capabilities.force_detach, "forced detach")?;
+        }
+        self.schema(device_type).await?;
+        debug!(driver = self.driver_name, domain = %domain.name, %device_type, %reference, force = options.force, "detach");
+        self.driver
+            .detach(domain, device_type, reference, options)
+            .await
+            .map_err(self.ctx(Some(domain)))
+    }
+
+    /// Device events for every domain, from now on.
+    pub async fn events(&self) -> Result<EventStream> {
+        self.require(self.capabilities.events, "device events")?;
+        self.driver.events().await.map_err(self.ctx(None))
+    }
+
+    /// Device events of one domain, from now on.
+    pub async fn watch(&self, domain: &Domain) -> Result<EventStream> {
+        let id = domain.id;
+        let stream = self.events().await?;
+        Ok(stream
+            .filter(move |e| {
+                let keep = match e {
+                    Ok(ev) => ev.domain().id == id,
+                    Err(_) => true,
+                };
+                futures::future::ready(keep)
+            })
+            .boxed())
+    }
+
+    /// Close the connection.
+    pub async fn close(self) -> Result<()> {
+        self.driver.close().await.map_err(self.ctx(None))
+    }
+}

@@ -1,0 +1,171 @@
+//! The contract between the core and a hypervisor driver.
+
+use std::fmt;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+
+use crate::attributes::Attributes;
+use crate::error::Result;
+use crate::types::{
+    DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType, DeviceTypeSchema, Domain, DomainKey,
+};
+
+/// A stream of device events. It ends when the connection is closed. An `Err` item reports that
+/// events were lost (the consumer was too slow, or the backend's event channel broke); the
+/// stream goes on after it, and the consumer should list devices again to resynchronise.
+pub type EventStream = BoxStream<'static, Result<DeviceEvent>>;
+
+/// What a driver can do. The core checks these before it calls the driver and answers
+/// [`crate::Error::Unsupported`] itself, so a driver never sees a call it declared unsupported.
+///
+/// Build one from [`Capabilities::ALL`] or [`Capabilities::NONE`] with struct update syntax:
+/// `Capabilities { events: false, ..Capabilities::ALL }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Capabilities {
+    /// [`Driver::list_domains`] works.
+    pub list_domains: bool,
+    /// [`Driver::list_devices`] works.
+    pub list_devices: bool,
+    /// [`Driver::attach`] works.
+    pub attach: bool,
+    /// [`Driver::detach`] works.
+    pub detach: bool,
+    /// [`Driver::detach`] honours [`DetachOptions::force`].
+    pub force_detach: bool,
+    /// [`Driver::events`] works.
+    pub events: bool,
+}
+
+impl Capabilities {
+    /// Everything.
+    pub const ALL: Capabilities = Capabilities {
+        list_domains: true,
+        list_devices: true,
+        attach: true,
+        detach: true,
+        force_detach: true,
+        events: true,
+    };
+    /// Nothing.
+    pub const NONE: Capabilities = Capabilities {
+        list_domains: false,
+        list_devices: false,
+        attach: false,
+        detach: false,
+        force_detach: false,
+        events: false,
+    };
+}
+
+/// An open connection to one hypervisor, as a driver implements it.
+///
+/// Applications do not call this trait: they use [`crate::Connection`], which checks read-only
+/// mode and [`Capabilities`], validates attributes against [`Driver::device_types`], and adds
+/// context to errors before and after calling the driver. Every method is required; there are no
+/// silently-succeeding defaults.
+///
+/// # Contract
+/// - The trait is object-safe; the core holds a driver as `Box<dyn Driver>`.
+/// - Methods may be called concurrently from many tasks; a driver serialises what its hypervisor
+///   needs serialised.
+/// - Attribute names and values handed to the driver are already validated by the core (see
+///   [`crate::attributes`]); the driver owns any interpretation or conversion of values.
+/// - Every failure is an [`crate::Error`] whose variant is the condition (`DeviceNotFound`,
+///   `DeviceExists`, ...), with the backend's own error as the source of `Backend`.
+/// - A failed operation leaves the hypervisor as it was: half-done work is rolled back.
+/// - `Debug` shows what the driver is connected to, never secrets.
+#[async_trait]
+pub trait Driver: Send + Sync + fmt::Debug {
+    /// What this connection supports.
+    ///
+    /// # Behavior
+    /// - Constant for the life of the connection; the core reads it once, when it opens.
+    fn capabilities(&self) -> Capabilities;
+
+    /// All domains on the host.
+    ///
+    /// # Behavior
+    /// - Returns every domain the connection can see, in a stable order (by id).
+    /// - A domain's id does not change while the connection is open.
+    async fn list_domains(&self) -> Result<Vec<Domain>>;
+
+    /// One domain, by id or name.
+    ///
+    /// # Behavior
+    /// - Returns [`crate::Error::DomainNotFound`] when no domain matches.
+    /// - Never falls back from id to name: the core does that.
+    async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain>;
+
+    /// The device types this driver supports, with the attributes each accepts.
+    ///
+    /// # Behavior
+    /// - The core calls it once per connection and caches the answer; it uses it to refuse
+    ///   unknown device types, unknown attribute names and missing required attributes before
+    ///   [`Driver::attach`] is called.
+    async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>>;
+
+    /// The devices of `domain`, of one type or of every type.
+    ///
+    /// # Behavior
+    /// - Reads the hypervisor's real state, including devices vdev did not create.
+    /// - Devices whose removal is pending are listed with [`crate::DeviceState::RemovalPending`].
+    /// - Order: by device type, then by reference as the driver orders them (stable between calls).
+    /// - Returns [`crate::Error::DomainNotFound`] when the domain has gone.
+    async fn list_devices(
+        &self,
+        domain: &Domain,
+        device_type: Option<&DeviceType>,
+    ) -> Result<Vec<Device>>;
+
+    /// Create a device in `domain` from `attributes` and return its reference.
+    ///
+    /// # Behavior
+    /// - Interprets the attributes (the core does not); refuses malformed values with
+    ///   [`crate::Error::InvalidAttribute`] before changing anything.
+    /// - Translates a backend domain given by name into its id where the hypervisor wants ids.
+    /// - Returns [`crate::Error::DeviceExists`] when the reference (or an equivalent device) is taken.
+    /// - Is atomic: on any error the domain is left exactly as it was.
+    /// - Emits [`DeviceEvent::Added`] on success.
+    async fn attach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+    ) -> Result<DeviceRef>;
+
+    /// Remove device `reference` of type `device_type` from `domain`.
+    ///
+    /// # Behavior
+    /// - Returns `Ok(())` only when the device is really gone.
+    /// - When the guest has not released it within `options.timeout`, returns
+    ///   [`crate::Error::RemovalPending`]: the device stays listed as removal-pending and is removed
+    ///   (with a [`DeviceEvent::Removed`]) when the guest lets go. It is never reported removed
+    ///   while it is still there.
+    /// - Detaching a device whose removal is already pending waits again; it does not fail.
+    /// - With `options.force`, removes the device at once without waiting for the guest.
+    /// - Returns [`crate::Error::DeviceNotFound`] for an unknown reference, changing nothing.
+    async fn detach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()>;
+
+    /// A stream of device events for every domain, from now on.
+    ///
+    /// # Behavior
+    /// - Each call returns an independent stream; dropping it unsubscribes.
+    /// - Delivers [`DeviceEvent::Added`], [`DeviceEvent::StateChanged`] and
+    ///   [`DeviceEvent::Removed`] for changes made through any connection the driver can observe.
+    async fn events(&self) -> Result<EventStream>;
+
+    /// Close the connection.
+    ///
+    /// # Behavior
+    /// - Releases the hypervisor connection; event streams end.
+    /// - Calls after close fail with [`crate::Error::Backend`].
+    /// - Closing twice is not an error.
+    async fn close(&self) -> Result<()>;
+}

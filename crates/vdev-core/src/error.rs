@@ -1,0 +1,249 @@
+//! The one public error type of vdev.
+
+use std::time::Duration;
+
+/// A boxed error from a backend (QMP, XenStore, the file system, ...), kept as the
+/// [`std::error::Error::source`] of [`Error::Backend`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Shorthand for `Result<T, vdev_core::Error>`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Every error vdev returns.
+///
+/// Variants are *conditions a caller branches on* (`DeviceNotFound`, `ReadOnly`, ...), not the
+/// place where something failed. Messages are sentences that say what went wrong and what to do.
+/// Drivers keep their own private error types and map them into this enum; the original error of
+/// a backend stays reachable through [`std::error::Error::source`] on [`Error::Backend`].
+///
+/// The enum is `#[non_exhaustive]`: match with a wildcard arm.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The connection URI could not be parsed or has an option the driver does not know.
+    #[error("invalid connection URI '{uri}': {reason}")]
+    InvalidUri {
+        /// The URI as given (without any password).
+        uri: String,
+        /// What is wrong with it and what to write instead.
+        reason: String,
+    },
+
+    /// No registered driver handles the URI's scheme.
+    #[error("no driver handles the URI scheme '{scheme}'; registered schemes: {}. If the driver is a dependency, make sure some code names its crate (see the vdev-core docs on linking)", list_or_none(.available))]
+    NoDriver {
+        /// The scheme of the URI (the part before `+transport`).
+        scheme: String,
+        /// Every scheme that is registered, sorted.
+        available: Vec<String>,
+    },
+
+    /// Two linked drivers claim the same URI scheme, so vdev refuses to pick one by link order.
+    #[error("URI scheme '{scheme}' is claimed by more than one driver ({}); link only one of them", .drivers.join(", "))]
+    DuplicateScheme {
+        /// The contested scheme.
+        scheme: String,
+        /// The names of the drivers that claim it.
+        drivers: Vec<String>,
+    },
+
+    /// No domain has this name or id.
+    #[error("domain '{domain}' not found; `vdev domains` lists the domains that exist")]
+    DomainNotFound {
+        /// The name or id that was asked for.
+        domain: String,
+    },
+
+    /// The domain has no device of this type with this reference.
+    #[error("{device_type} device '{reference}' not found in domain '{domain}'; `vdev devices {domain} {device_type}` lists them")]
+    DeviceNotFound {
+        /// The domain that was searched.
+        domain: String,
+        /// The device type.
+        device_type: String,
+        /// The reference that was asked for.
+        reference: String,
+    },
+
+    /// A device with this reference (or one that conflicts with it) already exists.
+    #[error("{device_type} device '{reference}' already exists in domain '{domain}'; choose another one or detach it first")]
+    DeviceExists {
+        /// The domain.
+        domain: String,
+        /// The device type.
+        device_type: String,
+        /// The reference (or the attribute value) that is taken.
+        reference: String,
+    },
+
+    /// An attribute name or value is malformed or not accepted.
+    #[error("invalid attribute '{name}': {reason}")]
+    InvalidAttribute {
+        /// The attribute name (possibly sanitised for display).
+        name: String,
+        /// What is wrong and what is accepted.
+        reason: String,
+    },
+
+    /// A required attribute was not given.
+    #[error("missing attribute '{name}' for a {device_type} device: {hint}")]
+    MissingAttribute {
+        /// The device type being created.
+        device_type: String,
+        /// The attribute that is required.
+        name: String,
+        /// What the attribute means, with an example value.
+        hint: String,
+    },
+
+    /// The driver does not support this operation or device type.
+    #[error("{operation} is not supported by the {driver} driver{}", detail_suffix(.detail))]
+    Unsupported {
+        /// The driver's name.
+        driver: String,
+        /// The operation that was asked for.
+        operation: String,
+        /// Extra explanation (what is supported instead), may be empty.
+        detail: String,
+    },
+
+    /// The connection is read-only and the operation would change something.
+    #[error("{operation} refused: the connection is read-only; connect without --readonly / ?readonly to make changes")]
+    ReadOnly {
+        /// The operation that was refused.
+        operation: String,
+    },
+
+    /// An operation did not finish in time.
+    #[error("{operation} did not finish within {after:?}; the hypervisor may be busy, retry with a longer timeout")]
+    Timeout {
+        /// The operation.
+        operation: String,
+        /// How long was waited.
+        after: Duration,
+    },
+
+    /// Detach was asked for, but the guest has not released the device yet. The device is *not*
+    /// removed; it is listed with state `removal-pending` and disappears when the guest lets go.
+    #[error("{device_type} device '{reference}' in domain '{domain}' is not removed yet: removal is pending until the guest releases it; wait and list again, or detach with --force")]
+    RemovalPending {
+        /// The domain.
+        domain: String,
+        /// The device type.
+        device_type: String,
+        /// The device reference.
+        reference: String,
+    },
+
+    /// The hypervisor or its control channel failed. `source` holds the original error.
+    #[error("{driver} driver: {message}")]
+    Backend {
+        /// The driver's name.
+        driver: String,
+        /// What failed, in words (the context of the operation included).
+        message: String,
+        /// The backend's original error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_owned()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn detail_suffix(d: &str) -> String {
+    if d.is_empty() {
+        String::new()
+    } else {
+        format!(": {d}")
+    }
+}
+
+impl Error {
+    /// A backend error without a source.
+    pub fn backend(driver: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Backend {
+            driver: driver.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// A backend error that keeps `source` reachable through [`std::error::Error::source`].
+    pub fn backend_with(
+        driver: impl Into<String>,
+        message: impl Into<String>,
+        source: impl Into<BoxError>,
+    ) -> Self {
+        Error::Backend {
+            driver: driver.into(),
+            message: message.into(),
+            source: Some(source.into()),
+        }
+    }
+
+    /// A short, stable, machine-readable name of the variant (`"device-not-found"`, ...), as used
+    /// in JSON output and by the mock driver's fault injection.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidUri { .. } => "invalid-uri",
+            Error::NoDriver { .. } => "no-driver",
+            Error::DuplicateScheme { .. } => "duplicate-scheme",
+            Error::DomainNotFound { .. } => "domain-not-found",
+            Error::DeviceNotFound { .. } => "device-not-found",
+            Error::DeviceExists { .. } => "device-exists",
+            Error::InvalidAttribute { .. } => "invalid-attribute",
+            Error::MissingAttribute { .. } => "missing-attribute",
+            Error::Unsupported { .. } => "unsupported",
+            Error::ReadOnly { .. } => "read-only",
+            Error::Timeout { .. } => "timeout",
+            Error::RemovalPending { .. } => "removal-pending",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
+    /// Every code [`Error::code`] can return.
+    pub const CODES: &'static [&'static str] = &[
+        "invalid-uri",
+        "no-driver",
+        "duplicate-scheme",
+        "domain-not-found",
+        "device-not-found",
+        "device-exists",
+        "invalid-attribute",
+        "missing-attribute",
+        "unsupported",
+        "read-only",
+        "timeout",
+        "removal-pending",
+        "backend",
+    ];
+
+    /// Fill in the context the connection knows (driver name, domain) where a driver left it
+    /// empty. Called in one place, by [`crate::Connection`].
+    pub(crate) fn with_context(mut self, driver: &str, domain: Option<&str>) -> Self {
+        match &mut self {
+            Error::Backend { driver: d, .. } | Error::Unsupported { driver: d, .. }
+                if d.is_empty() =>
+            {
+                *d = driver.to_owned();
+            }
+            Error::DeviceNotFound { domain: d, .. }
+            | Error::DeviceExists { domain: d, .. }
+            | Error::RemovalPending { domain: d, .. }
+                if d.is_empty() =>
+            {
+                if let Some(dom) = domain {
+                    *d = dom.to_owned();
+                }
+            }
+            _ => {}
+        }
+        self
+    }
+}

@@ -1,0 +1,131 @@
+//! Static registration of drivers, collected with `inventory`.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use futures::future::BoxFuture;
+use serde::Serialize;
+
+use crate::driver::Driver;
+use crate::error::{Error, Result};
+use crate::uri::ConnectUri;
+
+/// How a driver opens a connection: given the parsed URI, return the live driver.
+pub type OpenFn = fn(ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>>;
+
+/// A driver's static registration record: what [`crate::register_driver!`] submits.
+///
+/// The record is const-constructible; the live connection is the `Box<dyn Driver>` that `open`
+/// returns.
+#[derive(Debug)]
+pub struct DriverRegistration {
+    /// The driver's name (`mock`, `qemu`, `xen`).
+    pub name: &'static str,
+    /// The URI schemes it handles (the part before `+transport`), lower case.
+    pub schemes: &'static [&'static str],
+    /// One line on what it manages.
+    pub description: &'static str,
+    /// Opens a connection.
+    pub open: OpenFn,
+}
+
+inventory::collect!(DriverRegistration);
+
+/// Register a driver with one line in the driver crate:
+///
+/// ```ignore
+/// vdev_core::register_driver!(name: "mock", schemes: &["mock", "test"],
+///     description: "in-memory hypervisor", open: open);
+/// ```
+///
+/// The driver crate needs no `inventory` dependency of its own. Remember the linking rule: the
+/// registration only exists in programs that link the driver crate, which Rust does only when
+/// some code names it (see the crate docs).
+#[macro_export]
+macro_rules! register_driver {
+    ($($field:ident : $value:expr),+ $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::DriverRegistration { $($field: $value),+ }
+        }
+    };
+}
+
+/// A registered driver, as listed by [`drivers`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DriverInfo {
+    /// The driver's name.
+    pub name: &'static str,
+    /// The schemes it handles.
+    pub schemes: Vec<&'static str>,
+    /// What it manages.
+    pub description: &'static str,
+}
+
+struct Registry {
+    by_scheme: BTreeMap<&'static str, Vec<&'static DriverRegistration>>,
+}
+
+fn registry() -> &'static Registry {
+    static REGISTRY: OnceLock<Registry> = OnceLock::new();
+    REGISTRY.get_or_init(|| {
+        let mut by_scheme: BTreeMap<&'static str, Vec<&'static DriverRegistration>> =
+            BTreeMap::new();
+        for reg in inventory::iter::<DriverRegistration> {
+            for scheme in reg.schemes {
+                by_scheme.entry(scheme).or_default().push(reg);
+            }
+        }
+        for regs in by_scheme.values_mut() {
+            regs.sort_by_key(|r| r.name);
+        }
+        Registry { by_scheme }
+    })
+}
+
+/// Every driver linked into this program, sorted by name.
+pub fn drivers() -> Vec<DriverInfo> {
+    let mut v: Vec<DriverInfo> = inventory::iter::<DriverRegistration>
+        .into_iter()
+        .map(|r| DriverInfo {
+            name: r.name,
+            schemes: r.schemes.to_vec(),
+            description: r.description,
+        })
+        .collect();
+    v.sort_by(|a, b| a.name.cmp(b.name).then(a.schemes.cmp(&b.schemes)));
+    v
+}
+
+/// Every registered URI scheme, sorted.
+pub fn registered_schemes() -> Vec<&'static str> {
+    registry().by_scheme.keys().copied().collect()
+}
+
+/// Check that no scheme is claimed by two drivers; the error names the first conflict.
+pub fn check_registry() -> Result<()> {
+    for (scheme, regs) in &registry().by_scheme {
+        if regs.len() > 1 {
+            return Err(duplicate(scheme, regs));
+        }
+    }
+    Ok(())
+}
+
+fn duplicate(scheme: &str, regs: &[&'static DriverRegistration]) -> Error {
+    Error::DuplicateScheme {
+        scheme: scheme.to_owned(),
+        drivers: regs.iter().map(|r| r.name.to_owned()).collect(),
+    }
+}
+
+/// The one driver registered for `scheme`.
+pub(crate) fn find(scheme: &str) -> Result<&'static DriverRegistration> {
+    match registry().by_scheme.get(scheme).map(Vec::as_slice) {
+        Some([one]) => Ok(one),
+        Some(regs) if !regs.is_empty() => Err(duplicate(scheme, regs)),
+        _ => Err(Error::NoDriver {
+            scheme: scheme.to_owned(),
+            available: registered_schemes().iter().map(|s| s.to_string()).collect(),
+        }),
+    }
+}

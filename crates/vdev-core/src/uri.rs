@@ -1,0 +1,201 @@
+//! Connection URIs: `driver[+transport]://[user@][host][:port]/path[?options]`, as in libvirt.
+//!
+//! Parsed once, here, with the `url` crate. The core consumes the `readonly` option; every other
+//! option belongs to the driver, which must refuse the ones it does not know
+//! ([`ConnectUri::check_options`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// A parsed connection URI.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectUri {
+    url: Url,
+    driver: String,
+    transport: Option<String>,
+    options: BTreeMap<String, String>,
+    readonly: bool,
+}
+
+impl ConnectUri {
+    /// Parse a URI.
+    ///
+    /// ```
+    /// use vdev_core::ConnectUri;
+    /// let u = ConnectUri::parse("qemu+tcp://admin@host:4444/vm1?timeout=5")?;
+    /// assert_eq!(u.driver(), "qemu");
+    /// assert_eq!(u.transport(), Some("tcp"));
+    /// assert_eq!(u.host(), Some("host"));
+    /// assert_eq!(u.port(), Some(4444));
+    /// assert_eq!(u.path(), "/vm1");
+    /// assert_eq!(u.option("timeout"), Some("5"));
+    /// # Ok::<(), vdev_core::Error>(())
+    /// ```
+    pub fn parse(uri: &str) -> Result<Self> {
+        let invalid = |reason: String| Error::InvalidUri {
+            uri: redact(uri),
+            reason,
+        };
+        let url = Url::parse(uri).map_err(|e| {
+            invalid(format!(
+                "{e}; write DRIVER[+TRANSPORT]://[HOST]/PATH, for example mock:///default"
+            ))
+        })?;
+        if url.cannot_be_a_base() {
+            return Err(invalid(format!(
+                "missing '//' after '{}:'; write {}:///PATH (for example mock:///default)",
+                url.scheme(),
+                url.scheme()
+            )));
+        }
+        let (driver, transport) = match url.scheme().split_once('+') {
+            Some((d, t)) if !d.is_empty() && !t.is_empty() => (d.to_owned(), Some(t.to_owned())),
+            Some(_) => {
+                return Err(invalid(
+                    "the scheme must be DRIVER or DRIVER+TRANSPORT, both non-empty".into(),
+                ))
+            }
+            None => (url.scheme().to_owned(), None),
+        };
+        let mut options = BTreeMap::new();
+        let mut readonly = false;
+        for (k, v) in url.query_pairs() {
+            if k == "readonly" {
+                readonly = match v.as_ref() {
+                    "" | "1" | "true" | "yes" => true,
+                    "0" | "false" | "no" => false,
+                    other => {
+                        return Err(invalid(format!(
+                            "readonly={other} is not a boolean; write ?readonly or ?readonly=1"
+                        )))
+                    }
+                };
+                continue;
+            }
+            if options.insert(k.to_string(), v.to_string()).is_some() {
+                return Err(invalid(format!("option '{k}' is given more than once")));
+            }
+        }
+        Ok(ConnectUri {
+            url,
+            driver,
+            transport,
+            options,
+            readonly,
+        })
+    }
+
+    /// The whole scheme, `driver+transport` or `driver`.
+    pub fn scheme(&self) -> &str {
+        self.url.scheme()
+    }
+
+    /// The driver part of the scheme (what drivers register).
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// The transport part of the scheme (`tcp` in `qemu+tcp://`), if any.
+    pub fn transport(&self) -> Option<&str> {
+        self.transport.as_deref()
+    }
+
+    /// The user name, if any.
+    pub fn user(&self) -> Option<&str> {
+        Some(self.url.username()).filter(|u| !u.is_empty())
+    }
+
+    /// The host, if any (`None` for `mock:///default`).
+    pub fn host(&self) -> Option<&str> {
+        self.url.host_str().filter(|h| !h.is_empty())
+    }
+
+    /// The port, if any.
+    pub fn port(&self) -> Option<u16> {
+        self.url.port()
+    }
+
+    /// The path, percent-decoded (`/default` for `mock:///default`).
+    pub fn path(&self) -> String {
+        percent_decode(self.url.path())
+    }
+
+    /// Every option the driver gets (all query parameters except `readonly`).
+    pub fn options(&self) -> &BTreeMap<String, String> {
+        &self.options
+    }
+
+    /// One option's value.
+    pub fn option(&self, name: &str) -> Option<&str> {
+        self.options.get(name).map(String::as_str)
+    }
+
+    /// Whether the URI asked for a read-only connection (`?readonly`).
+    pub fn is_read_only(&self) -> bool {
+        self.readonly
+    }
+
+    /// Ask for a read-only connection.
+    pub fn set_read_only(&mut self, readonly: bool) {
+        self.readonly = readonly;
+    }
+
+    /// Refuse options that are not in `known`, naming the ones that are.
+    pub fn check_options(&self, known: &[&str]) -> Result<()> {
+        match self.options.keys().find(|k| !known.contains(&k.as_str())) {
+            None => Ok(()),
+            Some(k) => Err(self.invalid(format!(
+                "unknown option '{k}' for the {} driver; known options: {}",
+                self.driver,
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            ))),
+        }
+    }
+
+    /// An [`Error::InvalidUri`] about this URI, for drivers to report what they cannot use.
+    pub fn invalid(&self, reason: impl Into<String>) -> Error {
+        Error::InvalidUri {
+            uri: self.to_string(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The URI without its password.
+impl fmt::Display for ConnectUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&redact(self.url.as_str()))
+    }
+}
+
+impl fmt::Debug for ConnectUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ConnectUri({self})")
+    }
+}
+
+/// Remove a password from a URI string, if one is there.
+fn redact(uri: &str) -> String {
+    match Url::parse(uri) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("****"));
+            u.to_string()
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    url::form_urlencoded::parse(format!("p={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}

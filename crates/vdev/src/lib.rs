@@ -1,0 +1,26 @@
+//! # vdev
+//!
+//! The facade applications depend on: everything from [`vdev_core`], plus the drivers enabled
+//! by cargo features, **linked for you** (a driver crate that no code names is otherwise
+//! silently left out of the program, and its URI scheme answers "no driver").
+//!
+//! | feature | driver | schemes | licence |
+//! |---|---|---|---|
+//! | `mock` (default) | in-memory hypervisor for tests and demos | `mock`, `test` | MIT OR Apache-2.0 |
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! let conn = vdev::connect("mock:///default").await?;
+//! let demo = conn.domain("demo").await?;
+//! let attrs = vdev::Attributes::from_pairs([("uname", "file:/img/b.raw"), ("dev", "xvdb"), ("mode", "w")])?;
+//! let r = conn.attach(&demo, &vdev::DeviceType::DISK, &attrs).await?;
+//! assert_eq!(r.as_str(), "51728");
+//! # Ok::<(), vdev::Error>(()) }).unwrap();
+//! ```
+#![deny(missing_docs)]
+
+pub use vdev_core::*;
+
+/// The mock driver crate (feature `mock`).
+#[cfg(feature = "mock")]
+pub use vdev_driver_mock as driver_mock;
