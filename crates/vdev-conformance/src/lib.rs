@@ -1,0 +1,507 @@
+//! # vdev-conformance
+//!
+//! One conformance suite that every vdev driver runs, against its real hypervisor (the mock runs
+//! it in memory). Each check is a `pub async fn` taking a [`Harness`]; it panics with a message
+//! saying what the driver did wrong. Checks are gated by [`vdev_core::Capabilities`]: where a
+//! driver declares an operation unsupported, the check asserts that the core refuses it with
+//! `Unsupported` instead of skipping.
+//!
+//! Run the whole suite, one `#[tokio::test]` per check, with one line in a driver's test file
+//! (the test crate needs `tokio` with the `macros` and `rt-multi-thread` features):
+//!
+//! ```ignore
+//! use vdev_driver_mock as _; // link the driver (see the vdev-core docs on linking)
+//!
+//! async fn setup() -> vdev_conformance::Harness { /* open connections, describe a fixture */ }
+//!
+//! vdev_conformance::conformance_tests!(setup);
+//! ```
+//!
+//! Why a crate of its own rather than a module of the workspace's `tests/` member: every driver
+//! crate runs the suite from its own tests, and a library that driver crates depend on cannot
+//! live in the test-only member that itself depends on every driver.
+#![deny(missing_docs)]
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use vdev_core::{
+    Attributes, Connection, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType, Domain,
+    Error,
+};
+
+/// Valid attributes for the `i`-th distinct device of the fixture's type.
+pub type MakeAttrs = Box<dyn Fn(usize) -> Attributes + Send + Sync>;
+
+/// What the checks work on: a read-write and a read-only connection to the same host, and how
+/// to make devices there.
+pub struct Harness {
+    /// A read-write connection.
+    pub conn: Connection,
+    /// A read-only connection to the same host.
+    pub readonly: Connection,
+    /// The device the checks create.
+    pub fixture: Fixture,
+}
+
+/// How the checks create devices on this driver.
+pub struct Fixture {
+    /// The domain (name or id) the checks attach devices to.
+    pub domain: String,
+    /// The device type the checks create.
+    pub device_type: DeviceType,
+    /// Valid attributes for the `i`-th distinct device (distinct `i` must give devices that can
+    /// exist side by side: at least 33 of them). Every attribute given must be listed back with
+    /// the same value.
+    pub make_attrs: MakeAttrs,
+    /// Attribute sets the driver must refuse with an `InvalidAttribute` error, changing nothing.
+    pub invalid_attrs: Vec<Attributes>,
+    /// The timeout the checks give detach.
+    pub detach_timeout: Duration,
+}
+
+/// Every check, by name, in the order [`conformance_tests!`] runs them.
+pub const CHECKS: &[&str] = &[
+    "domains_and_lookup",
+    "schema_describes_type",
+    "unknown_device_type_is_unsupported",
+    "attach_list_detach",
+    "detach_unknown_ref_is_not_found",
+    "invalid_attributes_are_refused",
+    "missing_attributes_are_refused",
+    "concurrent_attaches_get_distinct_refs",
+    "events_for_attach_and_detach",
+    "readonly_refuses_changes",
+];
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// A fresh fixture index, distinct within this process.
+fn next_index(n: usize) -> usize {
+    NEXT.fetch_add(n, Ordering::SeqCst)
+}
+
+async fn domain(h: &Harness) -> Domain {
+    h.conn.domain(&h.fixture.domain).await.unwrap_or_else(|e| {
+        panic!(
+            "the fixture's domain '{}' cannot be looked up: {e}",
+            h.fixture.domain
+        )
+    })
+}
+
+async fn refs(h: &Harness, d: &Domain) -> BTreeSet<DeviceRef> {
+    h.conn
+        .devices(d, Some(&h.fixture.device_type))
+        .await
+        .unwrap_or_else(|e| panic!("listing {} devices failed: {e}", h.fixture.device_type))
+        .into_iter()
+        .map(|dev| dev.reference)
+        .collect()
+}
+
+async fn snapshot(h: &Harness, d: &Domain) -> Vec<Device> {
+    let mut v = h
+        .conn
+        .devices(d, None)
+        .await
+        .unwrap_or_else(|e| panic!("listing devices failed: {e}"));
+    v.sort_by(|a, b| (&a.device_type, &a.reference).cmp(&(&b.device_type, &b.reference)));
+    v
+}
+
+fn options(h: &Harness) -> DetachOptions {
+    DetachOptions {
+        timeout: h.fixture.detach_timeout,
+        force: false,
+    }
+}
+
+/// Attach one device, or assert that attach is refused as unsupported. `None` when unsupported.
+async fn attach_one(h: &Harness, d: &Domain, attrs: &Attributes) -> Option<DeviceRef> {
+    let r = h.conn.attach(d, &h.fixture.device_type, attrs).await;
+    if !h.conn.capabilities().attach {
+        assert!(
+            matches!(r, Err(Error::Unsupported { .. })),
+            "attach is declared unsupported but answered {r:?}"
+        );
+        return None;
+    }
+    Some(r.unwrap_or_else(|e| panic!("attach with {attrs:?} failed: {e}")))
+}
+
+async fn detach_one(h: &Harness, d: &Domain, r: &DeviceRef) {
+    let res = h
+        .conn
+        .detach(d, &h.fixture.device_type, r, &options(h))
+        .await;
+    if !h.conn.capabilities().detach {
+        assert!(
+            matches!(res, Err(Error::Unsupported { .. })),
+            "detach is declared unsupported but answered {res:?}"
+        );
+        return;
+    }
+    res.unwrap_or_else(|e| panic!("detach of {r} failed: {e}"));
+}
+
+/// Domains are listed; lookup by name and by id agree; an unknown name is `DomainNotFound`.
+pub async fn domains_and_lookup(h: &Harness) {
+    let d = domain(h).await;
+    let by_id = h
+        .conn
+        .domain(&d.id.to_string())
+        .await
+        .expect("lookup by id");
+    assert_eq!(by_id, d, "lookup by id and by name disagree");
+    let by_name = h.conn.domain(&d.name).await.expect("lookup by name");
+    assert_eq!(by_name, d);
+    let all = h.conn.domains().await;
+    if h.conn.capabilities().list_domains {
+        assert!(
+            all.expect("list domains").contains(&d),
+            "the fixture's domain is not listed"
+        );
+    } else {
+        assert!(matches!(all, Err(Error::Unsupported { .. })));
+    }
+    let missing = h.conn.domain("vdev-conformance-no-such-domain").await;
+    assert!(
+        matches!(missing, Err(Error::DomainNotFound { .. })),
+        "unknown domain answered {missing:?}"
+    );
+}
+
+/// The fixture's type is described; every required attribute has a description and an example,
+/// and the fixture gives every required attribute.
+pub async fn schema_describes_type(h: &Harness) {
+    let schema = h
+        .conn
+        .schema(&h.fixture.device_type)
+        .await
+        .expect("schema of the fixture's type");
+    assert!(
+        !schema.attributes.is_empty(),
+        "the schema lists no attributes"
+    );
+    let sample = (h.fixture.make_attrs)(next_index(1));
+    for a in &schema.attributes {
+        assert!(
+            !a.description.is_empty(),
+            "attribute {} has no description",
+            a.name
+        );
+        assert!(!a.example.is_empty(), "attribute {} has no example", a.name);
+        if a.required {
+            assert!(
+                sample.contains(&a.name),
+                "the fixture lacks required attribute {}",
+                a.name
+            );
+        }
+    }
+}
+
+/// Listing or creating a device type the driver does not have is `Unsupported`.
+pub async fn unknown_device_type_is_unsupported(h: &Harness) {
+    let d = domain(h).await;
+    let t = DeviceType::new("vdev-conformance-nosuch").expect("valid name");
+    let r = h.conn.devices(&d, Some(&t)).await;
+    assert!(
+        matches!(r, Err(Error::Unsupported { .. })),
+        "listing an unknown type answered {r:?}"
+    );
+    let r = h.conn.attach(&d, &t, &Attributes::new()).await;
+    assert!(
+        matches!(r, Err(Error::Unsupported { .. } | Error::ReadOnly { .. })),
+        "attaching an unknown type answered {r:?}"
+    );
+}
+
+/// Attach → listed with its attributes → detach → gone, and the domain is as before.
+pub async fn attach_list_detach(h: &Harness) {
+    let d = domain(h).await;
+    let before = snapshot(h, &d).await;
+    let attrs = (h.fixture.make_attrs)(next_index(1));
+    let Some(r) = attach_one(h, &d, &attrs).await else {
+        return;
+    };
+    let listed = h
+        .conn
+        .devices(&d, Some(&h.fixture.device_type))
+        .await
+        .expect("list after attach");
+    let dev = listed
+        .iter()
+        .find(|dev| dev.reference == r)
+        .unwrap_or_else(|| panic!("attached device {r} is not listed"));
+    assert_eq!(dev.device_type, h.fixture.device_type);
+    for (name, value) in attrs.iter() {
+        assert_eq!(
+            dev.attributes.get(name),
+            Some(value),
+            "attribute {name} of {r} is not listed as given"
+        );
+    }
+    detach_one(h, &d, &r).await;
+    if h.conn.capabilities().detach {
+        assert!(
+            !refs(h, &d).await.contains(&r),
+            "detached device {r} is still listed"
+        );
+        assert_eq!(
+            snapshot(h, &d).await,
+            before,
+            "the domain differs from before attach + detach"
+        );
+    }
+}
+
+/// Detaching an unknown reference is `DeviceNotFound` and changes nothing.
+pub async fn detach_unknown_ref_is_not_found(h: &Harness) {
+    let d = domain(h).await;
+    let before = snapshot(h, &d).await;
+    let r = DeviceRef::new("424242").expect("valid ref");
+    let res = h
+        .conn
+        .detach(&d, &h.fixture.device_type, &r, &options(h))
+        .await;
+    if h.conn.capabilities().detach {
+        assert!(
+            matches!(res, Err(Error::DeviceNotFound { .. })),
+            "detach of an unknown ref answered {res:?}"
+        );
+    } else {
+        assert!(matches!(res, Err(Error::Unsupported { .. })));
+    }
+    assert_eq!(
+        snapshot(h, &d).await,
+        before,
+        "a failed detach changed the domain"
+    );
+}
+
+/// Invalid attributes (the fixture's, and an unknown name) are refused and change nothing.
+pub async fn invalid_attributes_are_refused(h: &Harness) {
+    let d = domain(h).await;
+    let before = snapshot(h, &d).await;
+    let mut unknown = (h.fixture.make_attrs)(next_index(1));
+    unknown
+        .insert("vdev-conformance-bogus", "1")
+        .expect("valid name");
+    for attrs in h.fixture.invalid_attrs.iter().chain([&unknown]) {
+        let r = h.conn.attach(&d, &h.fixture.device_type, attrs).await;
+        if h.conn.capabilities().attach {
+            assert!(
+                matches!(r, Err(Error::InvalidAttribute { .. })),
+                "attach with {attrs:?} answered {r:?}, not InvalidAttribute"
+            );
+        } else {
+            assert!(matches!(r, Err(Error::Unsupported { .. })));
+        }
+        assert_eq!(
+            snapshot(h, &d).await,
+            before,
+            "a refused attach with {attrs:?} changed the domain"
+        );
+    }
+}
+
+/// Leaving out any required attribute is `MissingAttribute` naming it, and changes nothing.
+pub async fn missing_attributes_are_refused(h: &Harness) {
+    let d = domain(h).await;
+    let before = snapshot(h, &d).await;
+    let schema = h
+        .conn
+        .schema(&h.fixture.device_type)
+        .await
+        .expect("schema")
+        .clone();
+    for a in schema.attributes.iter().filter(|a| a.required) {
+        let mut attrs = (h.fixture.make_attrs)(next_index(1));
+        attrs.remove(&a.name);
+        let r = h.conn.attach(&d, &h.fixture.device_type, &attrs).await;
+        match r {
+            Err(Error::MissingAttribute { ref name, .. }) => assert_eq!(name, &a.name),
+            Err(Error::Unsupported { .. }) if !h.conn.capabilities().attach => {}
+            other => panic!(
+                "attach without {} answered {other:?}, not MissingAttribute",
+                a.name
+            ),
+        }
+        assert_eq!(
+            snapshot(h, &d).await,
+            before,
+            "a refused attach changed the domain"
+        );
+    }
+}
+
+/// 32 concurrent attaches give 32 distinct references, all listed; then all are detached.
+pub async fn concurrent_attaches_get_distinct_refs(h: &Harness) {
+    const N: usize = 32;
+    let d = domain(h).await;
+    let before = snapshot(h, &d).await;
+    let base = next_index(N);
+    let attrs: Vec<Attributes> = (0..N).map(|i| (h.fixture.make_attrs)(base + i)).collect();
+    let results = futures::future::join_all(
+        attrs
+            .iter()
+            .map(|a| h.conn.attach(&d, &h.fixture.device_type, a)),
+    )
+    .await;
+    if !h.conn.capabilities().attach {
+        assert!(results
+            .iter()
+            .all(|r| matches!(r, Err(Error::Unsupported { .. }))));
+        return;
+    }
+    let made: Vec<DeviceRef> = results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("a concurrent attach failed: {e}")))
+        .collect();
+    let distinct: BTreeSet<&DeviceRef> = made.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        N,
+        "concurrent attaches returned duplicate refs: {made:?}"
+    );
+    let listed = refs(h, &d).await;
+    for r in &made {
+        assert!(
+            listed.contains(r),
+            "device {r} attached concurrently is not listed"
+        );
+    }
+    let opts = options(h);
+    let results = futures::future::join_all(
+        made.iter()
+            .map(|r| h.conn.detach(&d, &h.fixture.device_type, r, &opts)),
+    )
+    .await;
+    if h.conn.capabilities().detach {
+        for r in results {
+            r.unwrap_or_else(|e| panic!("a concurrent detach failed: {e}"));
+        }
+        assert_eq!(
+            snapshot(h, &d).await,
+            before,
+            "the domain differs after detaching everything"
+        );
+    }
+}
+
+async fn next_event(
+    s: &mut vdev_core::EventStream,
+    want: impl Fn(&DeviceEvent) -> bool,
+    what: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match tokio::time::timeout_at(deadline, s.next()).await {
+            Err(_) => panic!("no {what} event within 30 s"),
+            Ok(None) => panic!("the event stream ended before the {what} event"),
+            Ok(Some(Err(e))) => panic!("the event stream failed before the {what} event: {e}"),
+            Ok(Some(Ok(ev))) if want(&ev) => return,
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+}
+
+/// A watcher of the domain sees `Added` for an attach and `Removed` for its detach.
+pub async fn events_for_attach_and_detach(h: &Harness) {
+    let d = domain(h).await;
+    if !h.conn.capabilities().events {
+        assert!(matches!(
+            h.conn.watch(&d).await,
+            Err(Error::Unsupported { .. })
+        ));
+        return;
+    }
+    let mut events = h.conn.watch(&d).await.expect("watch");
+    let attrs = (h.fixture.make_attrs)(next_index(1));
+    let Some(r) = attach_one(h, &d, &attrs).await else {
+        return;
+    };
+    let t = h.fixture.device_type.clone();
+    next_event(&mut events, |e| matches!(e, DeviceEvent::Added { reference, device_type, .. } if *reference == r && *device_type == t), "Added").await;
+    detach_one(h, &d, &r).await;
+    next_event(&mut events, |e| matches!(e, DeviceEvent::Removed { reference, device_type, .. } if *reference == r && *device_type == t), "Removed").await;
+}
+
+/// A read-only connection lists like the read-write one but refuses attach and detach.
+pub async fn readonly_refuses_changes(h: &Harness) {
+    assert!(
+        h.readonly.is_read_only(),
+        "the harness's read-only connection is not read-only"
+    );
+    let d = h
+        .readonly
+        .domain(&h.fixture.domain)
+        .await
+        .expect("lookup on the read-only connection");
+    let before = snapshot(h, &d).await;
+    let attrs = (h.fixture.make_attrs)(next_index(1));
+    let r = h.readonly.attach(&d, &h.fixture.device_type, &attrs).await;
+    assert!(
+        matches!(r, Err(Error::ReadOnly { .. })),
+        "read-only attach answered {r:?}"
+    );
+    let target = before
+        .iter()
+        .find(|dev| dev.device_type == h.fixture.device_type)
+        .map(|dev| dev.reference.clone())
+        .unwrap_or_else(|| DeviceRef::new("0").expect("valid"));
+    let r = h
+        .readonly
+        .detach(&d, &h.fixture.device_type, &target, &options(h))
+        .await;
+    assert!(
+        matches!(r, Err(Error::ReadOnly { .. })),
+        "read-only detach answered {r:?}"
+    );
+    assert_eq!(
+        snapshot(h, &d).await,
+        before,
+        "a refused change altered the domain"
+    );
+}
+
+/// Close the harness's connections.
+pub async fn finish(h: Harness) {
+    let _ = h.readonly.close().await;
+    h.conn.close().await.expect("close");
+}
+
+/// Expand to one `#[tokio::test]` per check of the suite, each calling `$setup` (an
+/// `async fn() -> Harness`) for a fresh harness.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($setup:path) => {
+        $crate::__conformance_test!($setup, domains_and_lookup);
+        $crate::__conformance_test!($setup, schema_describes_type);
+        $crate::__conformance_test!($setup, unknown_device_type_is_unsupported);
+        $crate::__conformance_test!($setup, attach_list_detach);
+        $crate::__conformance_test!($setup, detach_unknown_ref_is_not_found);
+        $crate::__conformance_test!($setup, invalid_attributes_are_refused);
+        $crate::__conformance_test!($setup, missing_attributes_are_refused);
+        $crate::__conformance_test!($setup, concurrent_attaches_get_distinct_refs);
+        $crate::__conformance_test!($setup, events_for_attach_and_detach);
+        $crate::__conformance_test!($setup, readonly_refuses_changes);
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_test {
+    ($setup:path, $check:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $check() {
+            let h = $setup().await;
+            $crate::$check(&h).await;
+            $crate::finish(h).await;
+        }
+    };
+}

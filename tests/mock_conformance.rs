@@ -1,0 +1,90 @@
+//! The conformance suite against the mock driver: in memory, and on a state file.
+
+use std::time::Duration;
+
+use vdev_conformance::{Fixture, Harness};
+use vdev_core::{Attributes, DeviceType};
+use vdev_driver_mock as _; // link the driver: see "Linking drivers" in vdev-core
+
+fn fixture() -> Fixture {
+    Fixture {
+        domain: "demo".into(),
+        device_type: DeviceType::DISK,
+        make_attrs: Box::new(|i| {
+            // d1, d2, ... named the Xen way: xvdb, xvdc, ..., xvdq (extended ids) and beyond.
+            let n = xen_devid::devid_from_name(&format!("d{}", i + 1)).expect("valid");
+            let dev = xen_devid::name_from_devid(n).expect("named");
+            Attributes::from_pairs([
+                (
+                    "uname",
+                    format!("file:/var/lib/xen/images/conformance-{i}.img"),
+                ),
+                ("dev", dev),
+                ("mode", "w".to_owned()),
+            ])
+            .expect("valid")
+        }),
+        invalid_attrs: [
+            ("uname", "disk.img"),         // neither phy: nor file:
+            ("dev", "vdz"),                // not a Xen device name
+            ("mode", "x"),                 // not r or w
+            ("backend", "no-such-domain"), // no such backend domain
+        ]
+        .into_iter()
+        .map(|(name, bad)| {
+            let mut a =
+                Attributes::from_pairs([("uname", "file:/x.img"), ("dev", "xvdz"), ("mode", "w")])
+                    .expect("valid");
+            a.insert(name, bad).expect("valid form");
+            a
+        })
+        .collect(),
+        detach_timeout: Duration::from_secs(5),
+    }
+}
+
+mod in_memory {
+    use super::*;
+
+    async fn setup() -> Harness {
+        Harness {
+            conn: vdev_core::connect("mock:///default")
+                .await
+                .expect("connect"),
+            // A separate in-memory host: the read-only checks only need refusals and listings.
+            readonly: vdev_core::connect_readonly("mock:///default")
+                .await
+                .expect("connect"),
+            fixture: fixture(),
+        }
+    }
+
+    vdev_conformance::conformance_tests!(setup);
+}
+
+mod state_file {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    async fn setup() -> Harness {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mock-conformance");
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join(format!(
+            "host-{}-{}.json",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let uri = format!("mock://{}", path.display());
+        Harness {
+            conn: vdev_core::connect(&uri).await.expect("connect"),
+            readonly: vdev_core::connect(&format!("{uri}?readonly"))
+                .await
+                .expect("connect"),
+            fixture: fixture(),
+        }
+    }
+
+    vdev_conformance::conformance_tests!(setup);
+}
