@@ -1,0 +1,395 @@
+//! `vdev`: list, attach and detach the virtual devices of virtual machines, on any hypervisor
+//! vdev has a driver for, chosen by a connection URI.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use serde_json::{json, Value};
+use vdev::{
+    Attributes, Connection, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType, Error,
+};
+
+/// Manage the virtual devices (disks, network interfaces, ...) of virtual machines on any
+/// hypervisor, through one interface chosen by a connection URI.
+#[derive(Parser, Debug)]
+#[command(
+    name = "vdev",
+    version,
+    about,
+    after_help = "Logs: RUST_LOG=debug (or RUST_LOG=vdev_driver_qemu=trace, ...) shows the protocol traffic on stderr."
+)]
+struct Cli {
+    /// Connection URI, e.g. mock:///default, mock:///tmp/host.json, qemu:///run/vms
+    #[arg(
+        short = 'c',
+        long = "connect",
+        env = "VDEV_DEFAULT_URI",
+        default_value = "mock:///default",
+        global = true
+    )]
+    uri: String,
+    /// Open the connection read-only: every change is refused.
+    #[arg(long, global = true)]
+    readonly: bool,
+    /// Print JSON for programs instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The drivers this program has, with their URI schemes.
+    Drivers,
+    /// The domains (virtual machines) of the host: id and name.
+    Domains,
+    /// The devices of a domain, of one type or of all.
+    Devices {
+        /// Domain name or id.
+        domain: String,
+        /// Device type (disk, network, ...).
+        #[arg(value_name = "TYPE")]
+        device_type: Option<String>,
+    },
+    /// Create a device from NAME=VALUE attributes; prints its reference.
+    Attach {
+        /// Domain name or id.
+        domain: String,
+        /// Device type (disk, network, ...); `vdev schema TYPE` lists its attributes.
+        #[arg(value_name = "TYPE")]
+        device_type: String,
+        /// Attributes, e.g. uname=file:/img/data.img dev=xvdb mode=w
+        #[arg(value_name = "NAME=VALUE", required = true)]
+        attributes: Vec<String>,
+    },
+    /// Remove a device; waits until the guest releases it.
+    Detach {
+        /// Domain name or id.
+        domain: String,
+        /// Device type.
+        #[arg(value_name = "TYPE")]
+        device_type: String,
+        /// The device's reference, as `vdev devices` lists it.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// How long to wait for the guest, in seconds (0: ask and return).
+        #[arg(long, default_value_t = DetachOptions::DEFAULT_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+        timeout: f64,
+        /// Remove at once, without waiting for the guest.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The attributes a device type accepts.
+    Schema {
+        /// Device type.
+        #[arg(value_name = "TYPE")]
+        device_type: String,
+    },
+    /// Print device events of a domain as they happen, until interrupted.
+    Watch {
+        /// Domain name or id.
+        domain: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let mut msg = format!("error: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                msg.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn connect(cli: &Cli) -> vdev::Result<Connection> {
+    if cli.readonly {
+        vdev::connect_readonly(&cli.uri).await
+    } else {
+        vdev::connect(&cli.uri).await
+    }
+}
+
+async fn run(cli: Cli) -> vdev::Result<()> {
+    if let Command::Drivers = cli.command {
+        let drivers = vdev::drivers();
+        if cli.json {
+            print_json(&json!(drivers
+                .iter()
+                .map(|d| json!({"name": d.name, "schemes": d.schemes}))
+                .collect::<Vec<_>>()));
+        } else {
+            let rows = drivers
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.name.to_owned(),
+                        d.schemes.join(", "),
+                        d.description.to_owned(),
+                    ]
+                })
+                .collect();
+            print_table(&["DRIVER", "SCHEMES", "DESCRIPTION"], rows);
+        }
+        return Ok(());
+    }
+    let conn = connect(&cli).await?;
+    let result = command(&cli, &conn).await;
+    let closed = conn.close().await;
+    result.and(closed)
+}
+
+async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
+    match &cli.command {
+        Command::Drivers => unreachable!("handled without a connection"),
+        Command::Domains => {
+            let domains = conn.domains().await?;
+            if cli.json {
+                print_json(&json!(domains
+                    .iter()
+                    .map(|d| json!({"id": d.id, "name": d.name}))
+                    .collect::<Vec<_>>()));
+            } else {
+                print_table(
+                    &["ID", "NAME"],
+                    domains
+                        .iter()
+                        .map(|d| vec![d.id.to_string(), d.name.clone()])
+                        .collect(),
+                );
+            }
+        }
+        Command::Devices {
+            domain,
+            device_type,
+        } => {
+            let d = conn.domain(domain).await?;
+            let t = device_type
+                .as_deref()
+                .map(str::parse::<DeviceType>)
+                .transpose()?;
+            let devices = conn.devices(&d, t.as_ref()).await?;
+            if cli.json {
+                print_json(&json!(devices
+                    .iter()
+                    .map(|dev| device_json(&d.name, dev))
+                    .collect::<Vec<_>>()));
+            } else {
+                let rows = devices
+                    .iter()
+                    .map(|dev| {
+                        let attrs = dev
+                            .attributes
+                            .iter()
+                            .map(|(n, v)| format!("{n}={v}"))
+                            .collect::<Vec<_>>()
+                            .join(" ");
+                        vec![
+                            dev.device_type.to_string(),
+                            dev.reference.to_string(),
+                            dev.state.to_string(),
+                            attrs,
+                        ]
+                    })
+                    .collect();
+                print_table(&["TYPE", "REF", "STATE", "ATTRIBUTES"], rows);
+            }
+        }
+        Command::Attach {
+            domain,
+            device_type,
+            attributes,
+        } => {
+            let t: DeviceType = device_type.parse()?;
+            let attrs = Attributes::parse_assignments(attributes.iter().map(String::as_str))?;
+            let d = conn.domain(domain).await?;
+            let r = conn.attach(&d, &t, &attrs).await?;
+            if cli.json {
+                print_json(&json!({"ref": r.as_str()}));
+            } else {
+                println!("{r}");
+            }
+        }
+        Command::Detach {
+            domain,
+            device_type,
+            reference,
+            timeout,
+            force,
+        } => {
+            let t: DeviceType = device_type.parse()?;
+            let r: DeviceRef = reference.parse()?;
+            if !timeout.is_finite() || *timeout < 0.0 || *timeout > 86_400.0 {
+                return Err(Error::InvalidAttribute {
+                    name: "--timeout".into(),
+                    reason: format!("{timeout} is not a number of seconds from 0 to 86400"),
+                });
+            }
+            let options = DetachOptions {
+                timeout: Duration::from_secs_f64(*timeout),
+                force: *force,
+            };
+            let d = conn.domain(domain).await?;
+            let progress =
+                (!force && *timeout > 0.0 && std::io::stderr().is_terminal()).then(|| {
+                    let p = indicatif::ProgressBar::new_spinner();
+                    p.set_message(format!("waiting for {} to release {t} {r}", d.name));
+                    p.enable_steady_tick(Duration::from_millis(120));
+                    p
+                });
+            let result = conn.detach(&d, &t, &r, &options).await;
+            if let Some(p) = progress {
+                p.finish_and_clear();
+            }
+            result?;
+            if cli.json {
+                print_json(&json!({"ref": r.as_str(), "removed": true}));
+            }
+        }
+        Command::Schema { device_type } => {
+            let t: DeviceType = device_type.parse()?;
+            let schema = conn.schema(&t).await?;
+            if cli.json {
+                print_json(&json!({
+                    "type": schema.device_type.as_str(),
+                    "description": schema.description,
+                    "attributes": schema.attributes.iter().map(|a| json!({"name": a.name, "required": a.required, "description": a.description, "example": a.example})).collect::<Vec<_>>(),
+                    "passthrough_prefixes": schema.passthrough_prefixes,
+                }));
+            } else {
+                println!("{}: {}", schema.device_type, schema.description);
+                let rows = schema
+                    .attributes
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.name.clone(),
+                            if a.required { "yes" } else { "no" }.into(),
+                            a.example.clone(),
+                            a.description.clone(),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ATTRIBUTE", "REQUIRED", "EXAMPLE", "MEANING"], rows);
+                for p in &schema.passthrough_prefixes {
+                    println!("{p}NAME=VALUE is passed to the hypervisor as it is");
+                }
+            }
+        }
+        Command::Watch { domain } => {
+            let d = conn.domain(domain).await?;
+            let mut events = conn.watch(&d).await?;
+            let ctrl_c = tokio::signal::ctrl_c();
+            tokio::pin!(ctrl_c);
+            loop {
+                tokio::select! {
+                    _ = &mut ctrl_c => break,
+                    ev = events.next() => match ev {
+                        None => break,
+                        Some(Err(e)) => eprintln!("warning: {e}"),
+                        Some(Ok(ev)) => {
+                            if cli.json {
+                                print_json(&event_json(&ev));
+                            } else {
+                                println!("{}", event_line(&ev));
+                            }
+                            let _ = std::io::stdout().flush();
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn device_json(domain: &str, dev: &Device) -> Value {
+    json!({
+        "domain": domain,
+        "type": dev.device_type.as_str(),
+        "ref": dev.reference.as_str(),
+        "state": dev.state.as_str(),
+        "attrs": dev.attributes.iter().map(|(n, v)| (n.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
+    })
+}
+
+fn event_json(ev: &DeviceEvent) -> Value {
+    let (kind, state) = match ev {
+        DeviceEvent::Added { .. } => ("added", None),
+        DeviceEvent::Removed { .. } => ("removed", None),
+        DeviceEvent::StateChanged { state, .. } => ("state-changed", Some(state.as_str())),
+        _ => ("other", None),
+    };
+    let mut v = json!({"event": kind, "domain": ev.domain().name, "type": ev.device_type().as_str(), "ref": ev.reference().as_str()});
+    if let Some(s) = state {
+        v["state"] = s.into();
+    }
+    v
+}
+
+fn event_line(ev: &DeviceEvent) -> String {
+    let what = match ev {
+        DeviceEvent::Added { .. } => "added".to_owned(),
+        DeviceEvent::Removed { .. } => "removed".to_owned(),
+        DeviceEvent::StateChanged { state, .. } => format!("state {state}"),
+        _ => "changed".to_owned(),
+    };
+    format!(
+        "{} {} {} {what}",
+        ev.domain().name,
+        ev.device_type(),
+        ev.reference()
+    )
+}
+
+fn print_json(v: &Value) {
+    println!("{v}");
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let last = cells.len() - 1;
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c.to_string()
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+    };
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", line(header.to_vec()));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
+    }
+}

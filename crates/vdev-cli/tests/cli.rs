@@ -1,0 +1,371 @@
+//! The `vdev` command, run as a user runs it.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn vdev(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vdev"))
+        .args(args)
+        .env_remove("VDEV_DEFAULT_URI")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("vdev runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = vdev(args);
+    assert!(o.status.success(), "vdev {args:?} failed: {}", stderr(&o));
+    assert!(
+        stderr(&o).is_empty(),
+        "vdev {args:?} wrote to stderr: {}",
+        stderr(&o)
+    );
+    stdout(&o)
+}
+
+fn json(args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    serde_json::from_str(&ok(&a)).unwrap_or_else(|e| panic!("vdev {args:?}: not JSON: {e}"))
+}
+
+fn state_file(name: &str) -> (tempfile::TempDir, PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    let uri = format!("mock://{}", path.display());
+    (dir, path, uri)
+}
+
+fn refs(uri: &str, domain: &str, t: &str) -> Vec<String> {
+    json(&["-c", uri, "devices", domain, t])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["ref"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn json_output_has_the_documented_shapes() {
+    let drivers = json(&["drivers"]);
+    assert_eq!(
+        drivers,
+        serde_json::json!([{"name": "mock", "schemes": ["mock", "test"]}])
+    );
+    let domains = json(&["domains"]);
+    assert_eq!(
+        domains,
+        serde_json::json!([{"id": 0, "name": "Domain-0"}, {"id": 1, "name": "demo"}])
+    );
+    let devices = json(&["devices", "demo", "disk"]);
+    let d = &devices[0];
+    assert_eq!(d["domain"], "demo");
+    assert_eq!(d["type"], "disk");
+    assert_eq!(d["ref"], "51712");
+    assert_eq!(d["state"], "connected");
+    for key in [
+        "virtual-device",
+        "backend-id",
+        "bkdom-name",
+        "state",
+        "backend",
+        "ring-ref",
+        "event-channel",
+        "uname",
+        "dev",
+        "mode",
+    ] {
+        assert!(
+            d["attrs"].get(key).is_some(),
+            "attribute {key} missing from {d}"
+        );
+    }
+    assert_eq!(d["attrs"]["bkdom-name"], "Domain-0");
+    // Domain by id works as well as by name.
+    assert_eq!(json(&["devices", "1", "disk"]), devices);
+    let attached = json(&[
+        "attach",
+        "demo",
+        "disk",
+        "uname=file:/img/b.raw",
+        "dev=xvdb",
+        "mode=w",
+    ]);
+    assert_eq!(attached, serde_json::json!({"ref": "51728"}));
+}
+
+#[test]
+fn tables_are_aligned_for_people() {
+    let out = ok(&["domains"]);
+    assert_eq!(out, "ID  NAME\n0   Domain-0\n1   demo\n");
+    let out = ok(&["devices", "demo"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    let col = lines[0].find("STATE").unwrap();
+    assert!(
+        lines[1..].iter().all(|l| &l[col..col + 9] == "connected"),
+        "{out}"
+    );
+}
+
+#[test]
+fn state_files_keep_changes_between_runs_and_detach_removes() {
+    let (_dir, path, uri) = state_file("host.json");
+    assert_eq!(
+        ok(&[
+            "-c",
+            &uri,
+            "attach",
+            "demo",
+            "disk",
+            "uname=phy:/dev/vg/data",
+            "dev=xvdc",
+            "mode=r",
+            "backend=Domain-0"
+        ]),
+        "51744\n"
+    );
+    assert!(path.exists());
+    assert_eq!(refs(&uri, "demo", "disk"), ["51712", "51744"]);
+    let dev = &json(&["-c", &uri, "devices", "demo", "disk"])[1];
+    assert_eq!(dev["attrs"]["backend-id"], "0");
+    assert_eq!(dev["attrs"]["bkdom-name"], "Domain-0");
+    assert_eq!(dev["attrs"]["mode"], "r");
+    ok(&["-c", &uri, "detach", "demo", "disk", "51744"]);
+    assert_eq!(refs(&uri, "demo", "disk"), ["51712"]);
+}
+
+#[test]
+fn failures_exit_1_with_an_error_line_and_change_nothing() {
+    let (_dir, path, uri) = state_file("host.json");
+    ok(&["-c", &uri, "domains"]);
+    let before = std::fs::read(&path).unwrap();
+    for (args, says) in [
+        (
+            vec![
+                "attach",
+                "demo",
+                "disk",
+                "uname=file:/x",
+                "dev=xvda",
+                "mode=w",
+            ],
+            "already exists",
+        ),
+        (
+            vec!["attach", "demo", "disk", "uname=file:/x", "dev=xvdb"],
+            "missing attribute 'mode'",
+        ),
+        (
+            vec![
+                "attach",
+                "demo",
+                "disk",
+                "uname=file:/x",
+                "dev=xvdb",
+                "mode=w",
+                "a/b=1",
+            ],
+            "invalid attribute 'a/b'",
+        ),
+        (
+            vec![
+                "attach",
+                "demo",
+                "disk",
+                "uname=file:/x",
+                "dev=xvdb",
+                "mode=w",
+                "backend=nope",
+            ],
+            "no domain 'nope'",
+        ),
+        (vec!["attach", "demo", "disk", "nonsense"], "NAME=VALUE"),
+        (
+            vec![
+                "attach",
+                "nosuch",
+                "disk",
+                "uname=file:/x",
+                "dev=xvdb",
+                "mode=w",
+            ],
+            "domain 'nosuch' not found",
+        ),
+        (vec!["detach", "demo", "disk", "51728"], "not found"),
+        (
+            vec!["detach", "demo", "disk", "../x"],
+            "not a device reference",
+        ),
+        (
+            vec!["devices", "demo", "gpu"],
+            "supported types: disk, network",
+        ),
+        (
+            vec!["--readonly", "detach", "demo", "disk", "51712"],
+            "read-only",
+        ),
+        (
+            vec!["detach", "demo", "disk", "51712", "--timeout", "100000"],
+            "--timeout",
+        ),
+        (
+            vec!["detach", "demo", "disk", "51712", "--timeout", "nan"],
+            "--timeout",
+        ),
+    ] {
+        let mut a = vec!["-c", uri.as_str()];
+        a.extend(args.iter().copied());
+        let o = vdev(&a);
+        assert_eq!(o.status.code(), Some(1), "vdev {a:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.starts_with("error: ") && err.contains(says),
+            "vdev {a:?}: '{err}' should say '{says}'"
+        );
+        assert!(stdout(&o).is_empty());
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            before,
+            "vdev {a:?} changed the state file"
+        );
+    }
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        vec!["frobnicate"],
+        vec!["attach", "demo"],
+        vec!["detach", "demo", "disk", "1", "--timeout", "soon"],
+        vec![],
+    ] {
+        assert_eq!(vdev(&args).status.code(), Some(2), "{args:?}");
+    }
+}
+
+#[test]
+fn the_default_uri_comes_from_the_environment() {
+    let (_dir, path, uri) = state_file("env.json");
+    let o = Command::new(env!("CARGO_BIN_EXE_vdev"))
+        .args(["domains"])
+        .env("VDEV_DEFAULT_URI", &uri)
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(path.exists(), "VDEV_DEFAULT_URI was not used");
+    let o = Command::new(env!("CARGO_BIN_EXE_vdev"))
+        .args(["domains"])
+        .env("VDEV_DEFAULT_URI", "nosuch:///x")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("registered schemes: mock, test"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_malformed_state_file_is_named_and_left_untouched() {
+    let (_dir, path, uri) = state_file("broken.json");
+    std::fs::write(&path, "{ \"version\": 1, \"domains\": [ }").unwrap();
+    let o = vdev(&["-c", &uri, "domains"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&path.display().to_string())
+            && err.contains("malformed")
+            && err.contains("line 1"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "{ \"version\": 1, \"domains\": [ }"
+    );
+    std::fs::write(
+        &path,
+        r#"{"version":1,"domains":[{"id":1,"name":"a"},{"id":1,"name":"b"}]}"#,
+    )
+    .unwrap();
+    let err = stderr(&vdev(&["-c", &uri, "domains"]));
+    assert!(err.contains("two domains have the id 1"), "{err}");
+}
+
+#[test]
+fn detach_reports_removal_pending_and_the_device_stays_listed() {
+    let (_dir, _path, uri) = state_file("pending.json");
+    let pending = format!("{uri}?removal=pending");
+    let o = vdev(&[
+        "-c",
+        &pending,
+        "detach",
+        "demo",
+        "disk",
+        "51712",
+        "--timeout",
+        "0.2",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("removal is pending"), "{}", stderr(&o));
+    let dev = &json(&["-c", &uri, "devices", "demo", "disk"])[0];
+    assert_eq!(dev["ref"], "51712");
+    assert_eq!(dev["state"], "removal-pending");
+    assert_eq!(dev["attrs"]["state"], "5");
+    ok(&["-c", &uri, "detach", "demo", "disk", "51712", "--force"]);
+    assert!(refs(&uri, "demo", "disk").is_empty());
+}
+
+#[test]
+fn two_processes_on_one_state_file_lose_no_update() {
+    let (_dir, _path, uri) = state_file("shared.json");
+    ok(&["-c", &uri, "domains"]);
+    let spawn = |range: std::ops::Range<u32>| {
+        let uri = uri.clone();
+        std::thread::spawn(move || {
+            for i in range {
+                let name = xen_devid_name(i);
+                let o = vdev(&[
+                    "-c",
+                    &uri,
+                    "attach",
+                    "demo",
+                    "disk",
+                    &format!("uname=file:/img/{i}"),
+                    &format!("dev={name}"),
+                    "mode=w",
+                ]);
+                assert!(o.status.success(), "{}", stderr(&o));
+            }
+        })
+    };
+    let a = spawn(1..21);
+    let b = spawn(21..41);
+    a.join().unwrap();
+    b.join().unwrap();
+    assert_eq!(refs(&uri, "demo", "disk").len(), 41);
+}
+
+/// `d{i}` as a Xen name, without depending on xen-devid: xvd + letters.
+fn xen_devid_name(i: u32) -> String {
+    let mut n = i + 1;
+    let mut letters = Vec::new();
+    while n > 0 {
+        n -= 1;
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    letters.reverse();
+    format!("xvd{}", String::from_utf8(letters).unwrap())
+}
