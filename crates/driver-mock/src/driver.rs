@@ -314,15 +314,17 @@ fn event_stream(
     futures::stream::unfold((rx, closed), |(mut rx, mut closed)| async move {
         loop {
             if *closed.borrow() {
-                return None;
+                // Deliver what was sent before the close, then end.
+                return match rx.try_recv() {
+                    Ok(ev) => Some((Ok(ev), (rx, closed))),
+                    Err(broadcast::error::TryRecvError::Lagged(n)) => Some((Err(lost(n)), (rx, closed))),
+                    Err(_) => None,
+                };
             }
             tokio::select! {
                 r = rx.recv() => match r {
                     Ok(ev) => return Some((Ok(ev), (rx, closed))),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let e = Error::backend(crate::NAME, format!("{n} device events were lost because the consumer fell behind; list the devices again to resynchronise"));
-                        return Some((Err(e), (rx, closed)));
-                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => return Some((Err(lost(n)), (rx, closed))),
                     Err(broadcast::error::RecvError::Closed) => return None,
                 },
                 _ = closed.changed() => {}
@@ -330,4 +332,11 @@ fn event_stream(
         }
     })
     .boxed()
+}
+
+fn lost(n: u64) -> Error {
+    Error::backend(
+        crate::NAME,
+        format!("{n} device events were lost because the consumer fell behind; list the devices again to resynchronise"),
+    )
 }
