@@ -399,28 +399,19 @@ impl HostState {
             .map(|d| d.removal_due_ms)
     }
 
-    /// The devices of a domain, with `bkdom-name` translated from `backend-id`.
+    /// The devices of a domain (their `bkdom-name` was translated from `backend-id` at attach:
+    /// domains of the mock are never renamed).
     pub fn list(&self, d: &Domain, t: Option<&DeviceType>) -> Result<Vec<vdev_core::Device>> {
         let dom = self.domain(d)?;
         let mut out = Vec::new();
         let mut push = |by_ref: &BTreeMap<RefKey, DeviceRecord>| {
             out.reserve(by_ref.len());
             for dev in by_ref.values() {
-                let mut attrs = dev.attrs.clone();
-                if let Some(bid) = dev
-                    .attrs
-                    .get("backend-id")
-                    .and_then(|b| b.parse::<u32>().ok())
-                {
-                    if let Some(b) = self.domains.get(&bid) {
-                        let _ = attrs.insert("bkdom-name", b.name.clone());
-                    }
-                }
                 out.push(vdev_core::Device {
                     device_type: dev.device_type.clone(),
                     reference: dev.reference.clone(),
                     state: dev.state.clone(),
-                    attributes: attrs,
+                    attributes: dev.attrs.clone(),
                 });
             }
         };
@@ -705,6 +696,7 @@ impl Rules<'_> {
                     ("mode", mode.to_owned()),
                     ("virtual-device", devid.to_string()),
                     ("backend-id", bid.to_string()),
+                    ("bkdom-name", h.domains[&bid].name.clone()),
                     ("state", "4".to_owned()),
                     (
                         "backend",
@@ -792,6 +784,7 @@ impl Rules<'_> {
                     ("bridge", bridge.to_owned()),
                     ("script", script.to_owned()),
                     ("backend-id", bid.to_string()),
+                    ("bkdom-name", h.domains[&bid].name.clone()),
                     ("state", "4".to_owned()),
                     (
                         "backend",

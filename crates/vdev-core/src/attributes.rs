@@ -14,6 +14,7 @@
 use std::borrow::{Borrow, Cow};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -156,6 +157,9 @@ impl From<AttrValue> for String {
 
 /// An ordered map of unique attribute names to opaque values.
 ///
+/// Cloning is cheap (the map is shared, copied on the first write), so drivers can hand out the
+/// attributes of thousands of devices without copying strings.
+///
 /// ```
 /// use vdev_core::Attributes;
 /// let attrs = Attributes::from_pairs([("uname", "file:/img/a.raw"), ("dev", "xvdb"), ("mode", "w")])?;
@@ -166,12 +170,12 @@ impl From<AttrValue> for String {
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Attributes(BTreeMap<AttrName, AttrValue>);
+pub struct Attributes(Arc<BTreeMap<AttrName, AttrValue>>);
 
 impl Attributes {
     /// An empty map.
     pub fn new() -> Self {
-        Attributes(BTreeMap::new())
+        Attributes(Arc::new(BTreeMap::new()))
     }
 
     /// Build a map from name/value pairs, validating each; a name given twice is an error.
@@ -191,7 +195,7 @@ impl Attributes {
                 });
             }
             let value = AttrValue::new(name.as_str(), v)?;
-            a.0.insert(name, value);
+            Arc::make_mut(&mut a.0).insert(name, value);
         }
         Ok(a)
     }
@@ -219,7 +223,7 @@ impl Attributes {
     ) -> Result<()> {
         let name = AttrName::new(name)?;
         let value = AttrValue::new(name.as_str(), value)?;
-        self.0.insert(name, value);
+        Arc::make_mut(&mut self.0).insert(name, value);
         Ok(())
     }
 
@@ -230,7 +234,10 @@ impl Attributes {
 
     /// Remove `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<AttrValue> {
-        self.0.remove(name)
+        if !self.0.contains_key(name) {
+            return None;
+        }
+        Arc::make_mut(&mut self.0).remove(name)
     }
 
     /// Whether `name` is set.

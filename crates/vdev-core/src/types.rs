@@ -2,6 +2,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -139,11 +140,11 @@ impl std::str::FromStr for DeviceType {
 }
 
 /// A driver-defined reference to one device of a domain (Xen: the device id, `51728`; QEMU: the
-/// device id). Non-empty, at most [`MAX_DEVICE_REF_LEN`] bytes of `[A-Za-z0-9._:-]`, so that a
+/// device id), cheap to clone. Non-empty, at most [`MAX_DEVICE_REF_LEN`] bytes of `[A-Za-z0-9._:-]`, so that a
 /// reference can never form a path (`..`, `/`) in a backend.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct DeviceRef(String);
+pub struct DeviceRef(Arc<str>);
 
 impl DeviceRef {
     /// Validate and wrap a reference.
@@ -164,7 +165,7 @@ impl DeviceRef {
                 ),
             });
         }
-        Ok(DeviceRef(r))
+        Ok(DeviceRef(r.into()))
     }
 
     /// The reference as a string.
@@ -188,7 +189,7 @@ impl TryFrom<String> for DeviceRef {
 
 impl From<DeviceRef> for String {
     fn from(r: DeviceRef) -> String {
-        r.0
+        r.0.to_string()
     }
 }
 

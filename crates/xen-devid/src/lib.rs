@@ -78,7 +78,7 @@ pub fn devid_from_name(name: &str) -> Result<u32, DevIdError> {
                 .parse()
                 .map_err(|_| err("the disk number is too large"))?;
             let part = match part {
-                None => 0,
+                None | Some("0") => 0,
                 Some(p) => parse_partition(p).ok_or_else(|| err("bad partition number"))?,
             };
             return xvd(disk, part).ok_or_else(|| err("disk or partition number out of range"));
