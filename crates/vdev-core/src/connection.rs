@@ -17,16 +17,14 @@ use crate::uri::ConnectUri;
 
 /// Open a connection; the driver is chosen by the URI's scheme.
 ///
-/// ```
-/// # use vdev_driver_mock as _; // link the mock driver (see "Linking drivers" in the crate docs)
-/// # tokio_test(async {
+/// The driver must be linked into the program (see "Linking drivers" in the crate docs); the
+/// `vdev` facade crate's documentation has this example in runnable form.
+///
+/// ```ignore
 /// let conn = vdev_core::connect("mock:///default").await?;
 /// let demo = conn.domain("demo").await?;
 /// let disks = conn.devices(&demo, Some(&vdev_core::DeviceType::DISK)).await?;
 /// assert_eq!(disks[0].attributes.get("virtual-device"), Some("51712"));
-/// # Ok::<(), vdev_core::Error>(()) });
-/// # fn tokio_test<F: std::future::Future<Output = vdev_core::Result<()>>>(f: F) {
-/// #     tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f).unwrap() }
 /// ```
 pub async fn connect(uri: &str) -> Result<Connection> {
     Connection::open(ConnectUri::parse(uri)?).await

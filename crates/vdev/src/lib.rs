@@ -24,3 +24,16 @@ pub use vdev_core::*;
 /// The mock driver crate (feature `mock`).
 #[cfg(feature = "mock")]
 pub use vdev_driver_mock as driver_mock;
+
+#[cfg(all(doctest, feature = "mock"))]
+mod listing_example {
+    //! ```
+    //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    //! let conn = vdev::connect("mock:///default").await?;
+    //! let demo = conn.domain("demo").await?;
+    //! let disks = conn.devices(&demo, Some(&vdev::DeviceType::DISK)).await?;
+    //! assert_eq!(disks[0].attributes.get("virtual-device"), Some("51712"));
+    //! assert_eq!(disks[0].attributes.get("bkdom-name"), Some("Domain-0"));
+    //! # Ok::<(), vdev::Error>(()) }).unwrap();
+    //! ```
+}
