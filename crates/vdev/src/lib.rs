@@ -37,3 +37,8 @@ mod listing_example {
     //! # Ok::<(), vdev::Error>(()) }).unwrap();
     //! ```
 }
+
+/// The README's examples, compiled and run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
