@@ -291,10 +291,15 @@ impl Driver for MockDriver {
             if self.host.is_closed.load(Ordering::Acquire) {
                 return Err(MockError::Closed.into());
             }
-            Ok(event_stream(
-                self.host.events.subscribe(),
-                self.host.closed.subscribe(),
-            ))
+            match &self.host.store {
+                Store::Memory(_) => Ok(event_stream(
+                    self.host.events.subscribe(),
+                    self.host.closed.subscribe(),
+                )),
+                Store::File(path) => {
+                    crate::watch::file_events(path.clone(), self.host.closed.subscribe())
+                }
+            }
         };
         self.call(Op::Events, CallCtx::default(), body, |_| None)
             .await
@@ -334,7 +339,7 @@ fn event_stream(
     .boxed()
 }
 
-fn lost(n: u64) -> Error {
+pub(crate) fn lost(n: u64) -> Error {
     Error::backend(
         crate::NAME,
         format!("{n} device events were lost because the consumer fell behind; list the devices again to resynchronise"),

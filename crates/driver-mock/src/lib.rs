@@ -7,11 +7,15 @@ mod driver;
 mod error;
 mod state;
 mod store;
+mod watch;
 
 pub use config::{MockConfig, Source, OPTIONS};
 pub use control::{Call, Fault, MockControl, Op, Removal, CALL_LOG_CAPACITY};
 pub use driver::MockDriver;
-pub use state::{CustomAttr, CustomType, DeviceRecord, DomainState, HostState, FORMAT_VERSION};
+pub use state::{
+    CustomAttr, CustomType, DeviceRecord, DomainState, HostState, JournalEntry, FORMAT_VERSION,
+    JOURNAL_LEN,
+};
 
 use vdev_core::prelude::BoxFuture;
 use vdev_core::{ConnectUri, Connection, Driver, Result};

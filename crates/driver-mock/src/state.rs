@@ -27,9 +27,45 @@ pub struct HostState {
     /// Counter for the simulated ring references and event channels.
     #[serde(default)]
     pub next_port: u64,
+    /// The number of the last event recorded in [`HostState::journal`].
+    #[serde(default)]
+    pub event_seq: u64,
+    /// The latest events (at most [`JOURNAL_LEN`]), numbered, so that every process watching a
+    /// state file sees every change, whichever process made it.
+    #[serde(default, skip_serializing_if = "std::collections::VecDeque::is_empty")]
+    pub journal: std::collections::VecDeque<JournalEntry>,
     /// Whether some device may have a removal due (skips the scan in [`HostState::settle`]).
     #[serde(skip, default = "yes")]
     pub maybe_due: bool,
+}
+
+/// How many events a state file keeps for its watchers.
+pub const JOURNAL_LEN: usize = 256;
+
+/// One recorded event of a state file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalEntry {
+    /// Its number, from 1.
+    pub seq: u64,
+    /// The event.
+    pub event: DeviceEvent,
+}
+
+impl HostState {
+    /// Record events in the journal, numbering them.
+    pub fn record(&mut self, events: &[DeviceEvent]) {
+        for e in events {
+            self.event_seq += 1;
+            self.journal.push_back(JournalEntry {
+                seq: self.event_seq,
+                event: e.clone(),
+            });
+        }
+        while self.journal.len() > JOURNAL_LEN {
+            self.journal.pop_front();
+        }
+    }
 }
 
 fn yes() -> bool {
@@ -226,6 +262,8 @@ impl HostState {
             domains: BTreeMap::new(),
             device_types: Vec::new(),
             next_port: 8,
+            event_seq: 0,
+            journal: Default::default(),
             maybe_due: false,
         };
         for (id, name) in [(0, "Domain-0"), (1, "demo")] {

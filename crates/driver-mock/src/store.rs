@@ -35,7 +35,8 @@ impl Store {
     /// the stored state is left as it was (and `f` must not have changed the in-memory state:
     /// every rule validates before it changes anything).
     /// The events of the changes are sent on `events` (also those of completed removals when
-    /// `f` fails).
+    /// `f` fails); a state file records them in its journal instead, where every process's
+    /// watchers read them.
     pub(crate) async fn transact<R, F>(&self, events: &Sender<DeviceEvent>, f: F) -> Result<R>
     where
         R: Send + 'static,
@@ -55,21 +56,18 @@ impl Store {
             }
             Store::File(path) => {
                 let path = path.clone();
-                let tx = events.clone();
                 tokio::task::spawn_blocking(move || {
                     let _lock = lock(&path)?;
                     let (mut st, original) = load_or_create(&path)?;
                     let mut evs = Vec::new();
                     st.settle(now_ms(), &mut evs);
                     let r = f(&mut st, &mut evs);
+                    st.record(&evs);
                     // `f` changes nothing when it fails, so what differs now is its work (on
                     // success) or only the completed removals (on failure): both are kept.
                     let text = serialize(&st);
                     if text != original {
                         save(&path, &text)?;
-                    }
-                    for e in evs {
-                        let _ = tx.send(e);
                     }
                     r
                 })
@@ -176,4 +174,17 @@ fn save(path: &Path, text: &str) -> Result<(), MockError> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Read a state file without taking the lock (writes replace it atomically), for watchers.
+pub(crate) fn read_file(path: &Path) -> Result<HostState, MockError> {
+    let text = fs::read_to_string(path).map_err(|source| MockError::Io {
+        action: "read",
+        path: path.to_owned(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| MockError::Json {
+        path: path.to_owned(),
+        source,
+    })
 }

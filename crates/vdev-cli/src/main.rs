@@ -298,6 +298,10 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
         Command::Watch { domain } => {
             let d = conn.domain(domain).await?;
             let mut events = conn.watch(&d).await?;
+            eprintln!(
+                "watching {} for device events; press Ctrl-C to stop",
+                d.name
+            );
             let ctrl_c = tokio::signal::ctrl_c();
             tokio::pin!(ctrl_c);
             loop {

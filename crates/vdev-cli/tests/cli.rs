@@ -369,3 +369,66 @@ fn xen_devid_name(i: u32) -> String {
     letters.reverse();
     format!("xvd{}", String::from_utf8(letters).unwrap())
 }
+
+#[test]
+fn watch_prints_changes_made_by_other_processes_one_json_object_per_line() {
+    use std::io::{BufRead, BufReader};
+    let (_dir, _path, uri) = state_file("watch.json");
+    ok(&["-c", &uri, "domains"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vdev"))
+        .args(["-c", &uri, "--json", "watch", "demo"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut ready = String::new();
+    BufReader::new(child.stderr.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    assert!(ready.starts_with("watching demo"), "{ready}");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let _ = tx.send(line.unwrap());
+        }
+    });
+    ok(&[
+        "-c",
+        &uri,
+        "attach",
+        "Domain-0",
+        "disk",
+        "uname=file:/x",
+        "dev=xvdb",
+        "mode=w",
+    ]);
+    ok(&[
+        "-c",
+        &uri,
+        "attach",
+        "demo",
+        "disk",
+        "uname=file:/x",
+        "dev=xvdb",
+        "mode=w",
+    ]);
+    ok(&["-c", &uri, "detach", "demo", "disk", "51728"]);
+    let mut lines = Vec::new();
+    for _ in 0..2 {
+        let line = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .expect("an event line within 30 s");
+        lines.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+    assert_eq!(
+        lines,
+        [
+            serde_json::json!({"event": "added", "domain": "demo", "type": "disk", "ref": "51728"}),
+            serde_json::json!({"event": "removed", "domain": "demo", "type": "disk", "ref": "51728"}),
+        ],
+        "the Domain-0 attach must not be reported for demo"
+    );
+}
