@@ -18,11 +18,22 @@
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
 
+// The header follows this order.
+
+// Error codes and the thread-local last error.
 mod error;
-mod events;
+
+// Connections and domains.
 mod handles;
-mod heap;
+
+// The proposal's three calls over fixed-size entries.
 mod proposal;
+
+// The same without fixed sizes, and detach options.
+mod heap;
+
+// Device events.
+mod events;
 
 pub use error::{
     vdev_error_code, vdev_error_code_name, vdev_last_error_code, vdev_last_error_message,
