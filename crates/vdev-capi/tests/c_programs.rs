@@ -22,10 +22,16 @@ fn lib_dir() -> &'static Path {
         // it here (quick when it is up to date), into the same target directory and profile.
         // The test is target/<profile>/deps/c_programs-HASH.
         let exe = std::env::current_exe().expect("current_exe");
-        let dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
         let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
         let mut build = Command::new(env!("CARGO"));
-        build.current_dir(crate_dir()).args(["build", "-p", "vdev-capi"]);
+        build
+            .current_dir(crate_dir())
+            .args(["build", "-p", "vdev-capi"]);
         if profile != "debug" {
             build.args(["--profile", profile]);
         }
@@ -51,7 +57,9 @@ fn out_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -86,7 +94,15 @@ fn compile(src: &Path, name: &str, link: Link) -> PathBuf {
         }
         Link::Static => {
             cc.arg(lib_dir().join("libvdev.a"));
-            cc.args(["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"]);
+            cc.args([
+                "-lgcc_s",
+                "-lutil",
+                "-lrt",
+                "-lpthread",
+                "-lm",
+                "-ldl",
+                "-lc",
+            ]);
         }
     }
     run(&mut cc);
@@ -97,7 +113,10 @@ fn compile(src: &Path, name: &str, link: Link) -> PathBuf {
 fn run_checked(exe: &Path) -> String {
     let stdout = run(&mut Command::new(exe));
     if std::env::var_os("VDEV_CAPI_NO_VALGRIND").is_some() {
-        eprintln!("VDEV_CAPI_NO_VALGRIND is set: {} not run under valgrind", exe.display());
+        eprintln!(
+            "VDEV_CAPI_NO_VALGRIND is set: {} not run under valgrind",
+            exe.display()
+        );
         return stdout;
     }
     let found = Command::new("valgrind").arg("--version").output().is_ok();
@@ -204,4 +223,17 @@ fn install_and_pkg_config() {
         .env("PKG_CONFIG_PATH", &pc_path)
         .args(["--modversion", "vdev"]));
     assert_eq!(version.trim(), env!("CARGO_PKG_VERSION"));
+}
+
+/// The C example in README.md compiles and runs exactly as written.
+#[test]
+fn readme_snippet_compiles_as_written() {
+    let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("README.md");
+    let start = readme.find("```c\n").expect("a ```c block in README.md") + 5;
+    let len = readme[start..].find("```").expect("end of the ```c block");
+    let src = out_dir().join("readme-snippet.c");
+    std::fs::write(&src, &readme[start..start + len]).expect("write snippet");
+    let exe = compile(&src, "readme-snippet", Link::Shared);
+    let out = run(&mut Command::new(&exe));
+    assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
 }
