@@ -1,0 +1,59 @@
+//! # vdev-capi: libvdev, the C API of vdev
+//!
+//! A C library (`libvdev.so`, `libvdev.a`) and its header `include/vdev.h`, faithful to the 2006
+//! libvirt "vdev" proposal: `vdev_domain_get_vdevs()`, `vdev_domain_create_vdev()` and
+//! `vdev_domain_destroy_vdev()` over fixed-size `vdev_vda { char name[16]; char value[64]; }`
+//! entries, plus calls without fixed sizes, detach options and device events.
+//!
+//! - Every call that fails returns -1 or NULL and leaves a thread-local last error
+//!   ([`vdev_last_error_code`], [`vdev_last_error_message`]) whose code is a
+//!   [`vdev_error_code`].
+//! - Each connection owns its asynchronous runtime; callers see blocking calls.
+//! - No Rust panic crosses the boundary: it becomes [`vdev_error_code::VDEV_ERR_PANIC`].
+//! - Drivers: the mock (`mock:///default`) always; others through cargo features.
+//!
+//! The header is generated from this crate by cbindgen (`cbindgen.toml`) and kept in the
+//! repository; `cargo test -p vdev-capi --test header` fails when it is out of date, and
+//! `VDEV_BLESS=1` rewrites it. See `docs/design/0004-c-api.md`.
+#![deny(missing_docs)]
+#![allow(non_camel_case_types)]
+
+// The header follows this order.
+
+// Error codes and the thread-local last error.
+mod error;
+
+// Connections and domains.
+mod handles;
+
+// The proposal's three calls over fixed-size entries.
+mod proposal;
+
+// The same without fixed sizes, and detach options.
+mod heap;
+
+// Device events.
+mod events;
+
+pub use error::{
+    vdev_error_code, vdev_error_code_name, vdev_last_error_code, vdev_last_error_message,
+    vdev_reset_last_error,
+};
+pub use events::{
+    vdev_conn_watch, vdev_domain_watch, vdev_event, vdev_event_free, vdev_event_kind, vdev_watch,
+    vdev_watch_free, vdev_watch_next,
+};
+pub use handles::{
+    vdev_conn, vdev_conn_close, vdev_conn_is_readonly, vdev_conn_list_domains, vdev_conn_open,
+    vdev_conn_open_readonly, vdev_domain, vdev_domain_free, vdev_domain_get_id,
+    vdev_domain_get_name, vdev_domain_list_free, vdev_domain_lookup_by_id,
+    vdev_domain_lookup_by_name, vdev_string_free,
+};
+pub use heap::{
+    vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
+    vdev_domain_list_devices, VDEV_DETACH_DEFAULT_TIMEOUT, VDEV_DETACH_FORCE,
+};
+pub use proposal::{
+    vdev_domain_create_vdev, vdev_domain_destroy_vdev, vdev_domain_get_vdevs, vdev_vda,
+    VDEV_VDA_MAX_ATTRS, VDEV_VDA_MAX_DEVICES, VDEV_VDA_NAME_SIZE, VDEV_VDA_VALUE_SIZE,
+};

@@ -1,0 +1,320 @@
+//! The three calls of the 2006 proposal, over fixed-size `vdev_vda` entries.
+
+use std::ffi::{c_char, c_int, CStr};
+
+use vdev_facade::{Attributes, DetachOptions, DeviceRef, DeviceType, DomainKey, Error};
+
+use crate::error::{guard, vdev_error_code::*, CError};
+use crate::handles::{handle, str_arg, vdev_domain};
+
+/// Size of `vdev_vda.name`, the NUL included: names have at most 15 bytes.
+pub const VDEV_VDA_NAME_SIZE: usize = 16;
+/// Size of `vdev_vda.value`, the NUL included: values have at most 63 bytes.
+pub const VDEV_VDA_VALUE_SIZE: usize = 64;
+/// The largest number of devices `vdev_domain_get_vdevs()` can encode (the low 16 bits).
+pub const VDEV_VDA_MAX_DEVICES: c_int = 0xFFFF;
+/// The largest number of attributes per device `vdev_domain_get_vdevs()` can encode (the high
+/// bits, keeping the result positive).
+pub const VDEV_VDA_MAX_ATTRS: c_int = 0x7FFF;
+
+/// One attribute of a device, in fixed-size fields (the proposal's `virVDA`): a NUL-terminated
+/// name (at most 15 bytes) and a NUL-terminated value (at most 63 bytes).
+///
+/// An entry whose `name[0]` is NUL is an empty entry: `vdev_domain_get_vdevs()` uses it to pad
+/// a device that has fewer attributes than the others (its value is then empty too);
+/// `vdev_domain_create_vdev()` refuses it.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct vdev_vda {
+    /// The attribute name, NUL-terminated.
+    pub name: [c_char; 16],
+    /// The attribute value, NUL-terminated.
+    pub value: [c_char; 64],
+}
+
+/// Copy `s` into a fixed field, NUL-padded. The caller checked that it fits.
+fn fill(field: &mut [c_char], s: &str) {
+    field.fill(0);
+    for (d, b) in field.iter_mut().zip(s.bytes()) {
+        *d = b as c_char;
+    }
+}
+
+/// Read a fixed field: it must hold a NUL.
+fn read_field<'a>(
+    field: &'a [c_char],
+    index: usize,
+    what: &str,
+    code: crate::error::vdev_error_code,
+) -> Result<&'a str, CError> {
+    let bytes = unsafe { &*(field as *const [c_char] as *const [u8]) };
+    let s = CStr::from_bytes_until_nul(bytes).map_err(|_| {
+        CError::new(
+            code,
+            format!(
+                "attr[{index}].{what} has no NUL within its {} bytes: a {what} has at most {} bytes; use vdev_domain_attach() for longer ones",
+                field.len(),
+                field.len() - 1
+            ),
+        )
+    })?;
+    s.to_str()
+        .map_err(|_| CError::invalid("attr", format!("attr[{index}].{what} is not valid UTF-8")))
+}
+
+/// Parse a device type argument.
+pub(crate) unsafe fn type_arg(p: *const c_char) -> Result<DeviceType, CError> {
+    let t = unsafe { str_arg(p, "type") }?;
+    DeviceType::new(t.to_owned()).map_err(CError::from)
+}
+
+/// Parse a device reference argument.
+pub(crate) unsafe fn ref_arg(p: *const c_char) -> Result<DeviceRef, CError> {
+    let r = unsafe { str_arg(p, "ref") }?;
+    DeviceRef::new(r).map_err(CError::from)
+}
+
+/// The attribute whose value names the backend domain, translated from a name into an id.
+pub(crate) const BACKEND_ATTR: &str = "backend";
+
+/// Create a device from name/value pairs, translating a backend domain name into its id.
+pub(crate) fn attach_pairs(
+    dom: &vdev_domain,
+    device_type: DeviceType,
+    mut pairs: Vec<(String, String)>,
+) -> Result<DeviceRef, CError> {
+    let domain = dom.domain.clone();
+    dom.conn.run(|c| async move {
+        for (name, value) in pairs.iter_mut() {
+            if name != BACKEND_ATTR || value.is_empty() || value.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            match c.lookup_domain(&DomainKey::Name(value.clone())).await {
+                Ok(backend) => *value = backend.id.to_string(),
+                Err(Error::DomainNotFound { .. }) => {
+                    return Err(CError::new(
+                        VDEV_ERR_DOMAIN_NOT_FOUND,
+                        format!(
+                            "backend domain '{value}' not found: the '{BACKEND_ATTR}' attribute names the domain that serves the device, by name (translated into its id) or by id; vdev_conn_list_domains() lists them"
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let attrs = Attributes::from_pairs(pairs)?;
+        Ok(c.attach(&domain, &device_type, &attrs).await?)
+    })
+}
+
+/// Detach a device.
+pub(crate) fn detach(
+    dom: &vdev_domain,
+    device_type: DeviceType,
+    reference: DeviceRef,
+    options: DetachOptions,
+) -> Result<(), CError> {
+    let domain = dom.domain.clone();
+    dom.conn.run(|c| async move {
+        Ok(c.detach(&domain, &device_type, &reference, &options)
+            .await?)
+    })
+}
+
+/// Get the devices of one type of a domain into the caller's array of `maxattr` entries: the
+/// proposal's `virDomainGetVdevs`.
+///
+/// Returns `(A << 16) + N`, where N is the number of devices and A the number of entries each
+/// device occupies, or -1 on failure. Decode with `n = r & 0xFFFF; a = r >> 16;`.
+///
+/// **Layout.** Device `d` (0 <= d < N, in the driver's listing order) occupies entries
+/// `attr[d*A]` to `attr[d*A + A - 1]`, its attributes in name order. Entries from `N*A` on are
+/// not touched. The device's reference is one of its attributes when the driver lists it (the
+/// mock and Xen: `virtual-device` for disks, `handle` for network devices);
+/// `vdev_domain_list_devices()` always gives it.
+///
+/// **Devices with different numbers of attributes.** A is the largest number of attributes
+/// of any of the devices. A device with fewer attributes is padded at the end of its A entries
+/// with empty entries: `name[0] == '\0'` and `value[0] == '\0'` (every byte of a padding entry is
+/// 0). An attribute never has an empty name, so an empty name always means padding.
+///
+/// **No device.** Returns 0 and writes nothing. Devices without attributes give A = 0.
+///
+/// **Array too small.** When `maxattr < N*A`, returns -1 with `VDEV_ERR_BUFFER_TOO_SMALL` and
+/// writes nothing; the message says how many entries are needed. To ask for the size first, call
+/// with `attr == NULL` and `maxattr == 0`: the result is the same `(A << 16) + N` and nothing is
+/// written. (`attr == NULL` with `maxattr > 0` is `VDEV_ERR_NULL_ARGUMENT`; `maxattr < 0` is
+/// `VDEV_ERR_INVALID_ARGUMENT`.)
+///
+/// **Names and values that do not fit.** A name must fit `name[16]` with its NUL (at most 15
+/// bytes) and a value `value[64]` (at most 63 bytes). If any attribute of any listed device does
+/// not fit, the call returns -1 with `VDEV_ERR_NAME_TOO_LONG` or `VDEV_ERR_VALUE_TOO_LONG`
+/// (the message names the device, the attribute and its length) and writes nothing: the library
+/// never truncates. Use `vdev_domain_list_devices()`, which has no size limits, for such devices.
+///
+/// **Too many.** More than 65535 devices or 32767 attributes per device: -1 with
+/// `VDEV_ERR_TOO_MANY`.
+///
+/// # Safety
+/// `dom` is NULL or a live domain handle; `type` is NULL or a NUL-terminated string; `attr` is
+/// NULL or points to `maxattr` writable entries.
+#[no_mangle]
+pub unsafe extern "C" fn vdev_domain_get_vdevs(
+    dom: *mut vdev_domain,
+    r#type: *const c_char,
+    attr: *mut vdev_vda,
+    maxattr: c_int,
+) -> c_int {
+    guard(-1, || {
+        let dom = unsafe { handle(dom, "dom") }?;
+        let device_type = unsafe { type_arg(r#type) }?;
+        if maxattr < 0 {
+            return Err(CError::invalid(
+                "maxattr",
+                format!("{maxattr} is negative; give the number of entries of attr"),
+            ));
+        }
+        if attr.is_null() && maxattr > 0 {
+            return Err(CError::null("attr"));
+        }
+        let domain = dom.domain.clone();
+        let t = device_type.clone();
+        let devices = dom
+            .conn
+            .run(|c| async move { Ok(c.devices(&domain, Some(&t)).await?) })?;
+        let n = devices.len();
+        let a = devices
+            .iter()
+            .map(|d| d.attributes.len())
+            .max()
+            .unwrap_or(0);
+        if n > VDEV_VDA_MAX_DEVICES as usize || a > VDEV_VDA_MAX_ATTRS as usize {
+            return Err(CError::new(
+                VDEV_ERR_TOO_MANY,
+                format!("domain '{}' has {n} {device_type} devices with up to {a} attributes each; vdev_domain_get_vdevs() encodes at most {VDEV_VDA_MAX_DEVICES} devices and {VDEV_VDA_MAX_ATTRS} attributes; use vdev_domain_list_devices()", dom.domain.name),
+            ));
+        }
+        for d in &devices {
+            for (name, value) in d.attributes.iter() {
+                if name.len() >= VDEV_VDA_NAME_SIZE {
+                    return Err(CError::new(
+                        VDEV_ERR_NAME_TOO_LONG,
+                        format!("{device_type} device '{}' has an attribute '{name}' whose name is {} bytes long; vdev_vda.name holds at most {}; use vdev_domain_list_devices() to read it", d.reference, name.len(), VDEV_VDA_NAME_SIZE - 1),
+                    ));
+                }
+                if value.len() >= VDEV_VDA_VALUE_SIZE {
+                    return Err(CError::new(
+                        VDEV_ERR_VALUE_TOO_LONG,
+                        format!("{device_type} device '{}' has an attribute '{name}' whose value is {} bytes long; vdev_vda.value holds at most {}; use vdev_domain_list_devices() to read it", d.reference, value.len(), VDEV_VDA_VALUE_SIZE - 1),
+                    ));
+                }
+            }
+        }
+        let needed = n * a;
+        let size_query = attr.is_null() && maxattr == 0;
+        if !size_query && needed > maxattr as usize {
+            return Err(CError::new(
+                VDEV_ERR_BUFFER_TOO_SMALL,
+                format!("the answer needs {needed} vdev_vda entries ({n} devices x {a} attributes) but maxattr is {maxattr}; nothing was written"),
+            ));
+        }
+        if !size_query && needed > 0 {
+            let out = unsafe { std::slice::from_raw_parts_mut(attr, needed) };
+            for (d, slots) in devices.iter().zip(out.chunks_mut(a)) {
+                let mut attrs = d.attributes.iter();
+                for slot in slots {
+                    let (name, value) = attrs.next().unwrap_or(("", ""));
+                    fill(&mut slot.name, name);
+                    fill(&mut slot.value, value);
+                }
+            }
+        }
+        Ok(((a as c_int) << 16) + n as c_int)
+    })
+}
+
+/// Create a device of `type` in a domain from `nbattr` attributes: the proposal's
+/// `virDomainCreateVdev`. Returns 0 on success, -1 on failure.
+///
+/// **Backend domain.** When the `backend` attribute holds a domain *name* (anything but
+/// digits), the library looks the domain up and passes its id to the driver instead, for every
+/// driver; an unknown name fails with `VDEV_ERR_DOMAIN_NOT_FOUND`. Digits are passed on as an id.
+///
+/// **Entries.** Each `attr[i].name` and `attr[i].value` must be NUL-terminated within its field:
+/// a name without a NUL in its 16 bytes fails with `VDEV_ERR_NAME_TOO_LONG`, a value without a
+/// NUL in its 64 bytes with `VDEV_ERR_VALUE_TOO_LONG` (nothing is created, nothing truncated). An
+/// empty name (a padding entry) fails with `VDEV_ERR_INVALID_ARGUMENT`; a name given twice with
+/// `VDEV_ERR_INVALID_ATTRIBUTE`. `nbattr` may be 0 (then `attr` may be NULL), but the device type
+/// may require attributes (`VDEV_ERR_MISSING_ATTRIBUTE`).
+///
+/// The new device's reference is not returned (the proposal's signature): list the devices, or
+/// use `vdev_domain_attach()`, which returns it.
+///
+/// # Safety
+/// `dom` is NULL or a live domain handle; `type` is NULL or a NUL-terminated string; `attr` is
+/// NULL or points to `nbattr` readable entries.
+#[no_mangle]
+pub unsafe extern "C" fn vdev_domain_create_vdev(
+    dom: *mut vdev_domain,
+    r#type: *const c_char,
+    attr: *const vdev_vda,
+    nbattr: c_int,
+) -> c_int {
+    guard(-1, || {
+        let dom = unsafe { handle(dom, "dom") }?;
+        let device_type = unsafe { type_arg(r#type) }?;
+        if nbattr < 0 {
+            return Err(CError::invalid(
+                "nbattr",
+                format!("{nbattr} is negative; give the number of entries of attr"),
+            ));
+        }
+        if attr.is_null() && nbattr > 0 {
+            return Err(CError::null("attr"));
+        }
+        let entries: &[vdev_vda] = if nbattr == 0 {
+            &[]
+        } else {
+            unsafe { std::slice::from_raw_parts(attr, nbattr as usize) }
+        };
+        let mut pairs = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let name = read_field(&e.name, i, "name", VDEV_ERR_NAME_TOO_LONG)?;
+            let value = read_field(&e.value, i, "value", VDEV_ERR_VALUE_TOO_LONG)?;
+            if name.is_empty() {
+                return Err(CError::invalid(
+                    "attr",
+                    format!("attr[{i}].name is empty; every entry must name an attribute"),
+                ));
+            }
+            pairs.push((name.to_owned(), value.to_owned()));
+        }
+        attach_pairs(dom, device_type, pairs)?;
+        Ok(0)
+    })
+}
+
+/// Remove device `ref` of `type` from a domain: the proposal's `virDomainDestroyVdev`. Returns
+/// 0 when the device is gone, -1 on failure.
+///
+/// It waits up to 10 seconds for the guest to release the device. If the guest has not, it
+/// fails with `VDEV_ERR_REMOVAL_PENDING`: the device is still there, listed with state
+/// `removal-pending`, and goes when the guest lets go. `vdev_domain_detach()` takes a timeout and
+/// a force flag.
+///
+/// # Safety
+/// `dom` is NULL or a live domain handle; `type` and `ref` are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn vdev_domain_destroy_vdev(
+    dom: *mut vdev_domain,
+    r#type: *const c_char,
+    r#ref: *const c_char,
+) -> c_int {
+    guard(-1, || {
+        let dom = unsafe { handle(dom, "dom") }?;
+        let device_type = unsafe { type_arg(r#type) }?;
+        let reference = unsafe { ref_arg(r#ref) }?;
+        detach(dom, device_type, reference, DetachOptions::default())?;
+        Ok(0)
+    })
+}

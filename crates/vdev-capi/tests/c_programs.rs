@@ -1,0 +1,239 @@
+//! Compile the C programs in `tests/c/` and `examples/` with the system `cc` against
+//! `include/vdev.h` and the freshly built `libvdev`, run them, and run them again under
+//! valgrind, failing on any error, any leak, and any "still reachable" block that
+//! `tests/c/valgrind.supp` does not name.
+//!
+//! Needs `cc`; `valgrind` too unless `VDEV_CAPI_NO_VALGRIND=1`; `pkg-config` for the install
+//! test.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+fn crate_dir() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The directory holding the libvdev.so and libvdev.a cargo built for this test run.
+fn lib_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // The library is not an rlib, so `cargo test` does not build it for this test: build
+        // it here (quick when it is up to date), into the same target directory and profile.
+        // The test is target/<profile>/deps/c_programs-HASH.
+        let exe = std::env::current_exe().expect("current_exe");
+        let dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("target dir")
+            .to_path_buf();
+        let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
+        let mut build = Command::new(env!("CARGO"));
+        build
+            .current_dir(crate_dir())
+            .args(["build", "-p", "vdev-capi"]);
+        if profile != "debug" {
+            build.args(["--profile", profile]);
+        }
+        if let Some(target) = dir.parent() {
+            build.env("CARGO_TARGET_DIR", target);
+        }
+        run(&mut build);
+        for f in ["libvdev.so", "libvdev.a"] {
+            assert!(
+                dir.join(f).is_file(),
+                "{} is missing: run the tests with `cargo test -p vdev-capi`",
+                dir.join(f).display()
+            );
+        }
+        dir
+    })
+}
+
+fn out_dir() -> PathBuf {
+    let d = lib_dir().join("capi-tests");
+    std::fs::create_dir_all(&d).expect("create capi-tests dir");
+    d
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        out.status
+    );
+    stdout
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Link {
+    Shared,
+    Static,
+}
+
+/// Compile one C file; returns the program's path.
+fn compile(src: &Path, name: &str, link: Link) -> PathBuf {
+    let exe = out_dir().join(name);
+    let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g"])
+        .arg("-I")
+        .arg(crate_dir().join("include"))
+        .arg(src)
+        .arg("-o")
+        .arg(&exe);
+    match link {
+        Link::Shared => {
+            cc.arg("-L").arg(lib_dir()).arg("-lvdev");
+            cc.arg(format!("-Wl,-rpath,{}", lib_dir().display()));
+            cc.arg("-lpthread");
+        }
+        Link::Static => {
+            cc.arg(lib_dir().join("libvdev.a"));
+            cc.args([
+                "-lgcc_s",
+                "-lutil",
+                "-lrt",
+                "-lpthread",
+                "-lm",
+                "-ldl",
+                "-lc",
+            ]);
+        }
+    }
+    run(&mut cc);
+    exe
+}
+
+/// Run a program, then run it under valgrind.
+fn run_checked(exe: &Path) -> String {
+    let stdout = run(&mut Command::new(exe));
+    if std::env::var_os("VDEV_CAPI_NO_VALGRIND").is_some() {
+        eprintln!(
+            "VDEV_CAPI_NO_VALGRIND is set: {} not run under valgrind",
+            exe.display()
+        );
+        return stdout;
+    }
+    let found = Command::new("valgrind").arg("--version").output().is_ok();
+    assert!(
+        found,
+        "valgrind is not installed: install it (apt-get install valgrind) or set VDEV_CAPI_NO_VALGRIND=1"
+    );
+    let mut vg = Command::new("valgrind");
+    vg.args([
+        "-q",
+        "--error-exitcode=99",
+        "--leak-check=full",
+        "--show-leak-kinds=all",
+        "--errors-for-leak-kinds=all",
+        "--num-callers=30",
+    ])
+    .arg(format!(
+        "--suppressions={}",
+        crate_dir().join("tests/c/valgrind.supp").display()
+    ))
+    .arg(exe);
+    run(&mut vg);
+    stdout
+}
+
+fn c_test(name: &str) -> String {
+    let exe = compile(
+        &crate_dir().join(format!("tests/c/{name}.c")),
+        name,
+        Link::Shared,
+    );
+    let out = run_checked(&exe);
+    assert!(out.contains("checks passed"), "{name} printed: {out}");
+    print!("{out}");
+    out
+}
+
+#[test]
+fn c_proposal_calls() {
+    c_test("proposal");
+}
+
+#[test]
+fn c_heap_calls() {
+    c_test("heap");
+}
+
+#[test]
+fn c_events() {
+    c_test("events");
+}
+
+#[test]
+fn c_threads_on_separate_connections() {
+    c_test("threads");
+}
+
+#[test]
+fn readme_example_shared() {
+    let exe = compile(
+        &crate_dir().join("examples/example.c"),
+        "example-shared",
+        Link::Shared,
+    );
+    let out = run_checked(&exe);
+    assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
+}
+
+/// Linking `libvdev.a` must keep the mock driver's registration (the linking trap).
+#[test]
+fn readme_example_static() {
+    let exe = compile(
+        &crate_dir().join("examples/example.c"),
+        "example-static",
+        Link::Static,
+    );
+    let out = run_checked(&exe);
+    assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
+}
+
+/// `scripts/install-capi.sh PREFIX LIBDIR`, then `cc $(pkg-config --cflags --libs vdev)`.
+#[test]
+fn install_and_pkg_config() {
+    let prefix = out_dir().join("prefix");
+    let _ = std::fs::remove_dir_all(&prefix);
+    run(Command::new("sh")
+        .arg(crate_dir().join("scripts/install-capi.sh"))
+        .arg(&prefix)
+        .arg(lib_dir()));
+    let pc_path = prefix.join("lib/pkgconfig");
+    let flags = run(Command::new("pkg-config")
+        .env("PKG_CONFIG_PATH", &pc_path)
+        .args(["--cflags", "--libs", "vdev"]));
+    let exe = out_dir().join("example-pkg-config");
+    let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
+    cc.arg(crate_dir().join("examples/example.c"))
+        .args(flags.split_whitespace())
+        .arg("-o")
+        .arg(&exe);
+    run(&mut cc);
+    let out = run(Command::new(&exe).env("LD_LIBRARY_PATH", prefix.join("lib")));
+    assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
+    let version = run(Command::new("pkg-config")
+        .env("PKG_CONFIG_PATH", &pc_path)
+        .args(["--modversion", "vdev"]));
+    assert_eq!(version.trim(), env!("CARGO_PKG_VERSION"));
+}
+
+/// The C example in README.md compiles and runs exactly as written.
+#[test]
+fn readme_snippet_compiles_as_written() {
+    let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("README.md");
+    let start = readme.find("```c\n").expect("a ```c block in README.md") + 5;
+    let len = readme[start..].find("```").expect("end of the ```c block");
+    let src = out_dir().join("readme-snippet.c");
+    std::fs::write(&src, &readme[start..start + len]).expect("write snippet");
+    let exe = compile(&src, "readme-snippet", Link::Shared);
+    let out = run(&mut Command::new(&exe));
+    assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
+}
