@@ -225,15 +225,24 @@ fn install_and_pkg_config() {
     assert_eq!(version.trim(), env!("CARGO_PKG_VERSION"));
 }
 
-/// The C example in README.md compiles and runs exactly as written.
+/// The C examples in the crate's README.md and the project's README.md compile and run exactly
+/// as written.
 #[test]
 fn readme_snippet_compiles_as_written() {
-    let readme = std::fs::read_to_string(crate_dir().join("README.md")).expect("README.md");
-    let start = readme.find("```c\n").expect("a ```c block in README.md") + 5;
-    let len = readme[start..].find("```").expect("end of the ```c block");
-    let src = out_dir().join("readme-snippet.c");
-    std::fs::write(&src, &readme[start..start + len]).expect("write snippet");
-    let exe = compile(&src, "readme-snippet", Link::Shared);
-    let out = run(&mut Command::new(&exe));
-    assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
+    for (i, readme) in [
+        crate_dir().join("README.md"),
+        crate_dir().join("../../README.md"),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let readme = std::fs::read_to_string(readme).expect("README.md");
+        let start = readme.find("```c\n").expect("a ```c block in README.md") + 5;
+        let len = readme[start..].find("```").expect("end of the ```c block");
+        let src = out_dir().join(format!("readme-snippet-{i}.c"));
+        std::fs::write(&src, &readme[start..start + len]).expect("write snippet");
+        let exe = compile(&src, &format!("readme-snippet-{i}"), Link::Shared);
+        let out = run(&mut Command::new(&exe));
+        assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
+    }
 }
