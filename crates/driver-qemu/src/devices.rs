@@ -320,7 +320,8 @@ pub(crate) async fn identify(session: &Session, id: &str) -> Result<(Option<Devi
     if disk_bus(&model).is_some() {
         let backend = match drive {
             Ok(Value::String(n)) if !n.is_empty() => Backend::Node(n),
-            _ => Backend::None,
+            // usb-storage has no drive of its own: its inner SCSI device holds the node.
+            _ => node_from_query_block(session, id).await?,
         };
         return Ok((Some(DeviceType::DISK), backend));
     }
@@ -332,6 +333,20 @@ pub(crate) async fn identify(session: &Session, id: &str) -> Result<(Option<Devi
         return Ok((Some(DeviceType::NETWORK), backend));
     }
     Ok((None, Backend::None))
+}
+
+async fn node_from_query_block(session: &Session, id: &str) -> Result<Backend> {
+    let blocks: Vec<qapi::qmp::BlockInfo> = session
+        .qmp
+        .execute_raw("query-block", json!({}))
+        .await
+        .and_then(|v| decode("query-block", v))
+        .map_err(|e| ctx(e, "finding a disk's node (query-block)"))?;
+    Ok(blocks
+        .into_iter()
+        .find(|b| b.qdev.as_deref().and_then(qdev_id) == Some(id))
+        .and_then(|b| b.inserted?.node_name)
+        .map_or(Backend::None, Backend::Node))
 }
 
 async fn controllers(session: &Session) -> Result<Arc<Controllers>> {
@@ -481,9 +496,10 @@ async fn device_add_error(
             reference: id.to_owned(),
         };
     }
+    let main = if *device_type == DeviceType::DISK { "source" } else { "model" };
     match e {
-        QmpError::Qemu { class, desc } if passthrough && class == "GenericError" => invalid(
-            "device.*",
+        QmpError::Qemu { class, desc } if class == "GenericError" => invalid(
+            if passthrough { "device.*" } else { main },
             format!("QEMU refused the {model} device: {class}: {desc}"),
         ),
         e => ctx(e, &format!("device_add of a {model}")),

@@ -457,6 +457,22 @@ impl QemuDriver {
     }
 }
 
+/// An error from an operation whose session died meanwhile: say so, naming the domain.
+fn went_away(entry: &DomainEntry, session: &Session, op: &str, e: Error) -> Error {
+    if session.qmp.is_alive() || !matches!(e, Error::Backend { .. }) {
+        return e;
+    }
+    Error::backend_with(
+        crate::NAME,
+        format!(
+            "QEMU of domain '{}' went away during {op} ({}); what it did is unknown: list the devices once it runs again",
+            lock(&entry.name),
+            session.qmp.end_reason().unwrap_or_default()
+        ),
+        e,
+    )
+}
+
 /// Clean a deleted device's backend, mark its removal done, and report it removed.
 async fn finish_removal(
     entry: &DomainEntry,
@@ -578,7 +594,15 @@ impl Driver for QemuDriver {
     ) -> Result<Vec<Device>> {
         let entry = self.entry(domain)?;
         let session = self.session(&entry).await?;
-        let all = devices::list(&session, &entry).await?;
+        let all = match devices::list(&session, &entry).await {
+            // The session died under us (QEMU exited or restarted): listing is safe to retry on
+            // a new session, which also says clearly when QEMU is not there.
+            Err(_) if !session.qmp.is_alive() => {
+                let session = self.session(&entry).await?;
+                devices::list(&session, &entry).await?
+            }
+            r => r?,
+        };
         entry.remember_all(&all);
         Ok(all
             .into_iter()
@@ -595,9 +619,9 @@ impl Driver for QemuDriver {
         let entry = self.entry(domain)?;
         let session = self.session(&entry).await?;
         let r = if *device_type == DeviceType::DISK {
-            devices::attach_disk(&session, &entry, attributes).await?
+            devices::attach_disk(&session, &entry, attributes).await
         } else if *device_type == DeviceType::NETWORK {
-            devices::attach_nic(&session, &entry, attributes).await?
+            devices::attach_nic(&session, &entry, attributes).await
         } else {
             return Err(Error::Unsupported {
                 driver: crate::NAME.into(),
@@ -605,6 +629,7 @@ impl Driver for QemuDriver {
                 detail: "supported types: disk, network".into(),
             });
         };
+        let r = r.map_err(|e| went_away(&entry, &session, "attach", e))?;
         entry.remember(r.as_str(), device_type);
         let _ = self.inner.events.send(DeviceEvent::Added {
             domain: entry.domain(),

@@ -246,6 +246,7 @@ impl Schema {
     fn convert_leaf(&self, ty: &str, value: &str) -> Result<Value, String> {
         let info = self.get(ty)?;
         match info.get("meta-type").and_then(Value::as_str) {
+            Some("builtin") if ty == "size" => parse_size(value),
             Some("builtin") => match info.get("json-type").and_then(Value::as_str) {
                 Some("int") => parse_int(value, i128::from(i64::MIN), i128::from(u64::MAX)),
                 Some("number") => value
