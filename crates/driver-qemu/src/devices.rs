@@ -10,8 +10,8 @@ use rand::Rng;
 use serde_json::{json, Map, Value};
 use tracing::debug;
 use vdev_core::{
-    AttributeSpec, Attributes, Device, DeviceRef, DeviceState, DeviceType, DeviceTypeSchema,
-    Error, Result,
+    AttributeSpec, Attributes, Device, DeviceRef, DeviceState, DeviceType, DeviceTypeSchema, Error,
+    Result,
 };
 
 use crate::driver::{lock, Backend, DomainEntry, Session};
@@ -52,9 +52,21 @@ const NIC_MODELS: &[&str] = &[
     "tulip",
 ];
 
-const SCSI_CONTROLLERS: &[&str] = &["virtio-scsi-pci", "virtio-scsi-device", "lsi53c895a", "megasas", "mptsas1068"];
+const SCSI_CONTROLLERS: &[&str] = &[
+    "virtio-scsi-pci",
+    "virtio-scsi-device",
+    "lsi53c895a",
+    "megasas",
+    "mptsas1068",
+];
 const ROOT_PORTS: &[&str] = &["pcie-root-port", "ioh3420", "x3130-upstream"];
-const USB_CONTROLLERS: &[&str] = &["qemu-xhci", "nec-usb-xhci", "usb-ehci", "ich9-usb-ehci1", "piix3-usb-uhci"];
+const USB_CONTROLLERS: &[&str] = &[
+    "qemu-xhci",
+    "nec-usb-xhci",
+    "usb-ehci",
+    "ich9-usb-ehci1",
+    "piix3-usb-uhci",
+];
 
 /// Where new devices can go, from `qom-list /machine/peripheral` (cached per session).
 #[derive(Debug, Default)]
@@ -138,7 +150,10 @@ fn model_of(qom_type: &str) -> &str {
 }
 
 fn disk_bus(model: &str) -> Option<&'static str> {
-    DISK_MODELS.iter().find(|(m, _)| *m == model).map(|(_, b)| *b)
+    DISK_MODELS
+        .iter()
+        .find(|(m, _)| *m == model)
+        .map(|(_, b)| *b)
 }
 
 /// The device id a `query-block` entry's `qdev` belongs to (`sd1`,
@@ -310,7 +325,11 @@ pub(crate) async fn identify(session: &Session, id: &str) -> Result<(Option<Devi
         )
         .await
         .into_iter();
-    let (ty, drive, netdev) = (r.next().expect("reply"), r.next().expect("reply"), r.next().expect("reply"));
+    let (ty, drive, netdev) = (
+        r.next().expect("reply"),
+        r.next().expect("reply"),
+        r.next().expect("reply"),
+    );
     let model = match ty {
         Ok(Value::String(t)) => t,
         Ok(_) => return Ok((None, Backend::None)),
@@ -384,7 +403,12 @@ async fn free_root_ports(session: &Session, c: &Controllers) -> Result<Vec<Strin
         .batch(
             c.root_ports
                 .iter()
-                .map(|rp| ("qom-list".to_owned(), json!({"path": format!("/machine/peripheral/{rp}/{rp}")})))
+                .map(|rp| {
+                    (
+                        "qom-list".to_owned(),
+                        json!({"path": format!("/machine/peripheral/{rp}/{rp}")}),
+                    )
+                })
                 .collect(),
         )
         .await;
@@ -414,7 +438,9 @@ async fn buses_for(session: &Session, model: &str) -> Result<Vec<Option<String>>
             }
             let n = c.scsi_buses.len();
             let hint = session.scsi_hint.load(Ordering::Relaxed) % n;
-            (0..n).map(|i| Some(c.scsi_buses[(hint + i) % n].clone())).collect()
+            (0..n)
+                .map(|i| Some(c.scsi_buses[(hint + i) % n].clone()))
+                .collect()
         }
         "usb-storage" | "usb-net" => match c.usb_buses.first() {
             Some(b) => vec![Some(b.clone())],
@@ -441,7 +467,11 @@ async fn buses_for(session: &Session, model: &str) -> Result<Vec<Option<String>>
 fn split_attrs<'a>(
     attrs: &'a Attributes,
     backend_prefix: &str,
-) -> (HashMap<&'a str, &'a str>, Vec<(String, String)>, Vec<(String, String)>) {
+) -> (
+    HashMap<&'a str, &'a str>,
+    Vec<(String, String)>,
+    Vec<(String, String)>,
+) {
     let mut named = HashMap::new();
     let mut dev = Vec::new();
     let mut back = Vec::new();
@@ -464,7 +494,10 @@ fn check_image(endpoint: &Endpoint, source: &str, format: &str) -> Result<()> {
     }
     let p = Path::new(source);
     if !p.is_absolute() {
-        return Err(invalid("source", format!("'{source}' is not an absolute path")));
+        return Err(invalid(
+            "source",
+            format!("'{source}' is not an absolute path"),
+        ));
     }
     let mut f = std::fs::File::open(p)
         .map_err(|e| invalid("source", format!("cannot open '{source}': {e}")))?;
@@ -496,7 +529,11 @@ async fn device_add_error(
             reference: id.to_owned(),
         };
     }
-    let main = if *device_type == DeviceType::DISK { "source" } else { "model" };
+    let main = if *device_type == DeviceType::DISK {
+        "source"
+    } else {
+        "model"
+    };
     match e {
         QmpError::Qemu { class, desc } if class == "GenericError" => invalid(
             if passthrough { "device.*" } else { main },
@@ -514,12 +551,19 @@ async fn rollback(session: &Session, cmd: &str, args: Value) {
 
 /// `blockdev-add` (format node with an inline file node) then `device_add`; the node is
 /// deleted again when the device cannot be added.
-pub(crate) async fn attach_disk(session: &Session, entry: &DomainEntry, attrs: &Attributes) -> Result<DeviceRef> {
+pub(crate) async fn attach_disk(
+    session: &Session,
+    entry: &DomainEntry,
+    attrs: &Attributes,
+) -> Result<DeviceRef> {
     let (named, dev_pt, blk_pt) = split_attrs(attrs, "blockdev.");
     let source = named.get("source").copied().unwrap_or_default();
     let format = named.get("format").copied().unwrap_or_default();
     if !matches!(format, "raw" | "qcow2") {
-        return Err(invalid("format", format!("'{format}' is not raw or qcow2 (formats are never probed)")));
+        return Err(invalid(
+            "format",
+            format!("'{format}' is not raw or qcow2 (formats are never probed)"),
+        ));
     }
     let model = match named.get("bus").copied().unwrap_or("scsi") {
         "scsi" => "scsi-hd",
@@ -546,7 +590,12 @@ pub(crate) async fn attach_disk(session: &Session, entry: &DomainEntry, attrs: &
             &session.qmp,
             model,
             &dev_pt,
-            &[("drive", "source"), ("id", "id"), ("bus", "bus"), ("driver", "bus")],
+            &[
+                ("drive", "source"),
+                ("id", "id"),
+                ("bus", "bus"),
+                ("driver", "bus"),
+            ],
         )
         .await?;
     if let Some(s) = named.get("serial") {
@@ -583,10 +632,18 @@ pub(crate) async fn attach_disk(session: &Session, entry: &DomainEntry, attrs: &
         )
         .await?;
     let buses = buses_for(session, model).await?;
-    if let Err(e) = session.qmp.execute_raw("blockdev-add", Value::Object(opts)).await {
+    if let Err(e) = session
+        .qmp
+        .execute_raw("blockdev-add", Value::Object(opts))
+        .await
+    {
         return Err(match e {
             QmpError::Qemu { class, desc } => invalid(
-                if blk_pt.is_empty() { "source" } else { "blockdev.*" },
+                if blk_pt.is_empty() {
+                    "source"
+                } else {
+                    "blockdev.*"
+                },
                 format!("QEMU cannot open '{source}' as {format}: {class}: {desc}"),
             ),
             e => ctx(e, "blockdev-add"),
@@ -601,7 +658,11 @@ pub(crate) async fn attach_disk(session: &Session, entry: &DomainEntry, attrs: &
         if let Some(b) = bus {
             args.insert("bus".into(), b.clone().into());
         }
-        match session.qmp.execute_raw("device_add", Value::Object(args)).await {
+        match session
+            .qmp
+            .execute_raw("device_add", Value::Object(args))
+            .await
+        {
             Ok(_) => {
                 if model == "scsi-hd" {
                     let n = session.scsi_hint.load(Ordering::Relaxed);
@@ -620,7 +681,15 @@ pub(crate) async fn attach_disk(session: &Session, entry: &DomainEntry, attrs: &
     *lock(&session.controllers) = None;
     rollback(session, "blockdev-del", json!({"node-name": node})).await;
     let e = last.expect("at least one bus tried");
-    Err(device_add_error(session, &DeviceType::DISK, &id, model, !dev_pt.is_empty(), e).await)
+    Err(device_add_error(
+        session,
+        &DeviceType::DISK,
+        &id,
+        model,
+        !dev_pt.is_empty(),
+        e,
+    )
+    .await)
 }
 
 fn parse_mac(m: &str) -> Option<[u8; 6]> {
@@ -649,7 +718,12 @@ async fn macs(session: &Session) -> Result<HashSet<String>> {
     let cmds = devs
         .iter()
         .filter(|(_, m)| NIC_MODELS.contains(&m.as_str()))
-        .map(|(id, _)| ("qom-get".to_owned(), json!({"path": format!("/machine/peripheral/{id}"), "property": "mac"})))
+        .map(|(id, _)| {
+            (
+                "qom-get".to_owned(),
+                json!({"path": format!("/machine/peripheral/{id}"), "property": "mac"}),
+            )
+        })
         .collect();
     Ok(session
         .qmp
@@ -661,7 +735,11 @@ async fn macs(session: &Session) -> Result<HashSet<String>> {
 }
 
 /// `netdev_add` then `device_add`; the netdev is deleted again when the device cannot be added.
-pub(crate) async fn attach_nic(session: &Session, entry: &DomainEntry, attrs: &Attributes) -> Result<DeviceRef> {
+pub(crate) async fn attach_nic(
+    session: &Session,
+    entry: &DomainEntry,
+    attrs: &Attributes,
+) -> Result<DeviceRef> {
     let (named, dev_pt, net_pt) = split_attrs(attrs, "netdev.");
     let kind = named.get("netdev").copied().unwrap_or("user");
     let ifname = named.get("ifname").copied();
@@ -679,7 +757,10 @@ pub(crate) async fn attach_nic(session: &Session, entry: &DomainEntry, attrs: &A
     }
     let model = named.get("model").copied().unwrap_or("virtio-net-pci");
     if !matches!(model, "virtio-net-pci" | "e1000" | "usb-net") {
-        return Err(invalid("model", format!("'{model}' is not virtio-net-pci, e1000 or usb-net")));
+        return Err(invalid(
+            "model",
+            format!("'{model}' is not virtio-net-pci, e1000 or usb-net"),
+        ));
     }
     let id = match named.get("id") {
         Some(i) => {
@@ -690,9 +771,17 @@ pub(crate) async fn attach_nic(session: &Session, entry: &DomainEntry, attrs: &A
     };
     let given_mac = match named.get("mac") {
         Some(m) => {
-            let b = parse_mac(m).ok_or_else(|| invalid("mac", format!("'{m}' is not a MAC address such as 52:54:00:12:34:56")))?;
+            let b = parse_mac(m).ok_or_else(|| {
+                invalid(
+                    "mac",
+                    format!("'{m}' is not a MAC address such as 52:54:00:12:34:56"),
+                )
+            })?;
             if b[0] & 1 == 1 {
-                return Err(invalid("mac", format!("'{m}' is a multicast address; give a unicast one")));
+                return Err(invalid(
+                    "mac",
+                    format!("'{m}' is a multicast address; give a unicast one"),
+                ));
             }
             Some(m.to_ascii_lowercase())
         }
@@ -705,7 +794,13 @@ pub(crate) async fn attach_nic(session: &Session, entry: &DomainEntry, attrs: &A
             &session.qmp,
             model,
             &dev_pt,
-            &[("netdev", "netdev"), ("mac", "mac"), ("id", "id"), ("bus", "model"), ("driver", "model")],
+            &[
+                ("netdev", "netdev"),
+                ("mac", "mac"),
+                ("id", "id"),
+                ("bus", "model"),
+                ("driver", "model"),
+            ],
         )
         .await?;
     let mut nd = Map::new();
@@ -747,11 +842,23 @@ pub(crate) async fn attach_nic(session: &Session, entry: &DomainEntry, attrs: &A
             }
         },
     };
-    let bus = buses_for(session, model).await?.into_iter().next().flatten();
-    if let Err(e) = session.qmp.execute_raw("netdev_add", Value::Object(nd)).await {
+    let bus = buses_for(session, model)
+        .await?
+        .into_iter()
+        .next()
+        .flatten();
+    if let Err(e) = session
+        .qmp
+        .execute_raw("netdev_add", Value::Object(nd))
+        .await
+    {
         return Err(match e {
             QmpError::Qemu { class, desc } => invalid(
-                if net_pt.is_empty() { "netdev" } else { "netdev.*" },
+                if net_pt.is_empty() {
+                    "netdev"
+                } else {
+                    "netdev.*"
+                },
                 format!("QEMU refused the {kind} network backend: {class}: {desc}"),
             ),
             e => ctx(e, "netdev_add"),
@@ -765,12 +872,24 @@ pub(crate) async fn attach_nic(session: &Session, entry: &DomainEntry, attrs: &A
     if let Some(b) = bus {
         args.insert("bus".into(), b.into());
     }
-    match session.qmp.execute_raw("device_add", Value::Object(args)).await {
+    match session
+        .qmp
+        .execute_raw("device_add", Value::Object(args))
+        .await
+    {
         Ok(_) => Ok(DeviceRef::new(id).expect("checked id")),
         Err(e) => {
             *lock(&session.controllers) = None;
             rollback(session, "netdev_del", json!({"id": netdev_id})).await;
-            Err(device_add_error(session, &DeviceType::NETWORK, &id, model, !dev_pt.is_empty(), e).await)
+            Err(device_add_error(
+                session,
+                &DeviceType::NETWORK,
+                &id,
+                model,
+                !dev_pt.is_empty(),
+                e,
+            )
+            .await)
         }
     }
 }
@@ -782,9 +901,18 @@ mod tests {
     #[test]
     fn qdev_paths_map_to_ids() {
         assert_eq!(qdev_id("sd1"), Some("sd1"));
-        assert_eq!(qdev_id("/machine/peripheral/vblk1/virtio-backend"), Some("vblk1"));
-        assert_eq!(qdev_id("/machine/peripheral/us1/us1.0/legacy[0]"), Some("us1"));
-        assert_eq!(qdev_id("/machine/peripheral-anon/device[0]/virtio-backend"), None);
+        assert_eq!(
+            qdev_id("/machine/peripheral/vblk1/virtio-backend"),
+            Some("vblk1")
+        );
+        assert_eq!(
+            qdev_id("/machine/peripheral/us1/us1.0/legacy[0]"),
+            Some("us1")
+        );
+        assert_eq!(
+            qdev_id("/machine/peripheral-anon/device[0]/virtio-backend"),
+            None
+        );
     }
 
     #[test]
@@ -796,7 +924,10 @@ mod tests {
 
     #[test]
     fn macs_parse() {
-        assert_eq!(parse_mac("52:54:00:AB:cd:01"), Some([0x52, 0x54, 0, 0xab, 0xcd, 1]));
+        assert_eq!(
+            parse_mac("52:54:00:AB:cd:01"),
+            Some([0x52, 0x54, 0, 0xab, 0xcd, 1])
+        );
         assert_eq!(parse_mac("52:54:00:ab:cd"), None);
     }
 }

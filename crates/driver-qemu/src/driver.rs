@@ -382,7 +382,10 @@ impl QemuDriver {
                     match r {
                         Ok(_) => {}
                         // Someone else asked already: QEMU will send DEVICE_DELETED all the same.
-                        Err(e) if e.class() == Some("GenericError") && devices::exists(&session, id).await => {
+                        Err(e)
+                            if e.class() == Some("GenericError")
+                                && devices::exists(&session, id).await =>
+                        {
                             debug!(%id, error = %e, "device_del refused, unplug already in progress");
                         }
                         Err(e) => {
@@ -543,7 +546,10 @@ async fn event_loop(
             Ok(QmpEvent::Event { .. }) => {}
             Ok(QmpEvent::Disconnected) | Err(broadcast::error::RecvError::Closed) => return,
             Err(broadcast::error::RecvError::Lagged(n)) => {
-                warn!(n, "QMP events lost; pending removals are reconciled on the next reconnect");
+                warn!(
+                    n,
+                    "QMP events lost; pending removals are reconciled on the next reconnect"
+                );
             }
         }
     }
@@ -561,13 +567,14 @@ impl Driver for QemuDriver {
     async fn list_domains(&self) -> Result<Vec<Domain>> {
         self.check_open()?;
         let entries = self.entries();
-        let sessions =
-            futures::future::join_all(entries.iter().map(|e| self.session(e))).await;
+        let sessions = futures::future::join_all(entries.iter().map(|e| self.session(e))).await;
         let mut out = Vec::new();
         for (e, s) in entries.iter().zip(sessions) {
             match s {
                 Ok(_) => out.push(e.domain()),
-                Err(err) => debug!(endpoint = %e.endpoint, error = %err, "domain skipped: QEMU does not answer"),
+                Err(err) => {
+                    debug!(endpoint = %e.endpoint, error = %err, "domain skipped: QEMU does not answer")
+                }
             }
         }
         Ok(out)
@@ -661,8 +668,11 @@ impl Driver for QemuDriver {
     async fn close(&self) -> Result<()> {
         self.inner.is_closed.store(true, Ordering::Release);
         self.inner.closed.send_replace(true);
-        let entries: Vec<Arc<DomainEntry>> =
-            lock(&self.inner.table).by_endpoint.values().cloned().collect();
+        let entries: Vec<Arc<DomainEntry>> = lock(&self.inner.table)
+            .by_endpoint
+            .values()
+            .cloned()
+            .collect();
         for e in entries {
             if let Some(s) = e.session.lock().await.take() {
                 s.qmp.close().await;

@@ -48,8 +48,7 @@ impl Introspection {
             })
             .await
             .map_err(|e| e.into_core(&format!("asking QEMU for the properties of {model}")))?;
-        let map: HashMap<String, String> =
-            props.into_iter().map(|p| (p.name, p.type_)).collect();
+        let map: HashMap<String, String> = props.into_iter().map(|p| (p.name, p.type_)).collect();
         let map = Arc::new(map);
         self.device_props
             .lock()
@@ -96,7 +95,9 @@ impl Introspection {
             if let Some((_, instead)) = reserved.iter().find(|(r, _)| r == name) {
                 return Err(invalid(
                     &attr,
-                    format!("vdev sets the property '{name}' itself; use the attribute '{instead}'"),
+                    format!(
+                        "vdev sets the property '{name}' itself; use the attribute '{instead}'"
+                    ),
                 ));
             }
             let Some(ty) = props.get(name.as_str()) else {
@@ -111,7 +112,10 @@ impl Introspection {
                 ));
             };
             let v = convert_qdev(name, ty, value).map_err(|why| {
-                invalid(&attr, format!("'{value}' does not fit the {ty} property '{name}' of {model}: {why}"))
+                invalid(
+                    &attr,
+                    format!("'{value}' does not fit the {ty} property '{name}' of {model}: {why}"),
+                )
             })?;
             out.insert(name.clone(), v);
         }
@@ -143,7 +147,10 @@ impl Introspection {
             .and_then(|c| c.get("arg-type"))
             .and_then(Value::as_str)
             .ok_or_else(|| {
-                Error::backend(crate::NAME, format!("QEMU's schema has no command {command}"))
+                Error::backend(
+                    crate::NAME,
+                    format!("QEMU's schema has no command {command}"),
+                )
             })?
             .to_owned();
         for (path, value) in given {
@@ -187,7 +194,12 @@ impl Schema {
     }
 
     /// The type of member `name` of object type `ty` (with its variant `case`, if a union).
-    fn member_type(&self, ty: &str, case: Option<&str>, name: &str) -> Result<Option<String>, String> {
+    fn member_type(
+        &self,
+        ty: &str,
+        case: Option<&str>,
+        name: &str,
+    ) -> Result<Option<String>, String> {
         let t = self.get(ty)?;
         let find = |obj: &Value| -> Option<String> {
             obj.get("members")?
@@ -211,7 +223,13 @@ impl Schema {
         Ok(None)
     }
 
-    fn convert_path(&self, ty: &str, case: Option<&str>, parts: &[&str], value: &str) -> Result<Value, String> {
+    fn convert_path(
+        &self,
+        ty: &str,
+        case: Option<&str>,
+        parts: &[&str],
+        value: &str,
+    ) -> Result<Value, String> {
         let (first, rest) = parts.split_first().ok_or("an empty option name")?;
         let Some(mt) = self.member_type(ty, case, first)? else {
             return Err(format!("QEMU knows no option '{first}' here"));
@@ -257,7 +275,9 @@ impl Schema {
                     .ok_or_else(|| "not a number".to_owned()),
                 Some("boolean") => parse_bool(value),
                 Some("string") | Some("value") => Ok(Value::String(value.to_owned())),
-                other => Err(format!("values of JSON type {other:?} cannot be given as a string")),
+                other => Err(format!(
+                    "values of JSON type {other:?} cannot be given as a string"
+                )),
             },
             Some("enum") => {
                 let values: Vec<&str> = info
@@ -354,8 +374,9 @@ fn convert_qdev(name: &str, ty: &str, v: &str) -> Result<Value, String> {
         "int8" => int(i8::MIN.into(), i8::MAX.into()),
         "int16" => int(i16::MIN.into(), i16::MAX.into()),
         // A PCI address ("addr") is an int32 that also takes "SLOT.FN".
-        "int32" if name == "addr" => int(i32::MIN.into(), i32::MAX.into())
-            .or_else(|_| Ok(Value::String(v.to_owned()))),
+        "int32" if name == "addr" => {
+            int(i32::MIN.into(), i32::MAX.into()).or_else(|_| Ok(Value::String(v.to_owned())))
+        }
         "int32" => int(i32::MIN.into(), i32::MAX.into()),
         "int64" => int(i64::MIN.into(), i64::MAX.into()),
         "size" => parse_size(v),
@@ -378,11 +399,20 @@ mod tests {
     #[test]
     fn qdev_values_are_typed() {
         assert_eq!(convert_qdev("x", "bool", "on").unwrap(), Value::Bool(true));
-        assert_eq!(convert_qdev("x", "uint16", "7200").unwrap(), Value::from(7200u64));
+        assert_eq!(
+            convert_qdev("x", "uint16", "7200").unwrap(),
+            Value::from(7200u64)
+        );
         assert!(convert_qdev("x", "uint16", "70000").is_err());
         assert!(convert_qdev("x", "uint32", "fast").is_err());
-        assert_eq!(convert_qdev("x", "size", "4K").unwrap(), Value::from(4096u64));
-        assert_eq!(convert_qdev("addr", "int32", "2.0").unwrap(), Value::from("2.0"));
+        assert_eq!(
+            convert_qdev("x", "size", "4K").unwrap(),
+            Value::from(4096u64)
+        );
+        assert_eq!(
+            convert_qdev("addr", "int32", "2.0").unwrap(),
+            Value::from("2.0")
+        );
         assert_eq!(convert_qdev("x", "str", "abc").unwrap(), Value::from("abc"));
     }
 

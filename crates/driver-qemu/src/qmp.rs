@@ -112,7 +112,10 @@ impl Drop for Qmp {
 
 impl Qmp {
     /// Connect, read the greeting and leave capabilities negotiation mode, all within `timeout`.
-    pub(crate) async fn connect(endpoint: &Endpoint, timeout: Duration) -> Result<Arc<Qmp>, QmpError> {
+    pub(crate) async fn connect(
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> Result<Arc<Qmp>, QmpError> {
         let fut = async {
             match endpoint {
                 Endpoint::Unix(p) => {
@@ -229,12 +232,18 @@ impl Qmp {
         let n = cmds.len();
         if !self.is_alive() {
             let why = self.end_reason().unwrap_or_else(|| "closed".into());
-            return (0..n).map(|_| Err(QmpError::Disconnected(why.clone()))).collect();
+            return (0..n)
+                .map(|_| Err(QmpError::Disconnected(why.clone())))
+                .collect();
         }
         let mut buf = Vec::with_capacity(n * 96);
         let mut waits = Vec::with_capacity(n);
         {
-            let mut pending = self.shared.pending.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             for (name, args) in &cmds {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let msg = if args.as_object().is_some_and(|o| o.is_empty()) || args.is_null() {
@@ -295,7 +304,9 @@ impl Qmp {
 /// Decode a reply into the type `qapi` gives for it.
 pub(crate) fn decode<T: DeserializeOwned>(command: &str, v: Value) -> Result<T, QmpError> {
     serde_json::from_value(v).map_err(|e| {
-        QmpError::Protocol(format!("the reply to {command} does not have the expected form: {e}"))
+        QmpError::Protocol(format!(
+            "the reply to {command} does not have the expected form: {e}"
+        ))
     })
 }
 
@@ -354,7 +365,10 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: BufReader<R>, shared: Arc<S
         };
         if let Some(name) = v.get("event").and_then(Value::as_str) {
             if serde_json::from_value::<qapi::qmp::Event>(v.clone()).is_err() {
-                debug!(event = name, "event not in the qapi crate's schema: passed on untyped");
+                debug!(
+                    event = name,
+                    "event not in the qapi crate's schema: passed on untyped"
+                );
             }
             let data = v.get("data").cloned().unwrap_or_else(|| json!({}));
             let _ = shared.events.send(QmpEvent::Event {
@@ -396,7 +410,10 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: BufReader<R>, shared: Arc<S
             Some(tx) => {
                 let _ = tx.send(reply);
             }
-            None => debug!(id, "reply to a request nobody waits for (timed out) ignored"),
+            None => debug!(
+                id,
+                "reply to a request nobody waits for (timed out) ignored"
+            ),
         }
     };
     shared.end(reason);

@@ -17,7 +17,10 @@ fn attrs(pairs: &[(&str, &str)]) -> Attributes {
 
 async fn setup() -> Harness {
     // Under CI a missing QEMU fails here; elsewhere the suite cannot run without it either.
-    assert!(qemu_available(), "the conformance suite needs qemu-system-x86_64");
+    assert!(
+        qemu_available(),
+        "the conformance suite needs qemu-system-x86_64"
+    );
     let vm = Arc::new(Vm::start(VmSpec {
         name: Some("conformance".into()),
         ..VmSpec::default()
@@ -32,15 +35,31 @@ async fn setup() -> Harness {
         attrs(&[("source", missing.to_str().unwrap()), ("format", "raw")]),
         attrs(&[("source", plain.to_str().unwrap()), ("format", "vmdk")]),
         attrs(&[("source", plain.to_str().unwrap()), ("format", "qcow2")]),
-        attrs(&[("source", plain.to_str().unwrap()), ("format", "raw"), ("bus", "floppy")]),
-        attrs(&[("source", plain.to_str().unwrap()), ("format", "raw"), ("device.bogus", "1")]),
-        attrs(&[("source", plain.to_str().unwrap()), ("format", "raw"), ("device.rotation_rate", "fast")]),
+        attrs(&[
+            ("source", plain.to_str().unwrap()),
+            ("format", "raw"),
+            ("bus", "floppy"),
+        ]),
+        attrs(&[
+            ("source", plain.to_str().unwrap()),
+            ("format", "raw"),
+            ("device.bogus", "1"),
+        ]),
+        attrs(&[
+            ("source", plain.to_str().unwrap()),
+            ("format", "raw"),
+            ("device.rotation_rate", "fast"),
+        ]),
     ];
     // The closure owns the VM: QEMU is killed when the harness is dropped.
     let keep = vm.clone();
     let make_attrs = Box::new(move |i: usize| {
         let img = keep.image(&format!("c{i}.raw"), "raw");
-        attrs(&[("source", img.to_str().unwrap()), ("format", "raw"), ("bus", "scsi")])
+        attrs(&[
+            ("source", img.to_str().unwrap()),
+            ("format", "raw"),
+            ("bus", "scsi"),
+        ])
     });
     Harness {
         conn,

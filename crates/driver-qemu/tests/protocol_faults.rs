@@ -57,11 +57,18 @@ async fn unknown_events_do_not_end_the_session() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("peer.qmp");
     let _peer = peer(&sock, Fault::UnknownEvent);
-    let conn = vdev_core::connect(&format!("qemu://{}", sock.display())).await.unwrap();
+    let conn = vdev_core::connect(&format!("qemu://{}", sock.display()))
+        .await
+        .unwrap();
     let d = conn.domain("scripted").await.expect("name from query-name");
     // Every command is preceded by two unknown events; the session goes on answering.
     for _ in 0..3 {
-        assert_eq!(conn.devices(&d, None).await.expect("list after unknown events"), vec![]);
+        assert_eq!(
+            conn.devices(&d, None)
+                .await
+                .expect("list after unknown events"),
+            vec![]
+        );
     }
 }
 
@@ -70,10 +77,17 @@ async fn a_reply_cut_in_half_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("peer.qmp");
     let _peer = peer(&sock, Fault::CutReply);
-    let conn = vdev_core::connect(&format!("qemu://{}?timeout=60s", sock.display())).await.unwrap();
+    let conn = vdev_core::connect(&format!("qemu://{}?timeout=60s", sock.display()))
+        .await
+        .unwrap();
     let d = conn.domain("scripted").await.unwrap();
     let e = conn.devices(&d, None).await.expect_err("the reply was cut");
     assert!(matches!(e, Error::Backend { .. }), "{e:?}");
     let chain = format!("{e} / {:?}", std::error::Error::source(&e));
-    assert!(chain.contains("middle of a message") || chain.contains("does not answer") || chain.contains("went away"), "{chain}");
+    assert!(
+        chain.contains("middle of a message")
+            || chain.contains("does not answer")
+            || chain.contains("went away"),
+        "{chain}"
+    );
 }

@@ -9,8 +9,8 @@ use common::{qemu_available, Vm, VmSpec};
 use futures::StreamExt;
 use serde_json::json;
 use vdev_core::{
-    Attributes, Connection, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState,
-    DeviceType, Domain, Error,
+    Attributes, Connection, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState, DeviceType,
+    Domain, Error,
 };
 use vdev_driver_qemu as _;
 
@@ -27,7 +27,10 @@ fn wait(t: Duration) -> DetachOptions {
 
 async fn open(vm: &Vm) -> (Connection, Domain) {
     let conn = vdev_core::connect(&vm.uri()).await.expect("connect");
-    let d = conn.domain("vm").await.expect("the domain is named after the socket");
+    let d = conn
+        .domain("vm")
+        .await
+        .expect("the domain is named after the socket");
     (conn, d)
 }
 
@@ -47,10 +50,21 @@ async fn disk_round_trip(bus: &str, model: &str) {
     let before = raw.snapshot();
     let img = vm.image("d.qcow2", "qcow2");
     let r = conn
-        .attach(&d, &DeviceType::DISK, &attrs(&[("source", img.to_str().unwrap()), ("format", "qcow2"), ("bus", bus)]))
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[
+                ("source", img.to_str().unwrap()),
+                ("format", "qcow2"),
+                ("bus", bus),
+            ]),
+        )
         .await
         .expect("attach");
-    assert!(raw.devices().contains(&(r.to_string(), model.to_owned())), "QEMU has no {model} {r}");
+    assert!(
+        raw.devices().contains(&(r.to_string(), model.to_owned())),
+        "QEMU has no {model} {r}"
+    );
     let node = raw.node_of(r.as_str()).expect("the disk has a node");
     assert!(raw.nodes().contains(&node), "node {node} missing");
     let dev = listed(&conn, &d, &r).await.expect("listed");
@@ -92,11 +106,22 @@ async fn virtio_disk_without_guest_stays_pending() {
     let img = vm.image("v.raw", "raw");
     let mut events = conn.watch(&d).await.unwrap();
     let r = conn
-        .attach(&d, &DeviceType::DISK, &attrs(&[("source", img.to_str().unwrap()), ("format", "raw"), ("bus", "virtio"), ("id", "vd1")]))
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[
+                ("source", img.to_str().unwrap()),
+                ("format", "raw"),
+                ("bus", "virtio"),
+                ("id", "vd1"),
+            ]),
+        )
         .await
         .expect("attach");
     assert_eq!(r.as_str(), "vd1");
-    assert!(raw.devices().contains(&("vd1".into(), "virtio-blk-pci".into())));
+    assert!(raw
+        .devices()
+        .contains(&("vd1".into(), "virtio-blk-pci".into())));
     let e = conn
         .detach(&d, &DeviceType::DISK, &r, &wait(Duration::from_millis(500)))
         .await
@@ -106,7 +131,10 @@ async fn virtio_disk_without_guest_stays_pending() {
     assert!(raw.has_device("vd1"));
     let node = raw.qom_get("vd1", "drive");
     assert!(raw.nodes().contains(&node.as_str().unwrap().to_owned()));
-    assert_eq!(listed(&conn, &d, &r).await.unwrap().state, DeviceState::RemovalPending);
+    assert_eq!(
+        listed(&conn, &d, &r).await.unwrap().state,
+        DeviceState::RemovalPending
+    );
     // Detaching again waits again: the same answer, not an error from QEMU.
     let e = conn
         .detach(&d, &DeviceType::DISK, &r, &wait(Duration::from_millis(200)))
@@ -115,12 +143,27 @@ async fn virtio_disk_without_guest_stays_pending() {
     assert!(matches!(e, Error::RemovalPending { .. }), "{e:?}");
     assert!(raw.has_device("vd1"));
     let mut seen = Vec::new();
-    while let Ok(Some(Ok(ev))) = tokio::time::timeout(Duration::from_millis(200), events.next()).await {
+    while let Ok(Some(Ok(ev))) =
+        tokio::time::timeout(Duration::from_millis(200), events.next()).await
+    {
         seen.push(ev);
     }
-    assert!(seen.iter().any(|e| matches!(e, DeviceEvent::Added { reference, .. } if reference == &r)));
-    assert!(seen.iter().any(|e| matches!(e, DeviceEvent::StateChanged { state: DeviceState::RemovalPending, .. })));
-    assert!(!seen.iter().any(|e| matches!(e, DeviceEvent::Removed { .. })), "reported removed: {seen:?}");
+    assert!(seen
+        .iter()
+        .any(|e| matches!(e, DeviceEvent::Added { reference, .. } if reference == &r)));
+    assert!(seen.iter().any(|e| matches!(
+        e,
+        DeviceEvent::StateChanged {
+            state: DeviceState::RemovalPending,
+            ..
+        }
+    )));
+    assert!(
+        !seen
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Removed { .. })),
+        "reported removed: {seen:?}"
+    );
 }
 
 async fn nic_round_trip(model: &str, completes: bool) {
@@ -129,7 +172,11 @@ async fn nic_round_trip(model: &str, completes: bool) {
     let mut raw = vm.raw();
     let before = raw.snapshot();
     let r = conn
-        .attach(&d, &DeviceType::NETWORK, &attrs(&[("model", model), ("netdev", "user")]))
+        .attach(
+            &d,
+            &DeviceType::NETWORK,
+            &attrs(&[("model", model), ("netdev", "user")]),
+        )
         .await
         .expect("attach");
     assert!(raw.devices().contains(&(r.to_string(), model.to_owned())));
@@ -138,12 +185,22 @@ async fn nic_round_trip(model: &str, completes: bool) {
     assert!(mac.starts_with("52:54:00:"), "{mac}");
     let netdev = raw.qom_get(r.as_str(), "netdev");
     let netdev = netdev.as_str().unwrap().to_owned();
-    assert!(raw.network_info().contains(&netdev), "netdev {netdev} missing");
+    assert!(
+        raw.network_info().contains(&netdev),
+        "netdev {netdev} missing"
+    );
     let dev = listed(&conn, &d, &r).await.expect("listed");
     assert_eq!(dev.device_type, DeviceType::NETWORK);
     assert_eq!(dev.attributes.get("mac"), Some(mac));
     assert_eq!(dev.attributes.get("model"), Some(model));
-    let res = conn.detach(&d, &DeviceType::NETWORK, &r, &wait(Duration::from_millis(if completes { 10_000 } else { 500 }))).await;
+    let res = conn
+        .detach(
+            &d,
+            &DeviceType::NETWORK,
+            &r,
+            &wait(Duration::from_millis(if completes { 10_000 } else { 500 })),
+        )
+        .await;
     if completes {
         res.expect("detach");
         assert_eq!(raw.snapshot(), before, "device or netdev left behind");
@@ -151,7 +208,10 @@ async fn nic_round_trip(model: &str, completes: bool) {
         assert!(matches!(res, Err(Error::RemovalPending { .. })), "{res:?}");
         assert!(raw.has_device(r.as_str()));
         assert!(raw.network_info().contains(&netdev));
-        assert_eq!(listed(&conn, &d, &r).await.unwrap().state, DeviceState::RemovalPending);
+        assert_eq!(
+            listed(&conn, &d, &r).await.unwrap().state,
+            DeviceState::RemovalPending
+        );
     }
 }
 
@@ -217,14 +277,22 @@ async fn options_and_passthrough_reach_qemu_typed() {
     assert_eq!(b["inserted"]["ro"], json!(true));
     let mac = "52:54:00:aa:bb:cc";
     let n = conn
-        .attach(&d, &DeviceType::NETWORK, &attrs(&[("model", "usb-net"), ("mac", mac), ("netdev.ipv6", "off")]))
+        .attach(
+            &d,
+            &DeviceType::NETWORK,
+            &attrs(&[("model", "usb-net"), ("mac", mac), ("netdev.ipv6", "off")]),
+        )
         .await
         .expect("NIC with pass-through");
     assert_eq!(raw.qom_get(n.as_str(), "mac"), json!(mac));
     // The MAC is taken now.
     let before = raw.snapshot();
     let e = conn
-        .attach(&d, &DeviceType::NETWORK, &attrs(&[("model", "usb-net"), ("mac", mac)]))
+        .attach(
+            &d,
+            &DeviceType::NETWORK,
+            &attrs(&[("model", "usb-net"), ("mac", mac)]),
+        )
         .await
         .unwrap_err();
     assert!(matches!(e, Error::DeviceExists { .. }), "{e:?}");
@@ -242,7 +310,11 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let rawimg = vm.image("r.raw", "raw");
     let src = rawimg.to_str().unwrap();
     let first = conn
-        .attach(&d, &DeviceType::DISK, &attrs(&[("source", src), ("format", "raw"), ("id", "taken")]))
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[("source", src), ("format", "raw"), ("id", "taken")]),
+        )
         .await
         .expect("first disk");
     let other = vm.image("o.raw", "raw");
@@ -250,24 +322,95 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let before = raw.snapshot();
     let before_listed = conn.devices(&d, None).await.unwrap();
     let cases: Vec<(&str, Attributes, fn(&Error) -> bool)> = vec![
-        ("missing image", attrs(&[("source", "/nonexistent/x.raw"), ("format", "raw")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "source")),
-        ("wrong format", attrs(&[("source", other), ("format", "qcow2")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "format")),
-        ("unknown format", attrs(&[("source", other), ("format", "vmdk")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "format")),
-        ("unknown bus", attrs(&[("source", other), ("format", "raw"), ("bus", "floppy")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "bus")),
-        ("unknown device property", attrs(&[("source", other), ("format", "raw"), ("device.bogus", "1")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "device.bogus")),
-        ("bad value type", attrs(&[("source", other), ("format", "raw"), ("device.rotation_rate", "fast")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "device.rotation_rate")),
-        ("unknown blockdev option", attrs(&[("source", other), ("format", "raw"), ("blockdev.bogus", "1")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "blockdev.bogus")),
-        ("bad blockdev enum", attrs(&[("source", other), ("format", "raw"), ("blockdev.file.locking", "maybe")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "blockdev.file.locking")),
+        (
+            "missing image",
+            attrs(&[("source", "/nonexistent/x.raw"), ("format", "raw")]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "source"),
+        ),
+        (
+            "wrong format",
+            attrs(&[("source", other), ("format", "qcow2")]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "format"),
+        ),
+        (
+            "unknown format",
+            attrs(&[("source", other), ("format", "vmdk")]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "format"),
+        ),
+        (
+            "unknown bus",
+            attrs(&[("source", other), ("format", "raw"), ("bus", "floppy")]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "bus"),
+        ),
+        (
+            "unknown device property",
+            attrs(&[("source", other), ("format", "raw"), ("device.bogus", "1")]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "device.bogus"),
+        ),
+        (
+            "bad value type",
+            attrs(&[
+                ("source", other),
+                ("format", "raw"),
+                ("device.rotation_rate", "fast"),
+            ]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "device.rotation_rate"),
+        ),
+        (
+            "unknown blockdev option",
+            attrs(&[
+                ("source", other),
+                ("format", "raw"),
+                ("blockdev.bogus", "1"),
+            ]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "blockdev.bogus"),
+        ),
+        (
+            "bad blockdev enum",
+            attrs(&[
+                ("source", other),
+                ("format", "raw"),
+                ("blockdev.file.locking", "maybe"),
+            ]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "blockdev.file.locking"),
+        ),
         // Passes the type check, refused by QEMU at device_add: the node must be rolled back.
-        ("value QEMU refuses", attrs(&[("source", other), ("format", "raw"), ("device.werror", "bogus")]), |e| matches!(e, Error::InvalidAttribute { .. })),
-        ("duplicate id", attrs(&[("source", other), ("format", "raw"), ("id", "taken")]), |e| matches!(e, Error::DeviceExists { reference, .. } if reference == "taken")),
+        (
+            "value QEMU refuses",
+            attrs(&[
+                ("source", other),
+                ("format", "raw"),
+                ("device.werror", "bogus"),
+            ]),
+            |e| matches!(e, Error::InvalidAttribute { .. }),
+        ),
+        (
+            "duplicate id",
+            attrs(&[("source", other), ("format", "raw"), ("id", "taken")]),
+            |e| matches!(e, Error::DeviceExists { reference, .. } if reference == "taken"),
+        ),
         // QEMU's image lock refuses it at device_add: the new node is rolled back.
-        ("image in use", attrs(&[("source", src), ("format", "raw")]), |e| matches!(e, Error::InvalidAttribute { name, reason } if name == "source" && reason.contains("lock"))),
-        ("bad id", attrs(&[("source", other), ("format", "raw"), ("id", "9x")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "id")),
-        ("unknown attribute", attrs(&[("source", other), ("format", "raw"), ("speed", "1")]), |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "speed")),
+        (
+            "image in use",
+            attrs(&[("source", src), ("format", "raw")]),
+            |e| matches!(e, Error::InvalidAttribute { name, reason } if name == "source" && reason.contains("lock")),
+        ),
+        (
+            "bad id",
+            attrs(&[("source", other), ("format", "raw"), ("id", "9x")]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "id"),
+        ),
+        (
+            "unknown attribute",
+            attrs(&[("source", other), ("format", "raw"), ("speed", "1")]),
+            |e| matches!(e, Error::InvalidAttribute { name, .. } if name == "speed"),
+        ),
     ];
     for (what, a, ok) in cases {
-        let e = conn.attach(&d, &DeviceType::DISK, &a).await.expect_err(what);
+        let e = conn
+            .attach(&d, &DeviceType::DISK, &a)
+            .await
+            .expect_err(what);
         assert!(ok(&e), "{what}: {e:?}");
         assert_eq!(raw.snapshot(), before, "{what} changed the machine");
     }
@@ -279,15 +422,34 @@ async fn bad_input_is_refused_and_changes_nothing() {
         ("unknown netdev", attrs(&[("netdev", "vde")])),
     ];
     for (what, a) in nic_cases {
-        let e = conn.attach(&d, &DeviceType::NETWORK, &a).await.expect_err(what);
+        let e = conn
+            .attach(&d, &DeviceType::NETWORK, &a)
+            .await
+            .expect_err(what);
         assert!(matches!(e, Error::InvalidAttribute { .. }), "{what}: {e:?}");
         assert_eq!(raw.snapshot(), before, "{what} changed the machine");
     }
     let unknown = DeviceRef::new("nosuch").unwrap();
-    let e = conn.detach(&d, &DeviceType::DISK, &unknown, &wait(Duration::from_secs(1))).await.unwrap_err();
+    let e = conn
+        .detach(
+            &d,
+            &DeviceType::DISK,
+            &unknown,
+            &wait(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::DeviceNotFound { .. }), "{e:?}");
     // A disk's ref is not a NIC.
-    let e = conn.detach(&d, &DeviceType::NETWORK, &first, &wait(Duration::from_secs(1))).await.unwrap_err();
+    let e = conn
+        .detach(
+            &d,
+            &DeviceType::NETWORK,
+            &first,
+            &wait(Duration::from_secs(1)),
+        )
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::DeviceNotFound { .. }), "{e:?}");
     assert_eq!(raw.snapshot(), before);
     assert_eq!(conn.devices(&d, None).await.unwrap(), before_listed);
@@ -300,12 +462,18 @@ async fn command_line_devices_are_listed_and_named_domain() {
     }
     let dir = tempfile::tempdir().unwrap();
     let img = dir.path().join("cl.raw");
-    std::fs::File::create(&img).unwrap().set_len(1 << 20).unwrap();
+    std::fs::File::create(&img)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
     let spec = VmSpec {
         name: Some("web1".into()),
         extra: vec![
             "-blockdev".into(),
-            format!("driver=raw,node-name=clnode,file.driver=file,file.filename={}", img.display()),
+            format!(
+                "driver=raw,node-name=clnode,file.driver=file,file.filename={}",
+                img.display()
+            ),
             "-device".into(),
             "scsi-hd,drive=clnode,id=clsd,bus=scsi0.0".into(),
             "-netdev".into(),
@@ -320,19 +488,32 @@ async fn command_line_devices_are_listed_and_named_domain() {
     let conn = vdev_core::connect(&vm.uri()).await.unwrap();
     let d = conn.domain("web1").await.expect("named by -name");
     let devs = conn.devices(&d, None).await.unwrap();
-    let disk = devs.iter().find(|x| x.reference.as_str() == "clsd").expect("command-line disk listed");
+    let disk = devs
+        .iter()
+        .find(|x| x.reference.as_str() == "clsd")
+        .expect("command-line disk listed");
     assert_eq!(disk.device_type, DeviceType::DISK);
     assert_eq!(disk.attributes.get("source"), img.to_str());
     assert_eq!(disk.attributes.get("format"), Some("raw"));
     assert_eq!(disk.attributes.get("bus"), Some("scsi"));
-    let nic = devs.iter().find(|x| x.reference.as_str() == "clnic").expect("command-line NIC listed");
+    let nic = devs
+        .iter()
+        .find(|x| x.reference.as_str() == "clnic")
+        .expect("command-line NIC listed");
     assert_eq!(nic.device_type, DeviceType::NETWORK);
     assert_eq!(nic.attributes.get("mac"), Some("52:54:00:01:02:03"));
     assert_eq!(nic.attributes.get("netdev-id"), Some("cln0"));
     // Controllers and root ports are not devices vdev manages.
     assert_eq!(devs.len(), 2, "{devs:?}");
     // A command-line disk is detached like any other, backend included.
-    conn.detach(&d, &DeviceType::DISK, &disk.reference, &wait(Duration::from_secs(10))).await.expect("detach");
+    conn.detach(
+        &d,
+        &DeviceType::DISK,
+        &disk.reference,
+        &wait(Duration::from_secs(10)),
+    )
+    .await
+    .expect("detach");
     let mut raw = vm.raw();
     assert!(!raw.has_device("clsd"));
     assert!(!raw.nodes().contains(&"clnode".to_owned()));
@@ -344,15 +525,40 @@ async fn directory_of_sockets_is_one_domain_each() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let a = Vm::start_at(VmSpec::default(), tempfile::tempdir().unwrap(), dir.path().join("alpha.qmp"));
-    let b = Vm::start_at(VmSpec { name: Some("named-beta".into()), ..VmSpec::default() }, tempfile::tempdir().unwrap(), dir.path().join("beta.qmp"));
-    let conn = vdev_core::connect(&format!("qemu://{}", dir.path().display())).await.unwrap();
+    let a = Vm::start_at(
+        VmSpec::default(),
+        tempfile::tempdir().unwrap(),
+        dir.path().join("alpha.qmp"),
+    );
+    let b = Vm::start_at(
+        VmSpec {
+            name: Some("named-beta".into()),
+            ..VmSpec::default()
+        },
+        tempfile::tempdir().unwrap(),
+        dir.path().join("beta.qmp"),
+    );
+    let conn = vdev_core::connect(&format!("qemu://{}", dir.path().display()))
+        .await
+        .unwrap();
     let doms = conn.domains().await.unwrap();
     let names: Vec<&str> = doms.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["alpha", "named-beta"]);
     let ids: Vec<u32> = doms.iter().map(|d| d.id).collect();
-    assert_eq!(conn.domains().await.unwrap().iter().map(|d| d.id).collect::<Vec<_>>(), ids, "ids are stable");
-    assert_eq!(conn.domain(&ids[1].to_string()).await.unwrap().name, "named-beta");
+    assert_eq!(
+        conn.domains()
+            .await
+            .unwrap()
+            .iter()
+            .map(|d| d.id)
+            .collect::<Vec<_>>(),
+        ids,
+        "ids are stable"
+    );
+    assert_eq!(
+        conn.domain(&ids[1].to_string()).await.unwrap().name,
+        "named-beta"
+    );
     drop((a, b));
 }
 
@@ -366,14 +572,24 @@ async fn qemu_going_away_and_coming_back() {
     conn.devices(&d, None).await.expect("list while running");
     vm.kill();
     let e = conn.devices(&d, None).await.expect_err("QEMU is gone");
-    assert!(matches!(e, Error::Backend { .. } | Error::DomainNotFound { .. }), "{e:?}");
-    assert!(e.to_string().contains("vm"), "the error names the domain: {e}");
+    assert!(
+        matches!(e, Error::Backend { .. } | Error::DomainNotFound { .. }),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string().contains("vm"),
+        "the error names the domain: {e}"
+    );
     vm.restart();
     let d2 = conn.domain("vm").await.expect("picked up again");
     assert_eq!(d2.id, d.id, "same socket, same id");
     let img = vm.image("after.raw", "raw");
     let r = conn
-        .attach(&d2, &DeviceType::DISK, &attrs(&[("source", img.to_str().unwrap()), ("format", "raw")]))
+        .attach(
+            &d2,
+            &DeviceType::DISK,
+            &attrs(&[("source", img.to_str().unwrap()), ("format", "raw")]),
+        )
         .await
         .expect("attach after restart");
     assert!(vm.raw().has_device(r.as_str()));
@@ -388,7 +604,15 @@ async fn qemu_dying_during_detach_is_an_error_not_a_hang() {
     let (conn, d) = open(&vm).await;
     let img = vm.image("x.raw", "raw");
     let r = conn
-        .attach(&d, &DeviceType::DISK, &attrs(&[("source", img.to_str().unwrap()), ("format", "raw"), ("bus", "virtio")]))
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[
+                ("source", img.to_str().unwrap()),
+                ("format", "raw"),
+                ("bus", "virtio"),
+            ]),
+        )
         .await
         .unwrap();
     let long = wait(Duration::from_secs(3600));
@@ -408,14 +632,33 @@ async fn uri_options_and_tcp() {
         return;
     }
     let vm = Vm::start(VmSpec::default());
-    let e = vdev_core::connect(&format!("{}?bogus=1", vm.uri())).await.unwrap_err();
+    let e = vdev_core::connect(&format!("{}?bogus=1", vm.uri()))
+        .await
+        .unwrap_err();
     assert!(matches!(e, Error::InvalidUri { .. }), "{e:?}");
-    vdev_core::connect(&format!("{}?timeout=5s", vm.uri())).await.expect("known option");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let tvm = Vm::start(VmSpec { tcp_port: Some(port), name: Some("tcpvm".into()), ..VmSpec::default() });
-    let conn = vdev_core::connect(&format!("qemu+tcp://127.0.0.1:{port}")).await.expect("tcp");
+    vdev_core::connect(&format!("{}?timeout=5s", vm.uri()))
+        .await
+        .expect("known option");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tvm = Vm::start(VmSpec {
+        tcp_port: Some(port),
+        name: Some("tcpvm".into()),
+        ..VmSpec::default()
+    });
+    let conn = vdev_core::connect(&format!("qemu+tcp://127.0.0.1:{port}"))
+        .await
+        .expect("tcp");
     let d = conn.domain("tcpvm").await.unwrap();
-    let n = conn.attach(&d, &DeviceType::NETWORK, &attrs(&[("model", "usb-net")])).await.unwrap();
-    conn.detach(&d, &DeviceType::NETWORK, &n, &wait(Duration::from_secs(10))).await.unwrap();
+    let n = conn
+        .attach(&d, &DeviceType::NETWORK, &attrs(&[("model", "usb-net")]))
+        .await
+        .unwrap();
+    conn.detach(&d, &DeviceType::NETWORK, &n, &wait(Duration::from_secs(10)))
+        .await
+        .unwrap();
     drop(tvm);
 }

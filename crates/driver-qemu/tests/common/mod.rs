@@ -136,7 +136,11 @@ impl Vm {
 
     /// Start QEMU again with the same spec and socket (after [`Vm::kill`]).
     pub fn restart(&mut self) {
-        for s in [self.socket.clone(), self.dir.path().join(SECOND_SOCKET), self.dir.path().join(RAW_SOCKET)] {
+        for s in [
+            self.socket.clone(),
+            self.dir.path().join(SECOND_SOCKET),
+            self.dir.path().join(RAW_SOCKET),
+        ] {
             let _ = std::fs::remove_file(s);
         }
         self.child = spawn(&self.spec, self.dir.path(), &self.socket);
@@ -189,13 +193,19 @@ fn spawn(spec: &VmSpec, dir: &Path, socket: &Path) -> Child {
     // QEMU serves one client per QMP socket: the raw checking client and a second vdev
     // connection (the conformance kit's read-only one) get sockets of their own.
     for extra in [RAW_SOCKET, SECOND_SOCKET] {
-        c.args(["-qmp", &format!("unix:{},server=on,wait=off", dir.join(extra).display())]);
+        c.args([
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", dir.join(extra).display()),
+        ]);
     }
     if let Some(n) = &spec.name {
         c.args(["-name", n]);
     }
     for i in 1..=spec.root_ports {
-        c.args(["-device", &format!("pcie-root-port,id=rp{i},chassis={i},slot={i}")]);
+        c.args([
+            "-device",
+            &format!("pcie-root-port,id=rp{i},chassis={i},slot={i}"),
+        ]);
     }
     for i in 0..spec.scsi {
         c.args(["-device", &format!("virtio-scsi-pci,id=scsi{i}")]);
@@ -277,7 +287,10 @@ impl Raw {
             .unwrap()
             .iter()
             .filter_map(|p| {
-                let t = p["type"].as_str()?.strip_prefix("child<")?.strip_suffix('>')?;
+                let t = p["type"]
+                    .as_str()?
+                    .strip_prefix("child<")?
+                    .strip_suffix('>')?;
                 Some((p["name"].as_str()?.to_owned(), t.to_owned()))
             })
             .collect();
@@ -324,7 +337,9 @@ impl Raw {
         let blocks = self.ok("query-block", json!({}));
         blocks.as_array().unwrap().iter().find_map(|b| {
             let q = b["qdev"].as_str()?;
-            let dev = q.strip_prefix("/machine/peripheral/").map_or(q, |r| r.split('/').next().unwrap());
+            let dev = q
+                .strip_prefix("/machine/peripheral/")
+                .map_or(q, |r| r.split('/').next().unwrap());
             (dev == id).then(|| b["inserted"]["node-name"].as_str().map(str::to_owned))?
         })
     }
