@@ -27,7 +27,12 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn disk(img: &str) -> Attributes {
-    Attributes::from_pairs([("source", img), ("format", "raw"), ("bus", "scsi")]).unwrap()
+    Attributes::from_pairs([
+        ("source", img.to_owned()),
+        ("format", "raw".into()),
+        ("bus", "scsi".into()),
+    ])
+    .unwrap()
 }
 
 /// The raw client's attach: the same two commands the driver sends.
@@ -183,7 +188,7 @@ async fn main() {
         va,
         "<= 1.2 (libvirt 2.05)",
     );
-    row("list 500 disks", vl, rl, "");
+    row("list 500 disks (raw: qom-list+query-block)", vl, rl, "");
     println!(
         "{:<40} {:>9.3} {:>9.3} {:>7.3}  >= 2 (libvirt 13.5 ms)",
         "list 500 disks: libvirt / vdev",

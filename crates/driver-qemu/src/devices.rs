@@ -182,28 +182,22 @@ fn ctx(e: QmpError, what: &str) -> Error {
     e.into_core(what)
 }
 
-/// Every disk and NIC of the domain, from QEMU's state: two requests pipelined
-/// (`qom-list /machine/peripheral`, `query-block`), plus one pipelined batch of `qom-get`s for
-/// the NICs' MAC and netdev.
+/// Every disk and NIC of the domain, from QEMU's state.
+///
+/// Which devices exist is read from QEMU every time (`qom-list /machine/peripheral`, one
+/// request). A disk's attributes (image, format, node, read-only) are read with `query-block`
+/// only when the listing meets a disk id the session has not seen: on QEMU 7.2 `query-block`
+/// of 500 disks costs ~35 ms inside QEMU (it builds image info for every node), while the ids
+/// cost ~2 ms. A cached entry is dropped when QEMU reports the device deleted (DEVICE_DELETED
+/// reaches every QMP client), so a device re-created under the same id is read again. NICs'
+/// MAC and netdev come from one pipelined batch of `qom-get`s.
 pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<Device>> {
-    let mut replies = session
+    let devs = session
         .qmp
-        .batch(vec![
-            ("qom-list".into(), json!({"path": "/machine/peripheral"})),
-            ("query-block".into(), json!({})),
-        ])
+        .execute_raw("qom-list", json!({"path": "/machine/peripheral"}))
         .await
-        .into_iter();
-    let devs = replies
-        .next()
-        .expect("reply")
         .and_then(peripheral)
         .map_err(|e| ctx(e, "listing devices (qom-list)"))?;
-    let blocks: Vec<qapi::qmp::BlockInfo> = replies
-        .next()
-        .expect("reply")
-        .and_then(|v| decode("query-block", v))
-        .map_err(|e| ctx(e, "listing disks (query-block)"))?;
     let models: HashMap<&str, &str> = devs.iter().map(|(i, m)| (i.as_str(), m.as_str())).collect();
     let state = |id: &str| {
         if entry.is_pending(id) {
@@ -212,40 +206,55 @@ pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<D
             DeviceState::Connected
         }
     };
-    let mut disks = Vec::new();
-    for b in &blocks {
-        let Some(id) = b.qdev.as_deref().and_then(qdev_id) else {
-            continue;
-        };
-        let Some(model) = models.get(id).copied() else {
-            continue;
-        };
-        let Ok(reference) = DeviceRef::new(id) else {
-            continue;
-        };
-        let mut a = Attributes::new();
-        let mut put = |k: &'static str, v: String| {
-            if let Err(e) = a.insert(k, v) {
-                debug!(error = %e, "attribute not listable");
-            }
-        };
-        put("id", id.to_owned());
-        put("model", model.to_owned());
-        put("bus", disk_bus(model).unwrap_or(model).to_owned());
-        if let Some(i) = &b.inserted {
-            put("source", i.file.clone());
-            put("format", i.drv.clone());
-            put("readonly", i.ro.to_string());
-            if let Some(n) = &i.node_name {
-                put("node", n.clone());
+    let disk_ids: Vec<&str> = devs
+        .iter()
+        .filter(|(_, m)| disk_bus(m).is_some())
+        .map(|(i, _)| i.as_str())
+        .collect();
+    let fresh = {
+        let cache = lock(&session.disk_cache);
+        disk_ids
+            .iter()
+            .all(|id| cache.get(*id).is_some_and(|(m, _)| m == models[id]))
+    };
+    if !fresh {
+        let blocks: Vec<qapi::qmp::BlockInfo> = session
+            .qmp
+            .execute_raw("query-block", json!({}))
+            .await
+            .and_then(|v| decode("query-block", v))
+            .map_err(|e| ctx(e, "listing disks (query-block)"))?;
+        let mut by_id: HashMap<&str, &qapi::qmp::BlockInfo> = HashMap::new();
+        for b in &blocks {
+            if let Some(id) = b.qdev.as_deref().and_then(qdev_id) {
+                by_id.insert(id, b);
             }
         }
-        disks.push(Device {
-            device_type: DeviceType::DISK,
-            reference,
-            state: state(id),
-            attributes: a,
-        });
+        let mut cache = lock(&session.disk_cache);
+        cache.clear();
+        for id in &disk_ids {
+            let model = models[id];
+            let attrs = by_id
+                .get(id)
+                .and_then(|b| b.inserted.as_ref())
+                .map(|i| disk_attributes(id, model, &i.file, &i.drv, i.ro, i.node_name.as_deref()));
+            cache.insert((*id).to_owned(), (model.to_owned(), attrs));
+        }
+    }
+    let mut disks = Vec::new();
+    {
+        let cache = lock(&session.disk_cache);
+        for id in &disk_ids {
+            let (Some((_, Some(a))), Ok(reference)) = (cache.get(*id), DeviceRef::new(*id)) else {
+                continue;
+            };
+            disks.push(Device {
+                device_type: DeviceType::DISK,
+                reference,
+                state: state(id),
+                attributes: a.clone(),
+            });
+        }
     }
     let nic_ids: Vec<&str> = devs
         .iter()
@@ -297,6 +306,33 @@ pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<D
     nics.sort_by(|a, b| a.reference.cmp(&b.reference));
     disks.extend(nics);
     Ok(disks)
+}
+
+/// A disk's listed attributes.
+pub(crate) fn disk_attributes(
+    id: &str,
+    model: &str,
+    source: &str,
+    format: &str,
+    readonly: bool,
+    node: Option<&str>,
+) -> Attributes {
+    let mut a = Attributes::new();
+    let mut put = |k: &'static str, v: &str| {
+        if let Err(e) = a.insert(k, v.to_owned()) {
+            debug!(error = %e, "attribute not listable");
+        }
+    };
+    put("id", id);
+    put("model", model);
+    put("bus", disk_bus(model).unwrap_or(model));
+    put("source", source);
+    put("format", format);
+    put("readonly", if readonly { "true" } else { "false" });
+    if let Some(n) = node {
+        put("node", n);
+    }
+    a
 }
 
 /// Whether device `id` exists.
@@ -463,15 +499,14 @@ async fn buses_for(session: &Session, model: &str) -> Result<Vec<Option<String>>
     })
 }
 
+/// Pass-through attributes without their prefix: (name, value).
+type Passthrough = Vec<(String, String)>;
+
 /// Split pass-through attributes by prefix: (named, device.*, backend.*).
 fn split_attrs<'a>(
     attrs: &'a Attributes,
     backend_prefix: &str,
-) -> (
-    HashMap<&'a str, &'a str>,
-    Vec<(String, String)>,
-    Vec<(String, String)>,
-) {
+) -> (HashMap<&'a str, &'a str>, Passthrough, Passthrough) {
     let mut named = HashMap::new();
     let mut dev = Vec::new();
     let mut back = Vec::new();
@@ -664,6 +699,20 @@ pub(crate) async fn attach_disk(
             .await
         {
             Ok(_) => {
+                lock(&session.disk_cache).insert(
+                    id.clone(),
+                    (
+                        model.to_owned(),
+                        Some(disk_attributes(
+                            &id,
+                            model,
+                            source,
+                            format,
+                            readonly,
+                            Some(&node),
+                        )),
+                    ),
+                );
                 if model == "scsi-hd" {
                     let n = session.scsi_hint.load(Ordering::Relaxed);
                     session.scsi_hint.store(n + i, Ordering::Relaxed);

@@ -50,6 +50,9 @@ pub(crate) struct Session {
     pub(crate) controllers: Mutex<Option<Arc<Controllers>>>,
     /// Index of the SCSI bus that took the last disk: the next attach tries it first.
     pub(crate) scsi_hint: std::sync::atomic::AtomicUsize,
+    /// Disk attributes by device id (see `devices::list`); an entry is dropped when QEMU
+    /// reports the device deleted, so a device re-created under the same id is read afresh.
+    pub(crate) disk_cache: DiskCache,
     events_task: tokio::task::JoinHandle<()>,
 }
 
@@ -58,6 +61,9 @@ impl Drop for Session {
         self.events_task.abort();
     }
 }
+
+/// Device id → (model, listed attributes, or None for a disk without a medium).
+pub(crate) type DiskCache = Arc<Mutex<HashMap<String, (String, Option<Attributes>)>>>;
 
 /// One QEMU process.
 pub(crate) struct DomainEntry {
@@ -298,7 +304,9 @@ impl QemuDriver {
         debug!(endpoint = %entry.endpoint, %name, version = ?qmp.version, "QMP session open");
         *lock(&entry.name) = name;
         let rx = qmp.subscribe();
+        let disk_cache = DiskCache::default();
         let events_task = tokio::spawn(event_loop(
+            disk_cache.clone(),
             Arc::downgrade(entry),
             qmp.clone(),
             rx,
@@ -309,6 +317,7 @@ impl QemuDriver {
             intro: Introspection::default(),
             controllers: Mutex::new(None),
             scsi_hint: Default::default(),
+            disk_cache,
             events_task,
         });
         *slot = Some(session.clone());
@@ -521,6 +530,7 @@ async fn finish_removal(
 }
 
 async fn event_loop(
+    disk_cache: DiskCache,
     entry: std::sync::Weak<DomainEntry>,
     qmp: Arc<Qmp>,
     mut rx: broadcast::Receiver<QmpEvent>,
@@ -534,6 +544,7 @@ async fn event_loop(
                 };
                 // virtio devices send a first DEVICE_DELETED for their backend, without `device`.
                 let Some(id) = ev.device else { continue };
+                lock(&disk_cache).remove(&id);
                 let Some(entry) = entry.upgrade() else { return };
                 let qmp = qmp.clone();
                 let events = events.clone();

@@ -15,7 +15,7 @@ use vdev_driver_qemu as _;
 enum Fault {
     /// Send an unknown event before every reply.
     UnknownEvent,
-    /// Answer `query-block` with half a line, then close.
+    /// Answer `qom-list` with half a line, then close.
     CutReply,
 }
 
@@ -33,12 +33,12 @@ fn peer(path: &Path, fault: Fault) -> std::thread::JoinHandle<()> {
                 let id = m["id"].clone();
                 let ret = match m["execute"].as_str().unwrap() {
                     "query-name" => json!({"name": "scripted"}),
-                    "qom-list" => json!([{"name": "type", "type": "string"}]),
-                    "query-block" if fault == Fault::CutReply => {
+                    "qom-list" if fault == Fault::CutReply => {
                         let full = json!({"return": [], "id": id}).to_string();
                         w.write_all(&full.as_bytes()[..full.len() / 2]).unwrap();
-                        return; // closes the socket mid-reply
+                        break; // closes the socket mid-reply
                     }
+                    "qom-list" => json!([{"name": "type", "type": "string"}]),
                     "query-block" => json!([]),
                     _ => json!({}),
                 };

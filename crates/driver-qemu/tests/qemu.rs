@@ -14,6 +14,9 @@ use vdev_core::{
 };
 use vdev_driver_qemu as _;
 
+/// Whether an error is the one a case expects.
+type IsExpected = fn(&Error) -> bool;
+
 fn attrs(pairs: &[(&str, &str)]) -> Attributes {
     Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
 }
@@ -321,7 +324,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     let other = other.to_str().unwrap();
     let before = raw.snapshot();
     let before_listed = conn.devices(&d, None).await.unwrap();
-    let cases: Vec<(&str, Attributes, fn(&Error) -> bool)> = vec![
+    let cases: Vec<(&str, Attributes, IsExpected)> = vec![
         (
             "missing image",
             attrs(&[("source", "/nonexistent/x.raw"), ("format", "raw")]),
@@ -661,4 +664,61 @@ async fn uri_options_and_tcp() {
         .await
         .unwrap();
     drop(tvm);
+}
+
+#[tokio::test]
+async fn changes_by_another_client_are_listed() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec::default());
+    let (conn, d) = open(&vm).await;
+    let mut raw = vm.raw();
+    let one = vm.image("one.raw", "raw");
+    let two = vm.image("two.raw", "raw");
+    let add = |raw: &mut common::Raw, node: &str, img: &std::path::Path| {
+        raw.ok("blockdev-add", json!({"driver": "raw", "node-name": node, "file": {"driver": "file", "filename": img}}));
+        raw.ok(
+            "device_add",
+            json!({"driver": "scsi-hd", "id": "other", "drive": node, "bus": "scsi0.0"}),
+        );
+    };
+    add(&mut raw, "o1", &one);
+    let r = DeviceRef::new("other").unwrap();
+    assert_eq!(
+        listed(&conn, &d, &r)
+            .await
+            .expect("listed")
+            .attributes
+            .get("source"),
+        one.to_str()
+    );
+    // Another client replaces the device under the same id with another image.
+    raw.ok("device_del", json!({"id": "other"}));
+    while !raw
+        .events
+        .iter()
+        .any(|e| e["event"] == "DEVICE_DELETED" && e["data"]["device"] == "other")
+    {
+        let m = raw.next_message();
+        raw.events.push(m);
+    }
+    raw.ok("blockdev-del", json!({"node-name": "o1"}));
+    add(&mut raw, "o2", &two);
+    let mut seen = None;
+    for _ in 0..100 {
+        // The driver learns of the deletion through QEMU's DEVICE_DELETED event.
+        seen = listed(&conn, &d, &r)
+            .await
+            .and_then(|x| x.attributes.get("source").map(str::to_owned));
+        if seen.as_deref() == two.to_str() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.as_deref(),
+        two.to_str(),
+        "the listing shows the device as it is now"
+    );
 }
