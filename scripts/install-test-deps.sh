@@ -1,12 +1,34 @@
 #!/usr/bin/env bash
-# Install what the test suite needs on a fresh Debian bookworm machine of this project's kind.
-# Idempotent and quiet; run as root (CI and the developers' machines are root).
+# Install what the test suite needs on a fresh Debian bookworm machine of this project's kind:
+# qemu-system-x86_64 and qemu-img (the QEMU driver's tests), valgrind and pkg-config (the C API's
+# tests). Idempotent and quiet: does nothing when everything is there. Run as root.
+#
+# On a fresh machine qemu-utils 10.0 from backports is preinstalled; installing qemu-system-x86
+# (7.2) alone then removes it (version conflict) and leaves no qemu-img. So both are installed
+# together at the same bookworm version, downgrading qemu-utils where needed.
 set -euo pipefail
-need=()
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v pkg-config >/dev/null || need+=(pkg-config)
-if [ ${#need[@]} -gt 0 ]; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+export DEBIAN_FRONTEND=noninteractive
+updated=
+update() { [ -n "$updated" ] || { apt-get update -qq >/dev/null; updated=1; }; }
+
+if ! command -v qemu-system-x86_64 >/dev/null 2>&1 || ! command -v qemu-img >/dev/null 2>&1; then
+    update
+    version=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+    if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+        echo "install-test-deps: no qemu-system-x86 package is available from apt" >&2
+        exit 1
+    fi
+    apt-get install -y -qq --no-install-recommends --allow-downgrades \
+        "qemu-system-x86=$version" "qemu-utils=$version" >/dev/null
 fi
+
+need=()
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+if [ ${#need[@]} -gt 0 ]; then
+    update
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null \
+    && command -v valgrind >/dev/null && command -v pkg-config >/dev/null

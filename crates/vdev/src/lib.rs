@@ -7,6 +7,7 @@
 //! | feature | driver | schemes | licence |
 //! |---|---|---|---|
 //! | `mock` (default) | in-memory hypervisor for tests and demos | `mock`, `test` | MIT OR Apache-2.0 |
+//! | `qemu` | running QEMU machines over QMP (unix sockets or TCP) | `qemu`, `qemu+tcp` | MIT OR Apache-2.0 |
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -24,6 +25,10 @@ pub use vdev_core::*;
 /// The mock driver crate (feature `mock`).
 #[cfg(feature = "mock")]
 pub use vdev_driver_mock as driver_mock;
+
+/// The QEMU driver crate (feature `qemu`).
+#[cfg(feature = "qemu")]
+pub use vdev_driver_qemu as driver_qemu;
 
 #[cfg(all(doctest, feature = "mock"))]
 mod listing_example {

@@ -1,0 +1,199 @@
+//! The QEMU driver beside a minimal raw QMP client, against one real QEMU (no guest OS), in one
+//! run: attach of a SCSI disk, detach, listing 500 disks, and attach with 500 disks present.
+//! Each figure is a median over many runs; the raw client sends the same QMP commands over a
+//! second QMP socket of the same QEMU (QEMU serves one client per socket).
+//!
+//! `cargo bench -p vdev-driver-qemu` (needs qemu-system-x86_64: scripts/install-test-deps.sh).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Raw, Vm, VmSpec};
+use serde_json::json;
+use vdev_core::{Attributes, Connection, DetachOptions, DeviceType, Domain};
+use vdev_driver_qemu as _;
+
+const RUNS: usize = 40;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn disk(img: &str) -> Attributes {
+    Attributes::from_pairs([
+        ("source", img.to_owned()),
+        ("format", "raw".into()),
+        ("bus", "scsi".into()),
+    ])
+    .unwrap()
+}
+
+/// The raw client's attach: the same two commands the driver sends.
+fn raw_attach(raw: &mut Raw, img: &str, n: usize) -> String {
+    let node = format!("rawn{n}");
+    raw.ok(
+        "blockdev-add",
+        json!({"driver": "raw", "node-name": node, "read-only": false,
+               "file": {"driver": "file", "filename": img, "node-name": format!("{node}-file"), "read-only": false}}),
+    );
+    let id = format!("rawd{n}");
+    raw.ok(
+        "device_add",
+        json!({"driver": "scsi-hd", "id": id, "drive": node, "bus": "scsi0.0"}),
+    );
+    id
+}
+
+/// The raw client's detach: device_del, wait for DEVICE_DELETED, blockdev-del. Returns (time to
+/// the event, whole detach).
+fn raw_detach(raw: &mut Raw, id: &str, node: &str) -> (Duration, Duration) {
+    let t = Instant::now();
+    raw.ok("device_del", json!({"id": id}));
+    let seen = |e: &serde_json::Value| e["event"] == "DEVICE_DELETED" && e["data"]["device"] == id;
+    loop {
+        if raw.events.iter().any(seen) {
+            break;
+        }
+        let m = raw.next_message();
+        raw.events.push(m);
+    }
+    raw.events.clear();
+    let event = t.elapsed();
+    raw.ok("blockdev-del", json!({"node-name": node}));
+    (event, t.elapsed())
+}
+
+async fn cycle(conn: &Connection, d: &Domain, img: &str) -> (Duration, Duration) {
+    let t = Instant::now();
+    let r = conn
+        .attach(d, &DeviceType::DISK, &disk(img))
+        .await
+        .expect("attach");
+    let attach = t.elapsed();
+    let t = Instant::now();
+    conn.detach(d, &DeviceType::DISK, &r, &DetachOptions::default())
+        .await
+        .expect("detach");
+    (attach, t.elapsed())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // cargo test --benches asks for a list of benchmarks: there are none to list.
+    }
+    assert!(
+        common::qemu_available(),
+        "the benchmark needs qemu-system-x86_64"
+    );
+    let vm = Vm::start(VmSpec {
+        scsi: 2,
+        root_ports: 1,
+        xhci: 0,
+        ..VmSpec::default()
+    });
+    let conn = vdev_core::connect(&vm.uri()).await.expect("connect");
+    let d = conn.domain("vm").await.unwrap();
+    let mut raw = vm.raw();
+    let a = vm.image("a.raw", "raw");
+    let a = a.to_str().unwrap();
+    let b = vm.image("b.raw", "raw");
+    let b = b.to_str().unwrap();
+
+    // Warm up both paths (introspection caches, controller discovery, page cache).
+    for i in 0..3 {
+        cycle(&conn, &d, a).await;
+        let id = raw_attach(&mut raw, b, 10_000 + i);
+        raw_detach(&mut raw, &id, &format!("rawn{}", 10_000 + i));
+    }
+
+    let (mut va, mut vd, mut ra, mut rev, mut rd) = (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..RUNS {
+        let (at, dt) = cycle(&conn, &d, a).await;
+        va.push(at);
+        vd.push(dt);
+        let t = Instant::now();
+        let id = raw_attach(&mut raw, b, i);
+        ra.push(t.elapsed());
+        let (ev, all) = raw_detach(&mut raw, &id, &format!("rawn{i}"));
+        rev.push(ev);
+        rd.push(all);
+    }
+    let (va, vd, ra, rev, rd) = (median(va), median(vd), median(ra), median(rev), median(rd));
+
+    // 500 disks present (added by the raw client: the driver lists what is there).
+    for i in 0..500 {
+        let img = vm.image(&format!("f{i}.raw"), "raw");
+        let node = format!("filln{i}");
+        raw.ok(
+            "blockdev-add",
+            json!({"driver": "raw", "node-name": node, "file": {"driver": "file", "filename": img}}),
+        );
+        let bus = if i < 250 { "scsi0.0" } else { "scsi1.0" };
+        raw.ok(
+            "device_add",
+            json!({"driver": "scsi-hd", "id": format!("fill{i}"), "drive": node, "bus": bus}),
+        );
+    }
+    let listed = conn.devices(&d, Some(&DeviceType::DISK)).await.unwrap();
+    assert_eq!(listed.len(), 500);
+    let (mut vl, mut rl) = (vec![], vec![]);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let l = conn.devices(&d, Some(&DeviceType::DISK)).await.unwrap();
+        vl.push(t.elapsed());
+        assert_eq!(l.len(), 500);
+        let t = Instant::now();
+        raw.ok("qom-list", json!({"path": "/machine/peripheral"}));
+        raw.ok("query-block", json!({}));
+        rl.push(t.elapsed());
+    }
+    let (vl, rl) = (median(vl), median(rl));
+    let mut va500 = vec![];
+    let mut ra500 = vec![];
+    for i in 0..RUNS {
+        let (at, _) = cycle(&conn, &d, a).await;
+        va500.push(at);
+        let t = Instant::now();
+        let id = raw_attach(&mut raw, b, 20_000 + i);
+        ra500.push(t.elapsed());
+        raw_detach(&mut raw, &id, &format!("rawn{}", 20_000 + i));
+    }
+    let (va500, ra500) = (median(va500), median(ra500));
+
+    println!("QEMU driver vs raw QMP client, medians of {RUNS} runs (ms)");
+    println!("{:<40} {:>9} {:>9} {:>7}  goal", "", "vdev", "raw", "ratio");
+    let row = |what: &str, v: Duration, r: Duration, goal: &str| {
+        println!(
+            "{what:<40} {:>9.3} {:>9.3} {:>7.3}  {goal}",
+            ms(v),
+            ms(r),
+            ms(v) / ms(r)
+        );
+    };
+    row("attach scsi disk (0 present)", va, ra, "<= 1.15");
+    row("detach vs QEMU's DEVICE_DELETED time", vd, rev, "<= 1.05");
+    row("detach vs raw detach (+blockdev-del)", vd, rd, "");
+    row("attach scsi disk (500 present)", va500, ra500, "");
+    row(
+        "attach: 500 present vs 0 present",
+        va500,
+        va,
+        "<= 1.2 (libvirt 2.05)",
+    );
+    row("list 500 disks (raw: qom-list+query-block)", vl, rl, "");
+    println!(
+        "{:<40} {:>9.3} {:>9.3} {:>7.3}  >= 2 (libvirt 13.5 ms)",
+        "list 500 disks: libvirt / vdev",
+        13.5,
+        ms(vl),
+        13.5 / ms(vl)
+    );
+}

@@ -1,0 +1,95 @@
+//! Typed options parsed from a `qemu://` or `qemu+tcp://` URI.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use vdev_core::{ConnectUri, Result};
+
+/// What the connection talks to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `qemu:///PATH`: a QMP unix socket (one domain) or a directory whose sockets are each one
+    /// domain.
+    Local(PathBuf),
+    /// `qemu+tcp://HOST:PORT`: one QEMU whose QMP listens on TCP (one domain).
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+}
+
+/// Everything a QEMU URI can say.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// What to connect to.
+    pub target: Target,
+    /// `timeout=DURATION`: the longest any single QMP request may take (default 10 s).
+    pub request_timeout: Duration,
+}
+
+/// The options the QEMU driver knows.
+pub const OPTIONS: &[&str] = &["timeout"];
+
+/// The default bound on one QMP request.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl QemuConfig {
+    /// Parse a URI.
+    pub fn from_uri(uri: &ConnectUri) -> Result<Self> {
+        uri.check_options(OPTIONS)?;
+        let request_timeout = match uri.option("timeout") {
+            None => DEFAULT_REQUEST_TIMEOUT,
+            Some(v) => humantime::parse_duration(v)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .ok_or_else(|| {
+                    uri.invalid(format!(
+                        "timeout={v} is not a duration; write for example timeout=5s"
+                    ))
+                })?,
+        };
+        let target = match uri.transport() {
+            None | Some("unix") => {
+                if let Some(h) = uri.host() {
+                    return Err(uri.invalid(format!(
+                        "qemu:// is local and takes no host ('{h}'); write qemu:///ABSOLUTE/PATH, or qemu+tcp://{h}:PORT for QMP over TCP"
+                    )));
+                }
+                let path = uri.path();
+                if path.len() < 2 || !path.starts_with('/') {
+                    return Err(uri.invalid(
+                        "the path must be an absolute path to a QMP unix socket or to a directory of sockets, e.g. qemu:///run/vms/vm1.qmp",
+                    ));
+                }
+                Target::Local(PathBuf::from(path))
+            }
+            Some("tcp") => {
+                let (Some(host), Some(port)) = (uri.host(), uri.port()) else {
+                    return Err(uri.invalid(
+                        "write qemu+tcp://HOST:PORT (QEMU started with -qmp tcp:HOST:PORT,server=on)",
+                    ));
+                };
+                if !matches!(uri.path().as_str(), "" | "/") {
+                    return Err(uri.invalid(
+                        "qemu+tcp:// takes no path: one TCP endpoint is one QEMU; write qemu+tcp://HOST:PORT",
+                    ));
+                }
+                Target::Tcp {
+                    host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
+                    port,
+                }
+            }
+            Some(t) => {
+                return Err(uri.invalid(format!(
+                    "the qemu driver has no transport '{t}'; write qemu:///PATH (unix socket) or qemu+tcp://HOST:PORT"
+                )))
+            }
+        };
+        Ok(QemuConfig {
+            target,
+            request_timeout,
+        })
+    }
+}

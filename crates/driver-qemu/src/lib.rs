@@ -1,0 +1,35 @@
+#![doc = include_str!("docs.md")]
+#![deny(missing_docs)]
+
+mod config;
+mod devices;
+mod driver;
+mod error;
+mod introspect;
+mod qmp;
+
+pub use config::{QemuConfig, Target, DEFAULT_REQUEST_TIMEOUT, OPTIONS};
+pub use driver::QemuDriver;
+pub use error::QmpError;
+
+use vdev_core::prelude::BoxFuture;
+use vdev_core::{ConnectUri, Driver, Result};
+
+/// The driver's name.
+pub const NAME: &str = "qemu";
+/// The URI schemes it handles: `qemu://` (unix sockets) and `qemu+tcp://` (QMP over TCP).
+pub const SCHEMES: &[&str] = &["qemu"];
+
+fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
+    Box::pin(async move {
+        let config = QemuConfig::from_uri(&uri)?;
+        Ok(Box::new(QemuDriver::open(config).await?) as Box<dyn Driver>)
+    })
+}
+
+vdev_core::register_driver!(
+    name: NAME,
+    schemes: SCHEMES,
+    description: "running QEMU machines over QMP (unix sockets or TCP)",
+    open: open,
+);

@@ -1,0 +1,354 @@
+//! Test helpers: start a real `qemu-system-x86_64` (no guest OS) with its own QMP socket and
+//! images in a temporary directory, and a tiny raw QMP client that checks the machine's state
+//! independently of the driver.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// The QEMU binary the tests use.
+pub const QEMU: &str = "qemu-system-x86_64";
+
+/// Whether QEMU is installed. Under CI (`CI=true`) a missing QEMU fails the test instead of
+/// skipping it: run `scripts/install-test-deps.sh`.
+pub fn qemu_available() -> bool {
+    let ok = Command::new(QEMU)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("{QEMU} is not installed, and CI=true: run scripts/install-test-deps.sh");
+        }
+        eprintln!("SKIPPED: {QEMU} is not installed (run scripts/install-test-deps.sh)");
+    }
+    ok
+}
+
+/// The socket of the raw checking client, in the VM's directory.
+pub const RAW_SOCKET: &str = "raw.sock";
+/// A second QMP socket for a second vdev connection, in the VM's directory.
+pub const SECOND_SOCKET: &str = "second.sock";
+
+/// How to start a test VM.
+#[derive(Clone)]
+pub struct VmSpec {
+    /// `-name`, if any.
+    pub name: Option<String>,
+    /// How many pcie-root-ports (hotplug slots for PCI devices).
+    pub root_ports: usize,
+    /// How many virtio-scsi controllers (`scsi0`, `scsi1`, ...).
+    pub scsi: usize,
+    /// How many xHCI controllers (`xhci0`, ...).
+    pub xhci: usize,
+    /// Extra arguments.
+    pub extra: Vec<String>,
+    /// QMP over TCP on this port instead of the unix socket.
+    pub tcp_port: Option<u16>,
+}
+
+impl Default for VmSpec {
+    fn default() -> Self {
+        VmSpec {
+            name: None,
+            root_ports: 4,
+            scsi: 1,
+            xhci: 1,
+            extra: Vec::new(),
+            tcp_port: None,
+        }
+    }
+}
+
+/// A running QEMU, killed when dropped, with its temporary directory.
+pub struct Vm {
+    child: Child,
+    /// The temporary directory (socket, images, QEMU's stderr).
+    pub dir: tempfile::TempDir,
+    /// The QMP socket.
+    pub socket: PathBuf,
+    spec: VmSpec,
+}
+
+impl Vm {
+    /// Start a VM whose socket is `vm.qmp` in a new temporary directory.
+    pub fn start(spec: VmSpec) -> Vm {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let socket = dir.path().join("vm.qmp");
+        Vm::start_at(spec, dir, socket)
+    }
+
+    /// Start a VM with its socket at `socket` (the directory is kept with the VM).
+    pub fn start_at(spec: VmSpec, dir: tempfile::TempDir, socket: PathBuf) -> Vm {
+        let child = spawn(&spec, dir.path(), &socket);
+        let vm = Vm {
+            child,
+            dir,
+            socket,
+            spec,
+        };
+        vm.wait_ready();
+        vm
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let ok = self.dir.path().join(SECOND_SOCKET).exists()
+                && match self.spec.tcp_port {
+                    Some(p) => std::net::TcpStream::connect(("127.0.0.1", p)).is_ok(),
+                    None => self.socket.exists(),
+                };
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU did not create its QMP socket; its stderr: {}",
+                std::fs::read_to_string(self.dir.path().join("qemu.err")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `qemu:///` URI of this VM's socket.
+    pub fn uri(&self) -> String {
+        format!("qemu://{}", self.socket.display())
+    }
+
+    /// The URI of the second QMP socket (same domain, another connection).
+    pub fn second_uri(&self) -> String {
+        format!("qemu://{}", self.dir.path().join(SECOND_SOCKET).display())
+    }
+
+    /// Kill QEMU (as if it crashed) and wait for it to be gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start QEMU again with the same spec and socket (after [`Vm::kill`]).
+    pub fn restart(&mut self) {
+        for s in [
+            self.socket.clone(),
+            self.dir.path().join(SECOND_SOCKET),
+            self.dir.path().join(RAW_SOCKET),
+        ] {
+            let _ = std::fs::remove_file(s);
+        }
+        self.child = spawn(&self.spec, self.dir.path(), &self.socket);
+        self.wait_ready();
+    }
+
+    /// Create an image with qemu-img (raw images are plain files).
+    pub fn image(&self, name: &str, format: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        if format == "raw" {
+            std::fs::File::create(&p)
+                .and_then(|f| f.set_len(1 << 20))
+                .expect("raw image");
+        } else {
+            let out = Command::new("qemu-img")
+                .args(["create", "-q", "-f", format])
+                .arg(&p)
+                .arg("1M")
+                .output()
+                .expect("qemu-img is installed (scripts/install-test-deps.sh)");
+            assert!(out.status.success(), "qemu-img: {out:?}");
+        }
+        p
+    }
+
+    /// A raw QMP client on this VM's socket.
+    pub fn raw(&self) -> Raw {
+        Raw::connect(&self.dir.path().join(RAW_SOCKET))
+    }
+}
+
+fn spawn(spec: &VmSpec, dir: &Path, socket: &Path) -> Child {
+    let mut c = Command::new(QEMU);
+    let qmp = match spec.tcp_port {
+        Some(p) => format!("tcp:127.0.0.1:{p},server=on,wait=off"),
+        None => format!("unix:{},server=on,wait=off", socket.display()),
+    };
+    c.args([
+        "-machine",
+        "q35,accel=kvm:tcg",
+        "-nodefaults",
+        "-display",
+        "none",
+        "-m",
+        "128",
+        "-S",
+        "-qmp",
+        &qmp,
+    ]);
+    // QEMU serves one client per QMP socket: the raw checking client and a second vdev
+    // connection (the conformance kit's read-only one) get sockets of their own.
+    for extra in [RAW_SOCKET, SECOND_SOCKET] {
+        c.args([
+            "-qmp",
+            &format!("unix:{},server=on,wait=off", dir.join(extra).display()),
+        ]);
+    }
+    if let Some(n) = &spec.name {
+        c.args(["-name", n]);
+    }
+    for i in 1..=spec.root_ports {
+        c.args([
+            "-device",
+            &format!("pcie-root-port,id=rp{i},chassis={i},slot={i}"),
+        ]);
+    }
+    for i in 0..spec.scsi {
+        c.args(["-device", &format!("virtio-scsi-pci,id=scsi{i}")]);
+    }
+    for i in 0..spec.xhci {
+        c.args(["-device", &format!("qemu-xhci,id=xhci{i},p2=15,p3=15")]);
+    }
+    c.args(&spec.extra);
+    let err = std::fs::File::create(dir.join("qemu.err")).expect("stderr file");
+    c.stdin(Stdio::null()).stdout(Stdio::null()).stderr(err);
+    c.spawn().expect("qemu-system-x86_64 starts")
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A minimal QMP client (std + serde_json), independent of the driver, for checking state.
+pub struct Raw {
+    r: BufReader<UnixStream>,
+    w: UnixStream,
+    /// Events seen while waiting for replies.
+    pub events: Vec<Value>,
+}
+
+impl Raw {
+    /// Connect and negotiate.
+    pub fn connect(socket: &Path) -> Raw {
+        let s = UnixStream::connect(socket).expect("raw QMP connect");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut raw = Raw {
+            r: BufReader::new(s.try_clone().unwrap()),
+            w: s,
+            events: Vec::new(),
+        };
+        let mut greeting = String::new();
+        raw.r.read_line(&mut greeting).unwrap();
+        raw.ok("qmp_capabilities", json!({}));
+        raw
+    }
+
+    /// Send a command; its whole reply message.
+    pub fn cmd(&mut self, name: &str, args: Value) -> Value {
+        let msg = json!({"execute": name, "arguments": args});
+        writeln!(self.w, "{msg}").unwrap();
+        loop {
+            let m = self.next_message();
+            if m.get("event").is_some() {
+                self.events.push(m);
+                continue;
+            }
+            return m;
+        }
+    }
+
+    /// The next message from QEMU.
+    pub fn next_message(&mut self) -> Value {
+        let mut line = String::new();
+        let n = self.r.read_line(&mut line).expect("read from QEMU");
+        assert!(n > 0, "QEMU closed the raw connection");
+        serde_json::from_str(&line).expect("QMP message is JSON")
+    }
+
+    /// Send a command that must succeed; its `return`.
+    pub fn ok(&mut self, name: &str, args: Value) -> Value {
+        let m = self.cmd(name, args.clone());
+        m.get("return")
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} {args} failed: {m}"))
+    }
+
+    /// User devices: (id, model), sorted.
+    pub fn devices(&mut self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .ok("qom-list", json!({"path": "/machine/peripheral"}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| {
+                let t = p["type"]
+                    .as_str()?
+                    .strip_prefix("child<")?
+                    .strip_suffix('>')?;
+                Some((p["name"].as_str()?.to_owned(), t.to_owned()))
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Whether a device with this id exists.
+    pub fn has_device(&mut self, id: &str) -> bool {
+        self.devices().iter().any(|(i, _)| i == id)
+    }
+
+    /// Every named block node, sorted.
+    pub fn nodes(&mut self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .ok("query-named-block-nodes", json!({"flat": true}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n["node-name"].as_str().map(str::to_owned))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `info network` as text (QEMU 7.2 has no query-netdev).
+    pub fn network_info(&mut self) -> String {
+        self.ok(
+            "human-monitor-command",
+            json!({"command-line": "info network"}),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned()
+    }
+
+    /// Everything a test compares before and after a refused operation.
+    pub fn snapshot(&mut self) -> (Vec<(String, String)>, Vec<String>, String) {
+        (self.devices(), self.nodes(), self.network_info())
+    }
+
+    /// The block node of a disk device, from query-block (usb-storage has no `drive` of its own).
+    pub fn node_of(&mut self, id: &str) -> Option<String> {
+        let blocks = self.ok("query-block", json!({}));
+        blocks.as_array().unwrap().iter().find_map(|b| {
+            let q = b["qdev"].as_str()?;
+            let dev = q
+                .strip_prefix("/machine/peripheral/")
+                .map_or(q, |r| r.split('/').next().unwrap());
+            (dev == id).then(|| b["inserted"]["node-name"].as_str().map(str::to_owned))?
+        })
+    }
+
+    /// One property of a device.
+    pub fn qom_get(&mut self, id: &str, prop: &str) -> Value {
+        self.ok(
+            "qom-get",
+            json!({"path": format!("/machine/peripheral/{id}"), "property": prop}),
+        )
+    }
+}
