@@ -6,6 +6,6 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 scripts/install-test-deps.sh
 cargo build --workspace --all-targets
-cargo test --workspace
+cargo test --workspace --no-fail-fast
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names).
 cargo test --release -p vdev-capi --test c_programs readme_example_static

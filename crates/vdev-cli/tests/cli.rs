@@ -60,7 +60,10 @@ fn json_output_has_the_documented_shapes() {
     let drivers = json(&["drivers"]);
     assert_eq!(
         drivers,
-        serde_json::json!([{"name": "mock", "schemes": ["mock", "test"]}])
+        serde_json::json!([
+            {"name": "mock", "schemes": ["mock", "test"]},
+            {"name": "qemu", "schemes": ["qemu"]}
+        ])
     );
     let domains = json(&["domains"]);
     assert_eq!(
@@ -271,7 +274,7 @@ fn the_default_uri_comes_from_the_environment() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("registered schemes: mock, test"),
+        stderr(&o).contains("registered schemes: mock, qemu, test"),
         "{}",
         stderr(&o)
     );
