@@ -252,6 +252,12 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
             let progress =
                 (!force && *timeout > 0.0 && std::io::stderr().is_terminal()).then(|| {
                     let p = indicatif::ProgressBar::new_spinner();
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{spinner} {msg} ({elapsed}, at most {len}s)",
+                    ) {
+                        p.set_style(style);
+                    }
+                    p.set_length(timeout.ceil() as u64);
                     p.set_message(format!("waiting for {} to release {t} {r}", d.name));
                     p.enable_steady_tick(Duration::from_millis(120));
                     p

@@ -40,7 +40,8 @@ pub type MakeAttrs = Box<dyn Fn(usize) -> Attributes + Send + Sync>;
 pub struct Harness {
     /// A read-write connection.
     pub conn: Connection,
-    /// A read-only connection to the same host.
+    /// A read-only connection to the same host. It may need an endpoint of its own where the
+    /// hypervisor serves one client per socket (QEMU's QMP).
     pub readonly: Connection,
     /// The device the checks create.
     pub fixture: Fixture,
@@ -54,7 +55,8 @@ pub struct Fixture {
     pub device_type: DeviceType,
     /// Valid attributes for the `i`-th distinct device (distinct `i` must give devices that can
     /// exist side by side: at least 33 of them). Every attribute given must be listed back with
-    /// the same value.
+    /// the same value, so give only attributes the driver lists (pass-through ones usually are
+    /// not).
     pub make_attrs: MakeAttrs,
     /// Attribute sets the driver must refuse with an `InvalidAttribute` error, changing nothing.
     pub invalid_attrs: Vec<Attributes>,
