@@ -5,12 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use tokio::sync::{broadcast, watch, Notify};
+use tokio::sync::Notify;
 use vdev_core::prelude::async_trait;
 use vdev_core::{
     Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType,
-    DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result,
+    DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
 };
 
 use crate::config::{MockConfig, Source};
@@ -19,14 +18,10 @@ use crate::error::MockError;
 use crate::state::{now_ms, HostState};
 use crate::store::Store;
 
-/// How many events a slow subscriber may fall behind before it is told it lost some.
-const EVENT_BUFFER: usize = 4096;
-
 /// One mock host: its state and its event channel. Shared by the driver and its control.
 pub(crate) struct Host {
     store: Store,
-    events: broadcast::Sender<DeviceEvent>,
-    closed: watch::Sender<bool>,
+    events: EventHub,
     is_closed: AtomicBool,
 }
 
@@ -75,11 +70,9 @@ impl MockDriver {
                 format!("state file {}", p.display()),
             ),
         };
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let host = Arc::new(Host {
             store,
-            events,
-            closed: watch::channel(false).0,
+            events: EventHub::new(crate::NAME),
             is_closed: AtomicBool::new(false),
         });
         let control = MockControl {
@@ -292,12 +285,9 @@ impl Driver for MockDriver {
                 return Err(MockError::Closed.into());
             }
             match &self.host.store {
-                Store::Memory(_) => Ok(event_stream(
-                    self.host.events.subscribe(),
-                    self.host.closed.subscribe(),
-                )),
+                Store::Memory(_) => Ok(self.host.events.subscribe()),
                 Store::File(path) => {
-                    crate::watch::file_events(path.clone(), self.host.closed.subscribe())
+                    crate::watch::file_events(path.clone(), self.host.events.closed_signal())
                 }
             }
         };
@@ -307,41 +297,7 @@ impl Driver for MockDriver {
 
     async fn close(&self) -> Result<()> {
         self.host.is_closed.store(true, Ordering::Release);
-        self.host.closed.send_replace(true);
+        self.host.events.close();
         Ok(())
     }
-}
-
-fn event_stream(
-    rx: broadcast::Receiver<DeviceEvent>,
-    closed: watch::Receiver<bool>,
-) -> EventStream {
-    futures::stream::unfold((rx, closed), |(mut rx, mut closed)| async move {
-        loop {
-            if *closed.borrow() {
-                // Deliver what was sent before the close, then end.
-                return match rx.try_recv() {
-                    Ok(ev) => Some((Ok(ev), (rx, closed))),
-                    Err(broadcast::error::TryRecvError::Lagged(n)) => Some((Err(lost(n)), (rx, closed))),
-                    Err(_) => None,
-                };
-            }
-            tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(ev) => return Some((Ok(ev), (rx, closed))),
-                    Err(broadcast::error::RecvError::Lagged(n)) => return Some((Err(lost(n)), (rx, closed))),
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = closed.changed() => {}
-            }
-        }
-    })
-    .boxed()
-}
-
-pub(crate) fn lost(n: u64) -> Error {
-    Error::backend(
-        crate::NAME,
-        format!("{n} device events were lost because the consumer fell behind; list the devices again to resynchronise"),
-    )
 }

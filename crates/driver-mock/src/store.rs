@@ -9,8 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use tokio::sync::broadcast::Sender;
-use vdev_core::{DeviceEvent, Result};
+use vdev_core::{DeviceEvent, EventHub, Result};
 
 use crate::error::MockError;
 use crate::state::{now_ms, HostState};
@@ -37,7 +36,7 @@ impl Store {
     /// The events of the changes are sent on `events` (also those of completed removals when
     /// `f` fails); a state file records them in its journal instead, where every process's
     /// watchers read them.
-    pub(crate) async fn transact<R, F>(&self, events: &Sender<DeviceEvent>, f: F) -> Result<R>
+    pub(crate) async fn transact<R, F>(&self, events: &EventHub, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut HostState, &mut Vec<DeviceEvent>) -> Result<R> + Send + 'static,
@@ -50,7 +49,7 @@ impl Store {
                 // Removals that completed are kept even when `f` fails.
                 let r = f(&mut st, &mut evs);
                 for e in evs {
-                    let _ = events.send(e);
+                    events.send(e);
                 }
                 r
             }

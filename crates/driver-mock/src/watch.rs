@@ -9,7 +9,6 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::{mpsc, watch};
 use vdev_core::{DeviceEvent, Error, EventStream, Result};
 
-use crate::driver::lost;
 use crate::store::read_file;
 
 struct Watching {
@@ -36,7 +35,10 @@ impl Watching {
         }
         if let Some(first) = host.journal.front().map(|e| e.seq) {
             if first > self.last + 1 {
-                self.pending.push_back(Err(lost(first - self.last - 1)));
+                self.pending.push_back(Err(vdev_core::events_lost(
+                    crate::NAME,
+                    first - self.last - 1,
+                )));
             }
         }
         for e in host.journal.iter().filter(|e| e.seq > self.last) {

@@ -7,23 +7,19 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use futures::StreamExt;
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 use vdev_core::prelude::async_trait;
 use vdev_core::{
     Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState,
-    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result,
+    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
 };
 
 use crate::config::{QemuConfig, Target};
 use crate::devices::{self, Controllers};
 use crate::introspect::Introspection;
 use crate::qmp::{Endpoint, Qmp, QmpEvent};
-
-/// How many device events a slow subscriber may fall behind before it is told it lost some.
-const EVENT_BUFFER: usize = 4096;
 
 /// What must be removed once QEMU has really deleted a device.
 #[derive(Debug, Clone)]
@@ -114,8 +110,7 @@ struct Inner {
     /// Whether the local path is a directory of sockets.
     directory: Option<PathBuf>,
     table: Mutex<Table>,
-    events: broadcast::Sender<DeviceEvent>,
-    closed: watch::Sender<bool>,
+    events: EventHub,
     is_closed: AtomicBool,
 }
 
@@ -148,7 +143,6 @@ impl QemuDriver {
     /// Open a connection as the URI's options say. A single socket (or TCP endpoint) must answer
     /// QMP now; a directory may hold no socket yet.
     pub async fn open(config: QemuConfig) -> Result<Self> {
-        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let mut directory = None;
         let mut first = None;
         match &config.target {
@@ -189,8 +183,7 @@ impl QemuDriver {
                 config,
                 directory,
                 table: Mutex::new(Table::default()),
-                events,
-                closed: watch::channel(false).0,
+                events: EventHub::new(crate::NAME),
                 is_closed: AtomicBool::new(false),
             }),
         };
@@ -453,7 +446,7 @@ impl QemuDriver {
                 if !entry.is_pending(id) {
                     return Ok(());
                 }
-                let _ = self.inner.events.send(DeviceEvent::StateChanged {
+                self.inner.events.send(DeviceEvent::StateChanged {
                     domain: entry.domain(),
                     device_type: device_type.clone(),
                     reference: reference.clone(),
@@ -486,12 +479,7 @@ fn went_away(entry: &DomainEntry, session: &Session, op: &str, e: Error) -> Erro
 }
 
 /// Clean a deleted device's backend, mark its removal done, and report it removed.
-async fn finish_removal(
-    entry: &DomainEntry,
-    qmp: &Qmp,
-    id: &str,
-    events: &broadcast::Sender<DeviceEvent>,
-) {
+async fn finish_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, events: &EventHub) {
     let pending = lock(&entry.pending).remove(id);
     let device_type = match pending {
         Some(p) => {
@@ -521,7 +509,7 @@ async fn finish_removal(
         None => lock(&entry.known).remove(id),
     };
     if let (Some(device_type), Ok(reference)) = (device_type, DeviceRef::new(id)) {
-        let _ = events.send(DeviceEvent::Removed {
+        events.send(DeviceEvent::Removed {
             domain: entry.domain(),
             device_type,
             reference,
@@ -534,7 +522,7 @@ async fn event_loop(
     entry: std::sync::Weak<DomainEntry>,
     qmp: Arc<Qmp>,
     mut rx: broadcast::Receiver<QmpEvent>,
-    events: broadcast::Sender<DeviceEvent>,
+    events: EventHub,
 ) {
     loop {
         match rx.recv().await {
@@ -649,7 +637,7 @@ impl Driver for QemuDriver {
         };
         let r = r.map_err(|e| went_away(&entry, &session, "attach", e))?;
         entry.remember(r.as_str(), device_type);
-        let _ = self.inner.events.send(DeviceEvent::Added {
+        self.inner.events.send(DeviceEvent::Added {
             domain: entry.domain(),
             device_type: device_type.clone(),
             reference: r.clone(),
@@ -670,15 +658,12 @@ impl Driver for QemuDriver {
 
     async fn events(&self) -> Result<EventStream> {
         self.check_open()?;
-        Ok(event_stream(
-            self.inner.events.subscribe(),
-            self.inner.closed.subscribe(),
-        ))
+        Ok(self.inner.events.subscribe())
     }
 
     async fn close(&self) -> Result<()> {
         self.inner.is_closed.store(true, Ordering::Release);
-        self.inner.closed.send_replace(true);
+        self.inner.events.close();
         let entries: Vec<Arc<DomainEntry>> = lock(&self.inner.table)
             .by_endpoint
             .values()
@@ -691,29 +676,4 @@ impl Driver for QemuDriver {
         }
         Ok(())
     }
-}
-
-fn event_stream(
-    rx: broadcast::Receiver<DeviceEvent>,
-    closed: watch::Receiver<bool>,
-) -> EventStream {
-    futures::stream::unfold((rx, closed), |(mut rx, mut closed)| async move {
-        loop {
-            if *closed.borrow() {
-                return None;
-            }
-            tokio::select! {
-                r = rx.recv() => match r {
-                    Ok(ev) => return Some((Ok(ev), (rx, closed))),
-                    Err(broadcast::error::RecvError::Lagged(n)) => {
-                        let e = Error::backend(crate::NAME, format!("{n} device events were lost because the consumer fell behind; list the devices again to resynchronise"));
-                        return Some((Err(e), (rx, closed)));
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-                _ = closed.changed() => {}
-            }
-        }
-    })
-    .boxed()
 }

@@ -34,6 +34,7 @@ pub mod attributes;
 mod connection;
 mod driver;
 mod error;
+mod events;
 mod registry;
 mod types;
 mod uri;
@@ -42,6 +43,7 @@ pub use attributes::{AttrName, AttrValue, Attributes};
 pub use connection::{connect, connect_readonly, Connection};
 pub use driver::{Capabilities, Driver, EventStream};
 pub use error::{BoxError, Error, Result};
+pub use events::{events_lost, EventHub};
 pub use registry::{
     check_registry, drivers, registered_schemes, DriverInfo, DriverRegistration, OpenFn,
 };
