@@ -144,8 +144,11 @@ async fn main() {
     }
     let listed = conn.devices(&d, Some(&DeviceType::DISK)).await.unwrap();
     assert_eq!(listed.len(), 500);
-    let (mut vl, mut rl) = (vec![], vec![]);
+    let (mut vl, mut rl, mut rq) = (vec![], vec![], vec![]);
     for _ in 0..RUNS {
+        let t = Instant::now();
+        raw.ok("qom-list", json!({"path": "/machine/peripheral"}));
+        rq.push(t.elapsed());
         let t = Instant::now();
         let l = conn.devices(&d, Some(&DeviceType::DISK)).await.unwrap();
         vl.push(t.elapsed());
@@ -155,7 +158,7 @@ async fn main() {
         raw.ok("query-block", json!({}));
         rl.push(t.elapsed());
     }
-    let (vl, rl) = (median(vl), median(rl));
+    let (vl, rl, rq) = (median(vl), median(rl), median(rq));
     let mut va500 = vec![];
     let mut ra500 = vec![];
     for i in 0..RUNS {
@@ -189,6 +192,7 @@ async fn main() {
         "<= 1.2 (libvirt 2.05)",
     );
     row("list 500 disks (raw: qom-list+query-block)", vl, rl, "");
+    row("list 500 disks (raw: qom-list alone)", vl, rq, "");
     println!(
         "{:<40} {:>9.3} {:>9.3} {:>7.3}  >= 2 (libvirt 13.5 ms)",
         "list 500 disks: libvirt / vdev",
