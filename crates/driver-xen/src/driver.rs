@@ -1,0 +1,726 @@
+//! The [`Driver`] implementation over XenStore.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use vdev_core::prelude::async_trait;
+use tokio::sync::Semaphore;
+use vdev_core::{
+    Attributes, Capabilities, DetachOptions, Device, DeviceRef, DeviceState, DeviceType,
+    DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result,
+};
+
+use crate::config::XenConfig;
+use crate::error::XsError;
+use crate::vbd::{self, DiskSpec, VbdPaths};
+use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
+
+/// xenstored allows a connection 10 open transactions by default; stay below that.
+const MAX_TRANSACTIONS: usize = 6;
+/// How often a transaction that xenstored answered EAGAIN is tried again.
+const MAX_TX_ATTEMPTS: usize = 200;
+
+/// An open connection to xenstored.
+pub struct XenDriver {
+    xs: Arc<XenStore>,
+    config: XenConfig,
+    tx_slots: Semaphore,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for XenDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XenDriver")
+            .field("socket", &self.config.socket)
+            .field("closed", &self.closed.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+/// Which way a transaction body ended.
+enum Body<T> {
+    /// Commit and return the value.
+    Commit(T),
+    /// Abort (nothing written) and return this error.
+    Abort(Error),
+}
+
+fn xs_err(what: &str) -> impl Fn(XsError) -> Error + '_ {
+    move |e| e.into_core(what)
+}
+
+fn state_of(n: Option<&str>) -> DeviceState {
+    match n {
+        Some("1") => DeviceState::Initialising,
+        Some("2") => DeviceState::InitWait,
+        Some("3") => DeviceState::Initialised,
+        Some("4") => DeviceState::Connected,
+        Some("5") => DeviceState::Closing,
+        Some("6") => DeviceState::Closed,
+        Some(s) => DeviceState::Unknown(s.to_owned()),
+        None => DeviceState::Unknown("absent".into()),
+    }
+}
+
+fn perms(owner: u32, reader: u32) -> Vec<String> {
+    vec![format!("n{owner}"), format!("r{reader}")]
+}
+
+impl XenDriver {
+    /// Connect to xenstored as `config` says.
+    pub async fn open(config: XenConfig) -> Result<Self> {
+        let xs = XenStore::connect(&config.socket, config.request_timeout)
+            .await
+            .map_err(xs_err("connecting to xenstored"))?;
+        let xs = Arc::new(xs);
+        // One request proves it is a xenstored.
+        xs.directory(NO_TX, "/local/domain")
+            .await
+            .map_err(xs_err("reading /local/domain"))?;
+        Ok(XenDriver {
+            xs,
+            config,
+            tx_slots: Semaphore::new(MAX_TRANSACTIONS),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::backend(crate::NAME, "the connection is closed"));
+        }
+        Ok(())
+    }
+
+    /// Run `body` in a XenStore transaction, again from the start while xenstored answers EAGAIN.
+    async fn transaction<T, F, Fut>(&self, what: &str, body: F) -> Result<T>
+    where
+        F: Fn(TxId) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Body<T>, XsError>>,
+    {
+        let _slot = self.tx_slots.acquire().await.expect("never closed");
+        for attempt in 0..MAX_TX_ATTEMPTS {
+            let tx = self.xs.transaction_start().await.map_err(xs_err(what))?;
+            let res = body(tx).await;
+            match res {
+                Err(e) => {
+                    let _ = self.xs.transaction_end(tx, false).await;
+                    if matches!(&e, XsError::Errno(n) if n == "EAGAIN") {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(e.into_core(what));
+                }
+                Ok(Body::Abort(e)) => {
+                    let _ = self.xs.transaction_end(tx, false).await;
+                    return Err(e);
+                }
+                Ok(Body::Commit(v)) => {
+                    if self.xs.transaction_end(tx, true).await.map_err(xs_err(what))? {
+                        return Ok(v);
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(Error::backend(
+            crate::NAME,
+            format!("{what}: xenstored kept answering EAGAIN (conflicting transactions) {MAX_TX_ATTEMPTS} times"),
+        ))
+    }
+
+    async fn domain_by_id(&self, id: u32) -> Result<Option<Domain>> {
+        let name = self
+            .xs
+            .read(NO_TX, &format!("/local/domain/{id}/name"))
+            .await
+            .map_err(xs_err("reading a domain name"))?;
+        if name.is_none()
+            && self
+                .xs
+                .read(NO_TX, &format!("/local/domain/{id}"))
+                .await
+                .map_err(xs_err("reading a domain"))?
+                .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Domain {
+            id,
+            name: name.unwrap_or_else(|| id.to_string()),
+        }))
+    }
+
+    async fn domains(&self) -> Result<Vec<Domain>> {
+        let ids: Vec<u32> = self
+            .xs
+            .directory(NO_TX, "/local/domain")
+            .await
+            .map_err(xs_err("listing /local/domain"))?
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let names = self
+            .xs
+            .batch(
+                NO_TX,
+                ids.iter()
+                    .map(|id| Req::read(&format!("/local/domain/{id}/name")))
+                    .collect(),
+            )
+            .await
+            .map_err(xs_err("reading domain names"))?;
+        let mut out: Vec<Domain> = ids
+            .into_iter()
+            .zip(names)
+            .map(|(id, n)| Domain {
+                id,
+                name: n.ok().map(utf8).unwrap_or_else(|| id.to_string()),
+            })
+            .collect();
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    /// The backend domain a disk names (name or id); unknown is an error before anything is written.
+    async fn backend_domain(&self, given: Option<&str>) -> Result<Domain> {
+        let Some(b) = given else {
+            return self
+                .domain_by_id(0)
+                .await?
+                .ok_or_else(|| Error::backend(crate::NAME, "Domain-0 is not in XenStore"));
+        };
+        let unknown = || Error::InvalidAttribute {
+            name: "backend".into(),
+            reason: format!("no domain '{b}' exists; `vdev domains` lists them"),
+        };
+        if b.bytes().all(|c| c.is_ascii_digit()) {
+            let id: u32 = b.parse().map_err(|_| unknown())?;
+            return self.domain_by_id(id).await?.ok_or_else(unknown);
+        }
+        self.domains()
+            .await?
+            .into_iter()
+            .find(|d| d.name == b)
+            .ok_or_else(unknown)
+    }
+
+    /// Wait (by watch) until `pred` holds for the value at `path` or `timeout` passes. Returns the
+    /// last value read.
+    async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(Option<&str>) -> bool,
+    ) -> Result<(bool, Option<String>)> {
+        let mut w = self
+            .xs
+            .watch(path)
+            .await
+            .map_err(xs_err("watching a device state"))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self
+                .xs
+                .read(NO_TX, path)
+                .await
+                .map_err(xs_err("reading a device state"))?;
+            if pred(v.as_deref()) {
+                return Ok((true, v));
+            }
+            match tokio::time::timeout_at(deadline, w.next()).await {
+                Err(_) => return Ok((false, v)),
+                Ok(None) => {
+                    return Err(Error::backend(
+                        crate::NAME,
+                        "the xenstored connection was lost while waiting for a device",
+                    ))
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Remove a vbd's nodes and every parent left empty, in one transaction.
+    async fn remove_vbd(&self, domid: u32, devid: u32, backend: Option<&str>) -> Result<()> {
+        let fe = vbd::frontend_path(domid, devid);
+        let lx = vbd::libxl_path(domid, devid);
+        self.transaction("removing a disk's XenStore nodes", |tx| {
+            let (fe, lx) = (fe.clone(), lx.clone());
+            let be = backend.map(str::to_owned);
+            async move {
+                let mut paths = vec![fe, lx];
+                paths.extend(be);
+                for p in &paths {
+                    rm(&self.xs, tx, p).await?;
+                }
+                // Parents left empty: DOMID/device/vbd, BACKEND/backend/vbd/DOMID and .../vbd,
+                // /libxl/DOMID/device/vbd (not /libxl/DOMID/device, which libxl keeps).
+                let mut parents = vec![vbd::frontend_dir(domid), vbd::libxl_dir(domid)];
+                if let Some(be) = &paths.get(2) {
+                    if let Some((dom_dir, _)) = be.rsplit_once('/') {
+                        parents.push(dom_dir.to_owned());
+                        if let Some((vbd_dir, _)) = dom_dir.rsplit_once('/') {
+                            parents.push(vbd_dir.to_owned());
+                        }
+                    }
+                }
+                for p in parents {
+                    if let Some(children) = opt(self.xs.request(tx, Req::directory(&p)).await)? {
+                        if children.iter().all(|b| *b == 0) {
+                            rm(&self.xs, tx, &p).await?;
+                        }
+                    }
+                }
+                Ok(Body::Commit(()))
+            }
+        })
+        .await
+    }
+
+    /// The backend path of an existing vbd: from libxl's record, else the frontend's key when
+    /// it has the expected form. `None` when neither exists.
+    async fn existing_backend(&self, domid: u32, devid: u32) -> Result<Option<(bool, Option<String>)>> {
+        let r = self
+            .xs
+            .batch(
+                NO_TX,
+                vec![
+                    Req::read(&format!("{}/backend", vbd::libxl_path(domid, devid))),
+                    Req::read(&format!("{}/backend", vbd::frontend_path(domid, devid))),
+                    Req::read(&vbd::libxl_path(domid, devid)),
+                    Req::read(&vbd::frontend_path(domid, devid)),
+                ],
+            )
+            .await
+            .map_err(xs_err("reading a disk"))?;
+        let mut it = r.into_iter().map(|x| opt(x).map(|o| o.map(utf8)));
+        let (lxb, feb, lx, fe) = (
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+        );
+        let f = xs_err("reading a disk");
+        let (lxb, feb, lx, fe) = (lxb.map_err(&f)?, feb.map_err(&f)?, lx.map_err(&f)?, fe.map_err(&f)?);
+        if lx.is_none() && fe.is_none() {
+            return Ok(None);
+        }
+        let be = lxb
+            .into_iter()
+            .chain(feb)
+            .find(|p| vbd::check_backend_path(p, domid, devid).is_some());
+        Ok(Some((true, be)))
+    }
+
+    async fn list_disks(&self, domain: &Domain) -> Result<Vec<Device>> {
+        let domid = domain.id;
+        let mut devids: Vec<u32> = Vec::new();
+        for dir in [vbd::frontend_dir(domid), vbd::libxl_dir(domid)] {
+            for s in self.xs.directory(NO_TX, &dir).await.map_err(xs_err("listing disks"))? {
+                if let Ok(n) = s.parse::<u32>() {
+                    if !devids.contains(&n) {
+                        devids.push(n);
+                    }
+                }
+            }
+        }
+        devids.sort_unstable();
+        const FE_KEYS: &[&str] = &[
+            "backend",
+            "backend-id",
+            "state",
+            "virtual-device",
+            "ring-ref",
+            "event-channel",
+            "protocol",
+        ];
+        const BE_KEYS: &[&str] = &[
+            "params",
+            "mode",
+            "type",
+            "dev",
+            "physical-device",
+            "state",
+            "online",
+            "script",
+            "hotplug-status",
+        ];
+        // Round trip 1: every frontend key and libxl's backend path of every disk.
+        let mut reqs = Vec::new();
+        for d in &devids {
+            let fe = vbd::frontend_path(domid, *d);
+            reqs.extend(FE_KEYS.iter().map(|k| Req::read(&format!("{fe}/{k}"))));
+            reqs.push(Req::read(&format!("{}/backend", vbd::libxl_path(domid, *d))));
+        }
+        let r1 = self.xs.batch(NO_TX, reqs).await.map_err(xs_err("reading disks"))?;
+        let mut r1 = r1.into_iter().map(|r| r.ok().map(utf8));
+        let mut fe_vals = Vec::new();
+        let mut be_paths = Vec::new();
+        for d in &devids {
+            let vals: Vec<Option<String>> = FE_KEYS.iter().map(|_| r1.next().flatten()).collect();
+            let lxb = r1.next().flatten();
+            let be = lxb
+                .into_iter()
+                .chain(vals[0].clone())
+                .find(|p| vbd::check_backend_path(p, domid, *d).is_some());
+            fe_vals.push(vals);
+            be_paths.push(be);
+        }
+        // Round trip 2: every backend key.
+        let mut reqs = Vec::new();
+        for be in &be_paths {
+            if let Some(be) = be {
+                reqs.extend(BE_KEYS.iter().map(|k| Req::read(&format!("{be}/{k}"))));
+            }
+        }
+        let r2 = self.xs.batch(NO_TX, reqs).await.map_err(xs_err("reading disk backends"))?;
+        let mut r2 = r2.into_iter().map(|r| r.ok().map(utf8));
+        let domains = self.domains().await?;
+        let mut out = Vec::new();
+        for ((d, fe), be) in devids.iter().zip(fe_vals).zip(be_paths) {
+            let bev: Vec<Option<String>> = match &be {
+                Some(_) => BE_KEYS.iter().map(|_| r2.next().flatten()).collect(),
+                None => vec![None; BE_KEYS.len()],
+            };
+            let bget = |k: &str| bev[BE_KEYS.iter().position(|x| *x == k).unwrap()].clone();
+            let mut attrs: BTreeMap<String, String> = BTreeMap::new();
+            for (k, v) in FE_KEYS.iter().zip(&fe) {
+                if let Some(v) = v {
+                    attrs.insert((*k).to_owned(), v.clone());
+                }
+            }
+            if let Some(bd) = be.as_deref().and_then(|p| vbd::check_backend_path(p, domid, *d)) {
+                attrs.insert("backend-id".into(), bd.to_string());
+                if let Some(dom) = domains.iter().find(|x| x.id == bd) {
+                    attrs.insert("bkdom-name".into(), dom.name.clone());
+                }
+            }
+            for (k, v) in BE_KEYS.iter().zip(&bev) {
+                if let Some(v) = v {
+                    let name = match *k {
+                        "state" => "backend-state",
+                        k => k,
+                    };
+                    attrs.insert(name.to_owned(), v.clone());
+                }
+            }
+            if let Some(p) = bget("params") {
+                let kind = match bget("type").as_deref() {
+                    Some("phy") | None if p.starts_with("/dev/") => "phy".to_owned(),
+                    Some("phy") | None => "file".to_owned(),
+                    Some(t) => t.to_owned(),
+                };
+                attrs.insert("uname".into(), format!("{kind}:{p}"));
+            }
+            let pending = bget("online").as_deref() == Some("0")
+                && matches!(bget("state").as_deref(), Some("5" | "6"));
+            let state = if pending {
+                DeviceState::RemovalPending
+            } else if be.is_some() {
+                state_of(bget("state").as_deref())
+            } else {
+                state_of(fe[2].as_deref())
+            };
+            let attributes = Attributes::from_pairs(attrs)?;
+            out.push(Device {
+                device_type: DeviceType::DISK,
+                reference: DeviceRef::new(d.to_string())?,
+                state,
+                attributes,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn attach_disk(&self, domain: &Domain, spec: DiskSpec) -> Result<DeviceRef> {
+        let domid = domain.id;
+        let bdom = self.backend_domain(spec.backend.as_deref()).await?;
+        if bdom.id == domid {
+            return Err(Error::InvalidAttribute {
+                name: "backend".into(),
+                reason: "a domain cannot be its own disk backend".into(),
+            });
+        }
+        let paths = VbdPaths::new(domid, bdom.id, spec.devid);
+        let (be_keys, fe_keys) = vbd::layout(domid, bdom.id, &spec, &paths);
+        let reference = DeviceRef::new(spec.devid.to_string())?;
+        self.transaction("attaching a disk", |tx| {
+            let (paths, be_keys, fe_keys, reference) = (&paths, &be_keys, &fe_keys, &reference);
+            let (bdom, spec) = (&bdom, &spec);
+            async move {
+                let checks = self
+                    .xs
+                    .batch(
+                        tx,
+                        vec![
+                            Req::read(&format!("/local/domain/{domid}")),
+                            Req::read(&format!("/local/domain/{}", bdom.id)),
+                            Req::read(&paths.frontend),
+                            Req::read(&paths.backend),
+                            Req::read(&paths.libxl),
+                        ],
+                    )
+                    .await?;
+                let exists: Vec<bool> = checks
+                    .into_iter()
+                    .map(|r| opt(r).map(|o| o.is_some()))
+                    .collect::<std::result::Result<_, _>>()?;
+                if !exists[0] {
+                    return Ok(Body::Abort(Error::DomainNotFound {
+                        domain: domain.name.clone(),
+                    }));
+                }
+                if !exists[1] {
+                    return Ok(Body::Abort(Error::InvalidAttribute {
+                        name: "backend".into(),
+                        reason: format!("the backend domain {} is gone", bdom.name),
+                    }));
+                }
+                if exists[2] || exists[3] || exists[4] {
+                    return Ok(Body::Abort(Error::DeviceExists {
+                        domain: domain.name.clone(),
+                        device_type: "disk".into(),
+                        reference: format!("{} (dev {})", reference, spec.dev),
+                    }));
+                }
+                let mut reqs = Vec::new();
+                let be_perms = perms(bdom.id, domid);
+                let fe_perms = perms(domid, bdom.id);
+                let lx_perms = vec!["n0".to_owned()];
+                let mut node = |path: &str, value: Option<&str>, p: &Vec<String>| {
+                    reqs.push(match value {
+                        Some(v) => Req::write(path, v),
+                        None => Req::mkdir(path),
+                    });
+                    reqs.push(Req::set_perms(path, p));
+                };
+                node(&paths.frontend, None, &fe_perms);
+                for (k, v) in fe_keys {
+                    node(&format!("{}/{k}", paths.frontend), Some(v), &fe_perms);
+                }
+                node(&paths.backend, None, &be_perms);
+                for (k, v) in be_keys {
+                    node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
+                }
+                node(&paths.libxl, None, &lx_perms);
+                node(&format!("{}/frontend", paths.libxl), Some(&paths.frontend), &lx_perms);
+                node(&format!("{}/backend", paths.libxl), Some(&paths.backend), &lx_perms);
+                for (k, v) in be_keys.iter().filter(|(k, _)| *k != "frontend") {
+                    node(&format!("{}/{k}", paths.libxl), Some(v), &lx_perms);
+                }
+                self.xs.batch_ok(tx, reqs).await?;
+                Ok(Body::Commit(()))
+            }
+        })
+        .await?;
+        // The backend driver answers by moving to InitWait (2); it reaches Connected (4) only once
+        // the hotplug script has set physical-device, and the frontend has connected.
+        let state = format!("{}/state", paths.backend);
+        let res = self
+            .wait_for(&state, self.config.attach_timeout, |v| {
+                matches!(v, Some("2" | "3" | "4" | "5" | "6"))
+            })
+            .await;
+        let fail = match res {
+            Ok((true, Some(v))) if v == "5" || v == "6" => Error::backend(
+                crate::NAME,
+                format!("the disk backend in {} closed at once (state {v}); its hotplug or backing failed", bdom.name),
+            ),
+            Ok((true, _)) => {
+                tracing::debug!(domain = %domain.name, %reference, "disk attached");
+                return Ok(reference);
+            }
+            Ok((false, _)) => Error::Timeout {
+                operation: format!(
+                    "attaching disk {reference} to {}: the backend in {} did not reach InitWait (is blkback loaded?)",
+                    domain.name, bdom.name
+                ),
+                after: self.config.attach_timeout,
+            },
+            Err(e) => e,
+        };
+        // Roll back: the domain is left as it was.
+        let _ = self.remove_vbd(domid, spec.devid, Some(&paths.backend)).await;
+        Err(fail)
+    }
+
+    async fn detach_disk(
+        &self,
+        domain: &Domain,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        let domid = domain.id;
+        let not_found = || Error::DeviceNotFound {
+            domain: domain.name.clone(),
+            device_type: "disk".into(),
+            reference: reference.to_string(),
+        };
+        let r = reference.as_str();
+        if r.is_empty() || !r.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(not_found());
+        }
+        let devid: u32 = r.parse().map_err(|_| not_found())?;
+        let Some((_, be)) = self.existing_backend(domid, devid).await? else {
+            return Err(not_found());
+        };
+        let be = match be {
+            Some(be) if !options.force => be,
+            be => return self.remove_vbd(domid, devid, be.as_deref()).await,
+        };
+        // Ask the backend to close, as libxl does.
+        let bep = be.clone();
+        self.transaction("asking a disk backend to close", |tx| {
+            let bep = bep.clone();
+            async move {
+                if opt(self.xs.request(tx, Req::read(&format!("{bep}/state"))).await)?.is_some() {
+                    self.xs
+                        .batch_ok(
+                            tx,
+                            vec![
+                                Req::write(&format!("{bep}/online"), "0"),
+                                Req::write(&format!("{bep}/state"), "5"),
+                            ],
+                        )
+                        .await?;
+                }
+                Ok(Body::Commit(()))
+            }
+        })
+        .await?;
+        let (done, _) = self
+            .wait_for(&format!("{be}/state"), options.timeout, |v| {
+                matches!(v, None | Some("6"))
+            })
+            .await?;
+        if !done {
+            return Err(Error::RemovalPending {
+                domain: domain.name.clone(),
+                device_type: "disk".into(),
+                reference: reference.to_string(),
+            });
+        }
+        self.remove_vbd(domid, devid, Some(&be)).await
+    }
+}
+
+async fn rm(xs: &XenStore, tx: TxId, path: &str) -> std::result::Result<(), XsError> {
+    match xs.request(tx, Req::rm(path)).await {
+        Err(e) if e.is_enoent() => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
+async fn backoff(attempt: usize) {
+    // A little jitter so that conflicting writers do not meet again at once.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let ms = 2 + (nanos as usize % 8) + attempt.min(20);
+    tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+}
+
+fn unsupported_type(t: &DeviceType) -> Error {
+    Error::Unsupported {
+        driver: crate::NAME.into(),
+        operation: format!("device type '{t}'"),
+        detail: "the xen driver supports disk".into(),
+    }
+}
+
+#[async_trait]
+impl Driver for XenDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            events: false,
+            ..Capabilities::ALL
+        }
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>> {
+        self.check_open()?;
+        self.domains().await
+    }
+
+    async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain> {
+        self.check_open()?;
+        let found = match key {
+            DomainKey::Id(id) => self.domain_by_id(*id).await?,
+            DomainKey::Name(n) => self.domains().await?.into_iter().find(|d| &d.name == n),
+        };
+        found.ok_or_else(|| Error::DomainNotFound {
+            domain: match key {
+                DomainKey::Id(id) => id.to_string(),
+                DomainKey::Name(n) => n.clone(),
+            },
+        })
+    }
+
+    async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {
+        Ok(vec![vbd::schema()])
+    }
+
+    async fn list_devices(
+        &self,
+        domain: &Domain,
+        device_type: Option<&DeviceType>,
+    ) -> Result<Vec<Device>> {
+        self.check_open()?;
+        if self.domain_by_id(domain.id).await?.is_none() {
+            return Err(Error::DomainNotFound {
+                domain: domain.name.clone(),
+            });
+        }
+        match device_type {
+            None => self.list_disks(domain).await,
+            Some(t) if *t == DeviceType::DISK => self.list_disks(domain).await,
+            Some(_) => Ok(Vec::new()),
+        }
+    }
+
+    async fn attach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+    ) -> Result<DeviceRef> {
+        self.check_open()?;
+        if *device_type != DeviceType::DISK {
+            return Err(unsupported_type(device_type));
+        }
+        let spec = DiskSpec::parse(attributes)?;
+        self.attach_disk(domain, spec).await
+    }
+
+    async fn detach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        self.check_open()?;
+        if *device_type != DeviceType::DISK {
+            return Err(unsupported_type(device_type));
+        }
+        self.detach_disk(domain, reference, options).await
+    }
+
+    async fn events(&self) -> Result<EventStream> {
+        Err(Error::Unsupported {
+            driver: crate::NAME.into(),
+            operation: "events".into(),
+            detail: String::new(),
+        })
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.xs.close();
+        Ok(())
+    }
+}
