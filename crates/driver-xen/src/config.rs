@@ -36,7 +36,9 @@ fn duration(uri: &ConnectUri, name: &str, default: Duration) -> Result<Duration>
             .ok()
             .filter(|d| !d.is_zero())
             .ok_or_else(|| {
-                uri.invalid(format!("{name}={v} is not a duration; write for example {name}=5s"))
+                uri.invalid(format!(
+                    "{name}={v} is not a duration; write for example {name}=5s"
+                ))
             }),
     }
 }

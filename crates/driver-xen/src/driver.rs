@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vdev_core::prelude::async_trait;
 use tokio::sync::Semaphore;
+use vdev_core::prelude::async_trait;
 use vdev_core::{
     Attributes, Capabilities, DetachOptions, Device, DeviceRef, DeviceState, DeviceType,
     DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result,
@@ -118,7 +118,12 @@ impl XenDriver {
                     return Err(e);
                 }
                 Ok(Body::Commit(v)) => {
-                    if self.xs.transaction_end(tx, true).await.map_err(xs_err(what))? {
+                    if self
+                        .xs
+                        .transaction_end(tx, true)
+                        .await
+                        .map_err(xs_err(what))?
+                    {
                         return Ok(v);
                     }
                     backoff(attempt).await;
@@ -282,7 +287,11 @@ impl XenDriver {
 
     /// The backend path of an existing vbd: from libxl's record, else the frontend's key when
     /// it has the expected form. `None` when neither exists.
-    async fn existing_backend(&self, domid: u32, devid: u32) -> Result<Option<(bool, Option<String>)>> {
+    async fn existing_backend(
+        &self,
+        domid: u32,
+        devid: u32,
+    ) -> Result<Option<(bool, Option<String>)>> {
         let r = self
             .xs
             .batch(
@@ -304,7 +313,12 @@ impl XenDriver {
             it.next().unwrap(),
         );
         let f = xs_err("reading a disk");
-        let (lxb, feb, lx, fe) = (lxb.map_err(&f)?, feb.map_err(&f)?, lx.map_err(&f)?, fe.map_err(&f)?);
+        let (lxb, feb, lx, fe) = (
+            lxb.map_err(&f)?,
+            feb.map_err(&f)?,
+            lx.map_err(&f)?,
+            fe.map_err(&f)?,
+        );
         if lx.is_none() && fe.is_none() {
             return Ok(None);
         }
@@ -319,7 +333,12 @@ impl XenDriver {
         let domid = domain.id;
         let mut devids: Vec<u32> = Vec::new();
         for dir in [vbd::frontend_dir(domid), vbd::libxl_dir(domid)] {
-            for s in self.xs.directory(NO_TX, &dir).await.map_err(xs_err("listing disks"))? {
+            for s in self
+                .xs
+                .directory(NO_TX, &dir)
+                .await
+                .map_err(xs_err("listing disks"))?
+            {
                 if let Ok(n) = s.parse::<u32>() {
                     if !devids.contains(&n) {
                         devids.push(n);
@@ -353,9 +372,16 @@ impl XenDriver {
         for d in &devids {
             let fe = vbd::frontend_path(domid, *d);
             reqs.extend(FE_KEYS.iter().map(|k| Req::read(&format!("{fe}/{k}"))));
-            reqs.push(Req::read(&format!("{}/backend", vbd::libxl_path(domid, *d))));
+            reqs.push(Req::read(&format!(
+                "{}/backend",
+                vbd::libxl_path(domid, *d)
+            )));
         }
-        let r1 = self.xs.batch(NO_TX, reqs).await.map_err(xs_err("reading disks"))?;
+        let r1 = self
+            .xs
+            .batch(NO_TX, reqs)
+            .await
+            .map_err(xs_err("reading disks"))?;
         let mut r1 = r1.into_iter().map(|r| r.ok().map(utf8));
         let mut fe_vals = Vec::new();
         let mut be_paths = Vec::new();
@@ -371,12 +397,14 @@ impl XenDriver {
         }
         // Round trip 2: every backend key.
         let mut reqs = Vec::new();
-        for be in &be_paths {
-            if let Some(be) = be {
-                reqs.extend(BE_KEYS.iter().map(|k| Req::read(&format!("{be}/{k}"))));
-            }
+        for be in be_paths.iter().flatten() {
+            reqs.extend(BE_KEYS.iter().map(|k| Req::read(&format!("{be}/{k}"))));
         }
-        let r2 = self.xs.batch(NO_TX, reqs).await.map_err(xs_err("reading disk backends"))?;
+        let r2 = self
+            .xs
+            .batch(NO_TX, reqs)
+            .await
+            .map_err(xs_err("reading disk backends"))?;
         let mut r2 = r2.into_iter().map(|r| r.ok().map(utf8));
         let domains = self.domains().await?;
         let mut out = Vec::new();
@@ -392,7 +420,10 @@ impl XenDriver {
                     attrs.insert((*k).to_owned(), v.clone());
                 }
             }
-            if let Some(bd) = be.as_deref().and_then(|p| vbd::check_backend_path(p, domid, *d)) {
+            if let Some(bd) = be
+                .as_deref()
+                .and_then(|p| vbd::check_backend_path(p, domid, *d))
+            {
                 attrs.insert("backend-id".into(), bd.to_string());
                 if let Some(dom) = domains.iter().find(|x| x.id == bd) {
                     attrs.insert("bkdom-name".into(), dom.name.clone());
@@ -506,8 +537,16 @@ impl XenDriver {
                     node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
                 }
                 node(&paths.libxl, None, &lx_perms);
-                node(&format!("{}/frontend", paths.libxl), Some(&paths.frontend), &lx_perms);
-                node(&format!("{}/backend", paths.libxl), Some(&paths.backend), &lx_perms);
+                node(
+                    &format!("{}/frontend", paths.libxl),
+                    Some(&paths.frontend),
+                    &lx_perms,
+                );
+                node(
+                    &format!("{}/backend", paths.libxl),
+                    Some(&paths.backend),
+                    &lx_perms,
+                );
                 for (k, v) in be_keys.iter().filter(|(k, _)| *k != "frontend") {
                     node(&format!("{}/{k}", paths.libxl), Some(v), &lx_perms);
                 }
@@ -543,7 +582,9 @@ impl XenDriver {
             Err(e) => e,
         };
         // Roll back: the domain is left as it was.
-        let _ = self.remove_vbd(domid, spec.devid, Some(&paths.backend)).await;
+        let _ = self
+            .remove_vbd(domid, spec.devid, Some(&paths.backend))
+            .await;
         Err(fail)
     }
 
@@ -576,7 +617,12 @@ impl XenDriver {
         self.transaction("asking a disk backend to close", |tx| {
             let bep = bep.clone();
             async move {
-                if opt(self.xs.request(tx, Req::read(&format!("{bep}/state"))).await)?.is_some() {
+                if opt(self
+                    .xs
+                    .request(tx, Req::read(&format!("{bep}/state")))
+                    .await)?
+                .is_some()
+                {
                     self.xs
                         .batch_ok(
                             tx,

@@ -7,7 +7,9 @@ mod error;
 mod vbd;
 mod xenstore;
 
-pub use config::{XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, OPTIONS};
+pub use config::{
+    XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, OPTIONS,
+};
 pub use driver::XenDriver;
 pub use error::XsError;
 pub use xenstore::MAX_PAYLOAD;

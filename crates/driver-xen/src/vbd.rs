@@ -36,7 +36,9 @@ fn one_of(attrs: &Attributes, names: &[&'static str]) -> Result<Option<(&'static
                 if *w != v {
                     return Err(invalid(
                         n,
-                        format!("'{n}' and '{m}' mean the same thing and disagree; give one of them"),
+                        format!(
+                            "'{n}' and '{m}' mean the same thing and disagree; give one of them"
+                        ),
                     ));
                 }
             } else {
@@ -60,7 +62,10 @@ fn backing_path(name: &str, p: &str) -> Result<String> {
         return Err(invalid(name, "the path contains a control character"));
     }
     if p.split('/').any(|c| c == "..") {
-        return Err(invalid(name, "the path contains '..'; give a canonical path"));
+        return Err(invalid(
+            name,
+            "the path contains '..'; give a canonical path",
+        ));
     }
     Ok(p.to_owned())
 }
@@ -70,7 +75,10 @@ impl DiskSpec {
     pub(crate) fn parse(attrs: &Attributes) -> Result<Self> {
         for (n, _) in attrs.iter() {
             if !DISK_ATTRS.contains(&n) {
-                return Err(invalid(n, format!("unknown disk attribute; known: {}", DISK_ATTRS.join(", "))));
+                return Err(invalid(
+                    n,
+                    format!("unknown disk attribute; known: {}", DISK_ATTRS.join(", ")),
+                ));
             }
         }
         let params = match one_of(attrs, &["uname"])? {
@@ -78,15 +86,24 @@ impl DiskSpec {
                 return Err(Error::MissingAttribute {
                     device_type: "disk".into(),
                     name: "uname".into(),
-                    hint: "what backs the disk, e.g. uname=file:/var/lib/xen/images/data.img".into(),
+                    hint: "what backs the disk, e.g. uname=file:/var/lib/xen/images/data.img"
+                        .into(),
                 })
             }
             Some((n, v)) => match v.split_once(':') {
                 Some(("phy" | "file", p)) => backing_path(n, p)?,
                 Some((kind, _)) => {
-                    return Err(invalid(n, format!("'{kind}:' is not supported; write phy:DEVICE or file:PATH")))
+                    return Err(invalid(
+                        n,
+                        format!("'{kind}:' is not supported; write phy:DEVICE or file:PATH"),
+                    ))
                 }
-                None => return Err(invalid(n, format!("'{v}' has no kind; write phy:DEVICE or file:PATH"))),
+                None => {
+                    return Err(invalid(
+                        n,
+                        format!("'{v}' has no kind; write phy:DEVICE or file:PATH"),
+                    ))
+                }
             },
         };
         let dev = match one_of(attrs, &["dev"])? {
@@ -100,7 +117,13 @@ impl DiskSpec {
             }
         };
         if dev.is_empty() || !dev.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid("dev", format!("'{}' is not a Xen virtual device name (xvdX, sdX, hdX, dNpM or a number)", dev.escape_default())));
+            return Err(invalid(
+                "dev",
+                format!(
+                    "'{}' is not a Xen virtual device name (xvdX, sdX, hdX, dNpM or a number)",
+                    dev.escape_default()
+                ),
+            ));
         }
         let devid = xen_devid::devid_from_name(&dev).map_err(|e| invalid("dev", e.to_string()))?;
         let mode = match one_of(attrs, &["mode", "access"])? {
@@ -108,7 +131,12 @@ impl DiskSpec {
             Some((n, v)) => match v.as_str() {
                 "w" | "rw" => "w",
                 "r" | "ro" => "r",
-                _ => return Err(invalid(n, format!("'{v}' is not a mode; write r, ro, w or rw"))),
+                _ => {
+                    return Err(invalid(
+                        n,
+                        format!("'{v}' is not a mode; write r, ro, w or rw"),
+                    ))
+                }
             },
         };
         if let Some(f) = attrs.get("format") {
@@ -119,7 +147,10 @@ impl DiskSpec {
         let backend = attrs.get("backend").map(str::to_owned);
         if let Some(b) = &backend {
             if b.is_empty() || b.contains(['/', '\0']) || b == "." || b == ".." {
-                return Err(invalid("backend", format!("'{}' is not a domain name or id", b.escape_default())));
+                return Err(invalid(
+                    "backend",
+                    format!("'{}' is not a domain name or id", b.escape_default()),
+                ));
             }
         }
         Ok(DiskSpec {
@@ -171,18 +202,19 @@ pub(crate) fn libxl_path(domid: u32, devid: u32) -> String {
 pub(crate) fn check_backend_path(p: &str, domid: u32, devid: u32) -> Option<u32> {
     let rest = p.strip_prefix("/local/domain/")?;
     let (n, rest) = rest.split_once('/')?;
-    let n: u32 = n.parse().ok().filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?;
+    let n: u32 = n
+        .parse()
+        .ok()
+        .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?;
     (rest == format!("backend/vbd/{domid}/{devid}")).then_some(n)
 }
 
+/// Keys and values of one directory, in writing order.
+pub(crate) type Keys = Vec<(&'static str, String)>;
+
 /// The keys libxl 4.17 writes, in its order: backend dir, frontend dir; the `/libxl` record is
 /// `frontend`, `backend`, then the backend's keys.
-pub(crate) fn layout(
-    domid: u32,
-    backend: u32,
-    d: &DiskSpec,
-    p: &VbdPaths,
-) -> (Vec<(&'static str, String)>, Vec<(&'static str, String)>) {
+pub(crate) fn layout(domid: u32, backend: u32, d: &DiskSpec, p: &VbdPaths) -> (Keys, Keys) {
     let be = vec![
         ("frontend", p.frontend.clone()),
         ("params", d.params.clone()),

@@ -152,7 +152,10 @@ impl Drop for XenStore {
 
 impl XenStore {
     /// Connect to the xenstored socket at `path`.
-    pub(crate) async fn connect(path: &std::path::Path, timeout: Duration) -> Result<Self, XsError> {
+    pub(crate) async fn connect(
+        path: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<Self, XsError> {
         let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
             .await
             .map_err(|_| XsError::Timeout {
@@ -187,7 +190,9 @@ impl XenStore {
                 let word = |i: usize| u32::from_le_bytes(hdr[i * 4..i * 4 + 4].try_into().unwrap());
                 let (ty, req_id, len) = (word(0), word(1), word(3) as usize);
                 if len > MAX_PAYLOAD {
-                    break format!("xenstored sent a {len}-byte payload (the limit is {MAX_PAYLOAD})");
+                    break format!(
+                        "xenstored sent a {len}-byte payload (the limit is {MAX_PAYLOAD})"
+                    );
                 }
                 let mut body = vec![0u8; len];
                 if let Err(e) = rd.read_exact(&mut body).await {
@@ -195,8 +200,10 @@ impl XenStore {
                 }
                 if ty == WATCH_EVENT {
                     let mut parts = body.split(|b| *b == 0);
-                    let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                    let token = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                    let path =
+                        String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+                    let token =
+                        String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                     let mut w = s.watches.lock().unwrap();
                     if let Some(tx) = w.get(&token) {
                         if tx.send(path).is_err() {
@@ -363,7 +370,11 @@ impl XenStore {
             self.next_token.fetch_add(1, Ordering::Relaxed)
         );
         let (tx, rx) = mpsc::unbounded_channel();
-        self.shared.watches.lock().unwrap().insert(token.clone(), tx);
+        self.shared
+            .watches
+            .lock()
+            .unwrap()
+            .insert(token.clone(), tx);
         let req = Req::new(Op::Watch, &[path.as_bytes(), token.as_bytes()], true);
         if let Err(e) = self.request(NO_TX, req).await {
             self.shared.watches.lock().unwrap().remove(&token);

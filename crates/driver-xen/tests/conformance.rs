@@ -25,11 +25,31 @@ async fn setup() -> Option<Harness> {
         attrs(&[("uname", "file:/root/../etc/passwd"), ("dev", "xvdz")]),
         attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "vda")]),
         attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "xvd/../a")]),
-        attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "xvdz"), ("mode", "rx")]),
-        attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "xvdz"), ("format", "qcow2")]),
-        attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "xvdz"), ("backend", "no-such-domain")]),
-        attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "xvdz"), ("backend", "4242")]),
-        attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "xvdz"), ("backend", "../0")]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("mode", "rx"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("format", "qcow2"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("backend", "no-such-domain"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("backend", "4242"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("backend", "../0"),
+        ]),
     ];
     let make_attrs = Box::new(|i: usize| {
         // From xvde on: the lab's own tests use xvdb..xvdd.

@@ -27,7 +27,10 @@ pub fn domu() -> String {
 }
 
 pub fn uri() -> String {
-    format!("xen:///?socket={}", std::env::var("XENSTORED_PATH").unwrap())
+    format!(
+        "xen:///?socket={}",
+        std::env::var("XENSTORED_PATH").unwrap()
+    )
 }
 
 fn xenlab() -> PathBuf {
