@@ -64,6 +64,16 @@ fn state_of(n: Option<&str>) -> DeviceState {
     }
 }
 
+/// A disk's state from its backend's `state` and `online`: removal is pending once the toolstack
+/// has set `online=0` and the backend is closing or closed.
+pub(crate) fn device_state(state: Option<&str>, online: Option<&str>) -> DeviceState {
+    if online == Some("0") && matches!(state, Some("5" | "6")) {
+        DeviceState::RemovalPending
+    } else {
+        state_of(state)
+    }
+}
+
 fn perms(owner: u32, reader: u32) -> Vec<String> {
     vec![format!("n{owner}"), format!("r{reader}")]
 }
@@ -446,12 +456,8 @@ impl XenDriver {
                 };
                 attrs.insert("uname".into(), format!("{kind}:{p}"));
             }
-            let pending = bget("online").as_deref() == Some("0")
-                && matches!(bget("state").as_deref(), Some("5" | "6"));
-            let state = if pending {
-                DeviceState::RemovalPending
-            } else if be.is_some() {
-                state_of(bget("state").as_deref())
+            let state = if be.is_some() {
+                device_state(bget("state").as_deref(), bget("online").as_deref())
             } else {
                 state_of(fe[2].as_deref())
             };
@@ -681,10 +687,7 @@ fn unsupported_type(t: &DeviceType) -> Error {
 #[async_trait]
 impl Driver for XenDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities {
-            events: false,
-            ..Capabilities::ALL
-        }
+        Capabilities::ALL
     }
 
     async fn list_domains(&self) -> Result<Vec<Domain>> {
@@ -757,11 +760,8 @@ impl Driver for XenDriver {
     }
 
     async fn events(&self) -> Result<EventStream> {
-        Err(Error::Unsupported {
-            driver: crate::NAME.into(),
-            operation: "events".into(),
-            detail: String::new(),
-        })
+        self.check_open()?;
+        crate::events::stream(self.xs.clone()).await
     }
 
     async fn close(&self) -> Result<()> {

@@ -4,6 +4,7 @@
 mod config;
 mod driver;
 mod error;
+mod events;
 mod vbd;
 mod xenstore;
 

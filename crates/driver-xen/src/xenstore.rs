@@ -402,6 +402,11 @@ impl Watch {
     pub(crate) async fn next(&mut self) -> Option<String> {
         self.rx.recv().await
     }
+
+    /// A queued event, without waiting.
+    pub(crate) fn try_next(&mut self) -> Option<String> {
+        self.rx.try_recv().ok()
+    }
 }
 
 impl Drop for Watch {
