@@ -9,7 +9,7 @@ use vdev_core::{ConnectUri, Result};
 pub const DEFAULT_SOCKET: &str = "/run/xenstored/socket";
 
 /// The options the Xen driver knows.
-pub const OPTIONS: &[&str] = &["socket", "timeout", "attach-timeout"];
+pub const OPTIONS: &[&str] = &["socket", "timeout", "attach-timeout", "hotplug"];
 
 /// The default bound on one XenStore request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -27,6 +27,29 @@ pub struct XenConfig {
     pub request_timeout: Duration,
     /// `attach-timeout=DURATION`: how long attach waits for the backend to reach InitWait.
     pub attach_timeout: Duration,
+    /// `hotplug=auto|yes|no`: whether attach and detach run the backend's hotplug script
+    /// (`/etc/xen/scripts/block add|remove`) themselves, as libxl does. `auto` (the default) runs
+    /// it when this process is in Domain-0 (`/proc/xen/capabilities` says `control_d`) and the
+    /// backend is Domain-0.
+    pub hotplug: Hotplug,
+}
+
+/// When the driver runs hotplug scripts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hotplug {
+    /// When running in Domain-0 and the backend is Domain-0.
+    Auto,
+    /// Always for Domain-0 backends (this process must be in Domain-0).
+    Yes,
+    /// Never: something else (udev, a daemon) runs them, or nothing does.
+    No,
+}
+
+/// Whether this process runs in Domain-0.
+pub(crate) fn in_dom0() -> bool {
+    std::fs::read_to_string("/proc/xen/capabilities")
+        .map(|c| c.contains("control_d"))
+        .unwrap_or(false)
 }
 
 fn duration(uri: &ConnectUri, name: &str, default: Duration) -> Result<Duration> {
@@ -74,7 +97,18 @@ impl XenConfig {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
         };
+        let hotplug = match uri.option("hotplug") {
+            None | Some("auto") => Hotplug::Auto,
+            Some("yes") => Hotplug::Yes,
+            Some("no") => Hotplug::No,
+            Some(v) => {
+                return Err(uri.invalid(format!(
+                    "hotplug={v}: write hotplug=auto, hotplug=yes or hotplug=no"
+                )))
+            }
+        };
         Ok(XenConfig {
+            hotplug,
             socket,
             request_timeout: duration(uri, "timeout", DEFAULT_REQUEST_TIMEOUT)?,
             attach_timeout: duration(uri, "attach-timeout", DEFAULT_ATTACH_TIMEOUT)?,

@@ -12,7 +12,7 @@ use vdev_core::{
     DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result,
 };
 
-use crate::config::XenConfig;
+use crate::config::{Hotplug, XenConfig};
 use crate::error::XsError;
 use crate::vbd::{self, DiskSpec, VbdPaths};
 use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
@@ -28,6 +28,7 @@ pub struct XenDriver {
     config: XenConfig,
     tx_slots: Semaphore,
     closed: AtomicBool,
+    dom0: bool,
 }
 
 impl std::fmt::Debug for XenDriver {
@@ -94,6 +95,7 @@ impl XenDriver {
             config,
             tx_slots: Semaphore::new(MAX_TRANSACTIONS),
             closed: AtomicBool::new(false),
+            dom0: crate::config::in_dom0(),
         })
     }
 
@@ -256,6 +258,66 @@ impl XenDriver {
                 Ok(Some(_)) => {}
             }
         }
+    }
+
+    /// Whether this driver runs the hotplug script of a disk served by `backend`.
+    fn runs_hotplug(&self, backend: u32) -> bool {
+        backend == 0
+            && match self.config.hotplug {
+                Hotplug::Auto => self.dom0,
+                Hotplug::Yes => true,
+                Hotplug::No => false,
+            }
+    }
+
+    /// Run the backend's hotplug script with `action` (`add` or `remove`) and the environment
+    /// libxl gives it, bounded by libxl's 40 s.
+    async fn hotplug(&self, be: &str, action: &str) -> Result<()> {
+        let script = self
+            .xs
+            .read(NO_TX, &format!("{be}/script"))
+            .await
+            .map_err(xs_err("reading the hotplug script"))?
+            .unwrap_or_else(|| vbd::BLOCK_SCRIPT.to_owned());
+        if !script.starts_with("/etc/xen/scripts/") || script.contains("..") {
+            return Err(Error::backend(
+                crate::NAME,
+                format!("refusing to run hotplug script '{script}': not under /etc/xen/scripts"),
+            ));
+        }
+        let mut cmd = tokio::process::Command::new(&script);
+        cmd.arg(action)
+            .env("SCRIPTNAME", &script)
+            .env("XENBUS_TYPE", "vbd")
+            .env("XENBUS_PATH", be)
+            .env("XENBUS_BASE_PATH", "backend")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let after = Duration::from_secs(40);
+        let out = tokio::time::timeout(after, cmd.output())
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("hotplug script {script} {action} for {be}"),
+                after,
+            })?
+            .map_err(|e| Error::backend_with(crate::NAME, format!("cannot run {script}"), e))?;
+        if !out.status.success() {
+            let err = self
+                .xs
+                .read(NO_TX, &format!("{be}/hotplug-error"))
+                .await
+                .ok()
+                .flatten();
+            return Err(Error::backend(
+                crate::NAME,
+                format!(
+                    "hotplug script {script} {action} failed ({}): {}",
+                    out.status,
+                    err.unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned())
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Remove a vbd's nodes and every parent left empty, in one transaction.
@@ -561,6 +623,15 @@ impl XenDriver {
             }
         })
         .await?;
+        if self.runs_hotplug(bdom.id) {
+            if let Err(e) = self.hotplug(&paths.backend, "add").await {
+                let _ = self.hotplug(&paths.backend, "remove").await;
+                let _ = self
+                    .remove_vbd(domid, spec.devid, Some(&paths.backend))
+                    .await;
+                return Err(e);
+            }
+        }
         // The backend driver answers by moving to InitWait (2); it reaches Connected (4) only once
         // the hotplug script has set physical-device, and the frontend has connected.
         let state = format!("{}/state", paths.backend);
@@ -616,7 +687,12 @@ impl XenDriver {
         };
         let be = match be {
             Some(be) if !options.force => be,
-            be => return self.remove_vbd(domid, devid, be.as_deref()).await,
+            be => {
+                if let Some(b) = &be {
+                    self.hotplug_remove(b, domid, devid).await;
+                }
+                return self.remove_vbd(domid, devid, be.as_deref()).await;
+            }
         };
         // Ask the backend to close, as libxl does.
         let bep = be.clone();
@@ -655,7 +731,30 @@ impl XenDriver {
                 reference: reference.to_string(),
             });
         }
+        self.hotplug_remove(&be, domid, devid).await;
         self.remove_vbd(domid, devid, Some(&be)).await
+    }
+
+    /// Run `remove` when this driver runs the hotplug scripts and `add` has run (libxl's test).
+    async fn hotplug_remove(&self, be: &str, domid: u32, devid: u32) {
+        let Some(b) = vbd::check_backend_path(be, domid, devid) else {
+            return;
+        };
+        if !self.runs_hotplug(b) {
+            return;
+        }
+        let ran = self
+            .xs
+            .read(NO_TX, &format!("{be}/hotplug-status"))
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if ran {
+            if let Err(e) = self.hotplug(be, "remove").await {
+                tracing::warn!(%be, "{e}");
+            }
+        }
     }
 }
 

@@ -9,7 +9,7 @@ mod vbd;
 mod xenstore;
 
 pub use config::{
-    XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, OPTIONS,
+    Hotplug, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, OPTIONS,
 };
 pub use driver::XenDriver;
 pub use error::XsError;
