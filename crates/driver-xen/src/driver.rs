@@ -14,7 +14,7 @@ use vdev_core::{
 
 use crate::config::{Hotplug, XenConfig};
 use crate::error::XsError;
-use crate::vbd::{self, DiskSpec, VbdPaths};
+use crate::vbd::{self, DevPaths, DiskSpec, Kind};
 use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
 
 /// xenstored allows a connection 10 open transactions by default; stay below that.
@@ -321,9 +321,15 @@ impl XenDriver {
     }
 
     /// Remove a vbd's nodes and every parent left empty, in one transaction.
-    async fn remove_vbd(&self, domid: u32, devid: u32, backend: Option<&str>) -> Result<()> {
-        let fe = vbd::frontend_path(domid, devid);
-        let lx = vbd::libxl_path(domid, devid);
+    async fn remove_dev(
+        &self,
+        kind: Kind,
+        domid: u32,
+        devid: u32,
+        backend: Option<&str>,
+    ) -> Result<()> {
+        let fe = vbd::frontend_path(kind, domid, devid);
+        let lx = vbd::libxl_path(kind, domid, devid);
         self.transaction("removing a disk's XenStore nodes", |tx| {
             let (fe, lx) = (fe.clone(), lx.clone());
             let be = backend.map(str::to_owned);
@@ -335,7 +341,7 @@ impl XenDriver {
                 }
                 // Parents left empty: DOMID/device/vbd, BACKEND/backend/vbd/DOMID and .../vbd,
                 // /libxl/DOMID/device/vbd (not /libxl/DOMID/device, which libxl keeps).
-                let mut parents = vec![vbd::frontend_dir(domid), vbd::libxl_dir(domid)];
+                let mut parents = vec![vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)];
                 if let Some(be) = &paths.get(2) {
                     if let Some((dom_dir, _)) = be.rsplit_once('/') {
                         parents.push(dom_dir.to_owned());
@@ -361,6 +367,7 @@ impl XenDriver {
     /// it has the expected form. `None` when neither exists.
     async fn existing_backend(
         &self,
+        kind: Kind,
         domid: u32,
         devid: u32,
     ) -> Result<Option<(bool, Option<String>)>> {
@@ -369,10 +376,13 @@ impl XenDriver {
             .batch(
                 NO_TX,
                 vec![
-                    Req::read(&format!("{}/backend", vbd::libxl_path(domid, devid))),
-                    Req::read(&format!("{}/backend", vbd::frontend_path(domid, devid))),
-                    Req::read(&vbd::libxl_path(domid, devid)),
-                    Req::read(&vbd::frontend_path(domid, devid)),
+                    Req::read(&format!("{}/backend", vbd::libxl_path(kind, domid, devid))),
+                    Req::read(&format!(
+                        "{}/backend",
+                        vbd::frontend_path(kind, domid, devid)
+                    )),
+                    Req::read(&vbd::libxl_path(kind, domid, devid)),
+                    Req::read(&vbd::frontend_path(kind, domid, devid)),
                 ],
             )
             .await
@@ -397,19 +407,19 @@ impl XenDriver {
         let be = lxb
             .into_iter()
             .chain(feb)
-            .find(|p| vbd::check_backend_path(p, domid, devid).is_some());
+            .find(|p| vbd::check_backend_path(kind, p, domid, devid).is_some());
         Ok(Some((true, be)))
     }
 
-    async fn list_disks(&self, domain: &Domain) -> Result<Vec<Device>> {
+    async fn list_kind(&self, kind: Kind, domain: &Domain) -> Result<Vec<Device>> {
         let domid = domain.id;
         let mut devids: Vec<u32> = Vec::new();
-        for dir in [vbd::frontend_dir(domid), vbd::libxl_dir(domid)] {
+        for dir in [vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)] {
             for s in self
                 .xs
                 .directory(NO_TX, &dir)
                 .await
-                .map_err(xs_err("listing disks"))?
+                .map_err(xs_err("listing devices"))?
             {
                 if let Ok(n) = s.parse::<u32>() {
                     if !devids.contains(&n) {
@@ -419,89 +429,78 @@ impl XenDriver {
             }
         }
         devids.sort_unstable();
-        const FE_KEYS: &[&str] = &[
-            "backend",
-            "backend-id",
-            "state",
-            "virtual-device",
-            "ring-ref",
-            "event-channel",
-            "protocol",
-        ];
-        const BE_KEYS: &[&str] = &[
-            "params",
-            "mode",
-            "type",
-            "dev",
-            "physical-device",
-            "state",
-            "online",
-            "script",
-            "hotplug-status",
-        ];
+        let (fe_keys, be_keys) = match kind {
+            Kind::Vbd => (vbd::FE_KEYS, vbd::BE_KEYS),
+            Kind::Vif => (crate::vif::FE_KEYS, crate::vif::BE_KEYS),
+        };
         // Round trip 1: every frontend key and libxl's backend path of every disk.
         let mut reqs = Vec::new();
         for d in &devids {
-            let fe = vbd::frontend_path(domid, *d);
-            reqs.extend(FE_KEYS.iter().map(|k| Req::read(&format!("{fe}/{k}"))));
+            let fe = vbd::frontend_path(kind, domid, *d);
+            reqs.extend(fe_keys.iter().map(|k| Req::read(&format!("{fe}/{k}"))));
             reqs.push(Req::read(&format!(
                 "{}/backend",
-                vbd::libxl_path(domid, *d)
+                vbd::libxl_path(kind, domid, *d)
             )));
         }
         let r1 = self
             .xs
             .batch(NO_TX, reqs)
             .await
-            .map_err(xs_err("reading disks"))?;
+            .map_err(xs_err("reading devices"))?;
         let mut r1 = r1.into_iter().map(|r| r.ok().map(utf8));
         let mut fe_vals = Vec::new();
         let mut be_paths = Vec::new();
         for d in &devids {
-            let vals: Vec<Option<String>> = FE_KEYS.iter().map(|_| r1.next().flatten()).collect();
+            let vals: Vec<Option<String>> = fe_keys.iter().map(|_| r1.next().flatten()).collect();
             let lxb = r1.next().flatten();
             let be = lxb
                 .into_iter()
                 .chain(vals[0].clone())
-                .find(|p| vbd::check_backend_path(p, domid, *d).is_some());
+                .find(|p| vbd::check_backend_path(kind, p, domid, *d).is_some());
             fe_vals.push(vals);
             be_paths.push(be);
         }
         // Round trip 2: every backend key.
         let mut reqs = Vec::new();
         for be in be_paths.iter().flatten() {
-            reqs.extend(BE_KEYS.iter().map(|k| Req::read(&format!("{be}/{k}"))));
+            reqs.extend(be_keys.iter().map(|k| Req::read(&format!("{be}/{k}"))));
         }
         let r2 = self
             .xs
             .batch(NO_TX, reqs)
             .await
-            .map_err(xs_err("reading disk backends"))?;
+            .map_err(xs_err("reading device backends"))?;
         let mut r2 = r2.into_iter().map(|r| r.ok().map(utf8));
         let domains = self.domains().await?;
         let mut out = Vec::new();
         for ((d, fe), be) in devids.iter().zip(fe_vals).zip(be_paths) {
             let bev: Vec<Option<String>> = match &be {
-                Some(_) => BE_KEYS.iter().map(|_| r2.next().flatten()).collect(),
-                None => vec![None; BE_KEYS.len()],
+                Some(_) => be_keys.iter().map(|_| r2.next().flatten()).collect(),
+                None => vec![None; be_keys.len()],
             };
-            let bget = |k: &str| bev[BE_KEYS.iter().position(|x| *x == k).unwrap()].clone();
+            let bget = |k: &str| {
+                be_keys
+                    .iter()
+                    .position(|x| *x == k)
+                    .and_then(|i| bev[i].clone())
+            };
             let mut attrs: BTreeMap<String, String> = BTreeMap::new();
-            for (k, v) in FE_KEYS.iter().zip(&fe) {
+            for (k, v) in fe_keys.iter().zip(&fe) {
                 if let Some(v) = v {
                     attrs.insert((*k).to_owned(), v.clone());
                 }
             }
             if let Some(bd) = be
                 .as_deref()
-                .and_then(|p| vbd::check_backend_path(p, domid, *d))
+                .and_then(|p| vbd::check_backend_path(kind, p, domid, *d))
             {
                 attrs.insert("backend-id".into(), bd.to_string());
                 if let Some(dom) = domains.iter().find(|x| x.id == bd) {
                     attrs.insert("bkdom-name".into(), dom.name.clone());
                 }
             }
-            for (k, v) in BE_KEYS.iter().zip(&bev) {
+            for (k, v) in be_keys.iter().zip(&bev) {
                 if let Some(v) = v {
                     let name = match *k {
                         "state" => "backend-state",
@@ -511,12 +510,12 @@ impl XenDriver {
                 }
             }
             if let Some(p) = bget("params") {
-                let kind = match bget("type").as_deref() {
+                let how = match bget("type").as_deref() {
                     Some("phy") | None if p.starts_with("/dev/") => "phy".to_owned(),
                     Some("phy") | None => "file".to_owned(),
                     Some(t) => t.to_owned(),
                 };
-                attrs.insert("uname".into(), format!("{kind}:{p}"));
+                attrs.insert("uname".into(), format!("{how}:{p}"));
             }
             let state = if be.is_some() {
                 device_state(bget("state").as_deref(), bget("online").as_deref())
@@ -525,7 +524,7 @@ impl XenDriver {
             };
             let attributes = Attributes::from_pairs(attrs)?;
             out.push(Device {
-                device_type: DeviceType::DISK,
+                device_type: kind.device_type(),
                 reference: DeviceRef::new(d.to_string())?,
                 state,
                 attributes,
@@ -535,105 +534,183 @@ impl XenDriver {
     }
 
     async fn attach_disk(&self, domain: &Domain, spec: DiskSpec) -> Result<DeviceRef> {
+        let taken = format!("{} (dev {})", spec.devid, spec.dev);
+        self.attach_dev(
+            Kind::Vbd,
+            domain,
+            spec.backend.as_deref(),
+            Some(spec.devid),
+            taken,
+            |devid, paths, bdom| {
+                debug_assert_eq!(devid, spec.devid);
+                vbd::layout(domain.id, bdom, &spec, paths)
+            },
+        )
+        .await
+    }
+
+    async fn attach_nic(&self, domain: &Domain, spec: crate::vif::NicSpec) -> Result<DeviceRef> {
+        self.attach_dev(
+            Kind::Vif,
+            domain,
+            spec.backend.as_deref(),
+            None,
+            String::new(),
+            |handle, paths, bdom| crate::vif::layout(domain.id, bdom, handle, &spec, paths),
+        )
+        .await
+    }
+
+    /// Write a device in libxl's layout in one transaction, run the hotplug script when this
+    /// driver does, and wait for the backend. `devid`: the device number, or `None` to take the
+    /// lowest free one (vif handles) inside the transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn attach_dev(
+        &self,
+        kind: Kind,
+        domain: &Domain,
+        backend: Option<&str>,
+        devid: Option<u32>,
+        taken: String,
+        build: impl Fn(u32, &DevPaths, u32) -> (vbd::Keys, vbd::Keys),
+    ) -> Result<DeviceRef> {
         let domid = domain.id;
-        let bdom = self.backend_domain(spec.backend.as_deref()).await?;
+        let what = kind.device_type();
+        let bdom = self.backend_domain(backend).await?;
         if bdom.id == domid {
             return Err(Error::InvalidAttribute {
                 name: "backend".into(),
-                reason: "a domain cannot be its own disk backend".into(),
+                reason: format!("a domain cannot be the backend of its own {what}"),
             });
         }
-        let paths = VbdPaths::new(domid, bdom.id, spec.devid);
-        let (be_keys, fe_keys) = vbd::layout(domid, bdom.id, &spec, &paths);
-        let reference = DeviceRef::new(spec.devid.to_string())?;
-        self.transaction("attaching a disk", |tx| {
-            let (paths, be_keys, fe_keys, reference) = (&paths, &be_keys, &fe_keys, &reference);
-            let (bdom, spec) = (&bdom, &spec);
-            async move {
-                let checks = self
-                    .xs
-                    .batch(
-                        tx,
-                        vec![
-                            Req::read(&format!("/local/domain/{domid}")),
-                            Req::read(&format!("/local/domain/{}", bdom.id)),
-                            Req::read(&paths.frontend),
-                            Req::read(&paths.backend),
-                            Req::read(&paths.libxl),
-                        ],
-                    )
-                    .await?;
-                let exists: Vec<bool> = checks
-                    .into_iter()
-                    .map(|r| opt(r).map(|o| o.is_some()))
-                    .collect::<std::result::Result<_, _>>()?;
-                if !exists[0] {
-                    return Ok(Body::Abort(Error::DomainNotFound {
-                        domain: domain.name.clone(),
-                    }));
+        let devid = self
+            .transaction(&format!("attaching a {what}"), |tx| {
+                let (bdom, build, taken, what) = (&bdom, &build, &taken, &what);
+                async move {
+                    let checks = self
+                        .xs
+                        .batch(
+                            tx,
+                            vec![
+                                Req::read(&format!("/local/domain/{domid}")),
+                                Req::read(&format!("/local/domain/{}", bdom.id)),
+                            ],
+                        )
+                        .await?;
+                    let exists: Vec<bool> = checks
+                        .into_iter()
+                        .map(|r| opt(r).map(|o| o.is_some()))
+                        .collect::<std::result::Result<_, _>>()?;
+                    if !exists[0] {
+                        return Ok(Body::Abort(Error::DomainNotFound {
+                            domain: domain.name.clone(),
+                        }));
+                    }
+                    if !exists[1] {
+                        return Ok(Body::Abort(Error::InvalidAttribute {
+                            name: "backend".into(),
+                            reason: format!("the backend domain {} is gone", bdom.name),
+                        }));
+                    }
+                    let devid = match devid {
+                        Some(d) => d,
+                        None => {
+                            let mut used = Vec::new();
+                            for dir in [vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)]
+                            {
+                                if let Some(b) =
+                                    opt(self.xs.request(tx, Req::directory(&dir)).await)?
+                                {
+                                    used.extend(
+                                        crate::xenstore::split(&b)
+                                            .iter()
+                                            .filter_map(|x| x.parse::<u32>().ok()),
+                                    );
+                                }
+                            }
+                            (0..).find(|h| !used.contains(h)).expect("a free handle")
+                        }
+                    };
+                    let paths = DevPaths::new(kind, domid, bdom.id, devid);
+                    let checks = self
+                        .xs
+                        .batch(
+                            tx,
+                            vec![
+                                Req::read(&paths.frontend),
+                                Req::read(&paths.backend),
+                                Req::read(&paths.libxl),
+                            ],
+                        )
+                        .await?;
+                    for r in checks {
+                        if opt(r)?.is_some() {
+                            return Ok(Body::Abort(Error::DeviceExists {
+                                domain: domain.name.clone(),
+                                device_type: what.to_string(),
+                                reference: if taken.is_empty() {
+                                    devid.to_string()
+                                } else {
+                                    taken.clone()
+                                },
+                            }));
+                        }
+                    }
+                    let (be_keys, fe_keys) = build(devid, &paths, bdom.id);
+                    let mut reqs = Vec::new();
+                    let be_perms = perms(bdom.id, domid);
+                    let fe_perms = perms(domid, bdom.id);
+                    let lx_perms = vec!["n0".to_owned()];
+                    let mut node = |path: &str, value: Option<&str>, p: &Vec<String>| {
+                        reqs.push(match value {
+                            Some(v) => Req::write(path, v),
+                            None => Req::mkdir(path),
+                        });
+                        reqs.push(Req::set_perms(path, p));
+                    };
+                    node(&paths.frontend, None, &fe_perms);
+                    for (k, v) in &fe_keys {
+                        // libxl makes a vif's mtu the backend's, readable by the guest.
+                        let p = if *k == "mtu" { &be_perms } else { &fe_perms };
+                        node(&format!("{}/{k}", paths.frontend), Some(v), p);
+                    }
+                    node(&paths.backend, None, &be_perms);
+                    for (k, v) in &be_keys {
+                        node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
+                    }
+                    node(&paths.libxl, None, &lx_perms);
+                    node(
+                        &format!("{}/frontend", paths.libxl),
+                        Some(&paths.frontend),
+                        &lx_perms,
+                    );
+                    node(
+                        &format!("{}/backend", paths.libxl),
+                        Some(&paths.backend),
+                        &lx_perms,
+                    );
+                    for (k, v) in be_keys.iter().filter(|(k, _)| *k != "frontend") {
+                        node(&format!("{}/{k}", paths.libxl), Some(v), &lx_perms);
+                    }
+                    self.xs.batch_ok(tx, reqs).await?;
+                    Ok(Body::Commit(devid))
                 }
-                if !exists[1] {
-                    return Ok(Body::Abort(Error::InvalidAttribute {
-                        name: "backend".into(),
-                        reason: format!("the backend domain {} is gone", bdom.name),
-                    }));
-                }
-                if exists[2] || exists[3] || exists[4] {
-                    return Ok(Body::Abort(Error::DeviceExists {
-                        domain: domain.name.clone(),
-                        device_type: "disk".into(),
-                        reference: format!("{} (dev {})", reference, spec.dev),
-                    }));
-                }
-                let mut reqs = Vec::new();
-                let be_perms = perms(bdom.id, domid);
-                let fe_perms = perms(domid, bdom.id);
-                let lx_perms = vec!["n0".to_owned()];
-                let mut node = |path: &str, value: Option<&str>, p: &Vec<String>| {
-                    reqs.push(match value {
-                        Some(v) => Req::write(path, v),
-                        None => Req::mkdir(path),
-                    });
-                    reqs.push(Req::set_perms(path, p));
-                };
-                node(&paths.frontend, None, &fe_perms);
-                for (k, v) in fe_keys {
-                    node(&format!("{}/{k}", paths.frontend), Some(v), &fe_perms);
-                }
-                node(&paths.backend, None, &be_perms);
-                for (k, v) in be_keys {
-                    node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
-                }
-                node(&paths.libxl, None, &lx_perms);
-                node(
-                    &format!("{}/frontend", paths.libxl),
-                    Some(&paths.frontend),
-                    &lx_perms,
-                );
-                node(
-                    &format!("{}/backend", paths.libxl),
-                    Some(&paths.backend),
-                    &lx_perms,
-                );
-                for (k, v) in be_keys.iter().filter(|(k, _)| *k != "frontend") {
-                    node(&format!("{}/{k}", paths.libxl), Some(v), &lx_perms);
-                }
-                self.xs.batch_ok(tx, reqs).await?;
-                Ok(Body::Commit(()))
-            }
-        })
-        .await?;
-        if self.runs_hotplug(bdom.id) {
+            })
+            .await?;
+        let paths = DevPaths::new(kind, domid, bdom.id, devid);
+        let reference = DeviceRef::new(devid.to_string())?;
+        let hotplug = kind == Kind::Vbd && self.runs_hotplug(bdom.id);
+        if hotplug {
             if let Err(e) = self.hotplug(&paths.backend, "add").await {
                 let _ = self.hotplug(&paths.backend, "remove").await;
                 let _ = self
-                    .remove_vbd(domid, spec.devid, Some(&paths.backend))
+                    .remove_dev(kind, domid, devid, Some(&paths.backend))
                     .await;
                 return Err(e);
             }
         }
         // The backend driver answers by moving to InitWait (2); it reaches Connected (4) only once
-        // the hotplug script has set physical-device, and the frontend has connected.
+        // the hotplug script has run, and the frontend has connected.
         let state = format!("{}/state", paths.backend);
         let res = self
             .wait_for(&state, self.config.attach_timeout, |v| {
@@ -643,15 +720,15 @@ impl XenDriver {
         let fail = match res {
             Ok((true, Some(v))) if v == "5" || v == "6" => Error::backend(
                 crate::NAME,
-                format!("the disk backend in {} closed at once (state {v}); its hotplug or backing failed", bdom.name),
+                format!("the {what} backend in {} closed at once (state {v}); its hotplug or backing failed", bdom.name),
             ),
             Ok((true, _)) => {
-                tracing::debug!(domain = %domain.name, %reference, "disk attached");
+                tracing::debug!(domain = %domain.name, %reference, "{what} attached");
                 return Ok(reference);
             }
             Ok((false, _)) => Error::Timeout {
                 operation: format!(
-                    "attaching disk {reference} to {}: the backend in {} did not reach InitWait (is blkback loaded?)",
+                    "attaching {what} {reference} to {}: the backend in {} did not reach InitWait (is its backend driver loaded?)",
                     domain.name, bdom.name
                 ),
                 after: self.config.attach_timeout,
@@ -659,14 +736,18 @@ impl XenDriver {
             Err(e) => e,
         };
         // Roll back: the domain is left as it was.
+        if hotplug {
+            let _ = self.hotplug(&paths.backend, "remove").await;
+        }
         let _ = self
-            .remove_vbd(domid, spec.devid, Some(&paths.backend))
+            .remove_dev(kind, domid, devid, Some(&paths.backend))
             .await;
         Err(fail)
     }
 
-    async fn detach_disk(
+    async fn detach_dev(
         &self,
+        kind: Kind,
         domain: &Domain,
         reference: &DeviceRef,
         options: &DetachOptions,
@@ -674,7 +755,7 @@ impl XenDriver {
         let domid = domain.id;
         let not_found = || Error::DeviceNotFound {
             domain: domain.name.clone(),
-            device_type: "disk".into(),
+            device_type: kind.device_type().to_string(),
             reference: reference.to_string(),
         };
         let r = reference.as_str();
@@ -682,16 +763,16 @@ impl XenDriver {
             return Err(not_found());
         }
         let devid: u32 = r.parse().map_err(|_| not_found())?;
-        let Some((_, be)) = self.existing_backend(domid, devid).await? else {
+        let Some((_, be)) = self.existing_backend(kind, domid, devid).await? else {
             return Err(not_found());
         };
         let be = match be {
             Some(be) if !options.force => be,
             be => {
                 if let Some(b) = &be {
-                    self.hotplug_remove(b, domid, devid).await;
+                    self.hotplug_remove(kind, b, domid, devid).await;
                 }
-                return self.remove_vbd(domid, devid, be.as_deref()).await;
+                return self.remove_dev(kind, domid, devid, be.as_deref()).await;
             }
         };
         // Ask the backend to close, as libxl does.
@@ -727,17 +808,17 @@ impl XenDriver {
         if !done {
             return Err(Error::RemovalPending {
                 domain: domain.name.clone(),
-                device_type: "disk".into(),
+                device_type: kind.device_type().to_string(),
                 reference: reference.to_string(),
             });
         }
-        self.hotplug_remove(&be, domid, devid).await;
-        self.remove_vbd(domid, devid, Some(&be)).await
+        self.hotplug_remove(kind, &be, domid, devid).await;
+        self.remove_dev(kind, domid, devid, Some(&be)).await
     }
 
     /// Run `remove` when this driver runs the hotplug scripts and `add` has run (libxl's test).
-    async fn hotplug_remove(&self, be: &str, domid: u32, devid: u32) {
-        let Some(b) = vbd::check_backend_path(be, domid, devid) else {
+    async fn hotplug_remove(&self, kind: Kind, be: &str, domid: u32, devid: u32) {
+        let Some(b) = vbd::check_backend_path(kind, be, domid, devid) else {
             return;
         };
         if !self.runs_hotplug(b) {
@@ -779,7 +860,7 @@ fn unsupported_type(t: &DeviceType) -> Error {
     Error::Unsupported {
         driver: crate::NAME.into(),
         operation: format!("device type '{t}'"),
-        detail: "the xen driver supports disk".into(),
+        detail: "the xen driver supports disk and network".into(),
     }
 }
 
@@ -809,7 +890,7 @@ impl Driver for XenDriver {
     }
 
     async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {
-        Ok(vec![vbd::schema()])
+        Ok(vec![vbd::schema(), crate::vif::schema()])
     }
 
     async fn list_devices(
@@ -824,9 +905,15 @@ impl Driver for XenDriver {
             });
         }
         match device_type {
-            None => self.list_disks(domain).await,
-            Some(t) if *t == DeviceType::DISK => self.list_disks(domain).await,
-            Some(_) => Ok(Vec::new()),
+            None => {
+                let mut all = self.list_kind(Kind::Vbd, domain).await?;
+                all.extend(self.list_kind(Kind::Vif, domain).await?);
+                Ok(all)
+            }
+            Some(t) => match Kind::of(t) {
+                Some(k) => self.list_kind(k, domain).await,
+                None => Ok(Vec::new()),
+            },
         }
     }
 
@@ -837,11 +924,14 @@ impl Driver for XenDriver {
         attributes: &Attributes,
     ) -> Result<DeviceRef> {
         self.check_open()?;
-        if *device_type != DeviceType::DISK {
-            return Err(unsupported_type(device_type));
+        match Kind::of(device_type) {
+            Some(Kind::Vbd) => self.attach_disk(domain, DiskSpec::parse(attributes)?).await,
+            Some(Kind::Vif) => {
+                self.attach_nic(domain, crate::vif::NicSpec::parse(attributes)?)
+                    .await
+            }
+            None => Err(unsupported_type(device_type)),
         }
-        let spec = DiskSpec::parse(attributes)?;
-        self.attach_disk(domain, spec).await
     }
 
     async fn detach(
@@ -852,10 +942,8 @@ impl Driver for XenDriver {
         options: &DetachOptions,
     ) -> Result<()> {
         self.check_open()?;
-        if *device_type != DeviceType::DISK {
-            return Err(unsupported_type(device_type));
-        }
-        self.detach_disk(domain, reference, options).await
+        let kind = Kind::of(device_type).ok_or_else(|| unsupported_type(device_type))?;
+        self.detach_dev(kind, domain, reference, options).await
     }
 
     async fn events(&self) -> Result<EventStream> {

@@ -12,29 +12,29 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use vdev_core::{DeviceEvent, DeviceRef, DeviceState, DeviceType, Domain, EventStream};
+use vdev_core::{DeviceEvent, DeviceRef, DeviceState, Domain, EventStream};
 
-use crate::vbd;
+use crate::vbd::{self, Kind};
 use crate::xenstore::{opt, utf8, Req, Watch, XenStore, NO_TX};
 
-type Key = (u32, u32);
+type Key = (Kind, u32, u32);
 
 /// Which disk a changed path belongs to.
 fn key_of(path: &str) -> Option<Key> {
     let p: Vec<&str> = path.split('/').collect();
     let num = |s: &str| s.parse::<u32>().ok();
     match p.as_slice() {
-        ["", "local", "domain", d, "device", "vbd", n, ..] => Some((num(d)?, num(n)?)),
-        ["", "local", "domain", _, "backend", "vbd", d, n, ..] => Some((num(d)?, num(n)?)),
-        ["", "libxl", d, "device", "vbd", n, ..] => Some((num(d)?, num(n)?)),
+        ["", "local", "domain", d, "device", k, n, ..]
+        | ["", "local", "domain", _, "backend", k, d, n, ..]
+        | ["", "libxl", d, "device", k, n, ..] => Some((Kind::from_xs(k)?, num(d)?, num(n)?)),
         _ => None,
     }
 }
 
 /// The state of a disk as events report it; `None` when it does not exist.
-async fn look(xs: &XenStore, (d, n): Key) -> Result<Option<DeviceState>, crate::XsError> {
-    let fe = vbd::frontend_path(d, n);
-    let lx = vbd::libxl_path(d, n);
+async fn look(xs: &XenStore, (kind, d, n): Key) -> Result<Option<DeviceState>, crate::XsError> {
+    let fe = vbd::frontend_path(kind, d, n);
+    let lx = vbd::libxl_path(kind, d, n);
     let r = xs
         .batch(
             NO_TX,
@@ -59,7 +59,7 @@ async fn look(xs: &XenStore, (d, n): Key) -> Result<Option<DeviceState>, crate::
     let Some(be) = lxb
         .into_iter()
         .chain(feb)
-        .find(|p| vbd::check_backend_path(p, d, n).is_some())
+        .find(|p| vbd::check_backend_path(kind, p, d, n).is_some())
     else {
         return Ok(Some(DeviceState::Unknown("no backend".into())));
     };
@@ -102,16 +102,18 @@ pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> 
     for d in xs.directory(NO_TX, "/local/domain").await.map_err(err)? {
         let Ok(d) = d.parse::<u32>() else { continue };
         let mut ns = BTreeSet::new();
-        for dir in [vbd::frontend_dir(d), vbd::libxl_dir(d)] {
-            for n in xs.directory(NO_TX, &dir).await.map_err(err)? {
-                if let Ok(n) = n.parse::<u32>() {
-                    ns.insert(n);
+        for kind in Kind::ALL {
+            for dir in [vbd::frontend_dir(kind, d), vbd::libxl_dir(kind, d)] {
+                for n in xs.directory(NO_TX, &dir).await.map_err(err)? {
+                    if let Ok(n) = n.parse::<u32>() {
+                        ns.insert((kind, d, n));
+                    }
                 }
             }
         }
-        for n in ns {
-            if let Some(s) = look(&xs, (d, n)).await.map_err(err)? {
-                seen.insert((d, n), s);
+        for k in ns {
+            if let Some(s) = look(&xs, k).await.map_err(err)? {
+                seen.insert(k, s);
             }
         }
     }
@@ -139,9 +141,9 @@ pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> 
                 if before == now {
                     continue;
                 }
-                let dom = domain(&xs, &mut names, k.0).await;
-                let reference = DeviceRef::new(k.1.to_string()).expect("a number is a valid ref");
-                let device_type = DeviceType::DISK;
+                let dom = domain(&xs, &mut names, k.1).await;
+                let reference = DeviceRef::new(k.2.to_string()).expect("a number is a valid ref");
+                let device_type = k.0.device_type();
                 let ev = match (&before, &now) {
                     (None, Some(_)) => DeviceEvent::Added {
                         domain: dom,

@@ -6,6 +6,7 @@ mod driver;
 mod error;
 mod events;
 mod vbd;
+mod vif;
 mod xenstore;
 
 pub use config::{

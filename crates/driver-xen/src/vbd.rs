@@ -165,56 +165,115 @@ impl DiskSpec {
 
 const DISK_ATTRS: &[&str] = &["uname", "dev", "mode", "access", "format", "backend"];
 
-/// Paths of one vbd.
+/// A XenStore device class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Kind {
+    /// Disks.
+    Vbd,
+    /// Network interfaces.
+    Vif,
+}
+
+impl Kind {
+    pub(crate) const ALL: [Kind; 2] = [Kind::Vbd, Kind::Vif];
+    /// Its name in XenStore paths.
+    pub(crate) fn xs(self) -> &'static str {
+        match self {
+            Kind::Vbd => "vbd",
+            Kind::Vif => "vif",
+        }
+    }
+    /// Its vdev device type.
+    pub(crate) fn device_type(self) -> DeviceType {
+        match self {
+            Kind::Vbd => DeviceType::DISK,
+            Kind::Vif => DeviceType::NETWORK,
+        }
+    }
+    pub(crate) fn of(t: &DeviceType) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.device_type() == *t)
+    }
+    pub(crate) fn from_xs(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.xs() == s)
+    }
+}
+
+/// Paths of one device.
 #[derive(Debug, Clone)]
-pub(crate) struct VbdPaths {
+pub(crate) struct DevPaths {
     pub frontend: String,
     pub backend: String,
     pub libxl: String,
 }
 
-impl VbdPaths {
-    pub(crate) fn new(domid: u32, backend: u32, devid: u32) -> Self {
-        VbdPaths {
-            frontend: frontend_path(domid, devid),
-            backend: format!("/local/domain/{backend}/backend/vbd/{domid}/{devid}"),
-            libxl: libxl_path(domid, devid),
+impl DevPaths {
+    pub(crate) fn new(kind: Kind, domid: u32, backend: u32, devid: u32) -> Self {
+        DevPaths {
+            frontend: frontend_path(kind, domid, devid),
+            backend: format!(
+                "/local/domain/{backend}/backend/{}/{domid}/{devid}",
+                kind.xs()
+            ),
+            libxl: libxl_path(kind, domid, devid),
         }
     }
 }
 
-pub(crate) fn frontend_dir(domid: u32) -> String {
-    format!("/local/domain/{domid}/device/vbd")
+pub(crate) fn frontend_dir(kind: Kind, domid: u32) -> String {
+    format!("/local/domain/{domid}/device/{}", kind.xs())
 }
-pub(crate) fn frontend_path(domid: u32, devid: u32) -> String {
-    format!("{}/{devid}", frontend_dir(domid))
+pub(crate) fn frontend_path(kind: Kind, domid: u32, devid: u32) -> String {
+    format!("{}/{devid}", frontend_dir(kind, domid))
 }
-pub(crate) fn libxl_dir(domid: u32) -> String {
-    format!("/libxl/{domid}/device/vbd")
+pub(crate) fn libxl_dir(kind: Kind, domid: u32) -> String {
+    format!("/libxl/{domid}/device/{}", kind.xs())
 }
-pub(crate) fn libxl_path(domid: u32, devid: u32) -> String {
-    format!("{}/{devid}", libxl_dir(domid))
+pub(crate) fn libxl_path(kind: Kind, domid: u32, devid: u32) -> String {
+    format!("{}/{devid}", libxl_dir(kind, domid))
 }
 
-/// Whether `p` is a plausible backend path of vbd `devid` of `domid`:
-/// `/local/domain/N/backend/vbd/DOMID/DEVID`. The frontend's `backend` key is written by the
+/// Whether `p` is a plausible backend path of device `devid` of `domid`:
+/// `/local/domain/N/backend/KIND/DOMID/DEVID`. The frontend's `backend` key is written by the
 /// guest's side too, so it is never followed unchecked.
-pub(crate) fn check_backend_path(p: &str, domid: u32, devid: u32) -> Option<u32> {
+pub(crate) fn check_backend_path(kind: Kind, p: &str, domid: u32, devid: u32) -> Option<u32> {
     let rest = p.strip_prefix("/local/domain/")?;
     let (n, rest) = rest.split_once('/')?;
     let n: u32 = n
         .parse()
         .ok()
         .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?;
-    (rest == format!("backend/vbd/{domid}/{devid}")).then_some(n)
+    (rest == format!("backend/{}/{domid}/{devid}", kind.xs())).then_some(n)
 }
+
+/// The frontend keys listed.
+pub(crate) const FE_KEYS: &[&str] = &[
+    "backend",
+    "backend-id",
+    "state",
+    "virtual-device",
+    "ring-ref",
+    "event-channel",
+    "protocol",
+];
+/// The backend keys listed (`state` as `backend-state`).
+pub(crate) const BE_KEYS: &[&str] = &[
+    "params",
+    "mode",
+    "type",
+    "dev",
+    "physical-device",
+    "state",
+    "online",
+    "script",
+    "hotplug-status",
+];
 
 /// Keys and values of one directory, in writing order.
 pub(crate) type Keys = Vec<(&'static str, String)>;
 
 /// The keys libxl 4.17 writes, in its order: backend dir, frontend dir; the `/libxl` record is
 /// `frontend`, `backend`, then the backend's keys.
-pub(crate) fn layout(domid: u32, backend: u32, d: &DiskSpec, p: &VbdPaths) -> (Keys, Keys) {
+pub(crate) fn layout(domid: u32, backend: u32, d: &DiskSpec, p: &DevPaths) -> (Keys, Keys) {
     let be = vec![
         ("frontend", p.frontend.clone()),
         ("params", d.params.clone()),

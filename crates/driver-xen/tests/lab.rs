@@ -311,3 +311,119 @@ async fn force_detach_removes_at_once_and_backend_by_name() {
     assert_eq!(disk_dump(d.id), before);
     conn.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_layout_matches_xl_and_interop() {
+    let _turn = SERIAL.lock().await;
+    let Some((conn, d)) = open().await else {
+        return;
+    };
+    let id = d.id;
+    let net = DeviceType::NETWORK;
+    let (ok, out) = dom0(&format!(
+        "xl network-attach {} bridge=xenbr0 mac=00:16:3e:00:00:31",
+        domu()
+    ));
+    assert!(ok, "xl network-attach failed: {out}");
+    let listed = conn.devices(&d, Some(&net)).await.unwrap();
+    let xl_nic = listed
+        .iter()
+        .find(|x| x.attributes.get("mac") == Some("00:16:3e:00:00:31"))
+        .expect("xl's vif is listed");
+    let xh = xl_nic.reference.clone();
+    assert_eq!(xl_nic.attributes.get("bridge"), Some("xenbr0"));
+    assert_eq!(xl_nic.attributes.get("bkdom-name"), Some("Domain-0"));
+    let r = conn
+        .attach(&d, &net, &attrs(&[("bridge", "xenbr0")]))
+        .await
+        .expect("vdev network attach");
+    assert_ne!(r, xh);
+    let dump = [
+        format!("/local/domain/{id}/device/vif"),
+        "/local/domain/0/backend/vif".to_owned(),
+        format!("/libxl/{id}/device/vif"),
+    ]
+    .iter()
+    .map(|p| common::xs_ls(p))
+    .collect::<String>();
+    let listed = conn.devices(&d, Some(&net)).await.unwrap();
+    let ours = listed
+        .iter()
+        .find(|x| x.reference == r)
+        .expect("vdev's vif listed");
+    let mac = ours.attributes.get("mac").unwrap().to_owned();
+    assert!(mac.starts_with("00:16:3e:"), "{mac}");
+    let (xs_, rs) = (xh.as_str(), r.as_str());
+    let norm = |v: &str| {
+        v.replace(&format!("vif/{id}/{xs_}"), "vif/D/H")
+            .replace(&format!("vif/{id}/{rs}"), "vif/D/H")
+            .replace(&format!("vif/{xs_}"), "vif/H")
+            .replace(&format!("vif/{rs}"), "vif/H")
+            .replace("00:16:3e:00:00:31", "MAC")
+            .replace(&mac, "MAC")
+    };
+    let pick = |base: &str, h: &str| -> Vec<(String, String, String)> {
+        nodes(&dump, &format!("{base}/{h}"))
+            .into_iter()
+            .map(|(k, v, p)| (k, norm(&v), p))
+            .map(|(k, v, p)| {
+                if k == "/handle" {
+                    (k, "H".into(), p)
+                } else {
+                    (k, v, p)
+                }
+            })
+            .collect()
+    };
+    let lx = format!("/libxl/{id}/device/vif");
+    assert_eq!(pick(&lx, xs_), pick(&lx, rs), "the /libxl records differ");
+    let be = format!("/local/domain/0/backend/vif/{id}");
+    let fe = format!("/local/domain/{id}/device/vif");
+    let rec: Vec<String> = pick(&lx, rs)
+        .into_iter()
+        .map(|(k, _, _)| k)
+        .filter(|k| k != "/frontend" && k != "/backend" && k != "/hotplug-status")
+        .collect();
+    for (base, keys) in [
+        (&be, rec),
+        (
+            &fe,
+            [
+                "",
+                "/backend",
+                "/backend-id",
+                "/handle",
+                "/mac",
+                "/trusted",
+                "/mtu",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+    ] {
+        let (a, b) = (pick(base, xs_), pick(base, rs));
+        for k in keys.iter().filter(|k| *k != "/state") {
+            let find = |v: &Vec<(String, String, String)>| {
+                v.iter()
+                    .find(|(kk, _, _)| kk == k)
+                    .map(|(_, v, p)| (v.clone(), p.clone()))
+            };
+            assert!(find(&a).is_some(), "{base}/H{k} is missing in xl's dump");
+            assert_eq!(find(&a), find(&b), "{base}/H{k} differs (xl vs vdev)");
+        }
+    }
+    let (ok, out) = dom0(&format!("xl network-list {}", domu()));
+    assert!(
+        ok && out.contains(&mac),
+        "xl network-list does not show vdev's vif: {out}"
+    );
+    conn.detach(&d, &net, &xh, &opts())
+        .await
+        .expect("vdev detaches xl's vif");
+    conn.detach(&d, &net, &r, &opts())
+        .await
+        .expect("vdev detaches its vif");
+    assert!(conn.devices(&d, Some(&net)).await.unwrap().is_empty());
+    assert_eq!(common::xs_ls("/local/domain/0/backend/vif"), "");
+    conn.close().await.unwrap();
+}
