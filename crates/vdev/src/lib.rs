@@ -8,6 +8,7 @@
 //! |---|---|---|---|
 //! | `mock` (default) | in-memory hypervisor for tests and demos | `mock`, `test` | MIT OR Apache-2.0 |
 //! | `qemu` | running QEMU machines over QMP (unix sockets or TCP) | `qemu`, `qemu+tcp` | MIT OR Apache-2.0 |
+//! | `xen` | Xen domains through XenStore, in libxl's layout | `xen` | MIT OR Apache-2.0 |
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -29,6 +30,10 @@ pub use vdev_driver_mock as driver_mock;
 /// The QEMU driver crate (feature `qemu`).
 #[cfg(feature = "qemu")]
 pub use vdev_driver_qemu as driver_qemu;
+
+/// The Xen driver crate (feature `xen`).
+#[cfg(feature = "xen")]
+pub use vdev_driver_xen as driver_xen;
 
 #[cfg(all(doctest, feature = "mock"))]
 mod listing_example {

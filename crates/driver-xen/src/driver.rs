@@ -1,0 +1,959 @@
+//! The [`Driver`] implementation over XenStore.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use vdev_core::prelude::async_trait;
+use vdev_core::{
+    Attributes, Capabilities, DetachOptions, Device, DeviceRef, DeviceState, DeviceType,
+    DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result,
+};
+
+use crate::config::{Hotplug, XenConfig};
+use crate::error::XsError;
+use crate::vbd::{self, DevPaths, DiskSpec, Kind};
+use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
+
+/// xenstored allows a connection 10 open transactions by default; stay below that.
+const MAX_TRANSACTIONS: usize = 6;
+/// How often a transaction that xenstored answered EAGAIN is tried again.
+const MAX_TX_ATTEMPTS: usize = 200;
+
+/// An open connection to xenstored.
+pub struct XenDriver {
+    xs: Arc<XenStore>,
+    config: XenConfig,
+    tx_slots: Semaphore,
+    closed: AtomicBool,
+    dom0: bool,
+}
+
+impl std::fmt::Debug for XenDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("XenDriver")
+            .field("socket", &self.config.socket)
+            .field("closed", &self.closed.load(Ordering::SeqCst))
+            .finish()
+    }
+}
+
+/// Which way a transaction body ended.
+enum Body<T> {
+    /// Commit and return the value.
+    Commit(T),
+    /// Abort (nothing written) and return this error.
+    Abort(Error),
+}
+
+fn xs_err(what: &str) -> impl Fn(XsError) -> Error + '_ {
+    move |e| e.into_core(what)
+}
+
+fn state_of(n: Option<&str>) -> DeviceState {
+    match n {
+        Some("1") => DeviceState::Initialising,
+        Some("2") => DeviceState::InitWait,
+        Some("3") => DeviceState::Initialised,
+        Some("4") => DeviceState::Connected,
+        Some("5") => DeviceState::Closing,
+        Some("6") => DeviceState::Closed,
+        Some(s) => DeviceState::Unknown(s.to_owned()),
+        None => DeviceState::Unknown("absent".into()),
+    }
+}
+
+/// A disk's state from its backend's `state` and `online`: removal is pending once the toolstack
+/// has set `online=0` and the backend is closing or closed.
+pub(crate) fn device_state(state: Option<&str>, online: Option<&str>) -> DeviceState {
+    if online == Some("0") && matches!(state, Some("5" | "6")) {
+        DeviceState::RemovalPending
+    } else {
+        state_of(state)
+    }
+}
+
+fn perms(owner: u32, reader: u32) -> Vec<String> {
+    vec![format!("n{owner}"), format!("r{reader}")]
+}
+
+impl XenDriver {
+    /// Connect to xenstored as `config` says.
+    pub async fn open(config: XenConfig) -> Result<Self> {
+        let xs = XenStore::connect(&config.socket, config.request_timeout)
+            .await
+            .map_err(xs_err("connecting to xenstored"))?;
+        let xs = Arc::new(xs);
+        // One request proves it is a xenstored.
+        xs.directory(NO_TX, "/local/domain")
+            .await
+            .map_err(xs_err("reading /local/domain"))?;
+        Ok(XenDriver {
+            xs,
+            config,
+            tx_slots: Semaphore::new(MAX_TRANSACTIONS),
+            closed: AtomicBool::new(false),
+            dom0: crate::config::in_dom0(),
+        })
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::backend(crate::NAME, "the connection is closed"));
+        }
+        Ok(())
+    }
+
+    /// Run `body` in a XenStore transaction, again from the start while xenstored answers EAGAIN.
+    async fn transaction<T, F, Fut>(&self, what: &str, body: F) -> Result<T>
+    where
+        F: Fn(TxId) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Body<T>, XsError>>,
+    {
+        let _slot = self.tx_slots.acquire().await.expect("never closed");
+        for attempt in 0..MAX_TX_ATTEMPTS {
+            let tx = self.xs.transaction_start().await.map_err(xs_err(what))?;
+            let res = body(tx).await;
+            match res {
+                Err(e) => {
+                    let _ = self.xs.transaction_end(tx, false).await;
+                    if matches!(&e, XsError::Errno(n) if n == "EAGAIN") {
+                        backoff(attempt).await;
+                        continue;
+                    }
+                    return Err(e.into_core(what));
+                }
+                Ok(Body::Abort(e)) => {
+                    let _ = self.xs.transaction_end(tx, false).await;
+                    return Err(e);
+                }
+                Ok(Body::Commit(v)) => {
+                    if self
+                        .xs
+                        .transaction_end(tx, true)
+                        .await
+                        .map_err(xs_err(what))?
+                    {
+                        return Ok(v);
+                    }
+                    backoff(attempt).await;
+                }
+            }
+        }
+        Err(Error::backend(
+            crate::NAME,
+            format!("{what}: xenstored kept answering EAGAIN (conflicting transactions) {MAX_TX_ATTEMPTS} times"),
+        ))
+    }
+
+    async fn domain_by_id(&self, id: u32) -> Result<Option<Domain>> {
+        let name = self
+            .xs
+            .read(NO_TX, &format!("/local/domain/{id}/name"))
+            .await
+            .map_err(xs_err("reading a domain name"))?;
+        if name.is_none()
+            && self
+                .xs
+                .read(NO_TX, &format!("/local/domain/{id}"))
+                .await
+                .map_err(xs_err("reading a domain"))?
+                .is_none()
+        {
+            return Ok(None);
+        }
+        Ok(Some(Domain {
+            id,
+            name: name.unwrap_or_else(|| id.to_string()),
+        }))
+    }
+
+    async fn domains(&self) -> Result<Vec<Domain>> {
+        let ids: Vec<u32> = self
+            .xs
+            .directory(NO_TX, "/local/domain")
+            .await
+            .map_err(xs_err("listing /local/domain"))?
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        let names = self
+            .xs
+            .batch(
+                NO_TX,
+                ids.iter()
+                    .map(|id| Req::read(&format!("/local/domain/{id}/name")))
+                    .collect(),
+            )
+            .await
+            .map_err(xs_err("reading domain names"))?;
+        let mut out: Vec<Domain> = ids
+            .into_iter()
+            .zip(names)
+            .map(|(id, n)| Domain {
+                id,
+                name: n.ok().map(utf8).unwrap_or_else(|| id.to_string()),
+            })
+            .collect();
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    /// The backend domain a disk names (name or id); unknown is an error before anything is written.
+    async fn backend_domain(&self, given: Option<&str>) -> Result<Domain> {
+        let Some(b) = given else {
+            return self
+                .domain_by_id(0)
+                .await?
+                .ok_or_else(|| Error::backend(crate::NAME, "Domain-0 is not in XenStore"));
+        };
+        let unknown = || Error::InvalidAttribute {
+            name: "backend".into(),
+            reason: format!("no domain '{b}' exists; `vdev domains` lists them"),
+        };
+        if b.bytes().all(|c| c.is_ascii_digit()) {
+            let id: u32 = b.parse().map_err(|_| unknown())?;
+            return self.domain_by_id(id).await?.ok_or_else(unknown);
+        }
+        self.domains()
+            .await?
+            .into_iter()
+            .find(|d| d.name == b)
+            .ok_or_else(unknown)
+    }
+
+    /// Wait (by watch) until `pred` holds for the value at `path` or `timeout` passes. Returns the
+    /// last value read.
+    async fn wait_for(
+        &self,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(Option<&str>) -> bool,
+    ) -> Result<(bool, Option<String>)> {
+        let mut w = self
+            .xs
+            .watch(path)
+            .await
+            .map_err(xs_err("watching a device state"))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self
+                .xs
+                .read(NO_TX, path)
+                .await
+                .map_err(xs_err("reading a device state"))?;
+            if pred(v.as_deref()) {
+                return Ok((true, v));
+            }
+            match tokio::time::timeout_at(deadline, w.next()).await {
+                Err(_) => return Ok((false, v)),
+                Ok(None) => {
+                    return Err(Error::backend(
+                        crate::NAME,
+                        "the xenstored connection was lost while waiting for a device",
+                    ))
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+
+    /// Whether this driver runs the hotplug script of a disk served by `backend`.
+    fn runs_hotplug(&self, backend: u32) -> bool {
+        backend == 0
+            && match self.config.hotplug {
+                Hotplug::Auto => self.dom0,
+                Hotplug::Yes => true,
+                Hotplug::No => false,
+            }
+    }
+
+    /// Run the backend's hotplug script with `action` (`add` or `remove`) and the environment
+    /// libxl gives it, bounded by libxl's 40 s.
+    async fn hotplug(&self, be: &str, action: &str) -> Result<()> {
+        let script = self
+            .xs
+            .read(NO_TX, &format!("{be}/script"))
+            .await
+            .map_err(xs_err("reading the hotplug script"))?
+            .unwrap_or_else(|| vbd::BLOCK_SCRIPT.to_owned());
+        if !script.starts_with("/etc/xen/scripts/") || script.contains("..") {
+            return Err(Error::backend(
+                crate::NAME,
+                format!("refusing to run hotplug script '{script}': not under /etc/xen/scripts"),
+            ));
+        }
+        let mut cmd = tokio::process::Command::new(&script);
+        cmd.arg(action)
+            .env("SCRIPTNAME", &script)
+            .env("XENBUS_TYPE", "vbd")
+            .env("XENBUS_PATH", be)
+            .env("XENBUS_BASE_PATH", "backend")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let after = Duration::from_secs(40);
+        let out = tokio::time::timeout(after, cmd.output())
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!("hotplug script {script} {action} for {be}"),
+                after,
+            })?
+            .map_err(|e| Error::backend_with(crate::NAME, format!("cannot run {script}"), e))?;
+        if !out.status.success() {
+            let err = self
+                .xs
+                .read(NO_TX, &format!("{be}/hotplug-error"))
+                .await
+                .ok()
+                .flatten();
+            return Err(Error::backend(
+                crate::NAME,
+                format!(
+                    "hotplug script {script} {action} failed ({}): {}",
+                    out.status,
+                    err.unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned())
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Remove a vbd's nodes and every parent left empty, in one transaction.
+    async fn remove_dev(
+        &self,
+        kind: Kind,
+        domid: u32,
+        devid: u32,
+        backend: Option<&str>,
+    ) -> Result<()> {
+        let fe = vbd::frontend_path(kind, domid, devid);
+        let lx = vbd::libxl_path(kind, domid, devid);
+        self.transaction("removing a disk's XenStore nodes", |tx| {
+            let (fe, lx) = (fe.clone(), lx.clone());
+            let be = backend.map(str::to_owned);
+            async move {
+                let mut paths = vec![fe, lx];
+                paths.extend(be);
+                for p in &paths {
+                    rm(&self.xs, tx, p).await?;
+                }
+                // Parents left empty: DOMID/device/vbd, BACKEND/backend/vbd/DOMID and .../vbd,
+                // /libxl/DOMID/device/vbd (not /libxl/DOMID/device, which libxl keeps).
+                let mut parents = vec![vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)];
+                if let Some(be) = &paths.get(2) {
+                    if let Some((dom_dir, _)) = be.rsplit_once('/') {
+                        parents.push(dom_dir.to_owned());
+                        if let Some((vbd_dir, _)) = dom_dir.rsplit_once('/') {
+                            parents.push(vbd_dir.to_owned());
+                        }
+                    }
+                }
+                for p in parents {
+                    if let Some(children) = opt(self.xs.request(tx, Req::directory(&p)).await)? {
+                        if children.iter().all(|b| *b == 0) {
+                            rm(&self.xs, tx, &p).await?;
+                        }
+                    }
+                }
+                Ok(Body::Commit(()))
+            }
+        })
+        .await
+    }
+
+    /// The backend path of an existing vbd: from libxl's record, else the frontend's key when
+    /// it has the expected form. `None` when neither exists.
+    async fn existing_backend(
+        &self,
+        kind: Kind,
+        domid: u32,
+        devid: u32,
+    ) -> Result<Option<(bool, Option<String>)>> {
+        let r = self
+            .xs
+            .batch(
+                NO_TX,
+                vec![
+                    Req::read(&format!("{}/backend", vbd::libxl_path(kind, domid, devid))),
+                    Req::read(&format!(
+                        "{}/backend",
+                        vbd::frontend_path(kind, domid, devid)
+                    )),
+                    Req::read(&vbd::libxl_path(kind, domid, devid)),
+                    Req::read(&vbd::frontend_path(kind, domid, devid)),
+                ],
+            )
+            .await
+            .map_err(xs_err("reading a disk"))?;
+        let mut it = r.into_iter().map(|x| opt(x).map(|o| o.map(utf8)));
+        let (lxb, feb, lx, fe) = (
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+            it.next().unwrap(),
+        );
+        let f = xs_err("reading a disk");
+        let (lxb, feb, lx, fe) = (
+            lxb.map_err(&f)?,
+            feb.map_err(&f)?,
+            lx.map_err(&f)?,
+            fe.map_err(&f)?,
+        );
+        if lx.is_none() && fe.is_none() {
+            return Ok(None);
+        }
+        let be = lxb
+            .into_iter()
+            .chain(feb)
+            .find(|p| vbd::check_backend_path(kind, p, domid, devid).is_some());
+        Ok(Some((true, be)))
+    }
+
+    async fn list_kind(&self, kind: Kind, domain: &Domain) -> Result<Vec<Device>> {
+        let domid = domain.id;
+        let mut devids: Vec<u32> = Vec::new();
+        for dir in [vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)] {
+            for s in self
+                .xs
+                .directory(NO_TX, &dir)
+                .await
+                .map_err(xs_err("listing devices"))?
+            {
+                if let Ok(n) = s.parse::<u32>() {
+                    if !devids.contains(&n) {
+                        devids.push(n);
+                    }
+                }
+            }
+        }
+        devids.sort_unstable();
+        let (fe_keys, be_keys) = match kind {
+            Kind::Vbd => (vbd::FE_KEYS, vbd::BE_KEYS),
+            Kind::Vif => (crate::vif::FE_KEYS, crate::vif::BE_KEYS),
+        };
+        // Round trip 1: every frontend key and libxl's backend path of every disk.
+        let mut reqs = Vec::new();
+        for d in &devids {
+            let fe = vbd::frontend_path(kind, domid, *d);
+            reqs.extend(fe_keys.iter().map(|k| Req::read(&format!("{fe}/{k}"))));
+            reqs.push(Req::read(&format!(
+                "{}/backend",
+                vbd::libxl_path(kind, domid, *d)
+            )));
+        }
+        let r1 = self
+            .xs
+            .batch(NO_TX, reqs)
+            .await
+            .map_err(xs_err("reading devices"))?;
+        let mut r1 = r1.into_iter().map(|r| r.ok().map(utf8));
+        let mut fe_vals = Vec::new();
+        let mut be_paths = Vec::new();
+        for d in &devids {
+            let vals: Vec<Option<String>> = fe_keys.iter().map(|_| r1.next().flatten()).collect();
+            let lxb = r1.next().flatten();
+            let be = lxb
+                .into_iter()
+                .chain(vals[0].clone())
+                .find(|p| vbd::check_backend_path(kind, p, domid, *d).is_some());
+            fe_vals.push(vals);
+            be_paths.push(be);
+        }
+        // Round trip 2: every backend key.
+        let mut reqs = Vec::new();
+        for be in be_paths.iter().flatten() {
+            reqs.extend(be_keys.iter().map(|k| Req::read(&format!("{be}/{k}"))));
+        }
+        let r2 = self
+            .xs
+            .batch(NO_TX, reqs)
+            .await
+            .map_err(xs_err("reading device backends"))?;
+        let mut r2 = r2.into_iter().map(|r| r.ok().map(utf8));
+        let domains = self.domains().await?;
+        let mut out = Vec::new();
+        for ((d, fe), be) in devids.iter().zip(fe_vals).zip(be_paths) {
+            let bev: Vec<Option<String>> = match &be {
+                Some(_) => be_keys.iter().map(|_| r2.next().flatten()).collect(),
+                None => vec![None; be_keys.len()],
+            };
+            let bget = |k: &str| {
+                be_keys
+                    .iter()
+                    .position(|x| *x == k)
+                    .and_then(|i| bev[i].clone())
+            };
+            let mut attrs: BTreeMap<String, String> = BTreeMap::new();
+            for (k, v) in fe_keys.iter().zip(&fe) {
+                if let Some(v) = v {
+                    attrs.insert((*k).to_owned(), v.clone());
+                }
+            }
+            if let Some(bd) = be
+                .as_deref()
+                .and_then(|p| vbd::check_backend_path(kind, p, domid, *d))
+            {
+                attrs.insert("backend-id".into(), bd.to_string());
+                if let Some(dom) = domains.iter().find(|x| x.id == bd) {
+                    attrs.insert("bkdom-name".into(), dom.name.clone());
+                }
+            }
+            for (k, v) in be_keys.iter().zip(&bev) {
+                if let Some(v) = v {
+                    let name = match *k {
+                        "state" => "backend-state",
+                        k => k,
+                    };
+                    attrs.insert(name.to_owned(), v.clone());
+                }
+            }
+            if let Some(p) = bget("params") {
+                let how = match bget("type").as_deref() {
+                    Some("phy") | None if p.starts_with("/dev/") => "phy".to_owned(),
+                    Some("phy") | None => "file".to_owned(),
+                    Some(t) => t.to_owned(),
+                };
+                attrs.insert("uname".into(), format!("{how}:{p}"));
+            }
+            let state = if be.is_some() {
+                device_state(bget("state").as_deref(), bget("online").as_deref())
+            } else {
+                state_of(fe[2].as_deref())
+            };
+            let attributes = Attributes::from_pairs(attrs)?;
+            out.push(Device {
+                device_type: kind.device_type(),
+                reference: DeviceRef::new(d.to_string())?,
+                state,
+                attributes,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn attach_disk(&self, domain: &Domain, spec: DiskSpec) -> Result<DeviceRef> {
+        let taken = format!("{} (dev {})", spec.devid, spec.dev);
+        self.attach_dev(
+            Kind::Vbd,
+            domain,
+            spec.backend.as_deref(),
+            Some(spec.devid),
+            taken,
+            |devid, paths, bdom| {
+                debug_assert_eq!(devid, spec.devid);
+                vbd::layout(domain.id, bdom, &spec, paths)
+            },
+        )
+        .await
+    }
+
+    async fn attach_nic(&self, domain: &Domain, spec: crate::vif::NicSpec) -> Result<DeviceRef> {
+        self.attach_dev(
+            Kind::Vif,
+            domain,
+            spec.backend.as_deref(),
+            None,
+            String::new(),
+            |handle, paths, bdom| crate::vif::layout(domain.id, bdom, handle, &spec, paths),
+        )
+        .await
+    }
+
+    /// Write a device in libxl's layout in one transaction, run the hotplug script when this
+    /// driver does, and wait for the backend. `devid`: the device number, or `None` to take the
+    /// lowest free one (vif handles) inside the transaction.
+    #[allow(clippy::too_many_arguments)]
+    async fn attach_dev(
+        &self,
+        kind: Kind,
+        domain: &Domain,
+        backend: Option<&str>,
+        devid: Option<u32>,
+        taken: String,
+        build: impl Fn(u32, &DevPaths, u32) -> (vbd::Keys, vbd::Keys),
+    ) -> Result<DeviceRef> {
+        let domid = domain.id;
+        let what = kind.device_type();
+        let bdom = self.backend_domain(backend).await?;
+        if bdom.id == domid {
+            return Err(Error::InvalidAttribute {
+                name: "backend".into(),
+                reason: format!("a domain cannot be the backend of its own {what}"),
+            });
+        }
+        let devid = self
+            .transaction(&format!("attaching a {what}"), |tx| {
+                let (bdom, build, taken, what) = (&bdom, &build, &taken, &what);
+                async move {
+                    let checks = self
+                        .xs
+                        .batch(
+                            tx,
+                            vec![
+                                Req::read(&format!("/local/domain/{domid}")),
+                                Req::read(&format!("/local/domain/{}", bdom.id)),
+                            ],
+                        )
+                        .await?;
+                    let exists: Vec<bool> = checks
+                        .into_iter()
+                        .map(|r| opt(r).map(|o| o.is_some()))
+                        .collect::<std::result::Result<_, _>>()?;
+                    if !exists[0] {
+                        return Ok(Body::Abort(Error::DomainNotFound {
+                            domain: domain.name.clone(),
+                        }));
+                    }
+                    if !exists[1] {
+                        return Ok(Body::Abort(Error::InvalidAttribute {
+                            name: "backend".into(),
+                            reason: format!("the backend domain {} is gone", bdom.name),
+                        }));
+                    }
+                    let devid = match devid {
+                        Some(d) => d,
+                        None => {
+                            let mut used = Vec::new();
+                            for dir in [vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)]
+                            {
+                                if let Some(b) =
+                                    opt(self.xs.request(tx, Req::directory(&dir)).await)?
+                                {
+                                    used.extend(
+                                        crate::xenstore::split(&b)
+                                            .iter()
+                                            .filter_map(|x| x.parse::<u32>().ok()),
+                                    );
+                                }
+                            }
+                            (0..).find(|h| !used.contains(h)).expect("a free handle")
+                        }
+                    };
+                    let paths = DevPaths::new(kind, domid, bdom.id, devid);
+                    let checks = self
+                        .xs
+                        .batch(
+                            tx,
+                            vec![
+                                Req::read(&paths.frontend),
+                                Req::read(&paths.backend),
+                                Req::read(&paths.libxl),
+                            ],
+                        )
+                        .await?;
+                    for r in checks {
+                        if opt(r)?.is_some() {
+                            return Ok(Body::Abort(Error::DeviceExists {
+                                domain: domain.name.clone(),
+                                device_type: what.to_string(),
+                                reference: if taken.is_empty() {
+                                    devid.to_string()
+                                } else {
+                                    taken.clone()
+                                },
+                            }));
+                        }
+                    }
+                    let (be_keys, fe_keys) = build(devid, &paths, bdom.id);
+                    let mut reqs = Vec::new();
+                    let be_perms = perms(bdom.id, domid);
+                    let fe_perms = perms(domid, bdom.id);
+                    let lx_perms = vec!["n0".to_owned()];
+                    let mut node = |path: &str, value: Option<&str>, p: &Vec<String>| {
+                        reqs.push(match value {
+                            Some(v) => Req::write(path, v),
+                            None => Req::mkdir(path),
+                        });
+                        reqs.push(Req::set_perms(path, p));
+                    };
+                    node(&paths.frontend, None, &fe_perms);
+                    for (k, v) in &fe_keys {
+                        // libxl makes a vif's mtu the backend's, readable by the guest.
+                        let p = if *k == "mtu" { &be_perms } else { &fe_perms };
+                        node(&format!("{}/{k}", paths.frontend), Some(v), p);
+                    }
+                    node(&paths.backend, None, &be_perms);
+                    for (k, v) in &be_keys {
+                        node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
+                    }
+                    node(&paths.libxl, None, &lx_perms);
+                    node(
+                        &format!("{}/frontend", paths.libxl),
+                        Some(&paths.frontend),
+                        &lx_perms,
+                    );
+                    node(
+                        &format!("{}/backend", paths.libxl),
+                        Some(&paths.backend),
+                        &lx_perms,
+                    );
+                    for (k, v) in be_keys.iter().filter(|(k, _)| *k != "frontend") {
+                        node(&format!("{}/{k}", paths.libxl), Some(v), &lx_perms);
+                    }
+                    self.xs.batch_ok(tx, reqs).await?;
+                    Ok(Body::Commit(devid))
+                }
+            })
+            .await?;
+        let paths = DevPaths::new(kind, domid, bdom.id, devid);
+        let reference = DeviceRef::new(devid.to_string())?;
+        let hotplug = kind == Kind::Vbd && self.runs_hotplug(bdom.id);
+        if hotplug {
+            if let Err(e) = self.hotplug(&paths.backend, "add").await {
+                let _ = self.hotplug(&paths.backend, "remove").await;
+                let _ = self
+                    .remove_dev(kind, domid, devid, Some(&paths.backend))
+                    .await;
+                return Err(e);
+            }
+        }
+        // The backend driver answers by moving to InitWait (2); it reaches Connected (4) only once
+        // the hotplug script has run, and the frontend has connected.
+        let state = format!("{}/state", paths.backend);
+        let res = self
+            .wait_for(&state, self.config.attach_timeout, |v| {
+                matches!(v, Some("2" | "3" | "4" | "5" | "6"))
+            })
+            .await;
+        let fail = match res {
+            Ok((true, Some(v))) if v == "5" || v == "6" => Error::backend(
+                crate::NAME,
+                format!("the {what} backend in {} closed at once (state {v}); its hotplug or backing failed", bdom.name),
+            ),
+            Ok((true, _)) => {
+                tracing::debug!(domain = %domain.name, %reference, "{what} attached");
+                return Ok(reference);
+            }
+            Ok((false, _)) => Error::Timeout {
+                operation: format!(
+                    "attaching {what} {reference} to {}: the backend in {} did not reach InitWait (is its backend driver loaded?)",
+                    domain.name, bdom.name
+                ),
+                after: self.config.attach_timeout,
+            },
+            Err(e) => e,
+        };
+        // Roll back: the domain is left as it was.
+        if hotplug {
+            let _ = self.hotplug(&paths.backend, "remove").await;
+        }
+        let _ = self
+            .remove_dev(kind, domid, devid, Some(&paths.backend))
+            .await;
+        Err(fail)
+    }
+
+    async fn detach_dev(
+        &self,
+        kind: Kind,
+        domain: &Domain,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        let domid = domain.id;
+        let not_found = || Error::DeviceNotFound {
+            domain: domain.name.clone(),
+            device_type: kind.device_type().to_string(),
+            reference: reference.to_string(),
+        };
+        let r = reference.as_str();
+        if r.is_empty() || !r.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(not_found());
+        }
+        let devid: u32 = r.parse().map_err(|_| not_found())?;
+        let Some((_, be)) = self.existing_backend(kind, domid, devid).await? else {
+            return Err(not_found());
+        };
+        let be = match be {
+            Some(be) if !options.force => be,
+            be => {
+                if let Some(b) = &be {
+                    self.hotplug_remove(kind, b, domid, devid).await;
+                }
+                return self.remove_dev(kind, domid, devid, be.as_deref()).await;
+            }
+        };
+        // Ask the backend to close, as libxl does.
+        let bep = be.clone();
+        self.transaction("asking a disk backend to close", |tx| {
+            let bep = bep.clone();
+            async move {
+                if opt(self
+                    .xs
+                    .request(tx, Req::read(&format!("{bep}/state")))
+                    .await)?
+                .is_some()
+                {
+                    self.xs
+                        .batch_ok(
+                            tx,
+                            vec![
+                                Req::write(&format!("{bep}/online"), "0"),
+                                Req::write(&format!("{bep}/state"), "5"),
+                            ],
+                        )
+                        .await?;
+                }
+                Ok(Body::Commit(()))
+            }
+        })
+        .await?;
+        let (done, _) = self
+            .wait_for(&format!("{be}/state"), options.timeout, |v| {
+                matches!(v, None | Some("6"))
+            })
+            .await?;
+        if !done {
+            return Err(Error::RemovalPending {
+                domain: domain.name.clone(),
+                device_type: kind.device_type().to_string(),
+                reference: reference.to_string(),
+            });
+        }
+        self.hotplug_remove(kind, &be, domid, devid).await;
+        self.remove_dev(kind, domid, devid, Some(&be)).await
+    }
+
+    /// Run `remove` when this driver runs the hotplug scripts and `add` has run (libxl's test).
+    async fn hotplug_remove(&self, kind: Kind, be: &str, domid: u32, devid: u32) {
+        let Some(b) = vbd::check_backend_path(kind, be, domid, devid) else {
+            return;
+        };
+        if !self.runs_hotplug(b) {
+            return;
+        }
+        let ran = self
+            .xs
+            .read(NO_TX, &format!("{be}/hotplug-status"))
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if ran {
+            if let Err(e) = self.hotplug(be, "remove").await {
+                tracing::warn!(%be, "{e}");
+            }
+        }
+    }
+}
+
+async fn rm(xs: &XenStore, tx: TxId, path: &str) -> std::result::Result<(), XsError> {
+    match xs.request(tx, Req::rm(path)).await {
+        Err(e) if e.is_enoent() => Ok(()),
+        r => r.map(|_| ()),
+    }
+}
+
+async fn backoff(attempt: usize) {
+    // A little jitter so that conflicting writers do not meet again at once.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let ms = 2 + (nanos as usize % 8) + attempt.min(20);
+    tokio::time::sleep(Duration::from_millis(ms as u64)).await;
+}
+
+fn unsupported_type(t: &DeviceType) -> Error {
+    Error::Unsupported {
+        driver: crate::NAME.into(),
+        operation: format!("device type '{t}'"),
+        detail: "the xen driver supports disk and network".into(),
+    }
+}
+
+#[async_trait]
+impl Driver for XenDriver {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::ALL
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>> {
+        self.check_open()?;
+        self.domains().await
+    }
+
+    async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain> {
+        self.check_open()?;
+        let found = match key {
+            DomainKey::Id(id) => self.domain_by_id(*id).await?,
+            DomainKey::Name(n) => self.domains().await?.into_iter().find(|d| &d.name == n),
+        };
+        found.ok_or_else(|| Error::DomainNotFound {
+            domain: match key {
+                DomainKey::Id(id) => id.to_string(),
+                DomainKey::Name(n) => n.clone(),
+            },
+        })
+    }
+
+    async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {
+        Ok(vec![vbd::schema(), crate::vif::schema()])
+    }
+
+    async fn list_devices(
+        &self,
+        domain: &Domain,
+        device_type: Option<&DeviceType>,
+    ) -> Result<Vec<Device>> {
+        self.check_open()?;
+        if self.domain_by_id(domain.id).await?.is_none() {
+            return Err(Error::DomainNotFound {
+                domain: domain.name.clone(),
+            });
+        }
+        match device_type {
+            None => {
+                let mut all = self.list_kind(Kind::Vbd, domain).await?;
+                all.extend(self.list_kind(Kind::Vif, domain).await?);
+                Ok(all)
+            }
+            Some(t) => match Kind::of(t) {
+                Some(k) => self.list_kind(k, domain).await,
+                None => Ok(Vec::new()),
+            },
+        }
+    }
+
+    async fn attach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+    ) -> Result<DeviceRef> {
+        self.check_open()?;
+        match Kind::of(device_type) {
+            Some(Kind::Vbd) => self.attach_disk(domain, DiskSpec::parse(attributes)?).await,
+            Some(Kind::Vif) => {
+                self.attach_nic(domain, crate::vif::NicSpec::parse(attributes)?)
+                    .await
+            }
+            None => Err(unsupported_type(device_type)),
+        }
+    }
+
+    async fn detach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        self.check_open()?;
+        let kind = Kind::of(device_type).ok_or_else(|| unsupported_type(device_type))?;
+        self.detach_dev(kind, domain, reference, options).await
+    }
+
+    async fn events(&self) -> Result<EventStream> {
+        self.check_open()?;
+        crate::events::stream(self.xs.clone()).await
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::SeqCst);
+        self.xs.close();
+        Ok(())
+    }
+}

@@ -1,0 +1,51 @@
+//! The Xen driver's private errors and their mapping into [`vdev_core::Error`].
+
+use std::time::Duration;
+
+use vdev_core::Error;
+
+/// What can go wrong talking to xenstored.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum XsError {
+    /// xenstored answered with an error, named as an errno (`ENOENT`, `EACCES`, `EAGAIN`, ...).
+    #[error("xenstored answered {0}")]
+    Errno(String),
+    /// The connection is gone (xenstored exited, the socket closed, or it was closed here).
+    #[error("the xenstored connection is lost: {0}")]
+    Disconnected(String),
+    /// xenstored did not answer in time.
+    #[error("xenstored did not answer {what} within {after:?}")]
+    Timeout {
+        /// The request.
+        what: String,
+        /// How long was waited.
+        after: Duration,
+    },
+    /// A request would exceed xenstored's 4096-byte payload limit; nothing was sent.
+    #[error("a {0}-byte request exceeds xenstored's 4096-byte payload limit; nothing was sent")]
+    TooLarge(usize),
+    /// xenstored said something this client does not understand.
+    #[error("XenStore protocol error: {0}")]
+    Protocol(String),
+    /// The socket could not be used.
+    #[error("socket error: {0}")]
+    Io(String),
+}
+
+impl XsError {
+    /// The node does not exist.
+    pub fn is_enoent(&self) -> bool {
+        matches!(self, XsError::Errno(e) if e == "ENOENT")
+    }
+
+    /// Map into the core error: `what` says what was being done, in words.
+    pub(crate) fn into_core(self, what: &str) -> Error {
+        match self {
+            XsError::Timeout { what: req, after } => Error::Timeout {
+                operation: format!("{what} (XenStore {req})"),
+                after,
+            },
+            e => Error::backend_with(crate::NAME, format!("{what} failed"), e),
+        }
+    }
+}

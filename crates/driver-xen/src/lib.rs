@@ -1,0 +1,39 @@
+#![doc = include_str!("docs.md")]
+#![deny(missing_docs)]
+
+mod config;
+mod driver;
+mod error;
+mod events;
+mod vbd;
+mod vif;
+mod xenstore;
+
+pub use config::{
+    Hotplug, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, OPTIONS,
+};
+pub use driver::XenDriver;
+pub use error::XsError;
+pub use xenstore::MAX_PAYLOAD;
+
+use vdev_core::prelude::BoxFuture;
+use vdev_core::{ConnectUri, Driver, Result};
+
+/// The driver's name.
+pub const NAME: &str = "xen";
+/// The URI schemes it handles: `xen://`.
+pub const SCHEMES: &[&str] = &["xen"];
+
+fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
+    Box::pin(async move {
+        let config = XenConfig::from_uri(&uri)?;
+        Ok(Box::new(XenDriver::open(config).await?) as Box<dyn Driver>)
+    })
+}
+
+vdev_core::register_driver!(
+    name: NAME,
+    schemes: SCHEMES,
+    description: "Xen domains through XenStore (libxl's layout; disks as vbd)",
+    open: open,
+);

@@ -1,0 +1,225 @@
+//! Network interfaces (vif): attribute rules and libxl 4.17's XenStore layout.
+
+use vdev_core::{AttributeSpec, Attributes, DeviceType, DeviceTypeSchema, Error, Result};
+
+use crate::vbd::{DevPaths, Keys};
+
+/// The script libxl names by default.
+pub(crate) const BRIDGE_SCRIPT: &str = "/etc/xen/scripts/vif-bridge";
+
+/// The frontend keys listed.
+pub(crate) const FE_KEYS: &[&str] = &[
+    "backend",
+    "backend-id",
+    "state",
+    "handle",
+    "tx-ring-ref",
+    "rx-ring-ref",
+    "event-channel-tx",
+    "event-channel-rx",
+];
+/// The backend keys listed (`state` as `backend-state`).
+pub(crate) const BE_KEYS: &[&str] = &[
+    "mac",
+    "bridge",
+    "script",
+    "ip",
+    "type",
+    "state",
+    "online",
+    "hotplug-status",
+];
+
+/// A network interface to attach, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct NicSpec {
+    pub mac: String,
+    pub bridge: String,
+    pub script: String,
+    pub ip: Option<String>,
+    pub backend: Option<String>,
+}
+
+fn invalid(name: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidAttribute {
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn random_mac() -> String {
+    // Xen's OUI; the rest from the clock and a counter (not cryptographic, only distinct).
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let x = (t ^ (t >> 24) ^ ((std::process::id() as u64) << 7))
+        .wrapping_add(N.fetch_add(1, Ordering::Relaxed) as u64 * 0x9e37_79b9)
+        & 0x7f_ffff;
+    format!(
+        "00:16:3e:{:02x}:{:02x}:{:02x}",
+        (x >> 16) & 0x7f,
+        (x >> 8) & 0xff,
+        x & 0xff
+    )
+}
+
+impl NicSpec {
+    /// Interpret the attributes; changes nothing.
+    pub(crate) fn parse(attrs: &Attributes) -> Result<Self> {
+        let mac = match attrs.get("mac") {
+            None => random_mac(),
+            Some(m) => {
+                let parts: Vec<&str> = m.split(':').collect();
+                let ok = parts.len() == 6
+                    && parts
+                        .iter()
+                        .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+                if !ok {
+                    return Err(invalid(
+                        "mac",
+                        format!("'{m}' is not a MAC address; write e.g. 00:16:3e:12:34:56"),
+                    ));
+                }
+                if u8::from_str_radix(parts[0], 16).unwrap_or(1) & 1 == 1 {
+                    return Err(invalid("mac", format!("'{m}' is a multicast address")));
+                }
+                m.to_ascii_lowercase()
+            }
+        };
+        let bridge = attrs.get("bridge").unwrap_or("xenbr0").to_owned();
+        if bridge.is_empty()
+            || bridge.len() > 15
+            || !bridge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            || bridge.starts_with('.')
+        {
+            return Err(invalid(
+                "bridge",
+                format!(
+                    "'{}' is not a network interface name",
+                    bridge.escape_default()
+                ),
+            ));
+        }
+        let script = match attrs.get("script") {
+            None => BRIDGE_SCRIPT.to_owned(),
+            Some(s) if !s.contains('/') && !s.is_empty() && s != "." && s != ".." => {
+                format!("/etc/xen/scripts/{s}")
+            }
+            Some(s)
+                if s.starts_with("/etc/xen/scripts/")
+                    && !s.contains("..")
+                    && s.len() > "/etc/xen/scripts/".len() =>
+            {
+                s.to_owned()
+            }
+            Some(s) => {
+                return Err(invalid(
+                    "script",
+                    format!(
+                        "'{}' is not a script in /etc/xen/scripts",
+                        s.escape_default()
+                    ),
+                ))
+            }
+        };
+        let ip = match attrs.get("ip") {
+            None => None,
+            Some(v)
+                if !v.trim().is_empty()
+                    && v.bytes().all(|b| {
+                        b.is_ascii_hexdigit() || matches!(b, b'.' | b':' | b'/' | b' ')
+                    }) =>
+            {
+                Some(v.to_owned())
+            }
+            Some(v) => {
+                return Err(invalid(
+                    "ip",
+                    format!("'{}' is not a list of IP addresses", v.escape_default()),
+                ))
+            }
+        };
+        let backend = attrs.get("backend").map(str::to_owned);
+        if let Some(b) = &backend {
+            if b.is_empty() || b.contains(['/', '\0']) || b == "." || b == ".." {
+                return Err(invalid(
+                    "backend",
+                    format!("'{}' is not a domain name or id", b.escape_default()),
+                ));
+            }
+        }
+        for (n, _) in attrs.iter() {
+            if !["mac", "bridge", "script", "ip", "backend"].contains(&n) {
+                return Err(invalid(
+                    n,
+                    "unknown network attribute; known: mac, bridge, script, ip, backend",
+                ));
+            }
+        }
+        Ok(NicSpec {
+            mac,
+            bridge,
+            script,
+            ip,
+            backend,
+        })
+    }
+}
+
+/// libxl 4.17's keys, in its order: backend, frontend.
+pub(crate) fn layout(
+    domid: u32,
+    backend: u32,
+    handle: u32,
+    n: &NicSpec,
+    p: &DevPaths,
+) -> (Keys, Keys) {
+    let mut be: Keys = vec![
+        ("frontend", p.frontend.clone()),
+        ("frontend-id", domid.to_string()),
+        ("online", "1".into()),
+        ("state", "1".into()),
+        ("script", n.script.clone()),
+        ("mac", n.mac.clone()),
+    ];
+    if let Some(ip) = &n.ip {
+        be.push(("ip", ip.clone()));
+    }
+    be.extend([
+        ("bridge", n.bridge.clone()),
+        ("handle", handle.to_string()),
+        ("type", "vif".into()),
+        ("hotplug-status", String::new()),
+    ]);
+    let fe = vec![
+        ("backend", p.backend.clone()),
+        ("backend-id", backend.to_string()),
+        ("state", "1".into()),
+        ("handle", handle.to_string()),
+        ("mac", n.mac.clone()),
+        ("trusted", "1".into()),
+        ("mtu", "1500".into()),
+    ];
+    (be, fe)
+}
+
+/// The network schema.
+pub(crate) fn schema() -> DeviceTypeSchema {
+    DeviceTypeSchema {
+        device_type: DeviceType::NETWORK,
+        description: "a Xen virtual network interface (vif) served by netback; its ref is its handle (0, 1, ...)".into(),
+        attributes: vec![
+            AttributeSpec::optional("mac", "the MAC address; generated in Xen's 00:16:3e range when absent", "00:16:3e:12:34:56"),
+            AttributeSpec::optional("bridge", "the bridge in the backend domain (default xenbr0)", "xenbr0"),
+            AttributeSpec::optional("script", "the backend's hotplug script, in /etc/xen/scripts (default vif-bridge)", "vif-bridge"),
+            AttributeSpec::optional("ip", "the guest's IP addresses, separated by spaces", "192.0.2.10"),
+            AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0"),
+        ],
+        passthrough_prefixes: Vec::new(),
+    }
+}

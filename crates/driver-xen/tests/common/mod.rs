@@ -1,0 +1,96 @@
+//! Helpers for the tests against the Xen lab (tests/xenlab/xenlab): they need XENSTORED_PATH
+//! (printed by `xenlab up`). Without it they fail under CI=true and are skipped elsewhere.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use vdev_core::Attributes;
+
+/// The lab's xenstored socket, or `None` (after saying so) when the lab is not configured.
+pub fn lab() -> Option<String> {
+    match std::env::var("XENSTORED_PATH") {
+        Ok(p) if !p.is_empty() => Some(p),
+        _ => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("XENSTORED_PATH is not set: start the Xen lab (eval \"$(tests/xenlab/xenlab up)\") before running these tests under CI");
+            }
+            eprintln!("skipped: XENSTORED_PATH is not set (start the lab: set -a; eval \"$(tests/xenlab/xenlab up)\")");
+            None
+        }
+    }
+}
+
+/// The lab's domU.
+pub fn domu() -> String {
+    std::env::var("XENLAB_DOMU").unwrap_or_else(|_| "domu1".into())
+}
+
+pub fn uri() -> String {
+    format!(
+        "xen:///?socket={}",
+        std::env::var("XENSTORED_PATH").unwrap()
+    )
+}
+
+fn xenlab() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/xenlab/xenlab")
+}
+
+/// Run a shell command in dom0; its exit status and output.
+pub fn dom0(cmd: &str) -> (bool, String) {
+    let out = Command::new(xenlab())
+        .arg("sh")
+        .arg(cmd)
+        .output()
+        .expect("run tests/xenlab/xenlab sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// `xenstore-ls -fp PATH` run on the host through the lab's socket (empty when absent).
+pub fn xs_ls(path: &str) -> String {
+    let out = Command::new("xenstore-ls")
+        .arg("-fp")
+        .arg(path)
+        .env("XENSTORED_PATH", std::env::var("XENSTORED_PATH").unwrap())
+        .output()
+        .expect("xenstore-ls (package xenstore-utils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Every XenStore node of a domain's disks: frontend, backend and libxl record.
+pub fn disk_dump(domid: u32) -> String {
+    [
+        format!("/local/domain/{domid}/device/vbd"),
+        "/local/domain/0/backend/vbd".to_owned(),
+        format!("/libxl/{domid}/device/vbd"),
+    ]
+    .iter()
+    .map(|p| xs_ls(p))
+    .collect::<Vec<_>>()
+    .join("")
+}
+
+pub fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+    Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+}
+
+/// `xvd` + the spreadsheet letters of disk `k` (0 = a).
+pub fn xvd(mut k: usize) -> String {
+    let mut s = Vec::new();
+    loop {
+        s.push(b'a' + (k % 26) as u8);
+        if k < 26 {
+            break;
+        }
+        k = k / 26 - 1;
+    }
+    s.reverse();
+    format!("xvd{}", String::from_utf8(s).unwrap())
+}
+
+/// The lab has one domU: tests of one binary take turns.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
