@@ -777,15 +777,17 @@ impl XenDriver {
         };
         // Ask the backend to close, as libxl does.
         let bep = be.clone();
-        self.transaction("asking a disk backend to close", |tx| {
+        self.transaction("asking a device backend to close", |tx| {
             let bep = bep.clone();
             async move {
-                if opt(self
+                let state = opt(self
                     .xs
                     .request(tx, Req::read(&format!("{bep}/state")))
                     .await)?
-                .is_some()
-                {
+                .map(utf8);
+                // Absent: nothing to ask. Closing or closed already (a pending removal being
+                // detached again): leave it, never move a closed backend back to Closing.
+                if !matches!(state.as_deref(), None | Some("5" | "6")) {
                     self.xs
                         .batch_ok(
                             tx,

@@ -553,18 +553,33 @@ mod tests {
         // A one-connection relay to the real xenstored, killed mid-session.
         let dir = std::env::temp_dir().join(format!("vdev-xs-relay-{}", std::process::id()));
         let _ = std::fs::remove_file(&dir);
-        let mut relay = std::process::Command::new("socat")
-            .arg(format!("UNIX-LISTEN:{}", dir.display()))
-            .arg(format!("UNIX-CONNECT:{p}"))
-            .spawn()
-            .expect("socat");
-        for _ in 0..100 {
-            if dir.exists() {
+        struct Relay(std::process::Child);
+        impl Drop for Relay {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        let mut relay = Relay(
+            std::process::Command::new("socat")
+                .arg(format!("UNIX-LISTEN:{}", dir.display()))
+                .arg(format!("UNIX-CONNECT:{p}"))
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("socat"),
+        );
+        // The socket file appears before socat listens: retry for a while.
+        let mut xs = None;
+        for _ in 0..200 {
+            if let Ok(c) = XenStore::connect(&dir, Duration::from_secs(10)).await {
+                xs = Some(Arc::new(c));
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let xs = open(dir.to_str().unwrap()).await;
+        let xs = xs.expect("connect through the relay");
         assert!(xs
             .read(NO_TX, "/local/domain/0/name")
             .await
@@ -572,8 +587,8 @@ mod tests {
             .is_some());
         let mut w = xs.watch("/local/domain/0/name").await.unwrap();
         assert!(w.next().await.is_some(), "the first event");
-        relay.kill().unwrap();
-        relay.wait().unwrap();
+        relay.0.kill().unwrap();
+        relay.0.wait().unwrap();
         let t = Instant::now();
         assert!(w.next().await.is_none(), "the watch did not end");
         let e = xs.read(NO_TX, "/local/domain/0/name").await.unwrap_err();

@@ -427,3 +427,49 @@ async fn network_layout_matches_xl_and_interop() {
     assert_eq!(common::xs_ls("/local/domain/0/backend/vif"), "");
     conn.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removal_pending_is_listed_and_a_second_detach_finishes_it() {
+    let _turn = SERIAL.lock().await;
+    let Some((conn, d)) = open().await else {
+        return;
+    };
+    let before = disk_dump(d.id);
+    let r = conn
+        .attach(
+            &d,
+            &DISK,
+            &attrs(&[
+                ("uname", "file:/root/lab/vdev-pending.img"),
+                ("dev", "xvdi"),
+            ]),
+        )
+        .await
+        .expect("attach");
+    // A paused guest cannot release the disk.
+    let (ok, out) = dom0(&format!("xl pause {}", domu()));
+    assert!(ok, "xl pause: {out}");
+    let soon = DetachOptions {
+        timeout: Duration::from_secs(2),
+        force: false,
+    };
+    let e = conn.detach(&d, &DISK, &r, &soon).await;
+    let (ok, out) = dom0(&format!("xl unpause {}", domu()));
+    assert!(ok, "xl unpause: {out}");
+    let e = e.unwrap_err();
+    assert!(matches!(e, Error::RemovalPending { .. }), "{e}");
+    let dev = conn
+        .devices(&d, Some(&DISK))
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.reference == r)
+        .expect("still listed while pending");
+    assert_eq!(dev.state, DeviceState::RemovalPending);
+    // Once the guest runs again it lets go; the second detach waits for that and removes it.
+    conn.detach(&d, &DISK, &r, &opts())
+        .await
+        .expect("the second detach finishes it");
+    assert_eq!(disk_dump(d.id), before);
+    conn.close().await.unwrap();
+}
