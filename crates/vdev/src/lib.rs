@@ -8,7 +8,7 @@
 //! |---|---|---|---|
 //! | `mock` (default) | in-memory hypervisor for tests and demos | `mock`, `test` | MIT OR Apache-2.0 |
 //! | `qemu` | running QEMU machines over QMP (unix sockets or TCP) | `qemu`, `qemu+tcp` | MIT OR Apache-2.0 |
-//! | `xen` | Xen domains through XenStore, in libxl's layout | `xen` | MIT OR Apache-2.0 |
+//! | `xen` | Xen domains through XenStore, in libxl's layout | `xen` | **GPL-3.0-only**: a program built with this feature is distributed under the GPL-3.0 |
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
