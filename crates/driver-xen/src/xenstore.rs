@@ -198,6 +198,7 @@ impl XenStore {
                 if let Err(e) = rd.read_exact(&mut body).await {
                     break format!("xenstored closed the connection ({e})");
                 }
+                tracing::trace!(target: "vdev_driver_xen::xenstore", ty, req_id, "<- {}", printable(&body));
                 if ty == WATCH_EVENT {
                     let mut parts = body.split(|b| *b == 0);
                     let path =
@@ -255,6 +256,7 @@ impl XenStore {
             return Err(self.shared.closed_error());
         }
         let id = self.next_req.fetch_add(1, Ordering::Relaxed);
+        tracing::trace!(target: "vdev_driver_xen::xenstore", op = ?req.op, req_id = id, tx, "-> {}", printable(&req.payload));
         let mut frame = Vec::with_capacity(16 + req.payload.len());
         for w in [req.op as u32, id, tx, req.payload.len() as u32] {
             frame.extend_from_slice(&w.to_le_bytes());
@@ -442,6 +444,15 @@ pub(crate) fn split(b: &[u8]) -> Vec<String> {
     b.split(|c| *c == 0)
         .filter(|s| !s.is_empty())
         .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
+}
+
+/// A payload as a log line: NULs shown as spaces, at most 200 characters.
+fn printable(payload: &[u8]) -> String {
+    String::from_utf8_lossy(payload)
+        .replace('\0', " ")
+        .chars()
+        .take(200)
         .collect()
 }
 

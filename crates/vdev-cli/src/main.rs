@@ -19,7 +19,7 @@ use vdev::{
     name = "vdev",
     version,
     about,
-    after_help = "Logs: RUST_LOG=debug (or RUST_LOG=vdev_driver_qemu=trace, ...) shows the protocol traffic on stderr."
+    after_help = "Logs: RUST_LOG=debug (or RUST_LOG=vdev_driver_qemu=trace or vdev_driver_xen=trace) shows the protocol traffic on stderr."
 )]
 struct Cli {
     /// Connection URI, e.g. mock:///default, mock:///tmp/host.json, qemu:///run/vms
