@@ -499,7 +499,7 @@ impl HostState {
         }
         // Validated: now change.
         if is_xen {
-            self.next_port += 2;
+            self.next_port += 3; // ring refs and an event channel: distinct numbers
         }
         self.domain_mut(domid)?
             .devices
@@ -830,7 +830,7 @@ impl Rules<'_> {
                     ),
                     ("tx-ring-ref", port.to_string()),
                     ("rx-ring-ref", (port + 1).to_string()),
-                    ("event-channel", (port + 1).to_string()),
+                    ("event-channel", (port + 2).to_string()),
                 ] {
                     listed.insert(n, v)?;
                 }
