@@ -27,21 +27,26 @@ pub struct XenConfig {
     pub request_timeout: Duration,
     /// `attach-timeout=DURATION`: how long attach waits for the backend to reach InitWait.
     pub attach_timeout: Duration,
-    /// `hotplug=auto|yes|no`: whether attach and detach run the backend's hotplug script
-    /// (`/etc/xen/scripts/block add|remove`) themselves, as libxl does. `auto` (the default) runs
-    /// it when this process is in Domain-0 (`/proc/xen/capabilities` says `control_d`) and the
-    /// backend is Domain-0.
+    /// `hotplug=auto|script|no`: who does a device's hotplug work in the backend domain (the
+    /// loop device and `physical-device` of a disk, the bridge port of a NIC). See [`Hotplug`].
     pub hotplug: Hotplug,
 }
 
-/// When the driver runs hotplug scripts.
+/// Who does the hotplug work of devices served by Domain-0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hotplug {
-    /// When running in Domain-0 and the backend is Domain-0.
+    /// `hotplug=auto` (the default): when this process runs in Domain-0
+    /// (`/proc/xen/capabilities` says `control_d`), the driver does it. For disks of the
+    /// standard `/etc/xen/scripts/block` (`phy:` and `file:`) it does the script's work itself
+    /// (same sharing checks, same lock, same keys, the loop device through `losetup`) and writes
+    /// the result with the device, so the backend connects at once; any other script, and
+    /// `vif-bridge` for NICs, is run as libxl runs it. Outside Domain-0 nothing is run.
     Auto,
-    /// Always for Domain-0 backends (this process must be in Domain-0).
-    Yes,
-    /// Never: something else (udev, a daemon) runs them, or nothing does.
+    /// `hotplug=script`: always run the backend's script, as libxl does (after the backend
+    /// reaches InitWait), also for the standard block script. This process must be in
+    /// Domain-0.
+    Script,
+    /// `hotplug=no`: never; something else (udev, a daemon) does it, or nothing does.
     No,
 }
 
@@ -99,11 +104,11 @@ impl XenConfig {
         };
         let hotplug = match uri.option("hotplug") {
             None | Some("auto") => Hotplug::Auto,
-            Some("yes") => Hotplug::Yes,
+            Some("script") => Hotplug::Script,
             Some("no") => Hotplug::No,
             Some(v) => {
                 return Err(uri.invalid(format!(
-                    "hotplug={v}: write hotplug=auto, hotplug=yes or hotplug=no"
+                    "hotplug={v}: write hotplug=auto, hotplug=script or hotplug=no"
                 )))
             }
         };

@@ -14,6 +14,7 @@ use vdev_core::{
 
 use crate::config::{Hotplug, XenConfig};
 use crate::error::XsError;
+use crate::hotplug::{self, Backing, ScriptLock};
 use crate::vbd::{self, DevPaths, DiskSpec, Kind};
 use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
 
@@ -24,6 +25,13 @@ const MAX_TX_ATTEMPTS: usize = 200;
 
 /// An open connection to xenstored.
 pub struct XenDriver {
+    inner: Arc<Inner>,
+    /// Background completions of removals left pending (aborted on close and drop).
+    pending: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// The connection's state, shared with background completions.
+struct Inner {
     xs: Arc<XenStore>,
     config: XenConfig,
     tx_slots: Semaphore,
@@ -31,11 +39,24 @@ pub struct XenDriver {
     dom0: bool,
 }
 
+impl Drop for XenDriver {
+    fn drop(&mut self) {
+        for t in self
+            .pending
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
+            t.abort();
+        }
+    }
+}
+
 impl std::fmt::Debug for XenDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XenDriver")
-            .field("socket", &self.config.socket)
-            .field("closed", &self.closed.load(Ordering::SeqCst))
+            .field("socket", &self.inner.config.socket)
+            .field("closed", &self.inner.closed.load(Ordering::SeqCst))
             .finish()
     }
 }
@@ -91,14 +112,19 @@ impl XenDriver {
             .await
             .map_err(xs_err("reading /local/domain"))?;
         Ok(XenDriver {
-            xs,
-            config,
-            tx_slots: Semaphore::new(MAX_TRANSACTIONS),
-            closed: AtomicBool::new(false),
-            dom0: crate::config::in_dom0(),
+            inner: Arc::new(Inner {
+                xs,
+                config,
+                tx_slots: Semaphore::new(MAX_TRANSACTIONS),
+                closed: AtomicBool::new(false),
+                dom0: crate::config::in_dom0(),
+            }),
+            pending: Default::default(),
         })
     }
+}
 
+impl Inner {
     fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::backend(crate::NAME, "the connection is closed"));
@@ -260,66 +286,246 @@ impl XenDriver {
         }
     }
 
-    /// Whether this driver runs the hotplug script of a disk served by `backend`.
+    /// Whether this driver does the hotplug work of a device served by `backend`.
     fn runs_hotplug(&self, backend: u32) -> bool {
         backend == 0
             && match self.config.hotplug {
                 Hotplug::Auto => self.dom0,
-                Hotplug::Yes => true,
+                Hotplug::Script => true,
                 Hotplug::No => false,
             }
     }
 
-    /// Run the backend's hotplug script with `action` (`add` or `remove`) and the environment
-    /// libxl gives it, bounded by libxl's 40 s.
-    async fn hotplug(&self, be: &str, action: &str) -> Result<()> {
+    /// Run the backend's hotplug script as libxl does: for a vbd `block add|remove`, for a vif
+    /// `vif-bridge online|offline` (with `vif=vifDOMID.HANDLE`). Bounded by libxl's 40 s.
+    async fn run_hotplug(
+        &self,
+        kind: Kind,
+        be: &str,
+        add: bool,
+        domid: u32,
+        devid: u32,
+    ) -> Result<()> {
+        let default = match kind {
+            Kind::Vbd => vbd::BLOCK_SCRIPT,
+            Kind::Vif => crate::vif::BRIDGE_SCRIPT,
+        };
         let script = self
             .xs
             .read(NO_TX, &format!("{be}/script"))
             .await
             .map_err(xs_err("reading the hotplug script"))?
-            .unwrap_or_else(|| vbd::BLOCK_SCRIPT.to_owned());
+            .unwrap_or_else(|| default.to_owned());
         if !script.starts_with("/etc/xen/scripts/") || script.contains("..") {
             return Err(Error::backend(
                 crate::NAME,
                 format!("refusing to run hotplug script '{script}': not under /etc/xen/scripts"),
             ));
         }
-        let mut cmd = tokio::process::Command::new(&script);
-        cmd.arg(action)
-            .env("SCRIPTNAME", &script)
-            .env("XENBUS_TYPE", "vbd")
-            .env("XENBUS_PATH", be)
-            .env("XENBUS_BASE_PATH", "backend")
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let after = Duration::from_secs(40);
-        let out = tokio::time::timeout(after, cmd.output())
+        let (action, extra) = match kind {
+            Kind::Vbd => (if add { "add" } else { "remove" }, Vec::new()),
+            Kind::Vif => (
+                if add { "online" } else { "offline" },
+                vec![("vif", format!("vif{domid}.{devid}"))],
+            ),
+        };
+        tracing::debug!(%script, action, %be, "running hotplug script");
+        let Err((status, stderr)) =
+            hotplug::run_script(&script, action, kind.xs(), be, &extra).await
+        else {
+            return Ok(());
+        };
+        let err = self
+            .xs
+            .read(NO_TX, &format!("{be}/hotplug-error"))
             .await
-            .map_err(|_| Error::Timeout {
-                operation: format!("hotplug script {script} {action} for {be}"),
-                after,
-            })?
-            .map_err(|e| Error::backend_with(crate::NAME, format!("cannot run {script}"), e))?;
-        if !out.status.success() {
-            let err = self
-                .xs
-                .read(NO_TX, &format!("{be}/hotplug-error"))
-                .await
-                .ok()
-                .flatten();
-            return Err(Error::backend(
-                crate::NAME,
-                format!(
-                    "hotplug script {script} {action} failed ({}): {}",
-                    out.status,
-                    err.unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned())
-                ),
-            ));
-        }
-        Ok(())
+            .ok()
+            .flatten();
+        Err(Error::backend(
+            crate::NAME,
+            format!(
+                "hotplug script {script} {action} failed ({status}): {}",
+                err.unwrap_or(stderr)
+            ),
+        ))
     }
 
+    /// Do what `/etc/xen/scripts/block add` does, before the disk's nodes are written (see
+    /// [`hotplug`]): the sharing checks, the loop device for a file, and the keys the script
+    /// would write. The lock is held until the caller has written the nodes.
+    async fn native_block_add(&self, frontend: u32, spec: &DiskSpec) -> Result<Plug> {
+        let lock = ScriptLock::acquire("block").await?;
+        let backing = hotplug::inspect(&spec.params)?;
+        let nums = match &backing {
+            Backing::Device { num, .. } => vec![*num],
+            Backing::File {
+                path,
+                dev,
+                ino,
+                writable,
+            } => {
+                if spec.mode == "w" && !writable {
+                    return Err(Error::InvalidAttribute {
+                        name: "uname".into(),
+                        reason: format!(
+                            "{path} is read-only and cannot be given to a guest read-write; attach it with mode=r"
+                        ),
+                    });
+                }
+                hotplug::loops_backed_by(*dev, *ino)
+            }
+        };
+        if !nums.is_empty() {
+            let busy = |how: String| {
+                Error::InvalidAttribute {
+                name: "uname".into(),
+                reason: format!(
+                    "{} is in use: {how}, which mode={} does not allow (read-write needs it unused; read-only needs it nowhere read-write)",
+                    spec.params, spec.mode
+                ),
+            }
+            };
+            if let Some(m) = hotplug::mounted_conflict(&nums, spec.mode) {
+                return Err(busy(format!("{m} in Domain-0")));
+            }
+            if let Some(g) = self.vbd_conflict(&nums, spec.mode, frontend).await? {
+                return Err(busy(g));
+            }
+        }
+        let (keys, node) = match backing {
+            Backing::Device { path, num } => (
+                vec![
+                    ("physical-device", num.to_xenstore()),
+                    ("physical-device-path", path),
+                ],
+                None,
+            ),
+            Backing::File { path, .. } => {
+                let node = hotplug::loop_attach(&path, spec.mode).await?;
+                let num = match hotplug::devnum_of(&node) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = hotplug::loop_detach(&node).await;
+                        return Err(e);
+                    }
+                };
+                (
+                    vec![
+                        ("node", node.clone()),
+                        ("physical-device", num.to_xenstore()),
+                        ("physical-device-path", node.clone()),
+                    ],
+                    Some(node),
+                )
+            }
+        };
+        let mut keys = keys;
+        keys.push(("hotplug-status", "connected".into()));
+        Ok(Plug::Native { keys, node, lock })
+    }
+
+    /// A vbd served by Domain-0 to another domain than `frontend` that uses one of `nums` in a
+    /// way `mode` conflicts with (the block script's check), described.
+    async fn vbd_conflict(
+        &self,
+        nums: &[hotplug::DevNum],
+        mode: &str,
+        frontend: u32,
+    ) -> Result<Option<String>> {
+        let f = xs_err("reading the disks Domain-0 serves");
+        let base = "/local/domain/0/backend/vbd";
+        let doms: Vec<String> = self.xs.directory(NO_TX, base).await.map_err(&f)?;
+        let dirs = self
+            .xs
+            .batch(
+                NO_TX,
+                doms.iter()
+                    .map(|d| Req::directory(&format!("{base}/{d}")))
+                    .collect(),
+            )
+            .await
+            .map_err(&f)?;
+        let mut devs = Vec::new();
+        for (d, r) in doms.iter().zip(dirs) {
+            if let Some(b) = opt(r).map_err(&f)? {
+                for dev in crate::xenstore::split(&b) {
+                    devs.push((d.clone(), dev.to_string()));
+                }
+            }
+        }
+        let mut reqs = Vec::new();
+        for (d, dev) in &devs {
+            reqs.push(Req::read(&format!("{base}/{d}/{dev}/physical-device")));
+            reqs.push(Req::read(&format!("{base}/{d}/{dev}/mode")));
+        }
+        let vals = self.xs.batch(NO_TX, reqs).await.map_err(&f)?;
+        let mut vals = vals.into_iter();
+        for (d, dev) in devs {
+            let pd = vals.next().map(opt).transpose().map_err(&f)?.flatten();
+            let m = vals.next().map(opt).transpose().map_err(&f)?.flatten();
+            let Some(num) = pd
+                .map(utf8)
+                .and_then(|s| hotplug::DevNum::from_xenstore(&s))
+            else {
+                continue;
+            };
+            if !nums.contains(&num) || d == frontend.to_string() {
+                continue;
+            }
+            let theirs = m.map(utf8).unwrap_or_default();
+            if mode == "w" || theirs.contains('w') {
+                return Ok(Some(format!(
+                    "domain {d} has it as vbd {dev} (mode {theirs})"
+                )));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Undo a device's hotplug work when this driver does it and it was done (`hotplug-status`
+    /// present, libxl's test): the native block remove (release the loop device in `node`) for
+    /// disks of the standard block script, the script otherwise. Failures are logged.
+    async fn hotplug_remove(&self, kind: Kind, be: &str, domid: u32, devid: u32) {
+        let Some(b) = vbd::check_backend_path(kind, be, domid, devid) else {
+            return;
+        };
+        if !self.runs_hotplug(b) {
+            return;
+        }
+        let keys = ["hotplug-status", "script", "node"]
+            .iter()
+            .map(|k| Req::read(&format!("{be}/{k}")))
+            .collect();
+        let Ok(vals) = self.xs.batch(NO_TX, keys).await else {
+            return;
+        };
+        let v: Vec<Option<String>> = vals
+            .into_iter()
+            .map(|r| opt(r).ok().flatten().map(utf8))
+            .collect();
+        if v[0].is_none() {
+            return;
+        }
+        let native = kind == Kind::Vbd
+            && self.config.hotplug == Hotplug::Auto
+            && v[1].as_deref().is_none_or(|s| s == vbd::BLOCK_SCRIPT);
+        let res = if native {
+            match v[2].as_deref() {
+                Some(node) if node.starts_with("/dev/loop") => {
+                    match ScriptLock::acquire("block").await {
+                        Ok(_lock) => hotplug::loop_detach(node).await,
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Ok(()),
+            }
+        } else {
+            self.run_hotplug(kind, be, false, domid, devid).await
+        };
+        if let Err(e) = res {
+            tracing::warn!(%be, "{e}");
+        }
+    }
     /// Remove a vbd's nodes and every parent left empty, in one transaction.
     async fn remove_dev(
         &self,
@@ -535,57 +741,91 @@ impl XenDriver {
 
     async fn attach_disk(&self, domain: &Domain, spec: DiskSpec) -> Result<DeviceRef> {
         let taken = format!("{} (dev {})", spec.devid, spec.dev);
-        self.attach_dev(
-            Kind::Vbd,
-            domain,
-            spec.backend.as_deref(),
-            Some(spec.devid),
-            taken,
-            |devid, paths, bdom| {
-                debug_assert_eq!(devid, spec.devid);
-                vbd::layout(domain.id, bdom, &spec, paths)
-            },
-        )
-        .await
+        let bdom = self.backend_domain(spec.backend.as_deref()).await?;
+        check_backend(&bdom, domain, "disk")?;
+        let plug = if !self.runs_hotplug(bdom.id) {
+            Plug::None
+        } else if self.config.hotplug == Hotplug::Auto {
+            self.native_block_add(domain.id, &spec).await?
+        } else {
+            Plug::Script
+        };
+        let node = match &plug {
+            Plug::Native { node, .. } => node.clone(),
+            _ => None,
+        };
+        let res = self
+            .attach_dev(
+                Kind::Vbd,
+                domain,
+                bdom,
+                Some(spec.devid),
+                taken,
+                |devid, paths, bdom| {
+                    debug_assert_eq!(devid, spec.devid);
+                    vbd::layout(domain.id, bdom, &spec, paths)
+                },
+                plug,
+            )
+            .await;
+        if let (Err(_), Some(node)) = (&res, node) {
+            // The nodes are gone again; release the loop device made for them.
+            if let Ok(_lock) = ScriptLock::acquire("block").await {
+                if let Err(e) = hotplug::loop_detach(&node).await {
+                    tracing::warn!(%node, "{e}");
+                }
+            }
+        }
+        res
     }
 
     async fn attach_nic(&self, domain: &Domain, spec: crate::vif::NicSpec) -> Result<DeviceRef> {
+        let bdom = self.backend_domain(spec.backend.as_deref()).await?;
+        check_backend(&bdom, domain, "network")?;
+        let plug = if self.runs_hotplug(bdom.id) {
+            Plug::Script
+        } else {
+            Plug::None
+        };
         self.attach_dev(
             Kind::Vif,
             domain,
-            spec.backend.as_deref(),
+            bdom,
             None,
             String::new(),
             |handle, paths, bdom| crate::vif::layout(domain.id, bdom, handle, &spec, paths),
+            plug,
         )
         .await
     }
 
-    /// Write a device in libxl's layout in one transaction, run the hotplug script when this
-    /// driver does, and wait for the backend. `devid`: the device number, or `None` to take the
-    /// lowest free one (vif handles) inside the transaction.
+    /// Write a device in libxl's layout in one transaction (plus the keys native hotplug
+    /// prepared), wait for the backend to reach InitWait, then run the hotplug script when
+    /// `plug` says so, as libxl does. `devid`: the device number, or `None` to take the lowest
+    /// free one (vif handles) inside the transaction. On failure the nodes are removed again.
     #[allow(clippy::too_many_arguments)]
     async fn attach_dev(
         &self,
         kind: Kind,
         domain: &Domain,
-        backend: Option<&str>,
+        bdom: Domain,
         devid: Option<u32>,
         taken: String,
         build: impl Fn(u32, &DevPaths, u32) -> (vbd::Keys, vbd::Keys),
+        plug: Plug,
     ) -> Result<DeviceRef> {
         let domid = domain.id;
         let what = kind.device_type();
-        let bdom = self.backend_domain(backend).await?;
-        if bdom.id == domid {
-            return Err(Error::InvalidAttribute {
-                name: "backend".into(),
-                reason: format!("a domain cannot be the backend of its own {what}"),
-            });
-        }
+        let (plug, native_keys) = match plug {
+            Plug::Native { keys, lock, .. } => (Some(lock), keys),
+            Plug::Script => (None, Vec::new()),
+            Plug::None => (None, Vec::new()),
+        };
+        let script = self.runs_hotplug(bdom.id) && plug.is_none();
         let devid = self
             .transaction(&format!("attaching a {what}"), |tx| {
-                let (bdom, build, taken, what) = (&bdom, &build, &taken, &what);
+                let (bdom, build, taken, what, native_keys) =
+                    (&bdom, &build, &taken, &what, &native_keys);
                 async move {
                     let checks = self
                         .xs
@@ -675,7 +915,7 @@ impl XenDriver {
                         node(&format!("{}/{k}", paths.frontend), Some(v), p);
                     }
                     node(&paths.backend, None, &be_perms);
-                    for (k, v) in &be_keys {
+                    for (k, v) in be_keys.iter().chain(native_keys.iter()) {
                         node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
                     }
                     node(&paths.libxl, None, &lx_perms);
@@ -697,34 +937,40 @@ impl XenDriver {
                 }
             })
             .await?;
+        // The nodes (with what native hotplug prepared) are written: others may check sharing.
+        drop(plug);
         let paths = DevPaths::new(kind, domid, bdom.id, devid);
         let reference = DeviceRef::new(devid.to_string())?;
-        let hotplug = kind == Kind::Vbd && self.runs_hotplug(bdom.id);
-        if hotplug {
-            if let Err(e) = self.hotplug(&paths.backend, "add").await {
-                let _ = self.hotplug(&paths.backend, "remove").await;
-                let _ = self
-                    .remove_dev(kind, domid, devid, Some(&paths.backend))
-                    .await;
-                return Err(e);
-            }
-        }
-        // The backend driver answers by moving to InitWait (2); it reaches Connected (4) only once
-        // the hotplug script has run, and the frontend has connected.
+        // The backend driver answers by moving to InitWait (2); libxl runs the hotplug script
+        // then. Connected (4) follows once the backing is there and the frontend has connected.
         let state = format!("{}/state", paths.backend);
         let res = self
             .wait_for(&state, self.config.attach_timeout, |v| {
                 matches!(v, Some("2" | "3" | "4" | "5" | "6"))
             })
             .await;
+        let mut ran_script = false;
         let fail = match res {
             Ok((true, Some(v))) if v == "5" || v == "6" => Error::backend(
                 crate::NAME,
                 format!("the {what} backend in {} closed at once (state {v}); its hotplug or backing failed", bdom.name),
             ),
-            Ok((true, _)) => {
+            Ok((true, _)) if !script => {
                 tracing::debug!(domain = %domain.name, %reference, "{what} attached");
                 return Ok(reference);
+            }
+            Ok((true, _)) => {
+                ran_script = true;
+                match self
+                    .run_hotplug(kind, &paths.backend, true, domid, devid)
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::debug!(domain = %domain.name, %reference, "{what} attached, hotplug script run");
+                        return Ok(reference);
+                    }
+                    Err(e) => e,
+                }
             }
             Ok((false, _)) => Error::Timeout {
                 operation: format!(
@@ -736,8 +982,13 @@ impl XenDriver {
             Err(e) => e,
         };
         // Roll back: the domain is left as it was.
-        if hotplug {
-            let _ = self.hotplug(&paths.backend, "remove").await;
+        if ran_script {
+            if let Err(e) = self
+                .run_hotplug(kind, &paths.backend, false, domid, devid)
+                .await
+            {
+                tracing::warn!(be = %paths.backend, "{e}");
+            }
         }
         let _ = self
             .remove_dev(kind, domid, devid, Some(&paths.backend))
@@ -745,13 +996,15 @@ impl XenDriver {
         Err(fail)
     }
 
+    /// Detach as libxl does. `Ok(None)`: removed. `Ok(Some(backend))`: the backend did not
+    /// close in time; removal is pending (the caller reports it and may finish it later).
     async fn detach_dev(
         &self,
         kind: Kind,
         domain: &Domain,
         reference: &DeviceRef,
         options: &DetachOptions,
-    ) -> Result<()> {
+    ) -> Result<Option<(u32, String)>> {
         let domid = domain.id;
         let not_found = || Error::DeviceNotFound {
             domain: domain.name.clone(),
@@ -772,7 +1025,10 @@ impl XenDriver {
                 if let Some(b) = &be {
                     self.hotplug_remove(kind, b, domid, devid).await;
                 }
-                return self.remove_dev(kind, domid, devid, be.as_deref()).await;
+                return self
+                    .remove_dev(kind, domid, devid, be.as_deref())
+                    .await
+                    .map(|()| None);
             }
         };
         // Ask the backend to close, as libxl does.
@@ -808,37 +1064,64 @@ impl XenDriver {
             })
             .await?;
         if !done {
-            return Err(Error::RemovalPending {
-                domain: domain.name.clone(),
-                device_type: kind.device_type().to_string(),
-                reference: reference.to_string(),
-            });
+            return Ok(Some((devid, be)));
         }
         self.hotplug_remove(kind, &be, domid, devid).await;
-        self.remove_dev(kind, domid, devid, Some(&be)).await
+        self.remove_dev(kind, domid, devid, Some(&be))
+            .await
+            .map(|()| None)
     }
 
-    /// Run `remove` when this driver runs the hotplug scripts and `add` has run (libxl's test).
-    async fn hotplug_remove(&self, kind: Kind, be: &str, domid: u32, devid: u32) {
-        let Some(b) = vbd::check_backend_path(kind, be, domid, devid) else {
-            return;
-        };
-        if !self.runs_hotplug(b) {
+    /// Finish a removal left pending once the backend closes: wait (by watch, for as long as
+    /// the connection lives) for Closed, then do what detach would have done. Stops without
+    /// touching anything when the backend goes away (someone else removed the device) or is
+    /// brought back online.
+    async fn finish_pending(self: Arc<Self>, kind: Kind, domid: u32, devid: u32, be: String) {
+        const FOREVER: Duration = Duration::from_secs(365 * 24 * 3600);
+        let res = self
+            .wait_for(&format!("{be}/state"), FOREVER, |v| {
+                matches!(v, None | Some("6"))
+            })
+            .await;
+        if !matches!(res, Ok((true, Some(ref v))) if v == "6") {
             return;
         }
-        let ran = self
-            .xs
-            .read(NO_TX, &format!("{be}/hotplug-status"))
-            .await
-            .ok()
-            .flatten()
-            .is_some();
-        if ran {
-            if let Err(e) = self.hotplug(be, "remove").await {
-                tracing::warn!(%be, "{e}");
-            }
+        let online = self.xs.read(NO_TX, &format!("{be}/online")).await;
+        if !matches!(online.as_ref().map(|o| o.as_deref()), Ok(Some("0"))) {
+            return;
+        }
+        self.hotplug_remove(kind, &be, domid, devid).await;
+        match self.remove_dev(kind, domid, devid, Some(&be)).await {
+            Ok(()) => tracing::debug!(%be, "pending removal finished"),
+            Err(e) => tracing::warn!(%be, "finishing a pending removal: {e}"),
         }
     }
+}
+
+/// A backend domain other than the frontend's.
+fn check_backend(bdom: &Domain, domain: &Domain, what: &str) -> Result<()> {
+    if bdom.id == domain.id {
+        return Err(Error::InvalidAttribute {
+            name: "backend".into(),
+            reason: format!("a domain cannot be the backend of its own {what}"),
+        });
+    }
+    Ok(())
+}
+
+/// Who does a new device's hotplug work.
+enum Plug {
+    /// Nobody here (another domain, udev, or `hotplug=no`).
+    None,
+    /// The backend's script, once the backend is in InitWait.
+    Script,
+    /// Done already ([`Inner::native_block_add`]): backend keys to write with the device, the
+    /// loop device made, and the hotplug lock, held until the keys are written.
+    Native {
+        keys: Vec<(&'static str, String)>,
+        node: Option<String>,
+        lock: ScriptLock,
+    },
 }
 
 async fn rm(xs: &XenStore, tx: TxId, path: &str) -> std::result::Result<(), XsError> {
@@ -873,15 +1156,20 @@ impl Driver for XenDriver {
     }
 
     async fn list_domains(&self) -> Result<Vec<Domain>> {
-        self.check_open()?;
-        self.domains().await
+        self.inner.check_open()?;
+        self.inner.domains().await
     }
 
     async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain> {
-        self.check_open()?;
+        self.inner.check_open()?;
         let found = match key {
-            DomainKey::Id(id) => self.domain_by_id(*id).await?,
-            DomainKey::Name(n) => self.domains().await?.into_iter().find(|d| &d.name == n),
+            DomainKey::Id(id) => self.inner.domain_by_id(*id).await?,
+            DomainKey::Name(n) => self
+                .inner
+                .domains()
+                .await?
+                .into_iter()
+                .find(|d| &d.name == n),
         };
         found.ok_or_else(|| Error::DomainNotFound {
             domain: match key {
@@ -900,20 +1188,20 @@ impl Driver for XenDriver {
         domain: &Domain,
         device_type: Option<&DeviceType>,
     ) -> Result<Vec<Device>> {
-        self.check_open()?;
-        if self.domain_by_id(domain.id).await?.is_none() {
+        self.inner.check_open()?;
+        if self.inner.domain_by_id(domain.id).await?.is_none() {
             return Err(Error::DomainNotFound {
                 domain: domain.name.clone(),
             });
         }
         match device_type {
             None => {
-                let mut all = self.list_kind(Kind::Vbd, domain).await?;
-                all.extend(self.list_kind(Kind::Vif, domain).await?);
+                let mut all = self.inner.list_kind(Kind::Vbd, domain).await?;
+                all.extend(self.inner.list_kind(Kind::Vif, domain).await?);
                 Ok(all)
             }
             Some(t) => match Kind::of(t) {
-                Some(k) => self.list_kind(k, domain).await,
+                Some(k) => self.inner.list_kind(k, domain).await,
                 None => Ok(Vec::new()),
             },
         }
@@ -925,11 +1213,16 @@ impl Driver for XenDriver {
         device_type: &DeviceType,
         attributes: &Attributes,
     ) -> Result<DeviceRef> {
-        self.check_open()?;
+        self.inner.check_open()?;
         match Kind::of(device_type) {
-            Some(Kind::Vbd) => self.attach_disk(domain, DiskSpec::parse(attributes)?).await,
+            Some(Kind::Vbd) => {
+                self.inner
+                    .attach_disk(domain, DiskSpec::parse(attributes)?)
+                    .await
+            }
             Some(Kind::Vif) => {
-                self.attach_nic(domain, crate::vif::NicSpec::parse(attributes)?)
+                self.inner
+                    .attach_nic(domain, crate::vif::NicSpec::parse(attributes)?)
                     .await
             }
             None => Err(unsupported_type(device_type)),
@@ -943,19 +1236,46 @@ impl Driver for XenDriver {
         reference: &DeviceRef,
         options: &DetachOptions,
     ) -> Result<()> {
-        self.check_open()?;
+        self.inner.check_open()?;
         let kind = Kind::of(device_type).ok_or_else(|| unsupported_type(device_type))?;
-        self.detach_dev(kind, domain, reference, options).await
+        let Some((devid, be)) = self
+            .inner
+            .detach_dev(kind, domain, reference, options)
+            .await?
+        else {
+            return Ok(());
+        };
+        // Pending: finish it in the background while this connection lives (a later detach
+        // finishes it too).
+        let task = tokio::spawn(
+            self.inner
+                .clone()
+                .finish_pending(kind, domain.id, devid, be),
+        );
+        if let Ok(mut p) = self.pending.lock() {
+            p.retain(|t| !t.is_finished());
+            p.push(task);
+        }
+        Err(Error::RemovalPending {
+            domain: domain.name.clone(),
+            device_type: kind.device_type().to_string(),
+            reference: reference.to_string(),
+        })
     }
 
     async fn events(&self) -> Result<EventStream> {
-        self.check_open()?;
-        crate::events::stream(self.xs.clone()).await
+        self.inner.check_open()?;
+        crate::events::stream(self.inner.xs.clone()).await
     }
 
     async fn close(&self) -> Result<()> {
-        self.closed.store(true, Ordering::SeqCst);
-        self.xs.close();
+        self.inner.closed.store(true, Ordering::SeqCst);
+        if let Ok(mut p) = self.pending.lock() {
+            for t in p.drain(..) {
+                t.abort();
+            }
+        }
+        self.inner.xs.close();
         Ok(())
     }
 }

@@ -5,6 +5,7 @@ mod config;
 mod driver;
 mod error;
 mod events;
+mod hotplug;
 mod vbd;
 mod vif;
 mod xenstore;
