@@ -1,6 +1,9 @@
-//! End to end inside the lab's Domain-0: the `vdev` command (built with the xen feature) attaches
-//! a file-backed disk, runs the block hotplug script itself, both ends reach Connected (4); detach
-//! frees the loop device and every node. Then the same with `xl`, for comparison (timings printed).
+//! End to end inside the lab's Domain-0, where the driver does the hotplug work itself: the
+//! `vdev` command (built with the xen feature) attaches a file-backed disk (natively: loop device
+//! and `physical-device` written with the device; and with `hotplug=script`: libxl's block script
+//! run), both ends reach Connected (4); detach frees the loop device and every node. `xl` detaches
+//! what vdev attached, and the other way round. A NIC gets its bridge port from `vif-bridge`.
+//! Refusals leave XenStore and the loop devices as they were.
 
 mod common;
 
@@ -46,12 +49,13 @@ fn vdev_binary() -> std::path::PathBuf {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vdev_in_dom0_runs_hotplug_and_connects_then_detach_frees_the_loop() {
-    let _turn = SERIAL.lock().await;
-    if lab().is_none() {
-        return;
-    }
+/// Copy the `vdev` command into dom0 as /root/vdev (once per test run).
+fn put_vdev() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(put_vdev_now);
+}
+
+fn put_vdev_now() {
     let bin = vdev_binary();
     let put = Command::new(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/xenlab/xenlab"),
@@ -63,6 +67,15 @@ async fn vdev_in_dom0_runs_hotplug_and_connects_then_detach_frees_the_loop() {
         let _ = std::fs::remove_file(&bin);
     }
     assert!(put.success(), "xenlab put failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vdev_in_dom0_runs_hotplug_and_connects_then_detach_frees_the_loop() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    put_vdev();
     let d = domu();
     let img = "/root/lab/vdev-e2e.img";
     let (ok, out) = dom0(&format!(
@@ -79,6 +92,7 @@ done
 t2=$(date +%s%N)
 echo "ref=$r states=$fe/$be attach_ms=$(( (t1-t0)/1000000 )) connected_ms=$(( (t2-t0)/1000000 ))"
 echo "loop=$(losetup -j {img} -O NAME -n)"
+echo "hotplug-status=$(xenstore-read /local/domain/0/backend/vbd/$id/$r/hotplug-status)"
 xl block-list {d} | grep -q "^$r " && echo "xl-lists-it"
 t0=$(date +%s%N)
 /root/vdev -c xen:/// detach {d} disk $r
@@ -101,6 +115,7 @@ rm -f {img}
     assert!(ok, "the dom0 script failed: {out}");
     assert!(out.contains("ref=51824 states=4/4"), "not connected: {out}");
     assert!(out.contains("loop=/dev/loop"), "no loop device: {out}");
+    assert!(out.contains("hotplug-status=connected"), "{out}");
     assert!(
         out.contains("xl-lists-it"),
         "xl block-list does not list it: {out}"
@@ -112,4 +127,208 @@ rm -f {img}
     for left in ["frontend-left", "backend-left", "record-left"] {
         assert!(!out.contains(left), "{left}: {out}");
     }
+}
+
+/// A shell function for dom0 scripts: `wait44 FRONTEND_STATE_PATH BACKEND_STATE_PATH` waits (up
+/// to 60 s) until both read 4 and prints `states=F/B`.
+const WAIT44: &str = r#"wait44() {
+  local i f b
+  for i in $(seq 1 600); do
+    f=$(xenstore-read "$1" 2>/dev/null || true); b=$(xenstore-read "$2" 2>/dev/null || true)
+    [ "$f$b" = 44 ] && break; sleep 0.1
+  done
+  echo "states=$f/$b"
+}
+gone() {  # prints what is left of a device: frontend, backend, libxl record
+  xenstore-read "$1" >/dev/null 2>&1 && echo "frontend-left"
+  xenstore-read "$2" >/dev/null 2>&1 && echo "backend-left"
+  xenstore-read "$3" >/dev/null 2>&1 && echo "record-left"
+  true
+}
+"#;
+
+fn assert_clean(out: &str) {
+    for left in ["frontend-left", "backend-left", "record-left"] {
+        assert!(!out.contains(left), "{left}: {out}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hotplug_script_libxls_block_script_does_the_work() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    put_vdev();
+    let d = domu();
+    let img = "/root/lab/vdev-script.img";
+    let (ok, out) = dom0(&format!(
+        r#"set -e
+{WAIT44}
+truncate -s 16M {img}
+id=$(xl domid {d})
+r=$(/root/vdev -c 'xen:///?hotplug=script' attach {d} disk uname=file:{img} dev=xvdk mode=r)
+be=/local/domain/0/backend/vbd/$id/$r
+wait44 /local/domain/$id/device/vbd/$r/state $be/state
+echo "hotplug-status=$(xenstore-read $be/hotplug-status)"
+echo "loop=$(losetup -j {img} -O NAME,RO -n)"
+/root/vdev -c 'xen:///?hotplug=script' detach {d} disk $r
+echo "loop-after=$(losetup -j {img} -O NAME -n)"
+gone /local/domain/$id/device/vbd/$r $be /libxl/$id/device/vbd/$r
+rm -f {img}
+"#
+    ));
+    assert!(ok, "the dom0 script failed: {out}");
+    assert!(out.contains("states=4/4"), "not connected: {out}");
+    assert!(out.contains("hotplug-status=connected"), "{out}");
+    // mode=r: the block script makes a read-only loop device.
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("loop=/dev/loop") && l.trim_end().ends_with('1')),
+        "no read-only loop device: {out}"
+    );
+    assert!(
+        out.contains("loop-after=\n"),
+        "the loop device is still there: {out}"
+    );
+    assert_clean(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn xl_detaches_what_vdev_attached_and_vdev_what_xl_attached_loops_freed() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    put_vdev();
+    let d = domu();
+    let img = "/root/lab/vdev-interop.img";
+    let (ok, out) = dom0(&format!(
+        r#"set -e
+{WAIT44}
+truncate -s 16M {img}
+id=$(xl domid {d})
+r=$(/root/vdev -c xen:/// attach {d} disk uname=file:{img} dev=xvdl)
+be=/local/domain/0/backend/vbd/$id/$r
+wait44 /local/domain/$id/device/vbd/$r/state $be/state
+loop=$(xenstore-read $be/node)
+echo "pd=$(xenstore-read $be/physical-device) stat=$(stat -L -c %t:%T $loop)"
+xl block-list {d} | grep -q "^$r " && echo "xl-lists-it"
+xl block-detach {d} xvdl
+echo "loop-after-xl=$(losetup -j {img} -O NAME -n)"
+gone /local/domain/$id/device/vbd/$r $be /libxl/$id/device/vbd/$r
+xl block-attach {d} "format=raw, vdev=xvdl, access=rw, target={img}"
+wait44 /local/domain/$id/device/vbd/$r/state $be/state
+/root/vdev -c xen:/// devices {d} disk | grep -qw "$r" && echo "vdev-lists-it"
+/root/vdev -c xen:/// detach {d} disk $r
+echo "loop-after-vdev=$(losetup -j {img} -O NAME -n)"
+gone /local/domain/$id/device/vbd/$r $be /libxl/$id/device/vbd/$r
+rm -f {img}
+"#
+    ));
+    assert!(ok, "the dom0 script failed: {out}");
+    assert_eq!(out.matches("states=4/4").count(), 2, "not connected: {out}");
+    let pd = out.lines().find(|l| l.starts_with("pd=")).unwrap_or("");
+    let (a, b) = pd.split_once(" stat=").unwrap_or(("", "-"));
+    assert_eq!(
+        a.trim_start_matches("pd="),
+        b,
+        "physical-device is not the loop device's number: {out}"
+    );
+    assert!(out.contains("xl-lists-it"), "{out}");
+    assert!(out.contains("vdev-lists-it"), "{out}");
+    assert!(out.contains("loop-after-xl=\n"), "xl left the loop: {out}");
+    assert!(
+        out.contains("loop-after-vdev=\n"),
+        "vdev left the loop: {out}"
+    );
+    assert_clean(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nic_gets_its_bridge_port_from_vif_bridge_and_loses_it_on_detach() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    put_vdev();
+    let d = domu();
+    let (ok, out) = dom0(&format!(
+        r#"set -e
+{WAIT44}
+id=$(xl domid {d})
+r=$(/root/vdev -c xen:/// attach {d} network bridge=xenbr0)
+be=/local/domain/0/backend/vif/$id/$r
+wait44 /local/domain/$id/device/vif/$r/state $be/state
+echo "hotplug-status=$(xenstore-read $be/hotplug-status)"
+ip -br link show master xenbr0 | grep -q "^vif$id.$r" && echo "in-bridge"
+/root/vdev -c xen:/// detach {d} network $r
+ip link show vif$id.$r >/dev/null 2>&1 && echo "iface-left"
+gone /local/domain/$id/device/vif/$r $be /libxl/$id/device/vif/$r
+"#
+    ));
+    assert!(ok, "the dom0 script failed: {out}");
+    assert!(out.contains("states=4/4"), "not connected: {out}");
+    assert!(out.contains("hotplug-status=connected"), "{out}");
+    assert!(out.contains("in-bridge"), "vif not in xenbr0: {out}");
+    assert!(!out.contains("iface-left"), "{out}");
+    assert_clean(&out);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharing_rules_refuse_and_change_nothing() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    put_vdev();
+    let d = domu();
+    // A second guest to share with.
+    let (ok, out) = dom0(
+        r#"xl create /root/lab/domu1.cfg 'name="domu-share"' >/dev/null 2>&1; xl domid domu-share"#,
+    );
+    assert!(ok, "xl create domu-share: {out}");
+    let (ok, out) = dom0(&format!(
+        r#"set -e
+{WAIT44}
+snap() {{ for p in /local/domain/$id/device /local/domain/$id2/device /local/domain/0/backend /libxl/$id /libxl/$id2; do xenstore-ls -fp $p 2>/dev/null | grep -v '/state = \|/ring-ref\|/event-channel' ; done; losetup -a; }}
+ro=/root/lab/vdev-ro.img; rw=/root/lab/vdev-rw.img
+truncate -s 8M $ro $rw; chmod 444 $ro
+id=$(xl domid {d}); id2=$(xl domid domu-share)
+r=$(/root/vdev -c xen:/// attach {d} disk uname=file:$rw dev=xvdm mode=w)
+wait44 /local/domain/$id/device/vbd/$r/state /local/domain/0/backend/vbd/$id/$r/state
+before=$(snap)
+try() {{ if out=$(/root/vdev -c xen:/// attach "$@" 2>&1); then echo "ACCEPTED: $*"; else echo "refused: $out"; fi; }}
+try {d} disk uname=file:$ro dev=xvdn mode=w
+try domu-share disk uname=file:$rw dev=xvdb mode=w
+try domu-share disk uname=file:$rw dev=xvdb mode=r
+try domu-share disk uname=file:/root/lab/no-such.img dev=xvdb
+after=$(snap)
+[ "$before" = "$after" ] && echo "unchanged" || {{ echo "CHANGED"; diff <(echo "$before") <(echo "$after") || true; }}
+r2=$(/root/vdev -c xen:/// attach {d} disk uname=file:$ro dev=xvdn mode=r) && echo "ro-as-r-ok"
+/root/vdev -c xen:/// detach {d} disk $r2
+/root/vdev -c xen:/// detach {d} disk $r
+rm -f $ro $rw
+"#
+    ));
+    let (_, destroyed) = dom0("xl destroy domu-share");
+    assert!(ok, "the dom0 script failed: {out}");
+    assert!(!out.contains("ACCEPTED"), "{out}");
+    assert_eq!(out.matches("refused: ").count(), 4, "{out}");
+    assert!(
+        out.contains("read-only and cannot be given to a guest read-write"),
+        "{out}"
+    );
+    assert_eq!(
+        out.matches("is in use: domain").count(),
+        2,
+        "sharing with another guest not refused as such: {out}"
+    );
+    assert!(
+        out.contains("cannot be opened in the backend domain"),
+        "{out}"
+    );
+    assert!(out.contains("unchanged"), "{out}");
+    assert!(out.contains("ro-as-r-ok"), "{out}");
+    assert!(!destroyed.contains("error"), "{destroyed}");
 }
