@@ -67,6 +67,10 @@ enum Body<T> {
     Commit(T),
     /// Abort (nothing written) and return this error.
     Abort(Error),
+    /// Abort and run the body again: what it read was inconsistent because another
+    /// transaction committed meanwhile (C xenstored's reads inside a transaction are not a
+    /// snapshot; a conflict is otherwise only seen at commit).
+    Retry,
 }
 
 fn xs_err(what: &str) -> impl Fn(XsError) -> Error + '_ {
@@ -154,6 +158,10 @@ impl Inner {
                 Ok(Body::Abort(e)) => {
                     let _ = self.xs.transaction_end(tx, false).await;
                     return Err(e);
+                }
+                Ok(Body::Retry) => {
+                    let _ = self.xs.transaction_end(tx, false).await;
+                    backoff(attempt).await;
                 }
                 Ok(Body::Commit(v)) => {
                     if self
@@ -852,11 +860,16 @@ impl Inner {
                             reason: format!("the backend domain {} is gone", bdom.name),
                         }));
                     }
+                    let devid_given = devid;
                     let devid = match devid {
                         Some(d) => d,
                         None => {
                             let mut used = Vec::new();
+                            let be_dir = DevPaths::new(kind, domid, bdom.id, 0).backend;
+                            let be_dir = be_dir.rsplit_once('/').map(|(d, _)| d.to_owned());
                             for dir in [vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)]
+                                .into_iter()
+                                .chain(be_dir)
                             {
                                 if let Some(b) =
                                     opt(self.xs.request(tx, Req::directory(&dir)).await)?
@@ -885,6 +898,11 @@ impl Inner {
                         .await?;
                     for r in checks {
                         if opt(r)?.is_some() {
+                            if devid_given.is_none() {
+                                // Free when listed, taken when read: another attach committed
+                                // in between. Choose again.
+                                return Ok(Body::Retry);
+                            }
                             return Ok(Body::Abort(Error::DeviceExists {
                                 domain: domain.name.clone(),
                                 device_type: what.to_string(),

@@ -9,10 +9,16 @@ mod common;
 
 use std::process::Command;
 
-use common::{dom0, domu, lab, SERIAL};
+use common::{disk_dump, dom0, domu, lab, uri, xs_ls, SERIAL};
 use vdev_driver_xen as _;
 
-fn vdev_binary() -> std::path::PathBuf {
+/// Build the `vdev` command with the xen feature; its path (target/debug/vdev).
+fn build_vdev() -> std::path::PathBuf {
+    static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BUILT.get_or_init(build_vdev_now).clone()
+}
+
+fn build_vdev_now() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let st = Command::new(env!("CARGO"))
         .args([
@@ -32,7 +38,12 @@ fn vdev_binary() -> std::path::PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    let bin = target.join("debug/vdev");
+    target.join("debug/vdev")
+}
+
+/// A copy of the `vdev` command to send into dom0.
+fn vdev_binary() -> std::path::PathBuf {
+    let bin = build_vdev();
     // A stripped copy is 6x smaller to send.
     let small = std::env::temp_dir().join(format!("vdev-xen-e2e-{}", std::process::id()));
     let stripped = Command::new("strip")
@@ -331,4 +342,154 @@ rm -f $ro $rw
     assert!(out.contains("unchanged"), "{out}");
     assert!(out.contains("ro-as-r-ok"), "{out}");
     assert!(!destroyed.contains("error"), "{destroyed}");
+}
+
+/// The keys under each of `dirs`, relative to it (values aside).
+fn keys(dump: &str, dir: &str) -> Vec<String> {
+    let mut k: Vec<String> = dump
+        .lines()
+        .filter_map(|l| l.strip_prefix(dir)?.split(" = ").next().map(str::to_owned))
+        .collect();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn separate_processes_attaching_at_once_get_distinct_ids_and_complete_nodes() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    let bin = build_vdev();
+    let d = domu();
+    let run_all = |args: Vec<Vec<String>>| -> Vec<std::process::Output> {
+        let children: Vec<_> = args
+            .iter()
+            .map(|a| {
+                Command::new(&bin)
+                    .arg("-c")
+                    .arg(uri())
+                    .args(a)
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("start vdev")
+            })
+            .collect();
+        children
+            .into_iter()
+            .map(|c| c.wait_with_output().unwrap())
+            .collect()
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let id: u32 = dom0(&format!("xl domid {d}")).1.trim().parse().unwrap();
+    let disks_before = disk_dump(id);
+    let nics_before = xs_ls(&format!("/local/domain/{id}/device/vif"));
+
+    // Six processes attach a NIC each at the same moment: six distinct handles.
+    let outs = run_all((0..6).map(|_| s(&["attach", &d, "network"])).collect());
+    let mut handles: Vec<String> = outs
+        .iter()
+        .map(|o| {
+            assert!(
+                o.status.success(),
+                "a concurrent attach failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            String::from_utf8_lossy(&o.stdout).trim().to_owned()
+        })
+        .collect();
+    handles.sort();
+    handles.dedup();
+    assert_eq!(handles.len(), 6, "duplicate handles: {handles:?}");
+    // Nothing half-written: every NIC has the same keys in all three places.
+    let fe = xs_ls(&format!("/local/domain/{id}/device/vif"));
+    let be = xs_ls(&format!("/local/domain/0/backend/vif/{id}"));
+    let lx = xs_ls(&format!("/libxl/{id}/device/vif"));
+    let shape = |h: &str| {
+        (
+            keys(&fe, &format!("/local/domain/{id}/device/vif/{h}")),
+            keys(&lx, &format!("/libxl/{id}/device/vif/{h}")),
+            // Backend keys netback adds later vary with timing; compare what libxl writes.
+            keys(&be, &format!("/local/domain/0/backend/vif/{id}/{h}"))
+                .into_iter()
+                .filter(|k| keys(&lx, &format!("/libxl/{id}/device/vif/{h}")).contains(k))
+                .collect::<Vec<_>>(),
+        )
+    };
+    let first = shape(&handles[0]);
+    assert!(!first.0.is_empty() && !first.1.is_empty() && !first.2.is_empty());
+    for h in &handles[1..] {
+        let sh = shape(h);
+        assert_eq!(sh.1, first.1, "libxl record of vif {h} differs");
+        assert_eq!(sh.2, first.2, "backend of vif {h} differs");
+        for k in ["/backend", "/backend-id", "/handle", "/mac", "/state"] {
+            assert!(sh.0.contains(&k.to_string()), "vif {h} frontend lacks {k}");
+        }
+    }
+
+    // Two processes attach the same disk at once: one wins, the other is told it exists.
+    let outs = run_all(vec![
+        s(&[
+            "attach",
+            &d,
+            "disk",
+            "uname=file:/root/lab/disk.img",
+            "dev=xvdr",
+        ]),
+        s(&[
+            "attach",
+            &d,
+            "disk",
+            "uname=file:/root/lab/disk2.img",
+            "dev=xvdr",
+        ]),
+    ]);
+    let ok: Vec<_> = outs.iter().filter(|o| o.status.success()).collect();
+    assert_eq!(ok.len(), 1, "exactly one attach of xvdr may succeed");
+    let lost = outs.iter().find(|o| !o.status.success()).unwrap();
+    assert!(
+        String::from_utf8_lossy(&lost.stderr).contains("already exists"),
+        "{}",
+        String::from_utf8_lossy(&lost.stderr)
+    );
+    let r = String::from_utf8_lossy(&ok[0].stdout).trim().to_owned();
+    let dump = disk_dump(id);
+    assert_eq!(
+        dump.matches("/params = ").count(),
+        2,
+        "one backend dir and one libxl record with params: {dump}"
+    );
+
+    // Clean up with the library; everything is as before.
+    let conn = vdev_core::connect(&uri()).await.unwrap();
+    let dom = conn.domain(&d).await.unwrap();
+    let force = vdev_core::DetachOptions {
+        timeout: std::time::Duration::from_secs(30),
+        force: true,
+    };
+    for h in &handles {
+        conn.detach(
+            &dom,
+            &vdev_core::DeviceType::NETWORK,
+            &vdev_core::DeviceRef::new(h.as_str()).unwrap(),
+            &force,
+        )
+        .await
+        .unwrap();
+    }
+    conn.detach(
+        &dom,
+        &vdev_core::DeviceType::DISK,
+        &vdev_core::DeviceRef::new(r.as_str()).unwrap(),
+        &force,
+    )
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    assert_eq!(disk_dump(id), disks_before);
+    assert_eq!(
+        xs_ls(&format!("/local/domain/{id}/device/vif")),
+        nics_before
+    );
 }

@@ -62,8 +62,9 @@ enum Command {
         /// Device type (disk, network, ...); `vdev schema TYPE` lists its attributes.
         #[arg(value_name = "TYPE")]
         device_type: String,
-        /// Attributes, e.g. uname=file:/img/data.img dev=xvdb mode=w
-        #[arg(value_name = "NAME=VALUE", required = true)]
+        /// Attributes, e.g. uname=file:/img/data.img dev=xvdb mode=w (none when the type needs
+        /// none: `vdev attach domu1 network`)
+        #[arg(value_name = "NAME=VALUE")]
         attributes: Vec<String>,
     },
     /// Remove a device; waits until the guest releases it.
