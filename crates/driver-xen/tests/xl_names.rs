@@ -147,7 +147,9 @@ async fn refusals_with_xl_names_change_nothing() {
         return;
     };
     let img = "/root/lab/vdev-xl-refused.img";
-    let cases: Vec<(Vec<(&str, &str)>, &str, &str, &str)> = vec![
+    // Attributes; the error code, the attribute it names, and words of its message.
+    type Case<'a> = (Vec<(&'a str, &'a str)>, &'a str, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
         (
             vec![("target", img), ("vdev", "xvdr"), ("format", "qcow2")],
             "invalid-attribute",
