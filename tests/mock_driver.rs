@@ -439,6 +439,128 @@ async fn a_state_file_defines_its_own_domains_and_device_types() {
 }
 
 #[tokio::test]
+async fn aliases_stand_for_their_attribute_and_refusals_never_reach_the_driver() {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mock-custom");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("aliases-{}.json", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, r#"{
+      "version": 1,
+      "domains": [ { "id": 0, "name": "Domain-0" }, { "id": 7, "name": "db" } ],
+      "device_types": [ { "name": "gpu", "description": "a passed-through GPU", "ref_attribute": "slot",
+        "attributes": [
+          { "name": "slot", "aliases": ["pci"], "required": true, "description": "PCI address", "example": "0000:01:00.0" },
+          { "name": "model", "aliases": ["kind"], "values": ["a100", "h100"], "description": "model", "example": "h100" } ] } ]
+    }"#).unwrap();
+    let (conn, control) = connect_with_control(&format!("mock://{}", path.display()))
+        .await
+        .unwrap();
+    let db = conn.domain("db").await.unwrap();
+    let gpu = DeviceType::new("gpu").unwrap();
+    let schema = conn.schema(&gpu).await.unwrap();
+    assert_eq!(schema.attributes[0].aliases, ["pci"]);
+    // The required slot given as pci, the model as kind: listed under their names.
+    let r = conn
+        .attach(
+            &db,
+            &gpu,
+            &Attributes::from_pairs([("pci", "0000:01:00.0"), ("kind", "h100")]).unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.as_str(), "0000:01:00.0");
+    let before = conn.devices(&db, None).await.unwrap();
+    assert_eq!(before[0].attributes.get("slot"), Some("0000:01:00.0"));
+    assert_eq!(before[0].attributes.get("model"), Some("h100"));
+    // A bad value under an alias is named by the alias.
+    let err = conn
+        .attach(
+            &db,
+            &gpu,
+            &Attributes::from_pairs([("pci", "0000:02:00.0"), ("kind", "v100")]).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, Error::InvalidAttribute { ref name, .. } if name == "kind"),
+        "{err:?}"
+    );
+    // Two names of one attribute, an unknown name, none of a required attribute's names: refused
+    // by the core, before the driver is called, and nothing changes.
+    let attaches = control.call_count(Op::Attach);
+    for (pairs, code, named) in [
+        (
+            vec![("slot", "0000:03:00.0"), ("pci", "0000:03:00.0")],
+            "invalid-attribute",
+            "pci",
+        ),
+        (
+            vec![
+                ("slot", "0000:03:00.0"),
+                ("model", "a100"),
+                ("kind", "h100"),
+            ],
+            "invalid-attribute",
+            "kind",
+        ),
+        (
+            vec![("slot", "0000:03:00.0"), ("pcie", "0000:03:00.0")],
+            "invalid-attribute",
+            "pcie",
+        ),
+        (vec![("kind", "a100")], "missing-attribute", "slot"),
+    ] {
+        let err = conn
+            .attach(&db, &gpu, &Attributes::from_pairs(pairs.clone()).unwrap())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{pairs:?}: {err}");
+        match &err {
+            Error::InvalidAttribute { name, .. } | Error::MissingAttribute { name, .. } => {
+                assert_eq!(name, named, "{err}")
+            }
+            e => panic!("{e:?}"),
+        }
+        assert_eq!(conn.devices(&db, None).await.unwrap(), before, "{pairs:?}");
+    }
+    assert_eq!(
+        control.call_count(Op::Attach),
+        attaches,
+        "the driver was called"
+    );
+    let err = conn
+        .attach(
+            &db,
+            &gpu,
+            &Attributes::from_pairs([("slot", "0000:03:00.0"), ("pci", "0000:03:00.0")]).unwrap(),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("'slot' and 'pci'") && err.to_string().contains("give only one"),
+        "{err}"
+    );
+    std::fs::remove_file(&path).unwrap();
+    // An alias that is another attribute's name makes the file malformed.
+    let bad = dir.join(format!("aliases-bad-{}.json", std::process::id()));
+    std::fs::write(
+        &bad,
+        r#"{ "version": 1, "domains": [ { "id": 0, "name": "Domain-0" } ],
+      "device_types": [ { "name": "gpu", "attributes": [
+        { "name": "slot", "aliases": ["model"] }, { "name": "model" } ] } ] }"#,
+    )
+    .unwrap();
+    let err = vdev_core::connect(&format!("mock://{}", bad.display()))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("'model' names two attributes"),
+        "{err}"
+    );
+    std::fs::remove_file(&bad).unwrap();
+}
+
+#[tokio::test]
 async fn attribute_names_that_could_form_paths_never_reach_a_driver() {
     for bad in [
         "../x",

@@ -146,6 +146,9 @@ pub struct CustomType {
 pub struct CustomAttr {
     /// Its name.
     pub name: String,
+    /// Other names it is accepted under (listed under `name`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
     /// Whether it must be given.
     #[serde(default)]
     pub required: bool,
@@ -306,9 +309,21 @@ impl HostState {
                 return Err(format!("device type '{}' is defined twice", t.name));
             }
             seen.push(&t.name);
-            for a in &t.attributes {
-                vdev_core::AttrName::new(a.name.clone())
+            let mut names = Vec::new();
+            for n in t
+                .attributes
+                .iter()
+                .flat_map(|a| std::iter::once(&a.name).chain(&a.aliases))
+            {
+                vdev_core::AttrName::new(n.clone())
                     .map_err(|e| format!("device type '{}': {e}", t.name))?;
+                if names.contains(&n) {
+                    return Err(format!(
+                        "device type '{}': '{n}' names two attributes (or one twice)",
+                        t.name
+                    ));
+                }
+                names.push(n);
             }
             if let Some(r) = &t.ref_attribute {
                 if !t.attributes.iter().any(|a| &a.name == r && a.required) {
@@ -673,6 +688,7 @@ impl Rules<'_> {
                     .iter()
                     .map(|a| AttributeSpec {
                         name: a.name.clone(),
+                        aliases: a.aliases.clone(),
                         required: a.required,
                         description: match &a.values {
                             Some(v) => format!("{} (one of: {})", a.description, v.join(", ")),
@@ -841,12 +857,12 @@ impl Rules<'_> {
             }
             Rules::Custom(c) => {
                 for a in &c.attributes {
-                    match (attrs.get(&a.name), &a.default) {
-                        (Some(v), _) => {
+                    match (given(a, attrs), &a.default) {
+                        (Some((n, v)), _) => {
                             if let Some(values) = &a.values {
                                 if !values.iter().any(|x| x == v) {
                                     return Err(invalid(
-                                        &a.name,
+                                        n,
                                         format!(
                                             "'{}' is not accepted; use one of: {}",
                                             v.escape_default(),
@@ -862,12 +878,17 @@ impl Rules<'_> {
                     }
                 }
                 let reference = match &c.ref_attribute {
-                    Some(name) => DeviceRef::new(attrs.get(name).unwrap_or_default()).map_err(
-                        |e| match e {
-                            Error::InvalidAttribute { reason, .. } => invalid(name, reason),
-                            e => e,
-                        },
-                    )?,
+                    Some(name) => DeviceRef::new(
+                        c.attributes
+                            .iter()
+                            .find(|a| &a.name == name)
+                            .and_then(|a| given(a, attrs))
+                            .map_or("", |(_, v)| v),
+                    )
+                    .map_err(|e| match e {
+                        Error::InvalidAttribute { reason, .. } => invalid(name, reason),
+                        e => e,
+                    })?,
                     None => {
                         let next = h.domains[&domid]
                             .devices
@@ -888,6 +909,14 @@ impl Rules<'_> {
             }
         }
     }
+}
+
+/// The name an attribute of a custom type was given under (its name or an alias) and its value.
+/// The core has refused two names of one attribute, so at most one is set.
+fn given<'a>(a: &'a CustomAttr, attrs: &'a Attributes) -> Option<(&'a str, &'a str)> {
+    std::iter::once(&a.name)
+        .chain(&a.aliases)
+        .find_map(|n| Some((n.as_str(), attrs.get(n)?)))
 }
 
 fn parse_mac(m: &str) -> Option<String> {

@@ -1,4 +1,9 @@
 //! Disks (vbd): attribute rules and libxl 4.17's XenStore layout.
+//!
+//! Attributes are accepted under this driver's names and under xl's disk-spec names where they
+//! mean the same (aliases in the schema): `uname` or `target`, `dev` or `vdev`, `mode` or
+//! `access`, and `format`. xl's `target` is a bare absolute path; it is read as the `uname` it
+//! stands for (see [`target_as_uname`]), so both spellings write the same XenStore values.
 
 use vdev_core::{AttributeSpec, Attributes, DeviceType, DeviceTypeSchema, Error, Result};
 
@@ -27,26 +32,56 @@ fn invalid(name: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// The first of several synonyms that is set; two different values is an error.
+/// The one of several names of an attribute that is set, with its value. The core refuses two
+/// names of one attribute before the driver is called; this refuses them too for callers that
+/// reach the driver directly.
 fn one_of(attrs: &Attributes, names: &[&'static str]) -> Result<Option<(&'static str, String)>> {
     let mut found: Option<(&'static str, String)> = None;
     for n in names {
         if let Some(v) = attrs.get(n) {
-            if let Some((m, w)) = &found {
-                if *w != v {
-                    return Err(invalid(
-                        n,
-                        format!(
-                            "'{n}' and '{m}' mean the same thing and disagree; give one of them"
-                        ),
-                    ));
-                }
-            } else {
-                found = Some((n, v.to_owned()));
+            if let Some((m, _)) = &found {
+                return Err(invalid(
+                    n,
+                    format!("'{m}' and '{n}' are names of the same disk attribute; give only one of them"),
+                ));
             }
+            found = Some((n, v.to_owned()));
         }
     }
     Ok(found)
+}
+
+/// The `uname` that xl's `target=VALUE` stands for.
+///
+/// A value with a `phy:` or `file:` prefix is taken as a `uname`. A bare absolute path is what xl
+/// writes: xl looks at the file to choose. Here it is `phy:` when this process is in Domain-0
+/// (`in_dom0`) and the path is a block device there; otherwise `phy:` for a path under `/dev/`
+/// and `file:` for any other. Both kinds write the same XenStore values (`params` = the path,
+/// `type` = `phy`, as libxl does for raw images), so the kind never changes what is written.
+/// Anything else is refused.
+pub(crate) fn target_as_uname(v: &str, in_dom0: impl FnOnce() -> bool) -> Result<String> {
+    if v.starts_with("phy:") || v.starts_with("file:") {
+        return Ok(v.to_owned());
+    }
+    if !v.starts_with('/') {
+        return Err(invalid(
+            "target",
+            format!(
+                "'{}' is not an absolute path; write the image or device path, e.g. target=/var/lib/xen/images/data.img (or a uname: phy:DEVICE, file:PATH)",
+                v.escape_default()
+            ),
+        ));
+    }
+    let block_device = || {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(v).is_ok_and(|m| m.file_type().is_block_device())
+    };
+    let kind = if v.starts_with("/dev/") || (in_dom0() && block_device()) {
+        "phy"
+    } else {
+        "file"
+    };
+    Ok(format!("{kind}:{v}"))
 }
 
 /// Validate an absolute path given as a disk's backing: it becomes a XenStore value (never a
@@ -81,51 +116,61 @@ impl DiskSpec {
                 ));
             }
         }
-        let params = match one_of(attrs, &["uname"])? {
+        let params = match one_of(attrs, &["uname", "target"])? {
             None => {
                 return Err(Error::MissingAttribute {
                     device_type: "disk".into(),
                     name: "uname".into(),
-                    hint: "what backs the disk, e.g. uname=file:/var/lib/xen/images/data.img"
+                    hint: "what backs the disk, e.g. uname=file:/var/lib/xen/images/data.img (or xl's target=/var/lib/xen/images/data.img)"
                         .into(),
                 })
             }
-            Some((n, v)) => match v.split_once(':') {
-                Some(("phy" | "file", p)) => backing_path(n, p)?,
-                Some((kind, _)) => {
-                    return Err(invalid(
-                        n,
-                        format!("'{kind}:' is not supported; write phy:DEVICE or file:PATH"),
-                    ))
+            Some((n, v)) => {
+                let uname = if n == "target" {
+                    let uname = target_as_uname(&v, crate::config::in_dom0)?;
+                    tracing::debug!(xl_target = %v, %uname, "xl's target read as uname");
+                    uname
+                } else {
+                    v
+                };
+                match uname.split_once(':') {
+                    Some(("phy" | "file", p)) => backing_path(n, p)?,
+                    Some((kind, _)) => {
+                        return Err(invalid(
+                            n,
+                            format!("'{kind}:' is not supported; write phy:DEVICE or file:PATH"),
+                        ))
+                    }
+                    None => {
+                        return Err(invalid(
+                            n,
+                            format!("'{uname}' has no kind; write phy:DEVICE or file:PATH"),
+                        ))
+                    }
                 }
-                None => {
-                    return Err(invalid(
-                        n,
-                        format!("'{v}' has no kind; write phy:DEVICE or file:PATH"),
-                    ))
-                }
-            },
+            }
         };
-        let dev = match one_of(attrs, &["dev"])? {
-            Some((_, v)) => v,
+        let (dev_name, dev) = match one_of(attrs, &["dev", "vdev"])? {
+            Some(found) => found,
             None => {
                 return Err(Error::MissingAttribute {
                     device_type: "disk".into(),
                     name: "dev".into(),
-                    hint: "the device name in the guest, e.g. dev=xvdb".into(),
+                    hint: "the device name in the guest, e.g. dev=xvdb (or xl's vdev=xvdb)".into(),
                 })
             }
         };
         if dev.is_empty() || !dev.chars().all(|c| c.is_ascii_alphanumeric()) {
             return Err(invalid(
-                "dev",
+                dev_name,
                 format!(
                     "'{}' is not a Xen virtual device name (xvdX, sdX, hdX, dNpM or a number)",
                     dev.escape_default()
                 ),
             ));
         }
-        let devid = xen_devid::devid_from_name(&dev).map_err(|e| invalid("dev", e.to_string()))?;
+        let devid =
+            xen_devid::devid_from_name(&dev).map_err(|e| invalid(dev_name, e.to_string()))?;
         let mode = match one_of(attrs, &["mode", "access"])? {
             None => "w",
             Some((n, v)) => match v.as_str() {
@@ -141,7 +186,13 @@ impl DiskSpec {
         };
         if let Some(f) = attrs.get("format") {
             if f != "raw" {
-                return Err(invalid("format", format!("'{f}' needs the qdisk backend, which this driver does not write; only raw is supported")));
+                return Err(invalid(
+                    "format",
+                    format!(
+                        "'{}' is not served: blkback, the backend this driver writes, serves raw images only; convert the image to raw (qemu-img convert -O raw IN OUT) and give format=raw, or attach it through QEMU's qdisk backend, which this driver does not support",
+                        f.escape_default()
+                    ),
+                ));
             }
         }
         let backend = attrs.get("backend").map(str::to_owned);
@@ -163,7 +214,10 @@ impl DiskSpec {
     }
 }
 
-const DISK_ATTRS: &[&str] = &["uname", "dev", "mode", "access", "format", "backend"];
+/// Every name the disk schema accepts, aliases included.
+const DISK_ATTRS: &[&str] = &[
+    "uname", "target", "dev", "vdev", "mode", "access", "format", "backend",
+];
 
 /// A XenStore device class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -307,13 +361,168 @@ pub(crate) fn schema() -> DeviceTypeSchema {
         device_type: DeviceType::DISK,
         description: "a Xen virtual block device (vbd) served by blkback in the backend domain; its ref is its Xen device number (xvdb = 51728)".into(),
         attributes: vec![
-            AttributeSpec::required("uname", "what backs the disk: phy:DEVICE or file:PATH", "file:/var/lib/xen/images/data.img"),
-            AttributeSpec::required("dev", "the device name in the guest (xvdX, sdX, hdX, dNpM, or a Xen device number)", "xvdb"),
-            AttributeSpec::optional("mode", "r or ro for read-only, w or rw for read-write (default w)", "w"),
-            AttributeSpec::optional("access", "xl's name for mode", "rw"),
-            AttributeSpec::optional("format", "the image format; only raw is supported", "raw"),
+            AttributeSpec::required("uname", "what backs the disk: phy:DEVICE or file:PATH (an absolute path). xl's name target takes a bare absolute path: phy when this process is in Domain-0 and the path is a block device there, else phy under /dev/ and file otherwise (both write params=PATH, type=phy); a phy: or file: prefix is accepted too", "file:/var/lib/xen/images/data.img").alias("target"),
+            AttributeSpec::required("dev", "the device name in the guest (xvdX, sdX, hdX, dNpM, or a Xen device number); xl's name is vdev", "xvdb").alias("vdev"),
+            AttributeSpec::optional("mode", "r or ro for read-only, w or rw for read-write (default w); xl's name is access", "w").alias("access"),
+            AttributeSpec::optional("format", "the image format: raw (the default), the only one blkback serves; convert qcow2, vhd or qed images to raw (QEMU's qdisk backend is not supported)", "raw"),
             AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0"),
         ],
         passthrough_prefixes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    fn keys(a: &[(&str, &str)]) -> (Keys, Keys) {
+        let d = DiskSpec::parse(&attrs(a)).unwrap();
+        let p = DevPaths::new(Kind::Vbd, 7, 0, d.devid);
+        layout(7, 0, &d, &p)
+    }
+
+    #[test]
+    fn xl_names_write_what_the_uname_dev_mode_form_writes() {
+        for (xl, ours) in [
+            (
+                vec![
+                    ("target", "/root/lab/a.img"),
+                    ("vdev", "xvdq"),
+                    ("access", "ro"),
+                    ("format", "raw"),
+                ],
+                vec![
+                    ("uname", "file:/root/lab/a.img"),
+                    ("dev", "xvdq"),
+                    ("mode", "r"),
+                ],
+            ),
+            (
+                vec![("target", "/dev/loop3"), ("vdev", "xvdr"), ("access", "rw")],
+                vec![("uname", "phy:/dev/loop3"), ("dev", "xvdr"), ("mode", "w")],
+            ),
+            (
+                vec![
+                    ("target", "phy:/dev/vg/x"),
+                    ("dev", "xvds"),
+                    ("access", "w"),
+                ],
+                vec![("uname", "phy:/dev/vg/x"), ("dev", "xvds")],
+            ),
+            (
+                vec![
+                    ("target", "file:/img/b.img"),
+                    ("vdev", "51936"),
+                    ("mode", "r"),
+                ],
+                vec![
+                    ("uname", "file:/img/b.img"),
+                    ("dev", "51936"),
+                    ("mode", "ro"),
+                ],
+            ),
+        ] {
+            assert_eq!(keys(&xl), keys(&ours), "{xl:?}");
+        }
+    }
+
+    #[test]
+    fn a_bare_target_is_phy_under_dev_or_for_a_block_device_seen_from_domain_0() {
+        let t = |v: &str, dom0: bool| target_as_uname(v, || dom0).unwrap();
+        assert_eq!(t("/root/lab/a.img", false), "file:/root/lab/a.img");
+        assert_eq!(t("/root/lab/a.img", true), "file:/root/lab/a.img");
+        assert_eq!(t("/dev/vg0/data", false), "phy:/dev/vg0/data");
+        assert_eq!(t("/dev/vg0/data", true), "phy:/dev/vg0/data");
+        assert_eq!(t("phy:/dev/sdb", true), "phy:/dev/sdb");
+        assert_eq!(t("file:/a.img", false), "file:/a.img");
+        // A block device outside /dev/ (a link to one): phy only when looked at from Domain-0.
+        use std::os::unix::fs::FileTypeExt;
+        let block = std::fs::read_dir("/dev")
+            .unwrap()
+            .flatten()
+            .find(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.file_type().is_block_device()));
+        match block {
+            Some(dev) => {
+                let link = std::env::temp_dir().join(format!("vdev-blk-{}", std::process::id()));
+                let _ = std::fs::remove_file(&link);
+                std::os::unix::fs::symlink(dev.path(), &link).unwrap();
+                let l = link.to_str().unwrap();
+                assert_eq!(t(l, true), format!("phy:{l}"));
+                assert_eq!(t(l, false), format!("file:{l}"));
+                std::fs::remove_file(&link).unwrap();
+            }
+            None => eprintln!("no block device in /dev: the Domain-0 case is not checked"),
+        }
+        for bad in ["disk.img", "nbd:/x", "", "aio:/x.img"] {
+            assert!(
+                matches!(target_as_uname(bad, || false), Err(Error::InvalidAttribute { ref name, .. }) if name == "target"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_name_the_attribute_as_given() {
+        for (a, named, says) in [
+            (
+                vec![("target", "/x.img"), ("dev", "xvdq"), ("format", "qcow2")],
+                "format",
+                "raw images only",
+            ),
+            (
+                vec![("target", "/x.img"), ("dev", "xvdq"), ("format", "vhd")],
+                "format",
+                "qdisk",
+            ),
+            (
+                vec![
+                    ("target", "/x.img"),
+                    ("uname", "file:/x.img"),
+                    ("dev", "xvdq"),
+                ],
+                "target",
+                "'uname' and 'target'",
+            ),
+            (
+                vec![("target", "/x.img"), ("vdev", "xvd/q")],
+                "vdev",
+                "not a Xen virtual device name",
+            ),
+            (
+                vec![("target", "/a/../x.img"), ("vdev", "xvdq")],
+                "target",
+                "'..'",
+            ),
+            (
+                vec![("target", "/x.img"), ("vdev", "xvdq"), ("access", "rx")],
+                "access",
+                "not a mode",
+            ),
+        ] {
+            match DiskSpec::parse(&attrs(&a)) {
+                Err(Error::InvalidAttribute { name, reason }) => {
+                    assert_eq!(name, named, "{a:?}: {reason}");
+                    assert!(reason.contains(says), "{a:?}: {reason}");
+                }
+                r => panic!("{a:?}: {r:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_schema_gives_xl_names_as_aliases() {
+        let s = schema();
+        for (name, alias) in [("uname", "target"), ("dev", "vdev"), ("mode", "access")] {
+            assert_eq!(s.attribute(alias).map(|a| a.name.as_str()), Some(name));
+        }
+        let mut all: Vec<&str> = s.attributes.iter().flat_map(|a| a.names()).collect();
+        all.sort_unstable();
+        let mut known = DISK_ATTRS.to_vec();
+        known.sort_unstable();
+        assert_eq!(all, known);
     }
 }

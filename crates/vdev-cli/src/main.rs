@@ -84,7 +84,7 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// The attributes a device type accepts.
+    /// The attributes a device type accepts, with their aliases (other names for the same attribute).
     Schema {
         /// Device type.
         #[arg(value_name = "TYPE")]
@@ -279,7 +279,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
                 print_json(&json!({
                     "type": schema.device_type.as_str(),
                     "description": schema.description,
-                    "attributes": schema.attributes.iter().map(|a| json!({"name": a.name, "required": a.required, "description": a.description, "example": a.example})).collect::<Vec<_>>(),
+                    "attributes": schema.attributes.iter().map(|a| json!({"name": a.name, "aliases": a.aliases, "required": a.required, "description": a.description, "example": a.example})).collect::<Vec<_>>(),
                     "passthrough_prefixes": schema.passthrough_prefixes,
                 }));
             } else {
@@ -289,7 +289,11 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
                     .iter()
                     .map(|a| {
                         vec![
-                            a.name.clone(),
+                            if a.aliases.is_empty() {
+                                a.name.clone()
+                            } else {
+                                format!("{} (or {})", a.name, a.aliases.join(" or "))
+                            },
                             if a.required { "yes" } else { "no" }.into(),
                             a.example.clone(),
                             a.description.clone(),

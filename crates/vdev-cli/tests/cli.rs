@@ -122,6 +122,31 @@ fn tables_are_aligned_for_people() {
 }
 
 #[test]
+fn schema_shows_each_attribute_with_its_aliases() {
+    let (_dir, path, uri) = state_file("aliases.json");
+    std::fs::write(
+        &path,
+        r#"{ "version": 1, "domains": [ { "id": 0, "name": "Domain-0" } ],
+      "device_types": [ { "name": "gpu", "description": "a GPU", "attributes": [
+        { "name": "slot", "aliases": ["pci", "bdf"], "required": true, "description": "PCI address", "example": "0000:01:00.0" },
+        { "name": "model", "description": "model", "example": "h100" } ] } ] }"#,
+    )
+    .unwrap();
+    let schema = json(&["-c", &uri, "schema", "gpu"]);
+    assert_eq!(
+        schema["attributes"],
+        serde_json::json!([
+            {"name": "slot", "aliases": ["pci", "bdf"], "required": true, "description": "PCI address", "example": "0000:01:00.0"},
+            {"name": "model", "aliases": [], "required": false, "description": "model", "example": "h100"}
+        ])
+    );
+    let out = ok(&["-c", &uri, "schema", "gpu"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[2].starts_with("slot (or pci or bdf)  yes"), "{out}");
+    assert!(lines[3].starts_with("model                 no"), "{out}");
+}
+
+#[test]
 fn state_files_keep_changes_between_runs_and_detach_removes() {
     let (_dir, path, uri) = state_file("host.json");
     assert_eq!(

@@ -177,7 +177,8 @@ pub async fn domains_and_lookup(h: &Harness) {
 }
 
 /// The fixture's type is described; every required attribute has a description and an example,
-/// and the fixture gives every required attribute.
+/// and the fixture gives every required attribute (under its name or an alias); no name or alias
+/// names two attributes.
 pub async fn schema_describes_type(h: &Harness) {
     let schema = h
         .conn
@@ -198,11 +199,19 @@ pub async fn schema_describes_type(h: &Harness) {
         assert!(!a.example.is_empty(), "attribute {} has no example", a.name);
         if a.required {
             assert!(
-                sample.contains(&a.name),
+                a.names().any(|n| sample.contains(n)),
                 "the fixture lacks required attribute {}",
                 a.name
             );
         }
+    }
+    let mut names: Vec<&str> = schema.attributes.iter().flat_map(|a| a.names()).collect();
+    names.sort_unstable();
+    if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+        panic!(
+            "'{}' is the name or alias of more than one attribute (or is given twice)",
+            w[0]
+        );
     }
 }
 
@@ -311,7 +320,8 @@ pub async fn invalid_attributes_are_refused(h: &Harness) {
     }
 }
 
-/// Leaving out any required attribute is `MissingAttribute` naming it, and changes nothing.
+/// Leaving out any required attribute (under all its names) is `MissingAttribute` naming it,
+/// and changes nothing.
 pub async fn missing_attributes_are_refused(h: &Harness) {
     let d = domain(h).await;
     let before = snapshot(h, &d).await;
@@ -323,7 +333,9 @@ pub async fn missing_attributes_are_refused(h: &Harness) {
         .clone();
     for a in schema.attributes.iter().filter(|a| a.required) {
         let mut attrs = (h.fixture.make_attrs)(next_index(1));
-        attrs.remove(&a.name);
+        for n in a.names() {
+            attrs.remove(n);
+        }
         let r = h.conn.attach(&d, &h.fixture.device_type, &attrs).await;
         match r {
             Err(Error::MissingAttribute { ref name, .. }) => assert_eq!(name, &a.name),

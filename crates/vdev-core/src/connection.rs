@@ -214,8 +214,10 @@ impl Connection {
     /// Create a device of `device_type` in `domain` from `attributes`; returns its reference.
     ///
     /// Before the driver is called: refused on a read-only connection, when the driver cannot
-    /// attach, for an unknown device type, for an attribute name the type does not accept, and
-    /// when a required attribute is missing. See [`Driver::attach`] for the rest.
+    /// attach, for an unknown device type, for an attribute name the type does not accept, for
+    /// two names of one attribute (its name and an alias), and when a required attribute is
+    /// missing under all its names ([`DeviceTypeSchema::check_names`]). The names are passed to
+    /// the driver as given. See [`Driver::attach`] for the rest.
     pub async fn attach(
         &self,
         domain: &Domain,
@@ -224,33 +226,7 @@ impl Connection {
     ) -> Result<DeviceRef> {
         self.writable("attach")?;
         self.require(self.capabilities.attach, "attach")?;
-        let schema = self.schema(device_type).await?;
-        if let Some(name) = attributes.names().find(|n| !schema.accepts(n)) {
-            let mut accepted: Vec<String> =
-                schema.attributes.iter().map(|a| a.name.clone()).collect();
-            accepted.extend(schema.passthrough_prefixes.iter().map(|p| format!("{p}*")));
-            return Err(Error::InvalidAttribute {
-                name: name.to_owned(),
-                reason: format!(
-                    "a {device_type} device has no such attribute; accepted: {} (`vdev schema {device_type}`)",
-                    accepted.join(", ")
-                ),
-            });
-        }
-        if let Some(spec) = schema
-            .attributes
-            .iter()
-            .find(|a| a.required && !attributes.contains(&a.name))
-        {
-            return Err(Error::MissingAttribute {
-                device_type: device_type.to_string(),
-                name: spec.name.clone(),
-                hint: format!(
-                    "{} (for example {}={})",
-                    spec.description, spec.name, spec.example
-                ),
-            });
-        }
+        self.schema(device_type).await?.check_names(attributes)?;
         debug!(driver = self.driver_name, domain = %domain.name, %device_type, "attach");
         self.driver
             .attach(domain, device_type, attributes)

@@ -101,8 +101,9 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ///
     /// # Behavior
     /// - The core calls it once per connection and caches the answer; it uses it to refuse
-    ///   unknown device types, unknown attribute names and missing required attributes before
-    ///   [`Driver::attach`] is called.
+    ///   unknown device types, unknown attribute names, two names of one attribute (an
+    ///   [`crate::AttributeSpec`]'s name and an alias) and missing required attributes before
+    ///   [`Driver::attach`] is called ([`DeviceTypeSchema::check_names`]).
     async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>>;
 
     /// The devices of `domain`, of one type or of every type.
@@ -123,6 +124,8 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// # Behavior
     /// - Interprets the attributes (the core does not); refuses malformed values with
     ///   [`crate::Error::InvalidAttribute`] before changing anything.
+    /// - Receives attribute names as the caller gave them: an attribute with aliases arrives
+    ///   under exactly one of its names (the core has refused two), which the driver reads.
     /// - Translates a backend domain given by name into its id where the hypervisor wants ids.
     /// - Returns [`crate::Error::DeviceExists`] when the reference (or an equivalent device) is taken.
     /// - Is atomic: on any error the domain is left exactly as it was.

@@ -263,11 +263,21 @@ pub struct Device {
 }
 
 /// One attribute a device type accepts when a device is created.
+///
+/// An attribute has one name and may have aliases: other names that mean the same attribute
+/// (Xen's `uname` is also accepted as xl's `target`). The core accepts any of them, lets an alias
+/// satisfy a required attribute, and refuses two names of one attribute in the same call; it
+/// passes the name the caller gave to the driver unchanged, so a driver that gives a name an
+/// alias reads whichever of them is set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributeSpec {
     /// The name.
     pub name: String,
-    /// Whether attach refuses to go on without it.
+    /// Other names accepted for the same attribute (see [`AttributeSpec::alias`]); empty for
+    /// most attributes.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Whether attach refuses to go on without it (given under its name or an alias).
     pub required: bool,
     /// What it means and which values it takes.
     pub description: String,
@@ -280,6 +290,7 @@ impl AttributeSpec {
     pub fn required(name: &str, description: &str, example: &str) -> Self {
         AttributeSpec {
             name: name.into(),
+            aliases: Vec::new(),
             required: true,
             description: description.into(),
             example: example.into(),
@@ -291,6 +302,36 @@ impl AttributeSpec {
         AttributeSpec {
             required: false,
             ..AttributeSpec::required(name, description, example)
+        }
+    }
+
+    /// Accept `name` too, as another name of this attribute:
+    /// `AttributeSpec::required("uname", ..).alias("target")`.
+    ///
+    /// `name` must be a valid attribute name (see [`crate::AttrName`]) and no other name or alias
+    /// of the same device type. The driver decides what a value given under an alias means; the
+    /// core only checks names.
+    pub fn alias(mut self, name: &str) -> Self {
+        self.aliases.push(name.into());
+        self
+    }
+
+    /// Its name, then its aliases.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.name.as_str()).chain(self.aliases.iter().map(String::as_str))
+    }
+
+    /// Whether `name` is this attribute's name or one of its aliases.
+    pub fn answers_to(&self, name: &str) -> bool {
+        self.names().any(|n| n == name)
+    }
+
+    /// The name with its aliases, for messages: `mode (or access)`.
+    fn display_names(&self) -> String {
+        if self.aliases.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{} (or {})", self.name, self.aliases.join(" or "))
         }
     }
 }
@@ -311,13 +352,82 @@ pub struct DeviceTypeSchema {
 }
 
 impl DeviceTypeSchema {
-    /// Whether an attribute called `name` is accepted (named, or under a pass-through prefix).
+    /// Whether an attribute called `name` is accepted (by its name, an alias, or under a
+    /// pass-through prefix).
     pub fn accepts(&self, name: &str) -> bool {
-        self.attributes.iter().any(|a| a.name == name)
+        self.attribute(name).is_some()
             || self
                 .passthrough_prefixes
                 .iter()
                 .any(|p| name.len() > p.len() && name.starts_with(p.as_str()))
+    }
+
+    /// The named attribute that answers to `name` (its name or an alias).
+    pub fn attribute(&self, name: &str) -> Option<&AttributeSpec> {
+        self.attributes.iter().find(|a| a.answers_to(name))
+    }
+
+    /// The checks the core makes on `attributes` before a driver's attach is called, on names
+    /// only (values are never looked at):
+    ///
+    /// - a name the type does not accept is [`Error::InvalidAttribute`] listing the accepted
+    ///   names and aliases;
+    /// - two names of the same attribute (its name and an alias, or two aliases) are
+    ///   [`Error::InvalidAttribute`] naming both;
+    /// - a required attribute given under none of its names is [`Error::MissingAttribute`].
+    pub fn check_names(&self, attributes: &Attributes) -> Result<()> {
+        let device_type = &self.device_type;
+        if let Some(name) = attributes.names().find(|n| !self.accepts(n)) {
+            let mut accepted: Vec<String> = self
+                .attributes
+                .iter()
+                .map(AttributeSpec::display_names)
+                .collect();
+            accepted.extend(self.passthrough_prefixes.iter().map(|p| format!("{p}*")));
+            return Err(Error::InvalidAttribute {
+                name: name.to_owned(),
+                reason: format!(
+                    "a {device_type} device has no such attribute; accepted: {} (`vdev schema {device_type}`)",
+                    accepted.join(", ")
+                ),
+            });
+        }
+        for spec in &self.attributes {
+            let given: Vec<&str> = spec.names().filter(|n| attributes.contains(n)).collect();
+            if let [_, .., last] = given.as_slice() {
+                return Err(Error::InvalidAttribute {
+                    name: (*last).to_owned(),
+                    reason: format!(
+                        "{} are names of the same {device_type} attribute; give only one of them",
+                        given
+                            .iter()
+                            .map(|n| format!("'{n}'"))
+                            .collect::<Vec<_>>()
+                            .join(" and "),
+                    ),
+                });
+            }
+        }
+        if let Some(spec) = self
+            .attributes
+            .iter()
+            .find(|a| a.required && !a.names().any(|n| attributes.contains(n)))
+        {
+            let also = if spec.aliases.is_empty() {
+                String::new()
+            } else {
+                format!("; also accepted as {}", spec.aliases.join(" or "))
+            };
+            return Err(Error::MissingAttribute {
+                device_type: device_type.to_string(),
+                name: spec.name.clone(),
+                hint: format!(
+                    "{} (for example {}={}{also})",
+                    spec.description, spec.name, spec.example
+                ),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -408,5 +518,131 @@ impl DeviceEvent {
             | DeviceEvent::StateChanged { device_type, .. }
             | DeviceEvent::Removed { device_type, .. } => device_type,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A disk in Xen's vocabulary with xl's names as aliases.
+    fn disk() -> DeviceTypeSchema {
+        DeviceTypeSchema {
+            device_type: DeviceType::DISK,
+            description: "a disk".into(),
+            attributes: vec![
+                AttributeSpec::required("uname", "what backs it", "file:/x.img").alias("target"),
+                AttributeSpec::required("dev", "the guest's name", "xvdb").alias("vdev"),
+                AttributeSpec::optional("mode", "r or w", "w").alias("access"),
+                AttributeSpec::optional("backend", "the backend domain", "Domain-0"),
+            ],
+            passthrough_prefixes: vec!["x.".into()],
+        }
+    }
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    #[test]
+    fn an_alias_is_accepted_in_place_of_the_name() {
+        let s = disk();
+        assert!(s.accepts("access") && s.accepts("mode") && s.accepts("x.y"));
+        assert_eq!(s.attribute("access").map(|a| a.name.as_str()), Some("mode"));
+        s.check_names(&attrs(&[
+            ("uname", "file:/x.img"),
+            ("dev", "xvdb"),
+            ("access", "ro"),
+        ]))
+        .unwrap();
+    }
+
+    #[test]
+    fn a_required_attribute_is_satisfied_by_an_alias() {
+        disk()
+            .check_names(&attrs(&[("target", "/x.img"), ("vdev", "xvdb")]))
+            .unwrap();
+        disk()
+            .check_names(&attrs(&[("target", "/x.img"), ("dev", "xvdb")]))
+            .unwrap();
+    }
+
+    #[test]
+    fn a_required_attribute_under_none_of_its_names_is_missing() {
+        let e = disk()
+            .check_names(&attrs(&[("dev", "xvdb"), ("mode", "w")]))
+            .unwrap_err();
+        match e {
+            Error::MissingAttribute { name, hint, .. } => {
+                assert_eq!(name, "uname");
+                assert!(hint.contains("also accepted as target"), "{hint}");
+            }
+            e => panic!("{e:?}"),
+        }
+    }
+
+    #[test]
+    fn two_names_of_one_attribute_are_refused_naming_both() {
+        for (pairs, first, second) in [
+            (
+                vec![
+                    ("uname", "file:/x"),
+                    ("dev", "xvdb"),
+                    ("mode", "r"),
+                    ("access", "rw"),
+                ],
+                "mode",
+                "access",
+            ),
+            (
+                vec![("uname", "file:/x"), ("target", "/x"), ("dev", "xvdb")],
+                "uname",
+                "target",
+            ),
+            // Even when the values agree: the core never compares values.
+            (
+                vec![("uname", "file:/x"), ("vdev", "xvdb"), ("dev", "xvdb")],
+                "dev",
+                "vdev",
+            ),
+        ] {
+            let e = disk().check_names(&attrs(&pairs)).unwrap_err();
+            match &e {
+                Error::InvalidAttribute { name, reason } => {
+                    assert_eq!(name, second, "{e}");
+                    assert!(
+                        reason.contains(&format!("'{first}' and '{second}'"))
+                            && reason.contains("give only one"),
+                        "{e}"
+                    );
+                }
+                e => panic!("{pairs:?}: {e:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn an_unknown_name_is_still_refused_listing_names_and_aliases() {
+        let e = disk()
+            .check_names(&attrs(&[
+                ("uname", "file:/x"),
+                ("dev", "xvdb"),
+                ("targets", "/x"),
+            ]))
+            .unwrap_err();
+        match e {
+            Error::InvalidAttribute { name, reason } => {
+                assert_eq!(name, "targets");
+                assert!(
+                    reason.contains(
+                        "uname (or target), dev (or vdev), mode (or access), backend, x.*"
+                    ),
+                    "{reason}"
+                );
+            }
+            e => panic!("{e:?}"),
+        }
+        // A pass-through prefix alone is no name.
+        assert!(disk().check_names(&attrs(&[("x.", "1")])).is_err());
     }
 }
