@@ -234,7 +234,8 @@ mod host {
     type Res<T> = Result<T, String>;
 
     fn root() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        root.canonicalize().unwrap_or(root)
     }
 
     fn xenlab() -> PathBuf {
@@ -410,6 +411,8 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
     struct Sample {
         done: f64,
         exit: f64,
+        /// When each part of the condition was met, in order (`frontend:1.20,backend:1.31`).
+        parts: String,
         items: Option<usize>,
         counts: Option<Counts>,
     }
@@ -491,6 +494,7 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
             Ok(Sample {
                 done: num("done")?,
                 exit: num("exit")?,
+                parts: k.get("parts").unwrap_or(&"").to_string(),
                 items: k.get("items").and_then(|v| v.parse().ok()),
                 counts,
             })
@@ -552,15 +556,17 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
                 let c = &DISK_CONTENDERS[i];
                 let a = ctx.op("attach", "-", trace, &ctx.args(c.attach, DEV, DEVID))?;
                 let d = ctx.op("detach", "-", trace, &ctx.args(c.detach, DEV, DEVID))?;
-                eprintln!(
-                    "lab bench: {} {:<28} attach {:6.2} s (returned {:6.2} s)  detach {:6.2} s (returned {:6.2} s)",
-                    if trace { "warm-up".to_string() } else { format!("round {round}/{rounds}") },
-                    c.name,
-                    a.done,
-                    a.exit,
-                    d.done,
-                    d.exit
-                );
+                let when = if trace {
+                    "warm-up".to_string()
+                } else {
+                    format!("round {round}/{rounds}")
+                };
+                for (what, x) in [("attach", &a), ("detach", &d)] {
+                    eprintln!(
+                        "lab bench: {when:<11} {:<28} {what} {:6.2} s, returned {:6.2} s  ({})",
+                        c.name, x.done, x.exit, x.parts
+                    );
+                }
                 if trace {
                     attach[i].counts = a.counts;
                     detach[i].counts = d.counts;
@@ -1249,6 +1255,8 @@ mod dom0 {
             out,
             err,
         };
+        // When each part of the condition was met (for the progress lines).
+        let mut parts: Vec<(&str, Instant)> = Vec::new();
         let done: Instant = match op.as_str() {
             "attach" => {
                 let (mut f, mut b) = (None, None);
@@ -1262,12 +1270,16 @@ mod dom0 {
                     let Some((at, path)) = xs.event(Duration::from_millis(50))? else {
                         continue;
                     };
-                    if path == fe_state {
-                        f = xs.read(&fe_state)?;
+                    let (value, name) = if path == fe_state {
+                        (&mut f, "frontend")
                     } else if path == be_state {
-                        b = xs.read(&be_state)?;
+                        (&mut b, "backend")
                     } else {
                         continue;
+                    };
+                    *value = xs.read(&path)?;
+                    if value.as_deref() == Some("4") && !parts.iter().any(|p| p.0 == name) {
+                        parts.push((name, at));
                     }
                     if f.as_deref() == Some("4") && b.as_deref() == Some("4") {
                         break at;
@@ -1291,6 +1303,8 @@ mod dom0 {
                         }
                     }
                     if let (Some(l), [Some(a), Some(b), Some(c)]) = (loop_gone, gone) {
+                        parts = vec![("frontend", a), ("backend", b), ("record", c), ("loop", l)];
+                        parts.sort_by_key(|p| p.1);
                         break l.max(a).max(b).max(c);
                     }
                     let Some((at, path)) = xs.event(LOOP_POLL)? else {
@@ -1329,9 +1343,14 @@ mod dom0 {
         let exit = child.exited.unwrap().0;
         xs.read(&end)?;
         let mut line = format!(
-            "op={op} done={:.6} exit={:.6}",
+            "op={op} done={:.6} exit={:.6} parts={}",
             secs(done - t0),
-            secs(exit - t0)
+            secs(exit - t0),
+            parts
+                .iter()
+                .map(|(n, at)| format!("{n}:{:.2}", secs(*at - t0)))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         let output = std::fs::read_to_string(&child.out).unwrap_or_default();
         let _ = std::fs::remove_file(&child.out);
