@@ -776,6 +776,7 @@ n=0; for p in /local/domain/{d}/device/vbd /local/domain/0/backend/vbd/{d} /libx
                 String::new()
             }
         );
+        t += "- Goal (the issue): xl / this above 1 on every vdev row, and at least 3 on attach.\n";
         if !ctx.setup.hotplug_script {
             t += "- (*) this vdev does not know `hotplug=script` yet: run with its older spelling `hotplug=yes` (the same thing).\n";
         }
@@ -1176,6 +1177,25 @@ mod dom0 {
         }
     }
 
+    /// Turns xenstored's trace off and removes the temporary files however `run` ends.
+    struct Tidy {
+        trace_on: bool,
+        files: Vec<String>,
+    }
+
+    impl Drop for Tidy {
+        fn drop(&mut self) {
+            if self.trace_on {
+                if let Ok(mut xs) = Xs::connect() {
+                    let _ = xs.strings(XS_CONTROL, &["log", "off"]);
+                }
+            }
+            for f in &self.files {
+                let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
     /// `OP DOMID DEVID IMG ITEMS TRACE -- CMD...`: run CMD and time OP (`attach`, `detach`,
     /// `list`); print `done=` (seconds to the condition) `exit=` (seconds to the command's exit),
     /// `items=` (list), and with TRACE=`trace` the request counts.
@@ -1225,7 +1245,17 @@ mod dom0 {
                 .unwrap_or_default()
                 .as_nanos()
         );
+        let out = format!("/tmp/vdev-bench-{nonce}.out");
+        let err = format!("/tmp/vdev-bench-{nonce}.err");
         let trace_file = (trace == "trace").then(|| format!("/tmp/vdev-bench-trace-{nonce}.log"));
+        let mut tidy = Tidy {
+            trace_on: trace_file.is_some(),
+            files: [&out, &err]
+                .into_iter()
+                .chain(&trace_file)
+                .cloned()
+                .collect(),
+        };
         if let Some(f) = &trace_file {
             xs.strings(XS_CONTROL, &["logfile", f])?;
             xs.strings(XS_CONTROL, &["log", "on"])?;
@@ -1235,8 +1265,6 @@ mod dom0 {
             format!("/vdev-bench/end-{nonce}"),
         );
         xs.read(&start)?;
-        let out = format!("/tmp/vdev-bench-{nonce}.out");
-        let err = format!("/tmp/vdev-bench-{nonce}.err");
 
         let t0 = Instant::now();
         let mut child = Command::new(&cmd[0])
@@ -1353,15 +1381,13 @@ mod dom0 {
                 .join(",")
         );
         let output = std::fs::read_to_string(&child.out).unwrap_or_default();
-        let _ = std::fs::remove_file(&child.out);
-        let _ = std::fs::remove_file(&child.err);
         if let Some(kind) = Items::parse(items) {
             line += &format!(" items={}", kind.count(&output));
         }
         if let Some(f) = &trace_file {
             xs.strings(XS_CONTROL, &["log", "off"])?;
+            tidy.trace_on = false;
             let text = std::fs::read_to_string(f).map_err(io(f))?;
-            let _ = std::fs::remove_file(f);
             line += " ";
             line += &count_trace(&text, &start, &end)?;
         }
