@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -150,20 +150,118 @@ impl Drop for XenStore {
     }
 }
 
+/// The kernel's xenbus device (`/dev/xen/xenbus`) as an async byte stream: the kernel relays
+/// whole XenStore messages written to it and queues replies and watch events for reading. Reads
+/// wait for readiness through the reactor; writes are made directly, because the device never
+/// reports itself writable to poll (it accepts every complete message at once).
+struct XenbusDevice(tokio::io::unix::AsyncFd<std::fs::File>);
+
+impl XenbusDevice {
+    fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        // SAFETY: the File is owned by the AsyncFd for all its life and never handed out, so its
+        // descriptor stays open and the same until the AsyncFd is dropped.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(f) }.map_err(|e| e.into_parts().1)?;
+        Ok(XenbusDevice(fd))
+    }
+}
+
+impl AsyncRead for XenbusDevice {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        loop {
+            let mut ready = std::task::ready!(self.0.poll_read_ready(cx))?;
+            match ready.try_io(|f| f.get_ref().read(buf.initialize_unfilled())) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for XenbusDevice {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        loop {
+            match self.0.get_ref().write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return std::task::Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 impl XenStore {
-    /// Connect to the xenstored socket at `path`.
+    /// Connect to xenstored through its unix socket or the xenbus device.
     pub(crate) async fn connect(
-        path: &std::path::Path,
+        transport: &crate::config::Transport,
         timeout: Duration,
     ) -> Result<Self, XsError> {
-        let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
-            .await
-            .map_err(|_| XsError::Timeout {
-                what: format!("connecting to {}", path.display()),
-                after: timeout,
-            })?
-            .map_err(|e| XsError::Io(format!("cannot connect to {}: {e}", path.display())))?;
-        let (mut rd, mut wr) = stream.into_split();
+        match transport {
+            crate::config::Transport::Socket(path) => {
+                let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
+                    .await
+                    .map_err(|_| XsError::Timeout {
+                        what: format!("connecting to {}", path.display()),
+                        after: timeout,
+                    })?
+                    .map_err(|e| {
+                        XsError::Io(format!("cannot connect to {}: {e}", path.display()))
+                    })?;
+                let (rd, wr) = stream.into_split();
+                Ok(Self::start(rd, wr, timeout))
+            }
+            crate::config::Transport::Device(path) => {
+                let dev = XenbusDevice::open(path).map_err(|e| {
+                    XsError::Io(format!(
+                        "cannot open the xenbus device {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let (rd, wr) = tokio::io::split(dev);
+                Ok(Self::start(rd, wr, timeout))
+            }
+        }
+    }
+
+    /// Run the session over a byte stream to xenstored.
+    fn start(
+        mut rd: impl AsyncRead + Unpin + Send + 'static,
+        mut wr: impl AsyncWrite + Unpin + Send + 'static,
+        timeout: Duration,
+    ) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
@@ -225,14 +323,14 @@ impl XenStore {
             };
             s.close(why);
         });
-        Ok(XenStore {
+        XenStore {
             shared,
             out,
             next_req: AtomicU32::new(1),
             next_token: AtomicU32::new(1),
             timeout,
             tasks: vec![writer, reader],
-        })
+        }
     }
 
     /// Close the connection: pending and later requests fail, watch streams end.
@@ -482,9 +580,12 @@ mod tests {
 
     async fn open(path: &str) -> Arc<XenStore> {
         Arc::new(
-            XenStore::connect(std::path::Path::new(path), Duration::from_secs(10))
-                .await
-                .expect("connect"),
+            XenStore::connect(
+                &crate::config::Transport::Socket(path.into()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("connect"),
         )
     }
 
@@ -584,7 +685,12 @@ mod tests {
         // The socket file appears before socat listens: retry for a while.
         let mut xs = None;
         for _ in 0..200 {
-            if let Ok(c) = XenStore::connect(&dir, Duration::from_secs(10)).await {
+            if let Ok(c) = XenStore::connect(
+                &crate::config::Transport::Socket(dir.clone()),
+                Duration::from_secs(10),
+            )
+            .await
+            {
                 xs = Some(Arc::new(c));
                 break;
             }
