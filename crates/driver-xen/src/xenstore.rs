@@ -241,7 +241,7 @@ impl XenStore {
                         XsError::Io(format!("cannot connect to {}: {e}", path.display()))
                     })?;
                 let (rd, wr) = stream.into_split();
-                Ok(Self::start(rd, wr, timeout))
+                Ok(Self::start(rd, wr, timeout, false))
             }
             crate::config::Transport::Device(path) => {
                 let dev = XenbusDevice::open(path).map_err(|e| {
@@ -251,16 +251,20 @@ impl XenStore {
                     ))
                 })?;
                 let (rd, wr) = tokio::io::split(dev);
-                Ok(Self::start(rd, wr, timeout))
+                Ok(Self::start(rd, wr, timeout, true))
             }
         }
     }
 
     /// Run the session over a byte stream to xenstored.
+    /// `one_at_a_time`: send a request only once the previous one is answered (the xenbus
+    /// device keeps a request's payload in its one message buffer until it is sent on, so a
+    /// second request written meanwhile corrupts the first: measured in the lab).
     fn start(
         mut rd: impl AsyncRead + Unpin + Send + 'static,
         mut wr: impl AsyncWrite + Unpin + Send + 'static,
         timeout: Duration,
+        one_at_a_time: bool,
     ) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
@@ -269,15 +273,24 @@ impl XenStore {
             why_closed: Mutex::new(String::new()),
         });
         let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let answered = Arc::new(tokio::sync::Semaphore::new(0));
         let s = shared.clone();
+        let a = answered.clone();
         let writer = tokio::spawn(async move {
             while let Some(frame) = out_rx.recv().await {
                 if let Err(e) = wr.write_all(&frame).await {
                     s.close(format!("writing to xenstored failed: {e}"));
                     return;
                 }
+                if one_at_a_time {
+                    match a.acquire().await {
+                        Ok(p) => p.forget(),
+                        Err(_) => return,
+                    }
+                }
             }
         });
+        let a = answered;
         let s = shared.clone();
         let reader = tokio::spawn(async move {
             let why = loop {
@@ -297,6 +310,9 @@ impl XenStore {
                     break format!("xenstored closed the connection ({e})");
                 }
                 tracing::trace!(target: "vdev_driver_xen::xenstore", ty, req_id, "<- {}", printable(&body));
+                if ty != WATCH_EVENT && one_at_a_time {
+                    a.add_permits(1);
+                }
                 if ty == WATCH_EVENT {
                     let mut parts = body.split(|b| *b == 0);
                     let path =
