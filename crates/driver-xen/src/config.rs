@@ -8,8 +8,31 @@ use vdev_core::{ConnectUri, Result};
 /// The xenstored socket used by `xen:///` when `XENSTORED_PATH` is not set.
 pub const DEFAULT_SOCKET: &str = "/run/xenstored/socket";
 
+/// The xenbus device used by `xen:///` when no xenstored socket exists (a domain without a
+/// local xenstored, such as a driver domain).
+pub const DEFAULT_DEVICE: &str = "/dev/xen/xenbus";
+
 /// The options the Xen driver knows.
-pub const OPTIONS: &[&str] = &["socket", "timeout", "attach-timeout", "hotplug"];
+pub const OPTIONS: &[&str] = &["socket", "device", "timeout", "attach-timeout", "hotplug"];
+
+/// How the driver reaches XenStore.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Transport {
+    /// A xenstored unix socket.
+    Socket(PathBuf),
+    /// The kernel's xenbus device (`/dev/xen/xenbus`), which relays to xenstored wherever it
+    /// runs.
+    Device(PathBuf),
+}
+
+impl std::fmt::Display for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Transport::Socket(p) => write!(f, "socket {}", p.display()),
+            Transport::Device(p) => write!(f, "xenbus device {}", p.display()),
+        }
+    }
+}
 
 /// The default bound on one XenStore request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,9 +43,10 @@ pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 /// Everything a `xen://` URI can say.
 #[derive(Debug, Clone)]
 pub struct XenConfig {
-    /// The xenstored unix socket: `?socket=PATH`, else `$XENSTORED_PATH`, else
-    /// [`DEFAULT_SOCKET`].
-    pub socket: PathBuf,
+    /// Where XenStore is: `?socket=PATH` or `?device=PATH`; else `$XENSTORED_PATH`; else
+    /// [`DEFAULT_SOCKET`] when it exists; else [`DEFAULT_DEVICE`] when it exists; else
+    /// [`DEFAULT_SOCKET`] (and connecting says that neither exists).
+    pub transport: Transport,
     /// `timeout=DURATION`: the longest one XenStore request may take.
     pub request_timeout: Duration,
     /// `attach-timeout=DURATION`: how long attach waits for the backend to reach InitWait.
@@ -90,17 +114,32 @@ impl XenConfig {
                 "xen:/// takes no path; give the xenstored socket as xen:///?socket=PATH",
             ));
         }
-        let socket = match uri.option("socket") {
-            Some(p) if p.starts_with('/') => PathBuf::from(p),
-            Some(p) => {
-                return Err(uri.invalid(format!(
-                    "socket={p} is not an absolute path; write socket=/run/xenstored/socket"
+        let abs = |name: &str, p: &str, eg: &str| -> Result<PathBuf> {
+            if p.starts_with('/') {
+                Ok(PathBuf::from(p))
+            } else {
+                Err(uri.invalid(format!(
+                    "{name}={p} is not an absolute path; write {name}={eg}"
                 )))
             }
-            None => std::env::var_os("XENSTORED_PATH")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        };
+        let transport = match (uri.option("socket"), uri.option("device")) {
+            (Some(_), Some(_)) => {
+                return Err(uri.invalid(
+                    "give socket=PATH or device=PATH, not both: they are two ways to one xenstored",
+                ))
+            }
+            (Some(p), None) => Transport::Socket(abs("socket", p, DEFAULT_SOCKET)?),
+            (None, Some(p)) => Transport::Device(abs("device", p, DEFAULT_DEVICE)?),
+            (None, None) => match std::env::var_os("XENSTORED_PATH").filter(|p| !p.is_empty()) {
+                Some(p) => Transport::Socket(PathBuf::from(p)),
+                None if !std::path::Path::new(DEFAULT_SOCKET).exists()
+                    && std::path::Path::new(DEFAULT_DEVICE).exists() =>
+                {
+                    Transport::Device(PathBuf::from(DEFAULT_DEVICE))
+                }
+                None => Transport::Socket(PathBuf::from(DEFAULT_SOCKET)),
+            },
         };
         let hotplug = match uri.option("hotplug") {
             None | Some("auto") => Hotplug::Auto,
@@ -114,7 +153,7 @@ impl XenConfig {
         };
         Ok(XenConfig {
             hotplug,
-            socket,
+            transport,
             request_timeout: duration(uri, "timeout", DEFAULT_REQUEST_TIMEOUT)?,
             attach_timeout: duration(uri, "attach-timeout", DEFAULT_ATTACH_TIMEOUT)?,
         })

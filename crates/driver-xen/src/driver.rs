@@ -55,7 +55,7 @@ impl Drop for XenDriver {
 impl std::fmt::Debug for XenDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XenDriver")
-            .field("socket", &self.inner.config.socket)
+            .field("transport", &self.inner.config.transport)
             .field("closed", &self.inner.closed.load(Ordering::SeqCst))
             .finish()
     }
@@ -107,7 +107,7 @@ fn perms(owner: u32, reader: u32) -> Vec<String> {
 impl XenDriver {
     /// Connect to xenstored as `config` says.
     pub async fn open(config: XenConfig) -> Result<Self> {
-        let xs = XenStore::connect(&config.socket, config.request_timeout)
+        let xs = XenStore::connect(&config.transport, config.request_timeout)
             .await
             .map_err(xs_err("connecting to xenstored"))?;
         let xs = Arc::new(xs);

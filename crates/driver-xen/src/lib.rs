@@ -11,7 +11,8 @@ mod vif;
 mod xenstore;
 
 pub use config::{
-    Hotplug, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, OPTIONS,
+    Hotplug, Transport, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_DEVICE, DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SOCKET, OPTIONS,
 };
 pub use driver::XenDriver;
 pub use error::XsError;

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -150,20 +150,122 @@ impl Drop for XenStore {
     }
 }
 
+/// The kernel's xenbus device (`/dev/xen/xenbus`) as an async byte stream: the kernel relays
+/// whole XenStore messages written to it and queues replies and watch events for reading. Reads
+/// wait for readiness through the reactor; writes are made directly, because the device never
+/// reports itself writable to poll (it accepts every complete message at once).
+struct XenbusDevice(tokio::io::unix::AsyncFd<std::fs::File>);
+
+impl XenbusDevice {
+    fn open(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)?;
+        // SAFETY: the File is owned by the AsyncFd for all its life and never handed out, so its
+        // descriptor stays open and the same until the AsyncFd is dropped.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(f) }.map_err(|e| e.into_parts().1)?;
+        Ok(XenbusDevice(fd))
+    }
+}
+
+impl AsyncRead for XenbusDevice {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Read;
+        loop {
+            let mut ready = std::task::ready!(self.0.poll_read_ready(cx))?;
+            match ready.try_io(|f| f.get_ref().read(buf.initialize_unfilled())) {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for XenbusDevice {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        loop {
+            match self.0.get_ref().write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return std::task::Poll::Ready(r),
+            }
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
 impl XenStore {
-    /// Connect to the xenstored socket at `path`.
+    /// Connect to xenstored through its unix socket or the xenbus device.
     pub(crate) async fn connect(
-        path: &std::path::Path,
+        transport: &crate::config::Transport,
         timeout: Duration,
     ) -> Result<Self, XsError> {
-        let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
-            .await
-            .map_err(|_| XsError::Timeout {
-                what: format!("connecting to {}", path.display()),
-                after: timeout,
-            })?
-            .map_err(|e| XsError::Io(format!("cannot connect to {}: {e}", path.display())))?;
-        let (mut rd, mut wr) = stream.into_split();
+        match transport {
+            crate::config::Transport::Socket(path) => {
+                let stream = tokio::time::timeout(timeout, UnixStream::connect(path))
+                    .await
+                    .map_err(|_| XsError::Timeout {
+                        what: format!("connecting to {}", path.display()),
+                        after: timeout,
+                    })?
+                    .map_err(|e| {
+                        XsError::Io(format!("cannot connect to {}: {e}", path.display()))
+                    })?;
+                let (rd, wr) = stream.into_split();
+                Ok(Self::start(rd, wr, timeout, false))
+            }
+            crate::config::Transport::Device(path) => {
+                let dev = XenbusDevice::open(path).map_err(|e| {
+                    XsError::Io(format!(
+                        "cannot open the xenbus device {}: {e}",
+                        path.display()
+                    ))
+                })?;
+                let (rd, wr) = tokio::io::split(dev);
+                Ok(Self::start(rd, wr, timeout, true))
+            }
+        }
+    }
+
+    /// Run the session over a byte stream to xenstored.
+    /// `one_at_a_time`: send a request only once the previous one is answered (the xenbus
+    /// device keeps a request's payload in its one message buffer until it is sent on, so a
+    /// second request written meanwhile corrupts the first: measured in the lab).
+    fn start(
+        mut rd: impl AsyncRead + Unpin + Send + 'static,
+        mut wr: impl AsyncWrite + Unpin + Send + 'static,
+        timeout: Duration,
+        one_at_a_time: bool,
+    ) -> Self {
         let shared = Arc::new(Shared {
             pending: Mutex::new(HashMap::new()),
             watches: Mutex::new(HashMap::new()),
@@ -171,15 +273,24 @@ impl XenStore {
             why_closed: Mutex::new(String::new()),
         });
         let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        let answered = Arc::new(tokio::sync::Semaphore::new(0));
         let s = shared.clone();
+        let a = answered.clone();
         let writer = tokio::spawn(async move {
             while let Some(frame) = out_rx.recv().await {
                 if let Err(e) = wr.write_all(&frame).await {
                     s.close(format!("writing to xenstored failed: {e}"));
                     return;
                 }
+                if one_at_a_time {
+                    match a.acquire().await {
+                        Ok(p) => p.forget(),
+                        Err(_) => return,
+                    }
+                }
             }
         });
+        let a = answered;
         let s = shared.clone();
         let reader = tokio::spawn(async move {
             let why = loop {
@@ -199,6 +310,9 @@ impl XenStore {
                     break format!("xenstored closed the connection ({e})");
                 }
                 tracing::trace!(target: "vdev_driver_xen::xenstore", ty, req_id, "<- {}", printable(&body));
+                if ty != WATCH_EVENT && one_at_a_time {
+                    a.add_permits(1);
+                }
                 if ty == WATCH_EVENT {
                     let mut parts = body.split(|b| *b == 0);
                     let path =
@@ -225,14 +339,14 @@ impl XenStore {
             };
             s.close(why);
         });
-        Ok(XenStore {
+        XenStore {
             shared,
             out,
             next_req: AtomicU32::new(1),
             next_token: AtomicU32::new(1),
             timeout,
             tasks: vec![writer, reader],
-        })
+        }
     }
 
     /// Close the connection: pending and later requests fail, watch streams end.
@@ -482,9 +596,12 @@ mod tests {
 
     async fn open(path: &str) -> Arc<XenStore> {
         Arc::new(
-            XenStore::connect(std::path::Path::new(path), Duration::from_secs(10))
-                .await
-                .expect("connect"),
+            XenStore::connect(
+                &crate::config::Transport::Socket(path.into()),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("connect"),
         )
     }
 
@@ -584,7 +701,12 @@ mod tests {
         // The socket file appears before socat listens: retry for a while.
         let mut xs = None;
         for _ in 0..200 {
-            if let Ok(c) = XenStore::connect(&dir, Duration::from_secs(10)).await {
+            if let Ok(c) = XenStore::connect(
+                &crate::config::Transport::Socket(dir.clone()),
+                Duration::from_secs(10),
+            )
+            .await
+            {
                 xs = Some(Arc::new(c));
                 break;
             }

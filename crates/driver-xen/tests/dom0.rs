@@ -493,3 +493,42 @@ async fn separate_processes_attaching_at_once_get_distinct_ids_and_complete_node
         nics_before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_the_xenbus_device_too() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    put_vdev();
+    let d = domu();
+    let img = "/root/lab/vdev-xenbus.img";
+    let (ok, out) = dom0(&format!(
+        r#"set -e
+{WAIT44}
+truncate -s 8M {img}
+id=$(xl domid {d})
+u='xen:///?device=/dev/xen/xenbus'
+/root/vdev -c "$u" domains | grep -qw {d} && echo "domains-ok"
+r=$(/root/vdev -c "$u" attach {d} disk uname=file:{img} dev=xvdo)
+be=/local/domain/0/backend/vbd/$id/$r
+wait44 /local/domain/$id/device/vbd/$r/state $be/state
+/root/vdev -c "$u" devices {d} disk | grep -qw "$r" && echo "listed"
+/root/vdev -c "$u" detach {d} disk $r
+echo "loop-after=$(losetup -j {img} -O NAME -n)"
+gone /local/domain/$id/device/vbd/$r $be /libxl/$id/device/vbd/$r
+/root/vdev -c 'xen:///?device=/dev/xen/no-such' domains 2>&1 | grep -q "cannot open the xenbus device /dev/xen/no-such" && echo "named"
+rm -f {img}
+"#
+    ));
+    assert!(ok, "the dom0 script failed: {out}");
+    assert!(out.contains("domains-ok"), "{out}");
+    assert!(out.contains("states=4/4"), "{out}");
+    assert!(out.contains("listed"), "{out}");
+    assert!(out.contains("loop-after=\n"), "{out}");
+    assert!(
+        out.contains("named"),
+        "a missing device is not named: {out}"
+    );
+    assert_clean(&out);
+}
