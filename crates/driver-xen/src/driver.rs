@@ -647,7 +647,14 @@ impl Inner {
             Kind::Vbd => (vbd::FE_KEYS, vbd::BE_KEYS),
             Kind::Vif => (crate::vif::FE_KEYS, crate::vif::BE_KEYS),
         };
-        // Round trip 1: every frontend key and libxl's backend path of every disk.
+        // Round trip 1: every frontend key and libxl's backend path of every disk. The
+        // frontend's `backend-id` is not read: `backend-id` is listed from the backend path
+        // (libxl's record first: the frontend's keys are the guest's to write).
+        let fe_keys: Vec<&str> = fe_keys
+            .iter()
+            .copied()
+            .filter(|k| *k != "backend-id")
+            .collect();
         let mut reqs = Vec::new();
         for d in &devids {
             let fe = vbd::frontend_path(kind, domid, *d);
@@ -700,6 +707,12 @@ impl Inner {
                     .and_then(|i| bev[i].clone())
             };
             let mut attrs: BTreeMap<String, String> = BTreeMap::new();
+            let fget = |k: &str| {
+                fe_keys
+                    .iter()
+                    .position(|x| *x == k)
+                    .and_then(|i| fe[i].clone())
+            };
             for (k, v) in fe_keys.iter().zip(&fe) {
                 if let Some(v) = v {
                     attrs.insert((*k).to_owned(), v.clone());
@@ -734,7 +747,7 @@ impl Inner {
             let state = if be.is_some() {
                 device_state(bget("state").as_deref(), bget("online").as_deref())
             } else {
-                state_of(fe[2].as_deref())
+                state_of(fget("state").as_deref())
             };
             let attributes = Attributes::from_pairs(attrs)?;
             out.push(Device {
