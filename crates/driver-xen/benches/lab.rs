@@ -203,18 +203,9 @@ impl Items {
     }
 }
 
-/// `xvd` + the spreadsheet letters of disk `k` (0 = a, 26 = aa).
-fn xvd(mut k: usize) -> String {
-    let mut s = Vec::new();
-    loop {
-        s.push(b'a' + (k % 26) as u8);
-        if k < 26 {
-            break;
-        }
-        k = k / 26 - 1;
-    }
-    s.reverse();
-    format!("xvd{}", String::from_utf8(s).unwrap())
+/// `xvd` + the letters of disk `k` (0 = a, 26 = aa).
+fn xvd(k: usize) -> String {
+    xen_devid::xvd_name(k as u32)
 }
 
 fn secs(d: Duration) -> f64 {

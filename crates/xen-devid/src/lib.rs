@@ -154,6 +154,18 @@ fn disk_to_letters(mut disk: u32) -> String {
     String::from_utf8(out).expect("ascii")
 }
 
+/// The name of Xen's whole disk number `disk` (0 = `xvda`, 25 = `xvdz`, 26 = `xvdaa`): the
+/// letters Xen's vbd-interface rules give disks, as `xl` and the guest spell them.
+///
+/// ```
+/// assert_eq!(xen_devid::xvd_name(1), "xvdb");
+/// assert_eq!(xen_devid::xvd_name(26), "xvdaa");
+/// assert_eq!(xen_devid::devid_from_name(&xen_devid::xvd_name(26)).unwrap(), (1 << 28) | (26 << 8));
+/// ```
+pub fn xvd_name(disk: u32) -> String {
+    format!("xvd{}", disk_to_letters(disk))
+}
+
 /// The canonical name of a Xen device number (`51728` → `xvdb`), or `None` when the number is
 /// not in any named range.
 ///
@@ -238,6 +250,21 @@ mod tests {
         ] {
             assert!(devid_from_name(bad).is_err(), "{bad} should be refused");
         }
+    }
+
+    #[test]
+    fn xvd_names_of_disk_numbers_round_trip() {
+        for k in 0..2000 {
+            let name = xvd_name(k);
+            let n = devid_from_name(&name).unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(
+                name_from_devid(n).as_deref(),
+                Some(name.as_str()),
+                "disk {k}"
+            );
+        }
+        assert_eq!(xvd_name(701), "xvdzz");
+        assert_eq!(xvd_name(702), "xvdaaa");
     }
 
     #[test]

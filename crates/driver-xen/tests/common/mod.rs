@@ -78,18 +78,9 @@ pub fn attrs(pairs: &[(&str, &str)]) -> Attributes {
     Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
 }
 
-/// `xvd` + the spreadsheet letters of disk `k` (0 = a).
-pub fn xvd(mut k: usize) -> String {
-    let mut s = Vec::new();
-    loop {
-        s.push(b'a' + (k % 26) as u8);
-        if k < 26 {
-            break;
-        }
-        k = k / 26 - 1;
-    }
-    s.reverse();
-    format!("xvd{}", String::from_utf8(s).unwrap())
+/// `xvd` + the letters of disk `k` (0 = a, 26 = aa).
+pub fn xvd(k: usize) -> String {
+    xen_devid::xvd_name(k as u32)
 }
 
 /// The lab has one domU: tests of one binary take turns.
