@@ -84,9 +84,7 @@ const DISK_CONTENDERS: &[Contender] = &[
             "{devid}",
         ],
     },
-    // vdev runs libxl's /etc/xen/scripts/block itself. A vdev that does not know the value
-    // `script` yet (it spelled it `hotplug=yes`) is run with `yes`: checked at start, and said
-    // under the table.
+    // vdev runs libxl's /etc/xen/scripts/block itself.
     Contender {
         name: "vdev xen:///?hotplug=script",
         attach: &[
@@ -343,7 +341,6 @@ mod host {
 
     struct Setup {
         domid: u32,
-        hotplug_script: bool,
         others: usize,
         xen: String,
     }
@@ -367,7 +364,6 @@ for l in $(losetup -j {IMG} -O NAME -n); do losetup -d "$l" || true; done
 truncate -s {IMG_SIZE} {IMG}
 {cleanup}
 echo domid=$(xl domid {domu})
-if {VDEV_IN_DOM0} -c 'xen:///?hotplug=script' domains >/dev/null 2>&1; then echo hotplug_script=1; else echo hotplug_script=0; fi
 echo others=$(xl block-list {domu} | awk 'NR > 1' | wc -l)
 echo taken=$(xl block-list {domu} | awk '$1 == {DEVID}' | wc -l)
 echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
@@ -389,7 +385,6 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
         }
         Ok(Setup {
             domid: get("domid")?.parse().map_err(|_| "bad domid".to_string())?,
-            hotplug_script: get("hotplug_script")? == "1",
             others: get("others")?
                 .parse()
                 .map_err(|_| "bad count".to_string())?,
@@ -433,16 +428,10 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
         fn args(&self, tpl: &[&str], dev: &str, devid: u32) -> Vec<String> {
             tpl.iter()
                 .map(|a| {
-                    let a = a
-                        .replace("{domu}", &self.domu)
+                    a.replace("{domu}", &self.domu)
                         .replace("{img}", IMG)
                         .replace("{devid}", &devid.to_string())
-                        .replace("{dev}", dev);
-                    if self.setup.hotplug_script {
-                        a
-                    } else {
-                        a.replace("hotplug=script", "hotplug=yes")
-                    }
+                        .replace("{dev}", dev)
                 })
                 .collect()
         }
@@ -739,14 +728,9 @@ n=0; for p in /local/domain/{d}/device/vbd /local/domain/0/backend/vbd/{d} /libx
                 })
                 .unwrap_or_else(|| "-".into());
             t += &format!(
-                "| {} | {}{} | {:.3} | {:.3} | {:.3} | {:.3} | {ratio} | {req} |\n",
+                "| {} | {} | {:.3} | {:.3} | {:.3} | {:.3} | {ratio} | {req} |\n",
                 r.op,
                 r.name,
-                if r.name.contains("hotplug=script") && !ctx.setup.hotplug_script {
-                    " (*)"
-                } else {
-                    ""
-                },
                 m,
                 min(&r.done),
                 max(&r.done),
@@ -768,9 +752,6 @@ n=0; for p in /local/domain/{d}/device/vbd /local/domain/0/backend/vbd/{d} /libx
             }
         );
         t += "- Goal (the issue): xl / this above 1 on every vdev row, and at least 3 on attach.\n";
-        if !ctx.setup.hotplug_script {
-            t += "- (*) this vdev does not know `hotplug=script` yet: run with its older spelling `hotplug=yes` (the same thing).\n";
-        }
         t
     }
 
