@@ -338,22 +338,23 @@ impl Inner {
             ),
         };
         tracing::debug!(%script, action, %be, "running hotplug script");
-        let Err((status, stderr)) =
-            hotplug::run_script(&script, action, kind.xs(), be, &extra).await
-        else {
+        let out = hotplug::run_script(&script, action, kind.xs(), be, &extra).await?;
+        if out.status.success() {
             return Ok(());
-        };
-        let err = self
+        }
+        // The scripts say why in hotplug-error; stderr otherwise.
+        let why = self
             .xs
             .read(NO_TX, &format!("{be}/hotplug-error"))
             .await
             .ok()
-            .flatten();
+            .flatten()
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
         Err(Error::backend(
             crate::NAME,
             format!(
-                "hotplug script {script} {action} failed ({status}): {}",
-                err.unwrap_or(stderr)
+                "hotplug script {script} {action} failed ({}): {why}",
+                out.status
             ),
         ))
     }
@@ -534,6 +535,7 @@ impl Inner {
             tracing::warn!(%be, "{e}");
         }
     }
+
     /// Remove a vbd's nodes and every parent left empty, in one transaction.
     async fn remove_dev(
         &self,
@@ -837,12 +839,11 @@ impl Inner {
     ) -> Result<DeviceRef> {
         let domid = domain.id;
         let what = kind.device_type();
-        let (plug, native_keys) = match plug {
+        let script = matches!(plug, Plug::Script);
+        let (lock, native_keys) = match plug {
             Plug::Native { keys, lock, .. } => (Some(lock), keys),
-            Plug::Script => (None, Vec::new()),
-            Plug::None => (None, Vec::new()),
+            Plug::Script | Plug::None => (None, Vec::new()),
         };
-        let script = self.runs_hotplug(bdom.id) && plug.is_none();
         let devid = self
             .transaction(&format!("attaching a {what}"), |tx| {
                 let (bdom, build, taken, what, native_keys) =
@@ -979,7 +980,7 @@ impl Inner {
             })
             .await?;
         // The nodes (with what native hotplug prepared) are written: others may check sharing.
-        drop(plug);
+        drop(lock);
         let paths = DevPaths::new(kind, domid, bdom.id, devid);
         let reference = DeviceRef::new(devid.to_string())?;
         // The backend driver answers by moving to InitWait (2); libxl runs the hotplug script

@@ -66,9 +66,9 @@ pub(crate) struct ScriptLock {
 
 impl ScriptLock {
     /// Wait for the lock (blocking: call from `spawn_blocking`).
-    fn acquire_blocking(name: &str) -> std::io::Result<Self> {
-        fs::create_dir_all(LOCK_DIR)?;
-        let path = Path::new(LOCK_DIR).join(name);
+    fn acquire_blocking(dir: &Path, name: &str) -> std::io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(name);
         loop {
             let file = OpenOptions::new()
                 .read(true)
@@ -93,7 +93,8 @@ impl ScriptLock {
 
     /// Take the lock named `name`, waiting at most [`SCRIPT_TIMEOUT`].
     pub(crate) async fn acquire(name: &'static str) -> Result<Self> {
-        let task = tokio::task::spawn_blocking(move || Self::acquire_blocking(name));
+        let task =
+            tokio::task::spawn_blocking(move || Self::acquire_blocking(Path::new(LOCK_DIR), name));
         match tokio::time::timeout(SCRIPT_TIMEOUT, task).await {
             Err(_) => Err(Error::Timeout {
                 operation: format!("taking the hotplug lock {LOCK_DIR}/{name}"),
@@ -163,7 +164,7 @@ pub(crate) fn inspect(params: &str) -> Result<Backing> {
         })
     } else {
         Err(uname_error(format!(
-            "'{path}' is neither a regular file nor a block device"
+            "'{path}' is neither a regular file nor a block device; give file:PATH of an image or phy:PATH of a block device"
         )))
     }
 }
@@ -233,10 +234,13 @@ pub(crate) async fn loop_attach(path: &str, mode: &str) -> Result<String> {
     if mode == "r" {
         cmd.arg("--read-only");
     }
-    cmd.arg(path)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    let out = run(cmd, "losetup --find --show").await?;
+    cmd.arg(path);
+    let out = run(
+        cmd,
+        "losetup --find --show",
+        "Domain-0 needs the loop module and a free loop device (see `losetup -a`)",
+    )
+    .await?;
     let dev = String::from_utf8_lossy(&out).trim().to_owned();
     if !dev.starts_with("/dev/") {
         return Err(Error::backend(
@@ -250,11 +254,14 @@ pub(crate) async fn loop_attach(path: &str, mode: &str) -> Result<String> {
 /// Release a loop device (`losetup -d`).
 pub(crate) async fn loop_detach(node: &str) -> Result<()> {
     let mut cmd = tokio::process::Command::new("losetup");
-    cmd.arg("-d")
-        .arg(node)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    run(cmd, "losetup -d").await.map(|_| ())
+    cmd.arg("-d").arg(node);
+    run(
+        cmd,
+        "losetup -d",
+        "the loop device stays attached; release it with `losetup -d` once nothing uses it",
+    )
+    .await
+    .map(|_| ())
 }
 
 /// The number of a block device node.
@@ -264,19 +271,27 @@ pub(crate) fn devnum_of(path: &str) -> Result<DevNum> {
     Ok(DevNum::of(md.rdev()))
 }
 
-async fn run(mut cmd: tokio::process::Command, what: &str) -> Result<Vec<u8>> {
-    let out = tokio::time::timeout(SCRIPT_TIMEOUT, cmd.output())
+/// Run `cmd` to completion within [`SCRIPT_TIMEOUT`] (killed after it); its output, whatever
+/// its exit status.
+async fn output(mut cmd: tokio::process::Command, what: &str) -> Result<std::process::Output> {
+    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+    tokio::time::timeout(SCRIPT_TIMEOUT, cmd.output())
         .await
         .map_err(|_| Error::Timeout {
             operation: what.to_owned(),
             after: SCRIPT_TIMEOUT,
         })?
-        .map_err(|e| Error::backend_with(crate::NAME, format!("cannot run {what}"), e))?;
+        .map_err(|e| Error::backend_with(crate::NAME, format!("cannot run {what}"), e))
+}
+
+/// Run `cmd`; its stdout, or an error with its stderr and `hint` when it fails.
+async fn run(cmd: tokio::process::Command, what: &str, hint: &str) -> Result<Vec<u8>> {
+    let out = output(cmd, what).await?;
     if !out.status.success() {
         return Err(Error::backend(
             crate::NAME,
             format!(
-                "{what} failed ({}): {}",
+                "{what} failed ({}): {}; {hint}",
                 out.status,
                 String::from_utf8_lossy(&out.stderr).trim()
             ),
@@ -286,34 +301,22 @@ async fn run(mut cmd: tokio::process::Command, what: &str) -> Result<Vec<u8>> {
 }
 
 /// Run a hotplug script as libxl does: `SCRIPT ACTION` with libxl's environment plus `extra`.
-/// On failure the error carries the script's `hotplug-error` (read by the caller) or stderr.
+/// Its output, whatever its exit status (the caller reads the script's `hotplug-error`).
 pub(crate) async fn run_script(
     script: &str,
     action: &str,
     xenbus_type: &str,
     be: &str,
     extra: &[(&str, String)],
-) -> std::result::Result<(), (String, String)> {
+) -> Result<std::process::Output> {
     let mut cmd = tokio::process::Command::new(script);
     cmd.arg(action)
         .env("SCRIPTNAME", script)
         .env("XENBUS_TYPE", xenbus_type)
         .env("XENBUS_PATH", be)
         .env("XENBUS_BASE_PATH", "backend")
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    match tokio::time::timeout(SCRIPT_TIMEOUT, cmd.output()).await {
-        Err(_) => Err(("timeout".into(), format!("killed after {SCRIPT_TIMEOUT:?}"))),
-        Ok(Err(e)) => Err(("not started".into(), e.to_string())),
-        Ok(Ok(out)) if out.status.success() => Ok(()),
-        Ok(Ok(out)) => Err((
-            out.status.to_string(),
-            String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        )),
-    }
+        .envs(extra.iter().map(|(k, v)| (k, v)));
+    output(cmd, &format!("hotplug script {script} {action} for {be}")).await
 }
 
 #[cfg(test)]
@@ -334,18 +337,14 @@ mod tests {
 
     #[test]
     fn the_lock_excludes_and_is_removed_on_release() {
-        // Uses the real lock directory only when it may; the protocol itself is path-agnostic.
-        if fs::create_dir_all(LOCK_DIR).is_err() {
-            return;
-        }
-        let name = format!("vdev-test-{}", std::process::id());
-        let name: &'static str = Box::leak(name.into_boxed_str());
-        let held = ScriptLock::acquire_blocking(name).unwrap();
+        let dir = std::env::temp_dir().join(format!("vdev-hotplug-lock-{}", std::process::id()));
+        let held = ScriptLock::acquire_blocking(&dir, "block").unwrap();
         let path = held.path.clone();
         assert!(path.exists());
         let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
         let waiter = std::thread::spawn(move || {
-            let l = ScriptLock::acquire_blocking(name).unwrap();
+            let l = ScriptLock::acquire_blocking(&d, "block").unwrap();
             tx.send(()).unwrap();
             drop(l);
         });
@@ -358,6 +357,7 @@ mod tests {
             .expect("the waiter got the lock after release");
         waiter.join().unwrap();
         assert!(!path.exists(), "the lock file is removed on release");
+        fs::remove_dir(&dir).unwrap();
     }
 
     #[test]
