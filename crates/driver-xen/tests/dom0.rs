@@ -464,10 +464,7 @@ async fn separate_processes_attaching_at_once_get_distinct_ids_and_complete_node
     // Clean up with the library; everything is as before.
     let conn = vdev_core::connect(&uri()).await.unwrap();
     let dom = conn.domain(&d).await.unwrap();
-    let force = vdev_core::DetachOptions {
-        timeout: std::time::Duration::from_secs(30),
-        force: true,
-    };
+    let force = common::force();
     for h in &handles {
         conn.detach(
             &dom,

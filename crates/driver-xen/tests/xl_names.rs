@@ -4,23 +4,14 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{attrs, disk_dump, dom0, domu, lab, uri, xs_ls, SERIAL};
-use vdev_core::{Connection, DetachOptions, DeviceType, Domain, Error};
+use common::{attrs, disk_dump, dom0, domu, open, xs_ls, SERIAL};
+use vdev_core::{Connection, DeviceType, Domain, Error};
 use vdev_driver_xen as _;
 
 const DISK: DeviceType = DeviceType::DISK;
 
 /// The backend keys that say what is served and how.
 const KEYS: [&str; 4] = ["params", "type", "mode", "dev"];
-
-async fn open() -> Option<(Connection, Domain)> {
-    lab()?;
-    let conn = vdev_core::connect(&uri()).await.expect("connect");
-    let d = conn.domain(&domu()).await.expect("the lab's domU");
-    Some((conn, d))
-}
 
 /// The Xen device number of xvdq (past xvdp, in the extended numbering).
 fn xvdq() -> String {
@@ -66,17 +57,9 @@ async fn attach_read_detach(
     assert_eq!(listed.attributes.get("dev"), Some("xvdq"), "{pairs:?}");
     let values = backend(d.id, &xvdq());
     let record = xs_ls(&format!("/libxl/{}/device/vbd/{}", d.id, xvdq()));
-    conn.detach(
-        d,
-        &DISK,
-        &r,
-        &DetachOptions {
-            timeout: Duration::from_secs(30),
-            force: true,
-        },
-    )
-    .await
-    .expect("force detach");
+    conn.detach(d, &DISK, &r, &common::force())
+        .await
+        .expect("force detach");
     (values, record)
 }
 

@@ -83,5 +83,21 @@ pub fn xvd(k: usize) -> String {
     xen_devid::xvd_name(k as u32)
 }
 
+/// A connection to the lab's xenstored and its domU, or `None` when the lab is not configured.
+pub async fn open() -> Option<(vdev_core::Connection, vdev_core::Domain)> {
+    lab()?;
+    let conn = vdev_core::connect(&uri()).await.expect("connect");
+    let d = conn.domain(&domu()).await.expect("the lab's domU");
+    Some((conn, d))
+}
+
+/// Detach options for `--force`.
+pub fn force() -> vdev_core::DetachOptions {
+    vdev_core::DetachOptions {
+        timeout: std::time::Duration::from_secs(30),
+        force: true,
+    }
+}
+
 /// The lab has one domU: tests of one binary take turns.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
