@@ -36,6 +36,6 @@ fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
 vdev_core::register_driver!(
     name: NAME,
     schemes: SCHEMES,
-    description: "Xen domains through XenStore (libxl's layout; disks as vbd)",
+    description: "Xen domains through XenStore (libxl's layout; disks as vbd, NICs as vif)",
     open: open,
 );
