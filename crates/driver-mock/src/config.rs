@@ -32,6 +32,10 @@ pub struct MockConfig {
 /// The options the mock driver knows.
 pub const OPTIONS: &[&str] = &["fail", "latency", "removal"];
 
+/// The bounds of the duration options (`latency`, `removal=DURATION`): 0 to one hour.
+pub const DURATION_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::ZERO..=Duration::from_secs(3600);
+
 impl MockConfig {
     /// Parse a URI.
     pub fn from_uri(uri: &ConnectUri) -> Result<Self> {
@@ -64,18 +68,19 @@ impl MockConfig {
         }
         let latency = match uri.option("latency") {
             None => Duration::ZERO,
-            Some(v) => humantime::parse_duration(v).map_err(|e| {
-                uri.invalid(format!("latency={v}: {e}; write for example latency=5ms"))
-            })?,
+            Some(_) => uri.duration_option("latency", Duration::ZERO, DURATION_RANGE)?,
         };
         let removal = match uri.option("removal") {
             None | Some("immediate") => Removal::Immediate,
             Some("pending") => Removal::Pending,
-            Some(v) => Removal::After(humantime::parse_duration(v).map_err(|e| {
-                uri.invalid(format!(
-                    "removal={v}: {e}; write removal=immediate, removal=pending or a delay such as removal=50ms"
-                ))
-            })?),
+            Some(v) => Removal::After(
+                uri.duration_option("removal", Duration::ZERO, DURATION_RANGE)
+                    .map_err(|_| {
+                        uri.invalid(format!(
+                            "removal={v}: write removal=immediate, removal=pending or a delay between 0 s and 1 h such as removal=50ms"
+                        ))
+                    })?,
+            ),
         };
         Ok(MockConfig {
             source,

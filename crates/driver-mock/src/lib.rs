@@ -9,7 +9,7 @@ mod state;
 mod store;
 mod watch;
 
-pub use config::{MockConfig, Source, OPTIONS};
+pub use config::{MockConfig, Source, DURATION_RANGE, OPTIONS};
 pub use control::{Call, Fault, MockControl, Op, Removal, CALL_LOG_CAPACITY};
 pub use driver::MockDriver;
 pub use state::{

@@ -81,18 +81,12 @@ pub(crate) fn in_dom0() -> bool {
         .unwrap_or(false)
 }
 
+/// The bounds of every duration option: at least 1 ms, at most one hour.
+pub const DURATION_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(3600);
+
 fn duration(uri: &ConnectUri, name: &str, default: Duration) -> Result<Duration> {
-    match uri.option(name) {
-        None => Ok(default),
-        Some(v) => humantime::parse_duration(v)
-            .ok()
-            .filter(|d| !d.is_zero())
-            .ok_or_else(|| {
-                uri.invalid(format!(
-                    "{name}={v} is not a duration; write for example {name}=5s"
-                ))
-            }),
-    }
+    uri.duration_option(name, default, DURATION_RANGE)
 }
 
 impl XenConfig {

@@ -12,7 +12,7 @@ mod xenstore;
 
 pub use config::{
     Hotplug, Transport, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_DEVICE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SOCKET, OPTIONS,
+    DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
 };
 pub use driver::XenDriver;
 pub use error::XsError;

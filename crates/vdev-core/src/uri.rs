@@ -160,6 +160,45 @@ impl ConnectUri {
         }
     }
 
+    /// The duration option `name` (`500ms`, `5s`, `2m`, as `humantime` reads them), or `default`
+    /// when absent. Values outside `range` (both ends included) are refused with an
+    /// [`Error::InvalidUri`] that names the bounds, never a panic: every duration a driver uses
+    /// to compute a deadline must have a documented upper bound, since `Instant + Duration`
+    /// overflows (and panics) for absurd values.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vdev_core::ConnectUri;
+    /// let range = Duration::from_millis(1)..=Duration::from_secs(3600);
+    /// let u = ConnectUri::parse("qemu:///vm.qmp?timeout=5s")?;
+    /// assert_eq!(u.duration_option("timeout", Duration::from_secs(10), range.clone())?, Duration::from_secs(5));
+    /// let u = ConnectUri::parse("qemu:///vm.qmp?timeout=10000000000000000000s")?;
+    /// assert!(u.duration_option("timeout", Duration::from_secs(10), range).is_err());
+    /// # Ok::<(), vdev_core::Error>(())
+    /// ```
+    pub fn duration_option(
+        &self,
+        name: &str,
+        default: std::time::Duration,
+        range: std::ops::RangeInclusive<std::time::Duration>,
+    ) -> Result<std::time::Duration> {
+        let Some(v) = self.option(name) else {
+            return Ok(default);
+        };
+        let bounds = format!(
+            "between {} and {}",
+            humantime::format_duration(*range.start()),
+            humantime::format_duration(*range.end())
+        );
+        match humantime::parse_duration(v) {
+            Ok(d) if range.contains(&d) => Ok(d),
+            Ok(_) => Err(self.invalid(format!("{name}={v} is out of range: give a duration {bounds}"))),
+            Err(e) => Err(self.invalid(format!(
+                "{name}={v} is not a duration ({e}); give a duration {bounds}, for example {name}=5s"
+            ))),
+        }
+    }
+
     /// An [`Error::InvalidUri`] about this URI, for drivers to report what they cannot use.
     pub fn invalid(&self, reason: impl Into<String>) -> Error {
         Error::InvalidUri {
