@@ -16,6 +16,7 @@ use vdev_core::{
 
 use crate::driver::{lock, Backend, DomainEntry, Session};
 use crate::error::QmpError;
+use crate::markers;
 use crate::qmp::{decode, Endpoint};
 
 /// Device models listed as disks, with the `bus` attribute each is listed under.
@@ -178,6 +179,11 @@ fn peripheral(v: Value) -> Result<Vec<(String, String)>, QmpError> {
         .collect())
 }
 
+/// The ids of the devices in a reply to `qom-list /machine/peripheral`.
+pub(crate) fn peripheral_ids(v: Value) -> Result<HashSet<String>, QmpError> {
+    Ok(peripheral(v)?.into_iter().map(|(id, _)| id).collect())
+}
+
 fn ctx(e: QmpError, what: &str) -> Error {
     e.into_core(what)
 }
@@ -192,15 +198,40 @@ fn ctx(e: QmpError, what: &str) -> Error {
 /// reaches every QMP client), so a device re-created under the same id is read again. NICs'
 /// MAC and netdev come from one pipelined batch of `qom-get`s.
 pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<Device>> {
-    let devs = session
+    // One round trip: the devices, and the pending-removal markers any vdev process left.
+    let mut r = session
         .qmp
-        .execute_raw("qom-list", json!({"path": "/machine/peripheral"}))
+        .batch(vec![
+            (
+                "qom-list".to_owned(),
+                json!({"path": "/machine/peripheral"}),
+            ),
+            markers::list_command(),
+        ])
         .await
+        .into_iter();
+    let (devs, objects) = (r.next().expect("reply"), r.next().expect("reply"));
+    let devs = devs
         .and_then(peripheral)
         .map_err(|e| ctx(e, "listing devices (qom-list)"))?;
+    let marked: HashSet<String> = objects
+        .and_then(markers::pending_ids)
+        .map_err(|e| ctx(e, "listing pending removals (qom-list /objects)"))?
+        .into_iter()
+        .collect();
     let models: HashMap<&str, &str> = devs.iter().map(|(i, m)| (i.as_str(), m.as_str())).collect();
+    let gone: Vec<String> = marked
+        .iter()
+        .filter(|id| !models.contains_key(id.as_str()))
+        .cloned()
+        .collect();
+    if !gone.is_empty() {
+        // Removals that completed while no vdev process was there to see them.
+        let present = models.keys().map(|k| (*k).to_owned()).collect();
+        markers::collect_gone(&session.qmp, &gone, &present).await;
+    }
     let state = |id: &str| {
-        if entry.is_pending(id) {
+        if marked.contains(id) || entry.is_pending(id) {
             DeviceState::RemovalPending
         } else {
             DeviceState::Connected
@@ -245,14 +276,20 @@ pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<D
     {
         let cache = lock(&session.disk_cache);
         for id in &disk_ids {
-            let (Some((_, Some(a))), Ok(reference)) = (cache.get(*id), DeviceRef::new(*id)) else {
+            let (Some((model, attrs)), Ok(reference)) = (cache.get(*id), DeviceRef::new(*id))
+            else {
                 continue;
             };
+            // A drive without a medium (an empty CD-ROM drive, a disk given without a drive) is
+            // listed too, with what it is and where.
+            let attributes = attrs
+                .clone()
+                .unwrap_or_else(|| empty_drive_attributes(id, model));
             disks.push(Device {
                 device_type: DeviceType::DISK,
                 reference,
                 state: state(id),
-                attributes: a.clone(),
+                attributes,
             });
         }
     }
@@ -331,6 +368,22 @@ pub(crate) fn disk_attributes(
     put("readonly", if readonly { "true" } else { "false" });
     if let Some(n) = node {
         put("node", n);
+    }
+    a
+}
+
+/// The listed attributes of a drive without a medium.
+fn empty_drive_attributes(id: &str, model: &str) -> Attributes {
+    let mut a = Attributes::new();
+    for (k, v) in [
+        ("id", id),
+        ("model", model),
+        ("bus", disk_bus(model).unwrap_or(model)),
+        ("medium", "none"),
+    ] {
+        if let Err(e) = a.insert(k, v.to_owned()) {
+            debug!(error = %e, "attribute not listable");
+        }
     }
     a
 }
@@ -460,6 +513,15 @@ async fn free_root_ports(session: &Session, c: &Controllers) -> Result<Vec<Strin
     Ok(free)
 }
 
+/// Whether the machine is a q35 (PCI Express root bus, which takes no hot-plugged devices).
+async fn is_q35(session: &Session) -> bool {
+    session
+        .qmp
+        .execute_raw("qom-list", json!({"path": "/machine/q35"}))
+        .await
+        .is_ok()
+}
+
 /// Candidate buses for a model, in the order to try them. `None` in the list: let QEMU choose.
 async fn buses_for(session: &Session, model: &str) -> Result<Vec<Option<String>>> {
     let c = controllers(session).await?;
@@ -484,16 +546,23 @@ async fn buses_for(session: &Session, model: &str) -> Result<Vec<Option<String>>
         },
         _ => {
             if c.root_ports.is_empty() {
+                if is_q35(session).await {
+                    return Err(Error::backend(
+                        crate::NAME,
+                        format!("the machine (q35) has no pcie-root-port, and PCI Express devices such as a {model} can only be hot-plugged into one: start QEMU with one -device pcie-root-port,id=rpN,chassis=N,slot=N per hot-plug slot"),
+                    ));
+                }
                 none()
             } else {
                 let free = free_root_ports(session, &c).await?;
                 if free.is_empty() {
                     return Err(Error::backend(
                         crate::NAME,
-                        format!("no free PCIe root port for a {model}: every pcie-root-port has a device; start QEMU with more -device pcie-root-port,... or detach a PCI device"),
+                        format!("no free PCIe root port for a {model}: every pcie-root-port has a device; start QEMU with more -device pcie-root-port,id=rpN,chassis=N,slot=N, or detach a PCI device"),
                     ));
                 }
-                free.into_iter().take(1).map(Some).collect()
+                // Every free port, in order: one taken meanwhile by another client is skipped.
+                free.into_iter().map(Some).collect()
             }
         }
     })
@@ -522,19 +591,94 @@ fn split_attrs<'a>(
     (named, dev, back)
 }
 
-/// Check the image on this host before QEMU opens it (unix sockets only: QEMU is local).
-fn check_image(endpoint: &Endpoint, source: &str, format: &str) -> Result<()> {
-    if !matches!(endpoint, Endpoint::Unix(_)) {
-        return Ok(());
+/// What QEMU must open an image with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    /// A regular file (QEMU's `file` driver).
+    File,
+    /// A block device: LVM, iSCSI, NVMe, loop, ... (QEMU's `host_device` driver).
+    HostDevice,
+}
+
+impl Protocol {
+    fn driver(self) -> &'static str {
+        match self {
+            Protocol::File => "file",
+            Protocol::HostDevice => "host_device",
+        }
     }
-    let p = Path::new(source);
-    if !p.is_absolute() {
+}
+
+/// Check the image on this host before QEMU opens it (unix sockets only: QEMU is local), and
+/// say whether it is a file or a block device. The file system calls run on a blocking thread
+/// and are bounded by `timeout`: a dead NFS mount must not hang the attach.
+async fn check_image(
+    endpoint: &Endpoint,
+    source: &str,
+    format: &str,
+    timeout: std::time::Duration,
+) -> Result<Protocol> {
+    if !matches!(endpoint, Endpoint::Unix(_)) {
+        return Ok(Protocol::File);
+    }
+    if !Path::new(source).is_absolute() {
         return Err(invalid(
             "source",
             format!("'{source}' is not an absolute path"),
         ));
     }
-    let mut f = std::fs::File::open(p)
+    let (path, fmt) = (source.to_owned(), format.to_owned());
+    let work = tokio::task::spawn_blocking(move || inspect_image(&path, &fmt));
+    match tokio::time::timeout(timeout, work).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(Error::backend_with(
+            crate::NAME,
+            format!("checking '{source}' failed"),
+            e,
+        )),
+        Err(_) => Err(invalid(
+            "source",
+            format!(
+                "'{source}' could not be examined within {}: its file system does not answer (a hung network mount?)",
+                humantime::format_duration(timeout)
+            ),
+        )),
+    }
+}
+
+/// The blocking part of [`check_image`].
+fn inspect_image(source: &str, format: &str) -> Result<Protocol> {
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let md = std::fs::metadata(source)
+        .map_err(|e| invalid("source", format!("cannot open '{source}': {e}")))?;
+    let t = md.file_type();
+    let protocol = if t.is_file() {
+        Protocol::File
+    } else if t.is_block_device() {
+        Protocol::HostDevice
+    } else {
+        let what = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a regular file"
+        };
+        return Err(invalid(
+            "source",
+            format!("'{source}' is {what}; give a disk image file or a block device"),
+        ));
+    };
+    // O_NONBLOCK: should the path be swapped for a FIFO after the check, opening it does not
+    // wait for a writer.
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(source)
         .map_err(|e| invalid("source", format!("cannot open '{source}': {e}")))?;
     if format == "qcow2" {
         let mut magic = [0u8; 4];
@@ -545,7 +689,7 @@ fn check_image(endpoint: &Endpoint, source: &str, format: &str) -> Result<()> {
             ));
         }
     }
-    Ok(())
+    Ok(protocol)
 }
 
 /// After a failed `device_add`: the right error for QEMU's answer.
@@ -575,12 +719,6 @@ async fn device_add_error(
             format!("QEMU refused the {model} device: {class}: {desc}"),
         ),
         e => ctx(e, &format!("device_add of a {model}")),
-    }
-}
-
-async fn rollback(session: &Session, cmd: &str, args: Value) {
-    if let Err(e) = session.qmp.execute_raw(cmd, args.clone()).await {
-        tracing::warn!(%cmd, %args, error = %e, "rollback failed");
     }
 }
 
@@ -617,7 +755,8 @@ pub(crate) async fn attach_disk(
         }
         None => format!("disk-{}", random_hex()),
     };
-    check_image(&entry.endpoint, source, format)?;
+    let timeout = session.qmp.timeout();
+    let protocol = check_image(&entry.endpoint, source, format, timeout).await?;
     let _op = entry.ops.lock().await;
     let mut props = session
         .intro
@@ -636,14 +775,14 @@ pub(crate) async fn attach_disk(
     if let Some(s) = named.get("serial") {
         props.insert("serial".into(), Value::from(*s));
     }
-    let node = format!("vdev-{}", random_hex());
+    let node = format!("{}{}", markers::OWNED_PREFIX, random_hex());
     let mut opts = Map::new();
     opts.insert("driver".into(), format.into());
     opts.insert("node-name".into(), node.clone().into());
     opts.insert("read-only".into(), readonly.into());
     opts.insert(
         "file".into(),
-        json!({"driver": "file", "filename": source, "node-name": format!("{node}-file"), "read-only": readonly}),
+        json!({"driver": protocol.driver(), "filename": source, "node-name": format!("{node}-file"), "read-only": readonly}),
     );
     session
         .intro
@@ -667,25 +806,7 @@ pub(crate) async fn attach_disk(
         )
         .await?;
     let buses = buses_for(session, model).await?;
-    if let Err(e) = session
-        .qmp
-        .execute_raw("blockdev-add", Value::Object(opts))
-        .await
-    {
-        return Err(match e {
-            QmpError::Qemu { class, desc } => invalid(
-                if blk_pt.is_empty() {
-                    "source"
-                } else {
-                    "blockdev.*"
-                },
-                format!("QEMU cannot open '{source}' as {format}: {class}: {desc}"),
-            ),
-            e => ctx(e, "blockdev-add"),
-        });
-    }
-    let mut last = None;
-    for (i, bus) in buses.iter().enumerate() {
+    let device_args = |bus: &Option<String>| {
         let mut args = props.clone();
         args.insert("driver".into(), model.into());
         args.insert("id".into(), id.clone().into());
@@ -693,52 +814,200 @@ pub(crate) async fn attach_disk(
         if let Some(b) = bus {
             args.insert("bus".into(), b.clone().into());
         }
-        match session
-            .qmp
-            .execute_raw("device_add", Value::Object(args))
-            .await
-        {
-            Ok(_) => {
-                lock(&session.disk_cache).insert(
-                    id.clone(),
-                    (
-                        model.to_owned(),
-                        Some(disk_attributes(
-                            &id,
-                            model,
-                            source,
-                            format,
-                            readonly,
-                            Some(&node),
-                        )),
-                    ),
-                );
-                if model == "scsi-hd" {
-                    let n = session.scsi_hint.load(Ordering::Relaxed);
-                    session.scsi_hint.store(n + i, Ordering::Relaxed);
+        Value::Object(args)
+    };
+    let made = Made {
+        id: &id,
+        device_type: DeviceType::DISK,
+        backend: Backend::Node(node.clone()),
+    };
+    // The node and the device on the first candidate bus in one round trip; QEMU runs them in
+    // order (a device_add after a failed blockdev-add fails for want of its drive).
+    let mut r = session
+        .qmp
+        .batch(vec![
+            ("blockdev-add".to_owned(), Value::Object(opts)),
+            ("device_add".to_owned(), device_args(&buses[0])),
+        ])
+        .await
+        .into_iter();
+    let (added, first) = (r.next().expect("reply"), r.next().expect("reply"));
+    match added {
+        Ok(_) => {}
+        Err(e @ QmpError::Timeout { .. }) => return made.settle(session, e).await,
+        Err(e) => {
+            return Err(match e {
+                QmpError::Qemu { class, desc } => invalid(
+                    if blk_pt.is_empty() {
+                        "source"
+                    } else {
+                        "blockdev.*"
+                    },
+                    format!("QEMU cannot open '{source}' as {format}: {class}: {desc}"),
+                ),
+                e => ctx(e, "blockdev-add"),
+            })
+        }
+    }
+    let i = match made
+        .place(
+            session,
+            &buses,
+            &device_args,
+            first,
+            model,
+            !dev_pt.is_empty(),
+        )
+        .await?
+    {
+        Placed::Bus(i) => i,
+        Placed::Settled(r) => return Ok(r),
+    };
+    lock(&session.disk_cache).insert(
+        id.clone(),
+        (
+            model.to_owned(),
+            Some(disk_attributes(
+                &id,
+                model,
+                source,
+                format,
+                readonly,
+                Some(&node),
+            )),
+        ),
+    );
+    if model == "scsi-hd" {
+        let n = session.scsi_hint.load(Ordering::Relaxed);
+        session.scsi_hint.store(n + i, Ordering::Relaxed);
+    }
+    Ok(DeviceRef::new(id).expect("checked id"))
+}
+
+/// How [`Made::place`] ended well.
+enum Placed {
+    /// The device is on `buses[i]`.
+    Bus(usize),
+    /// A request timed out, and QEMU said afterwards that the device exists.
+    Settled(DeviceRef),
+}
+
+/// What an attach has made so far, to answer truthfully when QEMU was too slow.
+struct Made<'a> {
+    id: &'a str,
+    device_type: DeviceType,
+    backend: Backend,
+}
+
+impl Made<'_> {
+    /// Finish an attach whose backend exists and whose first `device_add` answered `first`:
+    /// on a `GenericError` (a full SCSI bus, a root port another client just took) the next
+    /// candidate bus is tried; on any other failure the backend is removed again.
+    async fn place(
+        &self,
+        session: &Session,
+        buses: &[Option<String>],
+        device_args: &(dyn Fn(&Option<String>) -> Value + Sync),
+        first: Result<Value, QmpError>,
+        model: &str,
+        passthrough: bool,
+    ) -> Result<Placed> {
+        let mut result = first;
+        let mut i = 0;
+        loop {
+            match result {
+                Ok(_) => return Ok(Placed::Bus(i)),
+                Err(e @ QmpError::Timeout { .. }) => {
+                    return self.settle(session, e).await.map(Placed::Settled)
                 }
-                return Ok(DeviceRef::new(id).expect("checked id"));
-            }
-            // Only a GenericError (such as "no free target") is worth trying the next bus for.
-            Err(e) if e.class() == Some("GenericError") => last = Some(e),
-            Err(e) => {
-                last = Some(e);
-                break;
+                Err(e) if e.class() == Some("GenericError") && i + 1 < buses.len() => {
+                    debug!(bus = ?buses[i], error = %e, "bus refused the device: trying the next one");
+                    i += 1;
+                    result = session
+                        .qmp
+                        .execute_raw("device_add", device_args(&buses[i]))
+                        .await;
+                }
+                Err(e) => {
+                    *lock(&session.controllers) = None;
+                    let err = device_add_error(
+                        session,
+                        &self.device_type,
+                        self.id,
+                        model,
+                        passthrough,
+                        e,
+                    )
+                    .await;
+                    if !matches!(err, Error::DeviceExists { .. }) || self.backend.is_owned() {
+                        self.undo_backend(session).await?;
+                    }
+                    return Err(err);
+                }
             }
         }
     }
-    *lock(&session.controllers) = None;
-    rollback(session, "blockdev-del", json!({"node-name": node})).await;
-    let e = last.expect("at least one bus tried");
-    Err(device_add_error(
-        session,
-        &DeviceType::DISK,
-        &id,
-        model,
-        !dev_pt.is_empty(),
-        e,
-    )
-    .await)
+
+    /// Remove the backend of a device that was not created. A failure to do so is the caller's
+    /// error, naming what remains: never an error that hides a half-made device.
+    async fn undo_backend(&self, session: &Session) -> Result<()> {
+        markers::remove_backend(&session.qmp, &self.backend)
+            .await
+            .map_err(|e| {
+                Error::backend_with(
+                    crate::NAME,
+                    format!(
+                        "the device {} was not created, and its backend {:?} could not be removed: remove it with blockdev-del/netdev_del",
+                        self.id, self.backend
+                    ),
+                    e,
+                )
+            })
+    }
+
+    /// A request of this attach timed out (QEMU is slow, or stopped): QEMU still runs the
+    /// requests it has, in order, so ask it (within one more request timeout) what it really
+    /// has now. A device that was made is success; otherwise its backend is removed, and the
+    /// answer is the timeout. Only when QEMU does not answer even then is the outcome unknown,
+    /// and the error says so.
+    async fn settle(&self, session: &Session, e: QmpError) -> Result<DeviceRef> {
+        let id = self.id;
+        debug!(%id, error = %e, "attach timed out: asking QEMU what it has");
+        let QmpError::Timeout { command, after } = e else {
+            return Err(ctx(e, "attach"));
+        };
+        let exists = session
+            .qmp
+            .execute_raw(
+                "qom-get",
+                json!({"path": format!("/machine/peripheral/{id}"), "property": "type"}),
+            )
+            .await;
+        match exists {
+            Ok(_) => {
+                // The device was made after all (its backend with it).
+                *lock(&session.controllers) = None;
+                Ok(DeviceRef::new(id).expect("checked id"))
+            }
+            Err(e) if e.class() == Some("DeviceNotFound") => {
+                self.undo_backend(session).await?;
+                Err(Error::Timeout {
+                    operation: format!(
+                        "attach of {} {id} (QMP command {command}; QEMU answered later, and nothing was created)",
+                        self.device_type
+                    ),
+                    after,
+                })
+            }
+            Err(_) => Err(Error::Timeout {
+                operation: format!(
+                    "attach of {} {id} (QMP command {command}; QEMU has not answered since, so whether the device exists is unknown: list the devices once QEMU answers, and detach it if it is there)",
+                    self.device_type
+                ),
+                after,
+            }),
+        }
+    }
 }
 
 fn parse_mac(m: &str) -> Option<[u8; 6]> {
@@ -891,55 +1160,63 @@ pub(crate) async fn attach_nic(
             }
         },
     };
-    let bus = buses_for(session, model)
-        .await?
-        .into_iter()
-        .next()
-        .flatten();
-    if let Err(e) = session
-        .qmp
-        .execute_raw("netdev_add", Value::Object(nd))
-        .await
-    {
-        return Err(match e {
-            QmpError::Qemu { class, desc } => invalid(
-                if net_pt.is_empty() {
-                    "netdev"
-                } else {
-                    "netdev.*"
-                },
-                format!("QEMU refused the {kind} network backend: {class}: {desc}"),
-            ),
-            e => ctx(e, "netdev_add"),
-        });
-    }
-    let mut args = props;
-    args.insert("driver".into(), model.into());
-    args.insert("id".into(), id.clone().into());
-    args.insert("netdev".into(), netdev_id.clone().into());
-    args.insert("mac".into(), mac.into());
-    if let Some(b) = bus {
-        args.insert("bus".into(), b.into());
-    }
-    match session
-        .qmp
-        .execute_raw("device_add", Value::Object(args))
-        .await
-    {
-        Ok(_) => Ok(DeviceRef::new(id).expect("checked id")),
-        Err(e) => {
-            *lock(&session.controllers) = None;
-            rollback(session, "netdev_del", json!({"id": netdev_id})).await;
-            Err(device_add_error(
-                session,
-                &DeviceType::NETWORK,
-                &id,
-                model,
-                !dev_pt.is_empty(),
-                e,
-            )
-            .await)
+    let buses = buses_for(session, model).await?;
+    let device_args = |bus: &Option<String>| {
+        let mut args = props.clone();
+        args.insert("driver".into(), model.into());
+        args.insert("id".into(), id.clone().into());
+        args.insert("netdev".into(), netdev_id.clone().into());
+        args.insert("mac".into(), mac.clone().into());
+        if let Some(b) = bus {
+            args.insert("bus".into(), b.clone().into());
         }
+        Value::Object(args)
+    };
+    let made = Made {
+        id: &id,
+        device_type: DeviceType::NETWORK,
+        backend: Backend::Netdev(netdev_id.clone()),
+    };
+    // The backend and the device on the first candidate bus in one round trip.
+    let mut r = session
+        .qmp
+        .batch(vec![
+            ("netdev_add".to_owned(), Value::Object(nd)),
+            ("device_add".to_owned(), device_args(&buses[0])),
+        ])
+        .await
+        .into_iter();
+    let (added, first) = (r.next().expect("reply"), r.next().expect("reply"));
+    match added {
+        Ok(_) => {}
+        Err(e @ QmpError::Timeout { .. }) => return made.settle(session, e).await,
+        Err(e) => {
+            return Err(match e {
+                QmpError::Qemu { class, desc } => invalid(
+                    if net_pt.is_empty() {
+                        "netdev"
+                    } else {
+                        "netdev.*"
+                    },
+                    format!("QEMU refused the {kind} network backend: {class}: {desc}"),
+                ),
+                e => ctx(e, "netdev_add"),
+            })
+        }
+    }
+    match made
+        .place(
+            session,
+            &buses,
+            &device_args,
+            first,
+            model,
+            !dev_pt.is_empty(),
+        )
+        .await?
+    {
+        Placed::Bus(_) => Ok(DeviceRef::new(id).expect("checked id")),
+        Placed::Settled(r) => Ok(r),
     }
 }
 

@@ -6,6 +6,7 @@ use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{broadcast, watch};
@@ -19,7 +20,8 @@ use vdev_core::{
 use crate::config::{QemuConfig, Target};
 use crate::devices::{self, Controllers};
 use crate::introspect::Introspection;
-use crate::qmp::{Endpoint, Qmp, QmpEvent};
+use crate::markers;
+use crate::qmp::{ConnectError, Endpoint, Qmp, QmpEvent};
 
 /// What must be removed once QEMU has really deleted a device.
 #[derive(Debug, Clone)]
@@ -32,11 +34,22 @@ pub(crate) enum Backend {
     None,
 }
 
-/// A device whose `device_del` was sent and whose `DEVICE_DELETED` has not come yet.
+/// How a removal this process waits for ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Not yet.
+    Waiting,
+    /// QEMU deleted the device.
+    Removed,
+    /// The guest refused the unplug (`DEVICE_UNPLUG_GUEST_ERROR`): the device stays.
+    Refused,
+}
+
+/// A device whose `device_del` was sent by this process and whose end it waits for.
 struct Pending {
     device_type: DeviceType,
     backend: Backend,
-    done: watch::Sender<bool>,
+    done: watch::Sender<Outcome>,
 }
 
 /// One live QMP session of a domain and what it caches.
@@ -64,6 +77,8 @@ pub(crate) type DiskCache = Arc<Mutex<HashMap<String, (String, Option<Attributes
 /// One QEMU process.
 pub(crate) struct DomainEntry {
     pub(crate) id: u32,
+    /// The domain's socket (or TCP endpoint); for a unix socket `PATH`, the sockets `PATH.1`,
+    /// `PATH.2`, ... beside it are further QMP sockets of the same QEMU (see [`Self::endpoints`]).
     pub(crate) endpoint: Endpoint,
     stem: String,
     name: Mutex<String>,
@@ -86,6 +101,37 @@ impl DomainEntry {
 
     pub(crate) fn is_pending(&self, id: &str) -> bool {
         lock(&self.pending).contains_key(id)
+    }
+
+    /// Every QMP socket of this QEMU: its socket `PATH` and the sockets `PATH.N` (N a number)
+    /// beside it, in order of N. QEMU serves one client per socket; vdev uses whichever is free.
+    pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
+        let Endpoint::Unix(primary) = &self.endpoint else {
+            return vec![self.endpoint.clone()];
+        };
+        let mut out = vec![self.endpoint.clone()];
+        let (Some(dir), Some(name)) = (primary.parent(), primary.file_name()) else {
+            return out;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let mut extra: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+            .filter_map(|e| {
+                let n = e
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_prefix(&prefix)?
+                    .parse()
+                    .ok()?;
+                Some((n, e.path()))
+            })
+            .collect();
+        extra.sort();
+        out.extend(extra.into_iter().map(|(_, p)| Endpoint::Unix(p)));
+        out
     }
 
     pub(crate) fn remember(&self, id: &str, t: &DeviceType) {
@@ -130,6 +176,21 @@ impl fmt::Debug for QemuDriver {
         f.debug_struct("QemuDriver")
             .field("target", &self.inner.config.target)
             .finish()
+    }
+}
+
+/// Whether `p` is `OTHER.N` (N a number) for a socket `OTHER` in `all`: a further QMP socket of
+/// the QEMU at `OTHER`, not a domain of its own.
+fn is_sibling(p: &Path, all: &std::collections::HashSet<PathBuf>) -> bool {
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    match name.rsplit_once('.') {
+        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
+            all.contains(&p.with_file_name(base))
+        }
+        _ => false,
     }
 }
 
@@ -236,7 +297,9 @@ impl QemuDriver {
                 .map(|e| e.path())
                 .collect();
             socks.sort();
-            for p in socks {
+            let all: std::collections::HashSet<PathBuf> = socks.iter().cloned().collect();
+            for p in socks.iter().filter(|p| !is_sibling(p, &all)) {
+                let p = p.clone();
                 let s = stem(&p);
                 self.entry_for(Endpoint::Unix(p), s);
             }
@@ -275,27 +338,41 @@ impl QemuDriver {
             info!(endpoint = %entry.endpoint, reason = ?s.qmp.end_reason(), "QMP session lost; reconnecting");
         }
         *slot = None;
-        let qmp = Qmp::connect(&entry.endpoint, self.inner.config.request_timeout)
+        let timeout = self.inner.config.request_timeout;
+        let qmp = Qmp::connect_any(&entry.endpoints(), timeout)
             .await
-            .map_err(|e| {
-                Error::backend_with(
-                    crate::NAME,
-                    format!(
-                        "QEMU of domain '{}' does not answer on {} (it has stopped, or the socket is stale); start it again or remove the socket",
-                        lock(&entry.name),
-                        entry.endpoint
-                    ),
-                    e,
-                )
-            })?;
-        let name = qmp
-            .execute(qapi::qmp::query_name {})
+            .map_err(|e| connect_error(entry, timeout, e))?;
+        // One round trip: the name, and what earlier removals left to collect.
+        let mut r = qmp
+            .batch(vec![
+                ("query-name".to_owned(), json!({})),
+                markers::list_command(),
+                (
+                    "qom-list".to_owned(),
+                    json!({"path": "/machine/peripheral"}),
+                ),
+            ])
             .await
+            .into_iter();
+        let (name, objects, peripheral) = (
+            r.next().expect("reply"),
+            r.next().expect("reply"),
+            r.next().expect("reply"),
+        );
+        let name = name
             .ok()
-            .and_then(|n| n.name)
+            .and_then(|v| v.get("name").and_then(|n| n.as_str()).map(str::to_owned))
             .unwrap_or_else(|| entry.stem.clone());
-        debug!(endpoint = %entry.endpoint, %name, version = ?qmp.version, "QMP session open");
+        debug!(endpoint = %qmp.endpoint(), %name, version = ?qmp.version, "QMP session open");
         *lock(&entry.name) = name;
+        if let (Ok(objects), Ok(peripheral)) = (objects, peripheral) {
+            if let (Ok(pending), Ok(present)) = (
+                markers::pending_ids(objects),
+                devices::peripheral_ids(peripheral),
+            ) {
+                markers::collect_gone(&qmp, &pending, &present).await;
+            }
+        }
         let rx = qmp.subscribe();
         let disk_cache = DiskCache::default();
         let events_task = tokio::spawn(event_loop(
@@ -315,26 +392,14 @@ impl QemuDriver {
         });
         *slot = Some(session.clone());
         drop(slot);
-        self.reconcile(entry, &session).await;
-        Ok(session)
-    }
-
-    /// After a reconnect: devices still marked pending that QEMU no longer has were deleted
-    /// while we were away; clean their backends and report them removed.
-    async fn reconcile(&self, entry: &Arc<DomainEntry>, session: &Session) {
-        let ids: Vec<String> = lock(&entry.pending).keys().cloned().collect();
-        for id in ids {
-            let r = session
-                .qmp
-                .execute_raw(
-                    "qom-get",
-                    json!({"path": format!("/machine/peripheral/{id}"), "property": "type"}),
-                )
-                .await;
-            if matches!(&r, Err(e) if e.class() == Some("DeviceNotFound")) {
+        // Removals this process waited for whose DEVICE_DELETED came while it had no session.
+        let waiting: Vec<String> = lock(&entry.pending).keys().cloned().collect();
+        for id in waiting {
+            if !devices::exists(&session, &id).await {
                 finish_removal(entry, &session.qmp, &id, &self.inner.events).await;
             }
         }
+        Ok(session)
     }
 
     async fn detach_inner(
@@ -347,6 +412,7 @@ impl QemuDriver {
         let entry = self.entry(domain)?;
         let session = self.session(&entry).await?;
         let id = reference.as_str();
+        let deadline = tokio::time::Instant::now() + options.timeout;
         let not_found = || Error::DeviceNotFound {
             domain: domain.name.clone(),
             device_type: device_type.to_string(),
@@ -354,59 +420,41 @@ impl QemuDriver {
         };
         let mut done_rx = {
             let _op = entry.ops.lock().await;
-            let existing = lock(&entry.pending)
-                .get(id)
-                .map(|p| (p.device_type.clone(), p.done.subscribe()));
-            match existing {
-                Some((t, rx)) if &t == device_type => {
-                    debug!(%id, "removal already pending: waiting again");
-                    rx
+            let (actual, backend) = devices::identify(&session, id).await?;
+            if actual.as_ref() != Some(device_type) {
+                return Err(not_found());
+            }
+            let rx = {
+                let mut pending = lock(&entry.pending);
+                let p = pending.entry(id.to_owned()).or_insert_with(|| Pending {
+                    device_type: device_type.clone(),
+                    backend: backend.clone(),
+                    done: watch::channel(Outcome::Waiting).0,
+                });
+                p.done.subscribe()
+            };
+            // Record the removal in QEMU (every vdev process sees it), then ask for it; a
+            // second detach asks again, since a guest may have missed the first request.
+            match request_unplug(&session, id, device_type, &backend, deadline).await {
+                Ok(()) => rx,
+                Err(Unplug::Gone) => {
+                    finish_removal(&entry, &session.qmp, id, &self.inner.events).await;
+                    return Ok(());
                 }
-                Some(_) => return Err(not_found()),
-                None => {
-                    let (actual, backend) = devices::identify(&session, id).await?;
-                    if actual.as_ref() != Some(device_type) {
-                        return Err(not_found());
-                    }
-                    let (tx, rx) = watch::channel(false);
-                    lock(&entry.pending).insert(
-                        id.to_owned(),
-                        Pending {
-                            device_type: device_type.clone(),
-                            backend,
-                            done: tx,
-                        },
-                    );
-                    let r = session
-                        .qmp
-                        .execute(qapi::qmp::device_del { id: id.to_owned() })
-                        .await;
-                    match r {
-                        Ok(_) => {}
-                        // Someone else asked already: QEMU will send DEVICE_DELETED all the same.
-                        Err(e)
-                            if e.class() == Some("GenericError")
-                                && devices::exists(&session, id).await =>
-                        {
-                            debug!(%id, error = %e, "device_del refused, unplug already in progress");
-                        }
-                        Err(e) => {
-                            lock(&entry.pending).remove(id);
-                            return Err(if e.class() == Some("DeviceNotFound") {
-                                not_found()
-                            } else {
-                                e.into_core(&format!("device_del of {id}"))
-                            });
-                        }
-                    }
-                    rx
+                Err(Unplug::Failed(e)) => {
+                    lock(&entry.pending).remove(id);
+                    return Err(match e {
+                        e @ Error::Timeout { .. } => e,
+                        e => went_away(&entry, &session, "detach", e),
+                    });
                 }
             }
         };
         let wait = async {
             loop {
-                if *done_rx.borrow_and_update() {
-                    return Ok(());
+                let o = *done_rx.borrow_and_update();
+                if o != Outcome::Waiting {
+                    return Ok(o);
                 }
                 if done_rx.changed().await.is_err() {
                     // The entry was dropped without completion: the session ended.
@@ -425,27 +473,38 @@ impl QemuDriver {
                 }
             }
         };
-        let outcome = tokio::select! {
-            r = tokio::time::timeout(options.timeout, wait) => match r {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(())) | Err(_) => Err(false),
+        enum End {
+            Done(Outcome),
+            TimedOut,
+            SessionLost,
+        }
+        let end = tokio::select! {
+            r = tokio::time::timeout_at(deadline, wait) => match r {
+                Ok(Ok(o)) => End::Done(o),
+                Ok(Err(())) | Err(_) => End::TimedOut,
             },
-            _ = gone => Err(true),
+            _ = gone => End::SessionLost,
         };
-        match outcome {
-            Ok(()) => Ok(()),
-            Err(true) if !entry.is_pending(id) => Ok(()),
-            Err(true) => Err(Error::backend(
+        match end {
+            End::Done(Outcome::Removed) => Ok(()),
+            End::Done(Outcome::Refused) => Err(Error::RemovalRefused {
+                domain: domain.name.clone(),
+                device_type: device_type.to_string(),
+                reference: id.to_owned(),
+            }),
+            End::SessionLost | End::TimedOut | End::Done(Outcome::Waiting)
+                if !entry.is_pending(id) =>
+            {
+                Ok(())
+            }
+            End::SessionLost => Err(Error::backend(
                 crate::NAME,
                 format!(
                     "QEMU of domain '{}' went away while waiting for device '{id}' to be released",
                     domain.name
                 ),
             )),
-            Err(false) => {
-                if !entry.is_pending(id) {
-                    return Ok(());
-                }
+            End::TimedOut | End::Done(Outcome::Waiting) => {
                 self.inner.events.send(DeviceEvent::StateChanged {
                     domain: entry.domain(),
                     device_type: device_type.clone(),
@@ -459,6 +518,99 @@ impl QemuDriver {
                 })
             }
         }
+    }
+}
+
+/// Why an unplug request did not leave a removal pending.
+enum Unplug {
+    /// The device is gone already (removed meanwhile).
+    Gone,
+    /// It could not be requested: nothing changed.
+    Failed(Error),
+}
+
+/// Record device `id`'s removal in QEMU and send `device_del` (one round trip), retrying with
+/// back-off until `deadline` while the guest is busy with an earlier hotplug operation on the
+/// slot (native PCIe hotplug refuses `device_del` right after `device_add`: "guest is busy
+/// (power indicator blinking)"). "Already in the process of unplug" means the request stands.
+async fn request_unplug(
+    session: &Session,
+    id: &str,
+    device_type: &DeviceType,
+    backend: &Backend,
+    deadline: tokio::time::Instant,
+) -> std::result::Result<(), Unplug> {
+    let qmp = &session.qmp;
+    let mut backoff = Duration::from_millis(20);
+    let mut marked = false;
+    loop {
+        let mut cmds = Vec::with_capacity(2);
+        if !marked {
+            cmds.push(markers::add_command(id, device_type, backend));
+        }
+        cmds.push(("device_del".to_owned(), json!({ "id": id })));
+        let mut r = qmp.batch(cmds).await.into_iter();
+        if !marked {
+            let added = r.next().expect("reply");
+            marked = match added {
+                Ok(_) => true,
+                Err(e) if e.class() == Some("GenericError") => {
+                    // A marker of this id exists: this removal is pending already, or one of an
+                    // earlier device with the same id was never collected.
+                    match markers::recorded(qmp, id).await {
+                        Ok(Some((_, old))) if old.encode() != backend.encode() => {
+                            let r = async {
+                                markers::remove_backend(qmp, &old).await?;
+                                markers::remove_marker(qmp, id).await?;
+                                let (c, a) = markers::add_command(id, device_type, backend);
+                                qmp.execute_raw(&c, a).await
+                            };
+                            r.await.is_ok()
+                        }
+                        _ => true,
+                    }
+                }
+                Err(e) => {
+                    return Err(Unplug::Failed(
+                        e.into_core(&format!("recording the removal of {id}")),
+                    ))
+                }
+            };
+        }
+        let del = r.next().expect("reply");
+        let e = match del {
+            Ok(_) => return Ok(()),
+            Err(e) => e,
+        };
+        let desc = e.desc().unwrap_or_default().to_owned();
+        if e.class() == Some("DeviceNotFound") {
+            return Err(Unplug::Gone);
+        }
+        if desc.contains("in the process of unplug") {
+            debug!(%id, "unplug already requested: waiting again");
+            return Ok(());
+        }
+        let busy = desc.contains("busy") || desc.contains("power indicator");
+        if busy && tokio::time::Instant::now() + backoff < deadline {
+            debug!(%id, ?backoff, "guest busy with a hotplug operation: device_del again soon");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
+            continue;
+        }
+        // Nothing was requested: the marker must not say otherwise.
+        if marked {
+            let _ = markers::remove_marker(qmp, id).await;
+        }
+        return Err(Unplug::Failed(if busy {
+            Error::Timeout {
+                operation: format!(
+                    "device_del of {id}: the guest was busy with an earlier hotplug operation on its slot the whole time, and nothing was requested; detach again with a longer timeout"
+                ),
+                after: Duration::ZERO,
+            }
+        } else {
+            e.into_core(&format!("device_del of {id}"))
+        }));
     }
 }
 
@@ -478,35 +630,62 @@ fn went_away(entry: &DomainEntry, session: &Session, op: &str, e: Error) -> Erro
     )
 }
 
-/// Clean a deleted device's backend, mark its removal done, and report it removed.
+/// The error for a domain none of whose QMP sockets could be used.
+fn connect_error(entry: &DomainEntry, timeout: Duration, e: ConnectError) -> Error {
+    let domain = lock(&entry.name).clone();
+    let more = match &entry.endpoint {
+        Endpoint::Unix(p) => format!(
+            "start QEMU with one more socket per long-lived client, e.g. -qmp unix:{}.1,server=on,wait=off (vdev uses every PATH.N beside PATH)",
+            p.display()
+        ),
+        Endpoint::Tcp(_) => "give each long-lived client a QMP socket of its own".to_owned(),
+    };
+    match e {
+        ConnectError::Silent { endpoint } => Error::backend(
+            crate::NAME,
+            format!(
+                "QEMU of domain '{domain}' did not greet on {endpoint} within {}: another client holds that QMP socket (QEMU serves one client per socket: another vdev connection, virsh or qmp-shell), or QEMU is stopped; {more}",
+                humantime::format_duration(timeout)
+            ),
+        ),
+        ConnectError::Busy { endpoint } => Error::backend(
+            crate::NAME,
+            format!(
+                "every QMP socket of domain '{domain}' ({endpoint}) was busy with other clients for {}; {more}",
+                humantime::format_duration(timeout)
+            ),
+        ),
+        ConnectError::Other { endpoint, error } => Error::backend_with(
+            crate::NAME,
+            format!(
+                "QEMU of domain '{domain}' does not answer on {endpoint} (it has stopped, or the socket is stale); start it again or remove the socket"
+            ),
+            error,
+        ),
+    }
+}
+
+/// A device is gone: remove its backend if vdev made it (from what this process knows, else
+/// from the marker another process left), drop the marker, wake whoever waits, report it.
 async fn finish_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, events: &EventHub) {
     let pending = lock(&entry.pending).remove(id);
+    let backend = pending.as_ref().map(|p| p.backend.clone());
+    let recorded = match markers::collect(qmp, id, backend.as_ref()).await {
+        Ok(t) => t,
+        Err(e) => {
+            // Left for the next session: the marker stays until the backend is really gone.
+            debug!(%id, error = %e, "backend not removed yet");
+            None
+        }
+    };
     let device_type = match pending {
         Some(p) => {
-            let r = match &p.backend {
-                Backend::Node(n) => Some(
-                    qmp.execute(qapi::qmp::blockdev_del {
-                        node_name: n.clone(),
-                    })
-                    .await
-                    .map(|_| ()),
-                ),
-                Backend::Netdev(n) => Some(
-                    qmp.execute(qapi::qmp::netdev_del { id: n.clone() })
-                        .await
-                        .map(|_| ()),
-                ),
-                Backend::None => None,
-            };
-            if let Some(Err(e)) = r {
-                // -drive backends are deleted by QEMU itself with their device.
-                debug!(%id, backend = ?p.backend, error = %e, "backend not removed");
-            }
-            let _ = p.done.send(true);
+            let _ = p.done.send(Outcome::Removed);
             lock(&entry.known).remove(id);
             Some(p.device_type)
         }
-        None => lock(&entry.known).remove(id),
+        // Known from a listing, or from the marker another vdev process left.
+        None => lock(&entry.known).remove(id).or(recorded),
     };
     if let (Some(device_type), Ok(reference)) = (device_type, DeviceRef::new(id)) {
         events.send(DeviceEvent::Removed {
@@ -515,6 +694,42 @@ async fn finish_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, events: &Event
             reference,
         });
     }
+}
+
+/// The guest refused to release device `id`: the removal is over, the device stays.
+async fn refused_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, events: &EventHub) {
+    warn!(%id, "the guest refused to release the device");
+    if let Err(e) = markers::remove_marker(qmp, id).await {
+        debug!(%id, error = %e, "pending-removal marker not removed");
+    }
+    let pending = lock(&entry.pending).remove(id);
+    let device_type = match pending {
+        Some(p) => {
+            let _ = p.done.send(Outcome::Refused);
+            Some(p.device_type)
+        }
+        None => lock(&entry.known).get(id).cloned(),
+    };
+    if let (Some(device_type), Ok(reference)) = (device_type, DeviceRef::new(id)) {
+        events.send(DeviceEvent::StateChanged {
+            domain: entry.domain(),
+            device_type,
+            reference,
+            state: DeviceState::Connected,
+        });
+    }
+}
+
+/// The device id an event's `device`/`path` names.
+fn event_device(data: &serde_json::Value) -> Option<String> {
+    if let Some(d) = data.get("device").and_then(|d| d.as_str()) {
+        return Some(d.to_owned());
+    }
+    data.get("path")
+        .and_then(|p| p.as_str())
+        .and_then(|p| p.strip_prefix("/machine/peripheral/"))
+        .filter(|rest| !rest.contains('/'))
+        .map(str::to_owned)
 }
 
 async fn event_loop(
@@ -527,11 +742,14 @@ async fn event_loop(
     loop {
         match rx.recv().await {
             Ok(QmpEvent::Event { name, data }) if name == "DEVICE_DELETED" => {
-                let Ok(ev) = serde_json::from_value::<qapi::qmp::DEVICE_DELETED>(data) else {
+                // virtio devices send a first DEVICE_DELETED for their backend, without `device`.
+                let Some(id) = data
+                    .get("device")
+                    .and_then(|d| d.as_str())
+                    .map(str::to_owned)
+                else {
                     continue;
                 };
-                // virtio devices send a first DEVICE_DELETED for their backend, without `device`.
-                let Some(id) = ev.device else { continue };
                 lock(&disk_cache).remove(&id);
                 let Some(entry) = entry.upgrade() else { return };
                 let qmp = qmp.clone();
@@ -539,15 +757,21 @@ async fn event_loop(
                 // Cleanup runs beside the loop so that the loop keeps reading events.
                 tokio::spawn(async move { finish_removal(&entry, &qmp, &id, &events).await });
             }
-            Ok(QmpEvent::Event { name, .. }) if name == "DEVICE_UNPLUG_GUEST_ERROR" => {
-                warn!("the guest refused a device unplug");
+            Ok(QmpEvent::Event { name, data }) if name == "DEVICE_UNPLUG_GUEST_ERROR" => {
+                let Some(id) = event_device(&data) else {
+                    continue;
+                };
+                let Some(entry) = entry.upgrade() else { return };
+                let qmp = qmp.clone();
+                let events = events.clone();
+                tokio::spawn(async move { refused_removal(&entry, &qmp, &id, &events).await });
             }
             Ok(QmpEvent::Event { .. }) => {}
             Ok(QmpEvent::Disconnected) | Err(broadcast::error::RecvError::Closed) => return,
             Err(broadcast::error::RecvError::Lagged(n)) => {
                 warn!(
                     n,
-                    "QMP events lost; pending removals are reconciled on the next reconnect"
+                    "QMP events lost; removals they announced are collected at the next session or listing"
                 );
             }
         }

@@ -6,9 +6,10 @@ mod devices;
 mod driver;
 mod error;
 mod introspect;
+mod markers;
 mod qmp;
 
-pub use config::{QemuConfig, Target, DEFAULT_REQUEST_TIMEOUT, OPTIONS};
+pub use config::{QemuConfig, Target, DEFAULT_REQUEST_TIMEOUT, OPTIONS, TIMEOUT_RANGE};
 pub use driver::QemuDriver;
 pub use error::QmpError;
 

@@ -45,6 +45,23 @@ impl std::fmt::Display for Endpoint {
     }
 }
 
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+/// Why no QMP session could be opened on a domain's sockets.
+#[derive(Debug)]
+pub(crate) enum ConnectError {
+    /// The socket accepted the connection but QEMU never greeted: another client holds it (QEMU
+    /// serves one client per socket), or QEMU is stopped.
+    Silent { endpoint: String },
+    /// The socket's listen queue stayed full until the deadline: other clients are queued.
+    Busy { endpoint: String },
+    /// Anything else (no such socket, refused, not QMP, ...).
+    Other { endpoint: String, error: QmpError },
+}
+
 /// One event from QEMU, or the end of the session.
 #[derive(Debug, Clone)]
 pub(crate) enum QmpEvent {
@@ -111,32 +128,105 @@ impl Drop for Qmp {
 }
 
 impl Qmp {
-    /// Connect, read the greeting and leave capabilities negotiation mode, all within `timeout`.
-    pub(crate) async fn connect(
-        endpoint: &Endpoint,
+    /// Connect to the first of `endpoints` (several QMP sockets of one QEMU) whose server greets
+    /// us, all within `timeout`. QEMU serves one client per socket: a socket held by another
+    /// client accepts the connection but stays silent, and a socket whose listen queue is full
+    /// refuses it for the moment (`EAGAIN`), so every socket is tried at once, a full queue is
+    /// retried with back-off, and the first greeting wins (the other attempts are dropped, which
+    /// closes them).
+    pub(crate) async fn connect_any(
+        endpoints: &[Endpoint],
         timeout: Duration,
-    ) -> Result<Arc<Qmp>, QmpError> {
-        let fut = async {
-            match endpoint {
+    ) -> Result<Arc<Qmp>, ConnectError> {
+        use futures::stream::StreamExt;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut attempts: futures::stream::FuturesUnordered<_> = endpoints
+            .iter()
+            .map(|ep| Qmp::attempt(ep.clone(), timeout, deadline))
+            .collect();
+        let mut errors = Vec::new();
+        while let Some(r) = attempts.next().await {
+            match r {
+                Ok(q) => return Ok(q),
+                Err(e) => errors.push(e),
+            }
+        }
+        // Report the most telling failure: a socket that is held by someone else explains more
+        // than one that is gone.
+        errors.sort_by_key(|e| match e {
+            ConnectError::Silent { .. } => 0,
+            ConnectError::Busy { .. } => 1,
+            ConnectError::Other { .. } => 2,
+        });
+        Err(errors.into_iter().next().unwrap_or(ConnectError::Other {
+            endpoint: "(none)".into(),
+            error: QmpError::Io("the domain has no QMP socket".into()),
+        }))
+    }
+
+    /// One socket: connect (retrying while its listen queue is full), then wait for the greeting.
+    async fn attempt(
+        endpoint: Endpoint,
+        timeout: Duration,
+        deadline: tokio::time::Instant,
+    ) -> Result<Arc<Qmp>, ConnectError> {
+        let name = endpoint.to_string();
+        let other = |error: QmpError| ConnectError::Other {
+            endpoint: name.clone(),
+            error,
+        };
+        let mut backoff = Duration::from_millis(1);
+        loop {
+            let connected = match &endpoint {
                 Endpoint::Unix(p) => {
-                    let s = tokio::net::UnixStream::connect(p).await?;
-                    let (r, w) = s.into_split();
-                    Qmp::start(endpoint.clone(), r, Box::new(w), timeout).await
+                    tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(p))
+                        .await
+                        .map(|r| r.map(Stream::Unix))
                 }
                 Endpoint::Tcp(a) => {
-                    let s = tokio::net::TcpStream::connect(a.as_str()).await?;
-                    s.set_nodelay(true)?;
-                    let (r, w) = s.into_split();
-                    Qmp::start(endpoint.clone(), r, Box::new(w), timeout).await
+                    tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(a.as_str()))
+                        .await
+                        .map(|r| r.map(Stream::Tcp))
                 }
-            }
-        };
-        match tokio::time::timeout(timeout, fut).await {
-            Ok(r) => r,
-            Err(_) => Err(QmpError::Timeout {
-                command: "connect".into(),
-                after: timeout,
-            }),
+            };
+            let stream = match connected {
+                Err(_) => return Err(ConnectError::Busy { endpoint: name }),
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    // The listen queue is full: another client is being served.
+                    if tokio::time::Instant::now() + backoff >= deadline {
+                        return Err(ConnectError::Busy { endpoint: name });
+                    }
+                    trace!(endpoint = %name, ?backoff, "QMP listen queue full; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(50));
+                    continue;
+                }
+                Ok(Err(e)) => return Err(other(e.into())),
+            };
+            let started = match stream {
+                Stream::Unix(s) => {
+                    let (r, w) = s.into_split();
+                    tokio::time::timeout_at(
+                        deadline,
+                        Qmp::start(endpoint.clone(), r, Box::new(w), timeout),
+                    )
+                    .await
+                }
+                Stream::Tcp(s) => {
+                    s.set_nodelay(true).map_err(|e| other(e.into()))?;
+                    let (r, w) = s.into_split();
+                    tokio::time::timeout_at(
+                        deadline,
+                        Qmp::start(endpoint.clone(), r, Box::new(w), timeout),
+                    )
+                    .await
+                }
+            };
+            return match started {
+                Err(_) => Err(ConnectError::Silent { endpoint: name }),
+                Ok(r) => r.map_err(other),
+            };
         }
     }
 
@@ -182,6 +272,16 @@ impl Qmp {
         qmp.execute(qapi::qmp::qmp_capabilities { enable: None })
             .await?;
         Ok(qmp)
+    }
+
+    /// The bound on each request.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The socket this session runs on.
+    pub(crate) fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
     }
 
     /// Whether the session still works.

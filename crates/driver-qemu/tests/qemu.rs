@@ -508,7 +508,7 @@ async fn command_line_devices_are_listed_and_named_domain() {
     assert_eq!(nic.attributes.get("netdev-id"), Some("cln0"));
     // Controllers and root ports are not devices vdev manages.
     assert_eq!(devs.len(), 2, "{devs:?}");
-    // A command-line disk is detached like any other, backend included.
+    // A command-line disk is detached like any other; its node is not vdev's, so it stays.
     conn.detach(
         &d,
         &DeviceType::DISK,
@@ -519,7 +519,7 @@ async fn command_line_devices_are_listed_and_named_domain() {
     .expect("detach");
     let mut raw = vm.raw();
     assert!(!raw.has_device("clsd"));
-    assert!(!raw.nodes().contains(&"clnode".to_owned()));
+    assert!(raw.nodes().contains(&"clnode".to_owned()));
 }
 
 #[tokio::test]

@@ -123,6 +123,11 @@ typedef enum vdev_error_code {
    */
   VDEV_ERR_BACKEND = 13,
   /**
+   * The guest refused to release the device: the removal is over and the device stays,
+   * connected.
+   */
+  VDEV_ERR_REMOVAL_REFUSED = 14,
+  /**
    * A pointer argument that must not be NULL was NULL.
    */
   VDEV_ERR_NULL_ARGUMENT = 100,

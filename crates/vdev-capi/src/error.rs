@@ -44,6 +44,9 @@ pub enum vdev_error_code {
     VDEV_ERR_REMOVAL_PENDING = 12,
     /// The hypervisor or its control channel failed.
     VDEV_ERR_BACKEND = 13,
+    /// The guest refused to release the device: the removal is over and the device stays,
+    /// connected.
+    VDEV_ERR_REMOVAL_REFUSED = 14,
     /// A pointer argument that must not be NULL was NULL.
     VDEV_ERR_NULL_ARGUMENT = 100,
     /// An argument is empty, negative, not UTF-8, or otherwise not acceptable.
@@ -89,6 +92,7 @@ impl vdev_error_code {
         VDEV_ERR_TIMEOUT,
         VDEV_ERR_REMOVAL_PENDING,
         VDEV_ERR_BACKEND,
+        VDEV_ERR_REMOVAL_REFUSED,
         VDEV_ERR_NULL_ARGUMENT,
         VDEV_ERR_INVALID_ARGUMENT,
         VDEV_ERR_BUFFER_TOO_SMALL,
@@ -117,6 +121,7 @@ impl vdev_error_code {
             "timeout" => VDEV_ERR_TIMEOUT,
             "removal-pending" => VDEV_ERR_REMOVAL_PENDING,
             "backend" => VDEV_ERR_BACKEND,
+            "removal-refused" => VDEV_ERR_REMOVAL_REFUSED,
             _ => VDEV_ERR_UNKNOWN,
         }
     }
@@ -138,6 +143,7 @@ impl vdev_error_code {
             VDEV_ERR_TIMEOUT => c"timeout",
             VDEV_ERR_REMOVAL_PENDING => c"removal-pending",
             VDEV_ERR_BACKEND => c"backend",
+            VDEV_ERR_REMOVAL_REFUSED => c"removal-refused",
             VDEV_ERR_NULL_ARGUMENT => c"null-argument",
             VDEV_ERR_INVALID_ARGUMENT => c"invalid-argument",
             VDEV_ERR_BUFFER_TOO_SMALL => c"buffer-too-small",

@@ -135,6 +135,18 @@ pub enum Error {
         reference: String,
     },
 
+    /// The guest refused to release the device: the removal is over and the device stays,
+    /// connected (QEMU's `DEVICE_UNPLUG_GUEST_ERROR`). Detaching again asks the guest again.
+    #[error("the guest of domain '{domain}' refused to release {device_type} device '{reference}': it stays connected; find out why the guest keeps it (in use, mounted) and detach again")]
+    RemovalRefused {
+        /// The domain.
+        domain: String,
+        /// The device type.
+        device_type: String,
+        /// The device reference.
+        reference: String,
+    },
+
     /// The hypervisor or its control channel failed. `source` holds the original error.
     #[error("{driver} driver: {message}")]
     Backend {
@@ -203,6 +215,7 @@ impl Error {
             Error::ReadOnly { .. } => "read-only",
             Error::Timeout { .. } => "timeout",
             Error::RemovalPending { .. } => "removal-pending",
+            Error::RemovalRefused { .. } => "removal-refused",
             Error::Backend { .. } => "backend",
         }
     }
@@ -221,6 +234,7 @@ impl Error {
         "read-only",
         "timeout",
         "removal-pending",
+        "removal-refused",
         "backend",
     ];
 
@@ -236,6 +250,7 @@ impl Error {
             Error::DeviceNotFound { domain: d, .. }
             | Error::DeviceExists { domain: d, .. }
             | Error::RemovalPending { domain: d, .. }
+            | Error::RemovalRefused { domain: d, .. }
                 if d.is_empty() =>
             {
                 if let Some(dom) = domain {

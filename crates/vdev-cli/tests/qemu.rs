@@ -1,0 +1,294 @@
+//! The `vdev` command and several `Connection`s against one real QEMU (q35, no guest OS): what
+//! vdev promises must hold across processes. An independent raw QMP client (its own socket)
+//! checks QEMU's state after each step.
+
+#[path = "../../driver-qemu/tests/common/mod.rs"]
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{qemu_available, Vm, VmSpec};
+use serde_json::{json, Value};
+
+fn vdev(uri: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vdev"))
+        .arg("-c")
+        .arg(uri)
+        .args(args)
+        .env_remove("VDEV_DEFAULT_URI")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("vdev runs")
+}
+
+fn ok(uri: &str, args: &[&str]) -> String {
+    let o = vdev(uri, args);
+    assert!(
+        o.status.success(),
+        "vdev {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_owned()
+}
+
+/// The devices of the one domain the URI's socket reaches (`vm`, or `second` for the VM's
+/// second socket: a domain is named after its socket).
+fn devices(uri: &str) -> Vec<Value> {
+    let domain = if uri.ends_with("second.sock") {
+        "second"
+    } else {
+        "vm"
+    };
+    let out = ok(uri, &["--json", "devices", domain]);
+    serde_json::from_str::<Value>(&out)
+        .expect("JSON")
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn state_of(uri: &str, r: &str) -> Option<String> {
+    devices(uri)
+        .into_iter()
+        .find(|d| d["ref"] == r)
+        .map(|d| d["state"].as_str().unwrap().to_owned())
+}
+
+/// Removal left pending by `detach --timeout 0`: the process exits, QEMU deletes the device
+/// later, and the next vdev process collects the block nodes. Nothing `vdev-*` is left.
+#[test]
+fn a_pending_scsi_removal_is_collected_by_the_next_process() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec::default());
+    let uri = vm.uri();
+    let img = vm.image("d.img", "raw");
+    let mut raw = vm.raw();
+    let r = ok(
+        &uri,
+        &[
+            "attach",
+            "vm",
+            "disk",
+            &format!("source={}", img.display()),
+            "format=raw",
+        ],
+    );
+    let node = raw.node_of(&r).expect("the disk has its node");
+    let o = vdev(&uri, &["detach", "vm", "disk", &r, "--timeout", "0"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() || err.contains("pending"),
+        "detach --timeout 0 either finished or said pending: {err}"
+    );
+    // QEMU deletes a scsi-hd by itself ~50 ms later; the detaching process has exited.
+    assert!(raw.wait_gone(&r), "QEMU deleted the device");
+    // The next vdev command (any) collects what the removal left.
+    let listed = devices(&uri);
+    assert!(listed.iter().all(|d| d["ref"] != r.as_str()));
+    assert!(
+        !raw.nodes().contains(&node),
+        "the node {node} of the removed disk is gone"
+    );
+    assert_eq!(raw.leftovers(), Vec::<String>::new());
+    assert_eq!(raw.marked(), Vec::<String>::new(), "no marker left");
+}
+
+/// A removal that stays pending (virtio-net without a guest on q35's ACPI hotplug) is listed
+/// `removal-pending` by every other process; a second detach from another process asks again
+/// and is still pending, not an error; a node made by another client is never touched.
+#[test]
+fn pending_is_seen_by_every_process_and_a_second_detach_asks_again() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec::default());
+    let uri = vm.uri();
+    let mut raw = vm.raw();
+    let r = ok(&uri, &["attach", "vm", "network", "model=virtio-net-pci"]);
+    assert_eq!(state_of(&uri, &r).as_deref(), Some("connected"));
+    let o = vdev(&uri, &["detach", "vm", "network", &r, "--timeout", "0"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("pending"));
+    assert_eq!(state_of(&uri, &r).as_deref(), Some("removal-pending"));
+    assert_eq!(
+        state_of(&vm.second_uri(), &r).as_deref(),
+        Some("removal-pending"),
+        "another socket, another process: the same truth"
+    );
+    let o = vdev(&uri, &["detach", "vm", "network", &r, "--timeout", "0.2"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("pending"),
+        "a second detach is pending again: {err}"
+    );
+    assert!(raw.has_device(&r), "without a guest the NIC stays");
+    assert_eq!(raw.marked(), vec![r.clone()]);
+    // Someone else's node is not vdev's to collect, whatever happens to devices.
+    raw.ok(
+        "blockdev-add",
+        json!({"driver": "null-co", "node-name": "other-node"}),
+    );
+    let _ = devices(&uri);
+    assert!(raw.nodes().contains(&"other-node".to_owned()));
+}
+
+/// A device given to QEMU by another client, on that client's own node: vdev detaches the
+/// device but never removes the node.
+#[test]
+fn a_backend_vdev_did_not_make_is_never_removed() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec::default());
+    let uri = vm.uri();
+    let img = vm.image("ext.img", "raw");
+    let mut raw = vm.raw();
+    raw.ok(
+        "blockdev-add",
+        json!({"driver": "raw", "node-name": "ext0", "file": {"driver": "file", "filename": img}}),
+    );
+    raw.ok(
+        "device_add",
+        json!({"driver": "scsi-hd", "id": "extdisk", "drive": "ext0", "bus": "scsi0.0"}),
+    );
+    ok(
+        &uri,
+        &["detach", "vm", "disk", "extdisk", "--timeout", "10"],
+    );
+    assert!(!raw.has_device("extdisk"));
+    let _ = devices(&uri);
+    assert!(raw.nodes().contains(&"ext0".to_owned()), "ext0 stays");
+}
+
+/// An application holds a connection with its event stream open; one-shot `vdev` commands in
+/// other processes work at the same time (through the VM's further socket `vm.qmp.1`).
+#[test]
+fn an_open_application_does_not_lock_out_the_command() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec {
+        more_sockets: 1,
+        ..VmSpec::default()
+    });
+    let uri = vm.uri();
+    let img = vm.image("d.img", "raw");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (conn, mut events) = rt.block_on(async {
+        let conn = vdev::connect(&uri).await.expect("connect");
+        let d = conn.domain("vm").await.unwrap();
+        let ev = conn.events().await.unwrap();
+        conn.devices(&d, None).await.unwrap();
+        (conn, ev)
+    });
+    let r = ok(
+        &uri,
+        &[
+            "attach",
+            "vm",
+            "disk",
+            &format!("source={}", img.display()),
+            "format=raw",
+        ],
+    );
+    assert_eq!(state_of(&uri, &r).as_deref(), Some("connected"));
+    ok(&uri, &["detach", "vm", "disk", &r]);
+    // The application, still connected, saw the removal made by the other process.
+    rt.block_on(async {
+        use futures::StreamExt;
+        let got = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Some(e) = events.next().await {
+                if matches!(&e, Ok(vdev::DeviceEvent::Removed { reference, .. }) if reference.as_str() == r) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(got, Ok(true), "the application got the Removed event");
+        conn.close().await.unwrap();
+    });
+}
+
+/// Eight `vdev attach` processes at once on one VM with one spare socket: all succeed.
+#[test]
+fn eight_attach_commands_at_once_all_succeed() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec {
+        more_sockets: 1,
+        scsi: 1,
+        ..VmSpec::default()
+    });
+    let uri = vm.uri();
+    let children: Vec<_> = (0..8)
+        .map(|i| {
+            let img = vm.image(&format!("d{i}.img"), "raw");
+            Command::new(env!("CARGO_BIN_EXE_vdev"))
+                .args(["-c", &uri, "attach", "vm", "disk"])
+                .arg(format!("source={}", img.display()))
+                .arg("format=raw")
+                .env_remove("RUST_LOG")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for o in &outs {
+        assert!(
+            o.status.success(),
+            "every attach succeeds: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let mut raw = vm.raw();
+    let disks = raw
+        .devices()
+        .into_iter()
+        .filter(|(_, m)| m == "scsi-hd")
+        .count();
+    assert_eq!(disks, 8);
+}
+
+/// A monitor held by a client outside vdev: the error says so, and how to fix it, within the
+/// request timeout.
+#[test]
+fn a_socket_held_by_another_client_is_named_as_such() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec::default());
+    let _holder = common::Raw::connect(&vm.socket);
+    let o = vdev(&format!("{}?timeout=1s", vm.uri()), &["devices", "vm"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("another client holds") && err.contains("-qmp unix:"),
+        "names the cause and the fix: {err}"
+    );
+}
+
+/// An absurd duration is refused, not a panic.
+#[test]
+fn out_of_range_timeouts_are_refused() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec::default());
+    for t in ["10000000000000000000s", "2h", "0s"] {
+        let o = vdev(&format!("{}?timeout={t}", vm.uri()), &["devices", "vm"]);
+        assert_eq!(o.status.code(), Some(1), "timeout={t}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("between 1ms and 1h"), "{t}: {err}");
+    }
+}
