@@ -17,6 +17,10 @@ enum Fault {
     UnknownEvent,
     /// Answer `qom-list` with half a line, then close.
     CutReply,
+    /// Have one NIC `nic0`, and refuse its unplug as a guest does on platforms where QEMU
+    /// reports it (`DEVICE_UNPLUG_GUEST_ERROR`: pseries, x86 memory; never x86 PCI, measured in
+    /// tests/qemu-guest/README.md).
+    GuestRefuses,
 }
 
 /// A QMP peer on `path` that answers the commands listing needs, one client at a time.
@@ -38,7 +42,29 @@ fn peer(path: &Path, fault: Fault) -> std::thread::JoinHandle<()> {
                         w.write_all(&full.as_bytes()[..full.len() / 2]).unwrap();
                         break; // closes the socket mid-reply
                     }
+                    "qom-list"
+                        if fault == Fault::GuestRefuses
+                            && m["arguments"]["path"] == "/machine/peripheral" =>
+                    {
+                        json!([{"name": "type", "type": "string"}, {"name": "nic0", "type": "child<virtio-net-pci>"}])
+                    }
                     "qom-list" => json!([{"name": "type", "type": "string"}]),
+                    "qom-get" if fault == Fault::GuestRefuses => {
+                        match m["arguments"]["property"].as_str().unwrap() {
+                            "type" => json!("virtio-net-pci"),
+                            "netdev" => json!("vdev-nic0"),
+                            "mac" => json!("52:54:00:00:00:01"),
+                            _ => {
+                                writeln!(w, "{}", json!({"error": {"class": "GenericError", "desc": "Property not found"}, "id": id})).unwrap();
+                                continue;
+                            }
+                        }
+                    }
+                    "device_del" if fault == Fault::GuestRefuses => {
+                        writeln!(w, "{}", json!({"return": {}, "id": id})).unwrap();
+                        writeln!(w, r#"{{"event": "DEVICE_UNPLUG_GUEST_ERROR", "data": {{"device": "nic0", "path": "/machine/peripheral/nic0"}}, "timestamp": {{"seconds": 1, "microseconds": 4}}}}"#).unwrap();
+                        continue;
+                    }
                     "query-block" => json!([]),
                     _ => json!({}),
                 };
@@ -90,4 +116,43 @@ async fn a_reply_cut_in_half_is_an_error_not_a_hang() {
             || chain.contains("went away"),
         "{chain}"
     );
+}
+
+#[tokio::test]
+async fn a_guest_that_refuses_the_unplug_gives_a_typed_error_and_an_event() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("peer.qmp");
+    let _peer = peer(&sock, Fault::GuestRefuses);
+    let conn = vdev_core::connect(&format!("qemu://{}", sock.display()))
+        .await
+        .unwrap();
+    let d = conn.domain("scripted").await.unwrap();
+    let mut events = conn.events().await.unwrap();
+    let nic = vdev_core::DeviceRef::new("nic0").unwrap();
+    let e = conn
+        .detach(
+            &d,
+            &vdev_core::DeviceType::NETWORK,
+            &nic,
+            &vdev_core::DetachOptions {
+                timeout: std::time::Duration::from_secs(30),
+                force: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::RemovalRefused { .. }), "{e}");
+    assert_eq!(e.code(), "removal-refused");
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+        .await
+        .expect("an event")
+        .expect("stream open")
+        .expect("event");
+    assert!(
+        matches!(&ev, vdev_core::DeviceEvent::StateChanged { state: vdev_core::DeviceState::Connected, reference, .. } if reference.as_str() == "nic0"),
+        "{ev:?}"
+    );
+    let listed = conn.devices(&d, None).await.unwrap();
+    assert_eq!(listed[0].state, vdev_core::DeviceState::Connected);
 }

@@ -55,6 +55,54 @@ pub struct VmSpec {
     /// Further QMP sockets of the same QEMU beside the main one: `vm.qmp.1`, `vm.qmp.2`, ...
     /// (vdev uses whichever is free).
     pub more_sockets: usize,
+    /// Boot a real Linux guest (from `tests/qemu-guest/guest`) under TCG instead of starting
+    /// paused without one; [`Vm::start`] then waits until the guest is ready.
+    pub guest: Option<Guest>,
+}
+
+/// A guest kernel, its initramfs and command line.
+#[derive(Clone)]
+pub struct Guest {
+    /// The kernel.
+    pub kernel: String,
+    /// The initramfs.
+    pub initrd: String,
+    /// The kernel command line.
+    pub append: String,
+}
+
+/// Build (or find cached) the test guest with `tests/qemu-guest/guest`. `None` (a skip, said on
+/// stderr) when it cannot be built outside CI; under CI that is a failure.
+pub fn guest() -> Option<Guest> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/qemu-guest/guest");
+    let run = |arg: &str| {
+        Command::new(&script)
+            .arg(arg)
+            .stderr(Stdio::inherit())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (Some(vars), Some(append)) = (run("build"), run("append")) else {
+        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+            panic!(
+                "the test guest could not be built (tests/qemu-guest/guest build), and CI is set"
+            );
+        }
+        eprintln!("SKIPPED: the test guest could not be built (tests/qemu-guest/guest build)");
+        return None;
+    };
+    let var = |name: &str| {
+        vars.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('\'').to_owned())
+    };
+    Some(Guest {
+        kernel: var("GUEST_KERNEL")?,
+        initrd: var("GUEST_INITRD")?,
+        append: append.trim().to_owned(),
+    })
 }
 
 impl Default for VmSpec {
@@ -67,6 +115,7 @@ impl Default for VmSpec {
             extra: Vec::new(),
             tcp_port: None,
             more_sockets: 0,
+            guest: None,
         }
     }
 }
@@ -103,6 +152,23 @@ impl Vm {
     }
 
     fn wait_ready(&self) {
+        if self.spec.guest.is_some() {
+            // TCG boots the guest in about 10 s on an idle machine; allow for a loaded one.
+            let deadline = Instant::now() + Duration::from_secs(180);
+            let log = self.dir.path().join("serial.log");
+            while !std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("VDEV-GUEST: READY")
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "the guest did not get ready; serial: {}; QEMU: {}",
+                    std::fs::read_to_string(&log).unwrap_or_default(),
+                    std::fs::read_to_string(self.dir.path().join("qemu.err")).unwrap_or_default()
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let ok = self.dir.path().join(SECOND_SOCKET).exists()
@@ -187,18 +253,21 @@ fn spawn(spec: &VmSpec, dir: &Path, socket: &Path) -> Child {
         Some(p) => format!("tcp:127.0.0.1:{p},server=on,wait=off"),
         None => format!("unix:{},server=on,wait=off", socket.display()),
     };
-    c.args([
-        "-machine",
-        "q35,accel=kvm:tcg",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-m",
-        "128",
-        "-S",
-        "-qmp",
-        &qmp,
-    ]);
+    c.args(["-nodefaults", "-display", "none", "-qmp", &qmp]);
+    match &spec.guest {
+        // No KVM for guests on these machines (see shared notes): TCG, running from the start.
+        Some(g) => {
+            c.args(["-machine", "q35", "-accel", "tcg", "-smp", "1", "-m", "256"]);
+            c.args([
+                "-kernel", &g.kernel, "-initrd", &g.initrd, "-append", &g.append,
+            ]);
+            c.arg("-serial")
+                .arg(format!("file:{}", dir.join("serial.log").display()));
+        }
+        None => {
+            c.args(["-machine", "q35,accel=kvm:tcg", "-m", "128", "-S"]);
+        }
+    }
     // QEMU serves one client per QMP socket: the raw checking client and a second vdev
     // connection (the conformance kit's read-only one) get sockets of their own.
     for extra in [RAW_SOCKET, SECOND_SOCKET] {
