@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use vdev_conformance::{Fixture, Harness};
+use vdev_conformance::{Fixture, Harness, UpdateFixture};
 use vdev_core::{Attributes, DeviceType};
 use vdev_driver_mock as _; // link the driver: see "Linking drivers" in vdev-core
 
@@ -40,6 +40,12 @@ fn fixture() -> Fixture {
         })
         .collect(),
         detach_timeout: Duration::from_secs(5),
+        update: Some(UpdateFixture {
+            device_type: DeviceType::NETWORK,
+            make_attrs: Box::new(|_| Attributes::new()),
+            valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
+            malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
+        }),
     }
 }
 

@@ -1191,10 +1191,25 @@ fn unsupported_type(t: &DeviceType) -> Error {
     }
 }
 
+/// What the Xen driver answers to an update (the core answers so itself, from the capability).
+fn update_unsupported() -> Error {
+    Error::Unsupported {
+        driver: crate::NAME.into(),
+        operation: "update".into(),
+        detail: "no attribute of a Xen device can be changed in place yet (libxl changes media of HVM guests only); detach and attach again".into(),
+    }
+}
+
 #[async_trait]
 impl Driver for XenDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        // Nothing is updatable: libxl's media change (`xl cd-insert`) exists for HVM guests
+        // only, which the lab cannot run under TCG; the schema stays honest instead of half
+        // implementing it.
+        Capabilities {
+            update: false,
+            ..Capabilities::ALL
+        }
     }
 
     async fn list_domains(&self) -> Result<Vec<Domain>> {
@@ -1303,6 +1318,16 @@ impl Driver for XenDriver {
             device_type: kind.device_type().to_string(),
             reference: reference.to_string(),
         })
+    }
+
+    async fn update(
+        &self,
+        _domain: &Domain,
+        _device_type: &DeviceType,
+        _reference: &DeviceRef,
+        _attributes: &Attributes,
+    ) -> Result<()> {
+        Err(update_unsupported())
     }
 
     async fn events(&self) -> Result<EventStream> {

@@ -128,6 +128,11 @@ typedef enum vdev_error_code {
    */
   VDEV_ERR_REMOVAL_REFUSED = 14,
   /**
+   * The device is held by the guest and cannot be changed as asked (a CD-ROM tray the guest
+   * has locked); the message says the way out.
+   */
+  VDEV_ERR_DEVICE_BUSY = 15,
+  /**
    * A pointer argument that must not be NULL was NULL.
    */
   VDEV_ERR_NULL_ARGUMENT = 100,

@@ -47,6 +47,9 @@ pub enum vdev_error_code {
     /// The guest refused to release the device: the removal is over and the device stays,
     /// connected.
     VDEV_ERR_REMOVAL_REFUSED = 14,
+    /// The device is held by the guest and cannot be changed as asked (a CD-ROM tray the guest
+    /// has locked); the message says the way out.
+    VDEV_ERR_DEVICE_BUSY = 15,
     /// A pointer argument that must not be NULL was NULL.
     VDEV_ERR_NULL_ARGUMENT = 100,
     /// An argument is empty, negative, not UTF-8, or otherwise not acceptable.
@@ -93,6 +96,7 @@ impl vdev_error_code {
         VDEV_ERR_REMOVAL_PENDING,
         VDEV_ERR_BACKEND,
         VDEV_ERR_REMOVAL_REFUSED,
+        VDEV_ERR_DEVICE_BUSY,
         VDEV_ERR_NULL_ARGUMENT,
         VDEV_ERR_INVALID_ARGUMENT,
         VDEV_ERR_BUFFER_TOO_SMALL,
@@ -122,6 +126,7 @@ impl vdev_error_code {
             "removal-pending" => VDEV_ERR_REMOVAL_PENDING,
             "backend" => VDEV_ERR_BACKEND,
             "removal-refused" => VDEV_ERR_REMOVAL_REFUSED,
+            "device-busy" => VDEV_ERR_DEVICE_BUSY,
             _ => VDEV_ERR_UNKNOWN,
         }
     }
@@ -144,6 +149,7 @@ impl vdev_error_code {
             VDEV_ERR_REMOVAL_PENDING => c"removal-pending",
             VDEV_ERR_BACKEND => c"backend",
             VDEV_ERR_REMOVAL_REFUSED => c"removal-refused",
+            VDEV_ERR_DEVICE_BUSY => c"device-busy",
             VDEV_ERR_NULL_ARGUMENT => c"null-argument",
             VDEV_ERR_INVALID_ARGUMENT => c"invalid-argument",
             VDEV_ERR_BUFFER_TOO_SMALL => c"buffer-too-small",

@@ -62,6 +62,22 @@ pub struct Fixture {
     pub invalid_attrs: Vec<Attributes>,
     /// The timeout the checks give detach.
     pub detach_timeout: Duration,
+    /// How to check [`Connection::update`]; `None` for a driver that updates nothing (the
+    /// checks then assert that the core answers `Unsupported`).
+    pub update: Option<UpdateFixture>,
+}
+
+/// A device the checks update, and the updates to try on it.
+pub struct UpdateFixture {
+    /// The device type.
+    pub device_type: DeviceType,
+    /// Valid attributes for the `i`-th distinct device of that type (as [`Fixture::make_attrs`]).
+    pub make_attrs: MakeAttrs,
+    /// An update the driver must accept and list back, value for value.
+    pub valid: Attributes,
+    /// Updates of updatable attributes with malformed values: each refused with
+    /// `InvalidAttribute`, changing nothing.
+    pub malformed: Vec<Attributes>,
 }
 
 /// Every check, by name, in the order [`conformance_tests!`] runs them.
@@ -76,6 +92,8 @@ pub const CHECKS: &[&str] = &[
     "concurrent_attaches_get_distinct_refs",
     "events_for_attach_and_detach",
     "readonly_refuses_changes",
+    "update_is_listed_back",
+    "refused_updates_change_nothing",
 ];
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -476,11 +494,146 @@ pub async fn readonly_refuses_changes(h: &Harness) {
         matches!(r, Err(Error::ReadOnly { .. })),
         "read-only detach answered {r:?}"
     );
+    if let Some(u) = &h.fixture.update {
+        let r = h
+            .readonly
+            .update(&d, &u.device_type, &target, &u.valid)
+            .await;
+        assert!(
+            matches!(r, Err(Error::ReadOnly { .. })),
+            "read-only update answered {r:?}"
+        );
+    }
     assert_eq!(
         snapshot(h, &d).await,
         before,
         "a refused change altered the domain"
     );
+    let mut seen = h
+        .readonly
+        .devices(&d, None)
+        .await
+        .expect("listing on the read-only connection");
+    seen.sort_by(|a, b| (&a.device_type, &a.reference).cmp(&(&b.device_type, &b.reference)));
+    assert_eq!(
+        seen, before,
+        "the read-only connection lists something else than the read-write one"
+    );
+}
+
+/// Without an update fixture: the core answers `Unsupported` for any update. With one: an
+/// update is listed back value for value, and an `Updated` event names what changed.
+pub async fn update_is_listed_back(h: &Harness) {
+    let d = domain(h).await;
+    let Some(u) = &h.fixture.update else {
+        let target = snapshot(h, &d)
+            .await
+            .into_iter()
+            .map(|dev| (dev.device_type, dev.reference))
+            .next()
+            .unwrap_or((
+                h.fixture.device_type.clone(),
+                DeviceRef::new("0").expect("valid"),
+            ));
+        let any = Attributes::from_pairs([("x", "y")]).expect("valid");
+        let r = h.conn.update(&d, &target.0, &target.1, &any).await;
+        assert!(
+            !h.conn.capabilities().update && matches!(r, Err(Error::Unsupported { .. })),
+            "a driver without an update fixture must declare no update capability, and the core must answer Unsupported: {r:?}"
+        );
+        return;
+    };
+    assert!(
+        h.conn.capabilities().update,
+        "an update fixture is given, but the driver declares no update capability"
+    );
+    let schema = h.conn.schema(&u.device_type).await.expect("schema");
+    for (name, _) in u.valid.iter() {
+        assert!(
+            schema.attribute(name).is_some_and(|a| a.updatable),
+            "the fixture updates '{name}', which the schema does not mark updatable"
+        );
+    }
+    let mut events = h.conn.watch(&d).await.expect("events");
+    let attrs = (u.make_attrs)(next_index(1));
+    let r = h
+        .conn
+        .attach(&d, &u.device_type, &attrs)
+        .await
+        .unwrap_or_else(|e| panic!("attach of the device to update failed: {e}"));
+    h.conn
+        .update(&d, &u.device_type, &r, &u.valid)
+        .await
+        .unwrap_or_else(|e| panic!("update {:?} of {r} failed: {e}", u.valid));
+    let dev = h
+        .conn
+        .devices(&d, Some(&u.device_type))
+        .await
+        .expect("list")
+        .into_iter()
+        .find(|x| x.reference == r)
+        .expect("the updated device is listed");
+    for (name, value) in u.valid.iter() {
+        assert_eq!(
+            dev.attributes.get(name),
+            Some(value),
+            "'{name}' is not listed with its new value after the update"
+        );
+    }
+    let t = u.device_type.clone();
+    let want = u.valid.clone();
+    next_event(
+        &mut events,
+        |e| matches!(e, DeviceEvent::Updated { reference, device_type, attributes, .. } if *reference == r && *device_type == t && want.iter().all(|(n, v)| attributes.get(n) == Some(v))),
+        "Updated",
+    )
+    .await;
+    let _ = h.conn.detach(&d, &u.device_type, &r, &options(h)).await;
+}
+
+/// Refused updates change nothing: an attribute that is not updatable, each malformed value,
+/// and an unknown reference.
+pub async fn refused_updates_change_nothing(h: &Harness) {
+    let Some(u) = &h.fixture.update else {
+        return; // update_is_listed_back asserts Unsupported.
+    };
+    let d = domain(h).await;
+    let attrs = (u.make_attrs)(next_index(1));
+    let r = h
+        .conn
+        .attach(&d, &u.device_type, &attrs)
+        .await
+        .unwrap_or_else(|e| panic!("attach of the device to update failed: {e}"));
+    let before = snapshot(h, &d).await;
+    let schema = h.conn.schema(&u.device_type).await.expect("schema").clone();
+    let fixed = schema
+        .attributes
+        .iter()
+        .find(|a| !a.updatable)
+        .expect("some attribute of the type is not updatable");
+    let not_updatable =
+        Attributes::from_pairs([(fixed.name.clone(), fixed.example.clone())]).expect("valid");
+    let mut tries: Vec<(Attributes, &str)> = vec![(not_updatable, "not updatable")];
+    tries.extend(u.malformed.iter().map(|a| (a.clone(), "malformed")));
+    for (a, why) in &tries {
+        let res = h.conn.update(&d, &u.device_type, &r, a).await;
+        assert!(
+            matches!(res, Err(Error::InvalidAttribute { .. })),
+            "a {why} update {a:?} answered {res:?}"
+        );
+    }
+    let unknown = DeviceRef::new("vdev-conformance-no-such-device").expect("valid");
+    let res = h.conn.update(&d, &u.device_type, &unknown, &u.valid).await;
+    assert!(
+        matches!(res, Err(Error::DeviceNotFound { .. })),
+        "an update of an unknown ref answered {res:?}"
+    );
+    assert_eq!(
+        snapshot(h, &d).await,
+        before,
+        "a refused update altered the domain"
+    );
+    let _ = h.conn.detach(&d, &u.device_type, &r, &options(h)).await;
 }
 
 /// Close the harness's connections.
@@ -504,6 +657,8 @@ macro_rules! conformance_tests {
         $crate::__conformance_test!($setup, concurrent_attaches_get_distinct_refs);
         $crate::__conformance_test!($setup, events_for_attach_and_detach);
         $crate::__conformance_test!($setup, readonly_refuses_changes);
+        $crate::__conformance_test!($setup, update_is_listed_back);
+        $crate::__conformance_test!($setup, refused_updates_change_nothing);
     };
 }
 

@@ -256,6 +256,40 @@ impl Connection {
             .map_err(self.ctx(Some(domain)))
     }
 
+    /// Change attributes of an existing device in place: a CD-ROM's medium, a NIC's link state.
+    ///
+    /// Before the driver is called: refused on a read-only connection, with
+    /// [`Error::Unsupported`] when the driver updates nothing ([`Capabilities::update`]), for an
+    /// unknown device type, and with [`Error::InvalidAttribute`] naming every attribute that is
+    /// unknown or not [`crate::AttributeSpec::updatable`] ([`DeviceTypeSchema::check_update`]).
+    /// See [`Driver::update`] for the rest: atomic, [`Error::DeviceNotFound`] for an unknown
+    /// reference, a [`crate::DeviceEvent::Updated`] on success.
+    pub async fn update(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        attributes: &Attributes,
+    ) -> Result<()> {
+        self.writable("update")?;
+        if !self.capabilities.update {
+            return Err(Error::Unsupported {
+                driver: self.driver_name.to_owned(),
+                operation: "update".to_owned(),
+                detail: format!(
+                    "the {} driver changes no attribute of an existing device; detach and attach again",
+                    self.driver_name
+                ),
+            });
+        }
+        self.schema(device_type).await?.check_update(attributes)?;
+        debug!(driver = self.driver_name, domain = %domain.name, %device_type, %reference, "update");
+        self.driver
+            .update(domain, device_type, reference, attributes)
+            .await
+            .map_err(self.ctx(Some(domain)))
+    }
+
     /// Device events for every domain, from now on.
     pub async fn events(&self) -> Result<EventStream> {
         self.require(self.capabilities.events, "device events")?;

@@ -35,6 +35,9 @@ pub struct Capabilities {
     pub force_detach: bool,
     /// [`Driver::events`] works.
     pub events: bool,
+    /// [`Driver::update`] changes something: some device type has an
+    /// [`crate::AttributeSpec::updatable`] attribute.
+    pub update: bool,
 }
 
 impl Capabilities {
@@ -46,6 +49,7 @@ impl Capabilities {
         detach: true,
         force_detach: true,
         events: true,
+        update: true,
     };
     /// Nothing.
     pub const NONE: Capabilities = Capabilities {
@@ -55,6 +59,7 @@ impl Capabilities {
         detach: false,
         force_detach: false,
         events: false,
+        update: false,
     };
 }
 
@@ -156,12 +161,33 @@ pub trait Driver: Send + Sync + fmt::Debug {
         options: &DetachOptions,
     ) -> Result<()>;
 
+    /// Change attributes of device `reference` of type `device_type` in `domain`, in place (a
+    /// CD-ROM's medium, a NIC's link state), without detaching it.
+    ///
+    /// # Behavior
+    /// - Only called when [`Capabilities::update`] is set, and with attributes the type's schema
+    ///   marks [`crate::AttributeSpec::updatable`] (the core refuses the others, naming them, with
+    ///   [`crate::Error::InvalidAttribute`]); the driver refuses malformed values the same way
+    ///   before changing anything.
+    /// - Returns [`crate::Error::DeviceNotFound`] for an unknown reference (or one of another
+    ///   type), changing nothing.
+    /// - Is atomic: on any error the device is as it was.
+    /// - Emits [`DeviceEvent::Updated`] naming what changed, with the new values.
+    async fn update(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        attributes: &Attributes,
+    ) -> Result<()>;
+
     /// A stream of device events for every domain, from now on.
     ///
     /// # Behavior
     /// - Each call returns an independent stream; dropping it unsubscribes.
-    /// - Delivers [`DeviceEvent::Added`], [`DeviceEvent::StateChanged`] and
-    ///   [`DeviceEvent::Removed`] for changes made through any connection the driver can observe.
+    /// - Delivers [`DeviceEvent::Added`], [`DeviceEvent::StateChanged`], [`DeviceEvent::Updated`]
+    ///   and [`DeviceEvent::Removed`] for changes made through any connection the driver can
+    ///   observe.
     async fn events(&self) -> Result<EventStream>;
 
     /// Close the connection.

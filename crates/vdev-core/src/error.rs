@@ -135,6 +135,20 @@ pub enum Error {
         reference: String,
     },
 
+    /// The device is held by the guest and cannot be changed as asked: a CD-ROM tray the guest
+    /// has locked. `reason` says what holds it and the way out (such as `force=true`).
+    #[error("{device_type} device '{reference}' in domain '{domain}' is busy: {reason}")]
+    DeviceBusy {
+        /// The domain.
+        domain: String,
+        /// The device type.
+        device_type: String,
+        /// The device reference.
+        reference: String,
+        /// What holds it, and what to do.
+        reason: String,
+    },
+
     /// The guest refused to release the device: the removal is over and the device stays,
     /// connected (QEMU's `DEVICE_UNPLUG_GUEST_ERROR`). Detaching again asks the guest again.
     #[error("the guest of domain '{domain}' refused to release {device_type} device '{reference}': it stays connected; find out why the guest keeps it (in use, mounted) and detach again")]
@@ -216,6 +230,7 @@ impl Error {
             Error::Timeout { .. } => "timeout",
             Error::RemovalPending { .. } => "removal-pending",
             Error::RemovalRefused { .. } => "removal-refused",
+            Error::DeviceBusy { .. } => "device-busy",
             Error::Backend { .. } => "backend",
         }
     }
@@ -235,6 +250,7 @@ impl Error {
         "timeout",
         "removal-pending",
         "removal-refused",
+        "device-busy",
         "backend",
     ];
 
@@ -251,6 +267,7 @@ impl Error {
             | Error::DeviceExists { domain: d, .. }
             | Error::RemovalPending { domain: d, .. }
             | Error::RemovalRefused { domain: d, .. }
+            | Error::DeviceBusy { domain: d, .. }
                 if d.is_empty() =>
             {
                 if let Some(dom) = domain {

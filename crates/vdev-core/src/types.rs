@@ -283,6 +283,10 @@ pub struct AttributeSpec {
     pub description: String,
     /// An example value.
     pub example: String,
+    /// Whether [`crate::Connection::update`] may change it on an existing device (a CD-ROM's
+    /// medium, a NIC's link state). Only such attributes are accepted by an update.
+    #[serde(default)]
+    pub updatable: bool,
 }
 
 impl AttributeSpec {
@@ -294,6 +298,7 @@ impl AttributeSpec {
             required: true,
             description: description.into(),
             example: example.into(),
+            updatable: false,
         }
     }
 
@@ -313,6 +318,12 @@ impl AttributeSpec {
     /// core only checks names.
     pub fn alias(mut self, name: &str) -> Self {
         self.aliases.push(name.into());
+        self
+    }
+
+    /// Mark it changeable on an existing device by [`crate::Connection::update`].
+    pub fn updatable(mut self) -> Self {
+        self.updatable = true;
         self
     }
 
@@ -365,6 +376,68 @@ impl DeviceTypeSchema {
     /// The named attribute that answers to `name` (its name or an alias).
     pub fn attribute(&self, name: &str) -> Option<&AttributeSpec> {
         self.attributes.iter().find(|a| a.answers_to(name))
+    }
+
+    /// Check the names of an update before the driver is called: at least one attribute, each
+    /// one the type knows (by name or alias) and marks [`AttributeSpec::updatable`], and no two
+    /// names of one attribute. Every attribute that may not be updated is named in the error.
+    pub fn check_update(&self, attributes: &Attributes) -> Result<()> {
+        if attributes.is_empty() {
+            return Err(Error::InvalidAttribute {
+                name: "(none)".into(),
+                reason: format!(
+                    "an update of a {} needs at least one NAME=VALUE; updatable: {}",
+                    self.device_type,
+                    self.updatable_names()
+                ),
+            });
+        }
+        let mut refused = Vec::new();
+        let mut seen: Vec<&str> = Vec::new();
+        for (name, _) in attributes.iter() {
+            match self.attribute(name) {
+                Some(spec) if spec.updatable => {
+                    if seen.contains(&spec.name.as_str()) {
+                        return Err(Error::InvalidAttribute {
+                            name: name.to_owned(),
+                            reason: format!(
+                                "'{name}' is another name of '{}', given already; give it once",
+                                spec.name
+                            ),
+                        });
+                    }
+                    seen.push(spec.name.as_str());
+                }
+                _ => refused.push(name.to_owned()),
+            }
+        }
+        if refused.is_empty() {
+            return Ok(());
+        }
+        Err(Error::InvalidAttribute {
+            name: refused.join(","),
+            reason: format!(
+                "{} cannot be changed on an existing {} (detach and attach again instead); updatable: {}",
+                refused.join(", "),
+                self.device_type,
+                self.updatable_names()
+            ),
+        })
+    }
+
+    /// The names of the updatable attributes, for messages (`none` when there are none).
+    fn updatable_names(&self) -> String {
+        let v: Vec<&str> = self
+            .attributes
+            .iter()
+            .filter(|a| a.updatable)
+            .map(|a| a.name.as_str())
+            .collect();
+        if v.is_empty() {
+            "none".to_owned()
+        } else {
+            v.join(", ")
+        }
     }
 
     /// The checks the core makes on `attributes` before a driver's attach is called, on names
@@ -481,6 +554,19 @@ pub enum DeviceEvent {
         /// The new state.
         state: DeviceState,
     },
+    /// Attributes of a device were changed in place ([`crate::Connection::update`]): the
+    /// attributes that changed, with their new values (an empty value: removed, such as an
+    /// ejected medium).
+    Updated {
+        /// The domain.
+        domain: Domain,
+        /// The device type.
+        device_type: DeviceType,
+        /// The device's reference.
+        reference: DeviceRef,
+        /// What changed, with the new values.
+        attributes: Attributes,
+    },
     /// A device is gone.
     Removed {
         /// The domain.
@@ -498,6 +584,7 @@ impl DeviceEvent {
         match self {
             DeviceEvent::Added { domain, .. }
             | DeviceEvent::StateChanged { domain, .. }
+            | DeviceEvent::Updated { domain, .. }
             | DeviceEvent::Removed { domain, .. } => domain,
         }
     }
@@ -507,6 +594,7 @@ impl DeviceEvent {
         match self {
             DeviceEvent::Added { reference, .. }
             | DeviceEvent::StateChanged { reference, .. }
+            | DeviceEvent::Updated { reference, .. }
             | DeviceEvent::Removed { reference, .. } => reference,
         }
     }
@@ -516,6 +604,7 @@ impl DeviceEvent {
         match self {
             DeviceEvent::Added { device_type, .. }
             | DeviceEvent::StateChanged { device_type, .. }
+            | DeviceEvent::Updated { device_type, .. }
             | DeviceEvent::Removed { device_type, .. } => device_type,
         }
     }
