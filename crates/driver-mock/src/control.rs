@@ -27,11 +27,13 @@ pub enum Op {
     Detach,
     /// `events`
     Events,
+    /// `update`
+    Update,
 }
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 7] = [
+    pub const ALL: [Op; 8] = [
         Op::ListDomains,
         Op::LookupDomain,
         Op::DeviceTypes,
@@ -39,6 +41,7 @@ impl Op {
         Op::Attach,
         Op::Detach,
         Op::Events,
+        Op::Update,
     ];
 
     /// The name used in URIs (`attach`, `list_devices`, ...).
@@ -51,6 +54,7 @@ impl Op {
             Op::Attach => "attach",
             Op::Detach => "detach",
             Op::Events => "events",
+            Op::Update => "update",
         }
     }
 
@@ -125,7 +129,7 @@ pub const CALL_LOG_CAPACITY: usize = 10_000;
 #[derive(Debug)]
 pub(crate) struct ControlState {
     faults: Vec<(Fault, u64)>,
-    counts: [u64; 7],
+    counts: [u64; 8],
     pub(crate) latency: Duration,
     pub(crate) removal: Removal,
     log: VecDeque<Call>,
@@ -154,7 +158,7 @@ impl MockControl {
     ) -> ControlState {
         ControlState {
             faults: faults.into_iter().map(|f| (f, 0)).collect(),
-            counts: [0; 7],
+            counts: [0; 8],
             latency,
             removal,
             log: VecDeque::new(),

@@ -279,6 +279,30 @@ impl Driver for MockDriver {
         self.call(Op::Detach, ctx, body, |_| None).await
     }
 
+    async fn update(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        attributes: &Attributes,
+    ) -> Result<()> {
+        let (id, t, r, a) = (
+            domain.id,
+            device_type.clone(),
+            reference.clone(),
+            attributes.clone(),
+        );
+        let body = self
+            .host
+            .transact(move |st, ev| st.update(id, &t, &r, &a, ev));
+        let ctx = CallCtx {
+            domain: Some(domain),
+            device_type: Some(device_type),
+            reference: Some(reference),
+        };
+        self.call(Op::Update, ctx, body, |_| None).await
+    }
+
     async fn events(&self) -> Result<EventStream> {
         let body = async {
             if self.host.is_closed.load(Ordering::Acquire) {

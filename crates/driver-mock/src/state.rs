@@ -164,6 +164,9 @@ pub struct CustomAttr {
     /// The value used when it is not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default: Option<String>,
+    /// Whether `update` may change it on an existing device.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub updatable: bool,
 }
 
 mod domains_as_list {
@@ -601,6 +604,48 @@ impl HostState {
         Ok(())
     }
 
+    /// Change updatable attributes of a device in place. Validates everything before changing
+    /// anything.
+    pub fn update(
+        &mut self,
+        domid: u32,
+        t: &DeviceType,
+        r: &DeviceRef,
+        attrs: &Attributes,
+        events: &mut Vec<DeviceEvent>,
+    ) -> Result<()> {
+        let rules = self.rules(t).ok_or_else(|| Error::Unsupported {
+            driver: crate::NAME.into(),
+            operation: format!("device type '{t}'"),
+            detail: "see `vdev schema`".into(),
+        })?;
+        let domain = self.as_domain(domid);
+        let dev = self
+            .domain(&domain)?
+            .devices
+            .get(t)
+            .and_then(|m| m.get(&RefKey::of(r)))
+            .ok_or_else(|| not_found(&domain, t, r))?;
+        let changes = rules.update(dev, attrs)?;
+        // Validated: now change.
+        let dev = self
+            .domain_mut(domid)?
+            .devices
+            .get_mut(t)
+            .and_then(|m| m.get_mut(&RefKey::of(r)))
+            .ok_or_else(|| not_found(&domain, t, r))?;
+        for (k, v) in changes.iter() {
+            dev.attrs.insert(k.to_owned(), v.to_owned())?;
+        }
+        events.push(DeviceEvent::Updated {
+            domain,
+            device_type: t.clone(),
+            reference: r.clone(),
+            attributes: changes,
+        });
+        Ok(())
+    }
+
     /// Whether a device exists.
     pub fn exists(&self, domid: u32, t: &DeviceType, r: &DeviceRef) -> Result<bool> {
         Ok(self
@@ -666,7 +711,8 @@ impl Rules<'_> {
             Rules::Disk => (
                 DISK_DESC.to_owned(),
                 vec![
-                    AttributeSpec::required("uname", "what backs the disk: phy:DEVICE or file:PATH", "file:/var/lib/xen/images/data.img"),
+                    AttributeSpec::required("uname", "what backs the disk: phy:DEVICE or file:PATH; on a CD-ROM drive (devtype=cdrom) its medium, empty for none, and changeable by update (empty ejects)", "file:/var/lib/xen/images/data.img").updatable(),
+                    AttributeSpec::optional("devtype", "disk (default) or cdrom: a CD-ROM drive, whose medium can be changed in place", "cdrom"),
                     AttributeSpec::required("dev", "the device name in the guest (xvdX, sdX, hdX, optionally with a partition number), or a Xen device number", "xvdb"),
                     AttributeSpec::required("mode", "r for read-only, w for read-write (ro and rw are accepted too)", "w"),
                     backend,
@@ -679,6 +725,7 @@ impl Rules<'_> {
                     AttributeSpec::optional("bridge", "the bridge in the backend domain (default xenbr0)", "xenbr0"),
                     AttributeSpec::optional("script", "the backend's hotplug script (default /etc/xen/scripts/vif-bridge)", "/etc/xen/scripts/vif-bridge"),
                     AttributeSpec::optional("ip", "the guest's IP addresses, separated by spaces", "192.0.2.10"),
+                    AttributeSpec::optional("link", "up (default) or down: whether the guest sees a cable; changeable by update", "down").updatable(),
                     backend,
                 ],
             ),
@@ -695,6 +742,7 @@ impl Rules<'_> {
                             None => a.description.clone(),
                         },
                         example: a.example.clone(),
+                        updatable: a.updatable,
                     })
                     .collect(),
             ),
@@ -719,13 +767,18 @@ impl Rules<'_> {
         let port = h.next_port;
         match self {
             Rules::Disk => {
+                let cdrom = match attrs.get("devtype").unwrap_or("disk") {
+                    "disk" => false,
+                    "cdrom" => true,
+                    v => {
+                        return Err(invalid(
+                            "devtype",
+                            format!("'{}' is not disk or cdrom", v.escape_default()),
+                        ))
+                    }
+                };
                 let uname = attrs.get("uname").unwrap_or_default();
-                let ok = ["phy:", "file:"]
-                    .iter()
-                    .any(|p| uname.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
-                if !ok {
-                    return Err(invalid("uname", format!("'{}' is not phy:DEVICE or file:PATH; for example file:/var/lib/xen/images/data.img or phy:/dev/vg0/data", uname.escape_default())));
-                }
+                check_uname(uname, cdrom)?;
                 let dev = attrs.get("dev").unwrap_or_default();
                 let devid =
                     xen_devid::devid_from_name(dev).map_err(|e| invalid("dev", e.to_string()))?;
@@ -760,6 +813,9 @@ impl Rules<'_> {
                     ("event-channel", (port + 1).to_string()),
                 ] {
                     listed.insert(n, v)?;
+                }
+                if cdrom {
+                    listed.insert("devtype", "cdrom".to_owned())?;
                 }
                 Ok((reference, listed))
             }
@@ -818,6 +874,7 @@ impl Rules<'_> {
                         ));
                     }
                 }
+                let link = check_link(attrs.get("link").unwrap_or("up"))?;
                 let bid = h.backend_id(attrs.get("backend"))?;
                 let handle = h.domains[&domid]
                     .devices
@@ -853,6 +910,7 @@ impl Rules<'_> {
                 if let Some(ip) = attrs.get("ip") {
                     listed.insert("ip", ip.to_owned())?;
                 }
+                listed.insert("link", link.to_owned())?;
                 Ok((DeviceRef::new(handle.to_string())?, listed))
             }
             Rules::Custom(c) => {
@@ -908,6 +966,87 @@ impl Rules<'_> {
                 Ok((reference, listed))
             }
         }
+    }
+}
+
+impl Rules<'_> {
+    /// Validate an update of `dev` and return what changes, with the listed new values.
+    /// Changes nothing. The core has checked that every name is updatable.
+    fn update(&self, dev: &DeviceRecord, attrs: &Attributes) -> Result<Attributes> {
+        let mut changes = Attributes::new();
+        match self {
+            Rules::Disk => {
+                if let Some(uname) = attrs.get("uname") {
+                    if dev.attrs.get("devtype") != Some("cdrom") {
+                        return Err(invalid(
+                            "uname",
+                            format!(
+                                "disk {} is not a CD-ROM drive: only the medium of a CD-ROM drive (devtype=cdrom) can be changed in place; detach and attach the disk instead",
+                                dev.reference
+                            ),
+                        ));
+                    }
+                    check_uname(uname, true)?;
+                    changes.insert("uname", uname.to_owned())?;
+                }
+            }
+            Rules::Network => {
+                if let Some(link) = attrs.get("link") {
+                    changes.insert("link", check_link(link)?.to_owned())?;
+                }
+            }
+            Rules::Custom(c) => {
+                for a in c.attributes.iter().filter(|a| a.updatable) {
+                    if let Some((n, v)) = given(a, attrs) {
+                        if let Some(values) = &a.values {
+                            if !values.iter().any(|x| x == v) {
+                                return Err(invalid(
+                                    n,
+                                    format!(
+                                        "'{}' is not accepted; use one of: {}",
+                                        v.escape_default(),
+                                        values.join(", ")
+                                    ),
+                                ));
+                            }
+                        }
+                        changes.insert(a.name.clone(), v.to_owned())?;
+                    }
+                }
+            }
+        }
+        Ok(changes)
+    }
+}
+
+/// A disk's `uname`: `phy:DEVICE` or `file:PATH`, or empty for a CD-ROM drive without a medium.
+fn check_uname(uname: &str, cdrom: bool) -> Result<()> {
+    if cdrom && uname.is_empty() {
+        return Ok(());
+    }
+    let ok = ["phy:", "file:"]
+        .iter()
+        .any(|p| uname.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+    if ok {
+        return Ok(());
+    }
+    let empty = if cdrom {
+        ", or empty for no medium"
+    } else {
+        ""
+    };
+    Err(invalid("uname", format!("'{}' is not phy:DEVICE or file:PATH{empty}; for example file:/var/lib/xen/images/data.img or phy:/dev/vg0/data", uname.escape_default())))
+}
+
+/// A NIC's `link`: `up` or `down`.
+fn check_link(link: &str) -> Result<&'static str> {
+    match link {
+        "up" => Ok("up"),
+        "down" => Ok("down"),
+        v => Err(invalid(
+            "link",
+            format!("'{}' is not up or down", v.escape_default()),
+        )),
     }
 }
 

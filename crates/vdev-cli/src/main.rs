@@ -84,6 +84,21 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Change attributes of a device in place (a CD-ROM's medium, a NIC's link); `vdev schema
+    /// TYPE` says which attributes can be changed.
+    Update {
+        /// Domain name or id.
+        domain: String,
+        /// Device type.
+        #[arg(value_name = "TYPE")]
+        device_type: String,
+        /// The device's reference, as `vdev devices` lists it.
+        #[arg(value_name = "REF")]
+        reference: String,
+        /// The attributes to change, e.g. source=/isos/new.iso or link=down
+        #[arg(value_name = "NAME=VALUE", required = true)]
+        attributes: Vec<String>,
+    },
     /// The attributes a device type accepts, with their aliases (other names for the same attribute).
     Schema {
         /// Device type.
@@ -96,6 +111,10 @@ enum Command {
         domain: String,
     },
 }
+
+/// The exit status of a detach whose removal is pending: the request stands, the guest has not
+/// released the device yet (1 means the operation failed, 2 a usage error).
+const EXIT_REMOVAL_PENDING: u8 = 3;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -110,6 +129,12 @@ async fn main() -> ExitCode {
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
+            // Asked, not yet gone: a status of its own, so scripts can tell it from a refusal.
+            let status = if matches!(e, Error::RemovalPending { .. }) {
+                EXIT_REMOVAL_PENDING
+            } else {
+                1
+            };
             let mut msg = format!("error: {e}");
             let mut source = std::error::Error::source(&e);
             while let Some(s) = source {
@@ -117,7 +142,7 @@ async fn main() -> ExitCode {
                 source = s.source();
             }
             eprintln!("{msg}");
-            ExitCode::from(1)
+            ExitCode::from(status)
         }
     }
 }
@@ -272,6 +297,21 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
                 print_json(&json!({"ref": r.as_str(), "removed": true}));
             }
         }
+        Command::Update {
+            domain,
+            device_type,
+            reference,
+            attributes,
+        } => {
+            let t: DeviceType = device_type.parse()?;
+            let r: DeviceRef = reference.parse()?;
+            let attrs = Attributes::parse_assignments(attributes.iter().map(String::as_str))?;
+            let d = conn.domain(domain).await?;
+            conn.update(&d, &t, &r, &attrs).await?;
+            if cli.json {
+                print_json(&json!({"ref": r.as_str(), "updated": attrs_json(&attrs)}));
+            }
+        }
         Command::Schema { device_type } => {
             let t: DeviceType = device_type.parse()?;
             let schema = conn.schema(&t).await?;
@@ -279,7 +319,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
                 print_json(&json!({
                     "type": schema.device_type.as_str(),
                     "description": schema.description,
-                    "attributes": schema.attributes.iter().map(|a| json!({"name": a.name, "aliases": a.aliases, "required": a.required, "description": a.description, "example": a.example})).collect::<Vec<_>>(),
+                    "attributes": schema.attributes.iter().map(|a| json!({"name": a.name, "aliases": a.aliases, "required": a.required, "updatable": a.updatable, "description": a.description, "example": a.example})).collect::<Vec<_>>(),
                     "passthrough_prefixes": schema.passthrough_prefixes,
                 }));
             } else {
@@ -295,12 +335,16 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
                                 format!("{} (or {})", a.name, a.aliases.join(" or "))
                             },
                             if a.required { "yes" } else { "no" }.into(),
+                            if a.updatable { "yes" } else { "no" }.into(),
                             a.example.clone(),
                             a.description.clone(),
                         ]
                     })
                     .collect();
-                print_table(&["ATTRIBUTE", "REQUIRED", "EXAMPLE", "MEANING"], rows);
+                print_table(
+                    &["ATTRIBUTE", "REQUIRED", "UPDATABLE", "EXAMPLE", "MEANING"],
+                    rows,
+                );
                 for p in &schema.passthrough_prefixes {
                     println!("{p}NAME=VALUE is passed to the hypervisor as it is");
                 }
@@ -343,8 +387,16 @@ fn device_json(domain: &str, dev: &Device) -> Value {
         "type": dev.device_type.as_str(),
         "ref": dev.reference.as_str(),
         "state": dev.state.as_str(),
-        "attrs": dev.attributes.iter().map(|(n, v)| (n.to_owned(), Value::from(v))).collect::<serde_json::Map<_, _>>(),
+        "attrs": attrs_json(&dev.attributes),
     })
+}
+
+fn attrs_json(a: &Attributes) -> Value {
+    Value::Object(
+        a.iter()
+            .map(|(n, v)| (n.to_owned(), Value::from(v)))
+            .collect(),
+    )
 }
 
 fn event_json(ev: &DeviceEvent) -> Value {
@@ -352,11 +404,15 @@ fn event_json(ev: &DeviceEvent) -> Value {
         DeviceEvent::Added { .. } => ("added", None),
         DeviceEvent::Removed { .. } => ("removed", None),
         DeviceEvent::StateChanged { state, .. } => ("state-changed", Some(state.as_str())),
+        DeviceEvent::Updated { .. } => ("updated", None),
         _ => ("other", None),
     };
     let mut v = json!({"event": kind, "domain": ev.domain().name, "type": ev.device_type().as_str(), "ref": ev.reference().as_str()});
     if let Some(s) = state {
         v["state"] = s.into();
+    }
+    if let DeviceEvent::Updated { attributes, .. } = ev {
+        v["attrs"] = attrs_json(attributes);
     }
     v
 }
@@ -366,6 +422,14 @@ fn event_line(ev: &DeviceEvent) -> String {
         DeviceEvent::Added { .. } => "added".to_owned(),
         DeviceEvent::Removed { .. } => "removed".to_owned(),
         DeviceEvent::StateChanged { state, .. } => format!("state {state}"),
+        DeviceEvent::Updated { attributes, .. } => format!(
+            "updated {}",
+            attributes
+                .iter()
+                .map(|(n, v)| format!("{n}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        ),
         _ => "changed".to_owned(),
     };
     format!(

@@ -129,15 +129,15 @@ fn schema_shows_each_attribute_with_its_aliases() {
         r#"{ "version": 1, "domains": [ { "id": 0, "name": "Domain-0" } ],
       "device_types": [ { "name": "gpu", "description": "a GPU", "attributes": [
         { "name": "slot", "aliases": ["pci", "bdf"], "required": true, "description": "PCI address", "example": "0000:01:00.0" },
-        { "name": "model", "description": "model", "example": "h100" } ] } ] }"#,
+        { "name": "model", "description": "model", "example": "h100", "updatable": true } ] } ] }"#,
     )
     .unwrap();
     let schema = json(&["-c", &uri, "schema", "gpu"]);
     assert_eq!(
         schema["attributes"],
         serde_json::json!([
-            {"name": "slot", "aliases": ["pci", "bdf"], "required": true, "description": "PCI address", "example": "0000:01:00.0"},
-            {"name": "model", "aliases": [], "required": false, "description": "model", "example": "h100"}
+            {"name": "slot", "aliases": ["pci", "bdf"], "required": true, "updatable": false, "description": "PCI address", "example": "0000:01:00.0"},
+            {"name": "model", "aliases": [], "required": false, "updatable": true, "description": "model", "example": "h100"}
         ])
     );
     let out = ok(&["-c", &uri, "schema", "gpu"]);
@@ -345,7 +345,11 @@ fn detach_reports_removal_pending_and_the_device_stays_listed() {
         "--timeout",
         "0.2",
     ]);
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "asked, not yet gone: a status of its own"
+    );
     assert!(stderr(&o).contains("removal is pending"), "{}", stderr(&o));
     let dev = &json(&["-c", &uri, "devices", "demo", "disk"])[0];
     assert_eq!(dev["ref"], "51712");
@@ -459,4 +463,92 @@ fn watch_prints_changes_made_by_other_processes_one_json_object_per_line() {
         ],
         "the Domain-0 attach must not be reported for demo"
     );
+}
+
+#[test]
+fn update_changes_a_device_in_place_and_refuses_what_cannot_change() {
+    let (_dir, _path, uri) = state_file("update.json");
+    let r = ok(&[
+        "-c",
+        &uri,
+        "attach",
+        "demo",
+        "disk",
+        "uname=file:/isos/a.iso",
+        "dev=xvdc",
+        "mode=r",
+        "devtype=cdrom",
+    ]);
+    let r = r.trim();
+    // Another process sees the new medium.
+    let out = json(&[
+        "-c",
+        &uri,
+        "update",
+        "demo",
+        "disk",
+        r,
+        "uname=file:/isos/b.iso",
+    ]);
+    assert_eq!(out["updated"]["uname"], "file:/isos/b.iso");
+    let listed = json(&["-c", &uri, "devices", "demo", "disk"]);
+    let cd = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["ref"] == r)
+        .unwrap();
+    assert_eq!(cd["attrs"]["uname"], "file:/isos/b.iso");
+    let before = json(&["-c", &uri, "devices", "demo"]);
+    for (args, what) in [
+        (vec!["update", "demo", "disk", r, "dev=xvdd"], "dev"),
+        (
+            vec!["update", "demo", "disk", "51712", "uname=file:/x.iso"],
+            "CD-ROM",
+        ),
+        (
+            vec!["update", "demo", "network", "0", "link=sideways"],
+            "sideways",
+        ),
+        (
+            vec!["update", "demo", "disk", "99999", "uname=file:/x.iso"],
+            "99999",
+        ),
+    ] {
+        let mut a = vec!["-c", uri.as_str()];
+        a.extend(args.iter().copied());
+        let o = vdev(&a);
+        assert_eq!(o.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&o).contains(what), "{args:?}: {}", stderr(&o));
+    }
+    assert_eq!(
+        json(&["-c", &uri, "devices", "demo"]),
+        before,
+        "nothing changed"
+    );
+    let o = vdev(&[
+        "-c",
+        &uri,
+        "--readonly",
+        "update",
+        "demo",
+        "network",
+        "0",
+        "link=down",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("read-only"), "{}", stderr(&o));
+    ok(&["-c", &uri, "update", "demo", "network", "0", "link=down"]);
+    let nic = &json(&["-c", &uri, "devices", "demo", "network"])[0];
+    assert_eq!(nic["attrs"]["link"], "down");
+    let schema = json(&["-c", &uri, "schema", "network"]);
+    let link = schema["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "link")
+        .unwrap();
+    assert_eq!(link["updatable"], true);
+    let text = ok(&["-c", &uri, "schema", "disk"]);
+    assert!(text.contains("UPDATABLE"), "{text}");
 }
