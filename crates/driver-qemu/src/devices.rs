@@ -84,8 +84,10 @@ pub(crate) fn schemas() -> Vec<DeviceTypeSchema> {
             device_type: DeviceType::DISK,
             description: "a disk: a blockdev node (file + format) and a device on a SCSI, virtio or USB bus".into(),
             attributes: vec![
-                AttributeSpec::required("source", "path of the image file (on the QEMU host)", "/var/lib/vms/data.qcow2"),
-                AttributeSpec::required("format", "image format, raw or qcow2 (never probed: a guest could forge a header)", "qcow2"),
+                AttributeSpec::optional("source", "path of the image file or block device on the QEMU host; required, except for an empty CD-ROM drive; on a CD-ROM drive, update changes the medium (empty ejects)", "/var/lib/vms/data.qcow2").updatable(),
+                AttributeSpec::optional("format", "image format, raw or qcow2 (never probed: a guest could forge a header); required with a source, except on a CD-ROM drive (default raw)", "qcow2").updatable(),
+                AttributeSpec::optional("media", "disk (default) or cdrom: a CD-ROM drive (scsi-cd on virtio-scsi), with or without a medium, whose medium update can change", "cdrom"),
+                AttributeSpec::optional("force", "update of a CD-ROM drive only: true opens a tray the guest has locked (the guest loses its medium at once)", "true").updatable(),
                 AttributeSpec::optional("bus", "scsi (default; a free virtio-scsi target), virtio (virtio-blk-pci on a free PCIe root port) or usb (usb-storage on an xHCI port)", "scsi"),
                 AttributeSpec::optional("readonly", "true or false (default false)", "true"),
                 AttributeSpec::optional("serial", "serial number the guest sees", "DATA01"),
@@ -102,6 +104,7 @@ pub(crate) fn schemas() -> Vec<DeviceTypeSchema> {
                 AttributeSpec::optional("model", "virtio-net-pci (default), e1000 or usb-net", "virtio-net-pci"),
                 AttributeSpec::optional("mac", "unicast MAC address, unique in the domain (generated in 52:54:00:xx:xx:xx when absent)", "52:54:00:12:34:56"),
                 AttributeSpec::optional("id", "the device id, used as its reference (generated when absent)", "net1"),
+                AttributeSpec::optional("link", "up (default) or down: whether the guest sees a cable (QMP set_link); changeable by update", "down").updatable(),
             ],
             passthrough_prefixes: vec!["device.".into(), "netdev.".into()],
         },
@@ -159,7 +162,7 @@ fn disk_bus(model: &str) -> Option<&'static str> {
 
 /// The device id a `query-block` entry's `qdev` belongs to (`sd1`,
 /// `/machine/peripheral/vblk1/virtio-backend`, `/machine/peripheral/us1/us1.0/legacy[0]`).
-fn qdev_id(qdev: &str) -> Option<&str> {
+pub(crate) fn qdev_id(qdev: &str) -> Option<&str> {
     match qdev.strip_prefix("/machine/peripheral/") {
         Some(rest) => rest.split('/').next(),
         None if qdev.starts_with('/') => None,
@@ -214,21 +217,21 @@ pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<D
     let devs = devs
         .and_then(peripheral)
         .map_err(|e| ctx(e, "listing devices (qom-list)"))?;
-    let marked: HashSet<String> = objects
-        .and_then(markers::pending_ids)
-        .map_err(|e| ctx(e, "listing pending removals (qom-list /objects)"))?
-        .into_iter()
-        .collect();
+    let records = objects
+        .and_then(markers::records)
+        .map_err(|e| ctx(e, "listing pending removals (qom-list /objects)"))?;
+    let marked: HashSet<String> = records.pending.iter().cloned().collect();
+    let link_down: HashSet<&str> = records.link_down.iter().map(String::as_str).collect();
     let models: HashMap<&str, &str> = devs.iter().map(|(i, m)| (i.as_str(), m.as_str())).collect();
-    let gone: Vec<String> = marked
+    if records
+        .pending
         .iter()
-        .filter(|id| !models.contains_key(id.as_str()))
-        .cloned()
-        .collect();
-    if !gone.is_empty() {
+        .chain(&records.link_down)
+        .any(|id| !models.contains_key(id.as_str()))
+    {
         // Removals that completed while no vdev process was there to see them.
         let present = models.keys().map(|k| (*k).to_owned()).collect();
-        markers::collect_gone(&session.qmp, &gone, &present).await;
+        markers::collect_gone(&session.qmp, &records, &present).await;
     }
     let state = |id: &str| {
         if marked.contains(id) || entry.is_pending(id) {
@@ -265,11 +268,8 @@ pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<D
         cache.clear();
         for id in &disk_ids {
             let model = models[id];
-            let attrs = by_id
-                .get(id)
-                .and_then(|b| b.inserted.as_ref())
-                .map(|i| disk_attributes(id, model, &i.file, &i.drv, i.ro, i.node_name.as_deref()));
-            cache.insert((*id).to_owned(), (model.to_owned(), attrs));
+            let attrs = block_attributes(id, model, by_id.get(id).copied());
+            cache.insert((*id).to_owned(), (model.to_owned(), Some(attrs)));
         }
     }
     let mut disks = Vec::new();
@@ -332,6 +332,8 @@ pub(crate) async fn list(session: &Session, entry: &DomainEntry) -> Result<Vec<D
         if let Ok(Value::String(n)) = netdev {
             put("netdev-id", &n);
         }
+        // QEMU 7.2 cannot read a link state back: this is what vdev set (see the docs).
+        put("link", if link_down.contains(id) { "down" } else { "up" });
         nics.push(Device {
             device_type: DeviceType::NETWORK,
             reference,
@@ -372,6 +374,42 @@ pub(crate) fn disk_attributes(
     a
 }
 
+/// Whether a model is a CD-ROM drive (its medium can change).
+pub(crate) fn is_cdrom(model: &str) -> bool {
+    matches!(model, "scsi-cd" | "ide-cd")
+}
+
+/// A disk's listed attributes from its `query-block` entry (none: a drive without a medium).
+/// A CD-ROM drive also lists `media=cdrom` and its tray (`open`/`closed`, and `locked` when the
+/// guest has locked it).
+pub(crate) fn block_attributes(
+    id: &str,
+    model: &str,
+    b: Option<&qapi::qmp::BlockInfo>,
+) -> Attributes {
+    let mut a = match b.and_then(|b| b.inserted.as_ref()) {
+        Some(i) => disk_attributes(id, model, &i.file, &i.drv, i.ro, i.node_name.as_deref()),
+        None => empty_drive_attributes(id, model),
+    };
+    if is_cdrom(model) {
+        let tray = match b.and_then(|b| b.tray_open) {
+            Some(true) => "open",
+            _ => "closed",
+        };
+        let locked = b.is_some_and(|b| b.locked);
+        for (k, v) in [
+            ("media", "cdrom"),
+            ("tray", tray),
+            ("locked", if locked { "true" } else { "false" }),
+        ] {
+            if let Err(e) = a.insert(k, v.to_owned()) {
+                debug!(error = %e, "attribute not listable");
+            }
+        }
+    }
+    a
+}
+
 /// The listed attributes of a drive without a medium.
 fn empty_drive_attributes(id: &str, model: &str) -> Attributes {
     let mut a = Attributes::new();
@@ -386,6 +424,34 @@ fn empty_drive_attributes(id: &str, model: &str) -> Attributes {
         }
     }
     a
+}
+
+/// The model of device `id` (`None`: no such device).
+pub(crate) async fn model(session: &Session, id: &str) -> Result<Option<String>> {
+    match session
+        .qmp
+        .execute_raw(
+            "qom-get",
+            json!({"path": format!("/machine/peripheral/{id}"), "property": "type"}),
+        )
+        .await
+    {
+        Ok(Value::String(m)) => Ok(Some(m)),
+        Ok(_) => Ok(None),
+        Err(e) if e.class() == Some("DeviceNotFound") => Ok(None),
+        Err(e) => Err(ctx(e, &format!("looking up device {id}"))),
+    }
+}
+
+/// The device type vdev lists a model as.
+pub(crate) fn device_type_of(model: &str) -> Option<DeviceType> {
+    if disk_bus(model).is_some() {
+        Some(DeviceType::DISK)
+    } else if NIC_MODELS.contains(&model) {
+        Some(DeviceType::NETWORK)
+    } else {
+        None
+    }
 }
 
 /// Whether device `id` exists.
@@ -527,7 +593,7 @@ async fn buses_for(session: &Session, model: &str) -> Result<Vec<Option<String>>
     let c = controllers(session).await?;
     let none = || vec![None];
     Ok(match model {
-        "scsi-hd" => {
+        "scsi-hd" | "scsi-cd" => {
             if c.scsi_buses.is_empty() {
                 return Err(Error::backend(
                     crate::NAME,
@@ -569,7 +635,7 @@ async fn buses_for(session: &Session, model: &str) -> Result<Vec<Option<String>>
 }
 
 /// Pass-through attributes without their prefix: (name, value).
-type Passthrough = Vec<(String, String)>;
+pub(crate) type Passthrough = Vec<(String, String)>;
 
 /// Split pass-through attributes by prefix: (named, device.*, backend.*).
 fn split_attrs<'a>(
@@ -593,7 +659,7 @@ fn split_attrs<'a>(
 
 /// What QEMU must open an image with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Protocol {
+pub(crate) enum Protocol {
     /// A regular file (QEMU's `file` driver).
     File,
     /// A block device: LVM, iSCSI, NVMe, loop, ... (QEMU's `host_device` driver).
@@ -612,7 +678,7 @@ impl Protocol {
 /// Check the image on this host before QEMU opens it (unix sockets only: QEMU is local), and
 /// say whether it is a file or a block device. The file system calls run on a blocking thread
 /// and are bounded by `timeout`: a dead NFS mount must not hang the attach.
-async fn check_image(
+pub(crate) async fn check_image(
     endpoint: &Endpoint,
     source: &str,
     format: &str,
@@ -730,23 +796,59 @@ pub(crate) async fn attach_disk(
     attrs: &Attributes,
 ) -> Result<DeviceRef> {
     let (named, dev_pt, blk_pt) = split_attrs(attrs, "blockdev.");
-    let source = named.get("source").copied().unwrap_or_default();
-    let format = named.get("format").copied().unwrap_or_default();
-    if !matches!(format, "raw" | "qcow2") {
+    let cdrom = match named.get("media").copied().unwrap_or("disk") {
+        "disk" => false,
+        "cdrom" => true,
+        m => return Err(invalid("media", format!("'{m}' is not disk or cdrom"))),
+    };
+    if named.contains_key("force") {
         return Err(invalid(
-            "format",
-            format!("'{format}' is not raw or qcow2 (formats are never probed)"),
+            "force",
+            "force is for updating a CD-ROM drive (opening a tray the guest has locked), not for attach",
         ));
     }
-    let model = match named.get("bus").copied().unwrap_or("scsi") {
-        "scsi" => "scsi-hd",
-        "virtio" => "virtio-blk-pci",
-        "usb" => "usb-storage",
-        b => return Err(invalid("bus", format!("'{b}' is not scsi, virtio or usb"))),
+    let source = named.get("source").copied().filter(|s| !s.is_empty());
+    if source.is_none() && !cdrom {
+        return Err(Error::MissingAttribute {
+            device_type: "disk".into(),
+            name: "source".into(),
+            hint: "give the image file or block device (only a CD-ROM drive, media=cdrom, may be empty)".into(),
+        });
+    }
+    let format = match (named.get("format").copied(), cdrom) {
+        (Some(f), _) => f,
+        (None, true) => "raw",
+        (None, false) => {
+            return Err(Error::MissingAttribute {
+                device_type: "disk".into(),
+                name: "format".into(),
+                hint: "give format=raw or format=qcow2 (formats are never probed)".into(),
+            })
+        }
     };
-    let readonly = match named.get("readonly") {
-        Some(v) => parse_bool_attr("readonly", v)?,
-        None => false,
+    check_format(format)?;
+    let model = match (named.get("bus").copied().unwrap_or("scsi"), cdrom) {
+        ("scsi", false) => "scsi-hd",
+        ("scsi", true) => "scsi-cd",
+        ("virtio", false) => "virtio-blk-pci",
+        ("usb", false) => "usb-storage",
+        (b, true) => {
+            return Err(invalid(
+                "bus",
+                format!("a CD-ROM drive goes on bus=scsi (scsi-cd), not '{b}'"),
+            ))
+        }
+        (b, false) => return Err(invalid("bus", format!("'{b}' is not scsi, virtio or usb"))),
+    };
+    let readonly = match (named.get("readonly"), cdrom) {
+        (Some(v), false) => parse_bool_attr("readonly", v)?,
+        (None, false) => false,
+        (v, true) => {
+            if v.is_some_and(|v| !parse_bool_attr("readonly", v).unwrap_or(false)) {
+                return Err(invalid("readonly", "a CD-ROM drive is read-only"));
+            }
+            true
+        }
     };
     let id = match named.get("id") {
         Some(i) => {
@@ -756,7 +858,10 @@ pub(crate) async fn attach_disk(
         None => format!("disk-{}", random_hex()),
     };
     let timeout = session.qmp.timeout();
-    let protocol = check_image(&entry.endpoint, source, format, timeout).await?;
+    let protocol = match source {
+        Some(src) => Some(check_image(&entry.endpoint, src, format, timeout).await?),
+        None => None,
+    };
     let _op = entry.ops.lock().await;
     let mut props = session
         .intro
@@ -775,42 +880,23 @@ pub(crate) async fn attach_disk(
     if let Some(s) = named.get("serial") {
         props.insert("serial".into(), Value::from(*s));
     }
-    let node = format!("{}{}", markers::OWNED_PREFIX, random_hex());
-    let mut opts = Map::new();
-    opts.insert("driver".into(), format.into());
-    opts.insert("node-name".into(), node.clone().into());
-    opts.insert("read-only".into(), readonly.into());
-    opts.insert(
-        "file".into(),
-        json!({"driver": protocol.driver(), "filename": source, "node-name": format!("{node}-file"), "read-only": readonly}),
-    );
-    session
-        .intro
-        .union_members(
-            &session.qmp,
-            "blockdev",
-            "blockdev-add",
-            format,
-            &blk_pt,
-            &[
-                ("driver", "format"),
-                ("node-name", "id"),
-                ("read-only", "readonly"),
-                ("file", "source"),
-                ("file.driver", "source"),
-                ("file.filename", "source"),
-                ("file.node-name", "id"),
-                ("file.read-only", "readonly"),
-            ],
-            &mut opts,
-        )
-        .await?;
+    let medium = match (source, protocol) {
+        (Some(src), Some(p)) => {
+            let node = format!("{}{}", markers::OWNED_PREFIX, random_hex());
+            let opts = blockdev_options(session, &node, src, format, readonly, p, &blk_pt).await?;
+            Some((node, opts))
+        }
+        _ => None,
+    };
+    let node = medium.as_ref().map(|(n, _)| n.clone());
     let buses = buses_for(session, model).await?;
     let device_args = |bus: &Option<String>| {
         let mut args = props.clone();
         args.insert("driver".into(), model.into());
         args.insert("id".into(), id.clone().into());
-        args.insert("drive".into(), node.clone().into());
+        if let Some(n) = &node {
+            args.insert("drive".into(), n.clone().into());
+        }
         if let Some(b) = bus {
             args.insert("bus".into(), b.clone().into());
         }
@@ -819,36 +905,31 @@ pub(crate) async fn attach_disk(
     let made = Made {
         id: &id,
         device_type: DeviceType::DISK,
-        backend: Backend::Node(node.clone()),
+        backend: node.clone().map_or(Backend::None, Backend::Node),
     };
     // The node and the device on the first candidate bus in one round trip; QEMU runs them in
     // order (a device_add after a failed blockdev-add fails for want of its drive).
-    let mut r = session
-        .qmp
-        .batch(vec![
-            ("blockdev-add".to_owned(), Value::Object(opts)),
-            ("device_add".to_owned(), device_args(&buses[0])),
-        ])
-        .await
-        .into_iter();
-    let (added, first) = (r.next().expect("reply"), r.next().expect("reply"));
-    match added {
-        Ok(_) => {}
-        Err(e @ QmpError::Timeout { .. }) => return made.settle(session, e).await,
-        Err(e) => {
-            return Err(match e {
-                QmpError::Qemu { class, desc } => invalid(
-                    if blk_pt.is_empty() {
-                        "source"
-                    } else {
-                        "blockdev.*"
-                    },
-                    format!("QEMU cannot open '{source}' as {format}: {class}: {desc}"),
-                ),
-                e => ctx(e, "blockdev-add"),
-            })
+    let mut cmds = Vec::with_capacity(2);
+    if let Some((_, opts)) = medium {
+        cmds.push(("blockdev-add".to_owned(), Value::Object(opts)));
+    }
+    cmds.push(("device_add".to_owned(), device_args(&buses[0])));
+    let mut r = session.qmp.batch(cmds).await.into_iter();
+    if node.is_some() {
+        match r.next().expect("reply") {
+            Ok(_) => {}
+            Err(e @ QmpError::Timeout { .. }) => return made.settle(session, e).await,
+            Err(e) => {
+                return Err(blockdev_add_error(
+                    e,
+                    source.unwrap_or_default(),
+                    format,
+                    blk_pt.is_empty(),
+                ))
+            }
         }
     }
+    let first = r.next().expect("reply");
     let i = match made
         .place(
             session,
@@ -863,21 +944,17 @@ pub(crate) async fn attach_disk(
         Placed::Bus(i) => i,
         Placed::Settled(r) => return Ok(r),
     };
-    lock(&session.disk_cache).insert(
-        id.clone(),
-        (
-            model.to_owned(),
-            Some(disk_attributes(
-                &id,
-                model,
-                source,
-                format,
-                readonly,
-                Some(&node),
-            )),
-        ),
-    );
-    if model == "scsi-hd" {
+    // A CD-ROM drive's tray is read from QEMU at the next listing.
+    if let (false, Some(src), Some(n)) = (cdrom, source, &node) {
+        lock(&session.disk_cache).insert(
+            id.clone(),
+            (
+                model.to_owned(),
+                Some(disk_attributes(&id, model, src, format, readonly, Some(n))),
+            ),
+        );
+    }
+    if matches!(model, "scsi-hd" | "scsi-cd") {
         let n = session.scsi_hint.load(Ordering::Relaxed);
         session.scsi_hint.store(n + i, Ordering::Relaxed);
     }
@@ -890,6 +967,72 @@ enum Placed {
     Bus(usize),
     /// A request timed out, and QEMU said afterwards that the device exists.
     Settled(DeviceRef),
+}
+
+/// `raw` or `qcow2`: formats are never probed.
+pub(crate) fn check_format(format: &str) -> Result<()> {
+    if matches!(format, "raw" | "qcow2") {
+        Ok(())
+    } else {
+        Err(invalid(
+            "format",
+            format!("'{format}' is not raw or qcow2 (formats are never probed)"),
+        ))
+    }
+}
+
+/// The `blockdev-add` arguments of a medium: a format node `node` with its file node inline,
+/// pass-through options typed by QEMU's schema.
+pub(crate) async fn blockdev_options(
+    session: &Session,
+    node: &str,
+    source: &str,
+    format: &str,
+    readonly: bool,
+    protocol: Protocol,
+    blk_pt: &Passthrough,
+) -> Result<Map<String, Value>> {
+    let mut opts = Map::new();
+    opts.insert("driver".into(), format.into());
+    opts.insert("node-name".into(), node.into());
+    opts.insert("read-only".into(), readonly.into());
+    opts.insert(
+        "file".into(),
+        json!({"driver": protocol.driver(), "filename": source, "node-name": format!("{node}-file"), "read-only": readonly}),
+    );
+    session
+        .intro
+        .union_members(
+            &session.qmp,
+            "blockdev",
+            "blockdev-add",
+            format,
+            blk_pt,
+            &[
+                ("driver", "format"),
+                ("node-name", "id"),
+                ("read-only", "readonly"),
+                ("file", "source"),
+                ("file.driver", "source"),
+                ("file.filename", "source"),
+                ("file.node-name", "id"),
+                ("file.read-only", "readonly"),
+            ],
+            &mut opts,
+        )
+        .await?;
+    Ok(opts)
+}
+
+/// QEMU refused to open a medium.
+pub(crate) fn blockdev_add_error(e: QmpError, source: &str, format: &str, plain: bool) -> Error {
+    match e {
+        QmpError::Qemu { class, desc } => invalid(
+            if plain { "source" } else { "blockdev.*" },
+            format!("QEMU cannot open '{source}' as {format}: {class}: {desc}"),
+        ),
+        e => ctx(e, "blockdev-add"),
+    }
 }
 
 /// What an attach has made so far, to answer truthfully when QEMU was too slow.
@@ -1073,6 +1216,7 @@ pub(crate) async fn attach_nic(
         }
         (k, _) => return Err(invalid("netdev", format!("'{k}' is not user or tap"))),
     }
+    let link_up = crate::update::parse_link(named.get("link").copied().unwrap_or("up"))?;
     let model = named.get("model").copied().unwrap_or("virtio-net-pci");
     if !matches!(model, "virtio-net-pci" | "e1000" | "usb-net") {
         return Err(invalid(
@@ -1215,9 +1359,23 @@ pub(crate) async fn attach_nic(
         )
         .await?
     {
-        Placed::Bus(_) => Ok(DeviceRef::new(id).expect("checked id")),
-        Placed::Settled(r) => Ok(r),
+        Placed::Bus(_) => {}
+        Placed::Settled(r) => return Ok(r),
     }
+    if !link_up {
+        let r = session
+            .qmp
+            .batch(crate::update::link_commands(&id, false))
+            .await;
+        if let Some(Err(e)) = r.into_iter().next() {
+            return Err(Error::backend_with(
+                crate::NAME,
+                format!("NIC {id} was created, but its link could not be taken down; detach it, or update it with link=down"),
+                e,
+            ));
+        }
+    }
+    Ok(DeviceRef::new(id).expect("checked id"))
 }
 
 #[cfg(test)]

@@ -366,11 +366,11 @@ impl QemuDriver {
         debug!(endpoint = %qmp.endpoint(), %name, version = ?qmp.version, "QMP session open");
         *lock(&entry.name) = name;
         if let (Ok(objects), Ok(peripheral)) = (objects, peripheral) {
-            if let (Ok(pending), Ok(present)) = (
-                markers::pending_ids(objects),
+            if let (Ok(records), Ok(present)) = (
+                markers::records(objects),
                 devices::peripheral_ids(peripheral),
             ) {
-                markers::collect_gone(&qmp, &pending, &present).await;
+                markers::collect_gone(&qmp, &records, &present).await;
             }
         }
         let rx = qmp.subscribe();
@@ -670,6 +670,9 @@ fn connect_error(entry: &DomainEntry, timeout: Duration, e: ConnectError) -> Err
 async fn finish_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, events: &EventHub) {
     let pending = lock(&entry.pending).remove(id);
     let backend = pending.as_ref().map(|p| p.backend.clone());
+    if let Err(e) = markers::remove_link_record(qmp, id).await {
+        debug!(%id, error = %e, "link record not removed yet");
+    }
     let recorded = match markers::collect(qmp, id, backend.as_ref()).await {
         Ok(t) => t,
         Err(e) => {
@@ -756,6 +759,31 @@ async fn event_loop(
                 let events = events.clone();
                 // Cleanup runs beside the loop so that the loop keeps reading events.
                 tokio::spawn(async move { finish_removal(&entry, &qmp, &id, &events).await });
+            }
+            Ok(QmpEvent::Event { name, data }) if name == "DEVICE_TRAY_MOVED" => {
+                // A tray moved (the guest ejected, or any client changed the medium): read the
+                // drive afresh at the next listing, and say so.
+                let Ok(ev) = serde_json::from_value::<qapi::qmp::DEVICE_TRAY_MOVED>(data) else {
+                    continue;
+                };
+                let id = devices::qdev_id(&ev.id).unwrap_or(&ev.id).to_owned();
+                lock(&disk_cache).remove(&id);
+                let Some(entry) = entry.upgrade() else { return };
+                let (Ok(reference), Ok(attributes)) = (
+                    DeviceRef::new(id),
+                    vdev_core::Attributes::from_pairs([(
+                        "tray",
+                        if ev.tray_open { "open" } else { "closed" },
+                    )]),
+                ) else {
+                    continue;
+                };
+                events.send(DeviceEvent::Updated {
+                    domain: entry.domain(),
+                    device_type: DeviceType::DISK,
+                    reference,
+                    attributes,
+                });
             }
             Ok(QmpEvent::Event { name, data }) if name == "DEVICE_UNPLUG_GUEST_ERROR" => {
                 let Some(id) = event_device(&data) else {
@@ -878,6 +906,38 @@ impl Driver for QemuDriver {
     ) -> Result<()> {
         self.detach_inner(domain, device_type, reference, options)
             .await
+    }
+
+    async fn update(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        attributes: &Attributes,
+    ) -> Result<()> {
+        let entry = self.entry(domain)?;
+        let session = self.session(&entry).await?;
+        let id = reference.as_str();
+        let model = devices::model(&session, id).await?;
+        let actual = model.as_deref().and_then(devices::device_type_of);
+        if actual.as_ref() != Some(device_type) {
+            return Err(Error::DeviceNotFound {
+                domain: domain.name.clone(),
+                device_type: device_type.to_string(),
+                reference: id.to_owned(),
+            });
+        }
+        let model = model.unwrap_or_default();
+        let changes = crate::update::update(&session, &entry, device_type, id, &model, attributes)
+            .await
+            .map_err(|e| went_away(&entry, &session, "update", e))?;
+        self.inner.events.send(DeviceEvent::Updated {
+            domain: entry.domain(),
+            device_type: device_type.clone(),
+            reference: reference.clone(),
+            attributes: changes,
+        });
+        Ok(())
     }
 
     async fn events(&self) -> Result<EventStream> {

@@ -8,6 +8,7 @@ mod error;
 mod introspect;
 mod markers;
 mod qmp;
+mod update;
 
 pub use config::{QemuConfig, Target, DEFAULT_REQUEST_TIMEOUT, OPTIONS, TIMEOUT_RANGE};
 pub use driver::QemuDriver;

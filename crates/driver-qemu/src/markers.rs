@@ -25,6 +25,10 @@ use crate::qmp::{decode, Qmp};
 /// The id prefix of pending-removal markers.
 pub(crate) const PENDING_PREFIX: &str = "vdev-unplug.";
 
+/// The id prefix of link-down records: `vdev-link-down.<NIC id>` exists while vdev has taken
+/// the NIC's link down (QEMU 7.2 cannot read a link state back).
+pub(crate) const LINK_DOWN_PREFIX: &str = "vdev-link-down.";
+
 /// The QOM type of a marker: a user-creatable object with a readable string property.
 const MARKER_TYPE: &str = "authz-simple";
 
@@ -87,14 +91,27 @@ pub(crate) fn add_command(
     )
 }
 
-/// Device ids with a pending-removal marker, from the reply to `qom-list /objects`.
-pub(crate) fn pending_ids(objects: Value) -> Result<Vec<String>, QmpError> {
+/// What vdev recorded in QEMU, from the reply to `qom-list /objects`.
+#[derive(Debug, Default)]
+pub(crate) struct Records {
+    /// Devices whose removal is pending.
+    pub(crate) pending: Vec<String>,
+    /// NICs whose link vdev took down.
+    pub(crate) link_down: Vec<String>,
+}
+
+/// Read the records from the reply to `qom-list /objects`.
+pub(crate) fn records(objects: Value) -> Result<Records, QmpError> {
     let props: Vec<qapi::qmp::ObjectPropertyInfo> = decode("qom-list", objects)?;
-    Ok(props
-        .into_iter()
-        .filter(|p| p.type_.starts_with("child<"))
-        .filter_map(|p| p.name.strip_prefix(PENDING_PREFIX).map(str::to_owned))
-        .collect())
+    let mut r = Records::default();
+    for p in props.into_iter().filter(|p| p.type_.starts_with("child<")) {
+        if let Some(id) = p.name.strip_prefix(PENDING_PREFIX) {
+            r.pending.push(id.to_owned());
+        } else if let Some(id) = p.name.strip_prefix(LINK_DOWN_PREFIX) {
+            r.link_down.push(id.to_owned());
+        }
+    }
+    Ok(r)
 }
 
 /// The `qom-list /objects` request, for a batch.
@@ -188,19 +205,39 @@ pub(crate) async fn collect(
     Ok(device_type)
 }
 
-/// Collect every marker whose device QEMU no longer has: what removals left behind while no
+/// Collect every record whose device QEMU no longer has: what removals left behind while no
 /// vdev process was there to see `DEVICE_DELETED`. `present` are the ids QEMU has now.
-/// Errors are logged and left for the next session (collection is best effort by design: the
+/// Errors are logged and left for the next session (collection is best effort by design: a
 /// marker stays until its backend is really gone).
 pub(crate) async fn collect_gone(
     qmp: &Qmp,
-    pending: &[String],
+    records: &Records,
     present: &std::collections::HashSet<String>,
 ) {
-    for id in pending.iter().filter(|id| !present.contains(*id)) {
+    for id in records.pending.iter().filter(|id| !present.contains(*id)) {
         if let Err(e) = collect(qmp, id, None).await {
             debug!(%id, error = %e, "backend of a removed device not collected yet");
         }
+    }
+    for id in records.link_down.iter().filter(|id| !present.contains(*id)) {
+        if let Err(e) = remove_link_record(qmp, id).await {
+            debug!(%id, error = %e, "link record of a removed NIC not removed yet");
+        }
+    }
+}
+
+/// Remove NIC `id`'s link-down record (gone already counts as removed).
+pub(crate) async fn remove_link_record(qmp: &Qmp, id: &str) -> Result<(), QmpError> {
+    match qmp
+        .execute_raw(
+            "object-del",
+            json!({"id": format!("{LINK_DOWN_PREFIX}{id}")}),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if is_not_found(&e) => Ok(()),
+        Err(e) => Err(e),
     }
 }
 

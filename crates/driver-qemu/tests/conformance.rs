@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::{qemu_available, Vm, VmSpec};
-use vdev_conformance::{Fixture, Harness};
+use vdev_conformance::{Fixture, Harness, UpdateFixture};
 use vdev_core::{Attributes, DeviceType};
 use vdev_driver_qemu as _;
 
@@ -61,6 +61,23 @@ async fn setup() -> Harness {
             ("bus", "scsi"),
         ])
     });
+    // CD-ROM drives, whose medium an update changes.
+    let keep = vm.clone();
+    let cd_attrs = Box::new(move |i: usize| {
+        let img = keep.image(&format!("cd{i}.iso"), "raw");
+        attrs(&[("media", "cdrom"), ("source", img.to_str().unwrap())])
+    });
+    let new_medium = vm.image("new.iso", "raw");
+    let update = UpdateFixture {
+        device_type: DeviceType::DISK,
+        make_attrs: cd_attrs,
+        valid: attrs(&[("source", new_medium.to_str().unwrap()), ("format", "raw")]),
+        malformed: vec![
+            attrs(&[("source", "/nonexistent/medium.iso")]),
+            attrs(&[("source", new_medium.to_str().unwrap()), ("format", "vmdk")]),
+            attrs(&[("source", new_medium.to_str().unwrap()), ("force", "maybe")]),
+        ],
+    };
     Harness {
         conn,
         readonly,
@@ -70,6 +87,7 @@ async fn setup() -> Harness {
             make_attrs,
             invalid_attrs,
             detach_timeout: Duration::from_secs(20),
+            update: Some(update),
         },
     }
 }

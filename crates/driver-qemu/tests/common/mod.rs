@@ -486,6 +486,18 @@ impl Raw {
         false
     }
 
+    /// The `query-block` entry of drive `id` (its medium in `inserted`, `tray_open`, `locked`).
+    pub fn block(&mut self, id: &str) -> Option<Value> {
+        let blocks = self.ok("query-block", json!({}));
+        blocks.as_array().unwrap().iter().find_map(|b| {
+            let q = b["qdev"].as_str()?;
+            let dev = q
+                .strip_prefix("/machine/peripheral/")
+                .map_or(q, |r| r.split('/').next().unwrap());
+            (dev == id).then(|| b.clone())
+        })
+    }
+
     /// One property of a device.
     pub fn qom_get(&mut self, id: &str, prop: &str) -> Value {
         self.ok(

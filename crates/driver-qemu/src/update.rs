@@ -1,0 +1,264 @@
+//! Changes in place: a CD-ROM drive's medium (the tray dance QEMU wants) and a NIC's link.
+
+use serde_json::{json, Value};
+use tracing::debug;
+use vdev_core::{Attributes, DeviceType, Error, Result};
+
+use crate::devices::{self, Protocol};
+use crate::driver::{lock, Backend, DomainEntry, Session};
+use crate::error::QmpError;
+use crate::markers;
+
+fn invalid(name: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidAttribute {
+        name: name.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn ctx(e: QmpError, what: &str) -> Error {
+    e.into_core(what)
+}
+
+/// The medium of CD-ROM drive `id` now: its node, from `query-block`.
+async fn current_medium(session: &Session, id: &str) -> Result<Option<String>> {
+    let blocks: Vec<qapi::qmp::BlockInfo> = session
+        .qmp
+        .execute_raw("query-block", json!({}))
+        .await
+        .and_then(|v| crate::qmp::decode("query-block", v))
+        .map_err(|e| ctx(e, "reading the drive's medium (query-block)"))?;
+    Ok(blocks
+        .into_iter()
+        .find(|b| b.qdev.as_deref().and_then(devices::qdev_id) == Some(id))
+        .and_then(|b| b.inserted?.node_name))
+}
+
+/// Change the medium of CD-ROM drive `id` (`model`): `source` (empty ejects), `format`,
+/// `force`. Open the tray, remove the medium, insert the new node, close; the old node is
+/// removed if vdev made it. Atomic: on any error the drive has its old medium, closed.
+/// Returns what changed.
+pub(crate) async fn change_medium(
+    session: &Session,
+    entry: &DomainEntry,
+    id: &str,
+    model: &str,
+    attrs: &Attributes,
+) -> Result<Attributes> {
+    if !devices::is_cdrom(model) {
+        let name = if attrs.contains("source") {
+            "source"
+        } else {
+            "format"
+        };
+        return Err(invalid(
+            name,
+            format!("disk {id} is a {model}, not a CD-ROM drive: only a CD-ROM drive (media=cdrom) takes a new medium in place; detach the disk and attach it again instead"),
+        ));
+    }
+    let force = match attrs.get("force") {
+        None => false,
+        Some("true" | "on" | "yes" | "1") => true,
+        Some("false" | "off" | "no" | "0") => false,
+        Some(v) => return Err(invalid("force", format!("'{v}' is not true or false"))),
+    };
+    let Some(source) = attrs.get("source") else {
+        return Err(invalid(
+            if attrs.contains("format") {
+                "format"
+            } else {
+                "force"
+            },
+            "give source=PATH (the new medium; empty ejects) to change a CD-ROM drive's medium",
+        ));
+    };
+    let format = attrs.get("format").unwrap_or("raw");
+    devices::check_format(format)?;
+    if source.is_empty() && attrs.contains("format") {
+        return Err(invalid("format", "an eject (empty source) takes no format"));
+    }
+    let timeout = session.qmp.timeout();
+    let protocol: Option<Protocol> = if source.is_empty() {
+        None
+    } else {
+        Some(devices::check_image(&entry.endpoint, source, format, timeout).await?)
+    };
+    let _op = entry.ops.lock().await;
+    let old = current_medium(session, id).await?;
+    // The new medium first: if QEMU cannot open it, nothing else has happened.
+    let new = match protocol {
+        Some(p) => {
+            let node = format!("{}{}", markers::OWNED_PREFIX, random_hex());
+            let opts =
+                devices::blockdev_options(session, &node, source, format, true, p, &Vec::new())
+                    .await?;
+            session
+                .qmp
+                .execute_raw("blockdev-add", Value::Object(opts))
+                .await
+                .map_err(|e| devices::blockdev_add_error(e, source, format, true))?;
+            Some(node)
+        }
+        None => None,
+    };
+    let drop_new = |node: Option<String>| async move {
+        if let Some(n) = node {
+            if let Err(e) = markers::remove_backend(&session.qmp, &Backend::Node(n)).await {
+                debug!(error = %e, "new medium not removed after a failed change");
+            }
+        }
+    };
+    // Open and empty the tray. Without force, QEMU asks the guest to open a locked tray and
+    // answers at once: the removal then fails, and the drive keeps its medium.
+    let mut r = session
+        .qmp
+        .batch(vec![
+            (
+                "blockdev-open-tray".to_owned(),
+                json!({"id": id, "force": force}),
+            ),
+            ("blockdev-remove-medium".to_owned(), json!({ "id": id })),
+        ])
+        .await
+        .into_iter();
+    let (opened, removed) = (r.next().expect("reply"), r.next().expect("reply"));
+    if let Err(e) = opened.and(removed) {
+        drop_new(new).await;
+        let _ = session
+            .qmp
+            .execute_raw("blockdev-close-tray", json!({ "id": id }))
+            .await;
+        return Err(match e {
+            QmpError::Qemu { desc, .. } if desc.contains("not open") || desc.contains("locked") => {
+                Error::DeviceBusy {
+                    domain: String::new(),
+                    device_type: "disk".into(),
+                    reference: id.to_owned(),
+                    reason: format!("the guest has locked the tray of CD-ROM drive {id}; give force=true to open it anyway (the guest loses its medium at once), or have the guest unlock it (eject in the guest)"),
+                }
+            }
+            e => ctx(e, &format!("opening the tray of {id}")),
+        });
+    }
+    let mut cmds = Vec::with_capacity(2);
+    if let Some(n) = &new {
+        cmds.push((
+            "blockdev-insert-medium".to_owned(),
+            json!({"id": id, "node-name": n}),
+        ));
+    }
+    cmds.push(("blockdev-close-tray".to_owned(), json!({ "id": id })));
+    let results = session.qmp.batch(cmds).await;
+    if let Some(Err(e)) = results.into_iter().find(|r| r.is_err()) {
+        // Put the old medium back, closed.
+        let mut back = Vec::new();
+        if let Some(o) = &old {
+            back.push((
+                "blockdev-insert-medium".to_owned(),
+                json!({"id": id, "node-name": o}),
+            ));
+        }
+        back.push(("blockdev-close-tray".to_owned(), json!({ "id": id })));
+        let restored = session.qmp.batch(back).await;
+        drop_new(new).await;
+        if let Some(Err(r)) = restored.into_iter().find(|r| r.is_err()) {
+            return Err(Error::backend_with(
+                crate::NAME,
+                format!("changing the medium of {id} failed ({e}), and its old medium could not be put back ({r}): list the device to see what it has"),
+                e,
+            ));
+        }
+        return Err(ctx(e, &format!("inserting the new medium into {id}")));
+    }
+    lock(&session.disk_cache).remove(id);
+    if let Some(o) = old {
+        // The old medium's node, if vdev made it (a node given on the command line stays).
+        if let Err(e) = markers::remove_backend(&session.qmp, &Backend::Node(o.clone())).await {
+            tracing::warn!(%id, node = %o, error = %e, "the old medium's node was not removed");
+        }
+    }
+    let mut changes = Attributes::new();
+    changes.insert("source", source.to_owned())?;
+    if !source.is_empty() {
+        changes.insert("format", format.to_owned())?;
+    }
+    changes.insert("tray", "closed".to_owned())?;
+    Ok(changes)
+}
+
+fn random_hex() -> String {
+    use rand::Rng;
+    format!("{:08x}", rand::thread_rng().gen::<u32>())
+}
+
+/// The `set_link` of NIC `id` and the marker that records a link down (QEMU 7.2 cannot read
+/// a link state back), for a batch: the marker `vdev-link-down.<id>` exists while it is down.
+pub(crate) fn link_commands(id: &str, up: bool) -> Vec<(String, Value)> {
+    let marker = format!("{}{id}", markers::LINK_DOWN_PREFIX);
+    vec![
+        ("set_link".to_owned(), json!({"name": id, "up": up})),
+        if up {
+            ("object-del".to_owned(), json!({ "id": marker }))
+        } else {
+            (
+                "object-add".to_owned(),
+                json!({"qom-type": "authz-simple", "id": marker, "identity": "down"}),
+            )
+        },
+    ]
+}
+
+/// `up` or `down`.
+pub(crate) fn parse_link(v: &str) -> Result<bool> {
+    match v {
+        "up" => Ok(true),
+        "down" => Ok(false),
+        _ => Err(invalid("link", format!("'{v}' is not up or down"))),
+    }
+}
+
+/// Take NIC `id`'s link up or down. Returns what changed.
+pub(crate) async fn set_link(
+    session: &Session,
+    entry: &DomainEntry,
+    id: &str,
+    attrs: &Attributes,
+) -> Result<Attributes> {
+    let link = attrs.get("link").unwrap_or("up");
+    let up = parse_link(link)?;
+    let _op = entry.ops.lock().await;
+    let mut r = session.qmp.batch(link_commands(id, up)).await.into_iter();
+    let (set, marked) = (r.next().expect("reply"), r.next().expect("reply"));
+    if let Err(e) = set {
+        // Nothing changed in the guest: undo the record too.
+        if marked.is_ok() {
+            let mut undo = link_commands(id, !up);
+            let (c, a) = undo.pop().expect("marker command");
+            let _ = session.qmp.execute_raw(&c, a).await;
+        }
+        return Err(ctx(e, &format!("set_link of {id}")));
+    }
+    // Already recorded (a second `down`, or `up` with no record) is fine.
+    if let Err(e) = marked {
+        debug!(%id, error = %e, "link record unchanged");
+    }
+    let mut changes = Attributes::new();
+    changes.insert("link", link.to_owned())?;
+    Ok(changes)
+}
+
+/// Update device `id` of `device_type` (model `model`).
+pub(crate) async fn update(
+    session: &Session,
+    entry: &DomainEntry,
+    device_type: &DeviceType,
+    id: &str,
+    model: &str,
+    attrs: &Attributes,
+) -> Result<Attributes> {
+    if *device_type == DeviceType::DISK {
+        change_medium(session, entry, id, model, attrs).await
+    } else {
+        set_link(session, entry, id, attrs).await
+    }
+}
