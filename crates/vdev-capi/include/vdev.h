@@ -198,6 +198,10 @@ typedef enum vdev_event_kind {
    * A device is gone.
    */
   VDEV_EVENT_REMOVED = 3,
+  /**
+   * Attributes of a device changed in place (`attrs` says which, with their new values).
+   */
+  VDEV_EVENT_UPDATED = 4,
 } vdev_event_kind;
 
 /**
@@ -322,6 +326,15 @@ typedef struct vdev_event {
    * The new state for `VDEV_EVENT_STATE_CHANGED`, NULL otherwise.
    */
   const char *state;
+  /**
+   * For `VDEV_EVENT_UPDATED`: the attributes that changed, with their new values, `nattrs`
+   * entries (an empty value: removed, such as an ejected medium); NULL otherwise.
+   */
+  const struct vdev_attr *attrs;
+  /**
+   * The number of entries of `attrs`.
+   */
+  size_t nattrs;
 } vdev_event;
 
 #ifdef __cplusplus
@@ -551,6 +564,30 @@ int vdev_domain_create_vdev(struct vdev_domain *dom,
                             int nbattr);
 
 /**
+ * Change attributes of device `ref` of `type` in a domain in place, from `nbattr` attributes:
+ * a CD-ROM drive's medium, a NIC's link state (`vdev schema TYPE` and the driver's docs say
+ * which attributes are updatable). In the style of the proposal's three calls. Returns 0 on
+ * success, -1 on failure.
+ *
+ * The entries follow `vdev_domain_create_vdev()`'s rules (NUL within each field, else
+ * `VDEV_ERR_NAME_TOO_LONG` / `VDEV_ERR_VALUE_TOO_LONG`; no empty name). An attribute that is
+ * not updatable fails with `VDEV_ERR_INVALID_ATTRIBUTE` before the hypervisor is asked; an
+ * unknown `ref` with `VDEV_ERR_DEVICE_NOT_FOUND`; a driver that updates nothing with
+ * `VDEV_ERR_UNSUPPORTED`; a read-only connection with `VDEV_ERR_READ_ONLY`; a CD-ROM tray the
+ * guest has locked with `VDEV_ERR_DEVICE_BUSY` (give `force` = `true`). On failure the device
+ * is as it was. A value longer than 63 bytes (a long medium path) needs `vdev_domain_update()`.
+ *
+ * # Safety
+ * `dom` is NULL or a live domain handle; `type` and `ref` are NULL or NUL-terminated strings;
+ * `attr` is NULL or points to `nbattr` readable entries.
+ */
+int vdev_domain_update_vdev(struct vdev_domain *dom,
+                            const char *type,
+                            const char *ref,
+                            const struct vdev_vda *attr,
+                            int nbattr);
+
+/**
  * Remove device `ref` of `type` from a domain: the proposal's `virDomainDestroyVdev`. Returns
  * 0 when the device is gone, -1 on failure.
  *
@@ -606,6 +643,21 @@ char *vdev_domain_attach(struct vdev_domain *dom,
                          const char *type,
                          const struct vdev_attr *attrs,
                          int nattrs);
+
+/**
+ * Change attributes of device `ref` of `type` in place, from `nattrs` attributes of any
+ * length (a CD-ROM drive's medium, a NIC's link): the unbounded form of
+ * `vdev_domain_update_vdev()`, with the same rules. Returns 0 on success, -1 on failure.
+ *
+ * # Safety
+ * `dom` is NULL or a live domain handle; `type` and `ref` are NULL or NUL-terminated strings;
+ * `attrs` is NULL or points to `nattrs` entries whose strings are NULL or NUL-terminated.
+ */
+int vdev_domain_update(struct vdev_domain *dom,
+                       const char *type,
+                       const char *ref,
+                       const struct vdev_attr *attrs,
+                       int nattrs);
 
 /**
  * Remove device `ref` of `type` from a domain, with options. Returns 0 when the device is gone,

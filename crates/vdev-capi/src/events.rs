@@ -10,6 +10,7 @@ use vdev_facade::{DeviceEvent, EventStream};
 
 use crate::error::{guard, vdev_error_code, CError};
 use crate::handles::{c_string, handle, vdev_conn, vdev_domain, ConnInner};
+use crate::heap::{export_attrs, free_attrs, vdev_attr};
 
 /// A subscription to device events, from the moment it is made. Opaque.
 ///
@@ -34,6 +35,8 @@ pub enum vdev_event_kind {
     VDEV_EVENT_STATE_CHANGED = 2,
     /// A device is gone.
     VDEV_EVENT_REMOVED = 3,
+    /// Attributes of a device changed in place (`attrs` says which, with their new values).
+    VDEV_EVENT_UPDATED = 4,
 }
 
 /// One device event. Every pointer in it belongs to the event; free it with
@@ -53,6 +56,11 @@ pub struct vdev_event {
     pub reference: *const c_char,
     /// The new state for `VDEV_EVENT_STATE_CHANGED`, NULL otherwise.
     pub state: *const c_char,
+    /// For `VDEV_EVENT_UPDATED`: the attributes that changed, with their new values, `nattrs`
+    /// entries (an empty value: removed, such as an ejected medium); NULL otherwise.
+    pub attrs: *const vdev_attr,
+    /// The number of entries of `attrs`.
+    pub nattrs: usize,
 }
 
 fn raw(s: &str) -> *const c_char {
@@ -67,7 +75,12 @@ fn export_event(e: &DeviceEvent) -> vdev_event {
             raw(state.as_str()),
         ),
         DeviceEvent::Removed { .. } => (vdev_event_kind::VDEV_EVENT_REMOVED, ptr::null()),
+        DeviceEvent::Updated { .. } => (vdev_event_kind::VDEV_EVENT_UPDATED, ptr::null()),
         _ => (vdev_event_kind::VDEV_EVENT_OTHER, ptr::null()),
+    };
+    let (attrs, nattrs) = match e {
+        DeviceEvent::Updated { attributes, .. } => export_attrs(attributes),
+        _ => (ptr::null(), 0),
     };
     vdev_event {
         kind: kind as c_int,
@@ -76,6 +89,8 @@ fn export_event(e: &DeviceEvent) -> vdev_event {
         device_type: raw(e.device_type().as_str()),
         reference: raw(e.reference().as_str()),
         state,
+        attrs,
+        nattrs,
     }
 }
 
@@ -185,6 +200,7 @@ pub unsafe extern "C" fn vdev_event_free(event: *mut vdev_event) {
                 drop(unsafe { CString::from_raw(p as *mut c_char) });
             }
         }
+        unsafe { free_attrs(e.attrs, e.nattrs) };
         Ok(())
     })
 }

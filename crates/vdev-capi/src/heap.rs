@@ -8,7 +8,7 @@ use vdev_facade::{DetachOptions, Device};
 
 use crate::error::{guard, CError};
 use crate::handles::{c_count, c_string, handle, str_arg, vdev_domain};
-use crate::proposal::{attach_pairs, detach, ref_arg, type_arg};
+use crate::proposal::{attach_pairs, detach, ref_arg, type_arg, update_pairs};
 
 /// One attribute as a pair of NUL-terminated strings of any length.
 ///
@@ -58,25 +58,48 @@ unsafe fn free_raw_str(p: *const c_char) {
     }
 }
 
-fn export_device(d: &Device) -> vdev_device {
-    let attrs: Box<[vdev_attr]> = d
-        .attributes
+/// Attributes as a library-owned array of `vdev_attr` (NULL when empty) and its length; free
+/// with [`free_attrs`].
+pub(crate) fn export_attrs(a: &vdev_facade::Attributes) -> (*const vdev_attr, usize) {
+    let attrs: Box<[vdev_attr]> = a
         .iter()
         .map(|(n, v)| vdev_attr {
             name: into_raw_str(n),
             value: into_raw_str(v),
         })
         .collect();
-    let nattrs = attrs.len();
+    let n = attrs.len();
+    if n == 0 {
+        (ptr::null(), 0)
+    } else {
+        (Box::into_raw(attrs).cast(), n)
+    }
+}
+
+/// Free an array from [`export_attrs`].
+///
+/// # Safety
+/// `attrs` and `n` come from one [`export_attrs`] call, not freed yet.
+pub(crate) unsafe fn free_attrs(attrs: *const vdev_attr, n: usize) {
+    if attrs.is_null() {
+        return;
+    }
+    let attrs = unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(attrs as *mut vdev_attr, n)) };
+    for a in attrs.iter() {
+        unsafe {
+            free_raw_str(a.name);
+            free_raw_str(a.value);
+        }
+    }
+}
+
+fn export_device(d: &Device) -> vdev_device {
+    let (attrs, nattrs) = export_attrs(&d.attributes);
     vdev_device {
         device_type: into_raw_str(d.device_type.as_str()),
         reference: into_raw_str(d.reference.as_str()),
         state: into_raw_str(d.state.as_str()),
-        attrs: if nattrs == 0 {
-            ptr::null()
-        } else {
-            Box::into_raw(attrs).cast()
-        },
+        attrs,
         nattrs,
     }
 }
@@ -86,16 +109,7 @@ unsafe fn free_device(d: &vdev_device) {
         free_raw_str(d.device_type);
         free_raw_str(d.reference);
         free_raw_str(d.state);
-        if !d.attrs.is_null() {
-            let attrs = Box::from_raw(ptr::slice_from_raw_parts_mut(
-                d.attrs as *mut vdev_attr,
-                d.nattrs,
-            ));
-            for a in attrs.iter() {
-                free_raw_str(a.name);
-                free_raw_str(a.value);
-            }
-        }
+        free_attrs(d.attrs, d.nattrs);
     }
 }
 
@@ -179,36 +193,73 @@ pub unsafe extern "C" fn vdev_domain_attach(
     guard(ptr::null_mut(), || {
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
-        if nattrs < 0 {
-            return Err(CError::invalid(
-                "nattrs",
-                format!("{nattrs} is negative; give the number of entries of attrs"),
-            ));
-        }
-        if attrs.is_null() && nattrs > 0 {
-            return Err(CError::null("attrs"));
-        }
-        let entries: &[vdev_attr] = if nattrs == 0 {
-            &[]
-        } else {
-            unsafe { std::slice::from_raw_parts(attrs, nattrs as usize) }
-        };
-        let mut pairs = Vec::with_capacity(entries.len());
-        for (i, e) in entries.iter().enumerate() {
-            let name = unsafe { str_arg(e.name, &format!("attrs[{i}].name")) }?;
-            let value = if e.value.is_null() {
-                return Err(CError::null(&format!("attrs[{i}].value")));
-            } else {
-                unsafe { std::ffi::CStr::from_ptr(e.value) }
-                    .to_str()
-                    .map_err(|_| {
-                        CError::invalid(&format!("attrs[{i}].value"), "it is not valid UTF-8")
-                    })?
-            };
-            pairs.push((name.to_owned(), value.to_owned()));
-        }
+        let pairs = unsafe { attr_pairs(attrs, nattrs) }?;
         let reference = attach_pairs(dom, device_type, pairs)?;
         Ok(c_string(reference.as_str()).into_raw())
+    })
+}
+
+/// The pairs of a caller's `vdev_attr` array.
+///
+/// # Safety
+/// `attrs` is NULL or points to `nattrs` entries whose strings are NULL or NUL-terminated.
+unsafe fn attr_pairs(
+    attrs: *const vdev_attr,
+    nattrs: c_int,
+) -> Result<Vec<(String, String)>, CError> {
+    if nattrs < 0 {
+        return Err(CError::invalid(
+            "nattrs",
+            format!("{nattrs} is negative; give the number of entries of attrs"),
+        ));
+    }
+    if attrs.is_null() && nattrs > 0 {
+        return Err(CError::null("attrs"));
+    }
+    let entries: &[vdev_attr] = if nattrs == 0 {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(attrs, nattrs as usize) }
+    };
+    let mut pairs = Vec::with_capacity(entries.len());
+    for (i, e) in entries.iter().enumerate() {
+        let name = unsafe { str_arg(e.name, &format!("attrs[{i}].name")) }?;
+        let value = if e.value.is_null() {
+            return Err(CError::null(&format!("attrs[{i}].value")));
+        } else {
+            unsafe { std::ffi::CStr::from_ptr(e.value) }
+                .to_str()
+                .map_err(|_| {
+                    CError::invalid(&format!("attrs[{i}].value"), "it is not valid UTF-8")
+                })?
+        };
+        pairs.push((name.to_owned(), value.to_owned()));
+    }
+    Ok(pairs)
+}
+
+/// Change attributes of device `ref` of `type` in place, from `nattrs` attributes of any
+/// length (a CD-ROM drive's medium, a NIC's link): the unbounded form of
+/// `vdev_domain_update_vdev()`, with the same rules. Returns 0 on success, -1 on failure.
+///
+/// # Safety
+/// `dom` is NULL or a live domain handle; `type` and `ref` are NULL or NUL-terminated strings;
+/// `attrs` is NULL or points to `nattrs` entries whose strings are NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn vdev_domain_update(
+    dom: *mut vdev_domain,
+    r#type: *const c_char,
+    r#ref: *const c_char,
+    attrs: *const vdev_attr,
+    nattrs: c_int,
+) -> c_int {
+    guard(-1, || {
+        let dom = unsafe { handle(dom, "dom") }?;
+        let device_type = unsafe { type_arg(r#type) }?;
+        let reference = unsafe { ref_arg(r#ref) }?;
+        let pairs = unsafe { attr_pairs(attrs, nattrs) }?;
+        update_pairs(dom, device_type, reference, pairs)?;
+        Ok(0)
     })
 }
 

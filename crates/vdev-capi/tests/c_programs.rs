@@ -165,6 +165,11 @@ fn c_heap_calls() {
 }
 
 #[test]
+fn c_update_calls() {
+    c_test("update");
+}
+
+#[test]
 fn c_events() {
     c_test("events");
 }
