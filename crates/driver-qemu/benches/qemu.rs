@@ -3,7 +3,10 @@
 //! Each figure is a median over many runs; the raw client sends the same QMP commands over a
 //! second QMP socket of the same QEMU (QEMU serves one client per socket). Then, with a real
 //! Linux guest under TCG (tests/qemu-guest), detach of a virtio-blk disk to gone through ACPI
-//! and native PCIe hotplug, beside the raw client's `device_del` to `DEVICE_DELETED`.
+//! and native PCIe hotplug, beside the raw client's `device_del` to `DEVICE_DELETED`. Last, a
+//! CD-ROM medium change (`update`), beside the same QMP sequence sent raw and beside libvirt's
+//! `virDomainUpdateDeviceFlags` for the same change (libvirtd started by
+//! `../shared/tools/libvirt-lab.sh`, timed in-process by `benches/libvirt_media.py`).
 //!
 //! `cargo bench -p vdev-driver-qemu` (needs qemu-system-x86_64: scripts/install-test-deps.sh).
 
@@ -210,9 +213,148 @@ async fn main() {
         13.5 / ms(vl)
     );
 
+    media_change().await;
     for native in [false, true] {
         guest_detach(native).await;
     }
+}
+
+/// The raw client's medium change: the commands the driver sends, one at a time.
+fn raw_media_change(raw: &mut Raw, id: &str, img: &str, new: &str, old: &str) {
+    raw.ok(
+        "blockdev-add",
+        json!({"driver": "raw", "node-name": new, "read-only": true,
+               "file": {"driver": "file", "filename": img, "node-name": format!("{new}-file"), "read-only": true}}),
+    );
+    raw.ok("blockdev-open-tray", json!({"id": id, "force": false}));
+    raw.ok("blockdev-remove-medium", json!({ "id": id }));
+    raw.ok("blockdev-insert-medium", json!({"id": id, "node-name": new}));
+    raw.ok("blockdev-close-tray", json!({ "id": id }));
+    raw.ok("blockdev-del", json!({ "node-name": old }));
+}
+
+/// CD-ROM medium change: vdev's update beside the raw sequence and beside libvirt.
+async fn media_change() {
+    let vm = Vm::start(VmSpec::default());
+    let conn = vdev_core::connect(&vm.uri()).await.expect("connect");
+    let d = conn.domain("vm").await.unwrap();
+    let mut raw = vm.raw();
+    let a = vm.image("a.iso", "raw");
+    let b = vm.image("b.iso", "raw");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    let cd_attrs =
+        Attributes::from_pairs([("media", "cdrom".to_owned()), ("source", a.to_owned())])
+            .expect("valid");
+    let cd = conn.attach(&d, &DeviceType::DISK, &cd_attrs).await.unwrap();
+    raw.ok(
+        "blockdev-add",
+        json!({"driver": "raw", "node-name": "rawcd0", "read-only": true,
+               "file": {"driver": "file", "filename": a, "node-name": "rawcd0-file", "read-only": true}}),
+    );
+    raw.ok(
+        "device_add",
+        json!({"driver": "scsi-cd", "id": "rawcd", "drive": "rawcd0", "bus": "scsi0.0"}),
+    );
+    let (mut v, mut r) = (vec![], vec![]);
+    for i in 0..RUNS + 3 {
+        let src = if i % 2 == 0 { b } else { a };
+        let upd = Attributes::from_pairs([("source", src.to_owned())]).unwrap();
+        let t = Instant::now();
+        conn.update(&d, &DeviceType::DISK, &cd, &upd).await.unwrap();
+        let vt = t.elapsed();
+        let t = Instant::now();
+        raw_media_change(
+            &mut raw,
+            "rawcd",
+            src,
+            &format!("rawcd{}", i + 1),
+            &format!("rawcd{i}"),
+        );
+        let rt = t.elapsed();
+        raw.events.clear();
+        if i >= 3 {
+            v.push(vt);
+            r.push(rt);
+        }
+    }
+    let (v, r) = (median(v), median(r));
+    let libvirt = libvirt_media_ms();
+    println!(
+        "{:<40} {:>9.3} {:>9.3} {:>7.3}  <= 1.15",
+        "CD-ROM medium change (raw: same QMP)",
+        ms(v),
+        ms(r),
+        ms(v) / ms(r)
+    );
+    match libvirt {
+        Ok(l) => println!(
+            "{:<40} {:>9.3} {:>9.3} {:>7.3}  >= 2 (libvirt UpdateDeviceFlags, in-process)",
+            "CD-ROM medium change: libvirt / vdev",
+            l,
+            ms(v),
+            l / ms(v)
+        ),
+        Err(why) => println!("CD-ROM medium change: libvirt: not measured ({why})"),
+    }
+}
+
+/// libvirt's median for the same medium change, or why it could not be measured.
+fn libvirt_media_ms() -> Result<f64, String> {
+    use std::process::Command;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let lab = root.join("../shared/tools/libvirt-lab.sh");
+    if !lab.exists() {
+        return Err(format!("{} is missing", lab.display()));
+    }
+    let base = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let a = base.path().join("a.iso");
+    let b = base.path().join("b.iso");
+    for p in [&a, &b] {
+        std::fs::File::create(p)
+            .and_then(|f| f.set_len(1 << 20))
+            .map_err(|e| e.to_string())?;
+    }
+    let up = Command::new("bash")
+        .arg(&lab)
+        .arg("up")
+        .env("BASE", base.path())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let result = (|| {
+        if !up.status.success() {
+            return Err(format!(
+                "libvirt-lab.sh up failed: {}",
+                String::from_utf8_lossy(&up.stderr)
+            ));
+        }
+        let uri = String::from_utf8_lossy(&up.stdout).trim().to_owned();
+        // python3-libvirt is a Debian package: Debian's interpreter has it.
+        let out = Command::new("/usr/bin/python3")
+            .arg(root.join("crates/driver-qemu/benches/libvirt_media.py"))
+            .args([&uri, "lvbench"])
+            .arg(&a)
+            .arg(&b)
+            .arg(RUNS.to_string())
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "libvirt_media.py failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())?;
+        v["median_ms"]
+            .as_f64()
+            .ok_or_else(|| "no median in libvirt_media.py's output".to_owned())
+    })();
+    let _ = Command::new("bash")
+        .arg(&lab)
+        .arg("down")
+        .env("BASE", base.path())
+        .output();
+    result
 }
 
 /// Detach to gone of a virtio-blk disk with a real guest, beside the raw client's `device_del`
