@@ -228,7 +228,10 @@ fn raw_media_change(raw: &mut Raw, id: &str, img: &str, new: &str, old: &str) {
     );
     raw.ok("blockdev-open-tray", json!({"id": id, "force": false}));
     raw.ok("blockdev-remove-medium", json!({ "id": id }));
-    raw.ok("blockdev-insert-medium", json!({"id": id, "node-name": new}));
+    raw.ok(
+        "blockdev-insert-medium",
+        json!({"id": id, "node-name": new}),
+    );
     raw.ok("blockdev-close-tray", json!({ "id": id }));
     raw.ok("blockdev-del", json!({ "node-name": old }));
 }

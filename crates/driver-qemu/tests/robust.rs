@@ -35,10 +35,7 @@ impl Loop {
             .ok()?;
         if !o.status.success() {
             let why = String::from_utf8_lossy(&o.stderr);
-            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-                panic!("losetup failed under CI: {why}");
-            }
-            eprintln!("SKIPPED: no loop device ({why})");
+            vdev_conformance::missing_real_part(&format!("no loop device ({why})"));
             return None;
         }
         Some(Loop(String::from_utf8_lossy(&o.stdout).trim().to_owned()))

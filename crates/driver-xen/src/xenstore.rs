@@ -575,20 +575,19 @@ fn describe(payload: &[u8]) -> String {
     s.chars().take(120).collect()
 }
 
-/// Against the lab's real xenstored (XENSTORED_PATH); skipped without it, failed under CI=true.
+/// Against the lab's real xenstored (XENSTORED_PATH); skipped without it (shown in the test
+/// command's summary), failed under CI.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Instant;
 
     fn lab() -> Option<String> {
         match std::env::var("XENSTORED_PATH") {
             Ok(p) if !p.is_empty() => Some(p),
-            _ if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("XENSTORED_PATH is not set: start the Xen lab")
-            }
             _ => {
-                eprintln!("skipped: XENSTORED_PATH is not set");
+                vdev_conformance::missing_real_part(
+                    "XENSTORED_PATH is not set (start the Xen lab: tests/xenlab/xenlab up)",
+                );
                 None
             }
         }
@@ -637,9 +636,11 @@ mod tests {
         )
         .await
         .unwrap();
-        let t = Instant::now();
-        assert_eq!(xs.directory(NO_TX, &base).await.unwrap().len(), 200);
-        assert!(t.elapsed() < Duration::from_secs(2));
+        // A stall would hang here: the bound fails the test instead (no speed requirement).
+        let listed = tokio::time::timeout(Duration::from_secs(60), xs.directory(NO_TX, &base))
+            .await
+            .expect("the unread watch stalled the client");
+        assert_eq!(listed.unwrap().len(), 200);
         xs.request(NO_TX, Req::rm(&base)).await.unwrap();
     }
 
@@ -722,11 +723,19 @@ mod tests {
         assert!(w.next().await.is_some(), "the first event");
         relay.0.kill().unwrap();
         relay.0.wait().unwrap();
-        let t = Instant::now();
-        assert!(w.next().await.is_none(), "the watch did not end");
-        let e = xs.read(NO_TX, "/local/domain/0/name").await.unwrap_err();
+        // Bounds against a hang (the point: calls end instead of waiting forever).
+        let ended = tokio::time::timeout(Duration::from_secs(60), w.next())
+            .await
+            .expect("the watch hung after the connection was lost");
+        assert!(ended.is_none(), "the watch did not end");
+        let e = tokio::time::timeout(
+            Duration::from_secs(60),
+            xs.read(NO_TX, "/local/domain/0/name"),
+        )
+        .await
+        .expect("a read hung after the connection was lost")
+        .unwrap_err();
         assert!(matches!(e, XsError::Disconnected(_)), "{e}");
-        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
         let _ = std::fs::remove_file(&dir);
     }
 }

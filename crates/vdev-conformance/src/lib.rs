@@ -80,6 +80,38 @@ pub struct UpdateFixture {
     pub malformed: Vec<Attributes>,
 }
 
+/// Whether the tests run under CI: `CI` set to anything but empty, `false` or `0`. Under CI a
+/// missing real part (QEMU, the Xen lab, a loop device, the test guest) fails the test.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
+}
+
+/// A real part the calling test needs is missing. Under CI ([`under_ci`]) this panics with
+/// `reason`: a test that cannot run there has failed. Elsewhere the test should return (a
+/// skip): the reason goes to stderr and, when `VDEV_SKIP_LOG` names a file, is appended to it
+/// with the test's name, so that the test command's summary shows every skip (cargo hides a
+/// passing test's output, and would print the skipped test as `ok`).
+pub fn missing_real_part(reason: &str) {
+    let test = std::thread::current()
+        .name()
+        .unwrap_or("(unnamed test)")
+        .to_owned();
+    if under_ci() {
+        panic!("{test}: {reason}, and CI is set: a missing real part is a failure under CI");
+    }
+    eprintln!("SKIPPED {test}: {reason}");
+    if let Some(log) = std::env::var_os("VDEV_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{test}: {reason}");
+        }
+    }
+}
+
 /// Every check, by name, in the order [`conformance_tests!`] runs them.
 pub const CHECKS: &[&str] = &[
     "domains_and_lookup",
