@@ -27,10 +27,16 @@ pub struct MockConfig {
     pub latency: Duration,
     /// `removal=immediate|pending|DURATION`: how the simulated guest answers detach.
     pub removal: Removal,
+    /// `lock_timeout=DURATION`: how long an operation waits for another process's lock on the
+    /// state file (default [`DEFAULT_LOCK_TIMEOUT`]) before it fails naming the holder.
+    pub lock_timeout: Duration,
 }
 
+/// How long an operation waits for the state file's lock by default.
+pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The options the mock driver knows.
-pub const OPTIONS: &[&str] = &["fail", "latency", "removal"];
+pub const OPTIONS: &[&str] = &["fail", "latency", "removal", "lock_timeout"];
 
 /// The bounds of the duration options (`latency`, `removal=DURATION`): 0 to one hour.
 pub const DURATION_RANGE: std::ops::RangeInclusive<Duration> =
@@ -82,11 +88,17 @@ impl MockConfig {
                     })?,
             ),
         };
+        let lock_timeout = uri.duration_option(
+            "lock_timeout",
+            DEFAULT_LOCK_TIMEOUT,
+            Duration::from_millis(1)..=Duration::from_secs(3600),
+        )?;
         Ok(MockConfig {
             source,
             faults,
             latency,
             removal,
+            lock_timeout,
         })
     }
 }

@@ -66,7 +66,7 @@ impl MockDriver {
                 "in-memory default host".to_owned(),
             ),
             Source::File(p) => (
-                Store::open_file(p.clone())?,
+                Store::open_file(p.clone(), config.lock_timeout)?,
                 format!("state file {}", p.display()),
             ),
         };
@@ -89,6 +89,14 @@ impl MockDriver {
             control,
             description,
         })
+    }
+
+    /// [`MockDriver::open`] on a blocking thread: opening a state file waits for its lock (at
+    /// most the URI's `lock_timeout`), which must not stall an async worker.
+    pub async fn open_async(config: MockConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || MockDriver::open(config))
+            .await
+            .map_err(|e| Error::backend_with(crate::NAME, "opening the mock host failed", e))?
     }
 
     /// The control handle of this host.
@@ -310,7 +318,7 @@ impl Driver for MockDriver {
             }
             match &self.host.store {
                 Store::Memory(_) => Ok(self.host.events.subscribe()),
-                Store::File(path) => {
+                Store::File(path, _) => {
                     crate::watch::file_events(path.clone(), self.host.events.closed_signal())
                 }
             }

@@ -24,6 +24,12 @@ pub(crate) enum MockError {
     },
     #[error("the connection is closed; open a new one")]
     Closed,
+    #[error("the state file {} is locked by {holder}", path.display())]
+    Locked {
+        path: PathBuf,
+        holder: String,
+        after: std::time::Duration,
+    },
 }
 
 impl From<MockError> for Error {
@@ -35,6 +41,13 @@ impl From<MockError> for Error {
             MockError::Json { .. } | MockError::Malformed { .. } | MockError::Closed => {
                 Error::backend(crate::NAME, message)
             }
+            MockError::Locked { path, holder, after } => Error::Timeout {
+                operation: format!(
+                    "waiting for the lock of the state file {} (held by {holder}; a stopped process keeps it until it ends: end it, or give lock_timeout=DURATION for a longer wait)",
+                    path.display()
+                ),
+                after,
+            },
         }
     }
 }

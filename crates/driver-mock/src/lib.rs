@@ -9,7 +9,7 @@ mod state;
 mod store;
 mod watch;
 
-pub use config::{MockConfig, Source, DURATION_RANGE, OPTIONS};
+pub use config::{MockConfig, Source, DEFAULT_LOCK_TIMEOUT, DURATION_RANGE, OPTIONS};
 pub use control::{Call, Fault, MockControl, Op, Removal, CALL_LOG_CAPACITY};
 pub use driver::MockDriver;
 pub use state::{
@@ -28,7 +28,7 @@ pub const SCHEMES: &[&str] = &["mock", "test"];
 fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
     Box::pin(async move {
         let config = MockConfig::from_uri(&uri)?;
-        Ok(Box::new(MockDriver::open(config)?) as Box<dyn Driver>)
+        Ok(Box::new(MockDriver::open_async(config).await?) as Box<dyn Driver>)
     })
 }
 
@@ -61,7 +61,7 @@ pub async fn connect_with_control(uri: &str) -> Result<(Connection, MockControl)
         )));
     }
     let config = MockConfig::from_uri(&uri)?;
-    let driver = MockDriver::open(config)?;
+    let driver = MockDriver::open_async(config).await?;
     let control = driver.control();
     Ok((
         Connection::from_driver(NAME, uri, Box::new(driver)),

@@ -1,13 +1,18 @@
 //! Where the host's state lives: in memory, or in a JSON file shared between processes.
 //!
 //! A file is read and written under an exclusive lock on a sibling `PATH.lock` file, for every
-//! operation, so two processes working on one file never lose an update. Writes are atomic: a
-//! temporary file in the same folder, fsync, rename, fsync of the folder.
+//! operation, so two processes working on one file never lose an update. The lock is waited for
+//! at most the URI's `lock_timeout`; then the error names the process holding it. The lock file
+//! is never opened through a symlink. Writes are atomic: a temporary file with an unpredictable
+//! name, created exclusively in the same folder, fsync, rename, fsync of the folder; when any
+//! step fails (a full disk), the file is left exactly as it was.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use vdev_core::{DeviceEvent, EventHub, Result};
 
@@ -18,16 +23,17 @@ use crate::state::{now_ms, HostState};
 #[derive(Debug)]
 pub(crate) enum Store {
     Memory(Mutex<HostState>),
-    File(PathBuf),
+    /// The file, and how long to wait for its lock.
+    File(PathBuf, Duration),
 }
 
 impl Store {
     /// Open a file store, creating the file with the default state if it is missing, and
     /// refusing a malformed one (left untouched).
-    pub(crate) fn open_file(path: PathBuf) -> Result<Store> {
-        let _lock = lock(&path)?;
+    pub(crate) fn open_file(path: PathBuf, lock_timeout: Duration) -> Result<Store> {
+        let _lock = lock(&path, lock_timeout)?;
         load_or_create(&path)?;
-        Ok(Store::File(path))
+        Ok(Store::File(path, lock_timeout))
     }
 
     /// Run `f` on the state after completing due removals; persist any change. When `f` fails
@@ -53,10 +59,10 @@ impl Store {
                 }
                 r
             }
-            Store::File(path) => {
-                let path = path.clone();
+            Store::File(path, lock_timeout) => {
+                let (path, lock_timeout) = (path.clone(), *lock_timeout);
                 tokio::task::spawn_blocking(move || {
-                    let _lock = lock(&path)?;
+                    let _lock = lock(&path, lock_timeout)?;
                     let (mut st, original) = load_or_create(&path)?;
                     let mut evs = Vec::new();
                     st.settle(now_ms(), &mut evs);
@@ -99,24 +105,70 @@ fn lock_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-fn lock(path: &Path) -> Result<LockGuard, MockError> {
+fn lock(path: &Path, timeout: Duration) -> Result<LockGuard, MockError> {
     let lp = lock_path(path);
+    // O_NOFOLLOW: a symlink planted at PATH.lock (say, in a world-writable folder) must not make
+    // vdev create or open the file it points to.
     let f = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&lp)
         .map_err(|source| MockError::Io {
-            action: "create the lock file of",
+            action: "create the lock file (not a symlink) of",
             path: path.to_owned(),
             source,
         })?;
-    f.lock().map_err(|source| MockError::Io {
-        action: "lock",
-        path: path.to_owned(),
-        source,
-    })?;
-    Ok(LockGuard(f))
+    let deadline = Instant::now() + timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match f.try_lock() {
+            Ok(()) => return Ok(LockGuard(f)),
+            Err(fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(pause.min(deadline.saturating_duration_since(Instant::now())));
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(MockError::Locked {
+                    path: path.to_owned(),
+                    holder: lock_holder(&f),
+                    after: timeout,
+                })
+            }
+            Err(fs::TryLockError::Error(source)) => {
+                return Err(MockError::Io {
+                    action: "lock",
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// Who holds the lock on `f`, from `/proc/locks` (its inode): "process 1234 (vdev)", or a
+/// description of why it is not known.
+fn lock_holder(f: &File) -> String {
+    let Ok(md) = f.metadata() else {
+        return "an unknown process".into();
+    };
+    let ino = md.ino().to_string();
+    let locks = fs::read_to_string("/proc/locks").unwrap_or_default();
+    for line in locks.lines() {
+        // "1: FLOCK  ADVISORY  WRITE 12345 08:01:123456 0 EOF"
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let Some(pos) = fields.iter().position(|x| x.matches(':').count() == 2) else {
+            continue;
+        };
+        if pos == 0 || fields[pos].rsplit(':').next() != Some(ino.as_str()) {
+            continue;
+        }
+        let pid = fields[pos - 1];
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        return format!("process {pid} ({})", comm.trim());
+    }
+    "another process".into()
 }
 
 /// Load the state (and its text), or create the file with the default state when missing.
@@ -157,22 +209,18 @@ fn save(path: &Path, text: &str) -> Result<(), MockError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp_name = path.file_name().unwrap_or_default().to_owned();
-    tmp_name.push(format!(".tmp.{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = File::create(&tmp).map_err(|e| io("create a temporary file beside", e))?;
-        f.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
-        f.sync_all().map_err(|e| io("sync", e))?;
-        fs::rename(&tmp, path).map_err(|e| io("replace", e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io("sync the folder of", e))
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
+    // A fresh file of a random name, created exclusively (O_EXCL: never through a symlink),
+    // removed again when any later step fails.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".vdev-state.")
+        .tempfile_in(dir)
+        .map_err(|e| io("create a temporary file beside", e))?;
+    tmp.write_all(text.as_bytes()).map_err(|e| io("write", e))?;
+    tmp.as_file().sync_all().map_err(|e| io("sync", e))?;
+    tmp.persist(path).map_err(|e| io("replace", e.error))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("sync the folder of", e))
 }
 
 /// Read a state file without taking the lock (writes replace it atomically), for watchers.

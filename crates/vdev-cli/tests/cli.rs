@@ -552,3 +552,120 @@ fn update_changes_a_device_in_place_and_refuses_what_cannot_change() {
     let text = ok(&["-c", &uri, "schema", "disk"]);
     assert!(text.contains("UPDATABLE"), "{text}");
 }
+
+/// A real second process holds the state file's lock (util-linux `flock`, the same flock(2)
+/// vdev uses): the wait ends after `lock_timeout` with an error naming the holder, and the file
+/// is unchanged.
+#[test]
+fn a_lock_held_by_another_process_is_waited_for_a_bounded_time_and_named() {
+    let (_dir, path, uri) = state_file("locked.json");
+    ok(&["-c", &uri, "domains"]); // creates the file
+    let before = std::fs::read(&path).unwrap();
+    let lock = format!("{}.lock", path.display());
+    let mut holder = Command::new("flock")
+        .args([&lock, "-c", "echo held; exec sleep 60"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("flock (util-linux) runs");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    let o = vdev(&[
+        "-c",
+        &format!("{uri}?lock_timeout=300ms"),
+        "attach",
+        "demo",
+        "network",
+    ]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("locked") || err.contains("lock of the state file"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("process {}", holder.id()))
+            || err.contains("(sleep)")
+            || err.contains("(flock)"),
+        "the error names the holder: {err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before, "nothing changed");
+}
+
+/// A symlink planted at `PATH.lock` is not followed: nothing is created where it points.
+#[test]
+fn a_symlink_at_the_lock_path_is_not_followed() {
+    let (dir, path, uri) = state_file("sym.json");
+    let target = dir.path().join("victim");
+    std::os::unix::fs::symlink(&target, format!("{}.lock", path.display())).unwrap();
+    let o = vdev(&["-c", &uri, "domains"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("symlink"), "{}", stderr(&o));
+    assert!(!target.exists(), "the symlink's target was created");
+    assert!(!path.exists(), "no state file was written");
+}
+
+/// A full disk (a real small tmpfs): the change fails with a clear error, and the state file is
+/// left exactly as it was, with no temporary file beside it.
+#[test]
+fn a_full_disk_leaves_the_state_file_exactly_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mnt)
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !mounted {
+        vdev_conformance::missing_real_part("cannot mount a tmpfs (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(mnt.clone());
+    let path = mnt.join("host.json");
+    let uri = format!("mock://{}", path.display());
+    ok(&["-c", &uri, "domains"]);
+    let before = std::fs::read(&path).unwrap();
+    // Fill the rest of the file system.
+    let filler = mnt.join("filler");
+    let mut f = std::fs::File::create(&filler).unwrap();
+    let chunk = vec![0u8; 4096];
+    while std::io::Write::write_all(&mut f, &chunk).is_ok() {}
+    drop(f);
+    let o = vdev(&["-c", &uri, "attach", "demo", "network"]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("state file") && err.contains(&path.display().to_string()),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        before,
+        "byte for byte as it was"
+    );
+    let names: Vec<String> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let mut names = names;
+    names.sort();
+    assert_eq!(
+        names,
+        ["filler", "host.json", "host.json.lock"],
+        "no temporary file left"
+    );
+}
