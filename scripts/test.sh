@@ -34,4 +34,4 @@ trap 'summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
 
 cargo test --workspace --no-fail-fast
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names).
-cargo test --release -p vdev-capi --test c_programs readme_example_static
+cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_every_driver_is_linked

@@ -18,7 +18,8 @@ import libvirt
 CDROM = """<disk type='file' device='cdrom'>
   <driver name='qemu' type='raw'/>
   <source file='{src}'/>
-  <target dev='sdz' bus='scsi'/>
+  <target dev='sdb' bus='scsi'/>
+  <address type='drive' controller='0' bus='0' target='0' unit='1'/>
   <readonly/>
 </disk>"""
 

@@ -544,12 +544,16 @@ async fn request_unplug(
     let mut backoff = Duration::from_millis(20);
     let mut marked = false;
     loop {
+        // device_del first: QEMU starts the unplug at once, and records the marker while the
+        // guest (or QEMU's own deferred cleanup) takes its time. Both run before any event of
+        // the removal reaches a client, so a collection always finds the marker.
         let mut cmds = Vec::with_capacity(2);
+        cmds.push(("device_del".to_owned(), json!({ "id": id })));
         if !marked {
             cmds.push(markers::add_command(id, device_type, backend));
         }
-        cmds.push(("device_del".to_owned(), json!({ "id": id })));
         let mut r = qmp.batch(cmds).await.into_iter();
+        let del = r.next().expect("reply");
         if !marked {
             let added = r.next().expect("reply");
             marked = match added {
@@ -570,6 +574,12 @@ async fn request_unplug(
                         _ => true,
                     }
                 }
+                Err(e) if del.is_ok() => {
+                    // The unplug is under way without its record: its backend then stays until
+                    // a detach asks again. Say so rather than hide it.
+                    warn!(%id, error = %e, "the pending removal could not be recorded in QEMU");
+                    true
+                }
                 Err(e) => {
                     return Err(Unplug::Failed(
                         e.into_core(&format!("recording the removal of {id}")),
@@ -577,7 +587,6 @@ async fn request_unplug(
                 }
             };
         }
-        let del = r.next().expect("reply");
         let e = match del {
             Ok(_) => return Ok(()),
             Err(e) => e,
@@ -670,9 +679,6 @@ fn connect_error(entry: &DomainEntry, timeout: Duration, e: ConnectError) -> Err
 async fn finish_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, events: &EventHub) {
     let pending = lock(&entry.pending).remove(id);
     let backend = pending.as_ref().map(|p| p.backend.clone());
-    if let Err(e) = markers::remove_link_record(qmp, id).await {
-        debug!(%id, error = %e, "link record not removed yet");
-    }
     let recorded = match markers::collect(qmp, id, backend.as_ref()).await {
         Ok(t) => t,
         Err(e) => {

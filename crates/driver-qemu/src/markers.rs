@@ -181,26 +181,70 @@ pub(crate) async fn remove_marker(qmp: &Qmp, id: &str) -> Result<(), QmpError> {
     }
 }
 
-/// Device `id` is gone: remove what its marker recorded, then the marker. The backend goes
-/// first, so that a failure leaves the marker for the next session to try again. `known` is the
-/// backend when the caller knows it already (it asked for the removal itself). Returns the
-/// device type the marker recorded, if there was one.
+/// The command that removes a backend vdev made (`None`: nothing of vdev's to remove).
+fn backend_del_command(backend: &Backend) -> Option<(String, Value)> {
+    match backend {
+        Backend::Node(n) if backend.is_owned() => {
+            Some(("blockdev-del".to_owned(), json!({ "node-name": n })))
+        }
+        Backend::Netdev(n) if backend.is_owned() => {
+            Some(("netdev_del".to_owned(), json!({ "id": n })))
+        }
+        _ => None,
+    }
+}
+
+/// Device `id` is gone: remove what its marker recorded, the marker and any link record, in
+/// one round trip. `known` is the backend when the caller knows it already (it asked for the
+/// removal itself); otherwise the marker is read first. Should the backend not go (QEMU still
+/// holds it), it is tried again for a while, and the marker is put back if it still stays, so
+/// that the next session tries again. Returns the device type the marker recorded, if read.
 pub(crate) async fn collect(
     qmp: &Qmp,
     id: &str,
     known: Option<&Backend>,
 ) -> Result<Option<DeviceType>, QmpError> {
     let (device_type, backend) = match known {
-        Some(b) => (None, Some(b.clone())),
+        Some(b) => (None, b.clone()),
         None => match recorded(qmp, id).await? {
-            Some((t, b)) => (t, Some(b)),
-            None => (None, None),
+            Some((t, b)) => (t, b),
+            None => (None, Backend::None),
         },
     };
-    if let Some(b) = &backend {
-        remove_backend(qmp, b).await?;
+    let mut cmds = Vec::with_capacity(3);
+    let del = backend_del_command(&backend);
+    if let Some(c) = &del {
+        cmds.push(c.clone());
     }
-    remove_marker(qmp, id).await?;
+    cmds.push(("object-del".to_owned(), json!({ "id": marker_id(id) })));
+    cmds.push((
+        "object-del".to_owned(),
+        json!({ "id": format!("{LINK_DOWN_PREFIX}{id}") }),
+    ));
+    let replies = qmp.batch(cmds).await;
+    if del.is_some() {
+        if let Some(Err(e)) = replies.first() {
+            if !is_not_found(e) {
+                if let Err(e) = remove_backend(qmp, &backend).await {
+                    // Keep the record for the next session.
+                    let (c, a) = add_command(
+                        id,
+                        &device_type.clone().unwrap_or(DeviceType::DISK),
+                        &backend,
+                    );
+                    let _ = qmp.execute_raw(&c, a).await;
+                    return Err(e);
+                }
+            }
+        }
+    }
+    for r in replies.into_iter().skip(usize::from(del.is_some())) {
+        if let Err(e) = r {
+            if !is_not_found(&e) {
+                return Err(e);
+            }
+        }
+    }
     debug!(%id, ?backend, "collected the backend of a removed device");
     Ok(device_type)
 }

@@ -113,17 +113,12 @@ pub(crate) fn c_count(n: usize, what: &str) -> Result<c_int, CError> {
 
 /// Make the linker keep every built-in driver's registration when a C program links
 /// `libvdev.a`: an archive member nothing refers to is left out, and with it the driver's
-/// `inventory` registration (the "linking trap"). The branch below never runs, but the compiler
-/// cannot know, so the library refers to the body of an async function defined next to the
-/// registration (a body with calls is never inlined across crates), and the linker pulls in
-/// the object file that holds it and the registration. Tested by linking the example
-/// statically, in debug and release builds.
+/// `inventory` registration (the "linking trap"). `vdev::link_drivers()` refers to each
+/// enabled driver's `__link_anchor`, which `register_driver!` defines next to the registration,
+/// so the linker pulls in the object that holds it. Tested by linking C programs statically in
+/// debug and release builds and opening each driver's URI.
 fn keep_drivers_linked() {
-    if std::hint::black_box(false) {
-        let fut = std::pin::pin!(vdev_facade::driver_mock::connect_with_control(""));
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        let _ = std::future::Future::poll(fut, &mut cx);
-    }
+    vdev_facade::link_drivers();
 }
 
 fn open(uri: *const c_char, read_only: bool) -> *mut vdev_conn {

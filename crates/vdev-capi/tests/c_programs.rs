@@ -6,6 +6,9 @@
 //! Needs `cc`; `valgrind` too unless `VDEV_CAPI_NO_VALGRIND=1`; `pkg-config` for the install
 //! test.
 
+#[path = "../../driver-qemu/tests/common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -111,7 +114,12 @@ fn compile(src: &Path, name: &str, link: Link) -> PathBuf {
 
 /// Run a program, then run it under valgrind.
 fn run_checked(exe: &Path) -> String {
-    let stdout = run(&mut Command::new(exe));
+    run_checked_with(exe, &[])
+}
+
+/// Run a program with arguments, then run it under valgrind with the same arguments.
+fn run_checked_with(exe: &Path, args: &[&str]) -> String {
+    let stdout = run(Command::new(exe).args(args));
     if std::env::var_os("VDEV_CAPI_NO_VALGRIND").is_some() {
         eprintln!(
             "VDEV_CAPI_NO_VALGRIND is set: {} not run under valgrind",
@@ -137,7 +145,8 @@ fn run_checked(exe: &Path) -> String {
         "--suppressions={}",
         crate_dir().join("tests/c/valgrind.supp").display()
     ))
-    .arg(exe);
+    .arg(exe)
+    .args(args);
     run(&mut vg);
     stdout
 }
@@ -162,6 +171,35 @@ fn c_proposal_calls() {
 #[test]
 fn c_heap_calls() {
     c_test("heap");
+}
+
+/// Every driver (mock, QEMU, Xen) is in the default library, shared and static.
+#[test]
+fn c_every_driver_is_linked_shared_and_static() {
+    c_test("drivers");
+    let exe = compile(
+        &crate_dir().join("tests/c/drivers.c"),
+        "drivers-static",
+        Link::Static,
+    );
+    let out = run_checked(&exe);
+    assert!(out.contains("checks passed"), "{out}");
+}
+
+/// The proposal's calls against a real QEMU, checked by an independent raw QMP client.
+#[test]
+fn c_proposal_calls_on_a_real_qemu() {
+    if !common::qemu_available() {
+        return;
+    }
+    let vm = common::Vm::start(common::VmSpec::default());
+    let img = vm.image("c.raw", "raw");
+    let exe = compile(&crate_dir().join("tests/c/qemu.c"), "qemu", Link::Shared);
+    let out = run_checked_with(&exe, &[&vm.uri(), img.to_str().unwrap()]);
+    assert!(out.contains("checks passed"), "{out}");
+    let mut raw = vm.raw();
+    assert!(!raw.has_device("cdisk"), "the disk is gone");
+    assert_eq!(raw.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
 #[test]

@@ -62,7 +62,8 @@ fn json_output_has_the_documented_shapes() {
         drivers,
         serde_json::json!([
             {"name": "mock", "schemes": ["mock", "test"]},
-            {"name": "qemu", "schemes": ["qemu"]}
+            {"name": "qemu", "schemes": ["qemu"]},
+            {"name": "xen", "schemes": ["xen"]}
         ])
     );
     let domains = json(&["domains"]);
@@ -299,7 +300,7 @@ fn the_default_uri_comes_from_the_environment() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stderr(&o).contains("registered schemes: mock, qemu, test"),
+        stderr(&o).contains("registered schemes: mock, qemu, test, xen"),
         "{}",
         stderr(&o)
     );

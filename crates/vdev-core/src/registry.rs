@@ -47,6 +47,14 @@ macro_rules! register_driver {
         $crate::__private::inventory::submit! {
             $crate::DriverRegistration { $($field: $value),+ }
         }
+
+        /// A function in the same object as the registration, for `vdev::link_drivers()` to
+        /// name, so that a static library keeps the registration. Not for direct use.
+        #[doc(hidden)]
+        #[inline(never)]
+        pub fn __link_anchor() -> &'static str {
+            std::hint::black_box(concat!(module_path!(), "::registration"))
+        }
     };
 }
 
