@@ -38,6 +38,7 @@ vdev_core::register_driver!(
     description: "in-memory hypervisor with real attach/detach, state files and fault injection",
     open: open,
 );
+vdev_core::link_anchor!();
 
 /// Open a mock connection and the [`MockControl`] handle of its host, for test suites.
 ///

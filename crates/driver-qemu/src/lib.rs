@@ -35,3 +35,4 @@ vdev_core::register_driver!(
     description: "running QEMU machines over QMP (unix sockets or TCP)",
     open: open,
 );
+vdev_core::link_anchor!();

@@ -39,3 +39,4 @@ vdev_core::register_driver!(
     description: "Xen domains through XenStore (libxl's layout; disks as vbd, NICs as vif)",
     open: open,
 );
+vdev_core::link_anchor!();

@@ -47,13 +47,21 @@ macro_rules! register_driver {
         $crate::__private::inventory::submit! {
             $crate::DriverRegistration { $($field: $value),+ }
         }
+    };
+}
 
-        /// A function in the same object as the registration, for `vdev::link_drivers()` to
-        /// name, so that a static library keeps the registration. Not for direct use.
+/// Define `__link_anchor()` beside a driver's [`register_driver!`], in its crate root: a
+/// function in the same object file as the registration, which the `vdev` facade's
+/// `link_drivers()` names so that a static library (`libvdev.a` linked into a C program) keeps
+/// the registration. Every driver the facade offers invokes it once.
+#[macro_export]
+macro_rules! link_anchor {
+    () => {
+        /// Keeps this crate's driver registration in a static library. Not for direct use.
         #[doc(hidden)]
         #[inline(never)]
         pub fn __link_anchor() -> &'static str {
-            std::hint::black_box(concat!(module_path!(), "::registration"))
+            ::std::hint::black_box(concat!(module_path!(), "::registration"))
         }
     };
 }
