@@ -131,7 +131,7 @@ async fn main() {
         let cycle = |i: usize| {
             let (conn, d, disk, nic, wait) = (&conn, &d, &disk, &nic, &wait);
             async move {
-                let (t, a) = if i % 2 == 0 {
+                let (t, a) = if i.is_multiple_of(2) {
                     (DeviceType::DISK, disk)
                 } else {
                     (DeviceType::NETWORK, nic)
