@@ -38,6 +38,14 @@ def test_every_operation_awaited():
                 await conn.domain("nope")
             assert e.value.code == "domain-not-found"
             assert conn.capabilities.attach and not conn.is_read_only()
+            # With latency the calls suspend: the runtime finishes them and wakes the loop.
+            conn.control.set_removal("immediate")
+            conn.control.set_latency(0.01)
+            ref = await conn.attach(demo, "disk", DISK)
+            with pytest.raises(vdev.DeviceExists):
+                await conn.attach(demo, "disk", DISK)
+            await conn.detach(demo, "disk", ref)
+            conn.control.set_latency(0)
         assert conn.closed
 
     run(main())
