@@ -35,3 +35,14 @@ trap 'summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
 cargo test --workspace --no-fail-fast
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names).
 cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_every_driver_is_linked
+
+# The Python package (crates/vdev-py) in a virtual environment of its own: built and installed
+# with pip through maturin, then its pytest suite, which also runs the vdev command (built here).
+cargo build -q -p vdev-cli
+venv=target/py-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/pip" install -q --disable-pip-version-check maturin pytest mypy
+"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./crates/vdev-py
+"$venv/bin/mypy" --strict --no-error-summary crates/vdev-py/python/vdev
+# -rs: a skip says why; exit status 5 (no tests collected) fails like any other non-zero status.
+(cd crates/vdev-py/tests && "../../../$venv/bin/pytest" -q -rs -p no:cacheprovider .)

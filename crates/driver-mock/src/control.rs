@@ -343,6 +343,17 @@ fn injected(code: &str, op: Op, ctx: &CallCtx<'_>) -> Error {
             device_type,
             reference,
         },
+        "removal-refused" => Error::RemovalRefused {
+            domain,
+            device_type,
+            reference,
+        },
+        "device-busy" => Error::DeviceBusy {
+            domain,
+            device_type,
+            reference,
+            reason: what,
+        },
         _ => Error::backend(crate::NAME, what),
     }
 }

@@ -1,0 +1,346 @@
+"""Type stubs of vdev's native module (the classes are re-exported by ``vdev`` and ``vdev.aio``)."""
+
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, Final, Literal, Self, TypeAlias
+
+CODES: Final[tuple[str, ...]]
+
+class Error(Exception):
+    """Every error vdev raises; ``code`` is the stable name of the condition (``vdev.CODES``)."""
+
+    code: str | None
+
+class InvalidUri(Error):
+    """The connection URI could not be parsed or has an option the driver does not know."""
+
+class NoDriver(Error):
+    """No driver in this package handles the URI's scheme."""
+
+class DuplicateScheme(Error):
+    """Two linked drivers claim the same URI scheme."""
+
+class DomainNotFound(Error):
+    """No domain has this name or id."""
+
+class DeviceNotFound(Error):
+    """The domain has no device of this type with this reference."""
+
+class DeviceExists(Error):
+    """A device with this reference (or one that conflicts with it) already exists."""
+
+class InvalidAttribute(Error):
+    """An attribute name or value (or a device type or reference) is malformed or not accepted."""
+
+class MissingAttribute(Error):
+    """A required attribute was not given."""
+
+class Unsupported(Error):
+    """The driver does not support this operation or device type."""
+
+class ReadOnly(Error):
+    """The connection is read-only and the operation would change something."""
+
+class Timeout(Error):
+    """An operation did not finish in time."""
+
+class RemovalPending(Error):
+    """The guest has not released the device yet: it is still there, listed as removal-pending."""
+
+class RemovalRefused(Error):
+    """The guest refused to release the device: it stays connected."""
+
+class DeviceBusy(Error):
+    """The device is held by the guest and cannot be changed as asked (a locked CD-ROM tray)."""
+
+class Backend(Error):
+    """The hypervisor or its control channel failed."""
+
+class Domain:
+    """A virtual machine. Pass it wherever a domain is taken."""
+
+    @property
+    def id(self) -> int:
+        """The numeric id, stable while the connection is open."""
+    @property
+    def name(self) -> str:
+        """The name."""
+    def __eq__(self, other: object) -> bool: ...
+    def __hash__(self) -> int: ...
+
+DomainArg: TypeAlias = str | int | Domain
+"""A domain: its name, its id, or a Domain."""
+
+class Device:
+    """One device of a domain, as listed."""
+
+    @property
+    def type(self) -> str:
+        """The device type (``"disk"``, ``"network"``, ...)."""
+    @property
+    def ref(self) -> str:
+        """The reference, unique within the domain and type."""
+    @property
+    def state(self) -> str:
+        """``"connected"``, ``"removal-pending"``, ..."""
+    @property
+    def attrs(self) -> dict[str, str]:
+        """The attributes as the hypervisor reports them (a new dict on each access)."""
+
+class AttributeSpec:
+    """One attribute a device type accepts."""
+
+    name: str
+    aliases: list[str]
+    required: bool
+    description: str
+    example: str
+    updatable: bool
+
+class Schema:
+    """What a device type accepts (``vdev schema TYPE``)."""
+
+    @property
+    def type(self) -> str:
+        """The device type."""
+    @property
+    def description(self) -> str:
+        """What such a device is."""
+    @property
+    def attributes(self) -> list[AttributeSpec]:
+        """The named attributes it accepts."""
+    @property
+    def passthrough_prefixes(self) -> list[str]:
+        """Prefixes under which any attribute is passed to the hypervisor untouched."""
+
+class Capabilities:
+    """What a driver supports."""
+
+    list_domains: bool
+    list_devices: bool
+    attach: bool
+    detach: bool
+    force_detach: bool
+    events: bool
+    update: bool
+
+class DriverInfo:
+    """A driver in this package."""
+
+    name: str
+    schemes: list[str]
+    description: str
+
+class Event:
+    """What happened to a device."""
+
+    @property
+    def kind(self) -> Literal["added", "state-changed", "updated", "removed"]:
+        """What happened."""
+    @property
+    def domain(self) -> Domain:
+        """The domain."""
+    @property
+    def type(self) -> str:
+        """The device type."""
+    @property
+    def ref(self) -> str:
+        """The device's reference."""
+    @property
+    def state(self) -> str | None:
+        """The new state (``"state-changed"`` only)."""
+    @property
+    def attrs(self) -> dict[str, str] | None:
+        """The changed attributes with their new values (``"updated"`` only)."""
+
+class Call:
+    """One call the mock host received."""
+
+    @property
+    def op(self) -> str:
+        """The operation (``"attach"``, ...)."""
+    @property
+    def domain(self) -> str | None:
+        """The domain's name, if any."""
+    @property
+    def type(self) -> str | None:
+        """The device type, if any."""
+    @property
+    def ref(self) -> str | None:
+        """The device reference, if any."""
+    @property
+    def error(self) -> str | None:
+        """None on success, else the error's code."""
+
+Op: TypeAlias = Literal[
+    "list_domains", "lookup_domain", "device_types", "list_devices",
+    "attach", "detach", "events", "update",
+]  # fmt: skip
+
+class MockControl:
+    """A handle on a mock host: faults, latency, pending removals, the call log."""
+
+    def fail_nth(self, op: Op, nth: int, code: str) -> None:
+        """Make the ``nth`` call of ``op`` from now fail with the error of ``code``."""
+    def clear_faults(self) -> None:
+        """Remove every fault not yet triggered."""
+    def set_latency(self, seconds: float) -> None:
+        """Add ``seconds`` of latency to every call."""
+    def set_removal(self, removal: Literal["immediate", "pending"] | float) -> None:
+        """How the simulated guest answers detach from now on."""
+    def release(self) -> Any:
+        """Release every pending removal; how many (``int``; awaitable on an asyncio connection)."""
+    def calls(self) -> list[Call]:
+        """The calls received so far, oldest first."""
+    def call_count(self, op: Op) -> int:
+        """How many calls of ``op`` the host received."""
+    def clear_calls(self) -> None:
+        """Forget the logged calls (the counts stay)."""
+
+class Events(Iterator[Event]):
+    """Device events; iterating blocks until the next one."""
+
+    def __iter__(self) -> Self: ...
+    def __next__(self) -> Event: ...
+    def next(self, timeout: float | None = None) -> Event | None:
+        """The next event, or None after ``timeout`` seconds or at the end."""
+    def close(self) -> None:
+        """Stop receiving events."""
+    def __enter__(self) -> Self: ...
+    def __exit__(self, *exc: object) -> bool: ...
+
+class AsyncEvents(AsyncIterator[Event]):
+    """Device events for ``async for``."""
+
+    def __aiter__(self) -> Self: ...
+    def __anext__(self) -> Awaitable[Event]: ...
+    def next(self, timeout: float | None = None) -> Awaitable[Event | None]:
+        """Await the next event; None after ``timeout`` seconds or at the end."""
+    def close(self) -> None:
+        """Stop receiving events."""
+
+class Connection:
+    """An open connection to one hypervisor; calls block with the GIL released."""
+
+    def domains(self) -> list[Domain]:
+        """Every domain on the host."""
+    def domain(self, key: DomainArg) -> Domain:
+        """The domain named by a name or an id, as the ``vdev`` command accepts."""
+    def lookup(self, key: DomainArg) -> Domain:
+        """The domain with exactly this id (int) or name (str)."""
+    def device_types(self) -> list[Schema]:
+        """The device types the driver supports."""
+    def schema(self, type: str, /) -> Schema:
+        """The attributes device type ``type`` accepts."""
+    def devices(self, domain: DomainArg, type: str | None = None) -> list[Device]:
+        """The devices of ``domain``, of one type or all."""
+    def attach(
+        self, domain: DomainArg, type: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+    ) -> str:
+        """Create a device; returns its reference."""
+    def detach(
+        self, domain: DomainArg, type: str, ref: str, *, timeout: float | None = None, force: bool = False
+    ) -> None:
+        """Remove a device; RemovalPending when the guest has not released it within ``timeout``."""
+    def update(
+        self, domain: DomainArg, type: str, ref: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+    ) -> None:
+        """Change updatable attributes of an existing device in place."""
+    def events(self) -> Events:
+        """Device events of every domain from now on."""
+    def watch(self, domain: DomainArg) -> Events:
+        """Device events of one domain from now on."""
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the driver supports."""
+    def is_read_only(self) -> bool:
+        """Whether changes are refused."""
+    @property
+    def readonly(self) -> bool:
+        """Whether changes are refused."""
+    @property
+    def driver(self) -> str:
+        """The driver's name."""
+    @property
+    def uri(self) -> str:
+        """The URI (without any password)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    @property
+    def control(self) -> MockControl | None:
+        """The mock host's control handle (``vdev.mock.connect`` only)."""
+    def close(self) -> None:
+        """Close the connection."""
+    def __enter__(self) -> Self: ...
+    def __exit__(
+        self, t: type[BaseException] | None, v: BaseException | None, tb: TracebackType | None
+    ) -> bool: ...
+
+class AsyncConnection:
+    """An open connection for asyncio: the methods of ``Connection``, awaited."""
+
+    async def domains(self) -> list[Domain]:
+        """Every domain on the host."""
+    async def domain(self, key: DomainArg) -> Domain:
+        """The domain named by a name or an id."""
+    async def lookup(self, key: DomainArg) -> Domain:
+        """The domain with exactly this id (int) or name (str)."""
+    async def device_types(self) -> list[Schema]:
+        """The device types the driver supports."""
+    async def schema(self, type: str, /) -> Schema:
+        """The attributes device type ``type`` accepts."""
+    async def devices(self, domain: DomainArg, type: str | None = None) -> list[Device]:
+        """The devices of ``domain``, of one type or all."""
+    async def attach(
+        self, domain: DomainArg, type: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+    ) -> str:
+        """Create a device; returns its reference."""
+    async def detach(
+        self, domain: DomainArg, type: str, ref: str, *, timeout: float | None = None, force: bool = False
+    ) -> None:
+        """Remove a device."""
+    async def update(
+        self, domain: DomainArg, type: str, ref: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+    ) -> None:
+        """Change updatable attributes of an existing device in place."""
+    def events(self) -> AsyncEvents:
+        """Device events of every domain from now on."""
+    def watch(self, domain: DomainArg) -> AsyncEvents:
+        """Device events of one domain from now on."""
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the driver supports."""
+    def is_read_only(self) -> bool:
+        """Whether changes are refused."""
+    @property
+    def readonly(self) -> bool:
+        """Whether changes are refused."""
+    @property
+    def driver(self) -> str:
+        """The driver's name."""
+    @property
+    def uri(self) -> str:
+        """The URI (without any password)."""
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+    @property
+    def control(self) -> MockControl | None:
+        """The mock host's control handle (``vdev.aio.mock_connect`` only)."""
+    async def close(self) -> None:
+        """Close the connection."""
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(self, *exc: object) -> bool: ...
+
+def connect(uri: str, readonly: bool = False) -> Connection:
+    """Open a connection; the driver is chosen by the URI's scheme."""
+
+def connect_async(uri: str, readonly: bool = False) -> Awaitable[AsyncConnection]:
+    """Open a connection for asyncio."""
+
+def mock_connect(uri: str = "mock:///default", readonly: bool = False, aio: bool = False) -> Any:
+    """Open a mock host with its control handle (a Connection, or an AsyncConnection with aio)."""
+
+def drivers() -> list[DriverInfo]:
+    """Every driver in this package."""

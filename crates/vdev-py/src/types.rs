@@ -1,0 +1,301 @@
+//! The values vdev hands to Python: domains, devices, schemas, events, capabilities, drivers.
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+/// A dict of attributes, built fresh (a copy).
+fn attrs_dict<'py>(py: Python<'py>, a: &vdev::Attributes) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for (k, v) in a.iter() {
+        d.set_item(k, v)?;
+    }
+    Ok(d)
+}
+
+/// A virtual machine: `id` (int) and `name` (str). Pass it wherever a domain is taken.
+#[pyclass(frozen, eq, hash, module = "vdev")]
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Domain {
+    /// The numeric id, stable while the connection is open.
+    #[pyo3(get)]
+    pub id: u32,
+    /// The name.
+    #[pyo3(get)]
+    pub name: String,
+}
+
+#[pymethods]
+impl Domain {
+    fn __repr__(&self) -> String {
+        format!("Domain(id={}, name={:?})", self.id, self.name)
+    }
+    fn __str__(&self) -> String {
+        self.name.clone()
+    }
+}
+
+impl From<vdev::Domain> for Domain {
+    fn from(d: vdev::Domain) -> Self {
+        Domain {
+            id: d.id,
+            name: d.name,
+        }
+    }
+}
+
+impl From<&Domain> for vdev::Domain {
+    fn from(d: &Domain) -> Self {
+        vdev::Domain {
+            id: d.id,
+            name: d.name.clone(),
+        }
+    }
+}
+
+/// One device of a domain, as listed: `type`, `ref`, `state` (str) and `attrs` (a new dict of
+/// str to str on every access).
+#[pyclass(frozen, module = "vdev")]
+pub struct Device(pub vdev::Device);
+
+#[pymethods]
+impl Device {
+    /// The device type (`"disk"`, `"network"`, ...).
+    #[getter(r#type)]
+    fn device_type(&self) -> &str {
+        self.0.device_type.as_str()
+    }
+    /// The reference, unique within the domain and type (`"51728"`).
+    #[getter(r#ref)]
+    fn reference(&self) -> &str {
+        self.0.reference.as_str()
+    }
+    /// The state: `"connected"`, `"removal-pending"`, ...
+    #[getter]
+    fn state(&self) -> &str {
+        self.0.state.as_str()
+    }
+    /// The attributes as the hypervisor reports them (a copy).
+    #[getter]
+    fn attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        attrs_dict(py, &self.0.attributes)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Device(type={:?}, ref={:?}, state={:?})",
+            self.0.device_type.as_str(),
+            self.0.reference.as_str(),
+            self.0.state.as_str()
+        )
+    }
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<Device>().is_ok_and(|o| o.get().0 == self.0)
+    }
+}
+
+/// One attribute a device type accepts.
+#[pyclass(frozen, get_all, module = "vdev")]
+pub struct AttributeSpec {
+    /// The name.
+    pub name: String,
+    /// Other names accepted for the same attribute.
+    pub aliases: Vec<String>,
+    /// Whether attach needs it.
+    pub required: bool,
+    /// What it means and which values it takes.
+    pub description: String,
+    /// An example value.
+    pub example: String,
+    /// Whether `update` may change it on an existing device.
+    pub updatable: bool,
+}
+
+#[pymethods]
+impl AttributeSpec {
+    fn __repr__(&self) -> String {
+        format!(
+            "AttributeSpec(name={:?}, required={}, updatable={})",
+            self.name,
+            if self.required { "True" } else { "False" },
+            if self.updatable { "True" } else { "False" }
+        )
+    }
+}
+
+/// What a device type accepts: the answer to `vdev schema TYPE`.
+#[pyclass(frozen, module = "vdev")]
+pub struct Schema(pub vdev::DeviceTypeSchema);
+
+#[pymethods]
+impl Schema {
+    /// The device type.
+    #[getter(r#type)]
+    fn device_type(&self) -> &str {
+        self.0.device_type.as_str()
+    }
+    /// What such a device is.
+    #[getter]
+    fn description(&self) -> &str {
+        &self.0.description
+    }
+    /// The named attributes it accepts.
+    #[getter]
+    fn attributes(&self) -> Vec<AttributeSpec> {
+        self.0
+            .attributes
+            .iter()
+            .map(|a| AttributeSpec {
+                name: a.name.clone(),
+                aliases: a.aliases.clone(),
+                required: a.required,
+                description: a.description.clone(),
+                example: a.example.clone(),
+                updatable: a.updatable,
+            })
+            .collect()
+    }
+    /// Name prefixes under which any attribute is passed to the hypervisor untouched.
+    #[getter]
+    fn passthrough_prefixes(&self) -> Vec<String> {
+        self.0.passthrough_prefixes.clone()
+    }
+    fn __repr__(&self) -> String {
+        format!("Schema(type={:?})", self.0.device_type.as_str())
+    }
+}
+
+/// What a driver supports.
+#[pyclass(frozen, get_all, module = "vdev")]
+pub struct Capabilities {
+    /// Listing domains.
+    pub list_domains: bool,
+    /// Listing devices.
+    pub list_devices: bool,
+    /// Attaching.
+    pub attach: bool,
+    /// Detaching.
+    pub detach: bool,
+    /// Detaching with `force=True`.
+    pub force_detach: bool,
+    /// Device events.
+    pub events: bool,
+    /// Updating attributes in place.
+    pub update: bool,
+}
+
+impl From<vdev::Capabilities> for Capabilities {
+    fn from(c: vdev::Capabilities) -> Self {
+        Capabilities {
+            list_domains: c.list_domains,
+            list_devices: c.list_devices,
+            attach: c.attach,
+            detach: c.detach,
+            force_detach: c.force_detach,
+            events: c.events,
+            update: c.update,
+        }
+    }
+}
+
+#[pymethods]
+impl Capabilities {
+    fn __repr__(&self) -> String {
+        let b = |x: bool| if x { "True" } else { "False" };
+        format!(
+            "Capabilities(list_domains={}, list_devices={}, attach={}, detach={}, force_detach={}, events={}, update={})",
+            b(self.list_domains),
+            b(self.list_devices),
+            b(self.attach),
+            b(self.detach),
+            b(self.force_detach),
+            b(self.events),
+            b(self.update)
+        )
+    }
+}
+
+/// A driver in this package: `name`, the URI `schemes` it handles, and a `description`.
+#[pyclass(frozen, get_all, module = "vdev")]
+pub struct DriverInfo {
+    /// The driver's name.
+    pub name: &'static str,
+    /// The URI schemes it handles.
+    pub schemes: Vec<&'static str>,
+    /// What it manages.
+    pub description: &'static str,
+}
+
+#[pymethods]
+impl DriverInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "DriverInfo(name={:?}, schemes={:?})",
+            self.name, self.schemes
+        )
+    }
+}
+
+/// What happened to a device: `kind` is `"added"`, `"state-changed"`, `"updated"` or
+/// `"removed"`; `state` is set for `"state-changed"`, `attrs` (what changed) for `"updated"`.
+#[pyclass(frozen, module = "vdev")]
+pub struct Event(pub vdev::DeviceEvent);
+
+#[pymethods]
+impl Event {
+    /// `"added"`, `"state-changed"`, `"updated"` or `"removed"`.
+    #[getter]
+    fn kind(&self) -> &'static str {
+        match &self.0 {
+            vdev::DeviceEvent::Added { .. } => "added",
+            vdev::DeviceEvent::StateChanged { .. } => "state-changed",
+            vdev::DeviceEvent::Updated { .. } => "updated",
+            vdev::DeviceEvent::Removed { .. } => "removed",
+            _ => "unknown",
+        }
+    }
+    /// The domain.
+    #[getter]
+    fn domain(&self) -> Domain {
+        self.0.domain().clone().into()
+    }
+    /// The device type.
+    #[getter(r#type)]
+    fn device_type(&self) -> &str {
+        match &self.0 {
+            vdev::DeviceEvent::Added { device_type, .. }
+            | vdev::DeviceEvent::StateChanged { device_type, .. }
+            | vdev::DeviceEvent::Updated { device_type, .. }
+            | vdev::DeviceEvent::Removed { device_type, .. } => device_type.as_str(),
+            _ => "",
+        }
+    }
+    /// The device's reference.
+    #[getter(r#ref)]
+    fn reference(&self) -> &str {
+        self.0.reference().as_str()
+    }
+    /// The new state (`"state-changed"` only, else None).
+    #[getter]
+    fn state(&self) -> Option<&str> {
+        match &self.0 {
+            vdev::DeviceEvent::StateChanged { state, .. } => Some(state.as_str()),
+            _ => None,
+        }
+    }
+    /// The changed attributes with their new values (`"updated"` only, else None).
+    #[getter]
+    fn attrs<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        match &self.0 {
+            vdev::DeviceEvent::Updated { attributes, .. } => attrs_dict(py, attributes).map(Some),
+            _ => Ok(None),
+        }
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Event(kind={:?}, domain={:?}, type={:?}, ref={:?})",
+            self.kind(),
+            self.0.domain().name,
+            self.device_type(),
+            self.reference()
+        )
+    }
+}

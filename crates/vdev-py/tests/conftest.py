@@ -1,0 +1,52 @@
+"""Shared helpers of the vdev Python tests."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import subprocess
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+# Every blocking wait in the tests is bounded by this many seconds.
+WAIT = 20.0
+
+
+def under_ci() -> bool:
+    """Whether CI is set (to anything but empty, false or 0): then missing components fail."""
+    return os.environ.get("CI", "") not in ("", "false", "0")
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip outside CI (the reason shows in pytest's summary with -rs), fail under CI."""
+    if under_ci():
+        pytest.fail(f"{reason}, and CI is set: run scripts/install-test-deps.sh")
+    pytest.skip(reason)
+
+
+def cli_path() -> pathlib.Path:
+    """The `vdev` command (VDEV_CLI, else target/debug/vdev after `cargo build -p vdev-cli`)."""
+    p = os.environ.get("VDEV_CLI")
+    if p:
+        return pathlib.Path(p)
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    return target / "debug" / "vdev"
+
+
+@pytest.fixture
+def cli():
+    """Run the `vdev` command: cli(args...) -> CompletedProcess (text, bounded in time)."""
+    path = cli_path()
+    if not path.exists():
+        skip_or_fail(f"the vdev command is not built ({path}): run `cargo build -p vdev-cli`")
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(path), *args], capture_output=True, text=True, timeout=WAIT, check=False
+        )
+
+    return run
+
+
+DISK = {"uname": "file:/img/b.raw", "dev": "xvdb", "mode": "w"}
