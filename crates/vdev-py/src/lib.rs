@@ -26,6 +26,8 @@ fn drivers() -> Vec<types::DriverInfo> {
 
 #[pymodule]
 fn _vdev(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    // Every driver's registration stays in the extension, however it is linked.
+    vdev::link_drivers();
     errors::register(m)?;
     m.add(
         "CODES",
