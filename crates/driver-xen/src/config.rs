@@ -137,6 +137,13 @@ impl XenConfig {
         };
         let hotplug = match uri.option("hotplug") {
             None | Some("auto") => Hotplug::Auto,
+            // libxl's scripts work on Domain-0's devices (loop devices, bridges): run from
+            // anywhere else they would act on the wrong machine.
+            Some("script") if !in_dom0() => {
+                return Err(uri.invalid(
+                    "hotplug=script runs libxl's hotplug scripts, which work only in Domain-0, and this process is not in Domain-0 (/proc/xen/capabilities does not say control_d); leave hotplug out (auto) or write hotplug=no",
+                ))
+            }
             Some("script") => Hotplug::Script,
             Some("no") => Hotplug::No,
             Some(v) => {
@@ -151,5 +158,24 @@ impl XenConfig {
             request_timeout: duration(uri, "timeout", DEFAULT_REQUEST_TIMEOUT)?,
             attach_timeout: duration(uri, "attach-timeout", DEFAULT_ATTACH_TIMEOUT)?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hotplug_script_is_refused_outside_domain_0() {
+        let uri = ConnectUri::parse("xen:///?socket=/nonexistent&hotplug=script").unwrap();
+        let r = XenConfig::from_uri(&uri);
+        if in_dom0() {
+            assert!(r.is_ok(), "{r:?}");
+        } else {
+            let e = r.unwrap_err();
+            assert!(e.to_string().contains("only in Domain-0"), "{e}");
+        }
+        let uri = ConnectUri::parse("xen:///?socket=/nonexistent&hotplug=no").unwrap();
+        assert!(XenConfig::from_uri(&uri).is_ok());
     }
 }

@@ -4,6 +4,30 @@ use vdev_core::{AttributeSpec, Attributes, DeviceType, DeviceTypeSchema, Error, 
 
 use crate::vbd::{DevPaths, Keys};
 
+/// A NIC's hotplug script: a vif script of `/etc/xen/scripts` (`vif-bridge`, `vif-route`,
+/// `vif-nat`, `vif-openvswitch`, `vif2`, ...), given by name or by full path. Scripts run as
+/// root in Domain-0, so nothing else is accepted: not another kind of script (`block`), not a
+/// path out of the folder.
+pub(crate) fn vif_script(s: &str) -> Result<String> {
+    let name = s.strip_prefix("/etc/xen/scripts/").unwrap_or(s);
+    let ok = (name.starts_with("vif-") || name.starts_with("vif2"))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.contains("..");
+    if ok {
+        Ok(format!("/etc/xen/scripts/{name}"))
+    } else {
+        Err(invalid(
+            "script",
+            format!(
+                "'{}' is not a vif script of /etc/xen/scripts (vif-bridge, vif-route, vif-nat, vif-openvswitch, ...): scripts run as root in Domain-0, so a NIC may name only a vif script",
+                s.escape_default()
+            ),
+        ))
+    }
+}
+
 /// The script libxl names by default.
 pub(crate) const BRIDGE_SCRIPT: &str = "/etc/xen/scripts/vif-bridge";
 
@@ -107,25 +131,7 @@ impl NicSpec {
         }
         let script = match attrs.get("script") {
             None => BRIDGE_SCRIPT.to_owned(),
-            Some(s) if !s.contains('/') && !s.is_empty() && s != "." && s != ".." => {
-                format!("/etc/xen/scripts/{s}")
-            }
-            Some(s)
-                if s.starts_with("/etc/xen/scripts/")
-                    && !s.contains("..")
-                    && s.len() > "/etc/xen/scripts/".len() =>
-            {
-                s.to_owned()
-            }
-            Some(s) => {
-                return Err(invalid(
-                    "script",
-                    format!(
-                        "'{}' is not a script in /etc/xen/scripts",
-                        s.escape_default()
-                    ),
-                ))
-            }
+            Some(s) => vif_script(s)?,
         };
         let ip = match attrs.get("ip") {
             None => None,
@@ -216,10 +222,42 @@ pub(crate) fn schema() -> DeviceTypeSchema {
         attributes: vec![
             AttributeSpec::optional("mac", "the MAC address; generated in Xen's 00:16:3e range when absent", "00:16:3e:12:34:56"),
             AttributeSpec::optional("bridge", "the bridge in the backend domain (default xenbr0)", "xenbr0"),
-            AttributeSpec::optional("script", "the backend's hotplug script, in /etc/xen/scripts (default vif-bridge)", "vif-bridge"),
+            AttributeSpec::optional("script", "the backend's hotplug script: a vif script of /etc/xen/scripts (default vif-bridge; vif-route, vif-nat, vif-openvswitch, ...)", "vif-bridge"),
             AttributeSpec::optional("ip", "the guest's IP addresses, separated by spaces", "192.0.2.10"),
             AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0"),
         ],
         passthrough_prefixes: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_vif_scripts_of_the_scripts_folder() {
+        for (given, want) in [
+            ("vif-bridge", "/etc/xen/scripts/vif-bridge"),
+            ("/etc/xen/scripts/vif-route", "/etc/xen/scripts/vif-route"),
+            ("vif-openvswitch", "/etc/xen/scripts/vif-openvswitch"),
+            ("vif2", "/etc/xen/scripts/vif2"),
+        ] {
+            assert_eq!(vif_script(given).unwrap(), want);
+        }
+        for bad in [
+            "block",
+            "/etc/xen/scripts/block",
+            "hotplugpath.sh",
+            "/etc/xen/scripts/vif-../block",
+            "vif-bridge/../../../bin/sh",
+            "/usr/local/bin/vif-bridge",
+            "",
+            "vif-bridge;id",
+        ] {
+            assert!(
+                matches!(vif_script(bad), Err(Error::InvalidAttribute { .. })),
+                "{bad}"
+            );
+        }
     }
 }

@@ -110,15 +110,31 @@ impl Shared {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
-        *self.why_closed.lock().unwrap() = why.clone();
-        for (_, tx) in self.pending.lock().unwrap().drain() {
+        *self
+            .why_closed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = why.clone();
+        for (_, tx) in self
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+        {
             let _ = tx.send(Err(XsError::Disconnected(why.clone())));
         }
         // Dropping the senders ends every watch stream.
-        self.watches.lock().unwrap().clear();
+        self.watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
     }
     fn closed_error(&self) -> XsError {
-        XsError::Disconnected(self.why_closed.lock().unwrap().clone())
+        XsError::Disconnected(
+            self.why_closed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
     }
 }
 
@@ -195,13 +211,19 @@ impl AsyncRead for XenbusDevice {
 impl AsyncWrite for XenbusDevice {
     fn poll_write(
         self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
         buf: &[u8],
     ) -> std::task::Poll<std::io::Result<usize>> {
         use std::io::Write;
         loop {
             match self.0.get_ref().write(buf) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                // The device cannot say when it will take the message (it never reports itself
+                // writable): yield to the executor and try again on the next poll, instead of
+                // spinning on the worker thread. The caller's request timeout bounds the wait.
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    cx.waker().wake_by_ref();
+                    return std::task::Poll::Pending;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 r => return std::task::Poll::Ready(r),
             }
@@ -319,7 +341,10 @@ impl XenStore {
                         String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
                     let token =
                         String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                    let mut w = s.watches.lock().unwrap();
+                    let mut w = s
+                        .watches
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
                     if let Some(tx) = w.get(&token) {
                         if tx.send(path).is_err() {
                             w.remove(&token);
@@ -333,7 +358,12 @@ impl XenStore {
                 } else {
                     Ok(body)
                 };
-                if let Some(tx) = s.pending.lock().unwrap().remove(&req_id) {
+                if let Some(tx) = s
+                    .pending
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .remove(&req_id)
+                {
                     let _ = tx.send(reply);
                 }
             };
@@ -377,14 +407,28 @@ impl XenStore {
         }
         frame.extend_from_slice(&req.payload);
         let (rtx, rrx) = oneshot::channel();
-        self.shared.pending.lock().unwrap().insert(id, rtx);
+        self.shared
+            .pending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(id, rtx);
         if self.out.send(frame).is_err() {
-            self.shared.pending.lock().unwrap().remove(&id);
+            self.shared
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id);
             return Err(self.shared.closed_error());
         }
         // The reader may have closed between the check and the insert.
         if self.shared.closed.load(Ordering::SeqCst) {
-            if let Some(t) = self.shared.pending.lock().unwrap().remove(&id) {
+            if let Some(t) = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&id)
+            {
                 let _ = t.send(Err(self.shared.closed_error()));
             }
         }
@@ -493,7 +537,11 @@ impl XenStore {
             .insert(token.clone(), tx);
         let req = Req::new(Op::Watch, &[path.as_bytes(), token.as_bytes()], true);
         if let Err(e) = self.request(NO_TX, req).await {
-            self.shared.watches.lock().unwrap().remove(&token);
+            self.shared
+                .watches
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&token);
             return Err(e);
         }
         Ok(Watch {
@@ -527,7 +575,12 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        self.xs.shared.watches.lock().unwrap().remove(&self.token);
+        self.xs
+            .shared
+            .watches
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.token);
         let req = Req::new(
             Op::Unwatch,
             &[self.path.as_bytes(), self.token.as_bytes()],
