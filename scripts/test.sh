@@ -46,3 +46,25 @@ venv=target/py-venv
 "$venv/bin/mypy" --strict --no-error-summary crates/vdev-py/python/vdev
 # -rs: a skip says why; exit status 5 (no tests collected) fails like any other non-zero status.
 (cd crates/vdev-py/tests && "../../../$venv/bin/pytest" -q -rs -p no:cacheprovider .)
+
+# Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): each
+# target runs for a short, bounded time from its seed corpus; a crash, a leak or a timeout fails
+# the test command (libFuzzer exits non-zero and leaves the input under fuzz/artifacts/).
+command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz
+fuzz_seconds=${VDEV_FUZZ_SECONDS:-20}
+(
+    cd fuzz
+    cargo +nightly fuzz build -O
+    for t in $(cargo +nightly fuzz list); do
+        mkdir -p "corpus/$t"
+        log="../target/fuzz-$t.log"
+        if ! cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
+            -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
+            -print_final_stats=1 >"$log" 2>&1; then
+            tail -40 "$log" >&2
+            echo "fuzz: $t found a problem (input saved under fuzz/artifacts/$t)" >&2
+            exit 1
+        fi
+        echo "fuzz: $t: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') runs in ${fuzz_seconds} s, no crash"
+    done
+)

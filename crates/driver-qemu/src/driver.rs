@@ -730,7 +730,7 @@ async fn refused_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, events: &Even
 }
 
 /// The device id an event's `device`/`path` names.
-fn event_device(data: &serde_json::Value) -> Option<String> {
+pub(crate) fn event_device(data: &serde_json::Value) -> Option<String> {
     if let Some(d) = data.get("device").and_then(|d| d.as_str()) {
         return Some(d.to_owned());
     }

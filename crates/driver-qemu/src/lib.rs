@@ -10,6 +10,10 @@ mod markers;
 mod qmp;
 mod update;
 
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use config::{QemuConfig, Target, DEFAULT_REQUEST_TIMEOUT, OPTIONS, TIMEOUT_RANGE};
 pub use driver::QemuDriver;
 pub use error::QmpError;

@@ -444,6 +444,64 @@ async fn read_line<R: AsyncRead + Unpin>(
     }
 }
 
+/// One message from QEMU, classified.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    /// Blank, or a reply without an id (logged, ignored).
+    Nothing,
+    /// An asynchronous event.
+    Event { name: String, data: Value },
+    /// The reply to request `id`.
+    Reply { id: u64, reply: Reply },
+}
+
+/// Classify one line from QEMU. `Err` (the message is not JSON) ends the session.
+pub(crate) fn parse_message(msg: &[u8]) -> Result<Incoming, String> {
+    if msg.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Incoming::Nothing);
+    }
+    let v: Value = serde_json::from_slice(msg)
+        .map_err(|e| format!("QEMU sent a message that is not JSON ({e})"))?;
+    if let Some(name) = v.get("event").and_then(Value::as_str) {
+        if serde_json::from_value::<qapi::qmp::Event>(v.clone()).is_err() {
+            debug!(
+                event = name,
+                "event not in the qapi crate's schema: passed on untyped"
+            );
+        }
+        let data = v.get("data").cloned().unwrap_or_else(|| json!({}));
+        return Ok(Incoming::Event {
+            name: name.to_owned(),
+            data,
+        });
+    }
+    let Some(id) = v.get("id").and_then(Value::as_u64) else {
+        warn!(message = %String::from_utf8_lossy(msg), "QMP message without an id ignored");
+        return Ok(Incoming::Nothing);
+    };
+    let reply = if let Some(r) = v.get("return") {
+        Ok(r.clone())
+    } else if let Some(e) = v.get("error") {
+        Err(QmpError::Qemu {
+            class: e
+                .get("class")
+                .and_then(Value::as_str)
+                .unwrap_or("GenericError")
+                .to_owned(),
+            desc: e
+                .get("desc")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
+        })
+    } else {
+        Err(QmpError::Protocol(
+            "a reply with neither 'return' nor 'error'".into(),
+        ))
+    };
+    Ok(Incoming::Reply { id, reply })
+}
+
 async fn read_loop<R: AsyncRead + Unpin>(mut reader: BufReader<R>, shared: Arc<Shared>) {
     let mut line = Vec::new();
     let reason = loop {
@@ -452,54 +510,18 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: BufReader<R>, shared: Arc<S
             Ok(None) => break "QEMU closed the connection (it has probably exited)".to_owned(),
             Err(e) => break e.to_string(),
         };
-        if msg.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
         trace!(target: "vdev_driver_qemu::qmp", "<- {}", String::from_utf8_lossy(&msg));
-        let v: Value = match serde_json::from_slice(&msg) {
-            Ok(v) => v,
-            // A reply that is not JSON cannot be matched to its request: end the session so that
-            // nothing waits for a reply that will never be recognised (the next operation
+        let (id, reply) = match parse_message(&msg) {
+            // A reply that is not JSON cannot be matched to its request: end the session so
+            // that nothing waits for a reply that will never be recognised (the next operation
             // reconnects).
-            Err(e) => break format!("QEMU sent a message that is not JSON ({e})"),
-        };
-        if let Some(name) = v.get("event").and_then(Value::as_str) {
-            if serde_json::from_value::<qapi::qmp::Event>(v.clone()).is_err() {
-                debug!(
-                    event = name,
-                    "event not in the qapi crate's schema: passed on untyped"
-                );
+            Err(why) => break why,
+            Ok(Incoming::Nothing) => continue,
+            Ok(Incoming::Event { name, data }) => {
+                let _ = shared.events.send(QmpEvent::Event { name, data });
+                continue;
             }
-            let data = v.get("data").cloned().unwrap_or_else(|| json!({}));
-            let _ = shared.events.send(QmpEvent::Event {
-                name: name.to_owned(),
-                data,
-            });
-            continue;
-        }
-        let Some(id) = v.get("id").and_then(Value::as_u64) else {
-            warn!(message = %String::from_utf8_lossy(&msg), "QMP message without an id ignored");
-            continue;
-        };
-        let reply = if let Some(r) = v.get("return") {
-            Ok(r.clone())
-        } else if let Some(e) = v.get("error") {
-            Err(QmpError::Qemu {
-                class: e
-                    .get("class")
-                    .and_then(Value::as_str)
-                    .unwrap_or("GenericError")
-                    .to_owned(),
-                desc: e
-                    .get("desc")
-                    .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_owned(),
-            })
-        } else {
-            Err(QmpError::Protocol(
-                "a reply with neither 'return' nor 'error'".into(),
-            ))
+            Ok(Incoming::Reply { id, reply }) => (id, reply),
         };
         let tx = shared
             .pending

@@ -5,6 +5,9 @@ mod config;
 mod driver;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod hotplug;
 mod vbd;
 mod vif;

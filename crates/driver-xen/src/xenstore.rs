@@ -320,8 +320,7 @@ impl XenStore {
                 if let Err(e) = rd.read_exact(&mut hdr).await {
                     break format!("xenstored closed the connection ({e})");
                 }
-                let word = |i: usize| u32::from_le_bytes(hdr[i * 4..i * 4 + 4].try_into().unwrap());
-                let (ty, req_id, len) = (word(0), word(1), word(3) as usize);
+                let (ty, req_id, len) = header(&hdr);
                 if len > MAX_PAYLOAD {
                     break format!(
                         "xenstored sent a {len}-byte payload (the limit is {MAX_PAYLOAD})"
@@ -335,28 +334,20 @@ impl XenStore {
                 if ty != WATCH_EVENT && one_at_a_time {
                     a.add_permits(1);
                 }
-                if ty == WATCH_EVENT {
-                    let mut parts = body.split(|b| *b == 0);
-                    let path =
-                        String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                    let token =
-                        String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-                    let mut w = s
-                        .watches
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    if let Some(tx) = w.get(&token) {
-                        if tx.send(path).is_err() {
-                            w.remove(&token);
+                let reply = match decode_frame(ty, body) {
+                    Frame::Watch { path, token } => {
+                        let mut w = s
+                            .watches
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        if let Some(tx) = w.get(&token) {
+                            if tx.send(path).is_err() {
+                                w.remove(&token);
+                            }
                         }
+                        continue;
                     }
-                    continue;
-                }
-                let reply = if ty == ERROR {
-                    let name = String::from_utf8_lossy(&body);
-                    Err(XsError::Errno(name.trim_end_matches('\0').to_owned()))
-                } else {
-                    Ok(body)
+                    Frame::Reply(r) => r,
                 };
                 if let Some(tx) = s
                     .pending
@@ -594,6 +585,36 @@ impl Drop for Watch {
 }
 
 /// `ENOENT` becomes `None`.
+/// A message header: type, request id, payload length.
+pub(crate) fn header(hdr: &[u8; 16]) -> (u32, u32, usize) {
+    let word =
+        |i: usize| u32::from_le_bytes([hdr[i * 4], hdr[i * 4 + 1], hdr[i * 4 + 2], hdr[i * 4 + 3]]);
+    (word(0), word(1), word(3) as usize)
+}
+
+/// One message from xenstored.
+pub(crate) enum Frame {
+    /// A watch fired: the path that changed and the watch's token.
+    Watch { path: String, token: String },
+    /// The reply to a request: its payload, or the errno xenstored named.
+    Reply(Result<Vec<u8>, XsError>),
+}
+
+/// Decode a message's payload by its type.
+pub(crate) fn decode_frame(ty: u32, body: Vec<u8>) -> Frame {
+    if ty == WATCH_EVENT {
+        let mut parts = body.split(|b| *b == 0);
+        let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        let token = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
+        return Frame::Watch { path, token };
+    }
+    if ty == ERROR {
+        let name = String::from_utf8_lossy(&body);
+        return Frame::Reply(Err(XsError::Errno(name.trim_end_matches('\0').to_owned())));
+    }
+    Frame::Reply(Ok(body))
+}
+
 pub(crate) fn opt<T>(r: Result<T, XsError>) -> Result<Option<T>, XsError> {
     match r {
         Ok(v) => Ok(Some(v)),
