@@ -3,7 +3,8 @@
 
 Usage: libvirt_media.py URI DOMAIN ISO_A ISO_B RUNS
 
-Hot-plugs a SCSI CD-ROM drive holding ISO_A into DOMAIN (through libvirtd, whose URI is URI),
+Pauses DOMAIN (as the QEMU vdev is measured on runs paused: -S) and hot-plugs a SCSI CD-ROM
+drive holding ISO_A into it (through libvirtd, whose URI is URI),
 then swaps its medium between ISO_B and ISO_A RUNS times with virDomainUpdateDeviceFlags (LIVE),
 timing each call in-process, and prints one JSON object: {"median_ms": ..., "runs": RUNS}.
 The drive is detached again at the end.
@@ -29,6 +30,9 @@ def main():
     conn = libvirt.open(uri)
     dom = conn.lookupByName(name)
     live = libvirt.VIR_DOMAIN_AFFECT_LIVE
+    # Paused, as vdev's QEMU is (-S): with the firmware running, libvirt's change fails with
+    # "Tray of device ... is not open" (measured), the trap its users report.
+    dom.suspend()
     dom.attachDeviceFlags(CDROM.format(src=a), live)
     times = []
     try:
