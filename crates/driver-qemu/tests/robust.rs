@@ -379,3 +379,53 @@ async fn a_fifo_or_directory_source_is_refused_within_the_timeout() {
     }
     assert_eq!(raw.snapshot(), before);
 }
+
+/// QEMU killed in the middle of an attach: an error, not a hang; once QEMU is back at the same
+/// socket, the next operation works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_killed_during_an_attach_is_an_error_and_the_next_operation_works() {
+    if !qemu_available() {
+        return;
+    }
+    let mut vm = Vm::start(VmSpec::default());
+    let img = vm.image("k.raw", "raw");
+    let (conn, d) = open(&format!("{}?timeout=2s", vm.uri())).await;
+    conn.devices(&d, None).await.unwrap();
+    let pid = vm.pid().to_string();
+    // Stopped first, so that the attach is surely in flight when QEMU dies.
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let killer = {
+        let pid = pid.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        })
+    };
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        conn.attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[("source", img.to_str().unwrap()), ("format", "raw")]),
+        ),
+    )
+    .await
+    .expect("the attach ended instead of hanging");
+    killer.join().unwrap();
+    assert!(
+        r.is_err(),
+        "QEMU died during the attach, yet it succeeded: {r:?}"
+    );
+    vm.kill(); // reap the process
+    vm.restart();
+    let d = conn.domains().await.expect("the domain is back").remove(0);
+    let r = conn
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[("source", img.to_str().unwrap()), ("format", "raw")]),
+        )
+        .await
+        .expect("the next attach works once QEMU is back");
+    assert!(vm.raw().has_device(r.as_str()));
+}
