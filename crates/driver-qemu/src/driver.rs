@@ -924,19 +924,14 @@ impl Driver for QemuDriver {
         let entry = self.entry(domain)?;
         let session = self.session(&entry).await?;
         let id = reference.as_str();
-        let model = devices::model(&session, id).await?;
-        let actual = model.as_deref().and_then(devices::device_type_of);
-        if actual.as_ref() != Some(device_type) {
-            return Err(Error::DeviceNotFound {
+        let changes = crate::update::update(&session, &entry, device_type, id, attributes)
+            .await
+            .map_err(|e| went_away(&entry, &session, "update", e))?
+            .ok_or_else(|| Error::DeviceNotFound {
                 domain: domain.name.clone(),
                 device_type: device_type.to_string(),
                 reference: id.to_owned(),
-            });
-        }
-        let model = model.unwrap_or_default();
-        let changes = crate::update::update(&session, &entry, device_type, id, &model, attributes)
-            .await
-            .map_err(|e| went_away(&entry, &session, "update", e))?;
+            })?;
         self.inner.events.send(DeviceEvent::Updated {
             domain: entry.domain(),
             device_type: device_type.clone(),

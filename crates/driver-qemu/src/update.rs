@@ -20,42 +20,20 @@ fn ctx(e: QmpError, what: &str) -> Error {
     e.into_core(what)
 }
 
-/// The medium of CD-ROM drive `id` now: its node, from `query-block`.
-async fn current_medium(session: &Session, id: &str) -> Result<Option<String>> {
-    let blocks: Vec<qapi::qmp::BlockInfo> = session
-        .qmp
-        .execute_raw("query-block", json!({}))
-        .await
-        .and_then(|v| crate::qmp::decode("query-block", v))
-        .map_err(|e| ctx(e, "reading the drive's medium (query-block)"))?;
-    Ok(blocks
-        .into_iter()
-        .find(|b| b.qdev.as_deref().and_then(devices::qdev_id) == Some(id))
-        .and_then(|b| b.inserted?.node_name))
-}
-
-/// Change the medium of CD-ROM drive `id` (`model`): `source` (empty ejects), `format`,
-/// `force`. Open the tray, remove the medium, insert the new node, close; the old node is
-/// removed if vdev made it. Atomic: on any error the drive has its old medium, closed.
-/// Returns what changed.
+/// Change the medium of CD-ROM drive `id`: `source` (empty ejects), `format`, `force`. Open
+/// the tray, remove the medium, insert the new node, close; the old node is removed if vdev
+/// made it. Atomic: on any error the drive has its old medium, closed. Returns what changed,
+/// or `None` when the domain has no disk `id`.
+///
+/// Four round trips: the drive's model, its medium and the new medium's node together (a node
+/// made for a device that turns out not to be a CD-ROM drive is removed again); open + remove;
+/// insert + close; the old node.
 pub(crate) async fn change_medium(
     session: &Session,
     entry: &DomainEntry,
     id: &str,
-    model: &str,
     attrs: &Attributes,
-) -> Result<Attributes> {
-    if !devices::is_cdrom(model) {
-        let name = if attrs.contains("source") {
-            "source"
-        } else {
-            "format"
-        };
-        return Err(invalid(
-            name,
-            format!("disk {id} is a {model}, not a CD-ROM drive: only a CD-ROM drive (media=cdrom) takes a new medium in place; detach the disk and attach it again instead"),
-        ));
-    }
+) -> Result<Option<Attributes>> {
     let force = match attrs.get("force") {
         None => false,
         Some("true" | "on" | "yes" | "1") => true,
@@ -84,22 +62,30 @@ pub(crate) async fn change_medium(
         Some(devices::check_image(&entry.endpoint, source, format, timeout).await?)
     };
     let _op = entry.ops.lock().await;
-    let old = current_medium(session, id).await?;
-    // The new medium first: if QEMU cannot open it, nothing else has happened.
+    let mut cmds = vec![
+        (
+            "qom-get".to_owned(),
+            json!({"path": format!("/machine/peripheral/{id}"), "property": "type"}),
+        ),
+        ("query-block".to_owned(), json!({})),
+    ];
     let new = match protocol {
         Some(p) => {
             let node = format!("{}{}", markers::OWNED_PREFIX, random_hex());
             let opts =
                 devices::blockdev_options(session, &node, source, format, true, p, &Vec::new())
                     .await?;
-            session
-                .qmp
-                .execute_raw("blockdev-add", Value::Object(opts))
-                .await
-                .map_err(|e| devices::blockdev_add_error(e, source, format, true))?;
+            cmds.push(("blockdev-add".to_owned(), Value::Object(opts)));
             Some(node)
         }
         None => None,
+    };
+    let mut r = session.qmp.batch(cmds).await.into_iter();
+    let (ty, blocks) = (r.next().expect("reply"), r.next().expect("reply"));
+    let added = new.as_ref().map(|_| r.next().expect("reply"));
+    let made = match (&new, &added) {
+        (Some(n), Some(Ok(_))) => Some(n.clone()),
+        _ => None,
     };
     let drop_new = |node: Option<String>| async move {
         if let Some(n) = node {
@@ -108,6 +94,53 @@ pub(crate) async fn change_medium(
             }
         }
     };
+    let model = match ty {
+        Ok(Value::String(m)) => m,
+        Err(e) if e.class() == Some("DeviceNotFound") => {
+            drop_new(made).await;
+            return Ok(None);
+        }
+        Err(e) => {
+            drop_new(made).await;
+            return Err(ctx(e, &format!("looking up device {id}")));
+        }
+        Ok(_) => {
+            drop_new(made).await;
+            return Ok(None);
+        }
+    };
+    if devices::device_type_of(&model) != Some(DeviceType::DISK) {
+        drop_new(made).await;
+        return Ok(None);
+    }
+    if !devices::is_cdrom(&model) {
+        drop_new(made).await;
+        let name = if attrs.contains("source") {
+            "source"
+        } else {
+            "format"
+        };
+        return Err(invalid(
+            name,
+            format!("disk {id} is a {model}, not a CD-ROM drive: only a CD-ROM drive (media=cdrom) takes a new medium in place; detach the disk and attach it again instead"),
+        ));
+    }
+    if let Some(Err(e)) = added {
+        return Err(devices::blockdev_add_error(e, source, format, true));
+    }
+    let old = match blocks
+        .and_then(|v| crate::qmp::decode::<Vec<qapi::qmp::BlockInfo>>("query-block", v))
+    {
+        Ok(blocks) => blocks
+            .into_iter()
+            .find(|b| b.qdev.as_deref().and_then(devices::qdev_id) == Some(id))
+            .and_then(|b| b.inserted?.node_name),
+        Err(e) => {
+            drop_new(made).await;
+            return Err(ctx(e, "reading the drive's medium (query-block)"));
+        }
+    };
+    let new = made;
     // Open and empty the tray. Without force, QEMU asks the guest to open a locked tray and
     // answers at once: the removal then fails, and the drive keeps its medium.
     let mut r = session
@@ -183,7 +216,7 @@ pub(crate) async fn change_medium(
         changes.insert("format", format.to_owned())?;
     }
     changes.insert("tray", "closed".to_owned())?;
-    Ok(changes)
+    Ok(Some(changes))
 }
 
 fn random_hex() -> String {
@@ -247,18 +280,20 @@ pub(crate) async fn set_link(
     Ok(changes)
 }
 
-/// Update device `id` of `device_type` (model `model`).
+/// Update device `id` of `device_type`: `None` when the domain has no such device.
 pub(crate) async fn update(
     session: &Session,
     entry: &DomainEntry,
     device_type: &DeviceType,
     id: &str,
-    model: &str,
     attrs: &Attributes,
-) -> Result<Attributes> {
+) -> Result<Option<Attributes>> {
     if *device_type == DeviceType::DISK {
-        change_medium(session, entry, id, model, attrs).await
-    } else {
-        set_link(session, entry, id, attrs).await
+        return change_medium(session, entry, id, attrs).await;
     }
+    let model = devices::model(session, id).await?;
+    if model.as_deref().and_then(devices::device_type_of).as_ref() != Some(device_type) {
+        return Ok(None);
+    }
+    set_link(session, entry, id, attrs).await.map(Some)
 }
