@@ -463,7 +463,11 @@ pub(crate) fn parse_message(msg: &[u8]) -> Result<Incoming, String> {
     let v: Value = serde_json::from_slice(msg)
         .map_err(|e| format!("QEMU sent a message that is not JSON ({e})"))?;
     if let Some(name) = v.get("event").and_then(Value::as_str) {
-        if serde_json::from_value::<qapi::qmp::Event>(v.clone()).is_err() {
+        // Typing every event through qapi's schema only to log the unknown ones is costly (a
+        // clone and a large enum): only when that log is wanted.
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && serde_json::from_value::<qapi::qmp::Event>(v.clone()).is_err()
+        {
             debug!(
                 event = name,
                 "event not in the qapi crate's schema: passed on untyped"
