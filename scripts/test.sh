@@ -50,6 +50,10 @@ venv=target/py-venv
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): each
 # target runs for a short, bounded time from its seed corpus; a crash, a leak or a timeout fails
 # the test command (libFuzzer exits non-zero and leaves the input under fuzz/artifacts/).
+if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "test.sh: the fuzz targets need the nightly toolchain beside stable (rustup toolchain list shows none)" >&2
+    exit 1
+fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz
 fuzz_seconds=${VDEV_FUZZ_SECONDS:-20}
 (
