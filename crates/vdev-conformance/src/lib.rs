@@ -22,6 +22,7 @@
 //! live in the test-only member that itself depends on every driver.
 #![deny(missing_docs)]
 
+pub mod sshd;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

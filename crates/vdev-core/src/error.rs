@@ -161,6 +161,19 @@ pub enum Error {
         reference: String,
     },
 
+    /// The remote host of a `+ssh` URI could not be reached or used: ssh refused the host key or
+    /// the login, the connection dropped, or something the host needs is missing. `message`
+    /// carries ssh's own words and what to do; `kind` is what to branch on.
+    #[error("remote host {host}: {message}")]
+    Remote {
+        /// The destination (`user@host:port`).
+        host: String,
+        /// What kind of failure it is.
+        kind: RemoteErrorKind,
+        /// What happened (ssh's own message included) and what to do.
+        message: String,
+    },
+
     /// The hypervisor or its control channel failed. `source` holds the original error.
     #[error("{driver} driver: {message}")]
     Backend {
@@ -172,6 +185,48 @@ pub enum Error {
         #[source]
         source: Option<BoxError>,
     },
+}
+
+/// What kind of failure an [`Error::Remote`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum RemoteErrorKind {
+    /// The host did not answer: a wrong name or port, no sshd, a network failure or no login
+    /// within the connect timeout.
+    Unreachable,
+    /// The host's key is unknown (and `no_verify` was not given) or has changed.
+    HostKey,
+    /// The login was refused: no key the host accepts.
+    Authentication,
+    /// The ssh connection closed while in use. The next operation reconnects.
+    Disconnected,
+    /// The remote host lacks a program the operation needs; the message names the package.
+    MissingProgram,
+    /// The remote sshd refused what vdev asked of it (such as forwarding a unix socket).
+    Refused,
+    /// The local ssh program could not be run.
+    LocalProgram,
+}
+
+impl RemoteErrorKind {
+    /// A short stable name (`host-key`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteErrorKind::Unreachable => "unreachable",
+            RemoteErrorKind::HostKey => "host-key",
+            RemoteErrorKind::Authentication => "authentication",
+            RemoteErrorKind::Disconnected => "disconnected",
+            RemoteErrorKind::MissingProgram => "missing-program",
+            RemoteErrorKind::Refused => "refused",
+            RemoteErrorKind::LocalProgram => "local-program",
+        }
+    }
+}
+
+impl std::fmt::Display for RemoteErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 fn list_or_none(v: &[String]) -> String {
@@ -231,6 +286,7 @@ impl Error {
             Error::RemovalPending { .. } => "removal-pending",
             Error::RemovalRefused { .. } => "removal-refused",
             Error::DeviceBusy { .. } => "device-busy",
+            Error::Remote { .. } => "remote",
             Error::Backend { .. } => "backend",
         }
     }
@@ -251,6 +307,7 @@ impl Error {
         "removal-pending",
         "removal-refused",
         "device-busy",
+        "remote",
         "backend",
     ];
 

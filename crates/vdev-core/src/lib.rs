@@ -36,13 +36,14 @@ mod driver;
 mod error;
 mod events;
 mod registry;
+pub mod remote;
 mod types;
 mod uri;
 
 pub use attributes::{AttrName, AttrValue, Attributes};
 pub use connection::{connect, connect_readonly, Connection};
 pub use driver::{Capabilities, Driver, EventStream};
-pub use error::{BoxError, Error, Result};
+pub use error::{BoxError, Error, RemoteErrorKind, Result};
 pub use events::{events_lost, EventHub};
 pub use registry::{
     check_registry, drivers, registered_schemes, DriverInfo, DriverRegistration, OpenFn,

@@ -1,0 +1,1100 @@
+//! Remote hosts: the one place where a URI's transport becomes a byte stream to a unix socket on
+//! the hypervisor's host, and commands run there. Drivers never speak ssh themselves: they take a
+//! [`Host`] and call [`Host::connect_unix`] and [`Host::run`]; a new driver gets remote hosts for
+//! free. Design: `docs/design/0011-remote-hosts.md`.
+//!
+//! `DRIVER+ssh://[user@]host[:port]/...` runs the system OpenSSH client once per connection:
+//!
+//! - one `ssh` process, one handshake, started in batch mode (never a prompt) with strict host
+//!   key checking, as the master of a private control socket;
+//! - its session runs `/bin/sh` on the remote host as a small command loop (the *agent*: POSIX
+//!   shell builtins only, nothing from vdev installed there): [`Host::run`] sends a script and
+//!   reads its exit status, stdout and stderr, with no new process or handshake per call;
+//! - a remote unix socket is reached through OpenSSH's own unix-socket forwarding, added to the
+//!   running master once per socket (`ssh -O forward -L LOCAL:REMOTE`): every stream is then a
+//!   channel of the same connection, and the remote host needs nothing but sshd.
+//!
+//! When the ssh connection drops, the calls in flight fail (an [`Error::Remote`] of kind
+//! [`RemoteErrorKind::Disconnected`], or a timeout) and the next call starts a new one.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+use tokio::process::{Child, ChildStdin, ChildStdout};
+use tracing::{debug, trace};
+
+use crate::error::{Error, RemoteErrorKind, Result};
+use crate::uri::ConnectUri;
+
+/// The URI options of the `+ssh` transport, which every driver that offers it accepts beside its
+/// own (see [`SshTarget::from_uri`]).
+pub const SSH_OPTIONS: &[&str] = &["keyfile", "known_hosts", "no_verify", "command"];
+
+/// The environment variables passed to `ssh` (every other one is removed): what finds the user's
+/// configuration, keys, agent and Kerberos credentials.
+const ENV_ALLOW: &[&str] = &[
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "PATH",
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TMPDIR",
+    "XDG_RUNTIME_DIR",
+    "SSH_AUTH_SOCK",
+    "SSH_ASKPASS",
+    "SSH_ASKPASS_REQUIRE",
+    "DISPLAY",
+    "KRB5CCNAME",
+    "KRB5_CONFIG",
+    "KRB5_KTNAME",
+    "SSH_SK_PROVIDER",
+];
+
+/// The most output one [`Host::run`] call may return.
+const MAX_OUTPUT: usize = 16 << 20;
+
+/// Where and how to reach a remote host with OpenSSH, from a `DRIVER+ssh://` URI.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SshTarget {
+    /// The login name (`user@`), or the user's ssh configuration's default.
+    pub user: Option<String>,
+    /// The host name or address (IPv6 without brackets).
+    pub host: String,
+    /// The port, or the ssh configuration's default (22).
+    pub port: Option<u16>,
+    /// `keyfile=PATH`: the private key to log in with (`ssh -i PATH`, only that key).
+    pub keyfile: Option<PathBuf>,
+    /// `known_hosts=PATH`: the known-hosts file to check the host key against.
+    pub known_hosts: Option<PathBuf>,
+    /// `no_verify=1`: accept an unknown host key on first contact and record it (OpenSSH's
+    /// `StrictHostKeyChecking=accept-new`); a *changed* key is still refused.
+    pub no_verify: bool,
+    /// `command=PATH`: the local ssh program (default `ssh`, found in `PATH`).
+    pub command: PathBuf,
+    /// The bound on logging in, from the driver's timeout.
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for SshTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SshTarget({})", self.destination())
+    }
+}
+
+impl SshTarget {
+    /// Read the ssh part of a `DRIVER+ssh://[user@]host[:port]/...` URI: its user, host, port and
+    /// the options in [`SSH_OPTIONS`] (the driver checks that no other option is given). A host
+    /// or user that `ssh` could read as an option (a leading `-`) or that holds anything but the
+    /// characters of host and user names is refused here, before anything runs.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use vdev_core::{remote::SshTarget, ConnectUri};
+    /// let u = ConnectUri::parse("qemu+ssh://root@vmhost:2222/run/vm.qmp?no_verify=1")?;
+    /// let t = SshTarget::from_uri(&u, Duration::from_secs(10))?;
+    /// assert_eq!(t.destination(), "root@vmhost:2222");
+    /// assert!(t.no_verify);
+    /// let bad = ConnectUri::parse("qemu+ssh://-oProxyCommand=touch%20x/run/vm.qmp")?;
+    /// assert!(SshTarget::from_uri(&bad, Duration::from_secs(10)).is_err());
+    /// # Ok::<(), vdev_core::Error>(())
+    /// ```
+    pub fn from_uri(uri: &ConnectUri, connect_timeout: Duration) -> Result<Self> {
+        let host = uri
+            .host()
+            .map(|h| h.trim_start_matches('[').trim_end_matches(']').to_owned())
+            .ok_or_else(|| {
+                uri.invalid(format!(
+                    "{}+ssh:// needs a host: write {}+ssh://[USER@]HOST[:PORT]/...",
+                    uri.driver(),
+                    uri.driver()
+                ))
+            })?;
+        let host = percent_decoded(&host);
+        check_name(uri, "host", &host, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':')
+        })?;
+        let user = uri.user().map(percent_decoded);
+        if let Some(u) = &user {
+            check_name(uri, "user", u, |c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '$')
+            })?;
+        }
+        let path_option = |name: &str| -> Result<Option<PathBuf>> {
+            let Some(v) = uri.option(name) else {
+                return Ok(None);
+            };
+            if v.is_empty()
+                || v.chars().any(|c| {
+                    c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\' | '%')
+                })
+            {
+                return Err(uri.invalid(format!(
+                    "{name}={v:?} must be a non-empty path without spaces, quotes, backslashes or '%' (OpenSSH would read them)"
+                )));
+            }
+            Ok(Some(PathBuf::from(v)))
+        };
+        let keyfile = path_option("keyfile")?;
+        if let Some(k) = &keyfile {
+            if !k.is_file() {
+                return Err(uri.invalid(format!(
+                    "keyfile={}: no such file here; give the path of the private key to log in with",
+                    k.display()
+                )));
+            }
+        }
+        let known_hosts = path_option("known_hosts")?;
+        let no_verify = match uri.option("no_verify") {
+            None | Some("0") | Some("false") | Some("no") => false,
+            Some("" | "1" | "true" | "yes") => true,
+            Some(v) => {
+                return Err(uri.invalid(format!(
+                    "no_verify={v} is not a boolean; write no_verify=1 to accept an unknown host key on first contact"
+                )))
+            }
+        };
+        let command = match uri.option("command") {
+            None => PathBuf::from("ssh"),
+            Some(c) if !c.is_empty() && !c.starts_with('-') && !c.chars().any(char::is_control) => {
+                PathBuf::from(c)
+            }
+            Some(c) => {
+                return Err(uri.invalid(format!(
+                    "command={c:?} must name the local ssh program, e.g. command=/usr/bin/ssh"
+                )))
+            }
+        };
+        Ok(SshTarget {
+            user,
+            host,
+            port: uri.port(),
+            keyfile,
+            known_hosts,
+            no_verify,
+            command,
+            connect_timeout,
+        })
+    }
+
+    /// `user@host:port` as given, for messages.
+    pub fn destination(&self) -> String {
+        let mut s = String::new();
+        if let Some(u) = &self.user {
+            s.push_str(u);
+            s.push('@');
+        }
+        if self.host.contains(':') {
+            s.push_str(&format!("[{}]", self.host));
+        } else {
+            s.push_str(&self.host);
+        }
+        if let Some(p) = self.port {
+            s.push_str(&format!(":{p}"));
+        }
+        s
+    }
+
+    /// The arguments of the master `ssh` (without the remote command). Nothing from the URI
+    /// becomes free-form `-o` text: each option is one fixed keyword with a checked value, and
+    /// the destination follows `--`.
+    fn args(&self, control: &Path) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::new();
+        let mut o = |s: String| {
+            a.push("-o".into());
+            a.push(s.into());
+        };
+        o("BatchMode=yes".into());
+        o(format!(
+            "StrictHostKeyChecking={}",
+            if self.no_verify { "accept-new" } else { "yes" }
+        ));
+        o("ControlMaster=yes".into());
+        o(format!("ControlPath={}", control.display()));
+        o("ControlPersist=no".into());
+        o(format!(
+            "ConnectTimeout={}",
+            self.connect_timeout.as_secs_f64().ceil().max(1.0) as u64
+        ));
+        o("PermitLocalCommand=no".into());
+        o("ForwardAgent=no".into());
+        o("ForwardX11=no".into());
+        o("StreamLocalBindUnlink=yes".into());
+        if let Some(k) = &self.known_hosts {
+            o(format!("UserKnownHostsFile={}", k.display()));
+        }
+        if let Some(k) = &self.keyfile {
+            o("IdentitiesOnly=yes".into());
+            a.push("-i".into());
+            a.push(k.as_os_str().into());
+        }
+        a.extend(["-T".into(), "-e".into(), "none".into()]);
+        if let Some(p) = self.port {
+            a.push("-p".into());
+            a.push(p.to_string().into());
+        }
+        if let Some(u) = &self.user {
+            a.push("-l".into());
+            a.push(u.into());
+        }
+        a.push("--".into());
+        a.push(self.host.clone().into());
+        a
+    }
+}
+
+fn percent_decoded(s: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn check_name(uri: &ConnectUri, what: &str, v: &str, ok: impl Fn(char) -> bool) -> Result<()> {
+    if v.is_empty() || v.starts_with('-') || !v.chars().all(ok) {
+        return Err(uri.invalid(format!(
+            "the {what} {v:?} is refused: a {what} must not begin with '-' and may hold only letters, digits and . - _{}; ssh would read anything else as an option or a shell word",
+            if what == "host" { " :" } else { " $" }
+        )));
+    }
+    Ok(())
+}
+
+/// Quote `s` as one word for a POSIX shell (`'...'`, with `'` written `'\''`).
+///
+/// ```
+/// assert_eq!(vdev_core::remote::sh_quote("it's"), r#"'it'\''s'"#);
+/// ```
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// What a command run by [`Host::run`] left behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOutput {
+    /// Its exit status (128+N when killed by signal N, as the shell reports it).
+    pub status: i32,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error, as text.
+    pub stderr: String,
+}
+
+impl RunOutput {
+    /// Whether it exited with status 0.
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+
+    /// Standard output as text (lossy), without a trailing newline.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout)
+            .trim_end_matches('\n')
+            .to_owned()
+    }
+}
+
+/// Whether a socket path on the host can be used, as seen there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketState {
+    /// A unix socket this user may connect to.
+    Ready,
+    /// Nothing is at the path.
+    Missing,
+    /// Something that is not a socket is at the path.
+    NotSocket,
+    /// A socket this user may not connect to.
+    Denied,
+}
+
+/// Where a driver's hypervisor runs: this machine, or a remote host reached with OpenSSH.
+/// Cheap to clone; the clones share one ssh connection.
+#[derive(Clone, Debug)]
+pub enum Host {
+    /// This machine.
+    Local,
+    /// A remote host over ssh.
+    Ssh(Arc<SshHost>),
+}
+
+impl Host {
+    /// The host of `uri`: [`Host::Ssh`] for the `+ssh` transport (nothing is started until the
+    /// first call), [`Host::Local`] otherwise.
+    pub fn from_uri(uri: &ConnectUri, connect_timeout: Duration) -> Result<Host> {
+        match uri.transport() {
+            Some("ssh") => Ok(Host::ssh(SshTarget::from_uri(uri, connect_timeout)?)),
+            _ => Ok(Host::Local),
+        }
+    }
+
+    /// A remote host reached with `target`.
+    pub fn ssh(target: SshTarget) -> Host {
+        Host::Ssh(Arc::new(SshHost {
+            target,
+            session: tokio::sync::Mutex::new(None),
+        }))
+    }
+
+    /// Whether this is this machine.
+    pub fn is_local(&self) -> bool {
+        matches!(self, Host::Local)
+    }
+
+    /// The host's name for messages: `this machine`, or `user@host:port`.
+    pub fn name(&self) -> String {
+        match self {
+            Host::Local => "this machine".into(),
+            Host::Ssh(s) => s.target.destination(),
+        }
+    }
+
+    /// Open the ssh connection now (it is otherwise opened by the first call), so that a bad
+    /// host, key or login is reported at connect time. Nothing to do for [`Host::Local`].
+    pub async fn ensure_connected(&self) -> Result<()> {
+        match self {
+            Host::Local => Ok(()),
+            Host::Ssh(s) => s.session().await.map(|_| ()),
+        }
+    }
+
+    /// Connect to the unix socket at `path` on the host. The outer error is the transport's (ssh
+    /// could not be reached); the inner one is the socket's, as `connect(2)` would report it
+    /// (`NotFound`, `PermissionDenied`, ...), so drivers handle both hosts alike.
+    pub async fn connect_unix(&self, path: &Path) -> Result<std::io::Result<UnixStream>> {
+        match self {
+            Host::Local => Ok(UnixStream::connect(path).await),
+            Host::Ssh(s) => s.connect_unix(path).await,
+        }
+    }
+
+    /// What is at `path` on the host (one round trip for a remote host).
+    pub async fn socket_state(&self, path: &Path, timeout: Duration) -> Result<SocketState> {
+        match self {
+            Host::Local => Ok(local_socket_state(path)),
+            Host::Ssh(s) => {
+                let session = s.session().await?;
+                session.socket_state(path, timeout).await
+            }
+        }
+    }
+
+    /// Run `script` with `/bin/sh` on the host (stdin empty) and wait at most `timeout`; its
+    /// exit status and output, whatever the status. On a remote host it runs in the agent
+    /// loop of the connection's ssh session: no new ssh process or login.
+    pub async fn run(&self, script: &str, timeout: Duration) -> Result<RunOutput> {
+        match self {
+            Host::Local => run_local(script, timeout).await,
+            Host::Ssh(s) => {
+                let session = s.session().await?;
+                session.request(script, false, timeout).await
+            }
+        }
+    }
+
+    /// Run `script` in the agent's own shell rather than a subshell, so that what it does to
+    /// the shell (open a file descriptor, for instance to hold a lock) stays until a later call
+    /// undoes it. For [`Host::Local`] this is [`Host::run`]. Scripts must not `exit`.
+    pub async fn run_in_session(&self, script: &str, timeout: Duration) -> Result<RunOutput> {
+        match self {
+            Host::Local => run_local(script, timeout).await,
+            Host::Ssh(s) => {
+                let session = s.session().await?;
+                session.request(script, true, timeout).await
+            }
+        }
+    }
+
+    /// An identity of the current ssh session (it changes when the connection was re-opened),
+    /// or 0 for [`Host::Local`]: lets a caller tell whether session state it set up (such as a
+    /// lock held by [`Host::run_in_session`]) is still there.
+    pub async fn session_id(&self) -> u64 {
+        match self {
+            Host::Local => 0,
+            Host::Ssh(s) => s
+                .session
+                .lock()
+                .await
+                .as_ref()
+                .filter(|x| x.is_alive())
+                .map(|x| x.id)
+                .unwrap_or(0),
+        }
+    }
+
+    /// Close the ssh connection (if any); the next call opens a new one.
+    pub async fn disconnect(&self) {
+        if let Host::Ssh(s) = self {
+            if let Some(session) = s.session.lock().await.take() {
+                session.kill();
+            }
+        }
+    }
+}
+
+fn local_socket_state(path: &Path) -> SocketState {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::metadata(path) {
+        Err(_) => SocketState::Missing,
+        Ok(m) if !m.file_type().is_socket() => SocketState::NotSocket,
+        Ok(_) => SocketState::Ready,
+    }
+}
+
+async fn run_local(script: &str, timeout: Duration) -> Result<RunOutput> {
+    let mut cmd = tokio::process::Command::new("/bin/sh");
+    cmd.arg("-c")
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(timeout, cmd.output())
+        .await
+        .map_err(|_| Error::Timeout {
+            operation: "a command on this machine".into(),
+            after: timeout,
+        })?
+        .map_err(|e| Error::backend_with("", "cannot run /bin/sh", e))?;
+    use std::os::unix::process::ExitStatusExt;
+    let status = out
+        .status
+        .code()
+        .or_else(|| out.status.signal().map(|s| 128 + s))
+        .unwrap_or(-1);
+    Ok(RunOutput {
+        status,
+        stdout: out.stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
+/// A remote host reached with OpenSSH: the target and its current ssh session.
+pub struct SshHost {
+    target: SshTarget,
+    session: tokio::sync::Mutex<Option<Arc<Session>>>,
+}
+
+impl fmt::Debug for SshHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SshHost({})", self.target.destination())
+    }
+}
+
+impl SshHost {
+    /// The target.
+    pub fn target(&self) -> &SshTarget {
+        &self.target
+    }
+
+    /// The live session, (re)connecting when there is none or it died.
+    async fn session(&self) -> Result<Arc<Session>> {
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.as_ref() {
+            if s.is_alive() {
+                return Ok(s.clone());
+            }
+            debug!(host = %self.target.destination(), "ssh connection lost; reconnecting");
+            s.kill();
+        }
+        *slot = None;
+        let s = Arc::new(Session::start(&self.target).await?);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    async fn connect_unix(&self, path: &Path) -> Result<std::io::Result<UnixStream>> {
+        let session = self.session().await?;
+        let local = match session.forward(path).await? {
+            Ok(l) => l,
+            Err(e) => return Ok(Err(e)),
+        };
+        Ok(UnixStream::connect(&local).await)
+    }
+}
+
+/// The agent: a POSIX shell loop on the remote host, run by the master's session. A request is
+/// a token line, the script's lines, and the token line again; the answer is the script's stdout,
+/// a line `TOKEN STATUS`, its stderr and a line `TOKEN end`. Tokens are random, so no output can
+/// imitate them. Requests whose token starts with `M` run in the loop's own shell, others in a
+/// subshell. Only builtins run between requests: an exec costs much on a slow host.
+const AGENT: &str = r#"umask 077
+__vdev_e=$(mktemp 2>/dev/null) || __vdev_e=/tmp/vdev-agent.$$
+trap 'rm -f "$__vdev_e"' EXIT
+printf '\nVDEV-AGENT-1 READY\n'
+while IFS= read -r __vdev_t; do
+  __vdev_s=
+  while IFS= read -r __vdev_l; do
+    [ "$__vdev_l" = "$__vdev_t" ] && break
+    __vdev_s="$__vdev_s$__vdev_l
+"
+  done
+  case $__vdev_t in
+  M*) eval "$__vdev_s" </dev/null 2>"$__vdev_e"; __vdev_r=$? ;;
+  *) (eval "$__vdev_s") </dev/null 2>"$__vdev_e"; __vdev_r=$? ;;
+  esac
+  printf '\n%s %d\n' "$__vdev_t" "$__vdev_r"
+  while IFS= read -r __vdev_l || [ -n "$__vdev_l" ]; do printf '%s\n' "$__vdev_l"; done <"$__vdev_e"
+  printf '%s end\n' "$__vdev_t"
+done
+"#;
+
+static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// One ssh connection: the master process, its control socket, the agent on its stdio, and the
+/// unix-socket forwards added so far.
+struct Session {
+    id: u64,
+    target: SshTarget,
+    dir: tempfile::TempDir,
+    control: PathBuf,
+    child: Mutex<Child>,
+    agent: tokio::sync::Mutex<Agent>,
+    broken: AtomicBool,
+    forwards: tokio::sync::Mutex<HashMap<PathBuf, PathBuf>>,
+    next_forward: AtomicU32,
+    stderr: Arc<Mutex<String>>,
+}
+
+struct Agent {
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A short folder for the control socket and the forwards (unix socket paths are limited to 107
+/// bytes).
+fn socket_dir() -> std::io::Result<tempfile::TempDir> {
+    let base = std::env::temp_dir();
+    let base = if base.as_os_str().len() > 60 {
+        PathBuf::from("/tmp")
+    } else {
+        base
+    };
+    tempfile::Builder::new()
+        .prefix("vdev-ssh-")
+        .tempdir_in(base)
+}
+
+impl Session {
+    async fn start(target: &SshTarget) -> Result<Session> {
+        let dest = target.destination();
+        let remote = |kind, message: String| Error::Remote {
+            host: dest.clone(),
+            kind,
+            message,
+        };
+        let dir = socket_dir().map_err(|e| {
+            remote(
+                RemoteErrorKind::LocalProgram,
+                format!("cannot make a private folder for the ssh control socket: {e}"),
+            )
+        })?;
+        let control = dir.path().join("c");
+        let mut cmd = tokio::process::Command::new(&target.command);
+        cmd.args(target.args(&control)).arg("/bin/sh");
+        cmd.env_clear();
+        for k in ENV_ALLOW {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        debug!(host = %dest, command = ?target.command, "starting ssh");
+        let mut child = cmd.spawn().map_err(|e| {
+            remote(
+                RemoteErrorKind::LocalProgram,
+                format!(
+                    "cannot run the ssh program '{}': {e}; install openssh-client, or give command=PATH",
+                    target.command.display()
+                ),
+            )
+        })?;
+        let stderr = Arc::new(Mutex::new(String::new()));
+        if let Some(err) = child.stderr.take() {
+            tokio::spawn(collect_stderr(err, stderr.clone(), dest.clone()));
+        }
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let session = Session {
+            id: SESSIONS.fetch_add(1, Ordering::Relaxed),
+            target: target.clone(),
+            dir,
+            control,
+            child: Mutex::new(child),
+            agent: tokio::sync::Mutex::new(Agent {
+                stdin: {
+                    // ssh keeps this until the session channel is open.
+                    let _ = stdin.write_all(AGENT.as_bytes()).await;
+                    let _ = stdin.flush().await;
+                    stdin
+                },
+                stdout,
+            }),
+            broken: AtomicBool::new(false),
+            forwards: tokio::sync::Mutex::new(HashMap::new()),
+            next_forward: AtomicU32::new(0),
+            stderr,
+        };
+        let ready = async {
+            let mut agent = session.agent.lock().await;
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match agent.stdout.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(_) if line.starts_with(b"VDEV-AGENT-1 READY") => return true,
+                    // A login script may print something first.
+                    Ok(_) => {
+                        trace!(host = %dest, line = %String::from_utf8_lossy(&line).trim_end(), "ssh: before the agent")
+                    }
+                }
+            }
+        };
+        match tokio::time::timeout(target.connect_timeout, ready).await {
+            Ok(true) => {
+                debug!(host = %dest, "ssh connected");
+                Ok(session)
+            }
+            Ok(false) => {
+                // ssh ended: wait briefly for its last words.
+                let status = session.wait_exit(Duration::from_secs(2)).await;
+                Err(session.login_error(status))
+            }
+            Err(_) => {
+                session.kill();
+                Err(remote(
+                    RemoteErrorKind::Unreachable,
+                    format!(
+                        "no ssh login within {}{}; check that the host is up and its sshd listens on that port, or raise timeout=",
+                        humantime::format_duration(target.connect_timeout),
+                        session.ssh_said()
+                    ),
+                ))
+            }
+        }
+    }
+
+    fn is_alive(&self) -> bool {
+        if self.broken.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut c = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        matches!(c.try_wait(), Ok(None))
+    }
+
+    fn kill(&self) {
+        self.broken.store(true, Ordering::Release);
+        let mut c = self.child.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = c.start_kill();
+    }
+
+    async fn wait_exit(&self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let exited = self
+                .child
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .try_wait();
+            if let Ok(Some(s)) = exited {
+                // Let the stderr collector catch up with the last lines.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return Some(s);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// `; ssh said: ...` with ssh's last words, or nothing.
+    fn ssh_said(&self) -> String {
+        let s = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let s = s.trim();
+        if s.is_empty() {
+            String::new()
+        } else {
+            format!("; ssh said: {s}")
+        }
+    }
+
+    /// The error for an ssh that ended before the agent greeted: classified from ssh's own
+    /// message, with what to do.
+    fn login_error(&self, status: Option<std::process::ExitStatus>) -> Error {
+        let said = self
+            .stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (kind, todo) = classify(&said, &self.target);
+        let status = status
+            .and_then(|s| s.code())
+            .map(|c| format!(" (exit status {c})"))
+            .unwrap_or_default();
+        Error::Remote {
+            host: self.target.destination(),
+            kind,
+            message: format!(
+                "ssh could not open a session{status}{}; {todo}",
+                self.ssh_said()
+            ),
+        }
+    }
+
+    /// The error for a connection that ended while in use.
+    fn lost(&self, doing: &str) -> Error {
+        self.kill();
+        Error::Remote {
+            host: self.target.destination(),
+            kind: RemoteErrorKind::Disconnected,
+            message: format!(
+                "the ssh connection closed while {doing}{}; the next operation reconnects",
+                self.ssh_said()
+            ),
+        }
+    }
+
+    /// Run one request in the agent.
+    async fn request(&self, script: &str, main: bool, timeout: Duration) -> Result<RunOutput> {
+        let doing = "running a command on the host";
+        let work = async {
+            let mut agent = self.agent.lock().await;
+            if !self.is_alive() {
+                return Err(self.lost(doing));
+            }
+            let token = format!(
+                "{}{:016x}{:016x}",
+                if main { 'M' } else { 'S' },
+                rand::random::<u64>(),
+                rand::random::<u64>()
+            );
+            let mut msg = String::with_capacity(script.len() + 80);
+            msg.push_str(&token);
+            msg.push('\n');
+            msg.push_str(script);
+            if !script.ends_with('\n') {
+                msg.push('\n');
+            }
+            msg.push_str(&token);
+            msg.push('\n');
+            trace!(target: "vdev::ssh", host = %self.target.destination(), %script, "agent request");
+            if agent.stdin.write_all(msg.as_bytes()).await.is_err()
+                || agent.stdin.flush().await.is_err()
+            {
+                return Err(self.lost(doing));
+            }
+            let status_prefix = format!("{token} ");
+            let end = format!("{token} end\n");
+            let mut stdout = Vec::new();
+            let mut line = Vec::new();
+            let status = loop {
+                line.clear();
+                match agent.stdout.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => return Err(self.lost(doing)),
+                    Ok(_) => {}
+                }
+                if let Some(rest) = line.strip_prefix(status_prefix.as_bytes()) {
+                    if let Some(code) = std::str::from_utf8(rest)
+                        .ok()
+                        .and_then(|r| r.trim_end().parse::<i32>().ok())
+                    {
+                        break code;
+                    }
+                }
+                stdout.extend_from_slice(&line);
+                if stdout.len() > MAX_OUTPUT {
+                    self.kill();
+                    return Err(Error::Remote {
+                        host: self.target.destination(),
+                        kind: RemoteErrorKind::Disconnected,
+                        message: format!("a command printed more than {MAX_OUTPUT} bytes; the connection was closed"),
+                    });
+                }
+            };
+            // The agent printed a newline before the status line.
+            if stdout.last() == Some(&b'\n') {
+                stdout.pop();
+            }
+            let mut stderr = Vec::new();
+            loop {
+                line.clear();
+                match agent.stdout.read_until(b'\n', &mut line).await {
+                    Ok(0) | Err(_) => return Err(self.lost(doing)),
+                    Ok(_) if line == end.as_bytes() => break,
+                    Ok(_) => stderr.extend_from_slice(&line),
+                }
+            }
+            let out = RunOutput {
+                status,
+                stdout,
+                stderr: String::from_utf8_lossy(&stderr).into_owned(),
+            };
+            trace!(target: "vdev::ssh", host = %self.target.destination(), status, stdout = %String::from_utf8_lossy(&out.stdout), stderr = %out.stderr, "agent reply");
+            Ok(out)
+        };
+        match tokio::time::timeout(timeout, work).await {
+            Ok(r) => r,
+            Err(_) => {
+                // The agent is somewhere in the middle of the script: this session cannot be
+                // trusted any more. The next call reconnects.
+                self.kill();
+                Err(Error::Timeout {
+                    operation: format!("a command on {}", self.target.destination()),
+                    after: timeout,
+                })
+            }
+        }
+    }
+
+    async fn socket_state(&self, path: &Path, timeout: Duration) -> Result<SocketState> {
+        let p = sh_quote(&path.to_string_lossy());
+        let out = self
+            .request(
+                &format!(
+                    "p={p}; if [ -S \"$p\" ]; then if [ -r \"$p\" ] && [ -w \"$p\" ]; then echo ready; else echo denied; fi; elif [ -e \"$p\" ]; then echo other; else echo missing; fi"
+                ),
+                false,
+                timeout,
+            )
+            .await?;
+        Ok(match out.text().as_str() {
+            "ready" => SocketState::Ready,
+            "denied" => SocketState::Denied,
+            "other" => SocketState::NotSocket,
+            _ => SocketState::Missing,
+        })
+    }
+
+    /// The local end of the forward to `remote` (added on first use). The inner error says why
+    /// the remote socket cannot be used.
+    async fn forward(&self, remote: &Path) -> Result<std::io::Result<PathBuf>> {
+        let mut forwards = self.forwards.lock().await;
+        if let Some(l) = forwards.get(remote) {
+            return Ok(Ok(l.clone()));
+        }
+        let r = remote.to_string_lossy();
+        if r.contains([':', '%', '[', ']']) || r.contains("${") || r.chars().any(char::is_control) {
+            return Ok(Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("the remote socket path {r} holds ':', '%', '[', ']', '${{' or a control character, which OpenSSH's forwarding cannot carry; move or link the socket to a plain path"),
+            )));
+        }
+        let host = self.target.destination();
+        match self
+            .socket_state(remote, self.target.connect_timeout)
+            .await?
+        {
+            SocketState::Ready => {}
+            SocketState::Missing => {
+                return Ok(Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("no such socket on {host}"),
+                )))
+            }
+            SocketState::NotSocket => {
+                return Ok(Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    format!("not a unix socket on {host}"),
+                )))
+            }
+            SocketState::Denied => {
+                return Ok(Err(std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!("the login user on {host} may not connect to it"),
+                )))
+            }
+        }
+        let n = self.next_forward.fetch_add(1, Ordering::Relaxed);
+        let local = self.dir.path().join(format!("f{n}"));
+        let mut spec = OsString::from(local.as_os_str());
+        spec.push(":");
+        spec.push(remote.as_os_str());
+        let mut cmd = tokio::process::Command::new(&self.target.command);
+        cmd.arg("-o")
+            .arg(format!("ControlPath={}", self.control.display()))
+            .args(["-O", "forward", "-L"])
+            .arg(&spec)
+            .arg("--")
+            .arg(&self.target.host)
+            .env_clear()
+            .envs(
+                ENV_ALLOW
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        let out = tokio::time::timeout(self.target.connect_timeout, cmd.output()).await;
+        let failed = |why: String| {
+            Error::Remote {
+            host: host.clone(),
+            kind: RemoteErrorKind::Refused,
+            message: format!(
+                "ssh could not forward {r}: {why}; the host's sshd must allow unix-socket forwarding (AllowStreamLocalForwarding yes, DisableForwarding no)"
+            ),
+        }
+        };
+        match out {
+            Err(_) => {
+                return Err(Error::Timeout {
+                    operation: format!("adding an ssh forward to {r} on {host}"),
+                    after: self.target.connect_timeout,
+                })
+            }
+            Ok(Err(e)) => return Err(failed(e.to_string())),
+            Ok(Ok(o)) if !o.status.success() => {
+                return Err(failed(String::from_utf8_lossy(&o.stderr).trim().to_owned()))
+            }
+            Ok(Ok(_)) => {}
+        }
+        debug!(%host, remote = %r, local = %local.display(), "ssh forward added");
+        forwards.insert(remote.to_owned(), local.clone());
+        Ok(Ok(local))
+    }
+}
+
+async fn collect_stderr(err: impl AsyncRead + Unpin, buf: Arc<Mutex<String>>, host: String) {
+    let mut lines = BufReader::new(err).lines();
+    while let Ok(Some(l)) = lines.next_line().await {
+        trace!(target: "vdev::ssh", %host, "ssh: {l}");
+        let mut b = buf.lock().unwrap_or_else(|p| p.into_inner());
+        if !b.is_empty() {
+            b.push(' ');
+        }
+        b.push_str(l.trim());
+        if b.len() > 4096 {
+            let cut = b.len() - 4096;
+            let cut = (cut..b.len()).find(|i| b.is_char_boundary(*i)).unwrap_or(0);
+            b.drain(..cut);
+        }
+    }
+}
+
+/// What kind of failure ssh's message describes, and what to do about it.
+fn classify(said: &str, t: &SshTarget) -> (RemoteErrorKind, String) {
+    let has = |s: &str| said.contains(s);
+    if has("REMOTE HOST IDENTIFICATION HAS CHANGED") || has("Host key for") && has("has changed") {
+        (RemoteErrorKind::HostKey, "the host's key has CHANGED since it was recorded: this may be an attack; if the host was really re-installed, remove its old line from known_hosts (ssh-keygen -R HOST) and connect again".into())
+    } else if has("Host key verification failed") || has("No ") && has("host key is known") {
+        (RemoteErrorKind::HostKey, format!("the host's key is not in {}: check it and record it (ssh-keyscan, or one interactive ssh), or add no_verify=1 to accept a new key on first contact", t.known_hosts.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "~/.ssh/known_hosts".into())))
+    } else if has("Permission denied") || has("Too many authentication failures") {
+        (RemoteErrorKind::Authentication, "the login was refused: give keyfile=PATH of a key the host accepts (in the user's authorized_keys), or load it into ssh-agent; ssh never asks for a password here".into())
+    } else if has("Could not resolve hostname")
+        || has("Connection refused")
+        || has("No route to host")
+        || has("timed out")
+        || has("Network is unreachable")
+        || has("Connection closed by")
+        || has("kex_exchange_identification")
+    {
+        (
+            RemoteErrorKind::Unreachable,
+            "check the host name and port, and that sshd runs there".into(),
+        )
+    } else if has("not found") || has("No such file") {
+        (
+            RemoteErrorKind::MissingProgram,
+            "the host needs a POSIX shell at /bin/sh for the login user".into(),
+        )
+    } else {
+        (
+            RemoteErrorKind::Unreachable,
+            "run the same ssh by hand (ssh -v) to see why".into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(uri: &str) -> Result<SshTarget> {
+        SshTarget::from_uri(&ConnectUri::parse(uri)?, Duration::from_secs(5))
+    }
+
+    #[test]
+    fn hosts_and_users_that_ssh_could_read_as_options_are_refused() {
+        for bad in [
+            "qemu+ssh://-oProxyCommand=x/p",
+            "qemu+ssh://-oProxyCommand%3Dtouch%20%2Ftmp%2Fx/p",
+            "qemu+ssh://-h/p",
+            "qemu+ssh://-oProxyCommand=x@host/p",
+            "qemu+ssh://a%20b@host/p",
+            "qemu+ssh://host%3Bx/p",
+        ] {
+            match target(bad) {
+                Err(Error::InvalidUri { .. }) => {}
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+        let t = target("xen+ssh://root@dom0.example:2222/").unwrap();
+        assert_eq!(t.host, "dom0.example");
+        assert_eq!(t.user.as_deref(), Some("root"));
+        assert_eq!(t.port, Some(2222));
+    }
+
+    #[test]
+    fn options_never_become_free_form_ssh_options() {
+        for bad in [
+            "qemu+ssh://h/p?known_hosts=/tmp/a%20-oProxyCommand=x",
+            "qemu+ssh://h/p?known_hosts=/tmp/%25d",
+            "qemu+ssh://h/p?command=-oProxyCommand=x",
+            "qemu+ssh://h/p?no_verify=maybe",
+            "qemu+ssh://h/p?keyfile=/nonexistent/key",
+        ] {
+            assert!(target(bad).is_err(), "{bad} was accepted");
+        }
+        let t = target("qemu+ssh://h/p?known_hosts=/tmp/kh&no_verify=1").unwrap();
+        let args: Vec<String> = t
+            .args(Path::new("/tmp/c"))
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let dashdash = args.iter().position(|a| a == "--").unwrap();
+        assert_eq!(&args[dashdash + 1..], ["h"]);
+        assert!(args.contains(&"UserKnownHostsFile=/tmp/kh".to_owned()));
+        assert!(args.contains(&"StrictHostKeyChecking=accept-new".to_owned()));
+        assert!(args.contains(&"BatchMode=yes".to_owned()));
+        let strict = target("qemu+ssh://h/p").unwrap();
+        assert!(strict
+            .args(Path::new("/tmp/c"))
+            .contains(&OsString::from("StrictHostKeyChecking=yes")));
+    }
+
+    #[test]
+    fn quoting_survives_the_shell() {
+        let s = "a b'c\"d$e`f\\g\nh";
+        let out = std::process::Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!("printf %s {}", sh_quote(s)))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+    }
+
+    #[tokio::test]
+    async fn local_run_reports_status_and_both_streams() {
+        let out = Host::Local
+            .run("echo out; echo err >&2; exit 3", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(out.status, 3);
+        assert_eq!(out.text(), "out");
+        assert_eq!(out.stderr.trim(), "err");
+    }
+}

@@ -1,0 +1,282 @@
+//! The `+ssh` transport (`vdev_core::remote`) against a real OpenSSH server on loopback: the
+//! agent runs commands with their status and output, a remote unix socket is reached through
+//! the same connection, the connection is re-opened after sshd dies, and bad hosts, keys and
+//! host keys give typed errors carrying ssh's own words, without prompting.
+
+use std::path::Path;
+use std::time::Duration;
+
+use vdev_conformance::sshd::Sshd;
+use vdev_core::remote::{Host, SocketState, SshTarget};
+use vdev_core::{ConnectUri, Error, RemoteErrorKind};
+
+const T: Duration = Duration::from_secs(30);
+
+fn host(uri: &str) -> Host {
+    Host::from_uri(&ConnectUri::parse(uri).unwrap(), Duration::from_secs(15)).unwrap()
+}
+
+fn uri(s: &Sshd, query: &str) -> String {
+    format!("qemu+ssh://{}/x?{query}", s.authority())
+}
+
+/// The number of `ssh` processes that are children of this test process.
+fn ssh_children() -> usize {
+    let me = std::process::id().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            stat.contains("(ssh)")
+                && stat
+                    .rsplit_once(')')
+                    .and_then(|(_, r)| r.split_whitespace().nth(1).map(|p| p == me))
+                    .unwrap_or(false)
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn commands_and_sockets_over_one_connection() {
+    let Some(sshd) = Sshd::start() else { return };
+    let h = host(&uri(&sshd, &sshd.query()));
+    let out = h
+        .run("echo hello; echo oops >&2; printf 'no newline'; exit 7", T)
+        .await
+        .unwrap();
+    assert_eq!(out.status, 7);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\nno newline");
+    assert_eq!(out.stderr.trim(), "oops");
+    // Output that looks like the framing does not confuse it; quoting survives.
+    let odd = "a 'b' \"c\" $d `e` \\f\nVDEV-AGENT-1 READY";
+    let out = h
+        .run(
+            &format!("printf '%s' {}", vdev_core::remote::sh_quote(odd)),
+            T,
+        )
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), odd);
+    // State set in the session stays between calls; a subshell's does not.
+    h.run_in_session("VDEV_TEST_VAR=kept", T).await.unwrap();
+    assert_eq!(
+        h.run("echo $VDEV_TEST_VAR", T).await.unwrap().text(),
+        "kept"
+    );
+    h.run("VDEV_TEST_VAR=lost", T).await.unwrap();
+    assert_eq!(
+        h.run("echo $VDEV_TEST_VAR", T).await.unwrap().text(),
+        "kept"
+    );
+
+    // A unix socket on the host (here the same machine), through the connection.
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("echo.sock");
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    let before = ssh_children();
+    for _ in 0..3 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = h.connect_unix(&sock).await.unwrap().unwrap();
+        s.write_all(b"ping\n").await.unwrap();
+        let mut buf = [0u8; 5];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping\n");
+    }
+    assert_eq!(
+        ssh_children(),
+        before,
+        "each stream or command started an ssh process"
+    );
+    assert_eq!(h.socket_state(&sock, T).await.unwrap(), SocketState::Ready);
+    let missing = dir.path().join("missing.sock");
+    assert_eq!(
+        h.socket_state(&missing, T).await.unwrap(),
+        SocketState::Missing
+    );
+    let e = h.connect_unix(&missing).await.unwrap().unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("127.0.0.1"), "{e}");
+    h.disconnect().await;
+}
+
+#[tokio::test]
+async fn a_dropped_connection_fails_the_call_and_the_next_call_reconnects() {
+    let Some(mut sshd) = Sshd::start() else {
+        return;
+    };
+    let h = host(&uri(&sshd, &sshd.query()));
+    let first = h.session_id().await;
+    assert_eq!(first, 0, "nothing is started before the first call");
+    assert_eq!(h.run("echo 1", T).await.unwrap().text(), "1");
+    let id = h.session_id().await;
+    // A command in flight when sshd and its sessions die.
+    let h2 = h.clone();
+    let call = tokio::spawn(async move { h2.run("sleep 20; echo late", T).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sshd.kill();
+    let r = tokio::time::timeout(Duration::from_secs(20), call)
+        .await
+        .expect("the call ended when the connection dropped, not at its timeout")
+        .unwrap();
+    match r {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::Disconnected,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // While sshd is down: a typed error, not a hang.
+    match h.run("echo 2", T).await {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::Unreachable,
+            message,
+            ..
+        }) => assert!(message.contains("refused"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    sshd.restart();
+    assert_eq!(h.run("echo 3", T).await.unwrap().text(), "3");
+    assert_ne!(h.session_id().await, id, "a new session");
+}
+
+#[tokio::test]
+async fn bad_keys_and_host_keys_are_typed_errors_with_what_ssh_said() {
+    let Some(sshd) = Sshd::start() else { return };
+    // Unknown host key, strict checking: refused, nothing recorded.
+    let empty_kh = sshd.dir.path().join("empty_known_hosts");
+    std::fs::write(&empty_kh, "").unwrap();
+    let q = format!(
+        "keyfile={}&known_hosts={}",
+        sshd.key.display(),
+        empty_kh.display()
+    );
+    match host(&uri(&sshd, &q)).run("true", T).await {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::HostKey,
+            message,
+            ..
+        }) => {
+            assert!(
+                message.contains("Host key verification failed"),
+                "{message}"
+            );
+            assert!(message.contains("no_verify=1"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(std::fs::read_to_string(&empty_kh).unwrap(), "");
+    // no_verify=1 accepts (and records) a new key ...
+    let q2 = format!("{q}&no_verify=1");
+    assert!(host(&uri(&sshd, &q2))
+        .run("true", T)
+        .await
+        .unwrap()
+        .success());
+    assert!(std::fs::read_to_string(&empty_kh)
+        .unwrap()
+        .contains("ssh-ed25519"));
+    // ... but never a changed one.
+    let other_key = sshd.dir.path().join("other_host");
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_key)
+        .status()
+        .unwrap();
+    let other_pub = std::fs::read_to_string(other_key.with_extension("pub")).unwrap();
+    let mut f = other_pub.split_whitespace();
+    std::fs::write(
+        &empty_kh,
+        format!(
+            "[127.0.0.1]:{} {} {}\n",
+            sshd.port,
+            f.next().unwrap(),
+            f.next().unwrap()
+        ),
+    )
+    .unwrap();
+    match host(&uri(&sshd, &q2)).run("true", T).await {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::HostKey,
+            message,
+            ..
+        }) => assert!(message.contains("CHANGED"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // A key the host does not accept: refused login, no prompt.
+    let wrong = sshd.dir.path().join("wrong_key");
+    std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&wrong)
+        .status()
+        .unwrap();
+    let q3 = format!(
+        "keyfile={}&known_hosts={}",
+        wrong.display(),
+        sshd.known_hosts.display()
+    );
+    match host(&uri(&sshd, &q3)).run("true", T).await {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::Authentication,
+            message,
+            ..
+        }) => assert!(message.contains("Permission denied"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+    // Nobody listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    match host(&format!("qemu+ssh://127.0.0.1:{port}/x?{}", sshd.query()))
+        .run("true", T)
+        .await
+    {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::Unreachable,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
+    // A missing local ssh program.
+    match host(&format!(
+        "{}&command=/nonexistent/ssh",
+        uri(&sshd, &sshd.query())
+    ))
+    .run("true", T)
+    .await
+    {
+        Err(Error::Remote {
+            kind: RemoteErrorKind::LocalProgram,
+            message,
+            ..
+        }) => assert!(message.contains("/nonexistent/ssh"), "{message}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_host_that_looks_like_an_option_never_reaches_ssh() {
+    // A ProxyCommand that would create this file if ssh ever saw it.
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("pwned");
+    for u in [
+        format!("qemu+ssh://-oProxyCommand=touch%20{}/vm", marker.display()),
+        format!("xen+ssh://-oProxyCommand=touch%20{}/", marker.display()),
+        "qemu+ssh://-oProxyCommand=x@localhost/vm".to_string(),
+    ] {
+        let parsed = ConnectUri::parse(&u);
+        if let Ok(p) = parsed {
+            let e = SshTarget::from_uri(&p, T).unwrap_err();
+            assert!(matches!(e, Error::InvalidUri { .. }), "{u}: {e}");
+        }
+    }
+    assert!(!Path::new(&marker).exists());
+}
