@@ -1,15 +1,16 @@
-//! Typed options parsed from a `qemu://` or `qemu+tcp://` URI.
+//! Typed options parsed from a `qemu://`, `qemu+ssh://` or `qemu+tcp://` URI.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vdev_core::remote::{Host, SSH_OPTIONS};
 use vdev_core::{ConnectUri, Result};
 
 /// What the connection talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// `qemu:///PATH`: a QMP unix socket (one domain) or a directory whose sockets are each one
-    /// domain.
+    /// `qemu:///PATH` or `qemu+ssh://HOST/PATH`: a QMP unix socket (one domain) or a directory
+    /// whose sockets are each one domain, on the connection's [`QemuConfig::host`].
     Local(PathBuf),
     /// `qemu+tcp://HOST:PORT`: one QEMU whose QMP listens on TCP (one domain).
     Tcp {
@@ -25,6 +26,9 @@ pub enum Target {
 pub struct QemuConfig {
     /// What to connect to.
     pub target: Target,
+    /// Where the sockets and the images are: this machine, or the remote host of a
+    /// `qemu+ssh://` URI (reached with OpenSSH, see `vdev_core::remote`).
+    pub host: Host,
     /// `timeout=DURATION`: the longest any single QMP request may take (default 10 s, within
     /// [`TIMEOUT_RANGE`]).
     pub request_timeout: Duration,
@@ -43,12 +47,17 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 impl QemuConfig {
     /// Parse a URI.
     pub fn from_uri(uri: &ConnectUri) -> Result<Self> {
-        uri.check_options(OPTIONS)?;
+        if uri.transport() == Some("ssh") {
+            uri.check_options(&[OPTIONS, SSH_OPTIONS].concat())?;
+        } else {
+            uri.check_options(OPTIONS)?;
+        }
         let request_timeout =
             uri.duration_option("timeout", DEFAULT_REQUEST_TIMEOUT, TIMEOUT_RANGE)?;
+        let host = Host::from_uri(uri, request_timeout)?;
         let target = match uri.transport() {
-            None | Some("unix") => {
-                if let Some(h) = uri.host() {
+            None | Some("unix") | Some("ssh") => {
+                if let (Some(h), true) = (uri.host(), uri.transport() != Some("ssh")) {
                     return Err(uri.invalid(format!(
                         "qemu:// is local and takes no host ('{h}'); write qemu:///ABSOLUTE/PATH, or qemu+tcp://{h}:PORT for QMP over TCP"
                     )));
@@ -56,7 +65,7 @@ impl QemuConfig {
                 let path = uri.path();
                 if path.len() < 2 || !path.starts_with('/') {
                     return Err(uri.invalid(
-                        "the path must be an absolute path to a QMP unix socket or to a directory of sockets, e.g. qemu:///run/vms/vm1.qmp",
+                        "the path must be an absolute path to a QMP unix socket or to a directory of sockets, e.g. qemu:///run/vms/vm1.qmp or qemu+ssh://HOST/run/vms/vm1.qmp",
                     ));
                 }
                 Target::Local(PathBuf::from(path))
@@ -79,12 +88,13 @@ impl QemuConfig {
             }
             Some(t) => {
                 return Err(uri.invalid(format!(
-                    "the qemu driver has no transport '{t}'; write qemu:///PATH (unix socket) or qemu+tcp://HOST:PORT"
+                    "the qemu driver has no transport '{t}'; write qemu:///PATH (unix socket), qemu+ssh://[USER@]HOST[:PORT]/PATH (a unix socket on a remote host) or qemu+tcp://HOST:PORT"
                 )))
             }
         };
         Ok(QemuConfig {
             target,
+            host,
             request_timeout,
         })
     }

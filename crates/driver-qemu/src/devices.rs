@@ -679,6 +679,7 @@ impl Protocol {
 /// say whether it is a file or a block device. The file system calls run on a blocking thread
 /// and are bounded by `timeout`: a dead NFS mount must not hang the attach.
 pub(crate) async fn check_image(
+    host: &vdev_core::remote::Host,
     endpoint: &Endpoint,
     source: &str,
     format: &str,
@@ -692,6 +693,9 @@ pub(crate) async fn check_image(
             "source",
             format!("'{source}' is not an absolute path"),
         ));
+    }
+    if !host.is_local() {
+        return inspect_remote_image(host, source, format, timeout).await;
     }
     let (path, fmt) = (source.to_owned(), format.to_owned());
     let work = tokio::task::spawn_blocking(move || inspect_image(&path, &fmt));
@@ -710,6 +714,70 @@ pub(crate) async fn check_image(
             ),
         )),
     }
+}
+
+/// [`check_image`] on a remote host: the same checks in one round trip (shell tests, and `head`
+/// for a qcow2 header only).
+async fn inspect_remote_image(
+    host: &vdev_core::remote::Host,
+    source: &str,
+    format: &str,
+    timeout: std::time::Duration,
+) -> Result<Protocol> {
+    let q = vdev_core::remote::sh_quote(source);
+    let magic = if format == "qcow2" {
+        "[ \"$(head -c 3 -- \"$p\" 2>/dev/null)\" = QFI ] || { echo notqcow2; exit 0; }; "
+    } else {
+        ""
+    };
+    let script = format!(
+        "p={q}; if [ -d \"$p\" ]; then echo dir; elif [ -p \"$p\" ]; then echo fifo; elif [ -S \"$p\" ]; then echo socket; \
+         elif [ -c \"$p\" ]; then echo char; elif [ ! -e \"$p\" ]; then echo missing; elif [ ! -r \"$p\" ]; then echo unreadable; \
+         elif [ -b \"$p\" ]; then {magic}echo block; elif [ -f \"$p\" ]; then {magic}echo file; else echo other; fi"
+    );
+    let out = host.run(&script, timeout).await.map_err(|e| match e {
+        Error::Timeout { .. } => invalid(
+            "source",
+            format!(
+                "'{source}' could not be examined on {} within {}: its file system does not answer (a hung network mount?)",
+                host.name(),
+                humantime::format_duration(timeout)
+            ),
+        ),
+        e => e,
+    })?;
+    let on = host.name();
+    let what = match out.text().as_str() {
+        "file" => return Ok(Protocol::File),
+        "block" => return Ok(Protocol::HostDevice),
+        "notqcow2" => return Err(invalid(
+            "format",
+            format!(
+                "'{source}' on {on} is not a qcow2 image (no qcow2 header); give its real format"
+            ),
+        )),
+        "missing" => {
+            return Err(invalid(
+                "source",
+                format!("cannot open '{source}' on {on}: no such file"),
+            ))
+        }
+        "unreadable" => {
+            return Err(invalid(
+                "source",
+                format!("cannot open '{source}' on {on}: permission denied"),
+            ))
+        }
+        "dir" => "a directory",
+        "fifo" => "a FIFO",
+        "socket" => "a socket",
+        "char" => "a character device",
+        _ => "not a regular file",
+    };
+    Err(invalid(
+        "source",
+        format!("'{source}' on {on} is {what}; give a disk image file or a block device"),
+    ))
 }
 
 /// The blocking part of [`check_image`].
@@ -859,7 +927,7 @@ pub(crate) async fn attach_disk(
     };
     let timeout = session.qmp.timeout();
     let protocol = match source {
-        Some(src) => Some(check_image(&entry.endpoint, src, format, timeout).await?),
+        Some(src) => Some(check_image(&entry.host, &entry.endpoint, src, format, timeout).await?),
         None => None,
     };
     let _op = entry.ops.lock().await;
@@ -907,6 +975,8 @@ pub(crate) async fn attach_disk(
         device_type: DeviceType::DISK,
         backend: node.clone().map_or(Backend::None, Backend::Node),
     };
+    // Should the connection drop from here on, the driver asks QEMU afterwards what became of it.
+    *lock(&entry.in_flight) = Some((id.clone(), made.backend.clone()));
     // The node and the device on the first candidate bus in one round trip; QEMU runs them in
     // order (a device_add after a failed blockdev-add fails for want of its drive).
     let mut cmds = Vec::with_capacity(2);
@@ -1321,6 +1391,8 @@ pub(crate) async fn attach_nic(
         device_type: DeviceType::NETWORK,
         backend: Backend::Netdev(netdev_id.clone()),
     };
+    // Should the connection drop from here on, the driver asks QEMU afterwards what became of it.
+    *lock(&entry.in_flight) = Some((id.clone(), made.backend.clone()));
     // The backend and the device on the first candidate bus in one round trip.
     let mut r = session
         .qmp

@@ -17,6 +17,8 @@ use vdev_core::{
     DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
 };
 
+use vdev_core::remote::{sh_quote, Host};
+
 use crate::config::{QemuConfig, Target};
 use crate::devices::{self, Controllers};
 use crate::introspect::Introspection;
@@ -80,11 +82,16 @@ pub(crate) struct DomainEntry {
     /// The domain's socket (or TCP endpoint); for a unix socket `PATH`, the sockets `PATH.1`,
     /// `PATH.2`, ... beside it are further QMP sockets of the same QEMU (see [`Self::endpoints`]).
     pub(crate) endpoint: Endpoint,
+    /// The host the socket (and the images) are on.
+    pub(crate) host: Host,
     stem: String,
     name: Mutex<String>,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
     /// Serialises changes (attach, the start of detach) so bus choices do not race.
     pub(crate) ops: tokio::sync::Mutex<()>,
+    /// The device (id and backend) an attach in progress is making, for [`QemuDriver::attach`]
+    /// to settle when the connection drops in the middle.
+    pub(crate) in_flight: Mutex<Option<(String, Backend)>>,
     pending: Mutex<HashMap<String, Pending>>,
     /// Device id → type, as last listed or attached: lets a DEVICE_DELETED caused by someone
     /// else become a `Removed` event.
@@ -105,33 +112,31 @@ impl DomainEntry {
 
     /// Every QMP socket of this QEMU: its socket `PATH` and the sockets `PATH.N` (N a number)
     /// beside it, in order of N. QEMU serves one client per socket; vdev uses whichever is free.
-    pub(crate) fn endpoints(&self) -> Vec<Endpoint> {
+    pub(crate) async fn endpoints(&self, host: &Host, timeout: Duration) -> Result<Vec<Endpoint>> {
         let Endpoint::Unix(primary) = &self.endpoint else {
-            return vec![self.endpoint.clone()];
+            return Ok(vec![self.endpoint.clone()]);
         };
         let mut out = vec![self.endpoint.clone()];
         let (Some(dir), Some(name)) = (primary.parent(), primary.file_name()) else {
-            return out;
+            return Ok(out);
         };
         let prefix = format!("{}.", name.to_string_lossy());
-        let mut extra: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        let mut extra: Vec<(u64, PathBuf)> = sockets_in(host, dir, timeout)
+            .await?
             .into_iter()
-            .flatten()
-            .flatten()
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
-            .filter_map(|e| {
-                let n = e
-                    .file_name()
+            .filter_map(|p| {
+                let n = p
+                    .file_name()?
                     .to_string_lossy()
                     .strip_prefix(&prefix)?
                     .parse()
                     .ok()?;
-                Some((n, e.path()))
+                Some((n, p))
             })
             .collect();
         extra.sort();
         out.extend(extra.into_iter().map(|(_, p)| Endpoint::Unix(p)));
-        out
+        Ok(out)
     }
 
     pub(crate) fn remember(&self, id: &str, t: &DeviceType) {
@@ -147,13 +152,80 @@ impl DomainEntry {
     }
 }
 
+/// What a path on the connection's host is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathKind {
+    Directory,
+    Socket,
+    Other,
+    Missing,
+}
+
+/// What `p` is on `host` (one round trip for a remote host).
+async fn path_kind(host: &Host, p: &Path, timeout: Duration) -> Result<PathKind> {
+    if host.is_local() {
+        return Ok(match std::fs::metadata(p) {
+            Err(_) => PathKind::Missing,
+            Ok(m) if m.is_dir() => PathKind::Directory,
+            Ok(m) if m.file_type().is_socket() => PathKind::Socket,
+            Ok(_) => PathKind::Other,
+        });
+    }
+    let out = host
+        .run(
+            &format!(
+                "p={}; if [ -d \"$p\" ]; then echo d; elif [ -S \"$p\" ]; then echo s; elif [ -e \"$p\" ]; then echo o; else echo m; fi",
+                sh_quote(&p.to_string_lossy())
+            ),
+            timeout,
+        )
+        .await?;
+    Ok(match out.text().as_str() {
+        "d" => PathKind::Directory,
+        "s" => PathKind::Socket,
+        "o" => PathKind::Other,
+        _ => PathKind::Missing,
+    })
+}
+
+/// The unix sockets directly in `dir` on `host`, sorted (none when `dir` is gone).
+async fn sockets_in(host: &Host, dir: &Path, timeout: Duration) -> Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = if host.is_local() {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
+            .map(|e| e.path())
+            .collect()
+    } else {
+        // Builtins only: one round trip, no process on the host.
+        let out = host
+            .run(
+                &format!(
+                    "cd -- {} 2>/dev/null || exit 0; for f in * .[!.]* ..?*; do [ -S \"$f\" ] && printf '%s\\n' \"$f\"; done; exit 0",
+                    sh_quote(&dir.to_string_lossy())
+                ),
+                timeout,
+            )
+            .await?;
+        out.text()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| dir.join(l))
+            .collect()
+    };
+    v.sort();
+    Ok(v)
+}
+
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Inner {
     config: QemuConfig,
-    /// Whether the local path is a directory of sockets.
+    /// Whether the path is a directory of sockets.
     directory: Option<PathBuf>,
     table: Mutex<Table>,
     events: EventHub,
@@ -207,29 +279,30 @@ impl QemuDriver {
         let mut directory = None;
         let mut first = None;
         match &config.target {
-            Target::Local(p) => {
-                let md = std::fs::metadata(p).map_err(|e| {
-                    Error::backend_with(
+            Target::Local(p) => match path_kind(&config.host, p, config.request_timeout).await? {
+                PathKind::Directory => directory = Some(p.clone()),
+                PathKind::Socket => first = Some((Endpoint::Unix(p.clone()), stem(p))),
+                PathKind::Missing => {
+                    return Err(Error::backend(
                         crate::NAME,
                         format!(
-                            "no QMP socket or directory at {}: start QEMU with -qmp unix:{},server=on,wait=off",
+                            "no QMP socket or directory at {}{}: start QEMU with -qmp unix:{},server=on,wait=off",
                             p.display(),
+                            on_host(&config.host),
                             p.display()
                         ),
-                        e,
-                    )
-                })?;
-                if md.is_dir() {
-                    directory = Some(p.clone());
-                } else if md.file_type().is_socket() {
-                    first = Some((Endpoint::Unix(p.clone()), stem(p)));
-                } else {
+                    ))
+                }
+                PathKind::Other => {
                     return Err(Error::InvalidUri {
                         uri: format!("qemu://{}", p.display()),
-                        reason: "the path is neither a unix socket nor a directory".into(),
-                    });
+                        reason: format!(
+                            "the path is neither a unix socket nor a directory{}",
+                            on_host(&config.host)
+                        ),
+                    })
                 }
-            }
+            },
             Target::Tcp { host, port } => {
                 let addr = if host.contains(':') {
                     format!("[{host}]:{port}")
@@ -264,10 +337,12 @@ impl QemuDriver {
         let e = Arc::new(DomainEntry {
             id: t.next_id,
             endpoint: endpoint.clone(),
+            host: self.inner.config.host.clone(),
             name: Mutex::new(stem.clone()),
             stem,
             session: tokio::sync::Mutex::new(None),
             ops: tokio::sync::Mutex::new(()),
+            in_flight: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             known: Mutex::new(HashMap::new()),
         });
@@ -287,38 +362,37 @@ impl QemuDriver {
     }
 
     /// Every domain entry whose socket still exists (scanning the directory for new ones).
-    fn entries(&self) -> Vec<Arc<DomainEntry>> {
+    async fn entries(&self) -> Result<Vec<Arc<DomainEntry>>> {
+        let host = &self.inner.config.host;
+        let mut present = None;
         if let Some(dir) = &self.inner.directory {
-            let mut socks: Vec<PathBuf> = std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter(|e| e.file_type().is_ok_and(|t| t.is_socket()))
-                .map(|e| e.path())
-                .collect();
-            socks.sort();
+            let socks = sockets_in(host, dir, self.inner.config.request_timeout).await?;
             let all: std::collections::HashSet<PathBuf> = socks.iter().cloned().collect();
             for p in socks.iter().filter(|p| !is_sibling(p, &all)) {
                 let p = p.clone();
                 let s = stem(&p);
                 self.entry_for(Endpoint::Unix(p), s);
             }
+            present = Some(all);
         }
         let mut v: Vec<Arc<DomainEntry>> = lock(&self.inner.table)
             .by_endpoint
             .values()
-            .filter(|e| match &e.endpoint {
-                Endpoint::Unix(p) => p.exists(),
-                Endpoint::Tcp(_) => true,
+            .filter(|e| match (&e.endpoint, &present) {
+                (Endpoint::Unix(p), Some(all)) => all.contains(p),
+                // A single socket: a remote one is checked by connecting to it.
+                (Endpoint::Unix(p), None) => !host.is_local() || p.exists(),
+                (Endpoint::Tcp(_), _) => true,
             })
             .cloned()
             .collect();
         v.sort_by_key(|e| e.id);
-        v
+        Ok(v)
     }
 
-    fn entry(&self, domain: &Domain) -> Result<Arc<DomainEntry>> {
+    async fn entry(&self, domain: &Domain) -> Result<Arc<DomainEntry>> {
         self.entries()
+            .await?
             .into_iter()
             .find(|e| e.id == domain.id)
             .ok_or_else(|| Error::DomainNotFound {
@@ -339,7 +413,8 @@ impl QemuDriver {
         }
         *slot = None;
         let timeout = self.inner.config.request_timeout;
-        let qmp = Qmp::connect_any(&entry.endpoints(), timeout)
+        let host = &self.inner.config.host;
+        let qmp = Qmp::connect_any(host, &entry.endpoints(host, timeout).await?, timeout)
             .await
             .map_err(|e| connect_error(entry, timeout, e))?;
         // One round trip: the name, and what earlier removals left to collect.
@@ -409,7 +484,7 @@ impl QemuDriver {
         reference: &DeviceRef,
         options: &DetachOptions,
     ) -> Result<()> {
-        let entry = self.entry(domain)?;
+        let entry = self.entry(domain).await?;
         let session = self.session(&entry).await?;
         let id = reference.as_str();
         let deadline = tokio::time::Instant::now() + options.timeout;
@@ -623,6 +698,70 @@ async fn request_unplug(
     }
 }
 
+impl QemuDriver {
+    /// The connection to QEMU dropped while an attach was making `made` (the ssh connection to
+    /// its host died, say). QEMU still runs the requests it received, in order, before it
+    /// serves a new client on that socket: so connect again (within one request timeout) and
+    /// ask. A device that exists is the attach's success; otherwise its backend is removed and
+    /// the answer is an error saying nothing was attached. Only when QEMU cannot be reached
+    /// again is the outcome unknown, and the error says so.
+    async fn settle_lost_attach(
+        &self,
+        entry: &Arc<DomainEntry>,
+        (id, backend): (String, Backend),
+        e: Error,
+    ) -> Result<DeviceRef> {
+        let domain = lock(&entry.name).clone();
+        debug!(%id, error = %e, "connection lost during attach: reconnecting to settle it");
+        let timeout = self.inner.config.request_timeout;
+        let session = match tokio::time::timeout(timeout, self.session(entry)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e2)) => {
+                return Err(Error::backend_with(
+                    crate::NAME,
+                    format!(
+                        "the connection to QEMU of domain '{domain}' was lost during the attach of {id} ({e}), and reconnecting failed ({e2}): whether {id} was made is unknown; list the devices once it can be reached"
+                    ),
+                    e,
+                ))
+            }
+            Err(_) => {
+                return Err(Error::backend_with(
+                    crate::NAME,
+                    format!(
+                        "the connection to QEMU of domain '{domain}' was lost during the attach of {id}, and it could not be reached again within {}: whether {id} was made is unknown; list the devices once it can be reached",
+                        humantime::format_duration(timeout)
+                    ),
+                    e,
+                ))
+            }
+        };
+        if devices::exists(&session, &id).await {
+            info!(%id, "the device was made before the connection dropped");
+            *lock(&session.controllers) = None;
+            return DeviceRef::new(id);
+        }
+        markers::remove_backend(&session.qmp, &backend)
+            .await
+            .map_err(|e2| {
+                Error::backend_with(
+                    crate::NAME,
+                    format!(
+                        "the connection to QEMU of domain '{domain}' was lost during the attach of {id}; {id} was not made, and its backend {backend:?} could not be removed: remove it with blockdev-del/netdev_del"
+                    ),
+                    e2,
+                )
+            })?;
+        Err(Error::backend_with(
+            crate::NAME,
+            format!(
+                "the connection to QEMU of domain '{domain}' was lost during the attach of {id}; after reconnecting, nothing of it is there (its backend, if made, was removed): attach again"
+            ),
+            e,
+        ))
+    }
+}
+
 /// An error from an operation whose session died meanwhile: say so, naming the domain.
 fn went_away(entry: &DomainEntry, session: &Session, op: &str, e: Error) -> Error {
     if session.qmp.is_alive() || !matches!(e, Error::Backend { .. }) {
@@ -637,6 +776,15 @@ fn went_away(entry: &DomainEntry, session: &Session, op: &str, e: Error) -> Erro
         ),
         e,
     )
+}
+
+/// ` on HOST` for a remote host, else nothing.
+pub(crate) fn on_host(host: &Host) -> String {
+    if host.is_local() {
+        String::new()
+    } else {
+        format!(" on {}", host.name())
+    }
 }
 
 /// The error for a domain none of whose QMP sockets could be used.
@@ -664,6 +812,7 @@ fn connect_error(entry: &DomainEntry, timeout: Duration, e: ConnectError) -> Err
                 humantime::format_duration(timeout)
             ),
         ),
+        ConnectError::Transport(e) => e,
         ConnectError::Other { endpoint, error } => Error::backend_with(
             crate::NAME,
             format!(
@@ -823,7 +972,7 @@ impl Driver for QemuDriver {
 
     async fn list_domains(&self) -> Result<Vec<Domain>> {
         self.check_open()?;
-        let entries = self.entries();
+        let entries = self.entries().await?;
         let sessions = futures::future::join_all(entries.iter().map(|e| self.session(e))).await;
         let mut out = Vec::new();
         for (e, s) in entries.iter().zip(sessions) {
@@ -856,7 +1005,7 @@ impl Driver for QemuDriver {
         domain: &Domain,
         device_type: Option<&DeviceType>,
     ) -> Result<Vec<Device>> {
-        let entry = self.entry(domain)?;
+        let entry = self.entry(domain).await?;
         let session = self.session(&entry).await?;
         let all = match devices::list(&session, &entry).await {
             // The session died under us (QEMU exited or restarted): listing is safe to retry on
@@ -880,7 +1029,7 @@ impl Driver for QemuDriver {
         device_type: &DeviceType,
         attributes: &Attributes,
     ) -> Result<DeviceRef> {
-        let entry = self.entry(domain)?;
+        let entry = self.entry(domain).await?;
         let session = self.session(&entry).await?;
         let r = if *device_type == DeviceType::DISK {
             devices::attach_disk(&session, &entry, attributes).await
@@ -893,7 +1042,14 @@ impl Driver for QemuDriver {
                 detail: "supported types: disk, network".into(),
             });
         };
-        let r = r.map_err(|e| went_away(&entry, &session, "attach", e))?;
+        let in_flight = lock(&entry.in_flight).take();
+        let r = match (r, in_flight) {
+            (Err(e), Some(made)) if !session.qmp.is_alive() => {
+                drop(session);
+                self.settle_lost_attach(&entry, made, e).await?
+            }
+            (r, _) => r.map_err(|e| went_away(&entry, &session, "attach", e))?,
+        };
         entry.remember(r.as_str(), device_type);
         self.inner.events.send(DeviceEvent::Added {
             domain: entry.domain(),
@@ -921,7 +1077,7 @@ impl Driver for QemuDriver {
         reference: &DeviceRef,
         attributes: &Attributes,
     ) -> Result<()> {
-        let entry = self.entry(domain)?;
+        let entry = self.entry(domain).await?;
         let session = self.session(&entry).await?;
         let id = reference.as_str();
         let changes = crate::update::update(&session, &entry, device_type, id, attributes)

@@ -60,6 +60,8 @@ pub(crate) enum ConnectError {
     Busy { endpoint: String },
     /// Anything else (no such socket, refused, not QMP, ...).
     Other { endpoint: String, error: QmpError },
+    /// The remote host could not be reached (ssh failed): passed on as it is.
+    Transport(vdev_core::Error),
 }
 
 /// One event from QEMU, or the end of the session.
@@ -135,6 +137,7 @@ impl Qmp {
     /// retried with back-off, and the first greeting wins (the other attempts are dropped, which
     /// closes them).
     pub(crate) async fn connect_any(
+        host: &vdev_core::remote::Host,
         endpoints: &[Endpoint],
         timeout: Duration,
     ) -> Result<Arc<Qmp>, ConnectError> {
@@ -142,7 +145,7 @@ impl Qmp {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut attempts: futures::stream::FuturesUnordered<_> = endpoints
             .iter()
-            .map(|ep| Qmp::attempt(ep.clone(), timeout, deadline))
+            .map(|ep| Qmp::attempt(host, ep.clone(), timeout, deadline))
             .collect();
         let mut errors = Vec::new();
         while let Some(r) = attempts.next().await {
@@ -154,9 +157,10 @@ impl Qmp {
         // Report the most telling failure: a socket that is held by someone else explains more
         // than one that is gone.
         errors.sort_by_key(|e| match e {
-            ConnectError::Silent { .. } => 0,
-            ConnectError::Busy { .. } => 1,
-            ConnectError::Other { .. } => 2,
+            ConnectError::Transport(_) => 0,
+            ConnectError::Silent { .. } => 1,
+            ConnectError::Busy { .. } => 2,
+            ConnectError::Other { .. } => 3,
         });
         Err(errors.into_iter().next().unwrap_or(ConnectError::Other {
             endpoint: "(none)".into(),
@@ -166,6 +170,7 @@ impl Qmp {
 
     /// One socket: connect (retrying while its listen queue is full), then wait for the greeting.
     async fn attempt(
+        host: &vdev_core::remote::Host,
         endpoint: Endpoint,
         timeout: Duration,
         deadline: tokio::time::Instant,
@@ -179,9 +184,11 @@ impl Qmp {
         loop {
             let connected = match &endpoint {
                 Endpoint::Unix(p) => {
-                    tokio::time::timeout_at(deadline, tokio::net::UnixStream::connect(p))
-                        .await
-                        .map(|r| r.map(Stream::Unix))
+                    match tokio::time::timeout_at(deadline, host.connect_unix(p)).await {
+                        Ok(Err(e)) => return Err(ConnectError::Transport(e)),
+                        Ok(Ok(r)) => Ok(r.map(Stream::Unix)),
+                        Err(elapsed) => Err(elapsed),
+                    }
                 }
                 Endpoint::Tcp(a) => {
                     tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(a.as_str()))
@@ -225,6 +232,14 @@ impl Qmp {
             };
             return match started {
                 Err(_) => Err(ConnectError::Silent { endpoint: name }),
+                Ok(Err(QmpError::Disconnected(e))) => match match &endpoint {
+                    Endpoint::Unix(p) => host.stream_failure(p).await,
+                    Endpoint::Tcp(_) => None,
+                } {
+                    // ssh knows why the stream closed (its sshd refused the channel).
+                    Some(why) => Err(ConnectError::Transport(why)),
+                    None => Err(other(QmpError::Disconnected(e))),
+                },
                 Ok(r) => r.map_err(other),
             };
         }

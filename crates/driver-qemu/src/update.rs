@@ -59,7 +59,7 @@ pub(crate) async fn change_medium(
     let protocol: Option<Protocol> = if source.is_empty() {
         None
     } else {
-        Some(devices::check_image(&entry.endpoint, source, format, timeout).await?)
+        Some(devices::check_image(&entry.host, &entry.endpoint, source, format, timeout).await?)
     };
     let _op = entry.ops.lock().await;
     let mut cmds = vec![

@@ -429,6 +429,42 @@ impl Host {
         }
     }
 
+    /// Why a stream from [`Host::connect_unix`] to `path` closed before its peer said
+    /// anything, when ssh knows: the host's sshd refused to open the channel (forwarding
+    /// forbidden for this user, or the socket gone). Waits briefly for ssh to report it; `None`
+    /// for [`Host::Local`] or when ssh reported nothing. Each report is returned once.
+    pub async fn stream_failure(&self, path: &Path) -> Option<Error> {
+        let Host::Ssh(s) = self else { return None };
+        let session = s.session.lock().await.clone()?;
+        let mut said = None;
+        for _ in 0..20 {
+            said = session.take_channel_failure();
+            if said.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let said = said?;
+        let state = session
+            .socket_state(path, session.target.connect_timeout)
+            .await
+            .ok()?;
+        let todo = match state {
+            SocketState::Ready => format!(
+                "{} is there and usable, so the host's sshd does not forward unix sockets for this user: set AllowStreamLocalForwarding yes (and not DisableForwarding) in its sshd_config, and no 'restrict' or 'no-port-forwarding' on the key in authorized_keys",
+                path.display()
+            ),
+            SocketState::Missing => format!("{} is gone", path.display()),
+            SocketState::NotSocket => format!("{} is not a socket", path.display()),
+            SocketState::Denied => format!("the login user may not use {}", path.display()),
+        };
+        Some(Error::Remote {
+            host: s.target.destination(),
+            kind: RemoteErrorKind::Refused,
+            message: format!("ssh said: {said}; {todo}"),
+        })
+    }
+
     /// Close the ssh connection (if any); the next call opens a new one.
     pub async fn disconnect(&self) {
         if let Host::Ssh(s) = self {
@@ -720,6 +756,20 @@ impl Session {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// What ssh said about a channel the remote sshd refused to open ("open failed"), once.
+    fn take_channel_failure(&self) -> Option<String> {
+        let mut said = self.stderr.lock().unwrap_or_else(|p| p.into_inner());
+        let at = said.find("open failed")?;
+        let start = said[..at].rfind("channel ").unwrap_or(at);
+        let end = said[at..]
+            .find(" channel ")
+            .map(|e| at + e)
+            .unwrap_or(said.len());
+        let what = said[start..end].trim().to_owned();
+        said.replace_range(..end, "");
+        Some(what)
     }
 
     /// `; ssh said: ...` with ssh's last words, or nothing.
