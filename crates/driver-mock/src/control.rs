@@ -354,6 +354,11 @@ fn injected(code: &str, op: Op, ctx: &CallCtx<'_>) -> Error {
             reference,
             reason: what,
         },
+        "remote" => Error::Remote {
+            host: "mock".into(),
+            kind: vdev_core::RemoteErrorKind::Disconnected,
+            message: what,
+        },
         _ => Error::backend(crate::NAME, what),
     }
 }

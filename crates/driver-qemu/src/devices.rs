@@ -750,12 +750,14 @@ async fn inspect_remote_image(
     let what = match out.text().as_str() {
         "file" => return Ok(Protocol::File),
         "block" => return Ok(Protocol::HostDevice),
-        "notqcow2" => return Err(invalid(
-            "format",
-            format!(
+        "notqcow2" => {
+            return Err(invalid(
+                "format",
+                format!(
                 "'{source}' on {on} is not a qcow2 image (no qcow2 header); give its real format"
             ),
-        )),
+            ))
+        }
         "missing" => {
             return Err(invalid(
                 "source",

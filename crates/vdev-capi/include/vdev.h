@@ -133,6 +133,12 @@ typedef enum vdev_error_code {
    */
   VDEV_ERR_DEVICE_BUSY = 15,
   /**
+   * The remote host of a `+ssh` URI could not be reached or used (host key, login, a
+   * dropped connection, a missing program there); the message carries ssh's own words and
+   * what to do.
+   */
+  VDEV_ERR_REMOTE = 16,
+  /**
    * A pointer argument that must not be NULL was NULL.
    */
   VDEV_ERR_NULL_ARGUMENT = 100,

@@ -50,6 +50,10 @@ pub enum vdev_error_code {
     /// The device is held by the guest and cannot be changed as asked (a CD-ROM tray the guest
     /// has locked); the message says the way out.
     VDEV_ERR_DEVICE_BUSY = 15,
+    /// The remote host of a `+ssh` URI could not be reached or used (host key, login, a
+    /// dropped connection, a missing program there); the message carries ssh's own words and
+    /// what to do.
+    VDEV_ERR_REMOTE = 16,
     /// A pointer argument that must not be NULL was NULL.
     VDEV_ERR_NULL_ARGUMENT = 100,
     /// An argument is empty, negative, not UTF-8, or otherwise not acceptable.
@@ -97,6 +101,7 @@ impl vdev_error_code {
         VDEV_ERR_BACKEND,
         VDEV_ERR_REMOVAL_REFUSED,
         VDEV_ERR_DEVICE_BUSY,
+        VDEV_ERR_REMOTE,
         VDEV_ERR_NULL_ARGUMENT,
         VDEV_ERR_INVALID_ARGUMENT,
         VDEV_ERR_BUFFER_TOO_SMALL,
@@ -127,6 +132,7 @@ impl vdev_error_code {
             "backend" => VDEV_ERR_BACKEND,
             "removal-refused" => VDEV_ERR_REMOVAL_REFUSED,
             "device-busy" => VDEV_ERR_DEVICE_BUSY,
+            "remote" => VDEV_ERR_REMOTE,
             _ => VDEV_ERR_UNKNOWN,
         }
     }
@@ -150,6 +156,7 @@ impl vdev_error_code {
             VDEV_ERR_BACKEND => c"backend",
             VDEV_ERR_REMOVAL_REFUSED => c"removal-refused",
             VDEV_ERR_DEVICE_BUSY => c"device-busy",
+            VDEV_ERR_REMOTE => c"remote",
             VDEV_ERR_NULL_ARGUMENT => c"null-argument",
             VDEV_ERR_INVALID_ARGUMENT => c"invalid-argument",
             VDEV_ERR_BUFFER_TOO_SMALL => c"buffer-too-small",

@@ -202,6 +202,32 @@ fn c_proposal_calls_on_a_real_qemu() {
     assert_eq!(raw.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
+/// The same C program over `qemu+ssh://` (a real sshd on loopback): the URI goes through the C
+/// library unchanged.
+#[test]
+fn c_proposal_calls_over_ssh() {
+    if !common::qemu_available() {
+        return;
+    }
+    let Some(sshd) = vdev_conformance::sshd::Sshd::start() else {
+        return;
+    };
+    let vm = common::Vm::start(common::VmSpec::default());
+    let img = vm.image("c.raw", "raw");
+    let uri = format!(
+        "qemu+ssh://{}{}?{}",
+        sshd.authority(),
+        vm.socket.display(),
+        sshd.query()
+    );
+    let exe = compile(&crate_dir().join("tests/c/qemu.c"), "qemu", Link::Shared);
+    let out = run_checked_with(&exe, &[&uri, img.to_str().unwrap()]);
+    assert!(out.contains("checks passed"), "{out}");
+    let mut raw = vm.raw();
+    assert!(!raw.has_device("cdisk"), "the disk is gone");
+    assert_eq!(raw.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
+
 #[test]
 fn c_update_calls() {
     c_test("update");

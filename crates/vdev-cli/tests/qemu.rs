@@ -292,3 +292,72 @@ fn out_of_range_timeouts_are_refused() {
         assert!(err.contains("between 1ms and 1h"), "{t}: {err}");
     }
 }
+
+/// The same command over `qemu+ssh://`, given with `-c` and with `VDEV_DEFAULT_URI`, against a
+/// real sshd on loopback: each process opens its own ssh connection, and what one process did
+/// the next sees (checked by the raw client too). A bad host key is a clear error and exit
+/// status, never a prompt.
+#[test]
+fn the_command_over_ssh() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(sshd) = vdev_conformance::sshd::Sshd::start() else {
+        return;
+    };
+    let vm = Vm::start(VmSpec::default());
+    let mut raw = vm.raw();
+    let uri = format!(
+        "qemu+ssh://{}{}?{}",
+        sshd.authority(),
+        vm.socket.display(),
+        sshd.query()
+    );
+    let img = vm.image("ssh.raw", "raw");
+    let r = ok(
+        &uri,
+        &[
+            "attach",
+            "vm",
+            "disk",
+            &format!("source={}", img.display()),
+            "format=raw",
+            "bus=scsi",
+        ],
+    );
+    assert!(raw.has_device(&r), "QEMU has no {r}");
+    // Another process, the URI from the environment.
+    let listed = Command::new(env!("CARGO_BIN_EXE_vdev"))
+        .args(["--json", "devices", "vm", "disk"])
+        .env("VDEV_DEFAULT_URI", &uri)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let v: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(
+        v.as_array().unwrap().iter().any(|d| d["ref"] == r.as_str()),
+        "{v}"
+    );
+    ok(&uri, &["detach", "vm", "disk", &r]);
+    assert!(raw.wait_gone(&r));
+    assert_eq!(raw.leftovers(), Vec::<String>::new());
+    // An unknown host key: refused with ssh's words, no prompt (stdin is closed anyway).
+    let kh = sshd.dir.path().join("none");
+    std::fs::write(&kh, "").unwrap();
+    let bad = format!(
+        "qemu+ssh://{}{}?keyfile={}&known_hosts={}",
+        sshd.authority(),
+        vm.socket.display(),
+        sshd.key.display(),
+        kh.display()
+    );
+    let o = vdev(&bad, &["devices", "vm"]);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("Host key verification failed") && err.contains("no_verify=1"),
+        "{err}"
+    );
+}

@@ -587,7 +587,7 @@ static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 struct Session {
     id: u64,
     target: SshTarget,
-    dir: tempfile::TempDir,
+    dir: SocketDir,
     control: PathBuf,
     child: Mutex<Child>,
     agent: tokio::sync::Mutex<Agent>,
@@ -608,18 +608,43 @@ impl Drop for Session {
     }
 }
 
-/// A short folder for the control socket and the forwards (unix socket paths are limited to 107
-/// bytes).
-fn socket_dir() -> std::io::Result<tempfile::TempDir> {
-    let base = std::env::temp_dir();
-    let base = if base.as_os_str().len() > 60 {
-        PathBuf::from("/tmp")
-    } else {
-        base
-    };
-    tempfile::Builder::new()
-        .prefix("vdev-ssh-")
-        .tempdir_in(base)
+/// A private folder (mode 0700) for the control socket and the forwards, removed with the
+/// session. In `/tmp` when the temporary folder's path is long: unix socket paths are limited
+/// to 107 bytes.
+struct SocketDir(PathBuf);
+
+impl SocketDir {
+    fn new() -> std::io::Result<SocketDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let base = std::env::temp_dir();
+        let base = if base.as_os_str().len() > 60 {
+            PathBuf::from("/tmp")
+        } else {
+            base
+        };
+        loop {
+            let p = base.join(format!(
+                "vdev-ssh-{}-{:08x}",
+                std::process::id(),
+                rand::random::<u32>()
+            ));
+            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
+                Ok(()) => return Ok(SocketDir(p)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for SocketDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 impl Session {
@@ -630,7 +655,7 @@ impl Session {
             kind,
             message,
         };
-        let dir = socket_dir().map_err(|e| {
+        let dir = SocketDir::new().map_err(|e| {
             remote(
                 RemoteErrorKind::LocalProgram,
                 format!("cannot make a private folder for the ssh control socket: {e}"),

@@ -24,6 +24,7 @@ CLASSES = {
     "removal-pending": vdev.RemovalPending,
     "removal-refused": vdev.RemovalRefused,
     "device-busy": vdev.DeviceBusy,
+    "remote": vdev.Remote,
     "backend": vdev.Backend,
 }
 
