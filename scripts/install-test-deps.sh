@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian bookworm machine of this project's kind:
 # qemu-system-x86_64 and qemu-img (the QEMU driver's tests), valgrind and pkg-config (the C API's
-# tests). Idempotent and quiet: does nothing when everything is there. Run as root.
+# tests), OpenSSH server and client (the tests of +ssh URIs start their own sshd on loopback).
+# Idempotent and quiet: does nothing when everything is there. Run as root.
 #
 # On a fresh machine qemu-utils 10.0 from backports is preinstalled; installing qemu-system-x86
 # (7.2) alone then removes it (version conflict) and leaves no qemu-img. So both are installed
@@ -25,10 +26,14 @@ fi
 need=()
 command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
 command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
+# A real OpenSSH server and client for the tests of +ssh URIs (vdev_conformance::sshd).
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 if [ ${#need[@]} -gt 0 ]; then
     update
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
 command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null \
-    && command -v valgrind >/dev/null && command -v pkg-config >/dev/null
+    && command -v valgrind >/dev/null && command -v pkg-config >/dev/null \
+    && [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null

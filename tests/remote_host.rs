@@ -280,3 +280,33 @@ async fn a_host_that_looks_like_an_option_never_reaches_ssh() {
     }
     assert!(!Path::new(&marker).exists());
 }
+
+#[tokio::test]
+async fn persist_shares_one_login_across_connections_and_processes() {
+    let Some(sshd) = Sshd::start() else { return };
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
+    let first = host(&u);
+    assert_eq!(first.run("echo 1", T).await.unwrap().text(), "1");
+    first.disconnect().await;
+    drop(first);
+    // A new Host, as in a later process: the master kept running in the background.
+    let second = host(&u);
+    assert_eq!(second.run("echo 2", T).await.unwrap().text(), "2");
+    // A unix socket through the shared master, twice (the second reuses its forward).
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    for _ in 0..2 {
+        let _s = second.connect_unix(&sock).await.unwrap().unwrap();
+        listener.accept().unwrap();
+    }
+    second.disconnect().await;
+    assert_eq!(logins(), 1, "one login served both: {}", sshd.log());
+    // Without persist, every connection logs in.
+    let plain = host(&uri(&sshd, &sshd.query()));
+    plain.run("true", T).await.unwrap();
+    plain.disconnect().await;
+    assert_eq!(logins(), 2);
+    // The shared master ends with sshd (Sshd's drop kills every session).
+}

@@ -724,28 +724,28 @@ async fn inspect_remote_image(
     format: &str,
     timeout: std::time::Duration,
 ) -> Result<Protocol> {
-    let q = vdev_core::remote::sh_quote(source);
-    let magic = if format == "qcow2" {
-        "[ \"$(head -c 3 -- \"$p\" 2>/dev/null)\" = QFI ] || { echo notqcow2; exit 0; }; "
-    } else {
-        ""
-    };
-    let script = format!(
-        "p={q}; if [ -d \"$p\" ]; then echo dir; elif [ -p \"$p\" ]; then echo fifo; elif [ -S \"$p\" ]; then echo socket; \
-         elif [ -c \"$p\" ]; then echo char; elif [ ! -e \"$p\" ]; then echo missing; elif [ ! -r \"$p\" ]; then echo unreadable; \
-         elif [ -b \"$p\" ]; then {magic}echo block; elif [ -f \"$p\" ]; then {magic}echo file; else echo other; fi"
-    );
-    let out = host.run(&script, timeout).await.map_err(|e| match e {
-        Error::Timeout { .. } => invalid(
-            "source",
-            format!(
-                "'{source}' could not be examined on {} within {}: its file system does not answer (a hung network mount?)",
-                host.name(),
-                humantime::format_duration(timeout)
+    // Shell builtins in the agent's own shell (no process on the host), `head` for qcow2 only;
+    // defined once per ssh session, then one short line per call.
+    const BODY: &str = r#"if [ -f "$1" ] || [ -b "$1" ]; then
+  if [ ! -r "$1" ]; then echo unreadable
+  elif [ "$2" = qcow2 ] && [ "$(head -c 3 -- "$1" 2>/dev/null)" != QFI ]; then echo notqcow2
+  elif [ -f "$1" ]; then echo file; else echo block; fi
+elif [ -d "$1" ]; then echo dir; elif [ -p "$1" ]; then echo fifo; elif [ -S "$1" ]; then echo socket
+elif [ -c "$1" ]; then echo char; elif [ ! -e "$1" ]; then echo missing; else echo other; fi"#;
+    let out = host
+        .call("__vdev_image", BODY, &[source, format], timeout)
+        .await
+        .map_err(|e| match e {
+            Error::Timeout { .. } => invalid(
+                "source",
+                format!(
+                    "'{source}' could not be examined on {} within {}: its file system does not answer (a hung network mount?)",
+                    host.name(),
+                    humantime::format_duration(timeout)
+                ),
             ),
-        ),
-        e => e,
-    })?;
+            e => e,
+        })?;
     let on = host.name();
     let what = match out.text().as_str() {
         "file" => return Ok(Protocol::File),

@@ -172,9 +172,9 @@ async fn path_kind(host: &Host, p: &Path, timeout: Duration) -> Result<PathKind>
         });
     }
     let out = host
-        .run(
+        .run_in_session(
             &format!(
-                "p={}; if [ -d \"$p\" ]; then echo d; elif [ -S \"$p\" ]; then echo s; elif [ -e \"$p\" ]; then echo o; else echo m; fi",
+                "__vdev_p={}; if [ -d \"$__vdev_p\" ]; then echo d; elif [ -S \"$__vdev_p\" ]; then echo s; elif [ -e \"$__vdev_p\" ]; then echo o; else echo m; fi",
                 sh_quote(&p.to_string_lossy())
             ),
             timeout,
@@ -199,11 +199,11 @@ async fn sockets_in(host: &Host, dir: &Path, timeout: Duration) -> Result<Vec<Pa
             .map(|e| e.path())
             .collect()
     } else {
-        // Builtins only: one round trip, no process on the host.
+        // Builtins only, in the agent's own shell: one round trip, no process on the host.
         let out = host
-            .run(
+            .run_in_session(
                 &format!(
-                    "cd -- {} 2>/dev/null || exit 0; for f in * .[!.]* ..?*; do [ -S \"$f\" ] && printf '%s\\n' \"$f\"; done; exit 0",
+                    "__vdev_d={}; for f in \"$__vdev_d\"/* \"$__vdev_d\"/.[!.]* \"$__vdev_d\"/..?*; do [ -S \"$f\" ] && printf '%s\\n' \"${{f##*/}}\"; done; :",
                     sh_quote(&dir.to_string_lossy())
                 ),
                 timeout,

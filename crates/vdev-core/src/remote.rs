@@ -35,7 +35,11 @@ use crate::uri::ConnectUri;
 
 /// The URI options of the `+ssh` transport, which every driver that offers it accepts beside its
 /// own (see [`SshTarget::from_uri`]).
-pub const SSH_OPTIONS: &[&str] = &["keyfile", "known_hosts", "no_verify", "command"];
+pub const SSH_OPTIONS: &[&str] = &["keyfile", "known_hosts", "no_verify", "command", "persist"];
+
+/// The values `persist=` accepts: 1 s to one day.
+pub const PERSIST_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(86400);
 
 /// The environment variables passed to `ssh` (every other one is removed): what finds the user's
 /// configuration, keys, agent and Kerberos credentials.
@@ -80,6 +84,12 @@ pub struct SshTarget {
     pub no_verify: bool,
     /// `command=PATH`: the local ssh program (default `ssh`, found in `PATH`).
     pub command: PathBuf,
+    /// `persist=DURATION`: keep the ssh connection open this long after the last vdev
+    /// connection that used it closes (in the background, OpenSSH's `ControlPersist`), and
+    /// share it with every vdev connection of this user to the same destination with the same
+    /// options, in this and later processes: a one-shot `vdev` command then needs no login.
+    /// `None` (the default): each vdev connection has its own ssh connection, closed with it.
+    pub persist: Option<Duration>,
     /// The bound on logging in, from the driver's timeout.
     pub connect_timeout: Duration,
 }
@@ -173,6 +183,10 @@ impl SshTarget {
                 )))
             }
         };
+        let persist = match uri.option("persist") {
+            None => None,
+            Some(_) => Some(uri.duration_option("persist", Duration::ZERO, PERSIST_RANGE)?),
+        };
         Ok(SshTarget {
             user,
             host,
@@ -181,6 +195,7 @@ impl SshTarget {
             known_hosts,
             no_verify,
             command,
+            persist,
             connect_timeout,
         })
     }
@@ -217,9 +232,19 @@ impl SshTarget {
             "StrictHostKeyChecking={}",
             if self.no_verify { "accept-new" } else { "yes" }
         ));
-        o("ControlMaster=yes".into());
         o(format!("ControlPath={}", control.display()));
-        o("ControlPersist=no".into());
+        match self.persist {
+            None => {
+                o("ControlMaster=yes".into());
+                o("ControlPersist=no".into());
+            }
+            Some(d) => {
+                // Use the shared master when it runs, else become it and stay d after the last
+                // user.
+                o("ControlMaster=auto".into());
+                o(format!("ControlPersist={}", d.as_secs().max(1)));
+            }
+        }
         o(format!(
             "ConnectTimeout={}",
             self.connect_timeout.as_secs_f64().ceil().max(1.0) as u64
@@ -401,13 +426,60 @@ impl Host {
 
     /// Run `script` in the agent's own shell rather than a subshell, so that what it does to
     /// the shell (open a file descriptor, for instance to hold a lock) stays until a later call
-    /// undoes it. For [`Host::Local`] this is [`Host::run`]. Scripts must not `exit`.
+    /// undoes it. It is also the cheaper way to run a script of shell builtins only: no subshell
+    /// is forked on the host. Scripts must not `exit`, and should name their variables
+    /// `__vdev_*`. For [`Host::Local`] this is [`Host::run`].
     pub async fn run_in_session(&self, script: &str, timeout: Duration) -> Result<RunOutput> {
         match self {
             Host::Local => run_local(script, timeout).await,
             Host::Ssh(s) => {
                 let session = s.session().await?;
                 session.request(script, true, timeout).await
+            }
+        }
+    }
+
+    /// Call the shell function `name` (defined by `body`, POSIX shell) with `args`, each
+    /// quoted, on the host. On a remote host the function is defined in the agent's own shell
+    /// once per ssh session and every later call sends only its name and arguments: the
+    /// cheapest way to run the same check often (the agent reads its input byte by byte). The
+    /// body runs in the agent's shell (no process is forked for builtins): it must `return`,
+    /// never `exit`, and name its variables `__vdev_*` (declare them `local` if it likes).
+    pub async fn call(
+        &self,
+        name: &'static str,
+        body: &'static str,
+        args: &[&str],
+        timeout: Duration,
+    ) -> Result<RunOutput> {
+        let mut call = String::from(name);
+        for a in args {
+            call.push(' ');
+            call.push_str(&sh_quote(a));
+        }
+        match self {
+            Host::Local => run_local(&format!("{name}() {{\n{body}\n}}\n{call}"), timeout).await,
+            Host::Ssh(s) => {
+                let session = s.session().await?;
+                let first = session
+                    .defined
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name);
+                let script = if first {
+                    format!("{name}() {{\n{body}\n}}\n{call}")
+                } else {
+                    call
+                };
+                let r = session.request(&script, true, timeout).await;
+                if r.is_err() && first {
+                    session
+                        .defined
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(name);
+                }
+                r
             }
         }
     }
@@ -546,11 +618,27 @@ impl SshHost {
 
     async fn connect_unix(&self, path: &Path) -> Result<std::io::Result<UnixStream>> {
         let session = self.session().await?;
-        let local = match session.forward(path).await? {
+        let local = match session.forward(path, false).await? {
             Ok(l) => l,
             Err(e) => return Ok(Err(e)),
         };
-        Ok(UnixStream::connect(&local).await)
+        match UnixStream::connect(&local).await {
+            // A shared master's forward from an earlier master that is gone: forward again.
+            Err(e)
+                if matches!(session.sockets, Sockets::Shared { .. })
+                    && matches!(
+                        e.kind(),
+                        std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
+                    ) =>
+            {
+                let local = match session.forward(path, true).await? {
+                    Ok(l) => l,
+                    Err(e) => return Ok(Err(e)),
+                };
+                Ok(UnixStream::connect(&local).await)
+            }
+            r => Ok(r),
+        }
     }
 }
 
@@ -587,13 +675,15 @@ static SESSIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::ne
 struct Session {
     id: u64,
     target: SshTarget,
-    dir: SocketDir,
+    sockets: Sockets,
     control: PathBuf,
     child: Mutex<Child>,
     agent: tokio::sync::Mutex<Agent>,
     broken: AtomicBool,
     forwards: tokio::sync::Mutex<HashMap<PathBuf, PathBuf>>,
     next_forward: AtomicU32,
+    /// The shell functions [`Host::call`] has defined in the agent.
+    defined: Mutex<std::collections::HashSet<&'static str>>,
     stderr: Arc<Mutex<String>>,
 }
 
@@ -647,6 +737,73 @@ impl Drop for SocketDir {
     }
 }
 
+/// Where a session's sockets are: its own private folder, or (with `persist=`) the user's
+/// shared folder, whose control socket and forwards outlive the process.
+enum Sockets {
+    Private(SocketDir),
+    Shared { dir: PathBuf, key: String },
+}
+
+impl Sockets {
+    fn control(&self) -> PathBuf {
+        match self {
+            Sockets::Private(d) => d.path().join("c"),
+            Sockets::Shared { dir, key } => dir.join(format!("{key}.c")),
+        }
+    }
+
+    fn forward(&self, n: u32, remote: &Path) -> PathBuf {
+        match self {
+            Sockets::Private(d) => d.path().join(format!("f{n}")),
+            Sockets::Shared { dir, key } => {
+                dir.join(format!("{key}.f{:016x}", fnv(remote.as_os_str().as_encoded_bytes())))
+            }
+        }
+    }
+}
+
+/// FNV-1a: a stable short name for a destination or a remote path (not a security measure: the
+/// folder is private to the user).
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// The user's folder for shared ssh connections: `$XDG_RUNTIME_DIR/vdev-ssh`, else
+/// `/tmp/vdev-ssh-UID`; made 0700 and checked to be a real folder owned by this user with no
+/// access for others (anyone who can reach a control socket can use the connection).
+fn shared_dir() -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    // SAFETY: getuid(2) has no failure mode.
+    let uid = unsafe { libc_getuid() };
+    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        Some(d) if d.is_absolute() && d.as_os_str().len() < 60 => d.join("vdev-ssh"),
+        _ => PathBuf::from(format!("/tmp/vdev-ssh-{uid}")),
+    };
+    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let md = std::fs::symlink_metadata(&dir)?;
+    if !md.is_dir() || md.uid() != uid || md.permissions().mode() & 0o077 != 0 {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "{} must be a folder of this user with mode 0700 (it holds the shared ssh connections); remove it",
+                dir.display()
+            ),
+        ));
+    }
+    Ok(dir)
+}
+
+extern "C" {
+    #[link_name = "getuid"]
+    fn libc_getuid() -> u32;
+}
+
 impl Session {
     async fn start(target: &SshTarget) -> Result<Session> {
         let dest = target.destination();
@@ -655,13 +812,20 @@ impl Session {
             kind,
             message,
         };
-        let dir = SocketDir::new().map_err(|e| {
+        let sockets = match target.persist {
+            None => SocketDir::new().map(Sockets::Private),
+            Some(_) => shared_dir().map(|dir| Sockets::Shared {
+                dir,
+                key: format!("{:016x}", fnv(format!("{:?}|{:?}|{:?}|{}|{:?}|{:?}", target.user, target.host, target.port, target.no_verify, target.keyfile, (&target.known_hosts, &target.command)).as_bytes())),
+            }),
+        }
+        .map_err(|e| {
             remote(
                 RemoteErrorKind::LocalProgram,
                 format!("cannot make a private folder for the ssh control socket: {e}"),
             )
         })?;
-        let control = dir.path().join("c");
+        let control = sockets.control();
         let mut cmd = tokio::process::Command::new(&target.command);
         cmd.args(target.args(&control)).arg("/bin/sh");
         cmd.env_clear();
@@ -693,7 +857,7 @@ impl Session {
         let session = Session {
             id: SESSIONS.fetch_add(1, Ordering::Relaxed),
             target: target.clone(),
-            dir,
+            sockets,
             control,
             child: Mutex::new(child),
             agent: tokio::sync::Mutex::new(Agent {
@@ -708,6 +872,7 @@ impl Session {
             broken: AtomicBool::new(false),
             forwards: tokio::sync::Mutex::new(HashMap::new()),
             next_forward: AtomicU32::new(0),
+            defined: Mutex::new(std::collections::HashSet::new()),
             stderr,
         };
         let ready = async {
@@ -938,12 +1103,13 @@ impl Session {
 
     async fn socket_state(&self, path: &Path, timeout: Duration) -> Result<SocketState> {
         let p = sh_quote(&path.to_string_lossy());
+        // Builtins only: in the agent's own shell, no process on the host.
         let out = self
             .request(
                 &format!(
-                    "p={p}; if [ -S \"$p\" ]; then if [ -r \"$p\" ] && [ -w \"$p\" ]; then echo ready; else echo denied; fi; elif [ -e \"$p\" ]; then echo other; else echo missing; fi"
+                    "__vdev_p={p}; if [ -S \"$__vdev_p\" ]; then if [ -r \"$__vdev_p\" ] && [ -w \"$__vdev_p\" ]; then echo ready; else echo denied; fi; elif [ -e \"$__vdev_p\" ]; then echo other; else echo missing; fi"
                 ),
-                false,
+                true,
                 timeout,
             )
             .await?;
@@ -957,8 +1123,11 @@ impl Session {
 
     /// The local end of the forward to `remote` (added on first use). The inner error says why
     /// the remote socket cannot be used.
-    async fn forward(&self, remote: &Path) -> Result<std::io::Result<PathBuf>> {
+    async fn forward(&self, remote: &Path, fresh: bool) -> Result<std::io::Result<PathBuf>> {
         let mut forwards = self.forwards.lock().await;
+        if fresh {
+            forwards.remove(remote);
+        }
         if let Some(l) = forwards.get(remote) {
             return Ok(Ok(l.clone()));
         }
@@ -995,7 +1164,13 @@ impl Session {
             }
         }
         let n = self.next_forward.fetch_add(1, Ordering::Relaxed);
-        let local = self.dir.path().join(format!("f{n}"));
+        let local = self.sockets.forward(n, remote);
+        // A shared master may forward this socket already (for an earlier process); if that
+        // forward is stale, connect_unix asks again with `fresh`.
+        if !fresh && matches!(self.sockets, Sockets::Shared { .. }) && local.exists() {
+            forwards.insert(remote.to_owned(), local.clone());
+            return Ok(Ok(local));
+        }
         let mut spec = OsString::from(local.as_os_str());
         spec.push(":");
         spec.push(remote.as_os_str());
