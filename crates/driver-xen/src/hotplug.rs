@@ -308,7 +308,7 @@ if mkdir -p {d}; then
     exec {LOCK_FD}<&-
   done
 fi
-[ "$__vdev_r" = 0 ]"#,
+case $__vdev_r in 0) true ;; 2) (exit 2) ;; *) false ;; esac"#,
             p = sh_quote(&path),
             d = sh_quote(LOCK_DIR),
         );
