@@ -1,18 +1,21 @@
-//! Typed options parsed from a `xen://` URI.
+//! Typed options parsed from a `xen://` or `xen+ssh://` URI.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+use vdev_core::remote::{Host, SSH_OPTIONS};
 use vdev_core::{ConnectUri, Result};
 
-/// The xenstored socket used by `xen:///` when `XENSTORED_PATH` is not set.
+/// The xenstored socket used by `xen:///` when `XENSTORED_PATH` is not set, and by
+/// `xen+ssh://HOST/` on the remote host when no `socket=` is given.
 pub const DEFAULT_SOCKET: &str = "/run/xenstored/socket";
 
 /// The xenbus device used by `xen:///` when no xenstored socket exists (a domain without a
 /// local xenstored, such as a driver domain).
 pub const DEFAULT_DEVICE: &str = "/dev/xen/xenbus";
 
-/// The options the Xen driver knows.
+/// The options the Xen driver knows (`xen+ssh://` also takes
+/// [`SSH_OPTIONS`](vdev_core::remote::SSH_OPTIONS), and not `device`).
 pub const OPTIONS: &[&str] = &["socket", "device", "timeout", "attach-timeout", "hotplug"];
 
 /// How the driver reaches XenStore.
@@ -40,12 +43,18 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default bound on waiting for a new backend to come up (libxl waits 10 s too).
 pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Everything a `xen://` URI can say.
+/// Everything a `xen://` or `xen+ssh://` URI can say.
 #[derive(Debug, Clone)]
 pub struct XenConfig {
-    /// Where XenStore is: `?socket=PATH` or `?device=PATH`; else `$XENSTORED_PATH`; else
-    /// [`DEFAULT_SOCKET`] when it exists; else [`DEFAULT_DEVICE`] when it exists; else
-    /// [`DEFAULT_SOCKET`] (and connecting says that neither exists).
+    /// Where Domain-0 (or whichever domain runs xenstored) is: [`Host::Local`] for `xen:///`,
+    /// [`Host::Ssh`] for `xen+ssh://[USER@]HOST[:PORT]/`. XenStore is reached through it, and
+    /// the hotplug work (lock, loop devices, scripts) runs on it.
+    pub host: Host,
+    /// Where XenStore is, on [`host`](Self::host). Locally: `?socket=PATH` or `?device=PATH`;
+    /// else `$XENSTORED_PATH`; else [`DEFAULT_SOCKET`] when it exists; else [`DEFAULT_DEVICE`]
+    /// when it exists; else [`DEFAULT_SOCKET`] (and connecting says that neither exists).
+    /// Over ssh: `?socket=PATH` on the remote host, else [`DEFAULT_SOCKET`] there (never the
+    /// local `XENSTORED_PATH`); the xenbus device is not offered.
     pub transport: Transport,
     /// `timeout=DURATION`: the longest one XenStore request may take.
     pub request_timeout: Duration,
@@ -59,16 +68,16 @@ pub struct XenConfig {
 /// Who does the hotplug work of devices served by Domain-0.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hotplug {
-    /// `hotplug=auto` (the default): when this process runs in Domain-0
-    /// (`/proc/xen/capabilities` says `control_d`), the driver does it. For disks of the
+    /// `hotplug=auto` (the default): when the host runs in Domain-0
+    /// (`/proc/xen/capabilities` says `control_d`; over ssh, the remote host's), the driver does
+    /// it, on that host. For disks of the
     /// standard `/etc/xen/scripts/block` (`phy:` and `file:`) it does the script's work itself
     /// (same sharing checks, same lock, same keys, the loop device through `losetup`) and writes
     /// the result with the device, so the backend connects at once; any other script, and
     /// `vif-bridge` for NICs, is run as libxl runs it. Outside Domain-0 nothing is run.
     Auto,
     /// `hotplug=script`: always run the backend's script, as libxl does (after the backend
-    /// reaches InitWait), also for the standard block script. This process must be in
-    /// Domain-0.
+    /// reaches InitWait), also for the standard block script. The host must be Domain-0.
     Script,
     /// `hotplug=no`: never; something else (udev, a daemon) does it, or nothing does.
     No,
@@ -90,24 +99,52 @@ fn duration(uri: &ConnectUri, name: &str, default: Duration) -> Result<Duration>
 }
 
 impl XenConfig {
-    /// Parse a URI.
+    /// Parse a URI: `xen:///[?OPTIONS]` (this machine) or
+    /// `xen+ssh://[USER@]HOST[:PORT]/[?OPTIONS]` (a remote Domain-0 reached with OpenSSH).
+    ///
+    /// ```
+    /// use vdev_core::ConnectUri;
+    /// use vdev_driver_xen::{Transport, XenConfig};
+    /// let u = ConnectUri::parse("xen+ssh://root@dom0.example/?socket=/run/xenstored/socket&no_verify=1")?;
+    /// let c = XenConfig::from_uri(&u)?;
+    /// assert!(!c.host.is_local());
+    /// assert_eq!(c.transport, Transport::Socket("/run/xenstored/socket".into()));
+    /// let bad = ConnectUri::parse("xen+ssh://dom0.example/?device=/dev/xen/xenbus")?;
+    /// assert!(XenConfig::from_uri(&bad).is_err());
+    /// # Ok::<(), vdev_core::Error>(())
+    /// ```
     pub fn from_uri(uri: &ConnectUri) -> Result<Self> {
-        uri.check_options(OPTIONS)?;
-        if let Some(t) = uri.transport() {
-            return Err(uri.invalid(format!(
-                "the xen driver has no transport '{t}'; write xen:/// (local xenstored) or xen:///?socket=PATH"
-            )));
-        }
-        if let Some(h) = uri.host() {
-            return Err(uri.invalid(format!(
-                "xen:// is local and takes no host ('{h}'); write xen:/// or xen:///?socket=PATH"
-            )));
+        let ssh = match uri.transport() {
+            None => false,
+            Some("ssh") => true,
+            Some(t) => {
+                return Err(uri.invalid(format!(
+                    "the xen driver has no transport '{t}'; write xen:/// (local xenstored), xen:///?socket=PATH, or xen+ssh://[USER@]HOST[:PORT]/ (a remote Domain-0 over OpenSSH)"
+                )))
+            }
+        };
+        if ssh {
+            let known: Vec<&str> = OPTIONS.iter().chain(SSH_OPTIONS).copied().collect();
+            uri.check_options(&known)?;
+            if uri.option("device").is_some() {
+                return Err(uri.invalid(
+                    "device= is not offered over ssh: the xenbus device cannot be forwarded; xen+ssh:// reaches the remote xenstored's socket (socket=PATH on the remote host, default /run/xenstored/socket)",
+                ));
+            }
+        } else {
+            uri.check_options(OPTIONS)?;
+            if let Some(h) = uri.host() {
+                return Err(uri.invalid(format!(
+                    "xen:// is local and takes no host ('{h}'); write xen:/// or xen:///?socket=PATH, or xen+ssh://{h}/ for a remote Domain-0"
+                )));
+            }
         }
         if !matches!(uri.path().as_str(), "" | "/") {
             return Err(uri.invalid(
                 "xen:/// takes no path; give the xenstored socket as xen:///?socket=PATH",
             ));
         }
+        let request_timeout = duration(uri, "timeout", DEFAULT_REQUEST_TIMEOUT)?;
         let abs = |name: &str, p: &str, eg: &str| -> Result<PathBuf> {
             if p.starts_with('/') {
                 Ok(PathBuf::from(p))
@@ -117,6 +154,7 @@ impl XenConfig {
                 )))
             }
         };
+        let host = Host::from_uri(uri, request_timeout)?;
         let transport = match (uri.option("socket"), uri.option("device")) {
             (Some(_), Some(_)) => {
                 return Err(uri.invalid(
@@ -125,6 +163,8 @@ impl XenConfig {
             }
             (Some(p), None) => Transport::Socket(abs("socket", p, DEFAULT_SOCKET)?),
             (None, Some(p)) => Transport::Device(abs("device", p, DEFAULT_DEVICE)?),
+            // Over ssh: the remote host's default, whatever this machine's environment says.
+            (None, None) if ssh => Transport::Socket(PathBuf::from(DEFAULT_SOCKET)),
             (None, None) => match std::env::var_os("XENSTORED_PATH").filter(|p| !p.is_empty()) {
                 Some(p) => Transport::Socket(PathBuf::from(p)),
                 None if !std::path::Path::new(DEFAULT_SOCKET).exists()
@@ -138,8 +178,9 @@ impl XenConfig {
         let hotplug = match uri.option("hotplug") {
             None | Some("auto") => Hotplug::Auto,
             // libxl's scripts work on Domain-0's devices (loop devices, bridges): run from
-            // anywhere else they would act on the wrong machine.
-            Some("script") if !in_dom0() => {
+            // anywhere else they would act on the wrong machine. Over ssh the remote host is
+            // checked when connecting.
+            Some("script") if !ssh && !in_dom0() => {
                 return Err(uri.invalid(
                     "hotplug=script runs libxl's hotplug scripts, which work only in Domain-0, and this process is not in Domain-0 (/proc/xen/capabilities does not say control_d); leave hotplug out (auto) or write hotplug=no",
                 ))
@@ -153,9 +194,10 @@ impl XenConfig {
             }
         };
         Ok(XenConfig {
+            host,
             hotplug,
             transport,
-            request_timeout: duration(uri, "timeout", DEFAULT_REQUEST_TIMEOUT)?,
+            request_timeout,
             attach_timeout: duration(uri, "attach-timeout", DEFAULT_ATTACH_TIMEOUT)?,
         })
     }
@@ -177,5 +219,39 @@ mod tests {
         }
         let uri = ConnectUri::parse("xen:///?socket=/nonexistent&hotplug=no").unwrap();
         assert!(XenConfig::from_uri(&uri).is_ok());
+    }
+
+    #[test]
+    fn ssh_takes_a_host_the_ssh_options_and_a_remote_socket() {
+        let c = XenConfig::from_uri(
+            &ConnectUri::parse("xen+ssh://root@dom0:2222/?known_hosts=/tmp/kh&hotplug=script")
+                .unwrap(),
+        )
+        .unwrap();
+        assert!(!c.host.is_local());
+        assert_eq!(c.host.name(), "root@dom0:2222");
+        // Never this machine's XENSTORED_PATH: the default is the remote host's own.
+        assert_eq!(c.transport, Transport::Socket(DEFAULT_SOCKET.into()));
+        assert_eq!(c.hotplug, Hotplug::Script);
+        let c = XenConfig::from_uri(
+            &ConnectUri::parse("xen+ssh://dom0/?socket=/var/run/xs.sock").unwrap(),
+        )
+        .unwrap();
+        assert_eq!(c.transport, Transport::Socket("/var/run/xs.sock".into()));
+        for (bad, says) in [
+            (
+                "xen+ssh://dom0/?device=/dev/xen/xenbus",
+                "not offered over ssh",
+            ),
+            ("xen+ssh:///", "needs a host"),
+            ("xen+ssh://dom0/?bogus=1", "bogus"),
+            ("xen:///?keyfile=/etc/hostname", "keyfile"),
+            ("xen+tcp://dom0/", "no transport 'tcp'"),
+            ("xen://dom0/", "xen+ssh://dom0/"),
+            ("xen+ssh://dom0/?socket=relative", "absolute"),
+        ] {
+            let e = XenConfig::from_uri(&ConnectUri::parse(bad).unwrap()).unwrap_err();
+            assert!(e.to_string().contains(says), "{bad}: {e}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use vdev_core::{
 
 use crate::config::{Hotplug, XenConfig};
 use crate::error::XsError;
-use crate::hotplug::{self, Backing, ScriptLock};
+use crate::hotplug::{self, Backing, Dom0, ScriptLock};
 use crate::vbd::{self, DevPaths, DiskSpec, Kind};
 use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
 
@@ -36,7 +36,10 @@ struct Inner {
     config: XenConfig,
     tx_slots: Semaphore,
     closed: AtomicBool,
+    /// Whether the host is Domain-0.
     dom0: bool,
+    /// The hotplug work, on the host.
+    hp: Dom0,
 }
 
 impl Drop for XenDriver {
@@ -55,6 +58,7 @@ impl Drop for XenDriver {
 impl std::fmt::Debug for XenDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XenDriver")
+            .field("host", &self.inner.config.host.name())
             .field("transport", &self.inner.config.transport)
             .field("closed", &self.inner.closed.load(Ordering::SeqCst))
             .finish()
@@ -105,9 +109,10 @@ fn perms(owner: u32, reader: u32) -> Vec<String> {
 }
 
 impl XenDriver {
-    /// Connect to xenstored as `config` says.
+    /// Connect to xenstored as `config` says (over ssh: log in, then reach the remote socket
+    /// through the same connection).
     pub async fn open(config: XenConfig) -> Result<Self> {
-        let xs = XenStore::connect(&config.transport, config.request_timeout)
+        let xs = XenStore::connect(&config.transport, &config.host, config.request_timeout)
             .await
             .map_err(xs_err("connecting to xenstored"))?;
         let xs = Arc::new(xs);
@@ -115,13 +120,29 @@ impl XenDriver {
         xs.directory(NO_TX, "/local/domain")
             .await
             .map_err(xs_err("reading /local/domain"))?;
+        let hp = Dom0::new(config.host.clone());
+        let dom0 = if config.host.is_local() || config.hotplug != Hotplug::No {
+            hp.in_dom0().await?
+        } else {
+            false
+        };
+        if config.hotplug == Hotplug::Script && !dom0 {
+            return Err(Error::InvalidUri {
+                uri: format!("xen+ssh://{}/", config.host.name()),
+                reason: format!(
+                    "hotplug=script runs libxl's hotplug scripts, which work only in Domain-0, and {} is not Domain-0 (/proc/xen/capabilities does not say control_d); leave hotplug out (auto) or write hotplug=no",
+                    config.host.name()
+                ),
+            });
+        }
         Ok(XenDriver {
             inner: Arc::new(Inner {
                 xs,
                 config,
                 tx_slots: Semaphore::new(MAX_TRANSACTIONS),
                 closed: AtomicBool::new(false),
-                dom0: crate::config::in_dom0(),
+                dom0,
+                hp,
             }),
             pending: Default::default(),
         })
@@ -338,8 +359,11 @@ impl Inner {
             ),
         };
         tracing::debug!(%script, action, %be, "running hotplug script");
-        let out = hotplug::run_script(&script, action, kind.xs(), be, &extra).await?;
-        if out.status.success() {
+        let out = self
+            .hp
+            .run_script(&script, action, kind.xs(), be, &extra)
+            .await?;
+        if out.success {
             return Ok(());
         }
         // The scripts say why in hotplug-error; stderr otherwise.
@@ -349,7 +373,7 @@ impl Inner {
             .await
             .ok()
             .flatten()
-            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_owned());
+            .unwrap_or_else(|| out.stderr.trim().to_owned());
         Err(Error::backend(
             crate::NAME,
             format!(
@@ -363,8 +387,8 @@ impl Inner {
     /// [`hotplug`]): the sharing checks, the loop device for a file, and the keys the script
     /// would write. The lock is held until the caller has written the nodes.
     async fn native_block_add(&self, frontend: u32, spec: &DiskSpec) -> Result<Plug> {
-        let lock = ScriptLock::acquire("block").await?;
-        let backing = hotplug::inspect(&spec.params)?;
+        let lock = self.hp.lock("block").await?;
+        let backing = self.hp.inspect(&spec.params).await?;
         let nums = match &backing {
             Backing::Device { num, .. } => vec![*num],
             Backing::File {
@@ -381,7 +405,7 @@ impl Inner {
                         ),
                     });
                 }
-                hotplug::loops_backed_by(*dev, *ino)
+                self.hp.loops_backed_by(*dev, *ino).await?
             }
         };
         if !nums.is_empty() {
@@ -394,7 +418,7 @@ impl Inner {
                 ),
             }
             };
-            if let Some(m) = hotplug::mounted_conflict(&nums, spec.mode) {
+            if let Some(m) = self.hp.mounted_conflict(&nums, spec.mode).await? {
                 return Err(busy(format!("{m} in Domain-0")));
             }
             if let Some(g) = self.vbd_conflict(&nums, spec.mode, frontend).await? {
@@ -410,14 +434,7 @@ impl Inner {
                 None,
             ),
             Backing::File { path, .. } => {
-                let node = hotplug::loop_attach(&path, spec.mode).await?;
-                let num = match hotplug::devnum_of(&node) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = hotplug::loop_detach(&node).await;
-                        return Err(e);
-                    }
-                };
+                let (node, num) = self.hp.loop_attach(&path, spec.mode).await?;
                 (
                     vec![
                         ("node", node.clone()),
@@ -520,12 +537,10 @@ impl Inner {
             && v[1].as_deref().is_none_or(|s| s == vbd::BLOCK_SCRIPT);
         let res = if native {
             match v[2].as_deref() {
-                Some(node) if node.starts_with("/dev/loop") => {
-                    match ScriptLock::acquire("block").await {
-                        Ok(_lock) => hotplug::loop_detach(node).await,
-                        Err(e) => Err(e),
-                    }
-                }
+                Some(node) if node.starts_with("/dev/loop") => match self.hp.lock("block").await {
+                    Ok(_lock) => self.hp.loop_detach(node).await,
+                    Err(e) => Err(e),
+                },
                 _ => Ok(()),
             }
         } else {
@@ -793,8 +808,8 @@ impl Inner {
             .await;
         if let (Err(_), Some(node)) = (&res, node) {
             // The nodes are gone again; release the loop device made for them.
-            if let Ok(_lock) = ScriptLock::acquire("block").await {
-                if let Err(e) = hotplug::loop_detach(&node).await {
+            if let Ok(_lock) = self.hp.lock("block").await {
+                if let Err(e) = self.hp.loop_detach(&node).await {
                     tracing::warn!(%node, "{e}");
                 }
             }
@@ -844,6 +859,17 @@ impl Inner {
             Plug::Native { keys, lock, .. } => (Some(lock), keys),
             Plug::Script | Plug::None => (None, Vec::new()),
         };
+        if let Some(l) = &lock {
+            // Over ssh the lock lives in the connection's shell: if that connection was lost
+            // since, another user may have the lock now, and the sharing checks are void.
+            if !l.still_held().await {
+                return Err(Error::Remote {
+                    host: self.hp.name(),
+                    kind: vdev_core::RemoteErrorKind::Disconnected,
+                    message: "the ssh connection that held the hotplug lock was lost during the attach; try again".into(),
+                });
+            }
+        }
         let devid = self
             .transaction(&format!("attaching a {what}"), |tx| {
                 let (bdom, build, taken, what, native_keys) =
@@ -1273,9 +1299,18 @@ impl Driver for XenDriver {
         self.inner.check_open()?;
         match Kind::of(device_type) {
             Some(Kind::Vbd) => {
-                self.inner
-                    .attach_disk(domain, DiskSpec::parse(attributes)?)
-                    .await
+                // xl's bare `target=PATH` is `phy:` for a block device in Domain-0: ask the
+                // host (remote or not) only when that decides it.
+                let target = attributes.get("target").map(|v| v.to_string());
+                let block = match target.as_deref() {
+                    Some(v) if self.inner.dom0 && v.starts_with('/') && !v.starts_with("/dev/") => {
+                        self.inner.hp.is_block_device(v).await?
+                    }
+                    _ => false,
+                };
+                let dom0 = self.inner.dom0;
+                let spec = DiskSpec::parse_with(attributes, || dom0, |_| block)?;
+                self.inner.attach_disk(domain, spec).await
             }
             Some(Kind::Vif) => {
                 self.inner

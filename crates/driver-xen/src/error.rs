@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use vdev_core::Error;
+use vdev_core::{Error, RemoteErrorKind};
 
 /// What can go wrong talking to xenstored.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -30,6 +30,17 @@ pub enum XsError {
     /// The socket could not be used.
     #[error("socket error: {0}")]
     Io(String),
+    /// The remote host (`xen+ssh://`) could not be reached; mapped back to
+    /// [`Error::Remote`].
+    #[error("{host}: {message}")]
+    Remote {
+        /// The host, as `user@host:port`.
+        host: String,
+        /// What kind of failure.
+        kind: RemoteErrorKind,
+        /// What happened and what to do.
+        message: String,
+    },
 }
 
 impl XsError {
@@ -38,9 +49,38 @@ impl XsError {
         matches!(self, XsError::Errno(e) if e == "ENOENT")
     }
 
+    /// Keep a core error met while connecting (ssh, a timeout) in a cloneable form.
+    pub(crate) fn from_core(e: Error) -> XsError {
+        match e {
+            Error::Remote {
+                host,
+                kind,
+                message,
+            } => XsError::Remote {
+                host,
+                kind,
+                message,
+            },
+            Error::Timeout { operation, after } => XsError::Timeout {
+                what: operation,
+                after,
+            },
+            e => XsError::Io(e.to_string()),
+        }
+    }
+
     /// Map into the core error: `what` says what was being done, in words.
     pub(crate) fn into_core(self, what: &str) -> Error {
         match self {
+            XsError::Remote {
+                host,
+                kind,
+                message,
+            } => Error::Remote {
+                host,
+                kind,
+                message: format!("{what}: {message}"),
+            },
             XsError::Timeout { what: req, after } => Error::Timeout {
                 operation: format!("{what} (XenStore {req})"),
                 after,

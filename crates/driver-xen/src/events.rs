@@ -7,6 +7,11 @@
 //! pipelined reads) and compared with what was last seen: a new disk is `Added`, a gone one
 //! `Removed`, another state `StateChanged`. Bursts (an attach writes some 40 nodes) are coalesced:
 //! every queued event is drained before anything is read.
+//!
+//! When the xenstored connection is lost (xenstored restarted, its socket or the ssh link went
+//! away) the watches end; the stream then opens a new connection, registers both watches again,
+//! reads every device again and reports what changed meanwhile (an outage is reported once as
+//! an error item, and retried every second while the stream is read).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -92,19 +97,15 @@ async fn domain(xs: &XenStore, names: &mut HashMap<u32, String>, d: u32) -> Doma
     }
 }
 
-/// Start the event stream.
-pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> {
-    let err = |e: crate::XsError| e.into_core("watching XenStore");
-    let mut w1 = xs.watch("/local/domain").await.map_err(err)?;
-    let mut w2 = xs.watch("/libxl").await.map_err(err)?;
-    // What exists now, so that the watches' first events do not report it as new.
-    let mut seen: BTreeMap<Key, DeviceState> = BTreeMap::new();
-    for d in xs.directory(NO_TX, "/local/domain").await.map_err(err)? {
+/// Every device that exists now, with its state.
+async fn scan(xs: &XenStore) -> Result<BTreeMap<Key, DeviceState>, crate::XsError> {
+    let mut seen = BTreeMap::new();
+    for d in xs.directory(NO_TX, "/local/domain").await? {
         let Ok(d) = d.parse::<u32>() else { continue };
         let mut ns = BTreeSet::new();
         for kind in Kind::ALL {
             for dir in [vbd::frontend_dir(kind, d), vbd::libxl_dir(kind, d)] {
-                for n in xs.directory(NO_TX, &dir).await.map_err(err)? {
+                for n in xs.directory(NO_TX, &dir).await? {
                     if let Ok(n) = n.parse::<u32>() {
                         ns.insert((kind, d, n));
                     }
@@ -112,20 +113,119 @@ pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> 
             }
         }
         for k in ns {
-            if let Some(s) = look(&xs, k).await.map_err(err)? {
+            if let Some(s) = look(xs, k).await? {
                 seen.insert(k, s);
             }
         }
     }
+    Ok(seen)
+}
+
+/// Register both watches, then read what exists (after, so nothing is missed in between).
+async fn watch_all(
+    xs: &Arc<XenStore>,
+) -> Result<(Watch, Watch, BTreeMap<Key, DeviceState>), crate::XsError> {
+    let w1 = xs.watch("/local/domain").await?;
+    let w2 = xs.watch("/libxl").await?;
+    let seen = scan(xs).await?;
+    Ok((w1, w2, seen))
+}
+
+/// The event for a device that was `before` and is `now`, if it changed.
+fn event(
+    k: Key,
+    dom: Domain,
+    before: &Option<DeviceState>,
+    now: &Option<DeviceState>,
+) -> Option<DeviceEvent> {
+    if before == now {
+        return None;
+    }
+    let reference = DeviceRef::new(k.2.to_string()).expect("a number is a valid ref");
+    let device_type = k.0.device_type();
+    Some(match (before, now) {
+        (None, Some(_)) => DeviceEvent::Added {
+            domain: dom,
+            device_type,
+            reference,
+        },
+        (Some(_), None) => DeviceEvent::Removed {
+            domain: dom,
+            device_type,
+            reference,
+        },
+        (_, Some(s)) => DeviceEvent::StateChanged {
+            domain: dom,
+            device_type,
+            reference,
+            state: s.clone(),
+        },
+        (None, None) => return None,
+    })
+}
+
+/// Start the event stream.
+pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> {
+    let err = |e: crate::XsError| e.into_core("watching XenStore");
+    // What exists now, so that the watches' first events do not report it as new.
+    let (mut w1, mut w2, mut seen) = watch_all(&xs).await.map_err(err)?;
     let (tx, rx) = mpsc::unbounded_channel::<vdev_core::Result<DeviceEvent>>();
     tokio::spawn(async move {
         let mut names = HashMap::new();
         loop {
             let mut dirty = BTreeSet::new();
-            tokio::select! {
+            let lost = tokio::select! {
                 _ = tx.closed() => return,
-                p = w1.next() => match p { Some(p) => dirty.extend(key_of(&p)), None => return },
-                p = w2.next() => match p { Some(p) => dirty.extend(key_of(&p)), None => return },
+                p = w1.next() => match p { Some(p) => { dirty.extend(key_of(&p)); false } None => true },
+                p = w2.next() => match p { Some(p) => { dirty.extend(key_of(&p)); false } None => true },
+            };
+            if lost {
+                // The connection is gone: open a new one and compare everything.
+                let mut reported = false;
+                let now = loop {
+                    if xs.is_closed_for_good() {
+                        return;
+                    }
+                    match watch_all(&xs).await {
+                        Ok((a, b, now)) => {
+                            (w1, w2) = (a, b);
+                            break now;
+                        }
+                        Err(e) => {
+                            if !reported {
+                                reported = true;
+                                if tx
+                                    .send(Err(e.into_core(
+                                        "watching XenStore again after the connection was lost",
+                                    )))
+                                    .is_err()
+                                {
+                                    return;
+                                }
+                            }
+                            tokio::select! {
+                                _ = tx.closed() => return,
+                                _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                            }
+                        }
+                    }
+                };
+                tracing::debug!("XenStore watches registered again after the connection was lost");
+                let keys: BTreeSet<Key> = seen.keys().chain(now.keys()).copied().collect();
+                for k in keys {
+                    let (before, after) = (seen.get(&k).cloned(), now.get(&k).cloned());
+                    if before == after {
+                        continue;
+                    }
+                    let dom = domain(&xs, &mut names, k.1).await;
+                    if let Some(ev) = event(k, dom, &before, &after) {
+                        if tx.send(Ok(ev)).is_err() {
+                            return;
+                        }
+                    }
+                }
+                seen = now;
+                continue;
             }
             drain(&mut w1, &mut dirty);
             drain(&mut w2, &mut dirty);
@@ -142,26 +242,8 @@ pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> 
                     continue;
                 }
                 let dom = domain(&xs, &mut names, k.1).await;
-                let reference = DeviceRef::new(k.2.to_string()).expect("a number is a valid ref");
-                let device_type = k.0.device_type();
-                let ev = match (&before, &now) {
-                    (None, Some(_)) => DeviceEvent::Added {
-                        domain: dom,
-                        device_type,
-                        reference,
-                    },
-                    (Some(_), None) => DeviceEvent::Removed {
-                        domain: dom,
-                        device_type,
-                        reference,
-                    },
-                    (_, Some(s)) => DeviceEvent::StateChanged {
-                        domain: dom,
-                        device_type,
-                        reference,
-                        state: s.clone(),
-                    },
-                    (None, None) => continue,
+                let Some(ev) = event(k, dom, &before, &now) else {
+                    continue;
                 };
                 match now {
                     Some(s) => seen.insert(k, s),

@@ -59,7 +59,21 @@ fn one_of(attrs: &Attributes, names: &[&'static str]) -> Result<Option<(&'static
 /// and `file:` for any other. Both kinds write the same XenStore values (`params` = the path,
 /// `type` = `phy`, as libxl does for raw images), so the kind never changes what is written.
 /// Anything else is refused.
+#[cfg(test)]
 pub(crate) fn target_as_uname(v: &str, in_dom0: impl FnOnce() -> bool) -> Result<String> {
+    target_as_uname_with(v, in_dom0, |v| {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(v).is_ok_and(|m| m.file_type().is_block_device())
+    })
+}
+
+/// [`target_as_uname`] with the block-device check given (for a remote Domain-0, where the
+/// driver asked the host beforehand).
+pub(crate) fn target_as_uname_with(
+    v: &str,
+    in_dom0: impl FnOnce() -> bool,
+    block_device: impl FnOnce(&str) -> bool,
+) -> Result<String> {
     if v.starts_with("phy:") || v.starts_with("file:") {
         return Ok(v.to_owned());
     }
@@ -72,11 +86,7 @@ pub(crate) fn target_as_uname(v: &str, in_dom0: impl FnOnce() -> bool) -> Result
             ),
         ));
     }
-    let block_device = || {
-        use std::os::unix::fs::FileTypeExt;
-        std::fs::metadata(v).is_ok_and(|m| m.file_type().is_block_device())
-    };
-    let kind = if v.starts_with("/dev/") || (in_dom0() && block_device()) {
+    let kind = if v.starts_with("/dev/") || (in_dom0() && block_device(v)) {
         "phy"
     } else {
         "file"
@@ -106,8 +116,23 @@ fn backing_path(name: &str, p: &str) -> Result<String> {
 }
 
 impl DiskSpec {
-    /// Interpret the attributes; changes nothing.
+    /// Interpret the attributes; changes nothing. A bare `target` path is looked at on this
+    /// machine (see [`target_as_uname_with`]).
+    #[cfg(test)]
     pub(crate) fn parse(attrs: &Attributes) -> Result<Self> {
+        Self::parse_with(attrs, crate::config::in_dom0, |v| {
+            use std::os::unix::fs::FileTypeExt;
+            std::fs::metadata(v).is_ok_and(|m| m.file_type().is_block_device())
+        })
+    }
+
+    /// [`parse`](Self::parse) with the Domain-0 and block-device answers given (the driver
+    /// asks its host, which may be remote).
+    pub(crate) fn parse_with(
+        attrs: &Attributes,
+        in_dom0: impl FnOnce() -> bool,
+        block_device: impl FnOnce(&str) -> bool,
+    ) -> Result<Self> {
         for (n, _) in attrs.iter() {
             if !DISK_ATTRS.contains(&n) {
                 return Err(invalid(
@@ -127,7 +152,7 @@ impl DiskSpec {
             }
             Some((n, v)) => {
                 let uname = if n == "target" {
-                    let uname = target_as_uname(&v, crate::config::in_dom0)?;
+                    let uname = target_as_uname_with(&v, in_dom0, block_device)?;
                     tracing::debug!(xl_target = %v, %uname, "xl's target read as uname");
                     uname
                 } else {

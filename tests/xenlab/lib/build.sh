@@ -15,7 +15,7 @@ OUT=${1:?OUT}; WORK=${2:?WORK}
 : "${SUITE:?}" "${KVER:?}" "${XEN_PKG_V:?}" "${LINUX_PKG_V:?}" "${BUSYBOX_PKG_V:?}" "${LAB_SRC:?}"
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 XV=4.17
-DOM0_PKGS=xen-utils-$XV,xenstore-utils,socat,kmod,iproute2,bridge-utils,mount,procps,busybox,xz-utils,util-linux,coreutils
+DOM0_PKGS=xen-utils-$XV,xenstore-utils,socat,kmod,iproute2,bridge-utils,mount,procps,busybox,xz-utils,util-linux,coreutils,openssh-server
 
 t_start=$(date +%s)
 say() { echo "xenlab build [$(( $(date +%s) - t_start ))s]: $*" >&2; }
@@ -167,6 +167,10 @@ rm -rf "$R"/usr/share/{doc,man,info,locale,lintian,bash-completion} "$R"/var/cac
 mkdir -p "$R/root/lab" "$R/usr/local/sbin"
 install -m 0755 "$LAB_SRC/guest/dom0-init" "$R/init"
 install -m 0755 "$LAB_SRC/guest/xenlab-shd" "$R/usr/local/sbin/xenlab-shd"
+install -m 0755 "$LAB_SRC/guest/xenlab-sshd" "$R/usr/local/sbin/xenlab-sshd"
+# openssh-server's own host keys (made by its postinst) are never used: `xenlab up` makes the
+# run's keys (see guest/xenlab-sshd); none is baked into the cached image.
+rm -f "$R"/etc/ssh/ssh_host_*
 install -m 0644 "$LAB_SRC/guest/domu1.cfg" "$R/root/lab/domu1.cfg"
 cp "$OUT.tmp/vmlinuz" "$OUT.tmp/domU-initrd.gz" "$R/root/lab/"
 echo dom0 > "$R/etc/hostname"

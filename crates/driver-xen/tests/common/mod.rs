@@ -1,5 +1,5 @@
 //! Helpers for the tests against the Xen lab (tests/xenlab/xenlab): they need XENSTORED_PATH
-//! (printed by `xenlab up`). Without it they fail under CI (`CI` set, not `false`/`0`) and are skipped elsewhere, the skip
+//! (printed by `xenlab up`; the `xen+ssh://` tests also XENLAB_SSH_URI). Without it they fail under CI (`CI` set, not `false`/`0`) and are skipped elsewhere, the skip
 //! shown in the test command's summary.
 #![allow(dead_code)]
 
@@ -24,6 +24,98 @@ pub fn lab() -> Option<String> {
 /// The lab's domU.
 pub fn domu() -> String {
     std::env::var("XENLAB_DOMU").unwrap_or_else(|_| "domu1".into())
+}
+
+/// The `xen+ssh://` URI into the lab's Domain-0 (`XENLAB_SSH_URI` from `xenlab up`, with the
+/// run's key and known_hosts), with `extra` options appended; `None` (after saying so) when
+/// the lab is not configured.
+pub fn ssh_uri(extra: &str) -> Option<String> {
+    lab()?;
+    match std::env::var("XENLAB_SSH_URI") {
+        Ok(u) if !u.is_empty() => Some(if extra.is_empty() {
+            u
+        } else {
+            format!("{u}&{extra}")
+        }),
+        _ => {
+            vdev_conformance::missing_real_part(
+                "XENLAB_SSH_URI is not set (start the Xen lab: set -a; eval \"$(tests/xenlab/xenlab up)\")",
+            );
+            None
+        }
+    }
+}
+
+/// `losetup -a` in dom0 (sorted), read through the lab's command channel.
+pub fn losetup_a() -> String {
+    let (ok, out) = dom0("losetup -a | sort");
+    assert!(ok, "losetup -a in dom0: {out}");
+    out
+}
+
+/// The conformance kit's harness for the lab's domU over `uri`: disks of the domU, attached
+/// from wherever `uri` points (shared by the local and the `xen+ssh://` kit).
+pub async fn harness(uri: &str) -> vdev_conformance::Harness {
+    use vdev_conformance::{Fixture, Harness};
+    let conn = vdev_core::connect(uri).await.expect("connect");
+    let readonly = vdev_core::connect_readonly(uri)
+        .await
+        .expect("read-only connect");
+    let invalid_attrs = vec![
+        attrs(&[("uname", "/root/lab/x.img"), ("dev", "xvdz")]),
+        attrs(&[("uname", "nbd:/root/lab/x.img"), ("dev", "xvdz")]),
+        attrs(&[("uname", "file:relative.img"), ("dev", "xvdz")]),
+        attrs(&[("uname", "file:/root/../etc/passwd"), ("dev", "xvdz")]),
+        attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "vda")]),
+        attrs(&[("uname", "file:/root/lab/x.img"), ("dev", "xvd/../a")]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("mode", "rx"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("format", "qcow2"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("backend", "no-such-domain"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("backend", "4242"),
+        ]),
+        attrs(&[
+            ("uname", "file:/root/lab/x.img"),
+            ("dev", "xvdz"),
+            ("backend", "../0"),
+        ]),
+    ];
+    let make_attrs = Box::new(|i: usize| {
+        // From xvde on: the lab's own tests use xvdb..xvdd.
+        let dev = xvd(4 + i);
+        attrs(&[
+            ("uname", &format!("file:/root/lab/vdev-{dev}.img")),
+            ("dev", &dev),
+            ("mode", "w"),
+        ])
+    });
+    Harness {
+        conn,
+        readonly,
+        fixture: Fixture {
+            domain: domu(),
+            device_type: vdev_core::DeviceType::DISK,
+            make_attrs,
+            invalid_attrs,
+            detach_timeout: std::time::Duration::from_secs(30),
+            // Nothing is updatable on Xen yet: the checks assert the core's Unsupported.
+            update: None,
+        },
+    }
 }
 
 pub fn uri() -> String {
