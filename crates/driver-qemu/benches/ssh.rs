@@ -68,7 +68,10 @@ async fn cycle(conn: &Connection, d: &Domain, img: &str, ops: &mut Ops) {
         .expect("attach");
     ops.attach.push(t.elapsed());
     let t = Instant::now();
-    let listed = conn.devices(d, Some(&DeviceType::DISK)).await.expect("list");
+    let listed = conn
+        .devices(d, Some(&DeviceType::DISK))
+        .await
+        .expect("list");
     ops.list.push(t.elapsed());
     assert!(listed.iter().any(|x| x.reference == r));
     let t = Instant::now();
@@ -82,7 +85,15 @@ async fn cycle(conn: &Connection, d: &Domain, img: &str, ops: &mut Ops) {
 fn vdev_binary() -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let st = Command::new(env!("CARGO"))
-        .args(["build", "-q", "--release", "-p", "vdev-cli", "--bin", "vdev"])
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "vdev-cli",
+            "--bin",
+            "vdev",
+        ])
         .current_dir(&root)
         .status()
         .expect("cargo build");
@@ -289,7 +300,9 @@ async fn main() {
         c.close().await.unwrap();
         let t = Instant::now();
         let conns = futures::future::join_all(vms.iter().map(|v| async {
-            let c = vdev_core::connect(&ssh_uri(&sshd, &v.socket)).await.unwrap();
+            let c = vdev_core::connect(&ssh_uri(&sshd, &v.socket))
+                .await
+                .unwrap();
             c.domains().await.unwrap();
             c
         }))

@@ -68,6 +68,8 @@ impl QemuConfig {
                         "the path must be an absolute path to a QMP unix socket or to a directory of sockets, e.g. qemu:///run/vms/vm1.qmp or qemu+ssh://HOST/run/vms/vm1.qmp",
                     ));
                 }
+                // Most often a socket: a remote host forwards it from the login on.
+                host.expect_socket(std::path::Path::new(&path));
                 Target::Local(PathBuf::from(path))
             }
             Some("tcp") => {

@@ -175,6 +175,9 @@ impl XenConfig {
                 None => Transport::Socket(PathBuf::from(DEFAULT_SOCKET)),
             },
         };
+        if let Transport::Socket(p) = &transport {
+            host.expect_socket(p);
+        }
         let hotplug = match uri.option("hotplug") {
             None | Some("auto") => Hotplug::Auto,
             // libxl's scripts work on Domain-0's devices (loop devices, bridges): run from

@@ -365,7 +365,20 @@ impl Host {
         Host::Ssh(Arc::new(SshHost {
             target,
             session: tokio::sync::Mutex::new(None),
+            expected: Mutex::new(Vec::new()),
         }))
+    }
+
+    /// Say that the driver will connect to the unix socket `path` (its hypervisor's control
+    /// socket): a remote host then forwards it from the ssh login on, which saves a step at the
+    /// first [`Host::connect_unix`]. Nothing to do for [`Host::Local`].
+    pub fn expect_socket(&self, path: &Path) {
+        if let Host::Ssh(s) = self {
+            let mut e = s.expected.lock().unwrap_or_else(|p| p.into_inner());
+            if !e.iter().any(|p| p == path) {
+                e.push(path.to_owned());
+            }
+        }
     }
 
     /// Whether this is this machine.
@@ -586,6 +599,8 @@ async fn run_local(script: &str, timeout: Duration) -> Result<RunOutput> {
 pub struct SshHost {
     target: SshTarget,
     session: tokio::sync::Mutex<Option<Arc<Session>>>,
+    /// Sockets to forward from the login on ([`Host::expect_socket`]).
+    expected: Mutex<Vec<PathBuf>>,
 }
 
 impl fmt::Debug for SshHost {
@@ -611,7 +626,12 @@ impl SshHost {
             s.kill();
         }
         *slot = None;
-        let s = Arc::new(Session::start(&self.target).await?);
+        let expected = self
+            .expected
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let s = Arc::new(Session::start(&self.target, &expected).await?);
         *slot = Some(s.clone());
         Ok(s)
     }
@@ -680,7 +700,8 @@ struct Session {
     child: Mutex<Child>,
     agent: tokio::sync::Mutex<Agent>,
     broken: AtomicBool,
-    forwards: tokio::sync::Mutex<HashMap<PathBuf, PathBuf>>,
+    /// Remote socket → (local end, whether the remote socket was checked through the agent).
+    forwards: tokio::sync::Mutex<HashMap<PathBuf, (PathBuf, bool)>>,
     next_forward: AtomicU32,
     /// The shell functions [`Host::call`] has defined in the agent.
     defined: Mutex<std::collections::HashSet<&'static str>>,
@@ -755,11 +776,18 @@ impl Sockets {
     fn forward(&self, n: u32, remote: &Path) -> PathBuf {
         match self {
             Sockets::Private(d) => d.path().join(format!("f{n}")),
-            Sockets::Shared { dir, key } => {
-                dir.join(format!("{key}.f{:016x}", fnv(remote.as_os_str().as_encoded_bytes())))
-            }
+            Sockets::Shared { dir, key } => dir.join(format!(
+                "{key}.f{:016x}",
+                fnv(remote.as_os_str().as_encoded_bytes())
+            )),
         }
     }
+}
+
+/// Whether OpenSSH's `-L LOCAL:REMOTE` can carry the path.
+fn forwardable(remote: &Path) -> bool {
+    let r = remote.to_string_lossy();
+    !(r.contains([':', '%', '[', ']']) || r.contains("${") || r.chars().any(char::is_control))
 }
 
 /// FNV-1a: a stable short name for a destination or a remote path (not a security measure: the
@@ -805,7 +833,7 @@ extern "C" {
 }
 
 impl Session {
-    async fn start(target: &SshTarget) -> Result<Session> {
+    async fn start(target: &SshTarget, expected: &[PathBuf]) -> Result<Session> {
         let dest = target.destination();
         let remote = |kind, message: String| Error::Remote {
             host: dest.clone(),
@@ -816,7 +844,19 @@ impl Session {
             None => SocketDir::new().map(Sockets::Private),
             Some(_) => shared_dir().map(|dir| Sockets::Shared {
                 dir,
-                key: format!("{:016x}", fnv(format!("{:?}|{:?}|{:?}|{}|{:?}|{:?}", target.user, target.host, target.port, target.no_verify, target.keyfile, (&target.known_hosts, &target.command)).as_bytes())),
+                key: format!(
+                    "{:016x}",
+                    fnv(format!(
+                        "{:?}|{:?}|{:?}|{}|{:?}|{:?}",
+                        target.user,
+                        target.host,
+                        target.port,
+                        target.no_verify,
+                        target.keyfile,
+                        (&target.known_hosts, &target.command)
+                    )
+                    .as_bytes())
+                ),
             }),
         }
         .map_err(|e| {
@@ -827,7 +867,19 @@ impl Session {
         })?;
         let control = sockets.control();
         let mut cmd = tokio::process::Command::new(&target.command);
-        cmd.args(target.args(&control)).arg("/bin/sh");
+        let mut args = target.args(&control);
+        // The expected sockets are forwarded by the login itself (before `--` and the host).
+        let mut forwards = HashMap::new();
+        for (n, remote) in expected.iter().filter(|r| forwardable(r)).enumerate() {
+            let local = sockets.forward(n as u32, remote);
+            let mut spec = OsString::from(local.as_os_str());
+            spec.push(":");
+            spec.push(remote.as_os_str());
+            let at = args.len() - 2;
+            args.splice(at..at, [OsString::from("-L"), spec]);
+            forwards.insert(remote.clone(), (local, false));
+        }
+        cmd.args(args).arg("/bin/sh");
         cmd.env_clear();
         for k in ENV_ALLOW {
             if let Some(v) = std::env::var_os(k) {
@@ -870,8 +922,8 @@ impl Session {
                 stdout,
             }),
             broken: AtomicBool::new(false),
-            forwards: tokio::sync::Mutex::new(HashMap::new()),
-            next_forward: AtomicU32::new(0),
+            next_forward: AtomicU32::new(forwards.len() as u32),
+            forwards: tokio::sync::Mutex::new(forwards),
             defined: Mutex::new(std::collections::HashSet::new()),
             stderr,
         };
@@ -1128,11 +1180,11 @@ impl Session {
         if fresh {
             forwards.remove(remote);
         }
-        if let Some(l) = forwards.get(remote) {
+        if let Some((l, true)) = forwards.get(remote) {
             return Ok(Ok(l.clone()));
         }
         let r = remote.to_string_lossy();
-        if r.contains([':', '%', '[', ']']) || r.contains("${") || r.chars().any(char::is_control) {
+        if !forwardable(remote) {
             return Ok(Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 format!("the remote socket path {r} holds ':', '%', '[', ']', '${{' or a control character, which OpenSSH's forwarding cannot carry; move or link the socket to a plain path"),
@@ -1163,12 +1215,17 @@ impl Session {
                 )))
             }
         }
+        // Forwarded by the login already: now checked.
+        if let Some((l, checked)) = forwards.get_mut(remote) {
+            *checked = true;
+            return Ok(Ok(l.clone()));
+        }
         let n = self.next_forward.fetch_add(1, Ordering::Relaxed);
         let local = self.sockets.forward(n, remote);
         // A shared master may forward this socket already (for an earlier process); if that
         // forward is stale, connect_unix asks again with `fresh`.
         if !fresh && matches!(self.sockets, Sockets::Shared { .. }) && local.exists() {
-            forwards.insert(remote.to_owned(), local.clone());
+            forwards.insert(remote.to_owned(), (local.clone(), true));
             return Ok(Ok(local));
         }
         let mut spec = OsString::from(local.as_os_str());
@@ -1213,7 +1270,7 @@ impl Session {
             Ok(Ok(_)) => {}
         }
         debug!(%host, remote = %r, local = %local.display(), "ssh forward added");
-        forwards.insert(remote.to_owned(), local.clone());
+        forwards.insert(remote.to_owned(), (local.clone(), true));
         Ok(Ok(local))
     }
 }
