@@ -12,33 +12,17 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod util;
 
 use std::time::{Duration, Instant};
 
 use common::{Raw, Vm, VmSpec};
 use serde_json::json;
+use util::{disk, median, ms};
 use vdev_core::{Attributes, Connection, DetachOptions, DeviceType, Domain};
 use vdev_driver_qemu as _;
 
 const RUNS: usize = 40;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn disk(img: &str) -> Attributes {
-    Attributes::from_pairs([
-        ("source", img.to_owned()),
-        ("format", "raw".into()),
-        ("bus", "scsi".into()),
-    ])
-    .unwrap()
-}
 
 /// The raw client's attach: the same two commands the driver sends.
 fn raw_attach(raw: &mut Raw, img: &str, n: usize) -> String {

@@ -14,35 +14,19 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod util;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Vm, VmSpec};
+use util::{disk, median, ms};
 use vdev_conformance::sshd::Sshd;
-use vdev_core::{Attributes, Connection, DetachOptions, DeviceType, Domain};
+use vdev_core::{Connection, DetachOptions, DeviceType, Domain};
 use vdev_driver_qemu as _;
 
 const RUNS: usize = 40;
 const ONE_SHOT_RUNS: usize = 15;
-
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
-}
-
-fn disk(img: &str) -> Attributes {
-    Attributes::from_pairs([
-        ("source", img.to_owned()),
-        ("format", "raw".into()),
-        ("bus", "scsi".into()),
-    ])
-    .unwrap()
-}
 
 fn ssh_uri(sshd: &Sshd, path: &std::path::Path) -> String {
     format!(

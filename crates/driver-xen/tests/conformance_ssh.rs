@@ -4,6 +4,7 @@
 //! files in Domain-0) and it attaches 32 at once, so the backends stay at InitWait as in the
 //! local kit; the native hotplug over ssh has its own end-to-end test (tests/ssh_dom0.rs).
 
+#[macro_use]
 mod common;
 
 use vdev_conformance::Harness;
@@ -15,28 +16,4 @@ async fn setup() -> Option<Harness> {
     Some(common::harness(&uri).await)
 }
 
-// The kit's checks, one test each, skipped when the lab is not configured.
-macro_rules! checks {
-    ($($check:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $check() {
-            let _turn = common::SERIAL.lock().await;
-            let Some(h) = setup().await else { return };
-            vdev_conformance::$check(&h).await;
-            vdev_conformance::finish(h).await;
-        }
-    )*};
-}
-
-checks!(
-    domains_and_lookup,
-    schema_describes_type,
-    unknown_device_type_is_unsupported,
-    attach_list_detach,
-    detach_unknown_ref_is_not_found,
-    invalid_attributes_are_refused,
-    missing_attributes_are_refused,
-    concurrent_attaches_get_distinct_refs,
-    events_for_attach_and_detach,
-    readonly_refuses_changes,
-);
+lab_conformance_checks!(setup);
