@@ -58,6 +58,12 @@ async fn commands_and_sockets_over_one_connection() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), odd);
+    // A program the host lacks is named (drivers turn it into a MissingProgram error).
+    let out = h.run("vdev-no-such-helper --version", T).await.unwrap();
+    assert_eq!(
+        out.missing_program().as_deref(),
+        Some("vdev-no-such-helper")
+    );
     // State set in the session stays between calls; a subshell's does not.
     h.run_in_session("VDEV_TEST_VAR=kept", T).await.unwrap();
     assert_eq!(

@@ -234,6 +234,20 @@ impl Dom0 {
     /// Run `script`; its stdout, or an error naming `what`, its stderr and `hint`.
     async fn sh_ok(&self, script: &str, what: &str, hint: &str) -> Result<String> {
         let out = self.sh(script, SCRIPT_TIMEOUT).await?;
+        if let Some(program) = out.missing_program() {
+            let package = match program.as_str() {
+                "losetup" | "flock" => "util-linux",
+                "stat" | "timeout" | "realpath" | "head" => "coreutils",
+                _ => "the package that provides it",
+            };
+            return Err(Error::Remote {
+                host: self.host.name(),
+                kind: vdev_core::RemoteErrorKind::MissingProgram,
+                message: format!(
+                    "{what} needs `{program}`, which is not installed there: install {package} on that Domain-0"
+                ),
+            });
+        }
         if !out.success() {
             return Err(Error::backend(
                 crate::NAME,

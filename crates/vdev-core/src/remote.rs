@@ -319,6 +319,22 @@ impl RunOutput {
         self.status == 0
     }
 
+    /// The program the shell could not find, when that is why the command failed (status 127,
+    /// `NAME: not found` on stderr): lets a driver name the package to install.
+    pub fn missing_program(&self) -> Option<String> {
+        if self.status != 127 {
+            return None;
+        }
+        self.stderr.lines().find_map(|l| {
+            let l = l.trim();
+            let rest = l
+                .strip_suffix(": not found")
+                .or_else(|| l.strip_suffix(": command not found"))?;
+            // "sh: 1: NAME", "bash: NAME", "NAME"
+            rest.rsplit(": ").next().map(str::to_owned)
+        })
+    }
+
     /// Standard output as text (lossy), without a trailing newline.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.stdout)
@@ -1392,6 +1408,24 @@ mod tests {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8(out.stdout).unwrap(), s);
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_named() {
+        let out = Host::Local
+            .run("vdev-no-such-program-xyz --help", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(
+            out.missing_program().as_deref(),
+            Some("vdev-no-such-program-xyz"),
+            "{out:?}"
+        );
+        let ok = Host::Local
+            .run("true", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(ok.missing_program(), None);
     }
 
     #[tokio::test]
