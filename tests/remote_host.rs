@@ -20,18 +20,25 @@ fn uri(s: &Sshd, query: &str) -> String {
     format!("qemu+ssh://{}/x?{query}", s.authority())
 }
 
-/// The number of `ssh` processes that are children of this test process.
-fn ssh_children() -> usize {
+/// The number of live `ssh` processes, children of this test process, that use `key` (other
+/// tests of this binary run beside, with keys of their own).
+fn ssh_children(key: &Path) -> usize {
     let me = std::process::id().to_string();
+    let key = key.display().to_string();
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
         .filter(|e| {
             let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            let cmdline = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
             stat.contains("(ssh)")
+                && cmdline.contains(&key)
                 && stat
                     .rsplit_once(')')
-                    .and_then(|(_, r)| r.split_whitespace().nth(1).map(|p| p == me))
+                    .map(|(_, r)| {
+                        let mut f = r.split_whitespace();
+                        f.next() != Some("Z") && f.next() == Some(me.as_str())
+                    })
                     .unwrap_or(false)
         })
         .count()
@@ -88,7 +95,8 @@ async fn commands_and_sockets_over_one_connection() {
             });
         }
     });
-    let before = ssh_children();
+    let before = ssh_children(&sshd.key);
+    assert_eq!(before, 1, "one ssh process serves the connection");
     for _ in 0..3 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = h.connect_unix(&sock).await.unwrap().unwrap();
@@ -98,7 +106,7 @@ async fn commands_and_sockets_over_one_connection() {
         assert_eq!(&buf, b"ping\n");
     }
     assert_eq!(
-        ssh_children(),
+        ssh_children(&sshd.key),
         before,
         "each stream or command started an ssh process"
     );

@@ -152,6 +152,10 @@ impl DomainEntry {
     }
 }
 
+/// How long a socket reached through a ready shared ssh forward may take to greet before its
+/// siblings are listed and tried too.
+const QUICK_PROBE: Duration = Duration::from_secs(1);
+
 /// What a path on the connection's host is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum PathKind {
@@ -279,6 +283,11 @@ impl QemuDriver {
         let mut directory = None;
         let mut first = None;
         match &config.target {
+            // A remote socket the shared ssh connection (persist=) already forwards: the QMP
+            // greeting will say what it is, with nothing started on the host.
+            Target::Local(p) if !config.host.is_local() && config.host.has_ready_stream(p) => {
+                first = Some((Endpoint::Unix(p.clone()), stem(p)))
+            }
             Target::Local(p) => match path_kind(&config.host, p, config.request_timeout).await? {
                 PathKind::Directory => directory = Some(p.clone()),
                 PathKind::Socket => first = Some((Endpoint::Unix(p.clone()), stem(p))),
@@ -414,9 +423,24 @@ impl QemuDriver {
         *slot = None;
         let timeout = self.inner.config.request_timeout;
         let host = &self.inner.config.host;
-        let qmp = Qmp::connect_any(host, &entry.endpoints(host, timeout).await?, timeout)
+        let quick = match &entry.endpoint {
+            // Through a ready shared forward: try the socket alone first (a free socket greets
+            // at once), and list its siblings on the host only if it is held by another client.
+            Endpoint::Unix(p) if !host.is_local() && host.has_ready_stream(p) => Qmp::connect_any(
+                host,
+                std::slice::from_ref(&entry.endpoint),
+                timeout.min(QUICK_PROBE),
+            )
             .await
-            .map_err(|e| connect_error(entry, timeout, e))?;
+            .ok(),
+            _ => None,
+        };
+        let qmp = match quick {
+            Some(q) => q,
+            None => Qmp::connect_any(host, &entry.endpoints(host, timeout).await?, timeout)
+                .await
+                .map_err(|e| connect_error(entry, timeout, e))?,
+        };
         // One round trip: the name, and what earlier removals left to collect.
         let mut r = qmp
             .batch(vec![

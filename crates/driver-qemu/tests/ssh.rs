@@ -339,3 +339,72 @@ async fn sshd_killed_in_the_middle_of_an_attach() {
         outcome.is_ok()
     );
 }
+
+/// `persist=`: the first connection logs in and leaves its ssh connection behind; a later
+/// connection (as in a later `vdev` process) lists and attaches through it without starting any
+/// ssh process or logging in again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persist_lets_later_connections_skip_the_login() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(sshd) = Sshd::start() else { return };
+    let vm = Vm::start(VmSpec::default());
+    let mut raw = vm.raw();
+    let uri = ssh_uri(&sshd, &vm.socket, "&persist=30s");
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    let first = vdev_core::connect(&uri).await.unwrap();
+    let dom = first.domains().await.unwrap()[0].clone();
+    first.close().await.unwrap();
+    assert_eq!(logins(), 1);
+    let ssh_children = || {
+        let me = std::process::id().to_string();
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+                // A live child (a zombie of the first connection's ssh, not yet reaped, is not).
+                stat.contains("(ssh)")
+                    && stat
+                        .rsplit_once(')')
+                        .map(|(_, r)| {
+                            let mut f = r.split_whitespace();
+                            f.next() != Some("Z") && f.next() == Some(me.as_str())
+                        })
+                        .unwrap_or(false)
+            })
+            .map(|e| {
+                std::fs::read_to_string(e.path().join("cmdline"))
+                    .unwrap_or_default()
+                    .replace('\0', " ")
+            })
+            .collect::<Vec<_>>()
+    };
+    let later = vdev_core::connect(&uri).await.unwrap();
+    let listed = later.devices(&dom, Some(&DeviceType::DISK)).await.unwrap();
+    // Other tests of this binary run beside this one, with sshds of their own.
+    let key = sshd.key.display().to_string();
+    let started: Vec<String> = ssh_children()
+        .into_iter()
+        .filter(|c| c.contains(&key))
+        .collect();
+    assert!(
+        started.is_empty(),
+        "a later connection started ssh although the shared one was there: {started:?}"
+    );
+    let img = vm.image("p.raw", "raw");
+    let r = later
+        .attach(
+            &dom,
+            &DeviceType::DISK,
+            &attrs(&[("source", img.to_str().unwrap()), ("format", "raw")]),
+        )
+        .await
+        .unwrap();
+    assert!(raw.has_device(r.as_str()));
+    let after = later.devices(&dom, Some(&DeviceType::DISK)).await.unwrap();
+    assert_eq!(after.len(), listed.len() + 1);
+    later.close().await.unwrap();
+    assert_eq!(logins(), 1, "{}", sshd.log());
+}

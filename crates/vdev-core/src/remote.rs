@@ -200,6 +200,24 @@ impl SshTarget {
         })
     }
 
+    /// The name of this target's shared connection (`persist=`): one per destination and
+    /// options.
+    fn shared_key(&self) -> String {
+        format!(
+            "{:016x}",
+            fnv(format!(
+                "{:?}|{:?}|{:?}|{}|{:?}|{:?}",
+                self.user,
+                self.host,
+                self.port,
+                self.no_verify,
+                self.keyfile,
+                (&self.known_hosts, &self.command)
+            )
+            .as_bytes())
+        )
+    }
+
     /// `user@host:port` as given, for messages.
     pub fn destination(&self) -> String {
         let mut s = String::new();
@@ -566,6 +584,17 @@ impl Host {
         })
     }
 
+    /// Whether a stream to `path` can be had without starting anything: on this machine, or
+    /// (with `persist=`) through a forward the shared ssh connection already has. Lets a
+    /// driver skip checks it would otherwise ask the host for, when the stream itself answers
+    /// them.
+    pub fn has_ready_stream(&self, path: &Path) -> bool {
+        match self {
+            Host::Local => true,
+            Host::Ssh(s) => s.shared_forward(path).is_some(),
+        }
+    }
+
     /// Close the ssh connection (if any); the next call opens a new one.
     pub async fn disconnect(&self) {
         if let Host::Ssh(s) = self {
@@ -652,7 +681,36 @@ impl SshHost {
         Ok(s)
     }
 
+    /// With `persist=`, the local end of a forward the shared connection already has for
+    /// `path` (made by an earlier connection, perhaps of another process), if its file exists.
+    fn shared_forward(&self, path: &Path) -> Option<PathBuf> {
+        self.target.persist?;
+        let dir = shared_dir().ok()?;
+        let local = Sockets::Shared {
+            dir,
+            key: self.target.shared_key(),
+        }
+        .forward(0, path);
+        local.exists().then_some(local)
+    }
+
     async fn connect_unix(&self, path: &Path) -> Result<std::io::Result<UnixStream>> {
+        // With persist=, a live shared forward needs no ssh process of ours at all: the agent
+        // is started only when something needs it.
+        let live = self
+            .session
+            .lock()
+            .await
+            .as_ref()
+            .is_some_and(|s| s.is_alive());
+        if !live {
+            if let Some(local) = self.shared_forward(path) {
+                if let Ok(s) = UnixStream::connect(&local).await {
+                    debug!(host = %self.target.destination(), path = %path.display(), "through the shared connection's forward");
+                    return Ok(Ok(s));
+                }
+            }
+        }
         let session = self.session().await?;
         let local = match session.forward(path, false).await? {
             Ok(l) => l,
@@ -860,19 +918,7 @@ impl Session {
             None => SocketDir::new().map(Sockets::Private),
             Some(_) => shared_dir().map(|dir| Sockets::Shared {
                 dir,
-                key: format!(
-                    "{:016x}",
-                    fnv(format!(
-                        "{:?}|{:?}|{:?}|{}|{:?}|{:?}",
-                        target.user,
-                        target.host,
-                        target.port,
-                        target.no_verify,
-                        target.keyfile,
-                        (&target.known_hosts, &target.command)
-                    )
-                    .as_bytes())
-                ),
+                key: target.shared_key(),
             }),
         }
         .map_err(|e| {
