@@ -23,7 +23,8 @@ use vdev_core::{ConnectUri, Driver, Result};
 
 /// The driver's name.
 pub const NAME: &str = "qemu";
-/// The URI schemes it handles: `qemu://` (unix sockets) and `qemu+tcp://` (QMP over TCP).
+/// The URI schemes it handles: `qemu://` (unix sockets), `qemu+ssh://` (unix sockets on a
+/// remote host, over OpenSSH) and `qemu+tcp://` (QMP over TCP).
 pub const SCHEMES: &[&str] = &["qemu"];
 
 fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
@@ -36,7 +37,7 @@ fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
 vdev_core::register_driver!(
     name: NAME,
     schemes: SCHEMES,
-    description: "running QEMU machines over QMP (unix sockets or TCP)",
+    description: "running QEMU machines over QMP (unix sockets, local or over ssh, or TCP)",
     open: open,
 );
 vdev_core::link_anchor!();

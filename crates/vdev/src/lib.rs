@@ -7,8 +7,8 @@
 //! | feature | driver | schemes | licence |
 //! |---|---|---|---|
 //! | `mock` (default) | in-memory hypervisor for tests and demos | `mock`, `test` | MIT OR Apache-2.0 |
-//! | `qemu` | running QEMU machines over QMP (unix sockets or TCP) | `qemu`, `qemu+tcp` | MIT OR Apache-2.0 |
-//! | `xen` | Xen domains through XenStore, in libxl's layout | `xen` | MIT OR Apache-2.0 |
+//! | `qemu` | running QEMU machines over QMP (unix sockets, local or over ssh, or TCP) | `qemu`, `qemu+ssh`, `qemu+tcp` | MIT OR Apache-2.0 |
+//! | `xen` | Xen domains through XenStore, in libxl's layout | `xen`, `xen+ssh` | MIT OR Apache-2.0 |
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
