@@ -192,9 +192,12 @@ async fn the_next_connection_collects_what_a_closed_one_left() {
             timeout: Duration::ZERO,
             force: false,
         };
+        // Usually pending; without a guest QEMU sometimes completes the unplug while it runs
+        // device_del, and then the event is there before the zero timeout is checked. Either
+        // way the checks below hold.
         let e = a.detach(&d, &DeviceType::NETWORK, &r, &no_wait).await;
         assert!(
-            matches!(e, Err(Error::RemovalPending { .. })),
+            matches!(e, Err(Error::RemovalPending { .. }) | Ok(())),
             "{model}: {e:?}"
         );
         a.close().await.unwrap();
