@@ -41,9 +41,14 @@ impl Relay {
         Relay { child }
     }
 
-    /// Kill it and every connection it forwards (its forked children), by pid.
+    /// Kill it and every connection it forwards (its forked children), by pid. Stopped first,
+    /// it forks no new child while the others are found and killed (the driver reconnects at
+    /// once when its connection dies, and a child forked then would outlive the relay).
     fn kill(&mut self) {
         let me = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-STOP", &me])
+            .status();
         if let Ok(d) = std::fs::read_dir("/proc") {
             for e in d.flatten() {
                 let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();

@@ -163,10 +163,16 @@ impl Sshd {
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let pid = c.id();
+            // Stopped first, the listener forks no new session while the others are found and
+            // killed (a session forked meanwhile would outlive it).
+            // SAFETY: plain kill(2) of a process this test started (or its descendants).
+            unsafe {
+                libc_kill(pid as i32, 19);
+            }
             let mut all = descendants(pid);
             all.push(pid);
             for p in all {
-                // SAFETY: plain kill(2) of a process this test started (or its descendants).
+                // SAFETY: as above.
                 unsafe {
                     libc_kill(p as i32, 9);
                 }
