@@ -897,7 +897,11 @@ mod tests {
     async fn transactions_commit_abort_and_conflict() {
         let Some(p) = lab() else { return };
         let xs = open(&p).await;
-        let n = format!("/vdev-test-tx-{}", std::process::id());
+        // Under a parent of its own: other tests create nodes under / meanwhile, and a node
+        // created in a transaction conflicts with any change to its parent.
+        let parent = format!("/vdev-test-tx-{}", std::process::id());
+        xs.request(NO_TX, Req::write(&parent, "")).await.unwrap();
+        let n = format!("{parent}/n");
         let t = xs.transaction_start().await.unwrap();
         xs.request(t, Req::write(&n, "1")).await.unwrap();
         assert!(
@@ -922,7 +926,7 @@ mod tests {
             "no conflict reported"
         );
         assert_eq!(xs.read(NO_TX, &n).await.unwrap().as_deref(), Some("a"));
-        xs.request(NO_TX, Req::rm(&n)).await.unwrap();
+        xs.request(NO_TX, Req::rm(&parent)).await.unwrap();
     }
 
     #[tokio::test]
