@@ -20,30 +20,6 @@ fn uri(s: &Sshd, query: &str) -> String {
     format!("qemu+ssh://{}/x?{query}", s.authority())
 }
 
-/// The number of live `ssh` processes, children of this test process, that use `key` (other
-/// tests of this binary run beside, with keys of their own).
-fn ssh_children(key: &Path) -> usize {
-    let me = std::process::id().to_string();
-    let key = key.display().to_string();
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            let cmdline = std::fs::read_to_string(e.path().join("cmdline")).unwrap_or_default();
-            stat.contains("(ssh)")
-                && cmdline.contains(&key)
-                && stat
-                    .rsplit_once(')')
-                    .map(|(_, r)| {
-                        let mut f = r.split_whitespace();
-                        f.next() != Some("Z") && f.next() == Some(me.as_str())
-                    })
-                    .unwrap_or(false)
-        })
-        .count()
-}
-
 #[tokio::test]
 async fn commands_and_sockets_over_one_connection() {
     let Some(sshd) = Sshd::start() else { return };
@@ -95,7 +71,7 @@ async fn commands_and_sockets_over_one_connection() {
             });
         }
     });
-    let before = ssh_children(&sshd.key);
+    let before = sshd.ssh_clients().len();
     assert_eq!(before, 1, "one ssh process serves the connection");
     for _ in 0..3 {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,7 +82,7 @@ async fn commands_and_sockets_over_one_connection() {
         assert_eq!(&buf, b"ping\n");
     }
     assert_eq!(
-        ssh_children(&sshd.key),
+        sshd.ssh_clients().len(),
         before,
         "each stream or command started an ssh process"
     );

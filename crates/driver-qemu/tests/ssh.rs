@@ -357,38 +357,10 @@ async fn persist_lets_later_connections_skip_the_login() {
     let dom = first.domains().await.unwrap()[0].clone();
     first.close().await.unwrap();
     assert_eq!(logins(), 1);
-    let ssh_children = || {
-        let me = std::process::id().to_string();
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-                // A live child (a zombie of the first connection's ssh, not yet reaped, is not).
-                stat.contains("(ssh)")
-                    && stat
-                        .rsplit_once(')')
-                        .map(|(_, r)| {
-                            let mut f = r.split_whitespace();
-                            f.next() != Some("Z") && f.next() == Some(me.as_str())
-                        })
-                        .unwrap_or(false)
-            })
-            .map(|e| {
-                std::fs::read_to_string(e.path().join("cmdline"))
-                    .unwrap_or_default()
-                    .replace('\0', " ")
-            })
-            .collect::<Vec<_>>()
-    };
     let later = vdev_core::connect(&uri).await.unwrap();
     let listed = later.devices(&dom, Some(&DeviceType::DISK)).await.unwrap();
-    // Other tests of this binary run beside this one, with sshds of their own.
-    let key = sshd.key.display().to_string();
-    let started: Vec<String> = ssh_children()
-        .into_iter()
-        .filter(|c| c.contains(&key))
-        .collect();
+    // Only this test's (other tests of this binary run beside it, with sshds of their own).
+    let started = sshd.ssh_clients();
     assert!(
         started.is_empty(),
         "a later connection started ssh although the shared one was there: {started:?}"

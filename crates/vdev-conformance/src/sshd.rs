@@ -158,6 +158,28 @@ impl Sshd {
         format!("{}@127.0.0.1:{}", self.user, self.port)
     }
 
+    /// The live `ssh` processes of this (test) process that log in to this sshd (they use its
+    /// key), by command line: what a test counts to show that no ssh process was started.
+    /// Other tests' ssh processes (other keys) and unreaped zombies are not counted.
+    pub fn ssh_clients(&self) -> Vec<String> {
+        let me = std::process::id().to_string();
+        let key = self.key.display().to_string();
+        std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+                let cmdline = std::fs::read_to_string(e.path().join("cmdline"))
+                    .ok()?
+                    .replace('\0', " ");
+                let mut f = stat.rsplit_once(')')?.1.split_whitespace();
+                let live_child = f.next() != Some("Z") && f.next() == Some(me.as_str());
+                (stat.contains("(ssh)") && live_child && cmdline.contains(&key)).then_some(cmdline)
+            })
+            .collect()
+    }
+
     /// Kill sshd and every session it serves (each connection's sshd process and what runs
     /// in it), as a crash or a reboot of the host would.
     pub fn kill(&mut self) {
