@@ -292,10 +292,6 @@ async fn media_change() {
 fn libvirt_media_ms() -> Result<f64, String> {
     use std::process::Command;
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let lab = root.join("../shared/tools/libvirt-lab.sh");
-    if !lab.exists() {
-        return Err(format!("{} is missing", lab.display()));
-    }
     let base = tempfile::tempdir().map_err(|e| e.to_string())?;
     let a = base.path().join("a.iso");
     let b = base.path().join("b.iso");
@@ -304,24 +300,11 @@ fn libvirt_media_ms() -> Result<f64, String> {
             .and_then(|f| f.set_len(1 << 20))
             .map_err(|e| e.to_string())?;
     }
-    let up = Command::new("bash")
-        .arg(&lab)
-        .arg("up")
-        .env("BASE", base.path())
-        .output()
-        .map_err(|e| e.to_string())?;
-    let result = (|| {
-        if !up.status.success() {
-            return Err(format!(
-                "libvirt-lab.sh up failed: {}",
-                String::from_utf8_lossy(&up.stderr)
-            ));
-        }
-        let uri = String::from_utf8_lossy(&up.stdout).trim().to_owned();
+    util::with_libvirt_lab(base.path(), |uri| {
         // python3-libvirt is a Debian package: Debian's interpreter has it.
         let out = Command::new("/usr/bin/python3")
             .arg(root.join("crates/driver-qemu/benches/libvirt_media.py"))
-            .args([&uri, "lvbench"])
+            .args([uri, "lvbench"])
             .arg(&a)
             .arg(&b)
             .arg(RUNS.to_string())
@@ -338,13 +321,7 @@ fn libvirt_media_ms() -> Result<f64, String> {
         v["median_ms"]
             .as_f64()
             .ok_or_else(|| "no median in libvirt_media.py's output".to_owned())
-    })();
-    let _ = Command::new("bash")
-        .arg(&lab)
-        .arg("down")
-        .env("BASE", base.path())
-        .output();
-    result
+    })
 }
 
 /// Detach to gone of a virtio-blk disk with a real guest, beside the raw client's `device_del`

@@ -103,30 +103,12 @@ fn time_command(cmd: &mut Command) -> Result<Duration, String> {
 
 /// The median one-shot `virsh domblklist` over ssh through libvirtd, or why not measured.
 fn virsh_one_shot(sshd: &Sshd) -> Result<Duration, String> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let lab = root.join("../shared/tools/libvirt-lab.sh");
-    if !lab.exists() {
-        return Err(format!("{} is missing", lab.display()));
-    }
     if Command::new("nc").arg("-h").output().is_err() {
         return Err("nc (netcat-openbsd) is not installed".into());
     }
     let base = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let up = Command::new("bash")
-        .arg(&lab)
-        .arg("up")
-        .env("BASE", base.path())
-        .output()
-        .map_err(|e| e.to_string())?;
-    let result = (|| {
-        if !up.status.success() {
-            return Err(format!(
-                "libvirt-lab.sh up failed: {}",
-                String::from_utf8_lossy(&up.stderr)
-            ));
-        }
-        let local = String::from_utf8_lossy(&up.stdout).trim().to_owned();
-        let socket = local
+    util::with_libvirt_lab(base.path(), |local_uri| {
+        let socket = local_uri
             .split_once("socket=")
             .map(|(_, s)| s.to_owned())
             .ok_or("libvirt-lab.sh printed no socket")?;
@@ -159,13 +141,7 @@ fn virsh_one_shot(sshd: &Sshd) -> Result<Duration, String> {
             )?);
         }
         Ok(median(v))
-    })();
-    let _ = Command::new("bash")
-        .arg(&lab)
-        .arg("down")
-        .env("BASE", base.path())
-        .output();
-    result
+    })
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

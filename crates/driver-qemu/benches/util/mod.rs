@@ -1,4 +1,5 @@
-//! What the QEMU driver's benchmarks share: medians, milliseconds, the disk they attach.
+//! What the QEMU driver's benchmarks share: medians, milliseconds, the disk they attach, and
+//! a libvirtd to compare with.
 #![allow(dead_code)]
 
 use std::time::Duration;
@@ -24,4 +25,37 @@ pub fn disk(img: &str) -> Attributes {
         ("bus", "scsi".into()),
     ])
     .unwrap()
+}
+
+/// Run `f` with a libvirtd started by `../shared/tools/libvirt-lab.sh` in the scratch folder
+/// `base` (domain `lvbench`), given its client URI; the lab is stopped afterwards whatever `f`
+/// returns. An error says why nothing could be measured.
+pub fn with_libvirt_lab<T>(
+    base: &std::path::Path,
+    f: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, String> {
+    use std::process::Command;
+    let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/tools/libvirt-lab.sh");
+    if !lab.exists() {
+        return Err(format!("{} is missing", lab.display()));
+    }
+    let run = |verb: &str| {
+        Command::new("bash")
+            .arg(&lab)
+            .arg(verb)
+            .env("BASE", base)
+            .output()
+    };
+    let up = run("up").map_err(|e| e.to_string())?;
+    let result = if up.status.success() {
+        f(String::from_utf8_lossy(&up.stdout).trim())
+    } else {
+        Err(format!(
+            "libvirt-lab.sh up failed: {}",
+            String::from_utf8_lossy(&up.stderr)
+        ))
+    };
+    let _ = run("down");
+    result
 }
