@@ -350,11 +350,18 @@ impl Inner {
         if !matches!(self.config_reachable().await, Ok(true)) {
             return ConfigView::Unknown;
         }
-        let files = match self.config_files(domid).await {
-            Ok((f, _)) => f,
-            // Not created by libxl: libxl keeps nothing for it.
-            Err(Error::Backend { .. }) => return ConfigView::Known(None),
+        let vm = match self
+            .xs
+            .read(NO_TX, &format!("/local/domain/{domid}/vm"))
+            .await
+        {
+            Ok(vm) => vm,
             Err(_) => return ConfigView::Unknown,
+        };
+        let files = match vm.as_deref().and_then(libxl::uuid_from_vm) {
+            Some(uuid) => Files::new(domid, &uuid),
+            // Not created by libxl: libxl keeps nothing for it.
+            None => return ConfigView::Known(None),
         };
         match self.hp.config_read(&files).await {
             Ok(None) => ConfigView::Known(None),
