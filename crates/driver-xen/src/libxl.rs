@@ -776,14 +776,34 @@ mod tests {
 
     #[tokio::test]
     async fn locally_the_lock_excludes_times_out_and_goes_with_its_file() {
-        let dir = std::env::temp_dir().join(format!("vdev-libxl-{}", std::process::id()));
+        lock_read_write(Dom0::new(Host::Local), "local").await;
+    }
+
+    /// The same primitives as shell in the ssh agent, against a real sshd on this machine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_ssh_the_lock_excludes_times_out_and_goes_with_its_file() {
+        let Some(sshd) = vdev_conformance::sshd::Sshd::start() else {
+            return;
+        };
+        let uri = vdev_core::ConnectUri::parse(&format!(
+            "xen+ssh://{}/?{}",
+            sshd.authority(),
+            sshd.query()
+        ))
+        .unwrap();
+        let host = Host::from_uri(&uri, Duration::from_secs(30)).unwrap();
+        lock_read_write(Dom0::new(host.clone()), "ssh").await;
+        host.disconnect().await;
+    }
+
+    async fn lock_read_write(hp: Dom0, tag: &str) {
+        let dir = std::env::temp_dir().join(format!("vdev-libxl-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let files = Files::under(
             dir.to_str().unwrap(),
             5,
             "376065e8-ea78-11f1-ba62-525400123456",
         );
-        let hp = Dom0::new(Host::Local);
         let (lock, data) = hp
             .config_lock_read(&files, Duration::from_secs(5))
             .await
@@ -800,10 +820,37 @@ mod tests {
         let mode = std::fs::metadata(&files.data).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
         drop(lock);
+        // A remote release is sent in the background.
+        for _ in 0..500 {
+            if !std::path::Path::new(&files.lock).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert!(
             !std::path::Path::new(&files.lock).exists(),
             "released by removing it"
         );
+        // A document with quotes, a backslash and non-ASCII text goes through the shell intact.
+        let mut c = Config::parse(&stored()).unwrap();
+        c.set(
+            &Ident::Disk("xvdc".into()),
+            serde_json::json!({"pdev_path": "/x/it's \\ \"q\" %s é", "vdev": "xvdc"}),
+        );
+        let (lock, _) = hp
+            .config_lock_read(&files, Duration::from_secs(5))
+            .await
+            .unwrap();
+        hp.config_write(&files, &c.to_bytes()).await.unwrap();
+        assert_eq!(std::fs::read(&files.data).unwrap(), c.to_bytes());
+        hp.config_write(&files, &stored()).await.unwrap();
+        drop(lock);
+        for _ in 0..500 {
+            if !std::path::Path::new(&files.lock).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         let (_lock, data) = hp
             .config_lock_read(&files, Duration::from_secs(5))
             .await
