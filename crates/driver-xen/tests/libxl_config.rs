@@ -146,7 +146,7 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
     assert_eq!(d.id, id);
     // The control: xl's own disk and NIC.
     sh(&format!(
-        "xl block-attach {DOM} 'format=raw, vdev=xvdq, access=rw, target=/root/lab/rec-xl.img' && xl network-attach {DOM} bridge=xenbr0 mac=00:16:3e:00:aa:01"
+        "xl block-attach {DOM} 'format=raw, vdev=xvdb, access=rw, target=/root/lab/rec-xl.img' && xl network-attach {DOM} bridge=xenbr0 mac=00:16:3e:00:aa:01"
     ));
     let disk = conn
         .attach(
@@ -154,7 +154,7 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
             &DeviceType::DISK,
             &attrs(&[
                 ("uname", "file:/root/lab/rec-vdev.img"),
-                ("dev", "xvdr"),
+                ("dev", "xvdc"),
                 ("mode", "w"),
             ]),
         )
@@ -168,9 +168,9 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
         )
         .await
         .expect("vdev attaches a NIC");
-    assert_eq!(disk.as_str(), "51984");
+    assert_eq!(disk.as_str(), "51744");
     let out = sh(&format!(
-        "{WAIT44}wait44 {id} vbd 51968; wait44 {id} vbd 51984; wait44 {id} vif 0; wait44 {id} vif {nic}"
+        "{WAIT44}wait44 {id} vbd 51728; wait44 {id} vbd 51744; wait44 {id} vif 0; wait44 {id} vif {nic}"
     ));
     assert_eq!(out.matches("=4/4").count(), 4, "not all connected: {out}");
 
@@ -182,8 +182,8 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
         "ends with a NUL, mode 0600: {file}"
     );
     let c = xl_list_l(DOM);
-    let xl_disk = entry(&c["disks"], "vdev", &"xvdq".into()).expect("xl's disk in xl list -l");
-    let our_disk = entry(&c["disks"], "vdev", &"xvdr".into())
+    let xl_disk = entry(&c["disks"], "vdev", &"xvdb".into()).expect("xl's disk in xl list -l");
+    let our_disk = entry(&c["disks"], "vdev", &"xvdc".into())
         .unwrap_or_else(|| panic!("vdev's disk is not in xl list -l: {c}"));
     assert_eq!(
         shape(our_disk, &["pdev_path", "vdev"]),
@@ -206,7 +206,7 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
     );
     eprintln!("xl list -l: disks {} nics {}", c["disks"], c["nics"]);
     let devs = conn.devices(&d, None).await.unwrap();
-    for r in ["51968", "51984"] {
+    for r in ["51728", "51744"] {
         assert_eq!(listed(&devs, r), ("connected".into(), "yes".into()), "{r}");
     }
 
@@ -227,12 +227,12 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
         t0.elapsed().as_secs_f64()
     );
     let out = sh(&format!(
-        "{WAIT44}wait44 {id2} vbd 51968; wait44 {id2} vbd 51984; wait44 {id2} vif 0; wait44 {id2} vif {nic}; xl block-list {DOM}; xl network-list {DOM}"
+        "{WAIT44}wait44 {id2} vbd 51728; wait44 {id2} vbd 51744; wait44 {id2} vif 0; wait44 {id2} vif {nic}; xl block-list {DOM}; xl network-list {DOM}"
     ));
     eprintln!("after restore:\n{out}");
-    assert!(out.contains("vbd/51968=4/4"), "xl's disk: {out}");
+    assert!(out.contains("vbd/51728=4/4"), "xl's disk: {out}");
     assert!(
-        out.contains("vbd/51984=4/4"),
+        out.contains("vbd/51744=4/4"),
         "vdev's disk is not back: {out}"
     );
     assert!(
@@ -245,7 +245,7 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
     let d2 = conn.domain(DOM).await.unwrap();
     assert_eq!(d2.id, id2);
     let devs = conn.devices(&d2, None).await.unwrap();
-    assert_eq!(listed(&devs, "51984").1, "yes");
+    assert_eq!(listed(&devs, "51744").1, "yes");
     conn.detach(&d2, &DeviceType::DISK, &disk, &detach_opts())
         .await
         .expect("detach the disk");
@@ -254,12 +254,12 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
         .expect("detach the NIC");
     let c = xl_list_l(DOM);
     let file = stored(DOM);
-    assert!(entry(&c["disks"], "vdev", &"xvdq".into()).is_some(), "{c}");
+    assert!(entry(&c["disks"], "vdev", &"xvdb".into()).is_some(), "{c}");
     assert!(
         entry(&c["nics"], "mac", &"00:16:3e:00:aa:01".into()).is_some(),
         "{c}"
     );
-    assert!(!file.contains("xvdr"), "the disk's entry is left: {file}");
+    assert!(!file.contains("xvdc"), "the disk's entry is left: {file}");
     assert!(
         !file.contains("00:16:3e:00:aa:02"),
         "the NIC's entry is left: {file}"
@@ -282,28 +282,28 @@ async fn xl_block_attach_and_vdev_attach_at_the_same_moment_are_both_recorded() 
         r#"lock=$(ls /var/lib/xen/userdata-d.{id}.*.libxl-json | sed 's/userdata-d/userdata-l/; s/libxl-json$/domain-userdata-lock/')
 setsid sh -c "flock $lock sleep 3" </dev/null >/dev/null 2>&1 &
 sleep 0.3
-setsid sh -c "xl block-attach {DOM} 'format=raw, vdev=xvdq, access=rw, target=/root/lab/race-xl.img' >/root/lab/race-xl.out 2>&1; echo \$? >>/root/lab/race-xl.out" </dev/null >/dev/null 2>&1 &
+setsid sh -c "xl block-attach {DOM} 'format=raw, vdev=xvdb, access=rw, target=/root/lab/race-xl.img' >/root/lab/race-xl.out 2>&1; echo \$? >>/root/lab/race-xl.out" </dev/null >/dev/null 2>&1 &
 true"#
     ));
     let r = conn
         .attach(
             &d,
             &DeviceType::DISK,
-            &attrs(&[("uname", "file:/root/lab/race-vdev.img"), ("dev", "xvdr")]),
+            &attrs(&[("uname", "file:/root/lab/race-vdev.img"), ("dev", "xvdc")]),
         )
         .await
         .expect("vdev attach");
     let out = sh(&format!(
-        "{WAIT44}for i in $(seq 1 300); do [ -s /root/lab/race-xl.out ] && break; sleep 0.1; done; cat /root/lab/race-xl.out; rm -f /root/lab/race-xl.out; wait44 {id} vbd 51968; wait44 {id} vbd {r}"
+        "{WAIT44}for i in $(seq 1 300); do [ -s /root/lab/race-xl.out ] && break; sleep 0.1; done; cat /root/lab/race-xl.out; rm -f /root/lab/race-xl.out; wait44 {id} vbd 51728; wait44 {id} vbd {r}"
     ));
     assert_eq!(out.matches("=4/4").count(), 2, "{out}");
     let c = xl_list_l(DOM);
     assert!(
-        entry(&c["disks"], "vdev", &"xvdq".into()).is_some(),
+        entry(&c["disks"], "vdev", &"xvdb".into()).is_some(),
         "xl's entry is lost: {c}"
     );
     assert!(
-        entry(&c["disks"], "vdev", &"xvdr".into()).is_some(),
+        entry(&c["disks"], "vdev", &"xvdc".into()).is_some(),
         "vdev's entry is lost: {c}"
     );
     conn.close().await.unwrap();
@@ -334,7 +334,7 @@ async fn a_missing_or_malformed_file_or_a_lock_held_too_long_fails_and_changes_n
     let id = create_domain();
     sh("truncate -s 16M /root/lab/bad.img");
     let (conn, d) = open("&attach-timeout=3s").await.unwrap();
-    let disk = attrs(&[("uname", "file:/root/lab/bad.img"), ("dev", "xvdr")]);
+    let disk = attrs(&[("uname", "file:/root/lab/bad.img"), ("dev", "xvdc")]);
     let nic = attrs(&[("bridge", "xenbr0")]);
     let file = format!("$(ls /var/lib/xen/userdata-d.{id}.*.libxl-json)");
 
