@@ -294,6 +294,9 @@ pub(crate) fn nic_entry(devid: u32, spec: &NicSpec) -> Value {
 
 // ---- The files, on the connection's host ----------------------------------------------------
 
+/// The longest a remote lock user waits for the connection's other users of the lock.
+const TURN_BOUND: Duration = Duration::from_secs(600);
+
 /// The descriptor the agent's shell holds a remote userdata lock on (the hotplug lock is 9).
 const LOCK_FD: u32 = 8;
 
@@ -445,14 +448,17 @@ impl Dom0 {
             let data = read_local(&files.data)?;
             return Ok((lock, data));
         }
-        let turn = tokio::time::timeout(timeout, self.config_turns.clone().lock_owned())
+        // Queueing behind this connection's own users is not the lock being held too long
+        // (32 concurrent attaches on one connection take turns here, each for a few round
+        // trips, each of them bounded): only a generous bound against a bug.
+        let turn = tokio::time::timeout(TURN_BOUND, self.config_turns.clone().lock_owned())
             .await
             .map_err(|_| Error::Timeout {
                 operation: format!(
-                    "waiting for this connection's other user of libxl's userdata lock {}",
+                    "waiting for this connection's other users of libxl's userdata lock {}",
                     files.lock
                 ),
-                after: timeout,
+                after: TURN_BOUND,
             })?;
         let secs = format!("{:.3}", timeout.as_secs_f64());
         // libxl's protocol in the agent's own shell, then the document: `F` and its bytes, or
