@@ -1,12 +1,14 @@
 //! The Xen lab benchmark: the `vdev` command beside `xl`, inside the lab's Domain-0, in one run.
 //!
-//! Rows: attaching a file-backed disk until both ends are Connected, detaching it until every
-//! node and the loop device are gone, and listing a domain that has 100 disks; for each, the
-//! XenStore requests counted in xenstored's own trace.
+//! Rows: attaching a file-backed disk until both ends are Connected (vdev in Domain-0 records
+//! it in libxl's stored configuration as xl does; a `recorded=no` row shows what that costs),
+//! detaching it until every node and the loop device are gone, and listing a domain that has
+//! 100 disks; for each, the XenStore requests counted in xenstored's own trace.
 //!
 //! ```sh
 //! set -a; eval "$(tests/xenlab/xenlab up)"; set +a     # the lab (tests/xenlab)
 //! cargo bench -p vdev-driver-xen --bench lab           # VDEV_BENCH_ROUNDS=5 by default
+//!                                                      # VDEV_BENCH_LIST=0: no listing rows
 //! ```
 //!
 //! It prints a Markdown table and writes it to `target/xen-lab-bench.md`.
@@ -73,6 +75,31 @@ const DISK_CONTENDERS: &[Contender] = &[
             "uname=file:{img}",
             "dev={dev}",
             "mode=w",
+        ],
+        detach: &[
+            VDEV_IN_DOM0,
+            "-c",
+            "xen:///",
+            "detach",
+            "{domu}",
+            "disk",
+            "{devid}",
+        ],
+    },
+    // The same without libxl's stored configuration (recorded=no): what recording it costs.
+    Contender {
+        name: "vdev xen:/// recorded=no",
+        attach: &[
+            VDEV_IN_DOM0,
+            "-c",
+            "xen:///",
+            "attach",
+            "{domu}",
+            "disk",
+            "uname=file:{img}",
+            "dev={dev}",
+            "mode=w",
+            "recorded=no",
         ],
         detach: &[
             VDEV_IN_DOM0,
@@ -809,8 +836,12 @@ n=0; for p in /local/domain/{d}/device/vbd /local/domain/0/backend/vbd/{d} /libx
             }
         };
         let ctx = Ctx { domu, setup };
+        // VDEV_BENCH_LIST=0 leaves the listing rows out (they take most of the run).
+        let list = std::env::var("VDEV_BENCH_LIST").map_or(true, |v| v != "0");
         let result = bench(&ctx, rounds).and_then(|mut rows| {
-            rows.extend(list_bench(&ctx, rounds)?);
+            if list {
+                rows.extend(list_bench(&ctx, rounds)?);
+            }
             Ok(rows)
         });
         let rows = match result {

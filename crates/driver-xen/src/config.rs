@@ -58,7 +58,8 @@ pub struct XenConfig {
     pub transport: Transport,
     /// `timeout=DURATION`: the longest one XenStore request may take.
     pub request_timeout: Duration,
-    /// `attach-timeout=DURATION`: how long attach waits for the backend to reach InitWait.
+    /// `attach-timeout=DURATION`: how long attach waits for the backend to reach InitWait,
+    /// and attach or detach for libxl's userdata lock of the domain (held by `xl` meanwhile).
     pub attach_timeout: Duration,
     /// `hotplug=auto|script|no`: who does a device's hotplug work in the backend domain (the
     /// loop device and `physical-device` of a disk, the bridge port of a NIC). See [`Hotplug`].

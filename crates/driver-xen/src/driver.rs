@@ -13,8 +13,10 @@ use vdev_core::{
 };
 
 use crate::config::{Hotplug, XenConfig};
+use crate::error::LibxlConfigError;
 use crate::error::XsError;
 use crate::hotplug::{self, Backing, Dom0, ScriptLock};
+use crate::libxl::{self, Config, ConfigLock, Files, Ident, Recorded};
 use crate::vbd::{self, DevPaths, DiskSpec, Kind};
 use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
 
@@ -40,6 +42,66 @@ struct Inner {
     dom0: bool,
     /// The hotplug work, on the host.
     hp: Dom0,
+    /// Whether a remote host is Domain-0, asked once when `dom0` was not (`hotplug=no`).
+    remote_dom0: tokio::sync::OnceCell<bool>,
+}
+
+/// A change of libxl's stored configuration of one domain in progress: its lock held, the
+/// document as read. See docs/design/0013-xen-libxl-config.md.
+struct ConfigUpdate {
+    files: Files,
+    /// The domain's `vm` node when read: checked again in the XenStore transaction (a new
+    /// domain with the same id has another uuid, so other files).
+    vm: String,
+    config: Config,
+    original: Vec<u8>,
+    lock: ConfigLock,
+    /// Whether the document was (perhaps) written: undo writes `original` back.
+    written: AtomicBool,
+    /// The identity changed and the entry it replaced (for an attach's later roll back).
+    change: std::sync::Mutex<Option<(Ident, Option<serde_json::Value>)>>,
+}
+
+impl ConfigUpdate {
+    /// Write `c` (inside the XenStore transaction, before the device's nodes).
+    async fn write(&self, hp: &Dom0, c: &Config) -> Result<()> {
+        if !self.lock.still_held().await {
+            return Err(Error::Remote {
+                host: hp.name(),
+                kind: vdev_core::RemoteErrorKind::Disconnected,
+                message: "the ssh connection that held libxl's userdata lock was lost; nothing was changed; try again".into(),
+            });
+        }
+        self.written.store(true, Ordering::SeqCst);
+        hp.config_write(&self.files, &c.to_bytes()).await
+    }
+
+    /// Put the document back as read (the XenStore transaction failed).
+    async fn undo(&self, hp: &Dom0) {
+        if self.written.load(Ordering::SeqCst) {
+            if let Err(e) = hp.config_write(&self.files, &self.original).await {
+                tracing::warn!(file = %self.files.data, "putting libxl's configuration back: {e}");
+            }
+        }
+    }
+}
+
+/// What removing a device's nodes does to libxl's stored configuration.
+enum ConfigOp {
+    /// Nothing.
+    Keep,
+    /// Remove the device's entry (detach).
+    Remove,
+    /// Put back what an attach replaced (its roll back).
+    Restore(Ident, Option<serde_json::Value>),
+}
+
+/// What a listing knows of a domain's stored configuration.
+enum ConfigView {
+    /// Out of reach, or unreadable.
+    Unknown,
+    /// None: the domain has none (every device `recorded=no`).
+    Known(Option<Config>),
 }
 
 impl Drop for XenDriver {
@@ -143,6 +205,7 @@ impl XenDriver {
                 closed: AtomicBool::new(false),
                 dom0,
                 hp,
+                remote_dom0: tokio::sync::OnceCell::new(),
             }),
             pending: Default::default(),
         })
@@ -201,6 +264,138 @@ impl Inner {
             crate::NAME,
             format!("{what}: xenstored kept answering EAGAIN (conflicting transactions) {MAX_TX_ATTEMPTS} times"),
         ))
+    }
+
+    /// Whether libxl's stored configurations are at hand: the host (this machine, or the
+    /// remote one of `xen+ssh://`) is Domain-0.
+    async fn config_reachable(&self) -> Result<bool> {
+        if self.dom0 || self.config.host.is_local() {
+            return Ok(self.dom0);
+        }
+        self.remote_dom0
+            .get_or_try_init(|| self.hp.in_dom0())
+            .await
+            .copied()
+    }
+
+    /// The files of `domid`'s stored configuration, and its `vm` node (which names them).
+    async fn config_files(&self, domid: u32) -> Result<(Files, String)> {
+        let vm = self
+            .xs
+            .read(NO_TX, &format!("/local/domain/{domid}/vm"))
+            .await
+            .map_err(xs_err("reading a domain's uuid"))?;
+        match vm.as_deref().and_then(libxl::uuid_from_vm) {
+            Some(uuid) => Ok((Files::new(domid, &uuid), vm.unwrap_or_default())),
+            None => Err(libxl::config_error(LibxlConfigError::NoUuid { domid })),
+        }
+    }
+
+    /// Take `domid`'s configuration lock and read the document for a change, as `recorded`
+    /// says: `None` when the configuration is to be left alone or is out of reach (refused for
+    /// `recorded=yes`). Missing or malformed documents are errors.
+    async fn config_begin(&self, domid: u32, recorded: Recorded) -> Result<Option<ConfigUpdate>> {
+        if recorded == Recorded::No {
+            return Ok(None);
+        }
+        if !self.config_reachable().await? {
+            if recorded == Recorded::Yes {
+                return Err(Error::Unsupported {
+                    driver: crate::NAME.into(),
+                    operation: "recorded=yes".into(),
+                    detail: format!(
+                        "libxl's stored configuration is in Domain-0's {} and {} is not Domain-0 (this connection reaches only xenstored); run vdev in Domain-0 (xen:///) or connect with xen+ssh://DOM0/, or leave recorded out (the device is then attached unrecorded, listed recorded=unknown)",
+                        libxl::LIB_DIR,
+                        self.hp.name()
+                    ),
+                });
+            }
+            return Ok(None);
+        }
+        let (files, vm) = self.config_files(domid).await?;
+        let (lock, data) = self
+            .hp
+            .config_lock_read(&files, self.config.attach_timeout)
+            .await?;
+        let original = data.clone().unwrap_or_default();
+        let config = libxl::parse_file(&files, data)?;
+        Ok(Some(ConfigUpdate {
+            files,
+            vm,
+            config,
+            original,
+            lock,
+            written: AtomicBool::new(false),
+            change: std::sync::Mutex::new(None),
+        }))
+    }
+
+    /// Before a detach changes anything: a document that the removal could not change
+    /// (malformed) is refused now. A missing one is fine (nothing to remove).
+    async fn check_config_before_detach(&self, domid: u32) -> Result<()> {
+        if !self.config_reachable().await? {
+            return Ok(());
+        }
+        let Ok((files, _)) = self.config_files(domid).await else {
+            return Ok(());
+        };
+        match self.hp.config_read(&files).await? {
+            None => Ok(()),
+            Some(b) => libxl::parse_file(&files, Some(b)).map(|_| ()),
+        }
+    }
+
+    /// What a listing says about `domid`'s devices being recorded.
+    async fn config_view(&self, domid: u32) -> ConfigView {
+        if !matches!(self.config_reachable().await, Ok(true)) {
+            return ConfigView::Unknown;
+        }
+        let vm = match self
+            .xs
+            .read(NO_TX, &format!("/local/domain/{domid}/vm"))
+            .await
+        {
+            Ok(vm) => vm,
+            Err(_) => return ConfigView::Unknown,
+        };
+        let files = match vm.as_deref().and_then(libxl::uuid_from_vm) {
+            Some(uuid) => Files::new(domid, &uuid),
+            // Not created by libxl: libxl keeps nothing for it.
+            None => return ConfigView::Known(None),
+        };
+        match self.hp.config_read(&files).await {
+            Ok(None) => ConfigView::Known(None),
+            Ok(Some(b)) => match Config::parse(&b) {
+                Ok(c) => ConfigView::Known(Some(c)),
+                Err(reason) => {
+                    tracing::warn!(file = %files.data, "libxl's configuration is malformed: {reason}");
+                    ConfigView::Unknown
+                }
+            },
+            Err(e) => {
+                tracing::warn!(file = %files.data, "{e}");
+                ConfigView::Unknown
+            }
+        }
+    }
+
+    /// A device's identity in libxl's configuration: a disk's `dev` as libxl recorded it in
+    /// XenStore, a NIC's handle.
+    async fn config_ident(&self, kind: Kind, domid: u32, devid: u32) -> Result<Option<Ident>> {
+        Ok(match kind {
+            Kind::Vif => Some(Ident::Nic(devid)),
+            Kind::Vbd => {
+                let r = self
+                    .xs
+                    .read(
+                        NO_TX,
+                        &format!("{}/dev", vbd::libxl_path(kind, domid, devid)),
+                    )
+                    .await
+                    .map_err(xs_err("reading a disk's name"))?;
+                r.map(Ident::Disk)
+            }
+        })
     }
 
     async fn domain_by_id(&self, id: u32) -> Result<Option<Domain>> {
@@ -551,47 +746,114 @@ impl Inner {
         }
     }
 
-    /// Remove a vbd's nodes and every parent left empty, in one transaction.
+    /// The configuration change that goes with removing a device's nodes: the lock held and
+    /// the document changed in memory, or `None` when there is nothing to change. A detach
+    /// (`Remove`) fails only when the lock cannot be had (the device then stays, closed, and a
+    /// later detach finishes it); a missing or malformed document, or a roll back that cannot
+    /// restore, is logged and the nodes are removed anyway (an entry without a device is
+    /// valid for libxl: it ignores it and the next attach of that identity replaces it).
+    async fn removal_config(
+        &self,
+        kind: Kind,
+        domid: u32,
+        devid: u32,
+        op: ConfigOp,
+    ) -> Result<Option<(ConfigUpdate, Config)>> {
+        let (id, previous) = match op {
+            ConfigOp::Keep => return Ok(None),
+            ConfigOp::Remove => match self.config_ident(kind, domid, devid).await? {
+                Some(id) => (id, None),
+                None => return Ok(None),
+            },
+            ConfigOp::Restore(id, prev) => (id, Some(prev)),
+        };
+        let restoring = previous.is_some();
+        let upd = match self.config_begin(domid, Recorded::Auto).await {
+            Ok(Some(u)) => u,
+            Ok(None) => return Ok(None),
+            Err(e @ (Error::Timeout { .. } | Error::Remote { .. })) if !restoring => return Err(e),
+            Err(e) => {
+                tracing::warn!(
+                    domid,
+                    "{} left in libxl's configuration: {e}",
+                    id.describe()
+                );
+                return Ok(None);
+            }
+        };
+        let mut c = upd.config.clone();
+        match previous {
+            Some(prev) => c.restore(&id, prev),
+            None => {
+                c.remove(&id);
+            }
+        }
+        if c == upd.config {
+            return Ok(None);
+        }
+        Ok(Some((upd, c)))
+    }
+
+    /// Remove a vbd's nodes and every parent left empty, in one transaction, and change libxl's
+    /// stored configuration as `op` says (written inside the transaction before its commit,
+    /// put back if the transaction fails).
     async fn remove_dev(
         &self,
         kind: Kind,
         domid: u32,
         devid: u32,
         backend: Option<&str>,
+        op: ConfigOp,
     ) -> Result<()> {
         let fe = vbd::frontend_path(kind, domid, devid);
         let lx = vbd::libxl_path(kind, domid, devid);
-        self.transaction("removing a disk's XenStore nodes", |tx| {
-            let (fe, lx) = (fe.clone(), lx.clone());
-            let be = backend.map(str::to_owned);
-            async move {
-                let mut paths = vec![fe, lx];
-                paths.extend(be);
-                for p in &paths {
-                    rm(&self.xs, tx, p).await?;
-                }
-                // Parents left empty: DOMID/device/vbd, BACKEND/backend/vbd/DOMID and .../vbd,
-                // /libxl/DOMID/device/vbd (not /libxl/DOMID/device, which libxl keeps).
-                let mut parents = vec![vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)];
-                if let Some(be) = &paths.get(2) {
-                    if let Some((dom_dir, _)) = be.rsplit_once('/') {
-                        parents.push(dom_dir.to_owned());
-                        if let Some((vbd_dir, _)) = dom_dir.rsplit_once('/') {
-                            parents.push(vbd_dir.to_owned());
+        let upd = self.removal_config(kind, domid, devid, op).await?;
+        let upd = &upd;
+        let res = self
+            .transaction("removing a disk's XenStore nodes", |tx| {
+                let (fe, lx) = (fe.clone(), lx.clone());
+                let be = backend.map(str::to_owned);
+                async move {
+                    if let Some((u, c)) = upd {
+                        if let Err(e) = u.write(&self.hp, c).await {
+                            return Ok(Body::Abort(e));
                         }
                     }
-                }
-                for p in parents {
-                    if let Some(children) = opt(self.xs.request(tx, Req::directory(&p)).await)? {
-                        if children.iter().all(|b| *b == 0) {
-                            rm(&self.xs, tx, &p).await?;
+                    let mut paths = vec![fe, lx];
+                    paths.extend(be);
+                    for p in &paths {
+                        rm(&self.xs, tx, p).await?;
+                    }
+                    // Parents left empty: DOMID/device/vbd, BACKEND/backend/vbd/DOMID and .../vbd,
+                    // /libxl/DOMID/device/vbd (not /libxl/DOMID/device, which libxl keeps).
+                    let mut parents =
+                        vec![vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)];
+                    if let Some(be) = &paths.get(2) {
+                        if let Some((dom_dir, _)) = be.rsplit_once('/') {
+                            parents.push(dom_dir.to_owned());
+                            if let Some((vbd_dir, _)) = dom_dir.rsplit_once('/') {
+                                parents.push(vbd_dir.to_owned());
+                            }
                         }
                     }
+                    for p in parents {
+                        if let Some(children) = opt(self.xs.request(tx, Req::directory(&p)).await)?
+                        {
+                            if children.iter().all(|b| *b == 0) {
+                                rm(&self.xs, tx, &p).await?;
+                            }
+                        }
+                    }
+                    Ok(Body::Commit(()))
                 }
-                Ok(Body::Commit(()))
+            })
+            .await;
+        if let Some((u, _)) = upd {
+            if res.is_err() {
+                u.undo(&self.hp).await;
             }
-        })
-        .await
+        }
+        res
     }
 
     /// The backend path of an existing vbd: from libxl's record, else the frontend's key when
@@ -642,7 +904,12 @@ impl Inner {
         Ok(Some((true, be)))
     }
 
-    async fn list_kind(&self, kind: Kind, domain: &Domain) -> Result<Vec<Device>> {
+    async fn list_kind(
+        &self,
+        kind: Kind,
+        domain: &Domain,
+        view: &ConfigView,
+    ) -> Result<Vec<Device>> {
         let domid = domain.id;
         let mut devids: Vec<u32> = Vec::new();
         for dir in [vbd::frontend_dir(kind, domid), vbd::libxl_dir(kind, domid)] {
@@ -689,9 +956,11 @@ impl Inner {
         let mut r1 = r1.into_iter().map(|r| r.ok().map(utf8));
         let mut fe_vals = Vec::new();
         let mut be_paths = Vec::new();
+        let mut has_record = Vec::new();
         for d in &devids {
             let vals: Vec<Option<String>> = fe_keys.iter().map(|_| r1.next().flatten()).collect();
             let lxb = r1.next().flatten();
+            has_record.push(lxb.is_some());
             let be = lxb
                 .into_iter()
                 .chain(vals[0].clone())
@@ -712,7 +981,9 @@ impl Inner {
         let mut r2 = r2.into_iter().map(|r| r.ok().map(utf8));
         let domains = self.domains().await?;
         let mut out = Vec::new();
-        for ((d, fe), be) in devids.iter().zip(fe_vals).zip(be_paths) {
+        for (((d, fe), be), recorded_in_xs) in
+            devids.iter().zip(fe_vals).zip(be_paths).zip(has_record)
+        {
             let bev: Vec<Option<String>> = match &be {
                 Some(_) => be_keys.iter().map(|_| r2.next().flatten()).collect(),
                 None => vec![None; be_keys.len()],
@@ -761,6 +1032,24 @@ impl Inner {
                 };
                 attrs.insert("uname".into(), format!("{how}:{p}"));
             }
+            // As libxl rebuilds a domain: an entry of the same identity in the document, and
+            // libxl's own record in XenStore (`/libxl/D/device/KIND/N`) to match it with.
+            let recorded = match view {
+                ConfigView::Unknown => "unknown",
+                ConfigView::Known(None) => "no",
+                ConfigView::Known(Some(c)) => {
+                    let id = match kind {
+                        Kind::Vbd => bget("dev").map(Ident::Disk),
+                        Kind::Vif => Some(Ident::Nic(*d)),
+                    };
+                    if recorded_in_xs && id.is_some_and(|id| c.get(&id).is_some()) {
+                        "yes"
+                    } else {
+                        "no"
+                    }
+                }
+            };
+            attrs.insert("recorded".into(), recorded.into());
             let state = if be.is_some() {
                 device_state(bget("state").as_deref(), bget("online").as_deref())
             } else {
@@ -804,6 +1093,8 @@ impl Inner {
                     vbd::layout(domain.id, bdom, &spec, paths)
                 },
                 plug,
+                spec.recorded,
+                |_| (Ident::Disk(spec.dev.clone()), libxl::disk_entry(&spec)),
             )
             .await;
         if let (Err(_), Some(node)) = (&res, node) {
@@ -833,6 +1124,8 @@ impl Inner {
             String::new(),
             |handle, paths, bdom| crate::vif::layout(domain.id, bdom, handle, &spec, paths),
             plug,
+            spec.recorded,
+            |handle| (Ident::Nic(handle), libxl::nic_entry(handle, &spec)),
         )
         .await
     }
@@ -841,6 +1134,12 @@ impl Inner {
     /// prepared), wait for the backend to reach InitWait, then run the hotplug script when
     /// `plug` says so, as libxl does. `devid`: the device number, or `None` to take the lowest
     /// free one (vif handles) inside the transaction. On failure the nodes are removed again.
+    ///
+    /// libxl's stored configuration is changed as libxl changes it (`recorded` permitting):
+    /// its lock taken and the document read before the transaction; in each attempt of the
+    /// transaction, once the device is known not to exist, the document with the device's
+    /// entry (`record`) written, then the nodes; the document put back if the transaction
+    /// finally fails; the lock released before the wait for the backend.
     #[allow(clippy::too_many_arguments)]
     async fn attach_dev(
         &self,
@@ -851,6 +1150,8 @@ impl Inner {
         taken: String,
         build: impl Fn(u32, &DevPaths, u32) -> (vbd::Keys, vbd::Keys),
         plug: Plug,
+        recorded: Recorded,
+        record: impl Fn(u32) -> (Ident, serde_json::Value),
     ) -> Result<DeviceRef> {
         let domid = domain.id;
         let what = kind.device_type();
@@ -870,10 +1171,11 @@ impl Inner {
                 });
             }
         }
-        let devid = self
+        let upd = self.config_begin(domid, recorded).await?;
+        let res = self
             .transaction(&format!("attaching a {what}"), |tx| {
-                let (bdom, build, taken, what, native_keys) =
-                    (&bdom, &build, &taken, &what, &native_keys);
+                let (bdom, build, taken, what, native_keys, upd, record) =
+                    (&bdom, &build, &taken, &what, &native_keys, &upd, &record);
                 async move {
                     let checks = self
                         .xs
@@ -882,14 +1184,17 @@ impl Inner {
                             vec![
                                 Req::read(&format!("/local/domain/{domid}")),
                                 Req::read(&format!("/local/domain/{}", bdom.id)),
+                                Req::read(&format!("/local/domain/{domid}/vm")),
                             ],
                         )
                         .await?;
-                    let exists: Vec<bool> = checks
-                        .into_iter()
-                        .map(|r| opt(r).map(|o| o.is_some()))
-                        .collect::<std::result::Result<_, _>>()?;
-                    if !exists[0] {
+                    let mut checks = checks.into_iter().map(|r| opt(r).map(|o| o.map(utf8)));
+                    let mut next = || checks.next().expect("three answers");
+                    let (dom, bdom_node, vm) = (next()?, next()?, next()?);
+                    let exists = [dom.is_some(), bdom_node.is_some()];
+                    // The configuration read is this domain's, not a later one with its id.
+                    let same = upd.as_ref().is_none_or(|u| vm.as_deref() == Some(&*u.vm));
+                    if !exists[0] || !same {
                         return Ok(Body::Abort(Error::DomainNotFound {
                             domain: domain.name.clone(),
                         }));
@@ -954,6 +1259,22 @@ impl Inner {
                             }));
                         }
                     }
+                    if let Some(u) = upd {
+                        let (id, entry) = record(devid);
+                        let mut c = u.config.clone();
+                        let previous = c.set(&id, entry);
+                        if previous.is_some() {
+                            tracing::debug!(
+                                domid,
+                                "{} replaces a stale entry in libxl's configuration",
+                                id.describe()
+                            );
+                        }
+                        if let Err(e) = u.write(&self.hp, &c).await {
+                            return Ok(Body::Abort(e));
+                        }
+                        *u.change.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, previous));
+                    }
                     let (be_keys, fe_keys) = build(devid, &paths, bdom.id);
                     let mut reqs = Vec::new();
                     let be_perms = perms(bdom.id, domid);
@@ -1004,7 +1325,23 @@ impl Inner {
                     Ok(Body::Commit(devid))
                 }
             })
-            .await?;
+            .await;
+        // Unlocked before the wait, as libxl does; the document put back if nothing committed.
+        let change = match upd {
+            Some(u) => {
+                if res.is_err() {
+                    u.undo(&self.hp).await;
+                }
+                let c = u.change.lock().unwrap_or_else(|p| p.into_inner()).take();
+                c
+            }
+            None => None,
+        };
+        let devid = res?;
+        let undo_config = || match &change {
+            Some((id, prev)) => ConfigOp::Restore(id.clone(), prev.clone()),
+            None => ConfigOp::Keep,
+        };
         // The nodes (with what native hotplug prepared) are written: others may check sharing.
         drop(lock);
         let paths = DevPaths::new(kind, domid, bdom.id, devid);
@@ -1058,9 +1395,12 @@ impl Inner {
                 tracing::warn!(be = %paths.backend, "{e}");
             }
         }
-        let _ = self
-            .remove_dev(kind, domid, devid, Some(&paths.backend))
-            .await;
+        if let Err(e) = self
+            .remove_dev(kind, domid, devid, Some(&paths.backend), undo_config())
+            .await
+        {
+            tracing::warn!(be = %paths.backend, "rolling back: {e}");
+        }
         Err(fail)
     }
 
@@ -1087,6 +1427,7 @@ impl Inner {
         let Some((_, be)) = self.existing_backend(kind, domid, devid).await? else {
             return Err(not_found());
         };
+        self.check_config_before_detach(domid).await?;
         let be = match be {
             Some(be) if !options.force => be,
             be => {
@@ -1094,7 +1435,7 @@ impl Inner {
                     self.hotplug_remove(kind, b, domid, devid).await;
                 }
                 return self
-                    .remove_dev(kind, domid, devid, be.as_deref())
+                    .remove_dev(kind, domid, devid, be.as_deref(), ConfigOp::Remove)
                     .await
                     .map(|()| None);
             }
@@ -1135,7 +1476,7 @@ impl Inner {
             return Ok(Some((devid, be)));
         }
         self.hotplug_remove(kind, &be, domid, devid).await;
-        self.remove_dev(kind, domid, devid, Some(&be))
+        self.remove_dev(kind, domid, devid, Some(&be), ConfigOp::Remove)
             .await
             .map(|()| None)
     }
@@ -1159,7 +1500,10 @@ impl Inner {
             return;
         }
         self.hotplug_remove(kind, &be, domid, devid).await;
-        match self.remove_dev(kind, domid, devid, Some(&be)).await {
+        match self
+            .remove_dev(kind, domid, devid, Some(&be), ConfigOp::Remove)
+            .await
+        {
             Ok(()) => tracing::debug!(%be, "pending removal finished"),
             Err(e) => tracing::warn!(%be, "finishing a pending removal: {e}"),
         }
@@ -1277,17 +1621,19 @@ impl Driver for XenDriver {
                 domain: domain.name.clone(),
             });
         }
-        match device_type {
-            None => {
-                let mut all = self.inner.list_kind(Kind::Vbd, domain).await?;
-                all.extend(self.inner.list_kind(Kind::Vif, domain).await?);
-                Ok(all)
-            }
+        let kinds = match device_type {
+            None => vec![Kind::Vbd, Kind::Vif],
             Some(t) => match Kind::of(t) {
-                Some(k) => self.inner.list_kind(k, domain).await,
-                None => Ok(Vec::new()),
+                Some(k) => vec![k],
+                None => return Ok(Vec::new()),
             },
+        };
+        let view = self.inner.config_view(domain.id).await;
+        let mut all = Vec::new();
+        for k in kinds {
+            all.extend(self.inner.list_kind(k, domain, &view).await?);
         }
+        Ok(all)
     }
 
     async fn attach(

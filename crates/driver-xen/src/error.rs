@@ -89,3 +89,43 @@ impl XsError {
         }
     }
 }
+
+/// Why libxl's stored configuration of a domain (`/var/lib/xen/userdata-d.*.libxl-json`)
+/// could not be used. Reachable through [`std::error::Error::source`] of the
+/// [`Error::Backend`] an attach or detach fails with (a lock held too long is
+/// [`Error::Timeout`] instead); nothing was changed, neither in XenStore nor in the file.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum LibxlConfigError {
+    /// The domain has no stored configuration (libxl's own attach fails then too, and
+    /// `xl list -l` prints nothing for it).
+    #[error("{path} does not exist: libxl keeps no configuration for this domain (it was not created by xl/libxl, or the file was removed); attach with recorded=no to leave libxl's configuration alone")]
+    Missing {
+        /// The file.
+        path: String,
+    },
+    /// The file is there but is not a document libxl wrote.
+    #[error("{path} is not a libxl domain configuration: {reason}; libxl cannot use it either (xl list -l fails), so it is left as it is")]
+    Malformed {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The domain's uuid, which names the files, is not in XenStore.
+    #[error("domain {domid} has no libxl uuid in XenStore (/local/domain/{domid}/vm is missing or not /vm/UUID): it was not created by libxl; attach with recorded=no")]
+    NoUuid {
+        /// The domain.
+        domid: u32,
+    },
+    /// Reading, writing or locking failed.
+    #[error("{what} {path}: {reason}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The file.
+        path: String,
+        /// The system's answer.
+        reason: String,
+    },
+}

@@ -196,10 +196,10 @@ impl Drop for RemoteLock {
 }
 
 /// The bound on one remote step that runs no hotplug script.
-const REMOTE_STEP: Duration = Duration::from_secs(30);
+pub(crate) const REMOTE_STEP: Duration = Duration::from_secs(30);
 
 /// `PATH` for remote commands: sshd may give a login a shorter one without the sbin folders.
-const REMOTE_PATH: &str =
+pub(crate) const REMOTE_PATH: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n";
 
 /// The backend domain's side of hotplug, on the connection's [`Host`]: each method is one
@@ -209,6 +209,9 @@ pub(crate) struct Dom0 {
     host: Host,
     /// Lock users of this connection take turns here before asking the host (remote only).
     turns: Arc<tokio::sync::Mutex<()>>,
+    /// The same for libxl's userdata locks (another descriptor of the agent's shell, see
+    /// [`crate::libxl`]), so that a holder of one lock never waits for a user of the other.
+    pub(crate) config_turns: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Dom0 {
@@ -216,7 +219,13 @@ impl Dom0 {
         Dom0 {
             host,
             turns: Arc::new(tokio::sync::Mutex::new(())),
+            config_turns: Arc::new(tokio::sync::Mutex::new(())),
         }
+    }
+
+    /// The host.
+    pub(crate) fn host(&self) -> &Host {
+        &self.host
     }
 
     /// The host, for messages.

@@ -9,6 +9,7 @@ mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hotplug;
+mod libxl;
 mod vbd;
 mod vif;
 mod xenstore;
@@ -18,7 +19,7 @@ pub use config::{
     DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
 };
 pub use driver::XenDriver;
-pub use error::XsError;
+pub use error::{LibxlConfigError, XsError};
 pub use xenstore::MAX_PAYLOAD;
 
 use vdev_core::prelude::BoxFuture;

@@ -23,6 +23,8 @@ pub(crate) struct DiskSpec {
     pub mode: &'static str,
     /// The backend domain as given (name or id), `None` for Domain-0.
     pub backend: Option<String>,
+    /// What to do with libxl's stored configuration.
+    pub recorded: crate::libxl::Recorded,
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> Error {
@@ -235,13 +237,14 @@ impl DiskSpec {
             devid,
             mode,
             backend,
+            recorded: crate::libxl::Recorded::parse(attrs.get("recorded"))?,
         })
     }
 }
 
 /// Every name the disk schema accepts, aliases included.
 const DISK_ATTRS: &[&str] = &[
-    "uname", "target", "dev", "vdev", "mode", "access", "format", "backend",
+    "uname", "target", "dev", "vdev", "mode", "access", "format", "backend", "recorded",
 ];
 
 /// A XenStore device class.
@@ -391,6 +394,7 @@ pub(crate) fn schema() -> DeviceTypeSchema {
             AttributeSpec::optional("mode", "r or ro for read-only, w or rw for read-write (default w); xl's name is access", "w").alias("access"),
             AttributeSpec::optional("format", "the image format: raw (the default), the only one blkback serves; convert qcow2, vhd or qed images to raw (QEMU's qdisk backend is not supported)", "raw"),
             AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0"),
+            crate::libxl::recorded_spec(),
         ],
         passthrough_prefixes: Vec::new(),
     }

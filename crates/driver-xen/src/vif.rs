@@ -62,6 +62,12 @@ pub(crate) struct NicSpec {
     pub script: String,
     pub ip: Option<String>,
     pub backend: Option<String>,
+    /// The bridge as given (libxl stores only what was given).
+    pub bridge_given: Option<String>,
+    /// The script as given.
+    pub script_given: Option<String>,
+    /// What to do with libxl's stored configuration.
+    pub recorded: crate::libxl::Recorded,
 }
 
 fn invalid(name: &str, reason: impl Into<String>) -> Error {
@@ -160,22 +166,28 @@ impl NicSpec {
             }
         }
         for (n, _) in attrs.iter() {
-            if !["mac", "bridge", "script", "ip", "backend"].contains(&n) {
+            if !NIC_ATTRS.contains(&n) {
                 return Err(invalid(
                     n,
-                    "unknown network attribute; known: mac, bridge, script, ip, backend",
+                    format!("unknown network attribute; known: {}", NIC_ATTRS.join(", ")),
                 ));
             }
         }
         Ok(NicSpec {
             mac,
+            bridge_given: attrs.get("bridge").map(|_| bridge.clone()),
             bridge,
+            script_given: attrs.get("script").map(str::to_owned),
             script,
             ip,
             backend,
+            recorded: crate::libxl::Recorded::parse(attrs.get("recorded"))?,
         })
     }
 }
+
+/// Every name the network schema accepts.
+const NIC_ATTRS: &[&str] = &["mac", "bridge", "script", "ip", "backend", "recorded"];
 
 /// libxl 4.17's keys, in its order: backend, frontend.
 pub(crate) fn layout(
@@ -225,6 +237,7 @@ pub(crate) fn schema() -> DeviceTypeSchema {
             AttributeSpec::optional("script", "the backend's hotplug script: a vif script of /etc/xen/scripts (default vif-bridge; vif-route, vif-nat, vif-openvswitch, ...)", "vif-bridge"),
             AttributeSpec::optional("ip", "the guest's IP addresses, separated by spaces", "192.0.2.10"),
             AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0"),
+            crate::libxl::recorded_spec(),
         ],
         passthrough_prefixes: Vec::new(),
     }

@@ -1,0 +1,871 @@
+//! libxl's stored configuration of a domain (`/var/lib/xen/userdata-d.<domid>.<uuid>.libxl-json`):
+//! the document libxl rebuilds a domain from on save/restore, migration and reboot, and what
+//! `xl list -l` prints. `xl block-attach` and `xl network-attach` add the device's entry to it
+//! under libxl's per-domain userdata lock; this module knows the file names, the document and
+//! the entries, as facts gathered in docs/research/xen-libxl-userdata.md (no libxl code used).
+//! The file system work (lock, read, write) is [`crate::hotplug::Dom0`]'s, on the connection's
+//! host. See docs/design/0013-xen-libxl-config.md.
+
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use vdev_core::remote::{sh_quote, Host};
+use vdev_core::{Error, Result};
+
+use crate::error::LibxlConfigError;
+use crate::hotplug::{Dom0, REMOTE_PATH, REMOTE_STEP};
+use crate::vbd::DiskSpec;
+use crate::vif::NicSpec;
+
+/// libxl's folder of per-domain user data (`XEN_LIB_DIR` on Debian and upstream defaults).
+pub(crate) const LIB_DIR: &str = "/var/lib/xen";
+
+/// The files of one domain's stored configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Files {
+    /// The document (`userdata-d.D.UUID.libxl-json`).
+    pub data: String,
+    /// Where a new document is written before it is renamed over the old one (`userdata-n.`).
+    pub temp: String,
+    /// libxl's userdata lock (`userdata-l.D.UUID.domain-userdata-lock`), taken with `flock`.
+    pub lock: String,
+}
+
+impl Files {
+    pub(crate) fn new(domid: u32, uuid: &str) -> Self {
+        Self::under(LIB_DIR, domid, uuid)
+    }
+
+    fn under(dir: &str, domid: u32, uuid: &str) -> Self {
+        Files {
+            data: format!("{dir}/userdata-d.{domid}.{uuid}.libxl-json"),
+            temp: format!("{dir}/userdata-n.{domid}.{uuid}.libxl-json"),
+            lock: format!("{dir}/userdata-l.{domid}.{uuid}.domain-userdata-lock"),
+        }
+    }
+}
+
+/// The domain's uuid from its XenStore `vm` node (`/vm/<uuid>`, written by libxl at creation
+/// from the hypervisor's domain handle, the uuid libxl names the files with), checked to be
+/// libxl's lowercase 8-4-4-4-12 form.
+pub(crate) fn uuid_from_vm(vm: &str) -> Option<String> {
+    let u = vm.strip_prefix("/vm/")?;
+    let groups: Vec<&str> = u.split('-').collect();
+    let ok = groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| {
+            g.len() == n && g.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        });
+    ok.then(|| u.to_owned())
+}
+
+/// What attach does with libxl's stored configuration: the `recorded` attribute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Recorded {
+    /// Absent: record the device when the configuration is at hand (the host is Domain-0),
+    /// attach it unrecorded otherwise (listed `recorded=unknown`).
+    #[default]
+    Auto,
+    /// `recorded=yes`: record it, or refuse the attach when the configuration is out of reach.
+    Yes,
+    /// `recorded=no`: leave the configuration alone (a domain libxl does not manage); libxl
+    /// forgets the device on save/restore, migration and reboot.
+    No,
+}
+
+impl Recorded {
+    /// Parse the attribute's value.
+    pub(crate) fn parse(v: Option<&str>) -> Result<Self> {
+        match v {
+            None => Ok(Recorded::Auto),
+            Some("yes") => Ok(Recorded::Yes),
+            Some("no") => Ok(Recorded::No),
+            Some(v) => Err(Error::InvalidAttribute {
+                name: "recorded".into(),
+                reason: format!(
+                    "'{}' is not yes or no: recorded=yes requires the device in libxl's stored configuration (refused where it is out of reach), recorded=no leaves that configuration alone; leave it out to record the device whenever possible",
+                    v.escape_default()
+                ),
+            }),
+        }
+    }
+}
+
+/// The `recorded` attribute's schema entry.
+pub(crate) fn recorded_spec() -> vdev_core::AttributeSpec {
+    vdev_core::AttributeSpec::optional(
+        "recorded",
+        "whether the device is in libxl's stored configuration of the domain, from which libxl rebuilds it on save/restore, migration and reboot (xl list -l shows it): listed yes, no, or unknown (the configuration is out of reach: this host is not Domain-0). On attach: leave it out to record the device whenever the configuration is at hand (Domain-0, locally or over xen+ssh), yes to refuse the attach where it is not, no to leave the configuration alone",
+        "yes",
+    )
+}
+
+/// A device's identity in the document, as libxl compares entries: a disk by its `vdev`
+/// string (`xvdc` and `51744` are different entries), a NIC by its `devid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Ident {
+    Disk(String),
+    Nic(u32),
+}
+
+impl Ident {
+    fn array(&self) -> &'static str {
+        match self {
+            Ident::Disk(_) => "disks",
+            Ident::Nic(_) => "nics",
+        }
+    }
+
+    fn matches(&self, entry: &Value) -> bool {
+        match self {
+            Ident::Disk(v) => entry.get("vdev").and_then(Value::as_str) == Some(v.as_str()),
+            Ident::Nic(d) => entry.get("devid").and_then(Value::as_u64) == Some(u64::from(*d)),
+        }
+    }
+
+    /// For messages.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Ident::Disk(v) => format!("disk {v}"),
+            Ident::Nic(d) => format!("nic {d}"),
+        }
+    }
+}
+
+/// A parsed configuration document. Every key is kept (libxl reads by key and ignores unknown
+/// ones); key order is not (libxl does not depend on it).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Config {
+    doc: Map<String, Value>,
+}
+
+impl Config {
+    /// Read a document as libxl stores it: JSON text ended by one NUL byte (libxl parses up to
+    /// the first NUL, as a C string). The error says what is wrong, in words.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Config, String> {
+        let text = match bytes.iter().position(|b| *b == 0) {
+            Some(n) => &bytes[..n],
+            None => bytes,
+        };
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Err("it is empty".into());
+        }
+        let doc: Value =
+            serde_json::from_slice(text).map_err(|e| format!("it is not JSON ({e})"))?;
+        let Value::Object(doc) = doc else {
+            return Err("it is not a JSON object".into());
+        };
+        check_integers(&Value::Object(doc.clone()))?;
+        for key in ["disks", "nics"] {
+            match doc.get(key) {
+                None => {}
+                Some(Value::Array(a)) if a.iter().all(Value::is_object) => {}
+                Some(_) => return Err(format!("its \"{key}\" is not an array of objects")),
+            }
+        }
+        if !doc.get("c_info").is_some_and(Value::is_object) {
+            return Err("it has no \"c_info\" object (not a libxl_domain_config)".into());
+        }
+        Ok(Config { doc })
+    }
+
+    /// The document as libxl writes it: indented JSON, a newline and one NUL byte.
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        use serde::Serialize;
+        let mut out = Vec::new();
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+        let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+        self.doc
+            .serialize(&mut ser)
+            .expect("a JSON value always serialises");
+        out.extend_from_slice(b"\n\0");
+        out
+    }
+
+    /// The entry of `id`, if any.
+    pub(crate) fn get(&self, id: &Ident) -> Option<&Value> {
+        self.doc
+            .get(id.array())?
+            .as_array()?
+            .iter()
+            .find(|e| id.matches(e))
+    }
+
+    /// Add `entry` for `id`, replacing an entry with the same identity in its place (libxl's
+    /// rule: a stale entry left by a detach is overwritten); the entry replaced.
+    pub(crate) fn set(&mut self, id: &Ident, entry: Value) -> Option<Value> {
+        let arr = self
+            .doc
+            .entry(id.array())
+            .or_insert_with(|| Value::Array(Vec::new()));
+        let Value::Array(arr) = arr else {
+            unreachable!("checked by parse")
+        };
+        match arr.iter_mut().find(|e| id.matches(e)) {
+            Some(slot) => Some(std::mem::replace(slot, entry)),
+            None => {
+                arr.push(entry);
+                None
+            }
+        }
+    }
+
+    /// Remove the entry of `id`; the array goes with its last entry (libxl writes no empty
+    /// arrays). The entry removed.
+    pub(crate) fn remove(&mut self, id: &Ident) -> Option<Value> {
+        let Some(Value::Array(arr)) = self.doc.get_mut(id.array()) else {
+            return None;
+        };
+        let i = arr.iter().position(|e| id.matches(e))?;
+        let gone = arr.remove(i);
+        if arr.is_empty() {
+            self.doc.remove(id.array());
+        }
+        Some(gone)
+    }
+
+    /// Put back what [`set`](Self::set) replaced: `previous`, or nothing.
+    pub(crate) fn restore(&mut self, id: &Ident, previous: Option<Value>) {
+        match previous {
+            Some(p) => {
+                self.set(id, p);
+            }
+            None => {
+                self.remove(id);
+            }
+        }
+    }
+}
+
+/// libxl writes plain integers only; a number serde_json would keep as a float could not be
+/// written back exactly, so such a document is refused rather than changed.
+fn check_integers(v: &Value) -> Result<(), String> {
+    match v {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => Err(format!(
+            "it holds the number {n}, which libxl never writes (only integers)"
+        )),
+        Value::Array(a) => a.iter().try_for_each(check_integers),
+        Value::Object(o) => o.values().try_for_each(check_integers),
+        _ => Ok(()),
+    }
+}
+
+fn obj(pairs: Vec<(&str, Value)>) -> Value {
+    Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+}
+
+/// A disk's entry exactly as `xl block-attach 'format=raw, vdev=DEV, access=MODE, target=PATH'`
+/// stores it: what xl parsed, before libxl's defaults (`pdev_path`, `vdev`, `format`,
+/// `readwrite` only when read-write, `backend_domname` only when a backend was named).
+pub(crate) fn disk_entry(spec: &DiskSpec) -> Value {
+    let mut e = Vec::new();
+    if let Some(b) = &spec.backend {
+        e.push(("backend_domname", Value::from(b.as_str())));
+    }
+    e.push(("pdev_path", Value::from(spec.params.as_str())));
+    e.push(("vdev", Value::from(spec.dev.as_str())));
+    e.push(("format", Value::from("raw")));
+    if spec.mode == "w" {
+        e.push(("readwrite", Value::from(1)));
+    }
+    obj(e)
+}
+
+/// A NIC's entry exactly as `xl network-attach` stores it: what xl parsed plus the three fields
+/// libxl copies back (`devid`, `mac`, `nictype`); `bridge`, `script` and `ip` only when given.
+pub(crate) fn nic_entry(devid: u32, spec: &NicSpec) -> Value {
+    let mut e = Vec::new();
+    if let Some(b) = &spec.backend {
+        e.push(("backend_domname", Value::from(b.as_str())));
+    }
+    e.push(("devid", Value::from(devid)));
+    e.push(("mac", Value::from(spec.mac.as_str())));
+    if let Some(ip) = &spec.ip {
+        e.push(("ip", Value::from(ip.as_str())));
+    }
+    if let Some(b) = &spec.bridge_given {
+        e.push(("bridge", Value::from(b.as_str())));
+    }
+    if let Some(s) = &spec.script_given {
+        e.push(("script", Value::from(s.as_str())));
+    }
+    e.push(("nictype", Value::from("vif")));
+    obj(e)
+}
+
+// ---- The files, on the connection's host ----------------------------------------------------
+
+/// The longest a remote lock user waits for the connection's other users of the lock.
+const TURN_BOUND: Duration = Duration::from_secs(600);
+
+/// The descriptor the agent's shell holds a remote userdata lock on (the hotplug lock is 9).
+const LOCK_FD: u32 = 8;
+
+fn io_err(what: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
+    config_error(LibxlConfigError::Io {
+        what,
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+/// A [`LibxlConfigError`] as the core error (its source).
+pub(crate) fn config_error(e: LibxlConfigError) -> Error {
+    Error::backend_with(
+        crate::NAME,
+        "libxl's stored configuration of the domain cannot be used, so nothing was changed",
+        e,
+    )
+}
+
+fn lock_timeout(path: &str, host: &str, after: Duration) -> Error {
+    Error::Timeout {
+        operation: format!(
+            "taking libxl's userdata lock {path} on {host} (another toolstack process, xl or libxl, holds it; `fuser {path}` shows which)"
+        ),
+        after,
+    }
+}
+
+/// libxl's userdata lock of one domain, held; released on drop as libxl releases it (the file
+/// removed first, then closed, so that a waiter that locked the old file tries again).
+#[derive(Debug)]
+pub(crate) enum ConfigLock {
+    Local {
+        file: Option<std::fs::File>,
+        path: String,
+    },
+    Remote {
+        host: Host,
+        session: u64,
+        path: String,
+        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
+    },
+}
+
+impl ConfigLock {
+    /// Whether it is still held (a remote one goes with the ssh session that took it).
+    pub(crate) async fn still_held(&self) -> bool {
+        match self {
+            ConfigLock::Local { .. } => true,
+            ConfigLock::Remote { host, session, .. } => host.session_id().await == *session,
+        }
+    }
+}
+
+impl Drop for ConfigLock {
+    fn drop(&mut self) {
+        match self {
+            ConfigLock::Local { file, path } => {
+                let _ = std::fs::remove_file(&*path);
+                file.take();
+            }
+            ConfigLock::Remote {
+                host,
+                session,
+                path,
+                turn,
+            } => {
+                let shown = path.clone();
+                let (host, session, path, turn) =
+                    (host.clone(), *session, path.clone(), turn.take());
+                let release = async move {
+                    if host.session_id().await == session {
+                        let script = format!("rm -f -- {}; exec {LOCK_FD}<&-", sh_quote(&path));
+                        if let Err(e) = host.run_in_session(&script, REMOTE_STEP).await {
+                            tracing::warn!(%path, "releasing libxl's userdata lock on {}: {e}", host.name());
+                        }
+                    }
+                    drop(turn);
+                };
+                match tokio::runtime::Handle::try_current() {
+                    Ok(rt) => {
+                        rt.spawn(release);
+                    }
+                    Err(_) => {
+                        tracing::warn!(path = %shown, "libxl's userdata lock dropped outside a runtime; it is released when the ssh connection closes")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Take the lock at `path` on this machine: libxl's protocol (open or create, `flock`
+/// exclusive, keep it only if the file locked is still the one at the path), polled without
+/// blocking so that the wait is bounded.
+async fn lock_local(path: &str, timeout: Duration) -> Result<ConfigLock> {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| io_err("cannot open libxl's userdata lock", path, e))?;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(lock_timeout(path, "this machine", timeout));
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(io_err("cannot lock libxl's userdata lock", path, e))
+                }
+            }
+        }
+        let held = file
+            .metadata()
+            .map_err(|e| io_err("cannot stat libxl's userdata lock", path, e))?;
+        match std::fs::metadata(path) {
+            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
+                return Ok(ConfigLock::Local {
+                    file: Some(file),
+                    path: path.to_owned(),
+                })
+            }
+            // Released (removed) by the previous holder meanwhile: lock the new file.
+            _ => continue,
+        }
+    }
+}
+
+impl Dom0 {
+    /// Take libxl's userdata lock of `files` (waiting at most `timeout`), then read the
+    /// document: `None` when the file does not exist. One round trip on a remote host.
+    pub(crate) async fn config_lock_read(
+        &self,
+        files: &Files,
+        timeout: Duration,
+    ) -> Result<(ConfigLock, Option<Vec<u8>>)> {
+        let host = self.host();
+        if host.is_local() {
+            let lock = lock_local(&files.lock, timeout).await?;
+            let data = read_local(&files.data)?;
+            return Ok((lock, data));
+        }
+        // Queueing behind this connection's own users is not the lock being held too long
+        // (32 concurrent attaches on one connection take turns here, each for a few round
+        // trips, each of them bounded): only a generous bound against a bug.
+        let turn = tokio::time::timeout(TURN_BOUND, self.config_turns.clone().lock_owned())
+            .await
+            .map_err(|_| Error::Timeout {
+                operation: format!(
+                    "waiting for this connection's other users of libxl's userdata lock {}",
+                    files.lock
+                ),
+                after: TURN_BOUND,
+            })?;
+        let secs = format!("{:.3}", timeout.as_secs_f64());
+        // libxl's protocol in the agent's own shell, then the document: `F` and its bytes, or
+        // `N` when it does not exist. Status 0 held, 3 held but unreadable, 2 timed out,
+        // 1 other error. Never `exit`.
+        let script = format!(
+            r#"{REMOTE_PATH}__vdev_f={lock}; __vdev_r=1
+while :; do
+  exec {LOCK_FD}<>"$__vdev_f" || break
+  if ! flock -w {secs} {LOCK_FD}; then exec {LOCK_FD}<&-; __vdev_r=2; break; fi
+  __vdev_a=$(stat -L -c %d:%i -- "$__vdev_f" /proc/$$/fd/{LOCK_FD} 2>/dev/null)
+  __vdev_1=${{__vdev_a%%[!0-9:]*}}; __vdev_2=${{__vdev_a##*[!0-9:]}}
+  if [ -n "$__vdev_1" ] && [ "$__vdev_1" = "$__vdev_2" ] && [ "$__vdev_a" != "$__vdev_1" ]; then __vdev_r=0; break; fi
+  exec {LOCK_FD}<&-
+done
+case $__vdev_r in
+0) if [ -e {data} ]; then printf F; cat -- {data}; else printf N; fi || (exit 3) ;;
+2) (exit 2) ;;
+*) false ;;
+esac"#,
+            lock = sh_quote(&files.lock),
+            data = sh_quote(&files.data),
+        );
+        let out = host
+            .run_in_session(&script, timeout + Duration::from_secs(15))
+            .await?;
+        let session = host.session_id().await;
+        let lock = |turn| ConfigLock::Remote {
+            host: host.clone(),
+            session,
+            path: files.lock.clone(),
+            turn: Some(turn),
+        };
+        match out.status {
+            0 => {
+                let lock = lock(turn);
+                Ok((
+                    lock,
+                    parse_remote_file(&files.data, &out.stdout, &host.name())?,
+                ))
+            }
+            3 => {
+                let _lock = lock(turn);
+                Err(io_err("cannot read", &files.data, out.stderr.trim()))
+            }
+            2 => Err(lock_timeout(&files.lock, &host.name(), timeout)),
+            s => Err(io_err(
+                "cannot take libxl's userdata lock",
+                &files.lock,
+                format!("status {s} on {}: {}", host.name(), out.stderr.trim()),
+            )),
+        }
+    }
+
+    /// Read the document without the lock (libxl replaces it by rename, so a read sees a
+    /// whole one): `None` when it does not exist.
+    pub(crate) async fn config_read(&self, files: &Files) -> Result<Option<Vec<u8>>> {
+        let host = self.host();
+        if host.is_local() {
+            return read_local(&files.data);
+        }
+        let script = format!(
+            "if [ -e {d} ]; then printf F; cat -- {d}; else printf N; fi",
+            d = sh_quote(&files.data)
+        );
+        let out = host.run(&script, REMOTE_STEP).await?;
+        if !out.success() {
+            return Err(io_err("cannot read", &files.data, out.stderr.trim()));
+        }
+        parse_remote_file(&files.data, &out.stdout, &host.name())
+    }
+
+    /// Write the document as libxl does: to the temporary file (mode 0600), then renamed
+    /// over the document. The caller holds the lock.
+    pub(crate) async fn config_write(&self, files: &Files, bytes: &[u8]) -> Result<()> {
+        let host = self.host();
+        if host.is_local() {
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&files.temp)
+                .map_err(|e| io_err("cannot write", &files.temp, e))?;
+            f.write_all(bytes)
+                .map_err(|e| io_err("cannot write", &files.temp, e))?;
+            drop(f);
+            return std::fs::rename(&files.temp, &files.data)
+                .map_err(|e| io_err("cannot rename the new configuration over", &files.data, e));
+        }
+        // The text goes as one quoted shell word; the NUL libxl ends it with is printf's.
+        let text = bytes.strip_suffix(b"\0").unwrap_or(bytes);
+        let text = std::str::from_utf8(text).map_err(|e| io_err("cannot send", &files.data, e))?;
+        let script = format!(
+            "printf '%s\\000' {q} >{t} && mv -f -- {t} {d}",
+            q = sh_quote(text),
+            t = sh_quote(&files.temp),
+            d = sh_quote(&files.data)
+        );
+        let out = host.run(&script, REMOTE_STEP).await?;
+        if !out.success() {
+            return Err(io_err(
+                "cannot write",
+                &files.data,
+                format!("on {}: {}", host.name(), out.stderr.trim()),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn read_local(path: &str) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_err("cannot read", path, e)),
+    }
+}
+
+fn parse_remote_file(path: &str, out: &[u8], host: &str) -> Result<Option<Vec<u8>>> {
+    match out.split_first() {
+        Some((b'F', rest)) => Ok(Some(rest.to_vec())),
+        Some((b'N', _)) => Ok(None),
+        _ => Err(io_err(
+            "unexpected answer while reading",
+            path,
+            format!("from {host}: {:?}", String::from_utf8_lossy(out)),
+        )),
+    }
+}
+
+/// Parse a document read from `files`: missing and malformed are typed errors.
+pub(crate) fn parse_file(files: &Files, data: Option<Vec<u8>>) -> Result<Config> {
+    let Some(data) = data else {
+        return Err(config_error(LibxlConfigError::Missing {
+            path: files.data.clone(),
+        }));
+    };
+    Config::parse(&data).map_err(|reason| {
+        config_error(LibxlConfigError::Malformed {
+            path: files.data.clone(),
+            reason,
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use vdev_core::Attributes;
+
+    fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+        Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+    }
+
+    /// As observed in the lab (docs/research/xen-libxl-userdata.md §1.2), condensed.
+    const STORED: &str = r#"{
+    "c_info": { "type": "pv", "name": "domu1", "domid": 4294967295,
+                "uuid": "376065e8-ea78-11f1-ba62-525400123456", "run_hotplug_scripts": "True" },
+    "b_info": { "max_vcpus": 1, "avail_vcpus": [0], "max_memkb": 131072, "target_memkb": 131072,
+                "sched_params": {}, "claim_mode": "True", "type.pv": {},
+                "arch_x86": { "msr_relaxed": "False" } },
+    "on_reboot": "restart", "on_crash": "preserve", "on_soft_reset": "soft_reset"
+}
+"#;
+
+    fn stored() -> Vec<u8> {
+        let mut b = STORED.as_bytes().to_vec();
+        b.push(0);
+        b
+    }
+
+    #[test]
+    fn file_names_are_libxls() {
+        let f = Files::new(3, "376065e8-ea78-11f1-ba62-525400123456");
+        assert_eq!(
+            f.data,
+            "/var/lib/xen/userdata-d.3.376065e8-ea78-11f1-ba62-525400123456.libxl-json"
+        );
+        assert_eq!(
+            f.temp,
+            "/var/lib/xen/userdata-n.3.376065e8-ea78-11f1-ba62-525400123456.libxl-json"
+        );
+        assert_eq!(
+            f.lock,
+            "/var/lib/xen/userdata-l.3.376065e8-ea78-11f1-ba62-525400123456.domain-userdata-lock"
+        );
+        assert_eq!(
+            uuid_from_vm("/vm/376065e8-ea78-11f1-ba62-525400123456").as_deref(),
+            Some("376065e8-ea78-11f1-ba62-525400123456")
+        );
+        for bad in [
+            "/vm/376065E8-ea78-11f1-ba62-525400123456",
+            "/vm/376065e8-ea78-11f1-ba62-52540012345",
+            "/vm/../../etc/passwd",
+            "376065e8-ea78-11f1-ba62-525400123456",
+            "/vm/376065e8ea7811f1ba62525400123456",
+        ] {
+            assert_eq!(uuid_from_vm(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn entries_are_what_xl_stores() {
+        let d = DiskSpec::parse(&attrs(&[
+            ("uname", "file:/root/img"),
+            ("dev", "xvdc"),
+            ("mode", "w"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            disk_entry(&d),
+            json!({"pdev_path": "/root/img", "vdev": "xvdc", "format": "raw", "readwrite": 1})
+        );
+        let d = DiskSpec::parse(&attrs(&[
+            ("target", "/dev/loop2"),
+            ("vdev", "xvde"),
+            ("access", "ro"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            disk_entry(&d),
+            json!({"pdev_path": "/dev/loop2", "vdev": "xvde", "format": "raw"})
+        );
+        let n = NicSpec::parse(&attrs(&[
+            ("bridge", "xenbr0"),
+            ("mac", "00:16:3E:12:34:56"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            nic_entry(0, &n),
+            json!({"devid": 0, "mac": "00:16:3e:12:34:56", "bridge": "xenbr0", "nictype": "vif"})
+        );
+        let n = NicSpec::parse(&attrs(&[("script", "vif-route"), ("ip", "10.0.0.2")])).unwrap();
+        let e = nic_entry(2, &n);
+        assert_eq!(e["script"], "vif-route");
+        assert_eq!(e["ip"], "10.0.0.2");
+        assert!(
+            e.get("bridge").is_none(),
+            "the default bridge is not stored"
+        );
+        assert_eq!(e["devid"], 2);
+    }
+
+    #[test]
+    fn set_replaces_in_place_or_appends_and_remove_drops_empty_arrays() {
+        let mut c = Config::parse(&stored()).unwrap();
+        let orig = c.clone();
+        let xvdc = Ident::Disk("xvdc".into());
+        let e1 = json!({"pdev_path": "/a", "vdev": "xvdc", "format": "raw"});
+        assert_eq!(c.set(&xvdc, e1.clone()), None);
+        let other = Ident::Disk("51744".into()); // the same device number, another identity
+        c.set(
+            &other,
+            json!({"pdev_path": "/b", "vdev": "51744", "format": "raw"}),
+        );
+        let e2 = json!({"pdev_path": "/c", "vdev": "xvdc", "format": "raw", "readwrite": 1});
+        assert_eq!(c.set(&xvdc, e2.clone()), Some(e1.clone()));
+        assert_eq!(c.doc["disks"][0], e2, "replaced in its place");
+        assert_eq!(c.get(&xvdc), Some(&e2));
+        c.restore(&xvdc, Some(e1.clone()));
+        assert_eq!(c.get(&xvdc), Some(&e1));
+        c.remove(&other);
+        c.restore(&xvdc, None);
+        assert_eq!(c, orig, "no empty disks array is left");
+        let nic = Ident::Nic(0);
+        c.set(
+            &nic,
+            json!({"devid": 0, "mac": "00:16:3e:00:00:01", "nictype": "vif"}),
+        );
+        assert!(c.get(&Ident::Nic(1)).is_none());
+        assert!(c.get(&nic).is_some());
+        assert!(c.remove(&nic).is_some());
+        assert_eq!(c, orig);
+    }
+
+    #[test]
+    fn written_documents_end_with_a_nul_and_read_back_the_same() {
+        let mut c = Config::parse(&stored()).unwrap();
+        c.set(
+            &Ident::Nic(3),
+            json!({"devid": 3, "mac": "00:16:3e:00:00:03", "nictype": "vif"}),
+        );
+        let b = c.to_bytes();
+        assert!(b.ends_with(b"}\n\0"));
+        assert_eq!(b.iter().filter(|x| **x == 0).count(), 1);
+        assert!(String::from_utf8_lossy(&b).contains("\n    \"b_info\": {"));
+        let back = Config::parse(&b).unwrap();
+        assert_eq!(back, c);
+        // Big integers stay exact.
+        assert!(String::from_utf8_lossy(&b).contains("4294967295"));
+        // Without the NUL (libxl itself reads it by luck), and with text after the NUL.
+        assert_eq!(
+            Config::parse(STORED.as_bytes()).unwrap(),
+            Config::parse(&stored()).unwrap()
+        );
+        let mut junk = stored();
+        junk.extend_from_slice(b"garbage");
+        assert!(Config::parse(&junk).is_ok());
+    }
+
+    #[test]
+    fn malformed_documents_are_refused_with_a_reason() {
+        for (bad, says) in [
+            (&b""[..], "empty"),
+            (b"\0", "empty"),
+            (b"{\"c_info\": {}, ", "not JSON"),
+            (b"[1, 2]", "not a JSON object"),
+            (b"{\"c_info\": {}, \"disks\": {}}", "\"disks\""),
+            (b"{\"c_info\": {}, \"nics\": [1]}", "\"nics\""),
+            (b"{\"b_info\": {}}", "c_info"),
+            (b"{\"c_info\": {\"x\": 1.5}}", "1.5"),
+        ] {
+            let e = Config::parse(bad).unwrap_err();
+            assert!(e.contains(says), "{:?}: {e}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[tokio::test]
+    async fn locally_the_lock_excludes_times_out_and_goes_with_its_file() {
+        lock_read_write(Dom0::new(Host::Local), "local").await;
+    }
+
+    /// The same primitives as shell in the ssh agent, against a real sshd on this machine.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn over_ssh_the_lock_excludes_times_out_and_goes_with_its_file() {
+        let Some(sshd) = vdev_conformance::sshd::Sshd::start() else {
+            return;
+        };
+        let uri = vdev_core::ConnectUri::parse(&format!(
+            "xen+ssh://{}/?{}",
+            sshd.authority(),
+            sshd.query()
+        ))
+        .unwrap();
+        let host = Host::from_uri(&uri, Duration::from_secs(30)).unwrap();
+        lock_read_write(Dom0::new(host.clone()), "ssh").await;
+        host.disconnect().await;
+    }
+
+    async fn lock_read_write(hp: Dom0, tag: &str) {
+        let dir = std::env::temp_dir().join(format!("vdev-libxl-{tag}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let files = Files::under(
+            dir.to_str().unwrap(),
+            5,
+            "376065e8-ea78-11f1-ba62-525400123456",
+        );
+        let (lock, data) = hp
+            .config_lock_read(&files, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(data, None, "no document yet");
+        let e = hp
+            .config_lock_read(&files, Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, Error::Timeout { .. }), "{e}");
+        hp.config_write(&files, &stored()).await.unwrap();
+        assert!(!std::path::Path::new(&files.temp).exists(), "renamed");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&files.data).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        drop(lock);
+        // A remote release is sent in the background.
+        for _ in 0..500 {
+            if !std::path::Path::new(&files.lock).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(
+            !std::path::Path::new(&files.lock).exists(),
+            "released by removing it"
+        );
+        // A document with quotes, a backslash and non-ASCII text goes through the shell intact.
+        let mut c = Config::parse(&stored()).unwrap();
+        c.set(
+            &Ident::Disk("xvdc".into()),
+            serde_json::json!({"pdev_path": "/x/it's \\ \"q\" %s é", "vdev": "xvdc"}),
+        );
+        let (lock, _) = hp
+            .config_lock_read(&files, Duration::from_secs(5))
+            .await
+            .unwrap();
+        hp.config_write(&files, &c.to_bytes()).await.unwrap();
+        assert_eq!(std::fs::read(&files.data).unwrap(), c.to_bytes());
+        hp.config_write(&files, &stored()).await.unwrap();
+        drop(lock);
+        for _ in 0..500 {
+            if !std::path::Path::new(&files.lock).exists() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (_lock, data) = hp
+            .config_lock_read(&files, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(data.as_deref(), Some(&stored()[..]));
+        assert_eq!(hp.config_read(&files).await.unwrap(), data);
+        let e = parse_file(&files, None).unwrap_err();
+        let src = std::error::Error::source(&e).unwrap().to_string();
+        assert!(src.contains("does not exist"), "{src}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
