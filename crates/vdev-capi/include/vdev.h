@@ -524,11 +524,17 @@ void vdev_string_free(char *s);
  * written. (`attr == NULL` with `maxattr > 0` is `VDEV_ERR_NULL_ARGUMENT`; `maxattr < 0` is
  * `VDEV_ERR_INVALID_ARGUMENT`.)
  *
- * **Names and values that do not fit.** A name must fit `name[16]` with its NUL (at most 15
- * bytes) and a value `value[64]` (at most 63 bytes). If any attribute of any listed device does
- * not fit, the call returns -1 with `VDEV_ERR_NAME_TOO_LONG` or `VDEV_ERR_VALUE_TOO_LONG`
- * (the message names the device, the attribute and its length) and writes nothing: the library
- * never truncates. Use `vdev_domain_list_devices()`, which has no size limits, for such devices.
+ * **Names that do not fit are left out.** `name[16]` holds names of at most 15 bytes. An
+ * attribute whose name is longer is not in the answer (and not counted in A), for every
+ * device: such names belong to a driver's vocabulary, not to one device, so this call could
+ * never return them (Xen network devices have two, `event-channel-tx` and `event-channel-rx`).
+ * `vdev_domain_list_devices()`, which has no size limits, lists them.
+ *
+ * **Values that do not fit fail.** `value[64]` holds values of at most 63 bytes. If any
+ * listed attribute of any device has a longer value (a long image path, say), the call
+ * returns -1 with `VDEV_ERR_VALUE_TOO_LONG` (the message names the device, the attribute and
+ * its length) and writes nothing: the library never truncates a value, nor drops one that a
+ * device of the same kind may show. Use `vdev_domain_list_devices()` for such devices.
  *
  * **Too many.** More than 65535 devices or 32767 attributes per device: -1 with
  * `VDEV_ERR_TOO_MANY`.

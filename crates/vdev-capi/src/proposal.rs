@@ -121,6 +121,15 @@ pub(crate) fn detach(
     })
 }
 
+/// The attributes of `d` that `vdev_domain_get_vdevs()` returns: those whose names fit
+/// `vdev_vda.name`.
+fn listed(d: &vdev_facade::Device) -> Vec<(&str, &str)> {
+    d.attributes
+        .iter()
+        .filter(|(name, _)| name.len() < VDEV_VDA_NAME_SIZE)
+        .collect()
+}
+
 /// Get the devices of one type of a domain into the caller's array of `maxattr` entries: the
 /// proposal's `virDomainGetVdevs`.
 ///
@@ -146,11 +155,17 @@ pub(crate) fn detach(
 /// written. (`attr == NULL` with `maxattr > 0` is `VDEV_ERR_NULL_ARGUMENT`; `maxattr < 0` is
 /// `VDEV_ERR_INVALID_ARGUMENT`.)
 ///
-/// **Names and values that do not fit.** A name must fit `name[16]` with its NUL (at most 15
-/// bytes) and a value `value[64]` (at most 63 bytes). If any attribute of any listed device does
-/// not fit, the call returns -1 with `VDEV_ERR_NAME_TOO_LONG` or `VDEV_ERR_VALUE_TOO_LONG`
-/// (the message names the device, the attribute and its length) and writes nothing: the library
-/// never truncates. Use `vdev_domain_list_devices()`, which has no size limits, for such devices.
+/// **Names that do not fit are left out.** `name[16]` holds names of at most 15 bytes. An
+/// attribute whose name is longer is not in the answer (and not counted in A), for every
+/// device: such names belong to a driver's vocabulary, not to one device, so this call could
+/// never return them (Xen network devices have two, `event-channel-tx` and `event-channel-rx`).
+/// `vdev_domain_list_devices()`, which has no size limits, lists them.
+///
+/// **Values that do not fit fail.** `value[64]` holds values of at most 63 bytes. If any
+/// listed attribute of any device has a longer value (a long image path, say), the call
+/// returns -1 with `VDEV_ERR_VALUE_TOO_LONG` (the message names the device, the attribute and
+/// its length) and writes nothing: the library never truncates a value, nor drops one that a
+/// device of the same kind may show. Use `vdev_domain_list_devices()` for such devices.
 ///
 /// **Too many.** More than 65535 devices or 32767 attributes per device: -1 with
 /// `VDEV_ERR_TOO_MANY`.
@@ -183,11 +198,7 @@ pub unsafe extern "C" fn vdev_domain_get_vdevs(
             .conn
             .run(|c| async move { Ok(c.devices(&domain, Some(&t)).await?) })?;
         let n = devices.len();
-        let a = devices
-            .iter()
-            .map(|d| d.attributes.len())
-            .max()
-            .unwrap_or(0);
+        let a = devices.iter().map(|d| listed(d).len()).max().unwrap_or(0);
         if n > VDEV_VDA_MAX_DEVICES as usize || a > VDEV_VDA_MAX_ATTRS as usize {
             return Err(CError::new(
                 VDEV_ERR_TOO_MANY,
@@ -195,13 +206,7 @@ pub unsafe extern "C" fn vdev_domain_get_vdevs(
             ));
         }
         for d in &devices {
-            for (name, value) in d.attributes.iter() {
-                if name.len() >= VDEV_VDA_NAME_SIZE {
-                    return Err(CError::new(
-                        VDEV_ERR_NAME_TOO_LONG,
-                        format!("{device_type} device '{}' has an attribute '{name}' whose name is {} bytes long; vdev_vda.name holds at most {}; use vdev_domain_list_devices() to read it", d.reference, name.len(), VDEV_VDA_NAME_SIZE - 1),
-                    ));
-                }
+            for (name, value) in listed(d) {
                 if value.len() >= VDEV_VDA_VALUE_SIZE {
                     return Err(CError::new(
                         VDEV_ERR_VALUE_TOO_LONG,
@@ -221,7 +226,7 @@ pub unsafe extern "C" fn vdev_domain_get_vdevs(
         if !size_query && needed > 0 {
             let out = unsafe { std::slice::from_raw_parts_mut(attr, needed) };
             for (d, slots) in devices.iter().zip(out.chunks_mut(a)) {
-                let mut attrs = d.attributes.iter();
+                let mut attrs = listed(d).into_iter();
                 for slot in slots {
                     let (name, value) = attrs.next().unwrap_or(("", ""));
                     fill(&mut slot.name, name);

@@ -228,6 +228,87 @@ fn c_proposal_calls_over_ssh() {
     assert_eq!(raw.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
+/// The proposal's calls against the real Xen of the lab (tests/xenlab): a connected network
+/// device, whose guest wrote `event-channel-tx` (a name one byte longer than `vdev_vda.name`
+/// holds), is listed by `vdev_domain_get_vdevs()` without that name. XenStore, read by the
+/// lab's own `xenstore-list` in Domain-0, has the same network devices before and after.
+#[test]
+fn c_proposal_calls_on_the_xen_lab() {
+    let Some(socket) = std::env::var("XENSTORED_PATH")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        vdev_conformance::missing_real_part(
+            "XENSTORED_PATH is not set (start the Xen lab: set -a; eval \"$(tests/xenlab/xenlab up)\")",
+        );
+        return;
+    };
+    let domu = std::env::var("XENLAB_DOMU").unwrap_or_else(|_| "domu1".into());
+    let vifs = || {
+        let xenlab = crate_dir().join("../../tests/xenlab/xenlab");
+        let script = format!(
+            "xenstore-list /local/domain/$(xl domid {domu})/device/vif 2>/dev/null | sort; true"
+        );
+        run(Command::new(xenlab).args(["sh", &script]))
+    };
+    let before = vifs();
+    let exe = compile(&crate_dir().join("tests/c/xen.c"), "xen", Link::Shared);
+    let uri = format!("xen:///?socket={socket}&hotplug=no");
+    let _cleanup = RemoveNic {
+        uri: uri.clone(),
+        domu: domu.clone(),
+        mac: XEN_TEST_MAC,
+    };
+    let out = run_checked_with(&exe, &[&uri, &domu, XEN_TEST_MAC]);
+    assert!(out.contains("checks passed"), "{out}");
+    assert_eq!(
+        vifs(),
+        before,
+        "the guest's network devices, as xenstore-list sees them"
+    );
+}
+
+/// The MAC address tests/c/xen.c gives its network device.
+const XEN_TEST_MAC: &str = "00:16:3e:5c:a1:17";
+
+/// Removes (with `force`) the network device with this MAC that a failed C program left in
+/// the lab's guest.
+struct RemoveNic {
+    uri: String,
+    domu: String,
+    mac: &'static str,
+}
+
+impl Drop for RemoveNic {
+    fn drop(&mut self) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        rt.block_on(async {
+            let Ok(conn) = vdev_facade::connect(&self.uri).await else {
+                return;
+            };
+            let Ok(dom) = conn.domain(&self.domu).await else {
+                return;
+            };
+            let network = vdev_facade::DeviceType::new("network").expect("a type");
+            let Ok(devices) = conn.devices(&dom, Some(&network)).await else {
+                return;
+            };
+            for d in devices {
+                if d.attributes.get("mac") == Some(self.mac) {
+                    let force = vdev_facade::DetachOptions {
+                        force: true,
+                        ..Default::default()
+                    };
+                    let _ = conn.detach(&dom, &network, &d.reference, &force).await;
+                }
+            }
+        });
+    }
+}
+
 #[test]
 fn c_update_calls() {
     c_test("update");
