@@ -1152,47 +1152,20 @@ impl Session {
             {
                 return Err(self.lost(doing));
             }
-            let status_prefix = format!("{token} ");
-            let end = format!("{token} end\n");
-            let mut stdout = Vec::new();
-            let mut line = Vec::new();
-            let status = loop {
-                line.clear();
-                match agent.stdout.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => return Err(self.lost(doing)),
-                    Ok(_) => {}
-                }
-                if let Some(rest) = line.strip_prefix(status_prefix.as_bytes()) {
-                    if let Some(code) = std::str::from_utf8(rest)
-                        .ok()
-                        .and_then(|r| r.trim_end().parse::<i32>().ok())
-                    {
-                        break code;
-                    }
-                }
-                stdout.extend_from_slice(&line);
-                if stdout.len() > MAX_OUTPUT {
+            let (status, stdout, stderr) = match read_reply(&mut agent.stdout, &token, MAX_OUTPUT)
+                .await
+            {
+                Ok(r) => r,
+                Err(ReplyError::Closed) => return Err(self.lost(doing)),
+                Err(ReplyError::TooLong) => {
                     self.kill();
                     return Err(Error::Remote {
-                        host: self.target.destination(),
-                        kind: RemoteErrorKind::Disconnected,
-                        message: format!("a command printed more than {MAX_OUTPUT} bytes; the connection was closed"),
-                    });
+                            host: self.target.destination(),
+                            kind: RemoteErrorKind::Disconnected,
+                            message: format!("a command printed more than {MAX_OUTPUT} bytes; the connection was closed"),
+                        });
                 }
             };
-            // The agent printed a newline before the status line.
-            if stdout.last() == Some(&b'\n') {
-                stdout.pop();
-            }
-            let mut stderr = Vec::new();
-            loop {
-                line.clear();
-                match agent.stdout.read_until(b'\n', &mut line).await {
-                    Ok(0) | Err(_) => return Err(self.lost(doing)),
-                    Ok(_) if line == end.as_bytes() => break,
-                    Ok(_) => stderr.extend_from_slice(&line),
-                }
-            }
             let out = RunOutput {
                 status,
                 stdout,
@@ -1386,6 +1359,71 @@ fn classify(said: &str, t: &SshTarget) -> (RemoteErrorKind, String) {
             "run the same ssh by hand (ssh -v) to see why".into(),
         )
     }
+}
+
+/// Why an agent reply could not be read to its end.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ReplyError {
+    /// The stream ended (or failed) before the reply's end line.
+    Closed,
+    /// The command printed more than the bound.
+    TooLong,
+}
+
+/// Read one framed agent reply for `token` from `r`: the script's stdout, up to the status line
+/// `TOKEN STATUS`, then its stderr up to `TOKEN end`. Lines that only look like a status line
+/// (another token, no number) are output. At most `max` bytes of stdout are kept. Returns the
+/// status, stdout (without the newline the agent adds before the status) and stderr.
+pub(crate) async fn read_reply<R>(
+    r: &mut R,
+    token: &str,
+    max: usize,
+) -> std::result::Result<(i32, Vec<u8>, Vec<u8>), ReplyError>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    let status_prefix = format!("{token} ");
+    let end = format!("{token} end\n");
+    let mut stdout = Vec::new();
+    let mut line = Vec::new();
+    let status = loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return Err(ReplyError::Closed),
+            Ok(_) => {}
+        }
+        if let Some(rest) = line.strip_prefix(status_prefix.as_bytes()) {
+            if let Some(code) = std::str::from_utf8(rest)
+                .ok()
+                .and_then(|r| r.trim_end().parse::<i32>().ok())
+            {
+                break code;
+            }
+        }
+        stdout.extend_from_slice(&line);
+        if stdout.len() > max {
+            return Err(ReplyError::TooLong);
+        }
+    };
+    // The agent printed a newline before the status line.
+    if stdout.last() == Some(&b'\n') {
+        stdout.pop();
+    }
+    let mut stderr = Vec::new();
+    loop {
+        line.clear();
+        match r.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return Err(ReplyError::Closed),
+            Ok(_) if line == end.as_bytes() => break,
+            Ok(_) => {
+                stderr.extend_from_slice(&line);
+                if stderr.len() > max {
+                    return Err(ReplyError::TooLong);
+                }
+            }
+        }
+    }
+    Ok((status, stdout, stderr))
 }
 
 #[cfg(test)]
