@@ -48,7 +48,7 @@ pub fn libxl_config(data: &[u8]) {
         };
         let previous = doc.set(&id, entry);
         assert_eq!(previous.as_ref(), original.get(&id));
-        assert!(doc.get(&id).is_some());
+        assert_eq!(doc.count(&id), 1, "one entry after set, {}", id.describe());
         Config::parse(&doc.to_bytes()).expect("a changed document reads back");
         doc.restore(&id, previous);
         assert_eq!(
@@ -59,8 +59,14 @@ pub fn libxl_config(data: &[u8]) {
         );
         let mut doc = original.clone();
         if let Some(gone) = doc.remove(&id) {
-            assert!(doc.get(&id).is_none() || original.get(&id) != Some(&gone));
+            assert_eq!(
+                doc.count(&id),
+                0,
+                "no entry after remove, {}",
+                id.describe()
+            );
             doc.restore(&id, Some(gone));
+            assert_eq!(doc.get(&id), original.get(&id));
         }
         Config::parse(&doc.to_bytes()).expect("a document after remove reads back");
     }

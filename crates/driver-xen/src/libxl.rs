@@ -191,7 +191,9 @@ impl Config {
     }
 
     /// Add `entry` for `id`, replacing an entry with the same identity in its place (libxl's
-    /// rule: a stale entry left by a detach is overwritten); the entry replaced.
+    /// rule: a stale entry left by a detach is overwritten); the entry replaced. A document
+    /// that someone else left with several entries of one identity keeps only the new one: on
+    /// restore, libxl would otherwise build the same device twice.
     pub(crate) fn set(&mut self, id: &Ident, entry: Value) -> Option<Value> {
         let arr = self
             .doc
@@ -200,8 +202,16 @@ impl Config {
         let Value::Array(arr) = arr else {
             unreachable!("checked by parse")
         };
-        match arr.iter_mut().find(|e| id.matches(e)) {
-            Some(slot) => Some(std::mem::replace(slot, entry)),
+        match arr.iter().position(|e| id.matches(e)) {
+            Some(i) => {
+                let replaced = std::mem::replace(&mut arr[i], entry);
+                let mut n = 0;
+                arr.retain(|e| {
+                    n += 1;
+                    n <= i + 1 || !id.matches(e)
+                });
+                Some(replaced)
+            }
             None => {
                 arr.push(entry);
                 None
@@ -209,18 +219,29 @@ impl Config {
         }
     }
 
-    /// Remove the entry of `id`; the array goes with its last entry (libxl writes no empty
-    /// arrays). The entry removed.
+    /// Remove the entry of `id` (every entry of that identity, so that libxl cannot rebuild the
+    /// device from a duplicate someone else left); the array goes with its last entry (libxl
+    /// writes no empty arrays). The first entry removed.
     pub(crate) fn remove(&mut self, id: &Ident) -> Option<Value> {
         let Some(Value::Array(arr)) = self.doc.get_mut(id.array()) else {
             return None;
         };
         let i = arr.iter().position(|e| id.matches(e))?;
         let gone = arr.remove(i);
+        arr.retain(|e| !id.matches(e));
         if arr.is_empty() {
             self.doc.remove(id.array());
         }
         Some(gone)
+    }
+
+    /// How many entries of `id` the document holds (libxl writes one at most).
+    #[cfg(any(test, feature = "fuzzing"))]
+    pub(crate) fn count(&self, id: &Ident) -> usize {
+        self.doc
+            .get(id.array())
+            .and_then(Value::as_array)
+            .map_or(0, |a| a.iter().filter(|e| id.matches(e)).count())
     }
 
     /// Put back what [`set`](Self::set) replaced: `previous`, or nothing.
@@ -706,6 +727,35 @@ mod tests {
         assert_eq!(e["devid"], 2);
     }
 
+    /// Found by the `libxl_config` fuzz target: a document someone else left with two NICs of
+    /// devid 0. Detach must leave none (libxl would rebuild the device from the other on
+    /// restore), and attach must leave one.
+    #[test]
+    fn duplicate_entries_of_one_identity_all_go() {
+        let mut text = STORED.trim_end().trim_end_matches('}').to_owned();
+        text.push_str(
+            r#", "nics": [ { "devid": 0, "mac": "00:16:3e:12:34:56", "nictype": "vif" },
+                          { "devid": 1, "mac": "00:16:3e:00:00:01", "nictype": "vif" },
+                          { "devid": 0, "mac": "00:16:3e:00:00:03", "nictype": "vif" } ] }"#,
+        );
+        let orig = Config::parse(text.as_bytes()).unwrap();
+        let nic0 = Ident::Nic(0);
+        assert_eq!(orig.count(&nic0), 2);
+
+        let mut c = orig.clone();
+        let first = c.remove(&nic0).expect("an entry removed");
+        assert_eq!(first["mac"], "00:16:3e:12:34:56");
+        assert_eq!(c.count(&nic0), 0, "no duplicate left for libxl to rebuild");
+        assert_eq!(c.count(&Ident::Nic(1)), 1, "other devices stay");
+
+        let mut c = orig.clone();
+        let e = json!({"devid": 0, "mac": "00:16:3e:00:00:09", "nictype": "vif"});
+        assert_eq!(c.set(&nic0, e.clone()).unwrap()["mac"], "00:16:3e:12:34:56");
+        assert_eq!(c.count(&nic0), 1);
+        assert_eq!(c.doc["nics"][0], e, "replaced in its place");
+        assert_eq!(c.doc["nics"][1]["devid"], 1);
+    }
+
     #[test]
     fn set_replaces_in_place_or_appends_and_remove_drops_empty_arrays() {
         let mut c = Config::parse(&stored()).unwrap();
@@ -782,7 +832,7 @@ mod tests {
 
     #[tokio::test]
     async fn locally_the_lock_excludes_times_out_and_goes_with_its_file() {
-        lock_read_write(Dom0::new(Host::Local), "local").await;
+        lock_read_write(Dom0::new(Host::Local), Dom0::new(Host::Local), "local").await;
     }
 
     /// The same primitives as shell in the ssh agent, against a real sshd on this machine.
@@ -798,11 +848,16 @@ mod tests {
         ))
         .unwrap();
         let host = Host::from_uri(&uri, Duration::from_secs(30)).unwrap();
-        lock_read_write(Dom0::new(host.clone()), "ssh").await;
+        let other = Host::from_uri(&uri, Duration::from_secs(30)).unwrap();
+        lock_read_write(Dom0::new(host.clone()), Dom0::new(other.clone()), "ssh").await;
         host.disconnect().await;
+        other.disconnect().await;
     }
 
-    async fn lock_read_write(hp: Dom0, tag: &str) {
+    /// `hp` and `other` are two connections to the same host: while one holds the lock, the
+    /// other's wait ends in a timeout. (A second user on the same connection queues behind the
+    /// first instead: see `config_lock_read`.)
+    async fn lock_read_write(hp: Dom0, other: Dom0, tag: &str) {
         let dir = std::env::temp_dir().join(format!("vdev-libxl-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let files = Files::under(
@@ -815,7 +870,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(data, None, "no document yet");
-        let e = hp
+        let e = other
             .config_lock_read(&files, Duration::from_millis(100))
             .await
             .unwrap_err();
