@@ -150,36 +150,69 @@ impl Drop for LocalLock {
     }
 }
 
-/// [`ScriptLock`] held on a remote host: descriptor 9 of the agent's shell. Dropping it sends
-/// the release (remove the file, close the descriptor) in the background, and lets the next
-/// lock user of the connection go once that is done.
+/// A lock file held on a remote host by the agent's shell, on one of its descriptors (9 for
+/// [`ScriptLock`], 8 for libxl's userdata lock). Dropping it sends the release (remove the file,
+/// close the descriptor: the locking protocol libxl and the hotplug scripts share) in the
+/// background, and lets the next lock user of the connection go once that is done.
 #[derive(Debug)]
 pub(crate) struct RemoteLock {
     host: Host,
     /// The ssh session that holds it.
     session: u64,
     path: String,
+    fd: u32,
+    /// What the lock is, for messages.
+    what: &'static str,
     turn: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-/// The descriptor the agent's shell holds the remote lock on.
+/// The descriptor the agent's shell holds the remote hotplug lock on.
 const LOCK_FD: u32 = 9;
+
+impl RemoteLock {
+    /// The lock `path` that the agent's shell of `session` holds on descriptor `fd`; `turn` is
+    /// the connection's own queue of users of this kind of lock.
+    pub(crate) fn new(
+        host: Host,
+        session: u64,
+        path: String,
+        fd: u32,
+        what: &'static str,
+        turn: tokio::sync::OwnedMutexGuard<()>,
+    ) -> Self {
+        RemoteLock {
+            host,
+            session,
+            path,
+            fd,
+            what,
+            turn: Some(turn),
+        }
+    }
+
+    /// Whether it is still held: it goes with the ssh session that took it.
+    pub(crate) async fn still_held(&self) -> bool {
+        self.host.session_id().await == self.session
+    }
+}
 
 impl Drop for RemoteLock {
     fn drop(&mut self) {
-        let (host, session, path, turn) = (
+        let (host, session, path, fd, what, turn) = (
             self.host.clone(),
             self.session,
             self.path.clone(),
+            self.fd,
+            self.what,
             self.turn.take(),
         );
         let release = async move {
             // Lost with its session: nothing is held any more (the file stays, which the
             // protocol allows: the next locker checks the inode).
             if host.session_id().await == session {
-                let script = format!("rm -f -- {}; exec {LOCK_FD}<&-", sh_quote(&path));
+                let script = format!("rm -f -- {}; exec {fd}<&-", sh_quote(&path));
                 if let Err(e) = host.run_in_session(&script, REMOTE_STEP).await {
-                    tracing::warn!(%path, "releasing the hotplug lock on {}: {e}", host.name());
+                    tracing::warn!(%path, "releasing {what} on {}: {e}", host.name());
                 }
             }
             drop(turn);
@@ -189,7 +222,7 @@ impl Drop for RemoteLock {
                 rt.spawn(release);
             }
             Err(_) => {
-                tracing::warn!(path = %self.path, "hotplug lock dropped outside a runtime; it is released when the ssh connection closes")
+                tracing::warn!(path = %self.path, "{what} dropped outside a runtime; it is released when the ssh connection closes")
             }
         }
     }
@@ -341,12 +374,14 @@ case $__vdev_r in 0) true ;; 2) (exit 2) ;; *) false ;; esac"#,
             .await?;
         let session = self.host.session_id().await;
         match out.status {
-            0 => Ok(ScriptLock::Remote(RemoteLock {
-                host: self.host.clone(),
+            0 => Ok(ScriptLock::Remote(RemoteLock::new(
+                self.host.clone(),
                 session,
                 path,
-                turn: Some(turn),
-            })),
+                LOCK_FD,
+                "the hotplug lock",
+                turn,
+            ))),
             2 => Err(Error::Timeout {
                 operation: format!("taking the hotplug lock {path} on {}", self.host.name()),
                 after: SCRIPT_TIMEOUT,

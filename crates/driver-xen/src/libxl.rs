@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use vdev_core::remote::{sh_quote, Host};
+use vdev_core::remote::sh_quote;
 use vdev_core::{Error, Result};
 
 use crate::error::LibxlConfigError;
-use crate::hotplug::{Dom0, REMOTE_PATH, REMOTE_STEP};
+use crate::hotplug::{Dom0, RemoteLock, REMOTE_PATH, REMOTE_STEP};
 use crate::vbd::DiskSpec;
 use crate::vif::NicSpec;
 
@@ -355,12 +355,7 @@ pub(crate) enum ConfigLock {
         file: Option<std::fs::File>,
         path: String,
     },
-    Remote {
-        host: Host,
-        session: u64,
-        path: String,
-        turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-    },
+    Remote(RemoteLock),
 }
 
 impl ConfigLock {
@@ -368,7 +363,7 @@ impl ConfigLock {
     pub(crate) async fn still_held(&self) -> bool {
         match self {
             ConfigLock::Local { .. } => true,
-            ConfigLock::Remote { host, session, .. } => host.session_id().await == *session,
+            ConfigLock::Remote(lock) => lock.still_held().await,
         }
     }
 }
@@ -380,33 +375,8 @@ impl Drop for ConfigLock {
                 let _ = std::fs::remove_file(&*path);
                 file.take();
             }
-            ConfigLock::Remote {
-                host,
-                session,
-                path,
-                turn,
-            } => {
-                let shown = path.clone();
-                let (host, session, path, turn) =
-                    (host.clone(), *session, path.clone(), turn.take());
-                let release = async move {
-                    if host.session_id().await == session {
-                        let script = format!("rm -f -- {}; exec {LOCK_FD}<&-", sh_quote(&path));
-                        if let Err(e) = host.run_in_session(&script, REMOTE_STEP).await {
-                            tracing::warn!(%path, "releasing libxl's userdata lock on {}: {e}", host.name());
-                        }
-                    }
-                    drop(turn);
-                };
-                match tokio::runtime::Handle::try_current() {
-                    Ok(rt) => {
-                        rt.spawn(release);
-                    }
-                    Err(_) => {
-                        tracing::warn!(path = %shown, "libxl's userdata lock dropped outside a runtime; it is released when the ssh connection closes")
-                    }
-                }
-            }
+            // Released by its own drop.
+            ConfigLock::Remote(_) => {}
         }
     }
 }
@@ -507,11 +477,15 @@ esac"#,
             .run_in_session(&script, timeout + Duration::from_secs(15))
             .await?;
         let session = host.session_id().await;
-        let lock = |turn| ConfigLock::Remote {
-            host: host.clone(),
-            session,
-            path: files.lock.clone(),
-            turn: Some(turn),
+        let lock = |turn| {
+            ConfigLock::Remote(RemoteLock::new(
+                host.clone(),
+                session,
+                files.lock.clone(),
+                LOCK_FD,
+                "libxl's userdata lock",
+                turn,
+            ))
         };
         match out.status {
             0 => {
@@ -632,6 +606,7 @@ pub(crate) fn parse_file(files: &Files, data: Option<Vec<u8>>) -> Result<Config>
 mod tests {
     use super::*;
     use serde_json::json;
+    use vdev_core::remote::Host;
     use vdev_core::Attributes;
 
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
