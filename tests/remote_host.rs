@@ -98,6 +98,34 @@ async fn commands_and_sockets_over_one_connection() {
     h.disconnect().await;
 }
 
+/// A command that is still waiting behind the connection's other commands when its bound
+/// expires fails with `Timeout` but never closes the session under them: the command ahead
+/// finishes, and the next command runs in the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_that_times_out_in_the_queue_leaves_the_session_alone() {
+    let Some(sshd) = Sshd::start() else { return };
+    let h = host(&uri(&sshd, &sshd.query()));
+    h.run("true", T).await.unwrap();
+    let session = h.session_id().await;
+    let ahead = {
+        let h = h.clone();
+        tokio::spawn(async move { h.run_in_session("sleep 2; echo done", T).await })
+    };
+    // Until the command ahead holds the agent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let e = h
+        .run("echo queued", Duration::from_millis(200))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::Timeout { .. }), "{e}");
+    assert!(e.to_string().contains("other commands"), "{e}");
+    let out = ahead.await.unwrap().expect("the command ahead finishes");
+    assert_eq!(out.text(), "done");
+    assert_eq!(h.run("echo next", T).await.unwrap().text(), "next");
+    assert_eq!(h.session_id().await, session, "the same session");
+    h.disconnect().await;
+}
+
 #[tokio::test]
 async fn a_dropped_connection_fails_the_call_and_the_next_call_reconnects() {
     let Some(mut sshd) = Sshd::start() else {

@@ -336,6 +336,56 @@ impl Dom0 {
         Ok(out.text() == "yes")
     }
 
+    /// Take the lock file `path` on the remote host in the agent's own shell, on descriptor
+    /// `fd`, by the protocol libxl and the hotplug scripts share (open, `flock`, keep it only if
+    /// the file locked is still the one at the path: the previous holder removes it to
+    /// release). `prepare` runs first, `then` once it is held (its output is the answer's).
+    ///
+    /// Each try is `flock -n`, one round trip that never blocks the agent: between tries the
+    /// connection's other commands go on, and the tries go on from here (every 20-250 ms)
+    /// until `wait` has passed. `None` when it has, with the lock still held by someone else.
+    /// Otherwise the status of the answer is 0 (held, `then` succeeded), 3 (held, `then`
+    /// failed) or anything else (not held: an error, said on stderr).
+    pub(crate) async fn lock_remote(
+        &self,
+        path: &str,
+        fd: u32,
+        prepare: &str,
+        then: &str,
+        wait: Duration,
+    ) -> Result<Option<RunOutput>> {
+        // The last command's status is the answer. Never `exit`: this is the agent's shell.
+        let script = format!(
+            r#"{REMOTE_PATH}__vdev_f={p}; __vdev_r=1
+if {prepare}; then
+  while :; do
+    exec {fd}<>"$__vdev_f" || break
+    if ! flock -n {fd}; then exec {fd}<&-; __vdev_r=2; break; fi
+    __vdev_a=$(stat -L -c %d:%i -- "$__vdev_f" /proc/$$/fd/{fd} 2>/dev/null)
+    __vdev_1=${{__vdev_a%%[!0-9:]*}}; __vdev_2=${{__vdev_a##*[!0-9:]}}
+    if [ -n "$__vdev_1" ] && [ "$__vdev_1" = "$__vdev_2" ] && [ "$__vdev_a" != "$__vdev_1" ]; then __vdev_r=0; break; fi
+    exec {fd}<&-
+  done
+fi
+case $__vdev_r in 0) {{ {then}; }} || (exit 3) ;; 2) (exit 2) ;; *) false ;; esac"#,
+            p = sh_quote(path),
+        );
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let out = self.host.run_in_session(&script, REMOTE_STEP).await?;
+            if out.status != 2 {
+                return Ok(Some(out));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(250));
+        }
+    }
+
     /// Take the hotplug lock `name` on the host, waiting at most [`SCRIPT_TIMEOUT`].
     pub(crate) async fn lock(&self, name: &'static str) -> Result<ScriptLock> {
         if self.host.is_local() {
@@ -348,30 +398,16 @@ impl Dom0 {
                 after: SCRIPT_TIMEOUT,
             })?;
         let path = format!("{LOCK_DIR}/{name}");
-        let secs = SCRIPT_TIMEOUT.as_secs();
-        // locking.sh's protocol in the agent's own shell: open, flock, and keep it only if the
-        // file locked is still the one at the path (the previous holder removes it to release).
-        // The last command's status is the answer: 0 held, 1 error, 2 timed out. Never `exit`.
-        let script = format!(
-            r#"{REMOTE_PATH}__vdev_f={p}; __vdev_r=1
-if mkdir -p {d}; then
-  while :; do
-    exec {LOCK_FD}<>"$__vdev_f" || break
-    if ! flock -w {secs} {LOCK_FD}; then exec {LOCK_FD}<&-; __vdev_r=2; break; fi
-    __vdev_a=$(stat -L -c %d:%i -- "$__vdev_f" /proc/$$/fd/{LOCK_FD} 2>/dev/null)
-    __vdev_1=${{__vdev_a%%[!0-9:]*}}; __vdev_2=${{__vdev_a##*[!0-9:]}}
-    if [ -n "$__vdev_1" ] && [ "$__vdev_1" = "$__vdev_2" ] && [ "$__vdev_a" != "$__vdev_1" ]; then __vdev_r=0; break; fi
-    exec {LOCK_FD}<&-
-  done
-fi
-case $__vdev_r in 0) true ;; 2) (exit 2) ;; *) false ;; esac"#,
-            p = sh_quote(&path),
-            d = sh_quote(LOCK_DIR),
-        );
-        let out = self
-            .host
-            .run_in_session(&script, SCRIPT_TIMEOUT + Duration::from_secs(10))
-            .await?;
+        let prepare = format!("mkdir -p {}", sh_quote(LOCK_DIR));
+        let Some(out) = self
+            .lock_remote(&path, LOCK_FD, &prepare, "true", SCRIPT_TIMEOUT)
+            .await?
+        else {
+            return Err(Error::Timeout {
+                operation: format!("taking the hotplug lock {path} on {}", self.host.name()),
+                after: SCRIPT_TIMEOUT,
+            });
+        };
         let session = self.host.session_id().await;
         match out.status {
             0 => Ok(ScriptLock::Remote(RemoteLock::new(
@@ -382,10 +418,6 @@ case $__vdev_r in 0) true ;; 2) (exit 2) ;; *) false ;; esac"#,
                 "the hotplug lock",
                 turn,
             ))),
-            2 => Err(Error::Timeout {
-                operation: format!("taking the hotplug lock {path} on {}", self.host.name()),
-                after: SCRIPT_TIMEOUT,
-            }),
             s => Err(Error::backend(
                 crate::NAME,
                 format!(

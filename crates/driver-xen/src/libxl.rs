@@ -13,7 +13,7 @@ use vdev_core::remote::sh_quote;
 use vdev_core::{Error, Result};
 
 use crate::error::LibxlConfigError;
-use crate::hotplug::{Dom0, RemoteLock, REMOTE_PATH, REMOTE_STEP};
+use crate::hotplug::{Dom0, RemoteLock, REMOTE_STEP};
 use crate::vbd::DiskSpec;
 use crate::vif::NicSpec;
 
@@ -451,31 +451,18 @@ impl Dom0 {
                 ),
                 after: TURN_BOUND,
             })?;
-        let secs = format!("{:.3}", timeout.as_secs_f64());
         // libxl's protocol in the agent's own shell, then the document: `F` and its bytes, or
-        // `N` when it does not exist. Status 0 held, 3 held but unreadable, 2 timed out,
-        // 1 other error. Never `exit`.
-        let script = format!(
-            r#"{REMOTE_PATH}__vdev_f={lock}; __vdev_r=1
-while :; do
-  exec {LOCK_FD}<>"$__vdev_f" || break
-  if ! flock -w {secs} {LOCK_FD}; then exec {LOCK_FD}<&-; __vdev_r=2; break; fi
-  __vdev_a=$(stat -L -c %d:%i -- "$__vdev_f" /proc/$$/fd/{LOCK_FD} 2>/dev/null)
-  __vdev_1=${{__vdev_a%%[!0-9:]*}}; __vdev_2=${{__vdev_a##*[!0-9:]}}
-  if [ -n "$__vdev_1" ] && [ "$__vdev_1" = "$__vdev_2" ] && [ "$__vdev_a" != "$__vdev_1" ]; then __vdev_r=0; break; fi
-  exec {LOCK_FD}<&-
-done
-case $__vdev_r in
-0) if [ -e {data} ]; then printf F; cat -- {data}; else printf N; fi || (exit 3) ;;
-2) (exit 2) ;;
-*) false ;;
-esac"#,
-            lock = sh_quote(&files.lock),
-            data = sh_quote(&files.data),
+        // `N` when it does not exist.
+        let read = format!(
+            "if [ -e {data} ]; then printf F; cat -- {data}; else printf N; fi",
+            data = sh_quote(&files.data)
         );
-        let out = host
-            .run_in_session(&script, timeout + Duration::from_secs(15))
-            .await?;
+        let Some(out) = self
+            .lock_remote(&files.lock, LOCK_FD, "true", &read, timeout)
+            .await?
+        else {
+            return Err(lock_timeout(&files.lock, &host.name(), timeout));
+        };
         let session = host.session_id().await;
         let lock = |turn| {
             ConfigLock::Remote(RemoteLock::new(
@@ -499,7 +486,6 @@ esac"#,
                 let _lock = lock(turn);
                 Err(io_err("cannot read", &files.data, out.stderr.trim()))
             }
-            2 => Err(lock_timeout(&files.lock, &host.name(), timeout)),
             s => Err(io_err(
                 "cannot take libxl's userdata lock",
                 &files.lock,

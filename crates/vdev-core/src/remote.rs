@@ -1126,8 +1126,18 @@ impl Session {
     /// Run one request in the agent.
     async fn request(&self, script: &str, main: bool, timeout: Duration) -> Result<RunOutput> {
         let doing = "running a command on the host";
+        // Waiting for the connection's other commands is bounded by `timeout` too, but it says
+        // nothing about this session: only a command sent and not answered in time closes it.
+        let Ok(mut agent) = tokio::time::timeout(timeout, self.agent.lock()).await else {
+            return Err(Error::Timeout {
+                operation: format!(
+                    "waiting for this connection's other commands on {}",
+                    self.target.destination()
+                ),
+                after: timeout,
+            });
+        };
         let work = async {
-            let mut agent = self.agent.lock().await;
             if !self.is_alive() {
                 return Err(self.lost(doing));
             }
