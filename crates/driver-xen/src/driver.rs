@@ -178,8 +178,9 @@ impl XenDriver {
             .await
             .map_err(xs_err("connecting to xenstored"))?;
         let xs = Arc::new(xs);
-        // One request proves it is a xenstored.
-        xs.directory(NO_TX, "/local/domain")
+        // One request proves it is a xenstored (a read: listing /local/domain costs one
+        // request per 4 KiB of domain ids).
+        xs.read(NO_TX, "/local/domain")
             .await
             .map_err(xs_err("reading /local/domain"))?;
         let hp = Dom0::new(config.host.clone());
@@ -837,11 +838,8 @@ impl Inner {
                         }
                     }
                     for p in parents {
-                        if let Some(children) = opt(self.xs.request(tx, Req::directory(&p)).await)?
-                        {
-                            if children.iter().all(|b| *b == 0) {
-                                rm(&self.xs, tx, &p).await?;
-                            }
+                        if self.xs.is_empty_dir(tx, &p).await? == Some(true) {
+                            rm(&self.xs, tx, &p).await?;
                         }
                     }
                     Ok(Body::Commit(()))
@@ -979,7 +977,36 @@ impl Inner {
             .await
             .map_err(xs_err("reading device backends"))?;
         let mut r2 = r2.into_iter().map(|r| r.ok().map(utf8));
-        let domains = self.domains().await?;
+        // The names of the backend domains only (never every domain: a host may have
+        // thousands).
+        let mut bdoms: Vec<u32> = be_paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| vbd::check_backend_path(kind, p.as_deref()?, domid, devids[i]))
+            .collect();
+        bdoms.sort_unstable();
+        bdoms.dedup();
+        let names = self
+            .xs
+            .batch(
+                NO_TX,
+                bdoms
+                    .iter()
+                    .map(|b| Req::read(&format!("/local/domain/{b}/name")))
+                    .collect(),
+            )
+            .await
+            .map_err(xs_err("reading backend domain names"))?;
+        let domains: Vec<Domain> = bdoms
+            .iter()
+            .zip(names)
+            .filter_map(|(id, n)| {
+                n.ok().map(|n| Domain {
+                    id: *id,
+                    name: utf8(n),
+                })
+            })
+            .collect();
         let mut out = Vec::new();
         for (((d, fe), be), recorded_in_xs) in
             devids.iter().zip(fe_vals).zip(be_paths).zip(has_record)
@@ -1216,15 +1243,13 @@ impl Inner {
                                 .into_iter()
                                 .chain(be_dir)
                             {
-                                if let Some(b) =
-                                    opt(self.xs.request(tx, Req::directory(&dir)).await)?
-                                {
-                                    used.extend(
-                                        crate::xenstore::split(&b)
-                                            .iter()
-                                            .filter_map(|x| x.parse::<u32>().ok()),
-                                    );
-                                }
+                                used.extend(
+                                    self.xs
+                                        .directory(tx, &dir)
+                                        .await?
+                                        .iter()
+                                        .filter_map(|x| x.parse::<u32>().ok()),
+                                );
                             }
                             (0..).find(|h| !used.contains(h)).expect("a free handle")
                         }
