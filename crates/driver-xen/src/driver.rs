@@ -1082,7 +1082,7 @@ impl Inner {
             } else {
                 state_of(fget("state").as_deref())
             };
-            let attributes = Attributes::from_pairs(attrs)?;
+            let attributes = Attributes::from_pairs(representable(attrs))?;
             out.push(Device {
                 device_type: kind.device_type(),
                 reference: DeviceRef::new(d.to_string())?,
@@ -1533,6 +1533,31 @@ impl Inner {
             Err(e) => tracing::warn!(%be, "finishing a pending removal: {e}"),
         }
     }
+}
+
+/// The attributes of a listed device with every value an attribute cannot hold (over
+/// [`vdev_core::attributes::MAX_VALUE_LEN`] bytes, or with a NUL: XenStore allows both, and a
+/// guest writes its frontend's keys) left out, and named with the reason in `omitted`
+/// (`protocol: 3000 bytes, over 2048; ring-ref: contains a NUL`), so one odd value never hides
+/// the device or the listing. See docs.md, "Values an attribute cannot hold".
+pub(crate) fn representable(mut attrs: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    use vdev_core::attributes::MAX_VALUE_LEN;
+    let mut omitted = Vec::new();
+    attrs.retain(|k, v| {
+        let why = if v.len() > MAX_VALUE_LEN {
+            format!("{} bytes, over {MAX_VALUE_LEN}", v.len())
+        } else if v.contains('\0') {
+            "contains a NUL".to_owned()
+        } else {
+            return true;
+        };
+        omitted.push(format!("{k}: {why}"));
+        false
+    });
+    if !omitted.is_empty() {
+        attrs.insert("omitted".into(), omitted.join("; "));
+    }
+    attrs
 }
 
 /// A backend domain other than the frontend's.
