@@ -1452,6 +1452,21 @@ impl Inner {
         let Some((_, be)) = self.existing_backend(kind, domid, devid).await? else {
             return Err(not_found());
         };
+        if be.is_none() && !options.force {
+            // Nothing says where the backend is: libxl's record is gone and the frontend's
+            // `backend` key (the guest's to write) names no backend of this device. blkback may
+            // still serve it, so the frontend is not removed behind its back.
+            return Err(Error::DeviceBusy {
+                domain: domain.name.clone(),
+                device_type: kind.device_type().to_string(),
+                reference: reference.to_string(),
+                reason: format!(
+                    "its backend cannot be found: libxl's record {} is missing or names no backend, and the frontend's backend key does not name a {} backend of this device (the guest may have changed its backend key); the backend may still serve the device, so nothing was changed; detach with force=true to remove the frontend and libxl's record anyway",
+                    vbd::libxl_path(kind, domid, devid),
+                    kind.xs()
+                ),
+            });
+        }
         self.check_config_before_detach(domid).await?;
         let be = match be {
             Some(be) if !options.force => be,
