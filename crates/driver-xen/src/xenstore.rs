@@ -976,7 +976,10 @@ mod tests {
         let names: Vec<String> = (0..1500).map(|i| format!("child-{i:06}")).collect();
         xs.batch_ok(
             NO_TX,
-            names.iter().map(|n| Req::write(&format!("{base}/{n}"), "")).collect(),
+            names
+                .iter()
+                .map(|n| Req::write(&format!("{base}/{n}"), ""))
+                .collect(),
         )
         .await
         .unwrap();

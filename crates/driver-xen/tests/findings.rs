@@ -185,14 +185,15 @@ async fn an_unanswered_commit_that_landed_is_an_attached_disk_with_its_loop() {
     make_image(img);
     v.relay.arm(Fault::DropCommitReply);
     let r = conn.attach(&d, &DISK, &disk_attrs(img, "xvdt")).await;
-    assert!(v.relay.fired(), "the attach committed nothing through the relay");
+    assert!(
+        v.relay.fired(),
+        "the attach committed nothing through the relay"
+    );
     let node = assert_loop_matches_nodes(d.id, num("xvdt"), img);
     let r = r.expect("the commit landed: the disk is attached");
     assert_eq!(r.as_str(), num("xvdt").to_string());
     assert!(node.is_some(), "the attached disk has no loop device");
-    conn.detach(&d, &DISK, &r, &force())
-        .await
-        .expect("detach");
+    conn.detach(&d, &DISK, &r, &force()).await.expect("detach");
     assert_loop_matches_nodes(d.id, num("xvdt"), img);
     assert!(loops_of(img).is_empty());
     conn.close().await.unwrap();
@@ -218,7 +219,10 @@ async fn an_unanswered_commit_that_did_not_land_releases_the_loop() {
         .attach(&d, &DISK, &disk_attrs(img, "xvdu"))
         .await
         .expect_err("the commit never reached xenstored");
-    assert!(v.relay.fired(), "the attach committed nothing through the relay");
+    assert!(
+        v.relay.fired(),
+        "the attach committed nothing through the relay"
+    );
     eprintln!("{e}");
     assert_loop_matches_nodes(d.id, num("xvdu"), img);
     assert!(loops_of(img).is_empty());
@@ -261,8 +265,15 @@ async fn an_unknown_commit_outcome_leaves_the_loop_bound_and_names_it() {
     eprintln!("{msg}");
     let loops = loops_of(img);
     assert_eq!(loops.len(), 1, "one loop device stays bound: {loops:?}");
-    assert!(msg.contains("unknown"), "the error does not say the outcome is unknown: {msg}");
-    assert!(msg.contains(&loops[0]), "the error does not name {}: {msg}", loops[0]);
+    assert!(
+        msg.contains("unknown"),
+        "the error does not say the outcome is unknown: {msg}"
+    );
+    assert!(
+        msg.contains(&loops[0]),
+        "the error does not name {}: {msg}",
+        loops[0]
+    );
     v.relay.refuse(false);
     // The commit never reached xenstored: no nodes, and the loop is the guard's to release.
     assert!(!backend_node(d.id, num("xvdv")).0);
@@ -294,13 +305,20 @@ async fn a_failed_rollback_says_what_it_left_and_keeps_their_loop() {
     .await
     .expect("the attach hung")
     .expect_err("xenstored went away after the commit");
-    assert!(v.relay.fired(), "the attach committed nothing through the relay");
+    assert!(
+        v.relay.fired(),
+        "the attach committed nothing through the relay"
+    );
     let msg = e.to_string();
     eprintln!("{msg}");
     v.relay.refuse(false);
     assert!(msg.contains("rollback failed"), "{msg}");
     assert!(
-        msg.contains(&format!("/local/domain/0/backend/vbd/{}/{}", d.id, num("xvdw"))),
+        msg.contains(&format!(
+            "/local/domain/0/backend/vbd/{}/{}",
+            d.id,
+            num("xvdw")
+        )),
         "{msg}"
     );
     let node = assert_loop_matches_nodes(d.id, num("xvdw"), img).expect("the nodes are left");
@@ -417,8 +435,14 @@ async fn guest_values_an_attribute_cannot_hold_do_not_break_the_listing() {
     assert_eq!(a.get("protocol"), None);
     assert_eq!(a.get("ring-ref"), None);
     let omitted = a.get("omitted").expect("no 'omitted' attribute");
-    assert!(omitted.contains("protocol") && omitted.contains("3000 bytes"), "{omitted}");
-    assert!(omitted.contains("ring-ref") && omitted.contains("NUL"), "{omitted}");
+    assert!(
+        omitted.contains("protocol") && omitted.contains("3000 bytes"),
+        "{omitted}"
+    );
+    assert!(
+        omitted.contains("ring-ref") && omitted.contains("NUL"),
+        "{omitted}"
+    );
     assert_eq!(a.get("uname"), Some("file:/root/lab/vdev-xvdr.img"));
     assert_eq!(a.get("dev"), Some("xvdr"));
     assert_eq!(a.get("backend-id"), Some("0"));

@@ -47,14 +47,14 @@ async fn with_extra_domains(n: u32) {
     let (ok, out) = dom0("xenstore-list /local/domain | wc -l");
     assert!(ok, "{out}");
     let expected: usize = out.trim().parse().expect("a count");
-    assert!(expected >= n as usize + 2, "xenstore-list counts {expected}");
+    assert!(
+        expected >= n as usize + 2,
+        "xenstore-list counts {expected}"
+    );
     let dir = std::env::temp_dir().join(format!("vdev-scale-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let relay = FaultRelay::start(&dir.join("xs.sock"), &lab);
-    let uri = format!(
-        "xen:///?socket={}&timeout=60s",
-        relay.path.display()
-    );
+    let uri = format!("xen:///?socket={}&timeout=60s", relay.path.display());
     let conn = tokio::time::timeout(Duration::from_secs(600), vdev_core::connect(&uri))
         .await
         .expect("connect hung")
@@ -83,10 +83,18 @@ async fn with_extra_domains(n: u32) {
         .await
         .expect("lookup of the domU by id");
     assert_eq!(d.name, domu());
-    conn.devices(&d, None).await.expect("listing the domU's devices");
+    conn.devices(&d, None)
+        .await
+        .expect("listing the domU's devices");
     let (dirs, names) = relay.take_counts();
-    assert_eq!(dirs, 0, "a lookup by id or a device listing listed /local/domain");
-    assert!(names <= 8, "{names} domain names read for two lookups and one listing");
+    assert_eq!(
+        dirs, 0,
+        "a lookup by id or a device listing listed /local/domain"
+    );
+    assert!(
+        names <= 8,
+        "{names} domain names read for two lookups and one listing"
+    );
     // By name needs the directory, and works.
     let by_name = conn.domain(&domu()).await.expect("lookup by name");
     assert_eq!(by_name.id, id);
