@@ -76,13 +76,19 @@ impl ConfigUpdate {
         hp.config_write(&self.files, &c.to_bytes()).await
     }
 
-    /// Put the document back as read (the XenStore transaction failed).
-    async fn undo(&self, hp: &Dom0) {
+    /// Put the document back as read (the XenStore transaction failed). On failure, what is
+    /// left, in words.
+    async fn undo(&self, hp: &Dom0) -> std::result::Result<(), String> {
         if self.written.load(Ordering::SeqCst) {
             if let Err(e) = hp.config_write(&self.files, &self.original).await {
                 tracing::warn!(file = %self.files.data, "putting libxl's configuration back: {e}");
+                return Err(format!(
+                    "libxl's configuration {} as changed for the device (putting it back failed: {e})",
+                    self.files.data
+                ));
             }
         }
+        Ok(())
     }
 }
 
@@ -125,6 +131,23 @@ impl std::fmt::Debug for XenDriver {
             .field("closed", &self.inner.closed.load(Ordering::SeqCst))
             .finish()
     }
+}
+
+/// How a transaction failed.
+enum TxFailure<T> {
+    /// Nothing was committed.
+    Failed(Error),
+    /// The commit was sent and its answer never came (no answer in time, or the connection was
+    /// lost): it may have landed. With the body's value.
+    Unknown(Error, T),
+}
+
+/// Whether the commit of an attach whose answer never came landed.
+enum Landed {
+    /// It did not: nothing of the device was written.
+    No,
+    /// Nothing could be learnt (xenstored could not be asked again).
+    Unknown(u32),
 }
 
 /// Which way a transaction body ended.
@@ -178,8 +201,9 @@ impl XenDriver {
             .await
             .map_err(xs_err("connecting to xenstored"))?;
         let xs = Arc::new(xs);
-        // One request proves it is a xenstored.
-        xs.directory(NO_TX, "/local/domain")
+        // One request proves it is a xenstored (a read: listing /local/domain costs one
+        // request per 4 KiB of domain ids).
+        xs.read(NO_TX, "/local/domain")
             .await
             .map_err(xs_err("reading /local/domain"))?;
         let hp = Dom0::new(config.host.clone());
@@ -226,9 +250,27 @@ impl Inner {
         F: Fn(TxId) -> Fut,
         Fut: std::future::Future<Output = std::result::Result<Body<T>, XsError>>,
     {
+        self.transaction_outcome(what, body)
+            .await
+            .map_err(|f| match f {
+                TxFailure::Failed(e) | TxFailure::Unknown(e, _) => e,
+            })
+    }
+
+    /// [`Self::transaction`], telling a failure from a commit whose outcome is unknown.
+    async fn transaction_outcome<T, F, Fut>(
+        &self,
+        what: &str,
+        body: F,
+    ) -> std::result::Result<T, TxFailure<T>>
+    where
+        F: Fn(TxId) -> Fut,
+        Fut: std::future::Future<Output = std::result::Result<Body<T>, XsError>>,
+    {
+        let failed = |e: XsError| TxFailure::Failed(e.into_core(what));
         let _slot = self.tx_slots.acquire().await.expect("never closed");
         for attempt in 0..MAX_TX_ATTEMPTS {
-            let tx = self.xs.transaction_start().await.map_err(xs_err(what))?;
+            let tx = self.xs.transaction_start().await.map_err(failed)?;
             let res = body(tx).await;
             match res {
                 Err(e) => {
@@ -237,33 +279,112 @@ impl Inner {
                         backoff(attempt).await;
                         continue;
                     }
-                    return Err(e.into_core(what));
+                    return Err(failed(e));
                 }
                 Ok(Body::Abort(e)) => {
                     let _ = self.xs.transaction_end(tx, false).await;
-                    return Err(e);
+                    return Err(TxFailure::Failed(e));
                 }
                 Ok(Body::Retry) => {
                     let _ = self.xs.transaction_end(tx, false).await;
                     backoff(attempt).await;
                 }
-                Ok(Body::Commit(v)) => {
-                    if self
-                        .xs
-                        .transaction_end(tx, true)
-                        .await
-                        .map_err(xs_err(what))?
-                    {
-                        return Ok(v);
-                    }
-                    backoff(attempt).await;
-                }
+                Ok(Body::Commit(v)) => match self.xs.transaction_end(tx, true).await {
+                    Ok(true) => return Ok(v),
+                    Ok(false) => backoff(attempt).await,
+                    Err(
+                        e @ (XsError::Timeout { .. }
+                        | XsError::Disconnected(_)
+                        | XsError::Remote { .. }),
+                    ) => return Err(TxFailure::Unknown(e.into_core(what), v)),
+                    Err(e) => return Err(failed(e)),
+                },
             }
         }
-        Err(Error::backend(
+        Err(TxFailure::Failed(Error::backend(
             crate::NAME,
             format!("{what}: xenstored kept answering EAGAIN (conflicting transactions) {MAX_TX_ATTEMPTS} times"),
-        ))
+        )))
+    }
+
+    /// After an attach's commit whose answer never came: whether it landed, asked again
+    /// (on a new connection: the old one was closed). `Some(true)`: the device's three
+    /// directories are there and, for a disk given a loop device here, the backend's `node`
+    /// names that loop device; `Some(false)`: none of them is there, or they are another
+    /// device's (another `node`); `None`: xenstored could not be asked (three tries), or only
+    /// some of them are there.
+    async fn commit_landed(&self, paths: &DevPaths, loop_node: Option<&str>) -> Option<bool> {
+        for attempt in 0..3 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            let reqs = vec![
+                Req::read(&paths.frontend),
+                Req::read(&paths.backend),
+                Req::read(&paths.libxl),
+                Req::read(&format!("{}/node", paths.backend)),
+            ];
+            let Ok(r) = self.xs.batch(NO_TX, reqs).await else {
+                continue;
+            };
+            let Ok(v) = r
+                .into_iter()
+                .map(opt)
+                .collect::<std::result::Result<Vec<_>, _>>()
+            else {
+                continue;
+            };
+            let there = v[..3].iter().filter(|x| x.is_some()).count();
+            let ours = loop_node.is_none_or(|n| v[3].as_deref() == Some(n.as_bytes()));
+            return match there {
+                0 => Some(false),
+                3 => Some(ours),
+                _ => None,
+            };
+        }
+        None
+    }
+
+    /// An attach failed before anything of the device was committed (`e`): release the loop
+    /// device made for it (under the lock `held`, or taken now) and return `e`, or say what
+    /// could not be undone (`config_left`: libxl's configuration not put back).
+    async fn not_attached(
+        &self,
+        e: Error,
+        loop_node: Option<&str>,
+        held: Option<&ScriptLock>,
+        config_left: Option<String>,
+    ) -> Error {
+        let mut left: Vec<String> = config_left.into_iter().collect();
+        if let Some(node) = loop_node {
+            if let Err(le) = self.release_loop(node, held).await {
+                left.push(format!(
+                    "loop device {node} bound (releasing it failed: {})",
+                    describe(&le)
+                ));
+            }
+        }
+        if left.is_empty() {
+            e
+        } else {
+            rollback_failed(
+                e,
+                &left,
+                "nothing of the device was written; release a loop device in Domain-0 with `losetup -d`",
+            )
+        }
+    }
+
+    /// Release a loop device made for a disk whose nodes are gone (or were never written),
+    /// under the hotplug lock (`held`, or taken now).
+    async fn release_loop(&self, node: &str, held: Option<&ScriptLock>) -> Result<()> {
+        match held {
+            Some(_) => self.hp.loop_detach(node).await,
+            None => {
+                let _lock = self.hp.lock("block").await?;
+                self.hp.loop_detach(node).await
+            }
+        }
     }
 
     /// Whether libxl's stored configurations are at hand: the host (this machine, or the
@@ -704,46 +825,59 @@ impl Inner {
     }
 
     /// Undo a device's hotplug work when this driver does it and it was done (`hotplug-status`
-    /// present, libxl's test): the native block remove (release the loop device in `node`) for
-    /// disks of the standard block script, the script otherwise. Failures are logged.
-    async fn hotplug_remove(&self, kind: Kind, be: &str, domid: u32, devid: u32) {
-        let Some(b) = vbd::check_backend_path(kind, be, domid, devid) else {
-            return;
-        };
+    /// present, libxl's test), before its nodes are removed: the script's `remove`/`offline`
+    /// runs now (it reads the nodes); for disks of the standard block script, done natively,
+    /// the loop device in `node` is returned instead, to be released only once the nodes
+    /// naming it are gone ([`Self::release_after_removal`]). Script failures are logged.
+    async fn hotplug_remove(&self, kind: Kind, be: &str, domid: u32, devid: u32) -> Option<String> {
+        let b = vbd::check_backend_path(kind, be, domid, devid)?;
         if !self.runs_hotplug(b) {
-            return;
+            return None;
         }
         let keys = ["hotplug-status", "script", "node"]
             .iter()
             .map(|k| Req::read(&format!("{be}/{k}")))
             .collect();
         let Ok(vals) = self.xs.batch(NO_TX, keys).await else {
-            return;
+            return None;
         };
         let v: Vec<Option<String>> = vals
             .into_iter()
             .map(|r| opt(r).ok().flatten().map(utf8))
             .collect();
-        if v[0].is_none() {
-            return;
-        }
+        v[0].as_ref()?;
         let native = kind == Kind::Vbd
             && self.config.hotplug == Hotplug::Auto
             && v[1].as_deref().is_none_or(|s| s == vbd::BLOCK_SCRIPT);
-        let res = if native {
-            match v[2].as_deref() {
-                Some(node) if node.starts_with("/dev/loop") => match self.hp.lock("block").await {
-                    Ok(_lock) => self.hp.loop_detach(node).await,
-                    Err(e) => Err(e),
-                },
-                _ => Ok(()),
-            }
-        } else {
-            self.run_hotplug(kind, be, false, domid, devid).await
-        };
-        if let Err(e) = res {
+        if native {
+            return v[2].clone().filter(|node| node.starts_with("/dev/loop"));
+        }
+        if let Err(e) = self.run_hotplug(kind, be, false, domid, devid).await {
             tracing::warn!(%be, "{e}");
         }
+        None
+    }
+
+    /// Remove a device's nodes, then release the loop device they named (`loop_node`, from
+    /// [`Self::hotplug_remove`]): never before, so that no node names a loop device that
+    /// `losetup --find` may give to another image. A loop device that cannot be released is
+    /// logged (the device is gone; `losetup -d` frees it).
+    async fn release_after_removal(
+        &self,
+        kind: Kind,
+        domid: u32,
+        devid: u32,
+        backend: Option<&str>,
+        loop_node: Option<String>,
+    ) -> Result<()> {
+        self.remove_dev(kind, domid, devid, backend, ConfigOp::Remove)
+            .await?;
+        if let Some(node) = loop_node {
+            if let Err(e) = self.release_loop(&node, None).await {
+                tracing::warn!(%node, "releasing the loop device of a removed disk: {e}");
+            }
+        }
+        Ok(())
     }
 
     /// The configuration change that goes with removing a device's nodes: the lock held and
@@ -837,20 +971,20 @@ impl Inner {
                         }
                     }
                     for p in parents {
-                        if let Some(children) = opt(self.xs.request(tx, Req::directory(&p)).await)?
-                        {
-                            if children.iter().all(|b| *b == 0) {
-                                rm(&self.xs, tx, &p).await?;
-                            }
+                        if self.xs.is_empty_dir(tx, &p).await? == Some(true) {
+                            rm(&self.xs, tx, &p).await?;
                         }
                     }
                     Ok(Body::Commit(()))
                 }
             })
             .await;
-        if let Some((u, _)) = upd {
-            if res.is_err() {
-                u.undo(&self.hp).await;
+        if let (Some((u, _)), Err(e)) = (upd, &res) {
+            if let Err(left) = u.undo(&self.hp).await {
+                return Err(Error::backend(
+                    crate::NAME,
+                    format!("{}; also left: {left}", describe(e)),
+                ));
             }
         }
         res
@@ -979,7 +1113,36 @@ impl Inner {
             .await
             .map_err(xs_err("reading device backends"))?;
         let mut r2 = r2.into_iter().map(|r| r.ok().map(utf8));
-        let domains = self.domains().await?;
+        // The names of the backend domains only (never every domain: a host may have
+        // thousands).
+        let mut bdoms: Vec<u32> = be_paths
+            .iter()
+            .enumerate()
+            .filter_map(|(i, p)| vbd::check_backend_path(kind, p.as_deref()?, domid, devids[i]))
+            .collect();
+        bdoms.sort_unstable();
+        bdoms.dedup();
+        let names = self
+            .xs
+            .batch(
+                NO_TX,
+                bdoms
+                    .iter()
+                    .map(|b| Req::read(&format!("/local/domain/{b}/name")))
+                    .collect(),
+            )
+            .await
+            .map_err(xs_err("reading backend domain names"))?;
+        let domains: Vec<Domain> = bdoms
+            .iter()
+            .zip(names)
+            .filter_map(|(id, n)| {
+                n.ok().map(|n| Domain {
+                    id: *id,
+                    name: utf8(n),
+                })
+            })
+            .collect();
         let mut out = Vec::new();
         for (((d, fe), be), recorded_in_xs) in
             devids.iter().zip(fe_vals).zip(be_paths).zip(has_record)
@@ -1055,7 +1218,7 @@ impl Inner {
             } else {
                 state_of(fget("state").as_deref())
             };
-            let attributes = Attributes::from_pairs(attrs)?;
+            let attributes = Attributes::from_pairs(representable(attrs))?;
             out.push(Device {
                 device_type: kind.device_type(),
                 reference: DeviceRef::new(d.to_string())?,
@@ -1077,35 +1240,21 @@ impl Inner {
         } else {
             Plug::Script
         };
-        let node = match &plug {
-            Plug::Native { node, .. } => node.clone(),
-            _ => None,
-        };
-        let res = self
-            .attach_dev(
-                Kind::Vbd,
-                domain,
-                bdom,
-                Some(spec.devid),
-                taken,
-                |devid, paths, bdom| {
-                    debug_assert_eq!(devid, spec.devid);
-                    vbd::layout(domain.id, bdom, &spec, paths)
-                },
-                plug,
-                spec.recorded,
-                |_| (Ident::Disk(spec.dev.clone()), libxl::disk_entry(&spec)),
-            )
-            .await;
-        if let (Err(_), Some(node)) = (&res, node) {
-            // The nodes are gone again; release the loop device made for them.
-            if let Ok(_lock) = self.hp.lock("block").await {
-                if let Err(e) = self.hp.loop_detach(&node).await {
-                    tracing::warn!(%node, "{e}");
-                }
-            }
-        }
-        res
+        self.attach_dev(
+            Kind::Vbd,
+            domain,
+            bdom,
+            Some(spec.devid),
+            taken,
+            |devid, paths, bdom| {
+                debug_assert_eq!(devid, spec.devid);
+                vbd::layout(domain.id, bdom, &spec, paths)
+            },
+            plug,
+            spec.recorded,
+            |_| (Ident::Disk(spec.dev.clone()), libxl::disk_entry(&spec)),
+        )
+        .await
     }
 
     async fn attach_nic(&self, domain: &Domain, spec: crate::vif::NicSpec) -> Result<DeviceRef> {
@@ -1156,24 +1305,32 @@ impl Inner {
         let domid = domain.id;
         let what = kind.device_type();
         let script = matches!(plug, Plug::Script);
-        let (lock, native_keys) = match plug {
-            Plug::Native { keys, lock, .. } => (Some(lock), keys),
-            Plug::Script | Plug::None => (None, Vec::new()),
+        let (lock, native_keys, loop_node) = match plug {
+            Plug::Native { keys, lock, node } => (Some(lock), keys, node),
+            Plug::Script | Plug::None => (None, Vec::new(), None),
         };
         if let Some(l) = &lock {
             // Over ssh the lock lives in the connection's shell: if that connection was lost
             // since, another user may have the lock now, and the sharing checks are void.
             if !l.still_held().await {
-                return Err(Error::Remote {
+                let e = Error::Remote {
                     host: self.hp.name(),
                     kind: vdev_core::RemoteErrorKind::Disconnected,
                     message: "the ssh connection that held the hotplug lock was lost during the attach; try again".into(),
-                });
+                };
+                return Err(self.not_attached(e, loop_node.as_deref(), None, None).await);
             }
         }
-        let upd = self.config_begin(domid, recorded).await?;
+        let upd = match self.config_begin(domid, recorded).await {
+            Ok(u) => u,
+            Err(e) => {
+                return Err(self
+                    .not_attached(e, loop_node.as_deref(), lock.as_ref(), None)
+                    .await)
+            }
+        };
         let res = self
-            .transaction(&format!("attaching a {what}"), |tx| {
+            .transaction_outcome(&format!("attaching a {what}"), |tx| {
                 let (bdom, build, taken, what, native_keys, upd, record) =
                     (&bdom, &build, &taken, &what, &native_keys, &upd, &record);
                 async move {
@@ -1216,15 +1373,13 @@ impl Inner {
                                 .into_iter()
                                 .chain(be_dir)
                             {
-                                if let Some(b) =
-                                    opt(self.xs.request(tx, Req::directory(&dir)).await)?
-                                {
-                                    used.extend(
-                                        crate::xenstore::split(&b)
-                                            .iter()
-                                            .filter_map(|x| x.parse::<u32>().ok()),
-                                    );
-                                }
+                                used.extend(
+                                    self.xs
+                                        .directory(tx, &dir)
+                                        .await?
+                                        .iter()
+                                        .filter_map(|x| x.parse::<u32>().ok()),
+                                );
                             }
                             (0..).find(|h| !used.contains(h)).expect("a free handle")
                         }
@@ -1326,18 +1481,61 @@ impl Inner {
                 }
             })
             .await;
-        // Unlocked before the wait, as libxl does; the document put back if nothing committed.
+        // An unanswered commit: ask again whether it landed (the old connection is closed, so
+        // its transaction is over once xenstored sees that).
+        let res = match res {
+            Ok(devid) => Ok(devid),
+            Err(TxFailure::Failed(e)) => Err((e, Landed::No)),
+            Err(TxFailure::Unknown(e, devid)) => {
+                let paths = DevPaths::new(kind, domid, bdom.id, devid);
+                match self.commit_landed(&paths, loop_node.as_deref()).await {
+                    Some(true) => {
+                        tracing::info!(domain = %domain.name, devid, "the attach's commit went unanswered, and landed");
+                        Ok(devid)
+                    }
+                    Some(false) => Err((e, Landed::No)),
+                    None => Err((e, Landed::Unknown(devid))),
+                }
+            }
+        };
+        // Unlocked before the wait, as libxl does; the document put back if nothing committed
+        // (kept when the outcome is unknown: an entry without a device is harmless to libxl).
+        let mut config_left = None;
         let change = match upd {
             Some(u) => {
-                if res.is_err() {
-                    u.undo(&self.hp).await;
+                if matches!(res, Err((_, Landed::No))) {
+                    config_left = u.undo(&self.hp).await.err();
                 }
                 let c = u.change.lock().unwrap_or_else(|p| p.into_inner()).take();
                 c
             }
             None => None,
         };
-        let devid = res?;
+        let devid = match res {
+            Ok(devid) => devid,
+            Err((e, Landed::No)) => {
+                return Err(self
+                    .not_attached(e, loop_node.as_deref(), lock.as_ref(), config_left)
+                    .await);
+            }
+            Err((e, Landed::Unknown(devid))) => {
+                let paths = DevPaths::new(kind, domid, bdom.id, devid);
+                let left = match &loop_node {
+                    Some(node) => format!(
+                        "; the loop device {node} is left bound for it; if the disk is not there, release it in Domain-0 with `losetup -d {node}`"
+                    ),
+                    None => String::new(),
+                };
+                return Err(Error::backend_with(
+                    crate::NAME,
+                    format!(
+                        "attaching {what} {devid} to {}: xenstored did not answer the commit and could not be asked again, so the outcome is unknown; once xenstored answers, `vdev devices {} {what}` shows whether {what} {devid} exists ({}){left}",
+                        domain.name, domain.name, paths.backend
+                    ),
+                    e,
+                ));
+            }
+        };
         let undo_config = || match &change {
             Some((id, prev)) => ConfigOp::Restore(id.clone(), prev.clone()),
             None => ConfigOp::Keep,
@@ -1386,22 +1584,57 @@ impl Inner {
             },
             Err(e) => e,
         };
-        // Roll back: the domain is left as it was.
+        // Roll back: the domain is left as it was; what cannot be undone is reported.
+        let mut left = Vec::new();
         if ran_script {
             if let Err(e) = self
                 .run_hotplug(kind, &paths.backend, false, domid, devid)
                 .await
             {
                 tracing::warn!(be = %paths.backend, "{e}");
+                left.push(format!("the hotplug script's work ({})", describe(&e)));
             }
         }
-        if let Err(e) = self
+        match self
             .remove_dev(kind, domid, devid, Some(&paths.backend), undo_config())
             .await
         {
-            tracing::warn!(be = %paths.backend, "rolling back: {e}");
+            Ok(()) => {
+                if let Some(node) = &loop_node {
+                    if let Err(e) = self.release_loop(node, None).await {
+                        left.push(format!(
+                            "loop device {node} bound (releasing it failed: {})",
+                            describe(&e)
+                        ));
+                    }
+                }
+            }
+            Err(e) => {
+                // The nodes stay, so their loop device stays bound too.
+                tracing::warn!(be = %paths.backend, "rolling back: {e}");
+                left.push(format!(
+                    "{}, {} and {} (removing them failed: {})",
+                    paths.frontend,
+                    paths.backend,
+                    paths.libxl,
+                    describe(&e)
+                ));
+                if let Some(node) = &loop_node {
+                    left.push(format!("loop device {node}, which they name"));
+                }
+            }
         }
-        Err(fail)
+        if left.is_empty() {
+            return Err(fail);
+        }
+        Err(rollback_failed(
+            fail,
+            &left,
+            &format!(
+                "remove them with a forced detach (`vdev detach {} {what} {reference} --force`)",
+                domain.name
+            ),
+        ))
     }
 
     /// Detach as libxl does. `Ok(None)`: removed. `Ok(Some(backend))`: the backend did not
@@ -1427,15 +1660,31 @@ impl Inner {
         let Some((_, be)) = self.existing_backend(kind, domid, devid).await? else {
             return Err(not_found());
         };
+        if be.is_none() && !options.force {
+            // Nothing says where the backend is: libxl's record is gone and the frontend's
+            // `backend` key (the guest's to write) names no backend of this device. blkback may
+            // still serve it, so the frontend is not removed behind its back.
+            return Err(Error::DeviceBusy {
+                domain: domain.name.clone(),
+                device_type: kind.device_type().to_string(),
+                reference: reference.to_string(),
+                reason: format!(
+                    "its backend cannot be found: libxl's record {} is missing or names no backend, and the frontend's backend key does not name a {} backend of this device (the guest may have changed its backend key); the backend may still serve the device, so nothing was changed; detach with force=true to remove the frontend and libxl's record anyway",
+                    vbd::libxl_path(kind, domid, devid),
+                    kind.xs()
+                ),
+            });
+        }
         self.check_config_before_detach(domid).await?;
         let be = match be {
             Some(be) if !options.force => be,
             be => {
-                if let Some(b) = &be {
-                    self.hotplug_remove(kind, b, domid, devid).await;
-                }
+                let loop_node = match &be {
+                    Some(b) => self.hotplug_remove(kind, b, domid, devid).await,
+                    None => None,
+                };
                 return self
-                    .remove_dev(kind, domid, devid, be.as_deref(), ConfigOp::Remove)
+                    .release_after_removal(kind, domid, devid, be.as_deref(), loop_node)
                     .await
                     .map(|()| None);
             }
@@ -1475,8 +1724,8 @@ impl Inner {
         if !done {
             return Ok(Some((devid, be)));
         }
-        self.hotplug_remove(kind, &be, domid, devid).await;
-        self.remove_dev(kind, domid, devid, Some(&be), ConfigOp::Remove)
+        let loop_node = self.hotplug_remove(kind, &be, domid, devid).await;
+        self.release_after_removal(kind, domid, devid, Some(&be), loop_node)
             .await
             .map(|()| None)
     }
@@ -1499,15 +1748,40 @@ impl Inner {
         if !matches!(online.as_ref().map(|o| o.as_deref()), Ok(Some("0"))) {
             return;
         }
-        self.hotplug_remove(kind, &be, domid, devid).await;
+        let loop_node = self.hotplug_remove(kind, &be, domid, devid).await;
         match self
-            .remove_dev(kind, domid, devid, Some(&be), ConfigOp::Remove)
+            .release_after_removal(kind, domid, devid, Some(&be), loop_node)
             .await
         {
             Ok(()) => tracing::debug!(%be, "pending removal finished"),
             Err(e) => tracing::warn!(%be, "finishing a pending removal: {e}"),
         }
     }
+}
+
+/// The attributes of a listed device with every value an attribute cannot hold (over
+/// [`vdev_core::attributes::MAX_VALUE_LEN`] bytes, or with a NUL: XenStore allows both, and a
+/// guest writes its frontend's keys) left out, and named with the reason in `omitted`
+/// (`protocol: 3000 bytes, over 2048; ring-ref: contains a NUL`), so one odd value never hides
+/// the device or the listing. See docs.md, "Values an attribute cannot hold".
+pub(crate) fn representable(mut attrs: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    use vdev_core::attributes::MAX_VALUE_LEN;
+    let mut omitted = Vec::new();
+    attrs.retain(|k, v| {
+        let why = if v.len() > MAX_VALUE_LEN {
+            format!("{} bytes, over {MAX_VALUE_LEN}", v.len())
+        } else if v.contains('\0') {
+            "contains a NUL".to_owned()
+        } else {
+            return true;
+        };
+        omitted.push(format!("{k}: {why}"));
+        false
+    });
+    if !omitted.is_empty() {
+        attrs.insert("omitted".into(), omitted.join("; "));
+    }
+    attrs
 }
 
 /// A backend domain other than the frontend's.
@@ -1540,6 +1814,32 @@ async fn rm(xs: &XenStore, tx: TxId, path: &str) -> std::result::Result<(), XsEr
     match xs.request(tx, Req::rm(path)).await {
         Err(e) if e.is_enoent() => Ok(()),
         r => r.map(|_| ()),
+    }
+}
+
+/// An attach failed (`fail`) and undoing it failed too: what is left, and how to remove it.
+fn rollback_failed(fail: Error, left: &[String], remedy: &str) -> Error {
+    Error::backend(
+        crate::NAME,
+        format!(
+            "{}; rollback failed, left: {}; {remedy}",
+            describe(&fail),
+            left.join("; ")
+        ),
+    )
+}
+
+/// An error in words for a longer message: a backend error's message and its source, without
+/// the driver's name.
+fn describe(e: &Error) -> String {
+    match e {
+        Error::Backend {
+            message,
+            source: Some(s),
+            ..
+        } => format!("{message}: {s}"),
+        Error::Backend { message, .. } => message.clone(),
+        e => e.to_string(),
     }
 }
 

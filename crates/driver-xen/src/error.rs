@@ -49,6 +49,11 @@ impl XsError {
         matches!(self, XsError::Errno(e) if e == "ENOENT")
     }
 
+    /// The answer would exceed the payload limit (a directory of over 4 KiB of names).
+    pub fn is_e2big(&self) -> bool {
+        matches!(self, XsError::Errno(e) if e == "E2BIG")
+    }
+
     /// Keep a core error met while connecting (ssh, a timeout) in a cloneable form.
     pub(crate) fn from_core(e: Error) -> XsError {
         match e {

@@ -8,6 +8,8 @@ use std::process::Command;
 
 use vdev_core::Attributes;
 
+pub mod relay;
+
 /// The lab's xenstored socket, or `None` (after saying so) when the lab is not configured.
 pub fn lab() -> Option<String> {
     match std::env::var("XENSTORED_PATH") {
@@ -222,4 +224,133 @@ macro_rules! lab_conformance_checks {
             vdev_conformance::finish(h).await;
         }
     )*};
+}
+
+/// Requests to the lab's xenstored on one connection of the test's own, pipelined (all sent,
+/// then every answer read): `(type, payload)` each, answered in order with the reply's payload
+/// or the errno xenstored named. For the tests' own writes (fake domains, values a guest could
+/// write), in few round trips.
+pub fn xs_raw(reqs: &[(u32, Vec<u8>)]) -> Vec<Result<Vec<u8>, String>> {
+    use std::io::{Read, Write};
+    let path = std::env::var("XENSTORED_PATH").expect("XENSTORED_PATH");
+    let mut s = std::os::unix::net::UnixStream::connect(&path).expect("connect to xenstored");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(300)))
+        .unwrap();
+    let mut rd = s.try_clone().unwrap();
+    let n = reqs.len();
+    let reader = std::thread::spawn(move || {
+        let mut out: Vec<Option<Result<Vec<u8>, String>>> = vec![None; n];
+        for _ in 0..n {
+            let mut hdr = [0u8; 16];
+            rd.read_exact(&mut hdr).expect("a reply from xenstored");
+            let w = |i: usize| u32::from_le_bytes(hdr[i * 4..i * 4 + 4].try_into().unwrap());
+            let mut body = vec![0u8; w(3) as usize];
+            rd.read_exact(&mut body).expect("a reply from xenstored");
+            let i = w(1) as usize - 1;
+            out[i] = Some(if w(0) == 16 {
+                Err(String::from_utf8_lossy(&body)
+                    .trim_end_matches('\0')
+                    .to_owned())
+            } else {
+                Ok(body)
+            });
+        }
+        out.into_iter().map(|o| o.unwrap()).collect::<Vec<_>>()
+    });
+    let mut buf = Vec::new();
+    for (i, (ty, payload)) in reqs.iter().enumerate() {
+        for w in [*ty, i as u32 + 1, 0, payload.len() as u32] {
+            buf.extend_from_slice(&w.to_le_bytes());
+        }
+        buf.extend_from_slice(payload);
+    }
+    s.write_all(&buf).expect("write to xenstored");
+    reader.join().expect("the reader")
+}
+
+/// WRITE `path` = `value` (raw bytes: a NUL, or any length xenstored takes) for each pair.
+pub fn xs_write_all(pairs: &[(String, Vec<u8>)]) {
+    let reqs: Vec<(u32, Vec<u8>)> = pairs
+        .iter()
+        .map(|(p, v)| {
+            let mut b = p.as_bytes().to_vec();
+            b.push(0);
+            b.extend_from_slice(v);
+            (11, b)
+        })
+        .collect();
+    for (r, (p, _)) in xs_raw(&reqs).into_iter().zip(pairs) {
+        r.unwrap_or_else(|e| panic!("writing {p}: {e}"));
+    }
+}
+
+/// RM each path (missing ones are fine).
+pub fn xs_rm_all(paths: &[String]) {
+    let reqs: Vec<(u32, Vec<u8>)> = paths
+        .iter()
+        .map(|p| {
+            let mut b = p.as_bytes().to_vec();
+            b.push(0);
+            (13, b)
+        })
+        .collect();
+    for (r, p) in xs_raw(&reqs).into_iter().zip(paths) {
+        if let Err(e) = r {
+            assert!(e == "ENOENT", "removing {p}: {e}");
+        }
+    }
+}
+
+/// An `ssh -R` from the lab's Domain-0 back to this machine: a unix socket at `remote` in
+/// Domain-0 whose connections reach `local` here. Killed by pid, and the socket removed, on drop.
+pub struct ReverseForward {
+    child: std::process::Child,
+    pub remote: String,
+}
+
+impl ReverseForward {
+    pub fn start(remote: &str, local: &std::path::Path) -> ReverseForward {
+        let key = std::env::var("XENLAB_SSH_KEY").expect("XENLAB_SSH_KEY");
+        let kh = std::env::var("XENLAB_SSH_KNOWN_HOSTS").expect("XENLAB_SSH_KNOWN_HOSTS");
+        let port = std::env::var("XENLAB_SSH_PORT").unwrap_or_else(|_| "12022".into());
+        let child = Command::new("ssh")
+            .args(["-i", &key, "-o"])
+            .arg(format!("UserKnownHostsFile={kh}"))
+            .args([
+                "-o",
+                "ExitOnForwardFailure=yes",
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                &port,
+                "-N",
+                "-R",
+            ])
+            .arg(format!("{remote}:{}", local.display()))
+            .arg("root@127.0.0.1")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh");
+        let f = ReverseForward {
+            child,
+            remote: remote.to_owned(),
+        };
+        for _ in 0..60 {
+            if dom0(&format!("test -S {remote}")).0 {
+                return f;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        panic!("the reverse forward {remote} did not appear in Domain-0");
+    }
+}
+
+impl Drop for ReverseForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = dom0(&format!("rm -f {}", self.remote));
+    }
 }
