@@ -6,8 +6,9 @@
 //! call the target checks what a C caller relies on:
 //! - `vdev_domain_get_vdevs` writes exactly N*A entries, every written name and value
 //!   NUL-terminated within its field, padding entries all zero, and nothing past N*A;
-//! - a call that fails leaves the domain's devices exactly as they were (listed before and
-//!   after with `vdev_domain_list_devices`), and leaves an error code and a message.
+//! - a call that fails leaves the domain's devices exactly as they were (as listed with
+//!   `vdev_domain_list_devices` after it, and before it or after the last call that could change
+//!   them), and leaves an error code and a message.
 //!
 //! libvdev has no rlib (its library name, `vdev`, is the facade's), so this target compiles the
 //! C API's sources as modules of its own, laid out as `crates/vdev-capi/src/lib.rs` lays them
@@ -113,8 +114,18 @@ impl Input<'_> {
 
 const TYPES: &[&str] = &["disk", "network", "cdrom", "nosuch", ""];
 const NAMES: &[&str] = &[
-    "uname", "dev", "mode", "backend", "mac", "bridge", "link", "devtype", "handle", "script",
-    "virtual-device", "bogus",
+    "uname",
+    "dev",
+    "mode",
+    "backend",
+    "mac",
+    "bridge",
+    "link",
+    "devtype",
+    "handle",
+    "script",
+    "virtual-device",
+    "bogus",
 ];
 const VALUES: &[&str] = &[
     "phy:/dev/vg/data",
@@ -134,19 +145,21 @@ const VALUES: &[&str] = &[
 ];
 const REFS: &[&str] = &["51712", "51728", "51744", "0", "1", "../x", ""];
 
-/// Every device of the domain, as the heap listing gives it.
-fn snapshot(dom: *mut vdev_domain) -> Vec<(String, String, String, Vec<(String, String)>)> {
-    let mut out = Vec::new();
-    for t in ["disk", "network", "cdrom"] {
-        let t = CString::new(t).unwrap();
-        let mut devs: *mut vdev_device = std::ptr::null_mut();
-        let n = unsafe { vdev_domain_list_devices(dom, t.as_ptr(), &mut devs) };
-        if n < 0 {
-            continue; // a type this host does not have
-        }
-        let list = unsafe { std::slice::from_raw_parts(devs, n as usize) };
-        for d in list {
-            let s = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+/// Every device of the domain, as one heap listing of every type gives it.
+type Snapshot = Vec<(String, String, String, Vec<(String, String)>)>;
+
+fn snapshot(dom: *mut vdev_domain) -> Snapshot {
+    let mut devs: *mut vdev_device = std::ptr::null_mut();
+    let n = unsafe { vdev_domain_list_devices(dom, std::ptr::null(), &mut devs) };
+    assert!(n >= 0, "listing the mock domain failed");
+    if n == 0 {
+        return Vec::new();
+    }
+    let list = unsafe { std::slice::from_raw_parts(devs, n as usize) };
+    let s = |p: *const c_char| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    let out = list
+        .iter()
+        .map(|d| {
             let attrs = if d.nattrs == 0 {
                 Vec::new()
             } else {
@@ -155,35 +168,47 @@ fn snapshot(dom: *mut vdev_domain) -> Vec<(String, String, String, Vec<(String, 
                     .map(|a| (s(a.name), s(a.value)))
                     .collect()
             };
-            out.push((s(d.device_type), s(d.reference), s(d.state), attrs));
-        }
-        unsafe { vdev_device_list_free(devs, n) };
-    }
+            (s(d.device_type), s(d.reference), s(d.state), attrs)
+        })
+        .collect();
+    unsafe { vdev_device_list_free(devs, n) };
     out
 }
 
 /// A call failed: it said why, and changed nothing.
-fn failed_cleanly(
-    what: &str,
-    before: &[(String, String, String, Vec<(String, String)>)],
-    dom: *mut vdev_domain,
-) {
-    assert_ne!(vdev_last_error_code(), 0, "{what} failed without an error code");
+fn failed_cleanly(what: &str, before: &Snapshot, dom: *mut vdev_domain) {
+    assert_ne!(
+        vdev_last_error_code(),
+        0,
+        "{what} failed without an error code"
+    );
     let msg = unsafe { CStr::from_ptr(vdev_last_error_message()) };
-    assert!(!msg.to_bytes().is_empty(), "{what} failed without a message");
-    assert_eq!(snapshot(dom), before, "{what} failed but changed the devices");
+    assert!(
+        !msg.to_bytes().is_empty(),
+        "{what} failed without a message"
+    );
+    assert_eq!(
+        &snapshot(dom),
+        before,
+        "{what} failed but changed the devices"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {
     let dom = target().dom;
     let baseline = snapshot(dom);
+    // The devices as last listed, while no call since can have changed them: a failed call is
+    // checked to have changed nothing, and a listing or lookup changes nothing.
+    let mut known = Some(baseline.clone());
+    let mut changed_any = false;
     let mut input = Input(data);
     for _ in 0..8 {
         if input.0.is_empty() {
             break;
         }
-        let before = snapshot(dom);
-        match input.byte() % 7 {
+        let before = known.take().unwrap_or_else(|| snapshot(dom));
+        // Whether a call succeeded that may have changed the devices.
+        let changed = match input.byte() % 7 {
             0 | 1 => {
                 // The proposal's create (or update) over fixed-size entries.
                 let update = input.byte() % 2 == 1;
@@ -214,6 +239,7 @@ fuzz_target!(|data: &[u8]| {
                     assert_eq!(rc, -1);
                     failed_cleanly("create/update_vdev", &before, dom);
                 }
+                rc == 0
             }
             2 => {
                 // The proposal's listing into a caller's array.
@@ -234,15 +260,16 @@ fuzz_target!(|data: &[u8]| {
                 if rc < 0 {
                     assert_eq!(rc, -1);
                     failed_cleanly("get_vdevs", &before, dom);
-                    assert!(buf.iter().all(|e| e.name == [0x55; 16] && e.value == [0x55; 64]));
+                    assert!(buf
+                        .iter()
+                        .all(|e| e.name == [0x55; 16] && e.value == [0x55; 64]));
                 } else {
                     let (n, a) = ((rc & 0xFFFF) as usize, (rc >> 16) as usize);
                     let written = if null { 0 } else { n * a };
                     assert!(written <= LEN);
                     for e in &buf[..written] {
                         let name = CStr::from_bytes_until_nul(bytes(&e.name)).expect("name NUL");
-                        let value =
-                            CStr::from_bytes_until_nul(bytes(&e.value)).expect("value NUL");
+                        let value = CStr::from_bytes_until_nul(bytes(&e.value)).expect("value NUL");
                         if name.is_empty() {
                             assert!(value.is_empty(), "padding with a value");
                             assert!(e.name.iter().chain(&e.value).all(|&c| c == 0));
@@ -252,6 +279,7 @@ fuzz_target!(|data: &[u8]| {
                         .iter()
                         .all(|e| e.name == [0x55; 16] && e.value == [0x55; 64]));
                 }
+                false
             }
             3 => {
                 // The proposal's destroy.
@@ -261,6 +289,7 @@ fuzz_target!(|data: &[u8]| {
                 if rc != 0 {
                     failed_cleanly("destroy_vdev", &before, dom);
                 }
+                rc == 0
             }
             4 => {
                 // Attach over heap strings of any length.
@@ -280,8 +309,10 @@ fuzz_target!(|data: &[u8]| {
                 let r = unsafe { vdev_domain_attach(dom, t.as_ptr(), attrs.as_ptr(), count) };
                 if r.is_null() {
                     failed_cleanly("attach", &before, dom);
+                    false
                 } else {
                     unsafe { handles::vdev_string_free(r) };
+                    true
                 }
             }
             5 => {
@@ -294,6 +325,7 @@ fuzz_target!(|data: &[u8]| {
                 if rc < 0 {
                     failed_cleanly("detach", &before, dom);
                 }
+                rc >= 0
             }
             _ => {
                 // A lookup by any name.
@@ -303,11 +335,20 @@ fuzz_target!(|data: &[u8]| {
                 if !d.is_null() {
                     unsafe { handles::vdev_domain_free(d) };
                 }
+                false
             }
+        };
+        if changed {
+            changed_any = true;
+        } else {
+            known = Some(before);
         }
     }
     // Leave the host as this input found it (the devices it added removed), so that state does
     // not grow over a run.
+    if !changed_any {
+        return;
+    }
     for (t, r, _, _) in snapshot(dom) {
         if !baseline.iter().any(|(bt, br, _, _)| *bt == t && *br == r) {
             let (t, r) = (CString::new(t).unwrap(), CString::new(r).unwrap());
