@@ -32,7 +32,19 @@ fn xs_read(path: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-/// Wait (up to 90 s: TCG under load) until both state nodes read 4; what they read last.
+/// Wait (up to 90 s: TCG under load) until device `r` of class `class` (`vbd`, `vif`) of
+/// domain `domid` reads state 4 in both frontend and backend. Returns the backend path and the
+/// states read last (`"4/4"` when connected).
+async fn wait_connected(domid: u32, class: &str, r: impl std::fmt::Display) -> (String, String) {
+    let be = format!("/local/domain/0/backend/{class}/{domid}/{r}");
+    let states = wait44(
+        &format!("/local/domain/{domid}/device/{class}/{r}/state"),
+        &format!("{be}/state"),
+    )
+    .await;
+    (be, states)
+}
+
 async fn wait44(fe: &str, be: &str) -> String {
     let mut last = String::new();
     for _ in 0..450 {
@@ -86,12 +98,7 @@ async fn a_file_disk_attached_over_ssh_connects_and_detach_frees_the_loop() {
         .await
         .expect("attach over ssh");
     let attach_s = t0.elapsed().as_secs_f64();
-    let be = format!("/local/domain/0/backend/vbd/{}/{r}", d.id);
-    let states = wait44(
-        &format!("/local/domain/{}/device/vbd/{r}/state", d.id),
-        &format!("{be}/state"),
-    )
-    .await;
+    let (be, states) = wait_connected(d.id, "vbd", &r).await;
     eprintln!(
         "attach over ssh {attach_s:.1} s, then states {states} after {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -142,12 +149,7 @@ async fn a_nic_attached_over_ssh_gets_its_bridge_port_from_vif_bridge() {
         .attach(&d, &DeviceType::NETWORK, &attrs(&[("bridge", "xenbr0")]))
         .await
         .expect("attach a NIC over ssh");
-    let be = format!("/local/domain/0/backend/vif/{}/{r}", d.id);
-    let states = wait44(
-        &format!("/local/domain/{}/device/vif/{r}/state", d.id),
-        &format!("{be}/state"),
-    )
-    .await;
+    let (be, states) = wait_connected(d.id, "vif", &r).await;
     assert_eq!(states, "4/4", "not connected");
     assert_eq!(
         xs_read(&format!("{be}/hotplug-status")).as_deref(),
@@ -275,12 +277,7 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
             );
         }
         Ok(r) => {
-            let be = format!("/local/domain/0/backend/vbd/{}/{r}", d.id);
-            let states = wait44(
-                &format!("/local/domain/{}/device/vbd/{r}/state", d.id),
-                &format!("{be}/state"),
-            )
-            .await;
+            let (_, states) = wait_connected(d.id, "vbd", &r).await;
             assert_eq!(states, "4/4", "the attach that outlived the kill is whole");
             conn.detach(&d, &DeviceType::DISK, &r, &detach_opts())
                 .await
@@ -294,12 +291,7 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
         .attach(&d, &DeviceType::DISK, &a)
         .await
         .expect("attach after the connection was killed");
-    let be = format!("/local/domain/0/backend/vbd/{}/{r}", d.id);
-    let states = wait44(
-        &format!("/local/domain/{}/device/vbd/{r}/state", d.id),
-        &format!("{be}/state"),
-    )
-    .await;
+    let (_, states) = wait_connected(d.id, "vbd", &r).await;
     assert_eq!(states, "4/4");
     conn.detach(&d, &DeviceType::DISK, &r, &detach_opts())
         .await
