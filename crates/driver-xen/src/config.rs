@@ -40,7 +40,8 @@ impl std::fmt::Display for Transport {
 /// The default bound on one XenStore request.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The default bound on waiting for a new backend to come up (libxl waits 10 s too).
+/// The default bound on waiting for a new backend to come up, and on waiting for libxl's
+/// userdata lock (URI option `attach-timeout`).
 pub const DEFAULT_ATTACH_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Everything a `xen://` or `xen+ssh://` URI can say.

@@ -27,7 +27,8 @@ use vdev_core::{ConnectUri, Driver, Result};
 
 /// The driver's name.
 pub const NAME: &str = "xen";
-/// The URI schemes it handles: `xen://`.
+/// The URI schemes it handles: `xen://` (a local XenStore) and `xen+ssh://` (a remote Domain-0,
+/// over OpenSSH).
 pub const SCHEMES: &[&str] = &["xen"];
 
 fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {

@@ -19,7 +19,7 @@ use vdev::{
     name = "vdev",
     version,
     about,
-    after_help = "Logs: RUST_LOG=debug (or RUST_LOG=vdev_driver_qemu=trace or vdev_driver_xen=trace) shows the protocol traffic on stderr."
+    after_help = "Exit status: 0 success; 1 the operation failed or a value was refused (a malformed NAME=VALUE, TYPE, REF or --timeout; the message on stderr starts with error:); 2 the command line could not be parsed; 3 a detach whose removal is pending (asked, the guest has not released the device yet: detach again to wait again).\n\nLogs (stderr, quiet by default): RUST_LOG=debug shows sessions and reconnects; RUST_LOG=vdev_driver_qemu=trace or RUST_LOG=vdev_driver_xen=trace also shows the protocol traffic (QMP, XenStore)."
 )]
 struct Cli {
     /// Connection URI, e.g. mock:///default, mock:///tmp/host.json, qemu:///run/vms
@@ -77,7 +77,9 @@ enum Command {
         /// The device's reference, as `vdev devices` lists it.
         #[arg(value_name = "REF")]
         reference: String,
-        /// How long to wait for the guest, in seconds (0: ask and return).
+        /// How long to wait for the guest, in seconds, from 0 to 86400 (0: ask and return). When
+        /// the guest has not released the device by then, the exit status is 3 and the device
+        /// stays listed removal-pending.
         #[arg(long, default_value_t = DetachOptions::DEFAULT_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
         timeout: f64,
         /// Remove at once, without waiting for the guest.
@@ -113,7 +115,8 @@ enum Command {
 }
 
 /// The exit status of a detach whose removal is pending: the request stands, the guest has not
-/// released the device yet (1 means the operation failed, 2 a usage error).
+/// released the device yet (1 means the operation failed or a value was refused, 2 that clap could
+/// not parse the command line).
 const EXIT_REMOVAL_PENDING: u8 = 3;
 
 #[tokio::main]

@@ -11,7 +11,7 @@
 //! | `hdX[N]`, disk 0..=1, partition < 64 | `3 << 8 \| disk << 6 \| partition` |
 //! | `hdX[N]`, disk 2..=3, partition < 64 | `22 << 8 \| (disk - 2) << 6 \| partition` |
 //! | `dDpP` (numeric xvd form) | as `xvd` |
-//! | a plain decimal number | itself (below `1 << 29`) |
+//! | a plain decimal number | itself (1 to 536870911, below `1 << 29`) |
 //!
 //! Disk letters count like spreadsheet columns: `a` = 0, `z` = 25, `aa` = 26.
 #![deny(missing_docs)]

@@ -138,8 +138,8 @@ class Event:
     """What happened to a device."""
 
     @property
-    def kind(self) -> Literal["added", "state-changed", "updated", "removed"]:
-        """What happened."""
+    def kind(self) -> Literal["added", "state-changed", "updated", "removed", "unknown"]:
+        """What happened ("unknown": a kind this version of the package does not know yet)."""
     @property
     def domain(self) -> Domain:
         """The domain."""
