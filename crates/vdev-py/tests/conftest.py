@@ -50,3 +50,16 @@ def cli():
 
 
 DISK = {"uname": "file:/img/b.raw", "dev": "xvdb", "mode": "w"}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Append each skip, with its reason, to VDEV_SKIP_LOG when it is set, as the Rust tests do,
+    so that the test command's summary lists it (pytest's own -rs list scrolls by before it)."""
+    log = os.environ.get("VDEV_SKIP_LOG")
+    if not log or not report.skipped:
+        return
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+    reason = reason.removeprefix("Skipped: ")
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"python {report.nodeid}: {reason}\n")

@@ -84,12 +84,10 @@ pub fn guest() -> Option<Guest> {
             .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
     };
     let (Some(vars), Some(append)) = (run("build"), run("append")) else {
-        if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
-            panic!(
-                "the test guest could not be built (tests/qemu-guest/guest build), and CI is set"
-            );
-        }
-        eprintln!("SKIPPED: the test guest could not be built (tests/qemu-guest/guest build)");
+        // Fails under CI; elsewhere a skip that the test command's summary lists.
+        vdev_conformance::missing_real_part(
+            "the test guest could not be built (tests/qemu-guest/guest build)",
+        );
         return None;
     };
     let var = |name: &str| {
