@@ -777,23 +777,11 @@ impl Inner {
         let f = xs_err("reading the disks Domain-0 serves");
         let base = "/local/domain/0/backend/vbd";
         let doms: Vec<String> = self.xs.directory(NO_TX, base).await.map_err(&f)?;
-        let dirs = self
-            .xs
-            .batch(
-                NO_TX,
-                doms.iter()
-                    .map(|d| Req::directory(&format!("{base}/{d}")))
-                    .collect(),
-            )
-            .await
-            .map_err(&f)?;
+        let paths: Vec<String> = doms.iter().map(|d| format!("{base}/{d}")).collect();
+        let lists = self.xs.directories(NO_TX, &paths).await.map_err(&f)?;
         let mut devs = Vec::new();
-        for (d, r) in doms.iter().zip(dirs) {
-            if let Some(b) = opt(r).map_err(&f)? {
-                for dev in crate::xenstore::split(&b) {
-                    devs.push((d.clone(), dev.to_string()));
-                }
-            }
+        for (d, list) in doms.iter().zip(lists) {
+            devs.extend(list.into_iter().map(|dev| (d.clone(), dev)));
         }
         let mut reqs = Vec::new();
         for (d, dev) in &devs {

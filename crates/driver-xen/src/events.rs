@@ -3,14 +3,15 @@
 //!
 //! Every watch event names a path; those under a vbd (frontend
 //! `/local/domain/D/device/vbd/N/...`, backend `/local/domain/B/backend/vbd/D/N/...`, record
-//! `/libxl/D/device/vbd/N/...`) mark the disk `(D, N)` dirty. Dirty disks are read again (three
-//! pipelined reads) and compared with what was last seen: a new disk is `Added`, a gone one
+//! `/libxl/D/device/vbd/N/...`) mark the disk `(D, N)` dirty. Dirty devices are read again (every
+//! dirty device in two pipelined round trips) and compared with what was last seen: a new disk is `Added`, a gone one
 //! `Removed`, another state `StateChanged`. Bursts (an attach writes some 40 nodes) are coalesced:
 //! every queued event is drained before anything is read.
 //!
 //! When the xenstored connection is lost (xenstored restarted, its socket or the ssh link went
 //! away) the watches end; the stream then opens a new connection, registers both watches again,
-//! reads every device again and reports what changed meanwhile (an outage is reported once as
+//! reads every device again (pipelined: a few round trips however many domains) and reports
+//! what changed meanwhile (an outage is reported once as
 //! an error item, and retried every second while the stream is read).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -36,53 +37,92 @@ fn key_of(path: &str) -> Option<Key> {
     }
 }
 
-/// The state of a disk as events report it; `None` when it does not exist.
-async fn look(xs: &XenStore, (kind, d, n): Key) -> Result<Option<DeviceState>, crate::XsError> {
-    let fe = vbd::frontend_path(kind, d, n);
-    let lx = vbd::libxl_path(kind, d, n);
-    let r = xs
-        .batch(
-            NO_TX,
-            vec![
-                Req::read(&fe),
-                Req::read(&lx),
-                Req::read(&format!("{lx}/backend")),
-                Req::read(&format!("{fe}/backend")),
-            ],
-        )
-        .await?;
-    let mut r = r.into_iter().map(|x| opt(x).map(|o| o.map(utf8)));
-    let (fe_node, lx_node, lxb, feb) = (
-        r.next().unwrap()?,
-        r.next().unwrap()?,
-        r.next().unwrap()?,
-        r.next().unwrap()?,
-    );
-    if fe_node.is_none() && lx_node.is_none() {
-        return Ok(None);
+/// The state of each of `keys` as events report it (`None`: the device does not exist), read
+/// in two pipelined round trips however many keys: the frontend, libxl's record and both
+/// backend links; then each backend's `state` and `online`. The outer error is the
+/// connection's; an inner one, a request about that device alone.
+async fn look_all(
+    xs: &XenStore,
+    keys: &[Key],
+) -> Result<Vec<Result<Option<DeviceState>, crate::XsError>>, crate::XsError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
     }
-    let Some(be) = lxb
+    let mut reqs = Vec::with_capacity(keys.len() * 4);
+    for &(kind, d, n) in keys {
+        let fe = vbd::frontend_path(kind, d, n);
+        let lx = vbd::libxl_path(kind, d, n);
+        reqs.extend([
+            Req::read(&fe),
+            Req::read(&lx),
+            Req::read(&format!("{lx}/backend")),
+            Req::read(&format!("{fe}/backend")),
+        ]);
+    }
+    let mut r = xs
+        .batch(NO_TX, reqs)
+        .await?
         .into_iter()
-        .chain(feb)
-        .find(|p| vbd::check_backend_path(kind, p, d, n).is_some())
-    else {
-        return Ok(Some(DeviceState::Unknown("no backend".into())));
-    };
-    let r = xs
-        .batch(
-            NO_TX,
-            vec![
+        .map(|x| opt(x).map(|o| o.map(utf8)));
+    // Per key: its state when the first reads tell it, else its backend, to read.
+    enum First {
+        Known(Option<DeviceState>),
+        Backend(String),
+    }
+    let mut firsts: Vec<Result<First, crate::XsError>> = Vec::with_capacity(keys.len());
+    for &(kind, d, n) in keys {
+        let mut read = || r.next().expect("four replies per key");
+        let (fe_node, lx_node, lxb, feb) = (read(), read(), read(), read());
+        firsts.push((|| {
+            let (fe_node, lx_node, lxb, feb) = (fe_node?, lx_node?, lxb?, feb?);
+            if fe_node.is_none() && lx_node.is_none() {
+                return Ok(First::Known(None));
+            }
+            Ok(
+                match lxb
+                    .into_iter()
+                    .chain(feb)
+                    .find(|p| vbd::check_backend_path(kind, p, d, n).is_some())
+                {
+                    Some(be) => First::Backend(be),
+                    None => First::Known(Some(DeviceState::Unknown("no backend".into()))),
+                },
+            )
+        })());
+    }
+    let reqs = firsts
+        .iter()
+        .filter_map(|f| match f {
+            Ok(First::Backend(be)) => Some(be),
+            _ => None,
+        })
+        .flat_map(|be| {
+            [
                 Req::read(&format!("{be}/state")),
                 Req::read(&format!("{be}/online")),
-            ],
-        )
-        .await?;
-    let mut r = r.into_iter().map(|x| opt(x).map(|o| o.map(utf8)));
-    let (state, online) = (r.next().unwrap()?, r.next().unwrap()?);
-    Ok(Some(crate::driver::device_state(
-        state.as_deref(),
-        online.as_deref(),
-    )))
+            ]
+        })
+        .collect();
+    let mut r = xs
+        .batch(NO_TX, reqs)
+        .await?
+        .into_iter()
+        .map(|x| opt(x).map(|o| o.map(utf8)));
+    Ok(firsts
+        .into_iter()
+        .map(|f| match f? {
+            First::Known(known) => Ok(known),
+            First::Backend(_) => {
+                let mut read = || r.next().expect("two replies per backend");
+                let (state, online) = (read(), read());
+                let (state, online) = (state?, online?);
+                Ok(Some(crate::driver::device_state(
+                    state.as_deref(),
+                    online.as_deref(),
+                )))
+            }
+        })
+        .collect())
 }
 
 async fn domain(xs: &XenStore, names: &mut HashMap<u32, String>, d: u32) -> Domain {
@@ -97,25 +137,34 @@ async fn domain(xs: &XenStore, names: &mut HashMap<u32, String>, d: u32) -> Doma
     }
 }
 
-/// Every device that exists now, with its state.
+/// Every device that exists now, with its state: every domain's device directories, then
+/// every device, each step pipelined (a few round trips however many domains and devices).
 async fn scan(xs: &XenStore) -> Result<BTreeMap<Key, DeviceState>, crate::XsError> {
-    let mut seen = BTreeMap::new();
+    let mut dirs: Vec<(Kind, u32)> = Vec::new();
+    let mut paths = Vec::new();
     for d in xs.directory(NO_TX, "/local/domain").await? {
         let Ok(d) = d.parse::<u32>() else { continue };
-        let mut ns = BTreeSet::new();
         for kind in Kind::ALL {
             for dir in [vbd::frontend_dir(kind, d), vbd::libxl_dir(kind, d)] {
-                for n in xs.directory(NO_TX, &dir).await? {
-                    if let Ok(n) = n.parse::<u32>() {
-                        ns.insert((kind, d, n));
-                    }
-                }
+                dirs.push((kind, d));
+                paths.push(dir);
             }
         }
-        for k in ns {
-            if let Some(s) = look(xs, k).await? {
-                seen.insert(k, s);
-            }
+    }
+    let mut keys = BTreeSet::new();
+    for ((kind, d), names) in dirs.into_iter().zip(xs.directories(NO_TX, &paths).await?) {
+        keys.extend(
+            names
+                .iter()
+                .filter_map(|n| n.parse::<u32>().ok())
+                .map(|n| (kind, d, n)),
+        );
+    }
+    let keys: Vec<Key> = keys.into_iter().collect();
+    let mut seen = BTreeMap::new();
+    for (k, state) in keys.iter().zip(look_all(xs, &keys).await?) {
+        if let Some(s) = state? {
+            seen.insert(*k, s);
         }
     }
     Ok(seen)
@@ -229,11 +278,21 @@ pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> 
             }
             drain(&mut w1, &mut dirty);
             drain(&mut w2, &mut dirty);
-            for k in dirty {
-                let now = match look(&xs, k).await {
+            let dirty: Vec<Key> = dirty.into_iter().collect();
+            let states = match look_all(&xs, &dirty).await {
+                Ok(states) => states,
+                Err(e) => {
+                    // The connection's error: the watches end too, and the next turn
+                    // reconnects and compares everything.
+                    let _ = tx.send(Err(e.into_core("reading the changed devices")));
+                    continue;
+                }
+            };
+            for (k, now) in dirty.into_iter().zip(states) {
+                let now = match now {
                     Ok(s) => s,
                     Err(e) => {
-                        let _ = tx.send(Err(e.into_core("reading a changed disk")));
+                        let _ = tx.send(Err(e.into_core("reading a changed device")));
                         continue;
                     }
                 };

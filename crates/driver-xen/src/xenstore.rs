@@ -662,12 +662,31 @@ impl XenStore {
     /// (xenstored answers DIRECTORY with E2BIG: over 4 KiB of names, such as `/local/domain`
     /// of a host with ~800 domains) is read in parts with DIRECTORY_PART.
     pub(crate) async fn directory(&self, tx: TxId, path: &str) -> Result<Vec<String>, XsError> {
-        match self.request(tx, Req::directory(path)).await {
-            Ok(b) => Ok(split(&b)),
-            Err(e) if e.is_enoent() => Ok(Vec::new()),
-            Err(e) if e.is_e2big() => Ok(self.directory_parts(tx, path).await?.unwrap_or_default()),
-            Err(e) => Err(e),
+        let mut lists = self.directories(tx, &[path.to_owned()]).await?;
+        Ok(lists.pop().unwrap_or_default())
+    }
+
+    /// The children of each of `paths`, in order, as [`directory`](Self::directory) reads
+    /// them, with the requests pipelined: one round trip however many paths (plus the parts of
+    /// a list too long for one answer).
+    pub(crate) async fn directories(
+        &self,
+        tx: TxId,
+        paths: &[String],
+    ) -> Result<Vec<Vec<String>>, XsError> {
+        let replies = self
+            .batch(tx, paths.iter().map(|p| Req::directory(p)).collect())
+            .await?;
+        let mut lists = Vec::with_capacity(paths.len());
+        for (path, r) in paths.iter().zip(replies) {
+            lists.push(match r {
+                Ok(b) => split(&b),
+                Err(e) if e.is_enoent() => Vec::new(),
+                Err(e) if e.is_e2big() => self.directory_parts(tx, path).await?.unwrap_or_default(),
+                Err(e) => return Err(e),
+            });
         }
+        Ok(lists)
     }
 
     /// Whether a node has no children (`None`: it does not exist). A list too long for one

@@ -1,7 +1,9 @@
 //! Many domains: with 1,000 and 10,000 extra entries under `/local/domain` (more than the
 //! 4 KiB of names one DIRECTORY answer holds; xenstored answers it E2BIG), every domain is
-//! listed, as many as `xenstore-list /local/domain` counts in Domain-0, and a lookup by id or a
-//! listing of one domain's devices reads no other domain (counted by a relay in between).
+//! listed, as many as `xenstore-list /local/domain` counts in Domain-0, a lookup by id or a
+//! listing of one domain's devices reads no other domain (counted by a relay in between), and
+//! the event stream, which reads every domain's devices when it starts, knows a disk of the
+//! last domain (its removal is reported) and reports a disk that appears in another.
 
 mod common;
 
@@ -9,7 +11,8 @@ use std::time::Duration;
 
 use common::relay::FaultRelay;
 use common::{dom0, domu, lab, xs_rm_all, xs_write_all, SERIAL};
-use vdev_core::DomainKey;
+use futures::StreamExt;
+use vdev_core::{DeviceEvent, DomainKey};
 use vdev_driver_xen as _;
 
 /// Fake domain entries `/local/domain/FIRST..FIRST+n` (ids no real domain has here), written in
@@ -38,6 +41,76 @@ impl Drop for FakeDomains {
     fn drop(&mut self) {
         xs_rm_all(&self.0);
     }
+}
+
+/// A connected disk (vbd 51712, `xvda`) of fake domain `domid`, as libxl lays out its frontend
+/// and the backend in Domain-0; the backend is removed on drop (the frontend goes with the
+/// fake domain).
+struct FakeDisk {
+    frontend: String,
+    backend: String,
+}
+
+impl FakeDisk {
+    const REF: &'static str = "51712";
+
+    fn create(domid: u32) -> FakeDisk {
+        let frontend = format!("/local/domain/{domid}/device/vbd/{}", Self::REF);
+        let backend = format!("/local/domain/0/backend/vbd/{domid}/{}", Self::REF);
+        let d = FakeDisk { frontend, backend };
+        let pairs = [
+            (format!("{}/backend", d.frontend), d.backend.clone()),
+            (format!("{}/backend-id", d.frontend), "0".to_owned()),
+            (format!("{}/state", d.frontend), "4".to_owned()),
+            (format!("{}/frontend", d.backend), d.frontend.clone()),
+            (format!("{}/online", d.backend), "1".to_owned()),
+            (format!("{}/state", d.backend), "4".to_owned()),
+        ];
+        xs_write_all(&pairs.map(|(p, v)| (p, v.into_bytes())));
+        d
+    }
+
+    fn remove(&self) {
+        xs_rm_all(&[self.frontend.clone(), self.backend.clone()]);
+    }
+}
+
+impl Drop for FakeDisk {
+    fn drop(&mut self) {
+        xs_rm_all(std::slice::from_ref(&self.backend));
+    }
+}
+
+/// The next event about `domid`'s disk [`FakeDisk::REF`], waiting at most `within`.
+async fn next_event_of(
+    events: &mut vdev_core::EventStream,
+    domid: u32,
+    within: Duration,
+) -> Option<DeviceEvent> {
+    tokio::time::timeout(within, async {
+        while let Some(ev) = events.next().await {
+            let ev = ev.expect("an error in the event stream");
+            let (domain, reference) = match &ev {
+                DeviceEvent::Added {
+                    domain, reference, ..
+                }
+                | DeviceEvent::Removed {
+                    domain, reference, ..
+                }
+                | DeviceEvent::StateChanged {
+                    domain, reference, ..
+                } => (domain, reference),
+                _ => continue,
+            };
+            if domain.id == domid && reference.as_str() == FakeDisk::REF {
+                return Some(ev);
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 async fn with_extra_domains(n: u32) {
@@ -98,6 +171,35 @@ async fn with_extra_domains(n: u32) {
     // By name needs the directory, and works.
     let by_name = conn.domain(&domu()).await.expect("lookup by name");
     assert_eq!(by_name.id, id);
+    // Events: the stream starts by reading every domain's devices, so it knows the disk of the
+    // last fake domain: removing it is reported as Removed (a disk it had not seen would not
+    // be). A disk that appears in another fake domain afterwards is reported as Added.
+    let last = FIRST + n - 1;
+    let existing = tokio::task::block_in_place(|| FakeDisk::create(last));
+    let t0 = std::time::Instant::now();
+    let mut events = tokio::time::timeout(Duration::from_secs(180), conn.events())
+        .await
+        .expect("starting the event stream hung")
+        .expect("events");
+    // Information only (no timing assert): the start reads every domain's devices.
+    eprintln!(
+        "event stream started in {:?} with {n} extra domains",
+        t0.elapsed()
+    );
+    tokio::task::block_in_place(|| existing.remove());
+    let ev = next_event_of(&mut events, last, Duration::from_secs(60)).await;
+    assert!(
+        matches!(ev, Some(DeviceEvent::Removed { .. })),
+        "the removal of the last domain's disk, as the stream reported it: {ev:?}"
+    );
+    let added = tokio::task::block_in_place(|| FakeDisk::create(mid));
+    let ev = next_event_of(&mut events, mid, Duration::from_secs(60)).await;
+    assert!(
+        matches!(ev, Some(DeviceEvent::Added { .. })),
+        "a new disk of domain {mid}, as the stream reported it: {ev:?}"
+    );
+    drop(events);
+    drop((existing, added));
     conn.close().await.unwrap();
     drop(relay);
     let _ = std::fs::remove_dir_all(&dir);
