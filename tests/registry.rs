@@ -98,7 +98,7 @@ fn debug_and_display_hide_passwords() {
     let u = ConnectUri::parse("mock+tcp://admin:s3cret@host:1234/default?x=1").unwrap();
     assert_eq!(u.driver(), "mock");
     assert_eq!(u.transport(), Some("tcp"));
-    assert_eq!(u.user(), Some("admin"));
+    assert_eq!(u.user().as_deref(), Some("admin"));
     assert!(!format!("{u} {u:?}").contains("s3cret"));
     let err = ConnectUri::parse("mock:///default?readonly=maybe").unwrap_err();
     assert!(!err.to_string().contains("s3cret"));

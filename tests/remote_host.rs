@@ -1,4 +1,4 @@
-//! The `+ssh` transport (`vdev_core::remote`) against a real OpenSSH server on loopback: the
+//! The `+ssh` transport (`vdev_remote`) against a real OpenSSH server on loopback: the
 //! agent runs commands with their status and output, a remote unix socket is reached through
 //! the same connection, the connection is re-opened after sshd dies, and bad hosts, keys and
 //! host keys give typed errors carrying ssh's own words, without prompting.
@@ -7,13 +7,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use vdev_conformance::sshd::Sshd;
-use vdev_core::remote::{Host, SocketState, SshTarget};
 use vdev_core::{ConnectUri, Error, RemoteErrorKind};
+use vdev_remote::{Host, SocketState, SshTarget};
 
 const T: Duration = Duration::from_secs(30);
 
 fn host(uri: &str) -> Host {
-    Host::from_uri(&ConnectUri::parse(uri).unwrap(), Duration::from_secs(15)).unwrap()
+    Host::from_uri(
+        &mut ConnectUri::parse(uri).unwrap(),
+        Duration::from_secs(15),
+    )
+    .unwrap()
 }
 
 fn uri(s: &Sshd, query: &str) -> String {
@@ -22,7 +26,9 @@ fn uri(s: &Sshd, query: &str) -> String {
 
 #[tokio::test]
 async fn commands_and_sockets_over_one_connection() {
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     let h = host(&uri(&sshd, &sshd.query()));
     let out = h
         .run("echo hello; echo oops >&2; printf 'no newline'; exit 7", T)
@@ -34,10 +40,7 @@ async fn commands_and_sockets_over_one_connection() {
     // Output that looks like the framing does not confuse it; quoting survives.
     let odd = "a 'b' \"c\" $d `e` \\f\nVDEV-AGENT-1 READY";
     let out = h
-        .run(
-            &format!("printf '%s' {}", vdev_core::remote::sh_quote(odd)),
-            T,
-        )
+        .run(&format!("printf '%s' {}", vdev_remote::sh_quote(odd)), T)
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), odd);
@@ -103,7 +106,9 @@ async fn commands_and_sockets_over_one_connection() {
 /// finishes, and the next command runs in the same session.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_that_times_out_in_the_queue_leaves_the_session_alone() {
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     let h = host(&uri(&sshd, &sshd.query()));
     h.run("true", T).await.unwrap();
     let session = h.session_id().await;
@@ -128,7 +133,7 @@ async fn a_command_that_times_out_in_the_queue_leaves_the_session_alone() {
 
 #[tokio::test]
 async fn a_dropped_connection_fails_the_call_and_the_next_call_reconnects() {
-    let Some(mut sshd) = Sshd::start() else {
+    let Some(mut sshd) = vdev_conformance::sshd::start() else {
         return;
     };
     let h = host(&uri(&sshd, &sshd.query()));
@@ -168,7 +173,9 @@ async fn a_dropped_connection_fails_the_call_and_the_next_call_reconnects() {
 
 #[tokio::test]
 async fn bad_keys_and_host_keys_are_typed_errors_with_what_ssh_said() {
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     // Unknown host key, strict checking: refused, nothing recorded.
     let empty_kh = sshd.dir.path().join("empty_known_hosts");
     std::fs::write(&empty_kh, "").unwrap();
@@ -301,7 +308,9 @@ async fn a_host_that_looks_like_an_option_never_reaches_ssh() {
 
 #[tokio::test]
 async fn persist_shares_one_login_across_connections_and_processes() {
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     let logins = || sshd.log().matches("Accepted publickey").count();
     let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
     let first = host(&u);

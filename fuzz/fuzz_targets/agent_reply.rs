@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    vdev_core::fuzzing::agent_reply(data);
+    vdev_remote::fuzzing::agent_reply(data);
 });

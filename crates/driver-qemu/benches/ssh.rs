@@ -146,7 +146,8 @@ fn virsh_one_shot(sshd: &Sshd) -> Result<Duration, String> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let sshd = Sshd::start().expect("the ssh bench needs sshd (apt-get install openssh-server)");
+    let sshd = vdev_conformance::sshd::start()
+        .expect("the ssh bench needs sshd (apt-get install openssh-server)");
     let vm = Vm::start(VmSpec::default());
     let second = vm.dir.path().join(common::SECOND_SOCKET);
     let img = vm.image("b.raw", "raw");

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vdev_core::remote::{Host, SSH_OPTIONS};
 use vdev_core::{ConnectUri, Result};
+use vdev_remote::Host;
 
 /// What the connection talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +27,7 @@ pub struct QemuConfig {
     /// What to connect to.
     pub target: Target,
     /// Where the sockets and the images are: this machine, or the remote host of a
-    /// `qemu+ssh://` URI (reached with OpenSSH, see `vdev_core::remote`).
+    /// `qemu+ssh://` URI (reached with OpenSSH, see `vdev_remote`).
     pub host: Host,
     /// `timeout=DURATION`: the longest any single QMP request may take (default 10 s, within
     /// [`TIMEOUT_RANGE`]).
@@ -47,14 +47,13 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 impl QemuConfig {
     /// Parse a URI.
     pub fn from_uri(uri: &ConnectUri) -> Result<Self> {
-        if uri.transport() == Some("ssh") {
-            uri.check_options(&[OPTIONS, SSH_OPTIONS].concat())?;
-        } else {
-            uri.check_options(OPTIONS)?;
-        }
         let request_timeout =
             uri.duration_option("timeout", DEFAULT_REQUEST_TIMEOUT, TIMEOUT_RANGE)?;
-        let host = Host::from_uri(uri, request_timeout)?;
+        // The transport takes its own options out of the URI: the check sees the driver's.
+        let mut uri = uri.clone();
+        let host = Host::from_uri(&mut uri, request_timeout)?;
+        let uri = &uri;
+        uri.check_options(OPTIONS)?;
         let target = match uri.transport() {
             None | Some("unix") | Some("ssh") => {
                 if let (Some(h), true) = (uri.host(), uri.transport() != Some("ssh")) {
@@ -83,10 +82,7 @@ impl QemuConfig {
                         "qemu+tcp:// takes no path: one TCP endpoint is one QEMU; write qemu+tcp://HOST:PORT",
                     ));
                 }
-                Target::Tcp {
-                    host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-                    port,
-                }
+                Target::Tcp { host, port }
             }
             Some(t) => {
                 return Err(uri.invalid(format!(

@@ -679,7 +679,7 @@ impl Protocol {
 /// say whether it is a file or a block device. The file system calls run on a blocking thread
 /// and are bounded by `timeout`: a dead NFS mount must not hang the attach.
 pub(crate) async fn check_image(
-    host: &vdev_core::remote::Host,
+    host: &vdev_remote::Host,
     endpoint: &Endpoint,
     source: &str,
     format: &str,
@@ -719,7 +719,7 @@ pub(crate) async fn check_image(
 /// [`check_image`] on a remote host: the same checks in one round trip (shell tests, and `head`
 /// for a qcow2 header only).
 async fn inspect_remote_image(
-    host: &vdev_core::remote::Host,
+    host: &vdev_remote::Host,
     source: &str,
     format: &str,
     timeout: std::time::Duration,

@@ -17,7 +17,7 @@ use vdev_core::{
     DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
 };
 
-use vdev_core::remote::{sh_quote, Host};
+use vdev_remote::{sh_quote, Host};
 
 use crate::config::{QemuConfig, Target};
 use crate::devices::{self, Controllers};

@@ -137,7 +137,7 @@ impl Qmp {
     /// retried with back-off, and the first greeting wins (the other attempts are dropped, which
     /// closes them).
     pub(crate) async fn connect_any(
-        host: &vdev_core::remote::Host,
+        host: &vdev_remote::Host,
         endpoints: &[Endpoint],
         timeout: Duration,
     ) -> Result<Arc<Qmp>, ConnectError> {
@@ -170,7 +170,7 @@ impl Qmp {
 
     /// One socket: connect (retrying while its listen queue is full), then wait for the greeting.
     async fn attempt(
-        host: &vdev_core::remote::Host,
+        host: &vdev_remote::Host,
         endpoint: Endpoint,
         timeout: Duration,
         deadline: tokio::time::Instant,

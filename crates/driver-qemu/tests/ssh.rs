@@ -34,7 +34,9 @@ mod conformance_over_ssh {
     use vdev_conformance::Harness;
 
     async fn setup() -> Harness {
-        let sshd = Arc::new(Sshd::start().expect("the conformance kit over ssh needs sshd"));
+        let sshd = Arc::new(
+            vdev_conformance::sshd::start().expect("the conformance kit over ssh needs sshd"),
+        );
         let s = sshd.clone();
         harness::harness(move |socket| ssh_uri(&s, socket, ""), Some(sshd)).await
     }
@@ -47,7 +49,9 @@ async fn attach_list_detach_over_ssh_checked_by_a_raw_client() {
     if !qemu_available() {
         return;
     }
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     let vm = Vm::start(VmSpec::default());
     let mut raw = vm.raw();
     let conn = vdev_core::connect(&ssh_uri(&sshd, &vm.socket, ""))
@@ -103,7 +107,9 @@ async fn a_directory_of_sockets_over_ssh() {
     if !qemu_available() {
         return;
     }
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let sockets = dir.path().join("vms");
     std::fs::create_dir(&sockets).unwrap();
@@ -140,7 +146,9 @@ async fn bad_input_over_ssh_changes_nothing() {
     if !qemu_available() {
         return;
     }
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     let vm = Vm::start(VmSpec::default());
     let mut raw = vm.raw();
     let before = raw.snapshot();
@@ -258,7 +266,7 @@ async fn an_sshd_that_forbids_socket_forwarding_is_a_clear_error() {
     if !qemu_available() {
         return;
     }
-    let Some(sshd) = Sshd::start_with("AllowStreamLocalForwarding no") else {
+    let Some(sshd) = vdev_conformance::sshd::start_with("AllowStreamLocalForwarding no") else {
         return;
     };
     let vm = Vm::start(VmSpec::default());
@@ -274,7 +282,7 @@ async fn sshd_killed_in_the_middle_of_an_attach() {
     if !qemu_available() {
         return;
     }
-    let Some(mut sshd) = Sshd::start() else {
+    let Some(mut sshd) = vdev_conformance::sshd::start() else {
         return;
     };
     let vm = Vm::start(VmSpec::default());
@@ -348,7 +356,9 @@ async fn persist_lets_later_connections_skip_the_login() {
     if !qemu_available() {
         return;
     }
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     let vm = Vm::start(VmSpec::default());
     let mut raw = vm.raw();
     let uri = ssh_uri(&sshd, &vm.socket, "&persist=30s");

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use vdev_core::remote::{Host, SSH_OPTIONS};
 use vdev_core::{ConnectUri, Result};
+use vdev_remote::Host;
 
 /// The xenstored socket used by `xen:///` when `XENSTORED_PATH` is not set, and by
 /// `xen+ssh://HOST/` on the remote host when no `socket=` is given.
@@ -15,7 +15,7 @@ pub const DEFAULT_SOCKET: &str = "/run/xenstored/socket";
 pub const DEFAULT_DEVICE: &str = "/dev/xen/xenbus";
 
 /// The options the Xen driver knows (`xen+ssh://` also takes
-/// [`SSH_OPTIONS`](vdev_core::remote::SSH_OPTIONS), and not `device`).
+/// [`SSH_OPTIONS`](vdev_remote::SSH_OPTIONS), and not `device`).
 pub const OPTIONS: &[&str] = &["socket", "device", "timeout", "attach-timeout", "hotplug"];
 
 /// How the driver reaches XenStore.
@@ -125,9 +125,13 @@ impl XenConfig {
                 )))
             }
         };
+        let request_timeout = duration(uri, "timeout", DEFAULT_REQUEST_TIMEOUT)?;
+        // The transport takes its own options out of the URI: the check below sees the driver's.
+        let mut uri = uri.clone();
+        let host = Host::from_uri(&mut uri, request_timeout)?;
+        let uri = &uri;
         if ssh {
-            let known: Vec<&str> = OPTIONS.iter().chain(SSH_OPTIONS).copied().collect();
-            uri.check_options(&known)?;
+            uri.check_options(OPTIONS)?;
             if uri.option("device").is_some() {
                 return Err(uri.invalid(
                     "device= is not offered over ssh: the xenbus device cannot be forwarded; xen+ssh:// reaches the remote xenstored's socket (socket=PATH on the remote host, default /run/xenstored/socket)",
@@ -146,7 +150,6 @@ impl XenConfig {
                 "xen:/// takes no path; give the xenstored socket as xen:///?socket=PATH",
             ));
         }
-        let request_timeout = duration(uri, "timeout", DEFAULT_REQUEST_TIMEOUT)?;
         let abs = |name: &str, p: &str, eg: &str| -> Result<PathBuf> {
             if p.starts_with('/') {
                 Ok(PathBuf::from(p))
@@ -156,7 +159,6 @@ impl XenConfig {
                 )))
             }
         };
-        let host = Host::from_uri(uri, request_timeout)?;
         let transport = match (uri.option("socket"), uri.option("device")) {
             (Some(_), Some(_)) => {
                 return Err(uri.invalid(

@@ -26,8 +26,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use vdev_core::remote::{sh_quote, Host, RunOutput};
 use vdev_core::{Error, Result};
+use vdev_remote::{sh_quote, Host, RunOutput};
 
 /// The directory of the hotplug scripts' lock files.
 const LOCK_DIR: &str = "/var/run/xen-hotplug";

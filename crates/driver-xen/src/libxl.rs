@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use vdev_core::remote::sh_quote;
 use vdev_core::{Error, Result};
+use vdev_remote::sh_quote;
 
 use crate::error::LibxlConfigError;
 use crate::hotplug::{Dom0, RemoteLock, REMOTE_STEP};
@@ -592,8 +592,8 @@ pub(crate) fn parse_file(files: &Files, data: Option<Vec<u8>>) -> Result<Config>
 mod tests {
     use super::*;
     use serde_json::json;
-    use vdev_core::remote::Host;
     use vdev_core::Attributes;
+    use vdev_remote::Host;
 
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
         Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
@@ -799,7 +799,7 @@ mod tests {
     /// The same primitives as shell in the ssh agent, against a real sshd on this machine.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn over_ssh_the_lock_excludes_times_out_and_goes_with_its_file() {
-        let Some(sshd) = vdev_conformance::sshd::Sshd::start() else {
+        let Some(sshd) = vdev_conformance::sshd::start() else {
             return;
         };
         let uri = vdev_core::ConnectUri::parse(&format!(
@@ -808,8 +808,8 @@ mod tests {
             sshd.query()
         ))
         .unwrap();
-        let host = Host::from_uri(&uri, Duration::from_secs(30)).unwrap();
-        let other = Host::from_uri(&uri, Duration::from_secs(30)).unwrap();
+        let host = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
+        let other = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
         lock_read_write(Dom0::new(host.clone()), Dom0::new(other.clone()), "ssh").await;
         host.disconnect().await;
         other.disconnect().await;

@@ -26,7 +26,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use vdev_core::remote::Host;
+use vdev_remote::Host;
 
 use crate::config::Transport;
 use crate::error::XsError;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use futures::StreamExt;
-use vdev_conformance::sshd::Sshd;
 use vdev_core::{DeviceEvent, DeviceType, EventStream};
 use vdev_driver_xen as _;
 
@@ -153,7 +152,9 @@ async fn locally_a_lost_forwarder_fails_requests_and_the_next_operation_reconnec
 async fn over_ssh_a_killed_sshd_fails_requests_and_the_next_operation_reconnects() {
     let _turn = SERIAL.lock().await;
     let Some(lab) = lab() else { return };
-    let Some(sshd) = Sshd::start() else { return };
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
     // This machine through a test sshd, forwarding to the lab's socket.
     let uri = format!(
         "xen+ssh://{}/?{}&socket={lab}&timeout=10s&hotplug=no",

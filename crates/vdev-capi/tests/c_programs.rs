@@ -209,7 +209,7 @@ fn c_proposal_calls_over_ssh() {
     if !common::qemu_available() {
         return;
     }
-    let Some(sshd) = vdev_conformance::sshd::Sshd::start() else {
+    let Some(sshd) = vdev_conformance::sshd::start() else {
         return;
     };
     let vm = common::Vm::start(common::VmSpec::default());

@@ -302,7 +302,7 @@ fn the_command_over_ssh() {
     if !qemu_available() {
         return;
     }
-    let Some(sshd) = vdev_conformance::sshd::Sshd::start() else {
+    let Some(sshd) = vdev_conformance::sshd::start() else {
         return;
     };
     let vm = Vm::start(VmSpec::default());

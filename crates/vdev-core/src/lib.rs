@@ -35,11 +35,7 @@ mod connection;
 mod driver;
 mod error;
 mod events;
-#[cfg(feature = "fuzzing")]
-#[doc(hidden)]
-pub mod fuzzing;
 mod registry;
-pub mod remote;
 mod types;
 mod uri;
 

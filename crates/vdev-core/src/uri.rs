@@ -18,6 +18,9 @@ pub struct ConnectUri {
     driver: String,
     transport: Option<String>,
     options: BTreeMap<String, String>,
+    /// The options a transport took out of `options` ([`ConnectUri::take_transport_options`]),
+    /// named in [`ConnectUri::check_options`]'s message.
+    transport_options: Vec<&'static str>,
     readonly: bool,
 }
 
@@ -29,7 +32,7 @@ impl ConnectUri {
     /// let u = ConnectUri::parse("qemu+tcp://admin@host:4444/vm1?timeout=5")?;
     /// assert_eq!(u.driver(), "qemu");
     /// assert_eq!(u.transport(), Some("tcp"));
-    /// assert_eq!(u.host(), Some("host"));
+    /// assert_eq!(u.host().as_deref(), Some("host"));
     /// assert_eq!(u.port(), Some(4444));
     /// assert_eq!(u.path(), "/vm1");
     /// assert_eq!(u.option("timeout"), Some("5"));
@@ -85,6 +88,7 @@ impl ConnectUri {
             driver,
             transport,
             options,
+            transport_options: Vec::new(),
             readonly,
         })
     }
@@ -104,14 +108,27 @@ impl ConnectUri {
         self.transport.as_deref()
     }
 
-    /// The user name, if any.
-    pub fn user(&self) -> Option<&str> {
-        Some(self.url.username()).filter(|u| !u.is_empty())
+    /// The user name, percent-decoded, if any.
+    pub fn user(&self) -> Option<String> {
+        Some(self.url.username())
+            .filter(|u| !u.is_empty())
+            .map(percent_decode)
     }
 
-    /// The host, if any (`None` for `mock:///default`).
-    pub fn host(&self) -> Option<&str> {
-        self.url.host_str().filter(|h| !h.is_empty())
+    /// The host, if any (`None` for `mock:///default`): percent-decoded, an IPv6 address without
+    /// its brackets (`::1` for `qemu+tcp://[::1]:4444`).
+    ///
+    /// ```
+    /// use vdev_core::ConnectUri;
+    /// let u = ConnectUri::parse("qemu+tcp://[::1]:4444")?;
+    /// assert_eq!(u.host().as_deref(), Some("::1"));
+    /// # Ok::<(), vdev_core::Error>(())
+    /// ```
+    pub fn host(&self) -> Option<String> {
+        self.url
+            .host_str()
+            .filter(|h| !h.is_empty())
+            .map(|h| percent_decode(h.trim_start_matches('[').trim_end_matches(']')))
     }
 
     /// The port, if any.
@@ -144,20 +161,45 @@ impl ConnectUri {
         self.readonly = readonly;
     }
 
-    /// Refuse options that are not in `known`, naming the ones that are.
+    /// Refuse options that are not in `known`, naming the ones that are (and those the
+    /// transport took, if it took any).
     pub fn check_options(&self, known: &[&str]) -> Result<()> {
         match self.options.keys().find(|k| !known.contains(&k.as_str())) {
             None => Ok(()),
             Some(k) => Err(self.invalid(format!(
-                "unknown option '{k}' for the {} driver; known options: {}",
+                "unknown option '{k}' for the {} driver; known options: {}{}",
                 self.driver,
                 if known.is_empty() {
                     "none".to_owned()
                 } else {
                     known.join(", ")
+                },
+                match (&self.transport, self.transport_options.is_empty()) {
+                    (Some(t), false) => format!(
+                        " (and the {t} transport's: {})",
+                        self.transport_options.join(", ")
+                    ),
+                    _ => String::new(),
                 }
             ))),
         }
+    }
+
+    /// Take the options named in `names` out of the URI, for the transport that reads them: the
+    /// driver's [`ConnectUri::check_options`] then sees only its own options (and names these
+    /// as the transport's when it refuses one). Returns the options taken, by name.
+    pub fn take_transport_options(
+        &mut self,
+        names: &'static [&'static str],
+    ) -> BTreeMap<String, String> {
+        self.transport_options.extend_from_slice(names);
+        let mut taken = BTreeMap::new();
+        for n in names {
+            if let Some(v) = self.options.remove(*n) {
+                taken.insert((*n).to_owned(), v);
+            }
+        }
+        taken
     }
 
     /// The duration option `name` (`500ms`, `5s`, `2m`, as `humantime` reads them), or `default`

@@ -1,7 +1,7 @@
 //! Entry points for the fuzz targets (`fuzz/`, feature `fuzzing`): what a remote host prints,
 //! fed with arbitrary bytes. Not a public API.
 
-use crate::remote::{read_reply, ReplyError};
+use crate::agent::{read_reply, ReplyError};
 
 /// The token the fuzz target frames with (a real session draws 128 random bits per request).
 const TOKEN: &str = "S00112233445566778899aabbccddeeff";
