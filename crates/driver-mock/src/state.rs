@@ -253,13 +253,6 @@ fn xenbus_state(s: &DeviceState) -> &'static str {
     }
 }
 
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.into(),
-    }
-}
-
 impl HostState {
     /// The default host: `Domain-0` (id 0) and `demo` (id 1) with one disk and one NIC.
     pub fn default_host() -> HostState {
@@ -409,7 +402,7 @@ impl HostState {
             _ => self.domains.values().find(|d| d.name == v).map(|d| d.id),
         };
         found.ok_or_else(|| {
-            invalid(
+            Error::invalid_attribute(
                 "backend",
                 format!("there is no domain '{v}'; give the name or id of an existing domain (default Domain-0)"),
             )
@@ -771,7 +764,7 @@ impl Rules<'_> {
                     "disk" => false,
                     "cdrom" => true,
                     v => {
-                        return Err(invalid(
+                        return Err(Error::invalid_attribute(
                             "devtype",
                             format!("'{}' is not disk or cdrom", v.escape_default()),
                         ))
@@ -780,13 +773,13 @@ impl Rules<'_> {
                 let uname = attrs.get("uname").unwrap_or_default();
                 check_uname(uname, cdrom)?;
                 let dev = attrs.get("dev").unwrap_or_default();
-                let devid =
-                    xen_devid::devid_from_name(dev).map_err(|e| invalid("dev", e.to_string()))?;
+                let devid = xen_devid::devid_from_name(dev)
+                    .map_err(|e| Error::invalid_attribute("dev", e.to_string()))?;
                 let mode = match attrs.get("mode").unwrap_or_default() {
                     "r" | "ro" => "r",
                     "w" | "rw" => "w",
                     m => {
-                        return Err(invalid(
+                        return Err(Error::invalid_attribute(
                             "mode",
                             format!(
                                 "'{}' is not a mode; use r (read-only) or w (read-write)",
@@ -823,7 +816,7 @@ impl Rules<'_> {
                 let mac = match attrs.get("mac") {
                     Some(m) => {
                         let m = parse_mac(m).ok_or_else(|| {
-                            invalid(
+                            Error::invalid_attribute(
                                 "mac",
                                 format!(
                                     "'{}' is not a unicast MAC address such as 00:16:3e:12:34:56",
@@ -851,7 +844,7 @@ impl Rules<'_> {
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
                 {
-                    return Err(invalid(
+                    return Err(Error::invalid_attribute(
                         "bridge",
                         format!(
                             "'{}' is not an interface name (1 to 15 of A-Z a-z 0-9 . _ -)",
@@ -865,7 +858,7 @@ impl Rules<'_> {
                             .split_whitespace()
                             .any(|a| a.parse::<std::net::IpAddr>().is_err())
                     {
-                        return Err(invalid(
+                        return Err(Error::invalid_attribute(
                             "ip",
                             format!(
                                 "'{}' is not a list of IP addresses separated by spaces",
@@ -919,7 +912,7 @@ impl Rules<'_> {
                         (Some((n, v)), _) => {
                             if let Some(values) = &a.values {
                                 if !values.iter().any(|x| x == v) {
-                                    return Err(invalid(
+                                    return Err(Error::invalid_attribute(
                                         n,
                                         format!(
                                             "'{}' is not accepted; use one of: {}",
@@ -944,7 +937,9 @@ impl Rules<'_> {
                             .map_or("", |(_, v)| v),
                     )
                     .map_err(|e| match e {
-                        Error::InvalidAttribute { reason, .. } => invalid(name, reason),
+                        Error::InvalidAttribute { reason, .. } => {
+                            Error::invalid_attribute(name, reason)
+                        }
                         e => e,
                     })?,
                     None => {
@@ -978,7 +973,7 @@ impl Rules<'_> {
             Rules::Disk => {
                 if let Some(uname) = attrs.get("uname") {
                     if dev.attrs.get("devtype") != Some("cdrom") {
-                        return Err(invalid(
+                        return Err(Error::invalid_attribute(
                             "uname",
                             format!(
                                 "disk {} is not a CD-ROM drive: only the medium of a CD-ROM drive (devtype=cdrom) can be changed in place; detach and attach the disk instead",
@@ -1000,7 +995,7 @@ impl Rules<'_> {
                     if let Some((n, v)) = given(a, attrs) {
                         if let Some(values) = &a.values {
                             if !values.iter().any(|x| x == v) {
-                                return Err(invalid(
+                                return Err(Error::invalid_attribute(
                                     n,
                                     format!(
                                         "'{}' is not accepted; use one of: {}",
@@ -1035,7 +1030,7 @@ fn check_uname(uname: &str, cdrom: bool) -> Result<()> {
     } else {
         ""
     };
-    Err(invalid("uname", format!("'{}' is not phy:DEVICE or file:PATH{empty}; for example file:/var/lib/xen/images/data.img or phy:/dev/vg0/data", uname.escape_default())))
+    Err(Error::invalid_attribute("uname", format!("'{}' is not phy:DEVICE or file:PATH{empty}; for example file:/var/lib/xen/images/data.img or phy:/dev/vg0/data", uname.escape_default())))
 }
 
 /// A NIC's `link`: `up` or `down`.
@@ -1043,7 +1038,7 @@ fn check_link(link: &str) -> Result<&'static str> {
     match link {
         "up" => Ok("up"),
         "down" => Ok("down"),
-        v => Err(invalid(
+        v => Err(Error::invalid_attribute(
             "link",
             format!("'{}' is not up or down", v.escape_default()),
         )),

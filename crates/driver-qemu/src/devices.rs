@@ -111,13 +111,6 @@ pub(crate) fn schemas() -> Vec<DeviceTypeSchema> {
     ]
 }
 
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.into(),
-    }
-}
-
 /// QEMU's rule for ids (`id_wellformed`): a letter, then letters, digits, `-`, `.`, `_`.
 fn check_id(id: &str) -> Result<()> {
     let mut c = id.chars();
@@ -127,7 +120,7 @@ fn check_id(id: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(invalid(
+        Err(Error::invalid_attribute(
             "id",
             format!("'{id}' is not a QEMU device id: start with a letter, then use letters, digits, '-', '.' and '_'"),
         ))
@@ -135,15 +128,15 @@ fn check_id(id: &str) -> Result<()> {
 }
 
 fn parse_bool_attr(name: &str, v: &str) -> Result<bool> {
-    match v {
-        "true" | "on" | "yes" | "1" => Ok(true),
-        "false" | "off" | "no" | "0" => Ok(false),
-        _ => Err(invalid(name, format!("'{v}' is not true or false"))),
-    }
-}
-
-fn random_hex() -> String {
-    format!("{:08x}", rand::thread_rng().gen::<u32>())
+    vdev_core::parse_bool(v).ok_or_else(|| {
+        Error::invalid_attribute(
+            name,
+            format!(
+                "'{v}' is not a boolean: write {}",
+                vdev_core::BOOL_SPELLINGS
+            ),
+        )
+    })
 }
 
 fn model_of(qom_type: &str) -> &str {
@@ -689,7 +682,7 @@ pub(crate) async fn check_image(
         return Ok(Protocol::File);
     }
     if !Path::new(source).is_absolute() {
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             "source",
             format!("'{source}' is not an absolute path"),
         ));
@@ -706,7 +699,7 @@ pub(crate) async fn check_image(
             format!("checking '{source}' failed"),
             e,
         )),
-        Err(_) => Err(invalid(
+        Err(_) => Err(Error::invalid_attribute(
             "source",
             format!(
                 "'{source}' could not be examined within {}: its file system does not answer (a hung network mount?)",
@@ -736,7 +729,7 @@ elif [ -c "$1" ]; then echo char; elif [ ! -e "$1" ]; then echo missing; else ec
         .call("__vdev_image", BODY, &[source, format], timeout)
         .await
         .map_err(|e| match e {
-            Error::Timeout { .. } => invalid(
+            Error::Timeout { .. } => Error::invalid_attribute(
                 "source",
                 format!(
                     "'{source}' could not be examined on {} within {}: its file system does not answer (a hung network mount?)",
@@ -751,7 +744,7 @@ elif [ -c "$1" ]; then echo char; elif [ ! -e "$1" ]; then echo missing; else ec
         "file" => return Ok(Protocol::File),
         "block" => return Ok(Protocol::HostDevice),
         "notqcow2" => {
-            return Err(invalid(
+            return Err(Error::invalid_attribute(
                 "format",
                 format!(
                 "'{source}' on {on} is not a qcow2 image (no qcow2 header); give its real format"
@@ -759,13 +752,13 @@ elif [ -c "$1" ]; then echo char; elif [ ! -e "$1" ]; then echo missing; else ec
             ))
         }
         "missing" => {
-            return Err(invalid(
+            return Err(Error::invalid_attribute(
                 "source",
                 format!("cannot open '{source}' on {on}: no such file"),
             ))
         }
         "unreadable" => {
-            return Err(invalid(
+            return Err(Error::invalid_attribute(
                 "source",
                 format!("cannot open '{source}' on {on}: permission denied"),
             ))
@@ -776,7 +769,7 @@ elif [ -c "$1" ]; then echo char; elif [ ! -e "$1" ]; then echo missing; else ec
         "char" => "a character device",
         _ => "not a regular file",
     };
-    Err(invalid(
+    Err(Error::invalid_attribute(
         "source",
         format!("'{source}' on {on} is {what}; give a disk image file or a block device"),
     ))
@@ -786,7 +779,7 @@ elif [ -c "$1" ]; then echo char; elif [ ! -e "$1" ]; then echo missing; else ec
 fn inspect_image(source: &str, format: &str) -> Result<Protocol> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
     let md = std::fs::metadata(source)
-        .map_err(|e| invalid("source", format!("cannot open '{source}': {e}")))?;
+        .map_err(|e| Error::invalid_attribute("source", format!("cannot open '{source}': {e}")))?;
     let t = md.file_type();
     let protocol = if t.is_file() {
         Protocol::File
@@ -804,7 +797,7 @@ fn inspect_image(source: &str, format: &str) -> Result<Protocol> {
         } else {
             "not a regular file"
         };
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             "source",
             format!("'{source}' is {what}; give a disk image file or a block device"),
         ));
@@ -815,11 +808,11 @@ fn inspect_image(source: &str, format: &str) -> Result<Protocol> {
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(source)
-        .map_err(|e| invalid("source", format!("cannot open '{source}': {e}")))?;
+        .map_err(|e| Error::invalid_attribute("source", format!("cannot open '{source}': {e}")))?;
     if format == "qcow2" {
         let mut magic = [0u8; 4];
         if f.read_exact(&mut magic).is_err() || &magic != b"QFI\xfb" {
-            return Err(invalid(
+            return Err(Error::invalid_attribute(
                 "format",
                 format!("'{source}' is not a qcow2 image (no qcow2 header); give its real format"),
             ));
@@ -850,7 +843,7 @@ async fn device_add_error(
         "model"
     };
     match e {
-        QmpError::Qemu { class, desc } if class == "GenericError" => invalid(
+        QmpError::Qemu { class, desc } if class == "GenericError" => Error::invalid_attribute(
             if passthrough { "device.*" } else { main },
             format!("QEMU refused the {model} device: {class}: {desc}"),
         ),
@@ -869,10 +862,15 @@ pub(crate) async fn attach_disk(
     let cdrom = match named.get("media").copied().unwrap_or("disk") {
         "disk" => false,
         "cdrom" => true,
-        m => return Err(invalid("media", format!("'{m}' is not disk or cdrom"))),
+        m => {
+            return Err(Error::invalid_attribute(
+                "media",
+                format!("'{m}' is not disk or cdrom"),
+            ))
+        }
     };
     if named.contains_key("force") {
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             "force",
             "force is for updating a CD-ROM drive (opening a tray the guest has locked), not for attach",
         ));
@@ -903,19 +901,27 @@ pub(crate) async fn attach_disk(
         ("virtio", false) => "virtio-blk-pci",
         ("usb", false) => "usb-storage",
         (b, true) => {
-            return Err(invalid(
+            return Err(Error::invalid_attribute(
                 "bus",
                 format!("a CD-ROM drive goes on bus=scsi (scsi-cd), not '{b}'"),
             ))
         }
-        (b, false) => return Err(invalid("bus", format!("'{b}' is not scsi, virtio or usb"))),
+        (b, false) => {
+            return Err(Error::invalid_attribute(
+                "bus",
+                format!("'{b}' is not scsi, virtio or usb"),
+            ))
+        }
     };
     let readonly = match (named.get("readonly"), cdrom) {
         (Some(v), false) => parse_bool_attr("readonly", v)?,
         (None, false) => false,
         (v, true) => {
             if v.is_some_and(|v| !parse_bool_attr("readonly", v).unwrap_or(false)) {
-                return Err(invalid("readonly", "a CD-ROM drive is read-only"));
+                return Err(Error::invalid_attribute(
+                    "readonly",
+                    "a CD-ROM drive is read-only",
+                ));
             }
             true
         }
@@ -925,7 +931,7 @@ pub(crate) async fn attach_disk(
             check_id(i)?;
             (*i).to_owned()
         }
-        None => format!("disk-{}", random_hex()),
+        None => format!("disk-{}", vdev_core::random_hex()),
     };
     let timeout = session.qmp.timeout();
     let protocol = match source {
@@ -952,7 +958,7 @@ pub(crate) async fn attach_disk(
     }
     let medium = match (source, protocol) {
         (Some(src), Some(p)) => {
-            let node = format!("{}{}", markers::OWNED_PREFIX, random_hex());
+            let node = format!("{}{}", markers::OWNED_PREFIX, vdev_core::random_hex());
             let opts = blockdev_options(session, &node, src, format, readonly, p, &blk_pt).await?;
             Some((node, opts))
         }
@@ -1046,7 +1052,7 @@ pub(crate) fn check_format(format: &str) -> Result<()> {
     if matches!(format, "raw" | "qcow2") {
         Ok(())
     } else {
-        Err(invalid(
+        Err(Error::invalid_attribute(
             "format",
             format!("'{format}' is not raw or qcow2 (formats are never probed)"),
         ))
@@ -1099,7 +1105,7 @@ pub(crate) async fn blockdev_options(
 /// QEMU refused to open a medium.
 pub(crate) fn blockdev_add_error(e: QmpError, source: &str, format: &str, plain: bool) -> Error {
     match e {
-        QmpError::Qemu { class, desc } => invalid(
+        QmpError::Qemu { class, desc } => Error::invalid_attribute(
             if plain { "source" } else { "blockdev.*" },
             format!("QEMU cannot open '{source}' as {format}: {class}: {desc}"),
         ),
@@ -1278,7 +1284,12 @@ pub(crate) async fn attach_nic(
     let ifname = named.get("ifname").copied();
     match (kind, ifname) {
         ("user", None) | ("tap", Some(_)) => {}
-        ("user", Some(_)) => return Err(invalid("ifname", "ifname is for netdev=tap only")),
+        ("user", Some(_)) => {
+            return Err(Error::invalid_attribute(
+                "ifname",
+                "ifname is for netdev=tap only",
+            ))
+        }
         ("tap", None) => {
             return Err(Error::MissingAttribute {
                 device_type: "network".into(),
@@ -1286,12 +1297,17 @@ pub(crate) async fn attach_nic(
                 hint: "netdev=tap needs the TAP interface name (for example ifname=tap0)".into(),
             })
         }
-        (k, _) => return Err(invalid("netdev", format!("'{k}' is not user or tap"))),
+        (k, _) => {
+            return Err(Error::invalid_attribute(
+                "netdev",
+                format!("'{k}' is not user or tap"),
+            ))
+        }
     }
     let link_up = crate::update::parse_link(named.get("link").copied().unwrap_or("up"))?;
     let model = named.get("model").copied().unwrap_or("virtio-net-pci");
     if !matches!(model, "virtio-net-pci" | "e1000" | "usb-net") {
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             "model",
             format!("'{model}' is not virtio-net-pci, e1000 or usb-net"),
         ));
@@ -1301,18 +1317,18 @@ pub(crate) async fn attach_nic(
             check_id(i)?;
             (*i).to_owned()
         }
-        None => format!("net-{}", random_hex()),
+        None => format!("net-{}", vdev_core::random_hex()),
     };
     let given_mac = match named.get("mac") {
         Some(m) => {
             let b = parse_mac(m).ok_or_else(|| {
-                invalid(
+                Error::invalid_attribute(
                     "mac",
                     format!("'{m}' is not a MAC address such as 52:54:00:12:34:56"),
                 )
             })?;
             if b[0] & 1 == 1 {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     "mac",
                     format!("'{m}' is a multicast address; give a unicast one"),
                 ));
@@ -1410,7 +1426,7 @@ pub(crate) async fn attach_nic(
         Err(e @ QmpError::Timeout { .. }) => return made.settle(session, e).await,
         Err(e) => {
             return Err(match e {
-                QmpError::Qemu { class, desc } => invalid(
+                QmpError::Qemu { class, desc } => Error::invalid_attribute(
                     if net_pt.is_empty() {
                         "netdev"
                     } else {

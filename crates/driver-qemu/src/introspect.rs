@@ -24,13 +24,6 @@ pub(crate) struct Schema {
     by_name: HashMap<String, Value>,
 }
 
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.into(),
-    }
-}
-
 impl Introspection {
     /// Property name → type name of a device model, from `device-list-properties`.
     async fn device_props(&self, qmp: &Qmp, model: &str) -> Result<Arc<HashMap<String, String>>> {
@@ -93,7 +86,7 @@ impl Introspection {
         for (name, value) in given {
             let attr = format!("device.{name}");
             if let Some((_, instead)) = reserved.iter().find(|(r, _)| r == name) {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     &attr,
                     format!(
                         "vdev sets the property '{name}' itself; use the attribute '{instead}'"
@@ -103,7 +96,7 @@ impl Introspection {
             let Some(ty) = props.get(name.as_str()) else {
                 let mut known: Vec<&str> = props.keys().map(String::as_str).collect();
                 known.sort_unstable();
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     &attr,
                     format!(
                         "QEMU's {model} has no property '{name}'; its properties: {}",
@@ -112,7 +105,7 @@ impl Introspection {
                 ));
             };
             let v = convert_qdev(name, ty, value).map_err(|why| {
-                invalid(
+                Error::invalid_attribute(
                     &attr,
                     format!("'{value}' does not fit the {ty} property '{name}' of {model}: {why}"),
                 )
@@ -156,7 +149,7 @@ impl Introspection {
         for (path, value) in given {
             let attr = format!("{prefix}.{path}");
             if let Some((_, instead)) = reserved.iter().find(|(r, _)| r == path) {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     &attr,
                     format!("vdev sets '{path}' itself; use the attribute '{instead}'"),
                 ));
@@ -164,8 +157,10 @@ impl Introspection {
             let parts: Vec<&str> = path.split('.').collect();
             let v = schema
                 .convert_path(&root, Some(case), &parts, value)
-                .map_err(|why| invalid(&attr, format!("{why} ({command}, {case})")))?;
-            insert_path(into, &parts, v).map_err(|why| invalid(&attr, why))?;
+                .map_err(|why| {
+                    Error::invalid_attribute(&attr, format!("{why} ({command}, {case})"))
+                })?;
+            insert_path(into, &parts, v).map_err(|why| Error::invalid_attribute(&attr, why))?;
         }
         Ok(())
     }
@@ -317,11 +312,9 @@ impl Schema {
 }
 
 fn parse_bool(v: &str) -> Result<Value, String> {
-    match v {
-        "on" | "true" | "yes" | "1" => Ok(Value::Bool(true)),
-        "off" | "false" | "no" | "0" => Ok(Value::Bool(false)),
-        _ => Err("not a boolean: write on or off".into()),
-    }
+    vdev_core::parse_bool(v)
+        .map(Value::Bool)
+        .ok_or_else(|| format!("not a boolean: write {}", vdev_core::BOOL_SPELLINGS))
 }
 
 fn parse_int(v: &str, min: i128, max: i128) -> Result<Value, String> {

@@ -9,13 +9,6 @@ use crate::driver::{lock, Backend, DomainEntry, Session};
 use crate::error::QmpError;
 use crate::markers;
 
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.into(),
-    }
-}
-
 fn ctx(e: QmpError, what: &str) -> Error {
     e.into_core(what)
 }
@@ -36,12 +29,18 @@ pub(crate) async fn change_medium(
 ) -> Result<Option<Attributes>> {
     let force = match attrs.get("force") {
         None => false,
-        Some("true" | "on" | "yes" | "1") => true,
-        Some("false" | "off" | "no" | "0") => false,
-        Some(v) => return Err(invalid("force", format!("'{v}' is not true or false"))),
+        Some(v) => vdev_core::parse_bool(v).ok_or_else(|| {
+            Error::invalid_attribute(
+                "force",
+                format!(
+                    "'{v}' is not a boolean: write {}",
+                    vdev_core::BOOL_SPELLINGS
+                ),
+            )
+        })?,
     };
     let Some(source) = attrs.get("source") else {
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             if attrs.contains("format") {
                 "format"
             } else {
@@ -53,7 +52,10 @@ pub(crate) async fn change_medium(
     let format = attrs.get("format").unwrap_or("raw");
     devices::check_format(format)?;
     if source.is_empty() && attrs.contains("format") {
-        return Err(invalid("format", "an eject (empty source) takes no format"));
+        return Err(Error::invalid_attribute(
+            "format",
+            "an eject (empty source) takes no format",
+        ));
     }
     let timeout = session.qmp.timeout();
     let protocol: Option<Protocol> = if source.is_empty() {
@@ -71,7 +73,7 @@ pub(crate) async fn change_medium(
     ];
     let new = match protocol {
         Some(p) => {
-            let node = format!("{}{}", markers::OWNED_PREFIX, random_hex());
+            let node = format!("{}{}", markers::OWNED_PREFIX, vdev_core::random_hex());
             let opts =
                 devices::blockdev_options(session, &node, source, format, true, p, &Vec::new())
                     .await?;
@@ -120,7 +122,7 @@ pub(crate) async fn change_medium(
         } else {
             "format"
         };
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             name,
             format!("disk {id} is a {model}, not a CD-ROM drive: only a CD-ROM drive (media=cdrom) takes a new medium in place; detach the disk and attach it again instead"),
         ));
@@ -219,11 +221,6 @@ pub(crate) async fn change_medium(
     Ok(Some(changes))
 }
 
-fn random_hex() -> String {
-    use rand::Rng;
-    format!("{:08x}", rand::thread_rng().gen::<u32>())
-}
-
 /// The `set_link` of NIC `id` and the marker that records a link down (QEMU 7.2 cannot read
 /// a link state back), for a batch: the marker `vdev-link-down.<id>` exists while it is down.
 pub(crate) fn link_commands(id: &str, up: bool) -> Vec<(String, Value)> {
@@ -246,7 +243,10 @@ pub(crate) fn parse_link(v: &str) -> Result<bool> {
     match v {
         "up" => Ok(true),
         "down" => Ok(false),
-        _ => Err(invalid("link", format!("'{v}' is not up or down"))),
+        _ => Err(Error::invalid_attribute(
+            "link",
+            format!("'{v}' is not up or down"),
+        )),
     }
 }
 

@@ -75,11 +75,11 @@ pub(crate) enum Recorded {
 impl Recorded {
     /// Parse the attribute's value.
     pub(crate) fn parse(v: Option<&str>) -> Result<Self> {
-        match v {
+        match v.map(|v| (v, vdev_core::parse_bool(v))) {
             None => Ok(Recorded::Auto),
-            Some("yes") => Ok(Recorded::Yes),
-            Some("no") => Ok(Recorded::No),
-            Some(v) => Err(Error::InvalidAttribute {
+            Some((_, Some(true))) => Ok(Recorded::Yes),
+            Some((_, Some(false))) => Ok(Recorded::No),
+            Some((v, None)) => Err(Error::InvalidAttribute {
                 name: "recorded".into(),
                 reason: format!(
                     "'{}' is not yes or no: recorded=yes requires the device in libxl's stored configuration (refused where it is out of reach), recorded=no leaves that configuration alone; leave it out to record the device whenever possible",

@@ -27,13 +27,6 @@ pub(crate) struct DiskSpec {
     pub recorded: crate::libxl::Recorded,
 }
 
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.into(),
-    }
-}
-
 /// The one of several names of an attribute that is set, with its value. The core refuses two
 /// names of one attribute before the driver is called; this refuses them too for callers that
 /// reach the driver directly.
@@ -42,8 +35,8 @@ fn one_of(attrs: &Attributes, names: &[&'static str]) -> Result<Option<(&'static
     for n in names {
         if let Some(v) = attrs.get(n) {
             if let Some((m, _)) = &found {
-                return Err(invalid(
-                    n,
+                return Err(Error::invalid_attribute(
+                    *n,
                     format!("'{m}' and '{n}' are names of the same disk attribute; give only one of them"),
                 ));
             }
@@ -80,7 +73,7 @@ pub(crate) fn target_as_uname_with(
         return Ok(v.to_owned());
     }
     if !v.starts_with('/') {
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             "target",
             format!(
                 "'{}' is not an absolute path; write the image or device path, e.g. target=/var/lib/xen/images/data.img (or a uname: phy:DEVICE, file:PATH)",
@@ -100,16 +93,22 @@ pub(crate) fn target_as_uname_with(
 /// path), and a command-line argument of the hotplug script in the backend domain.
 fn backing_path(name: &str, p: &str) -> Result<String> {
     if !p.starts_with('/') {
-        return Err(invalid(name, format!("'{p}' is not an absolute path; write e.g. file:/var/lib/xen/images/data.img or phy:/dev/vg0/data")));
+        return Err(Error::invalid_attribute(name, format!("'{p}' is not an absolute path; write e.g. file:/var/lib/xen/images/data.img or phy:/dev/vg0/data")));
     }
     if p.len() > 1024 {
-        return Err(invalid(name, "the path is longer than 1024 bytes"));
+        return Err(Error::invalid_attribute(
+            name,
+            "the path is longer than 1024 bytes",
+        ));
     }
     if p.chars().any(|c| c.is_control()) {
-        return Err(invalid(name, "the path contains a control character"));
+        return Err(Error::invalid_attribute(
+            name,
+            "the path contains a control character",
+        ));
     }
     if p.split('/').any(|c| c == "..") {
-        return Err(invalid(
+        return Err(Error::invalid_attribute(
             name,
             "the path contains '..'; give a canonical path",
         ));
@@ -137,7 +136,7 @@ impl DiskSpec {
     ) -> Result<Self> {
         for (n, _) in attrs.iter() {
             if !DISK_ATTRS.contains(&n) {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     n,
                     format!("unknown disk attribute; known: {}", DISK_ATTRS.join(", ")),
                 ));
@@ -163,13 +162,13 @@ impl DiskSpec {
                 match uname.split_once(':') {
                     Some(("phy" | "file", p)) => backing_path(n, p)?,
                     Some((kind, _)) => {
-                        return Err(invalid(
+                        return Err(Error::invalid_attribute(
                             n,
                             format!("'{kind}:' is not supported; write phy:DEVICE or file:PATH"),
                         ))
                     }
                     None => {
-                        return Err(invalid(
+                        return Err(Error::invalid_attribute(
                             n,
                             format!("'{uname}' has no kind; write phy:DEVICE or file:PATH"),
                         ))
@@ -188,7 +187,7 @@ impl DiskSpec {
             }
         };
         if dev.is_empty() || !dev.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(invalid(
+            return Err(Error::invalid_attribute(
                 dev_name,
                 format!(
                     "'{}' is not a Xen virtual device name (xvdX, sdX, hdX, dNpM or a number)",
@@ -196,15 +195,15 @@ impl DiskSpec {
                 ),
             ));
         }
-        let devid =
-            xen_devid::devid_from_name(&dev).map_err(|e| invalid(dev_name, e.to_string()))?;
+        let devid = xen_devid::devid_from_name(&dev)
+            .map_err(|e| Error::invalid_attribute(dev_name, e.to_string()))?;
         let mode = match one_of(attrs, &["mode", "access"])? {
             None => "w",
             Some((n, v)) => match v.as_str() {
                 "w" | "rw" => "w",
                 "r" | "ro" => "r",
                 _ => {
-                    return Err(invalid(
+                    return Err(Error::invalid_attribute(
                         n,
                         format!("'{v}' is not a mode; write r, ro, w or rw"),
                     ))
@@ -213,7 +212,7 @@ impl DiskSpec {
         };
         if let Some(f) = attrs.get("format") {
             if f != "raw" {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     "format",
                     format!(
                         "'{}' is not served: blkback, the backend this driver writes, serves raw images only; convert the image to raw (qemu-img convert -O raw IN OUT) and give format=raw, or attach it through QEMU's qdisk backend, which this driver does not support",
@@ -225,7 +224,7 @@ impl DiskSpec {
         let backend = attrs.get("backend").map(str::to_owned);
         if let Some(b) = &backend {
             if b.is_empty() || b.contains(['/', '\0']) || b == "." || b == ".." {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     "backend",
                     format!("'{}' is not a domain name or id", b.escape_default()),
                 ));

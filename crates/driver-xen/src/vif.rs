@@ -18,7 +18,7 @@ pub(crate) fn vif_script(s: &str) -> Result<String> {
     if ok {
         Ok(format!("/etc/xen/scripts/{name}"))
     } else {
-        Err(invalid(
+        Err(Error::invalid_attribute(
             "script",
             format!(
                 "'{}' is not a vif script of /etc/xen/scripts (vif-bridge, vif-route, vif-nat, vif-openvswitch, ...): scripts run as root in Domain-0, so a NIC may name only a vif script",
@@ -70,13 +70,6 @@ pub(crate) struct NicSpec {
     pub recorded: crate::libxl::Recorded,
 }
 
-fn invalid(name: &str, reason: impl Into<String>) -> Error {
-    Error::InvalidAttribute {
-        name: name.to_owned(),
-        reason: reason.into(),
-    }
-}
-
 fn random_mac() -> String {
     // Xen's OUI; the rest from the clock and a counter (not cryptographic, only distinct).
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -108,13 +101,16 @@ impl NicSpec {
                         .iter()
                         .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
                 if !ok {
-                    return Err(invalid(
+                    return Err(Error::invalid_attribute(
                         "mac",
                         format!("'{m}' is not a MAC address; write e.g. 00:16:3e:12:34:56"),
                     ));
                 }
                 if u8::from_str_radix(parts[0], 16).unwrap_or(1) & 1 == 1 {
-                    return Err(invalid("mac", format!("'{m}' is a multicast address")));
+                    return Err(Error::invalid_attribute(
+                        "mac",
+                        format!("'{m}' is a multicast address"),
+                    ));
                 }
                 m.to_ascii_lowercase()
             }
@@ -127,7 +123,7 @@ impl NicSpec {
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
             || bridge.starts_with('.')
         {
-            return Err(invalid(
+            return Err(Error::invalid_attribute(
                 "bridge",
                 format!(
                     "'{}' is not a network interface name",
@@ -150,7 +146,7 @@ impl NicSpec {
                 Some(v.to_owned())
             }
             Some(v) => {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     "ip",
                     format!("'{}' is not a list of IP addresses", v.escape_default()),
                 ))
@@ -159,7 +155,7 @@ impl NicSpec {
         let backend = attrs.get("backend").map(str::to_owned);
         if let Some(b) = &backend {
             if b.is_empty() || b.contains(['/', '\0']) || b == "." || b == ".." {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     "backend",
                     format!("'{}' is not a domain name or id", b.escape_default()),
                 ));
@@ -167,7 +163,7 @@ impl NicSpec {
         }
         for (n, _) in attrs.iter() {
             if !NIC_ATTRS.contains(&n) {
-                return Err(invalid(
+                return Err(Error::invalid_attribute(
                     n,
                     format!("unknown network attribute; known: {}", NIC_ATTRS.join(", ")),
                 ));

@@ -255,6 +255,15 @@ impl Error {
         }
     }
 
+    /// An [`Error::InvalidAttribute`]: attribute `name` was refused, for `reason` (a sentence
+    /// that says what to write instead).
+    pub fn invalid_attribute(name: impl Into<String>, reason: impl Into<String>) -> Self {
+        Error::InvalidAttribute {
+            name: name.into(),
+            reason: reason.into(),
+        }
+    }
+
     /// A backend error that keeps `source` reachable through [`std::error::Error::source`].
     pub fn backend_with(
         driver: impl Into<String>,

@@ -38,6 +38,7 @@ mod events;
 mod registry;
 mod types;
 mod uri;
+mod values;
 
 pub use attributes::{AttrName, AttrValue, Attributes};
 pub use connection::{connect, connect_readonly, Connection};
@@ -52,6 +53,7 @@ pub use types::{
     DeviceTypeSchema, Domain, DomainKey, MAX_DEVICE_REF_LEN, MAX_DEVICE_TYPE_LEN,
 };
 pub use uri::ConnectUri;
+pub use values::{parse_bool, random_hex, BOOL_SPELLINGS};
 
 /// Re-exports for drivers: `async_trait` and the `BoxFuture`/stream helpers, so that a driver
 /// crate needs only `vdev-core`.

@@ -69,13 +69,13 @@ impl ConnectUri {
         for (k, v) in url.query_pairs() {
             if k == "readonly" {
                 readonly = match v.as_ref() {
-                    "" | "1" | "true" | "yes" => true,
-                    "0" | "false" | "no" => false,
-                    other => {
-                        return Err(invalid(format!(
-                            "readonly={other} is not a boolean; write ?readonly or ?readonly=1"
-                        )))
-                    }
+                    "" => true,
+                    v => crate::parse_bool(v).ok_or_else(|| {
+                        invalid(format!(
+                            "readonly={v} is not a boolean; write ?readonly or ?readonly=on ({})",
+                            crate::BOOL_SPELLINGS
+                        ))
+                    })?,
                 };
                 continue;
             }
@@ -200,6 +200,22 @@ impl ConnectUri {
             }
         }
         taken
+    }
+
+    /// The boolean option `name` ([`parse_bool`](crate::parse_bool)'s spellings; given with
+    /// no value, `?name`, it is true), or `None` when absent; `what` says what the option does,
+    /// for the message that refuses a value that is not a boolean.
+    pub fn bool_option(&self, name: &str, what: &str) -> Result<Option<bool>> {
+        match self.option(name) {
+            None => Ok(None),
+            Some("") => Ok(Some(true)),
+            Some(v) => crate::parse_bool(v).map(Some).ok_or_else(|| {
+                self.invalid(format!(
+                    "{name}={v} is not a boolean: write {name}=on {what}, or {name}=off ({})",
+                    crate::BOOL_SPELLINGS
+                ))
+            }),
+        }
     }
 
     /// The duration option `name` (`500ms`, `5s`, `2m`, as `humantime` reads them), or `default`

@@ -110,15 +110,12 @@ impl SshTarget {
             }
         }
         let known_hosts = path_option("known_hosts")?;
-        let no_verify = match uri.option("no_verify") {
-            None | Some("0") | Some("false") | Some("no") => false,
-            Some("" | "1" | "true" | "yes") => true,
-            Some(v) => {
-                return Err(uri.invalid(format!(
-                    "no_verify={v} is not a boolean; write no_verify=1 to accept an unknown host key on first contact"
-                )))
-            }
-        };
+        let no_verify = uri
+            .bool_option(
+                "no_verify",
+                "to accept an unknown host key on first contact",
+            )?
+            .unwrap_or(false);
         let command = match uri.option("command") {
             None => PathBuf::from("ssh"),
             Some(c) if !c.is_empty() && !c.starts_with('-') && !c.chars().any(char::is_control) => {
