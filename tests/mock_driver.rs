@@ -253,6 +253,7 @@ async fn pending_removal_is_reported_then_completed_by_release() {
     let opts = DetachOptions {
         timeout: Duration::from_millis(50),
         force: false,
+        ..Default::default()
     };
     let err = conn
         .detach(&demo, &DeviceType::DISK, &r, &opts)
@@ -281,6 +282,7 @@ async fn pending_removal_is_reported_then_completed_by_release() {
                 &DetachOptions {
                     timeout: Duration::from_secs(30),
                     force: false,
+                    ..Default::default()
                 },
             )
             .await
@@ -331,6 +333,7 @@ async fn a_slow_guest_releases_within_the_timeout_and_force_does_not_wait() {
         &DetachOptions {
             timeout: Duration::from_secs(30),
             force: true,
+            ..Default::default()
         },
     )
     .await

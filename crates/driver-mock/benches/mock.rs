@@ -52,7 +52,7 @@ fn cycles(c: &mut Criterion) {
     g.bench_function("driver directly", |b| {
         b.to_async(&rt).iter(|| async {
             let r = driver
-                .attach(&demo, &DeviceType::DISK, &attrs)
+                .attach(&demo, &DeviceType::DISK, &attrs, &Default::default())
                 .await
                 .unwrap();
             driver
@@ -98,7 +98,7 @@ fn listing(c: &mut Criterion) {
     rt.block_on(async {
         for i in 1..N {
             driver
-                .attach(&demo, &DeviceType::DISK, &disk(i))
+                .attach(&demo, &DeviceType::DISK, &disk(i), &Default::default())
                 .await
                 .unwrap();
         }

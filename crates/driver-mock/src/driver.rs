@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use vdev_core::prelude::async_trait;
 use vdev_core::{
-    Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType,
-    DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
+    AttachOptions, Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef,
+    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
+    ScopeSet, UpdateOptions,
 };
 
 use crate::config::{MockConfig, Source};
@@ -197,7 +198,11 @@ impl MockDriver {
 #[async_trait]
 impl Driver for MockDriver {
     fn capabilities(&self) -> Capabilities {
-        Capabilities::ALL
+        // A mock domain has one configuration, the running one.
+        Capabilities {
+            scopes: ScopeSet::LIVE,
+            ..Capabilities::ALL
+        }
     }
 
     async fn list_domains(&self) -> Result<Vec<Domain>> {
@@ -259,6 +264,7 @@ impl Driver for MockDriver {
         domain: &Domain,
         device_type: &DeviceType,
         attributes: &Attributes,
+        _options: &AttachOptions,
     ) -> Result<DeviceRef> {
         let (id, t, a) = (domain.id, device_type.clone(), attributes.clone());
         let body = self.host.transact(move |st, ev| st.attach(id, &t, &a, ev));
@@ -293,6 +299,7 @@ impl Driver for MockDriver {
         device_type: &DeviceType,
         reference: &DeviceRef,
         attributes: &Attributes,
+        _options: &UpdateOptions,
     ) -> Result<()> {
         let (id, t, r, a) = (
             domain.id,

@@ -359,6 +359,7 @@ async fn guest_detach(native: bool) {
     let long = DetachOptions {
         timeout: Duration::from_secs(60),
         force: false,
+        ..Default::default()
     };
     let (mut v, mut r) = (vec![], vec![]);
     for i in 0..GUEST_RUNS {

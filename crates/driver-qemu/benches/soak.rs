@@ -127,6 +127,7 @@ async fn main() {
         let wait = DetachOptions {
             timeout: Duration::from_secs(30),
             force: false,
+            ..Default::default()
         };
         let cycle = |i: usize| {
             let (conn, d, disk, nic, wait) = (&conn, &d, &disk, &nic, &wait);

@@ -13,8 +13,9 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 use vdev_core::prelude::async_trait;
 use vdev_core::{
-    Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState,
-    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
+    AttachOptions, Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef,
+    DeviceState, DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub,
+    EventStream, Result, ScopeSet, UpdateOptions,
 };
 
 use vdev_remote::{sh_quote, Host};
@@ -988,8 +989,10 @@ async fn event_loop(
 #[async_trait]
 impl Driver for QemuDriver {
     fn capabilities(&self) -> Capabilities {
+        // QMP reaches the running machine only: no stored configuration to change.
         Capabilities {
             force_detach: false,
+            scopes: ScopeSet::LIVE,
             ..Capabilities::ALL
         }
     }
@@ -1052,6 +1055,7 @@ impl Driver for QemuDriver {
         domain: &Domain,
         device_type: &DeviceType,
         attributes: &Attributes,
+        _options: &AttachOptions,
     ) -> Result<DeviceRef> {
         let entry = self.entry(domain).await?;
         let session = self.session(&entry).await?;
@@ -1100,6 +1104,7 @@ impl Driver for QemuDriver {
         device_type: &DeviceType,
         reference: &DeviceRef,
         attributes: &Attributes,
+        _options: &UpdateOptions,
     ) -> Result<()> {
         let entry = self.entry(domain).await?;
         let session = self.session(&entry).await?;

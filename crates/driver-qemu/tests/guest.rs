@@ -41,6 +41,7 @@ async fn unplug_completes(native: bool) {
     let detach = DetachOptions {
         timeout: Duration::from_secs(60),
         force: false,
+        ..Default::default()
     };
     for (t, a) in [
         (

@@ -138,6 +138,7 @@ async fn a_guest_that_refuses_the_unplug_gives_a_typed_error_and_an_event() {
             &vdev_core::DetachOptions {
                 timeout: std::time::Duration::from_secs(30),
                 force: false,
+                ..Default::default()
             },
         )
         .await

@@ -25,6 +25,7 @@ fn wait(t: Duration) -> DetachOptions {
     DetachOptions {
         timeout: t,
         force: false,
+        ..Default::default()
     }
 }
 

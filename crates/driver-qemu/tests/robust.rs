@@ -139,6 +139,7 @@ async fn separate_connections_share_pending_removals() {
     let no_wait = DetachOptions {
         timeout: Duration::ZERO,
         force: false,
+        ..Default::default()
     };
     let e = a
         .detach(&d, &DeviceType::NETWORK, &r, &no_wait)
@@ -191,6 +192,7 @@ async fn the_next_connection_collects_what_a_closed_one_left() {
         let no_wait = DetachOptions {
             timeout: Duration::ZERO,
             force: false,
+            ..Default::default()
         };
         // Usually pending; without a guest QEMU sometimes completes the unplug while it runs
         // device_del, and then the event is there before the zero timeout is checked. Either

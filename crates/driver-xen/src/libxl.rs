@@ -90,6 +90,42 @@ impl Recorded {
     }
 }
 
+/// `attributes` with the `recorded` attribute an attach [`vdev_core::Scope`] stands for: live is
+/// `recorded=no`, both is `recorded=yes` (`recorded=` is the older spelling of the scope, kept as
+/// an alias for one release). A `recorded` value that says otherwise is refused.
+pub(crate) fn scope_as_recorded(
+    attributes: &vdev_core::Attributes,
+    scope: vdev_core::Scope,
+) -> Result<vdev_core::Attributes> {
+    let want = match scope {
+        vdev_core::Scope::Live => Recorded::No,
+        vdev_core::Scope::Both => Recorded::Yes,
+        vdev_core::Scope::Persistent => {
+            return Err(Error::Unsupported {
+                driver: crate::NAME.into(),
+                operation: "attach with scope persistent".into(),
+                detail: "a Xen device goes to the running domain, and to libxl's stored configuration with it (scope both)".into(),
+            })
+        }
+    };
+    let given = Recorded::parse(attributes.get("recorded"))?;
+    if given != Recorded::Auto && given != want {
+        return Err(Error::InvalidAttribute {
+            name: "recorded".into(),
+            reason: format!(
+                "recorded={} contradicts scope {scope}; leave recorded out (scope {scope} says it)",
+                attributes.get("recorded").unwrap_or_default()
+            ),
+        });
+    }
+    let mut a = attributes.clone();
+    a.insert(
+        "recorded",
+        if want == Recorded::Yes { "yes" } else { "no" }.to_owned(),
+    )?;
+    Ok(a)
+}
+
 /// The `recorded` attribute's schema entry.
 pub(crate) fn recorded_spec() -> vdev_core::AttributeSpec {
     vdev_core::AttributeSpec::optional(

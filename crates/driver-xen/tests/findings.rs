@@ -27,6 +27,7 @@ fn opts() -> DetachOptions {
     DetachOptions {
         timeout: Duration::from_secs(30),
         force: false,
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,7 @@ fn opts() -> DetachOptions {
     DetachOptions {
         timeout: Duration::from_secs(30),
         force: false,
+        ..Default::default()
     }
 }
 
@@ -449,6 +450,7 @@ async fn leave_pending(conn: &Connection, d: &Domain, dev: &str) -> (DeviceRef, 
     let soon = DetachOptions {
         timeout: Duration::from_secs(2),
         force: false,
+        ..Default::default()
     };
     let e = conn.detach(d, &DISK, &r, &soon).await.unwrap_err();
     assert!(matches!(e, Error::RemovalPending { .. }), "{e}");

@@ -23,6 +23,7 @@ fn detach_opts() -> DetachOptions {
     DetachOptions {
         timeout: Duration::from_secs(60),
         force: false,
+        ..Default::default()
     }
 }
 

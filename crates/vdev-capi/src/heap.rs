@@ -306,6 +306,7 @@ pub unsafe extern "C" fn vdev_domain_detach(
         let options = DetachOptions {
             timeout,
             force: flags & VDEV_DETACH_FORCE != 0,
+            ..Default::default()
         };
         detach(dom, device_type, reference, options)?;
         Ok(0)

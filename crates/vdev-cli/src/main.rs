@@ -276,6 +276,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
             let options = DetachOptions {
                 timeout: Duration::from_secs_f64(*timeout),
                 force: *force,
+                ..Default::default()
             };
             let d = conn.domain(domain).await?;
             let progress =

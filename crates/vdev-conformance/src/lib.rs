@@ -169,6 +169,7 @@ fn options(h: &Harness) -> DetachOptions {
     DetachOptions {
         timeout: h.fixture.detach_timeout,
         force: false,
+        ..Default::default()
     }
 }
 

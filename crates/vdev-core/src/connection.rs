@@ -11,7 +11,8 @@ use crate::driver::{Capabilities, Driver, EventStream};
 use crate::error::{Error, Result};
 use crate::registry;
 use crate::types::{
-    DetachOptions, Device, DeviceRef, DeviceType, DeviceTypeSchema, Domain, DomainKey,
+    AttachOptions, DetachOptions, Device, DeviceRef, DeviceType, DeviceTypeSchema, Domain,
+    DomainKey, Scope, UpdateOptions,
 };
 use crate::uri::ConnectUri;
 
@@ -122,6 +123,32 @@ impl Connection {
         }
     }
 
+    fn require_scope(&self, scope: Option<Scope>, operation: &str) -> Result<()> {
+        match scope {
+            Some(s) if !self.capabilities.scopes.contains(s) => Err(Error::Unsupported {
+                driver: self.driver_name.to_owned(),
+                operation: format!("{operation} with scope {s}"),
+                detail: {
+                    let offered: Vec<&str> =
+                        self.capabilities.scopes.iter().map(Scope::as_str).collect();
+                    if offered.is_empty() {
+                        format!(
+                            "the {} driver takes no explicit scope: leave it out for the driver's default",
+                            self.driver_name
+                        )
+                    } else {
+                        format!(
+                            "the {} driver offers the scopes {} (or none, for its default)",
+                            self.driver_name,
+                            offered.join(", ")
+                        )
+                    }
+                },
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn writable(&self, operation: &str) -> Result<()> {
         if self.is_read_only() {
             Err(Error::ReadOnly {
@@ -224,12 +251,26 @@ impl Connection {
         device_type: &DeviceType,
         attributes: &Attributes,
     ) -> Result<DeviceRef> {
+        self.attach_with(domain, device_type, attributes, &AttachOptions::default())
+            .await
+    }
+
+    /// [`Connection::attach`] with options: a [`crate::Scope`] (refused with
+    /// [`Error::Unsupported`] when not in [`Capabilities::scopes`]).
+    pub async fn attach_with(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+        options: &AttachOptions,
+    ) -> Result<DeviceRef> {
         self.writable("attach")?;
         self.require(self.capabilities.attach, "attach")?;
+        self.require_scope(options.scope, "attach")?;
         self.schema(device_type).await?.check_names(attributes)?;
-        debug!(driver = self.driver_name, domain = %domain.name, %device_type, "attach");
+        debug!(driver = self.driver_name, domain = %domain.name, %device_type, scope = ?options.scope, "attach");
         self.driver
-            .attach(domain, device_type, attributes)
+            .attach(domain, device_type, attributes, options)
             .await
             .map_err(self.ctx(Some(domain)))
     }
@@ -248,6 +289,7 @@ impl Connection {
         if options.force {
             self.require(self.capabilities.force_detach, "forced detach")?;
         }
+        self.require_scope(options.scope, "detach")?;
         self.schema(device_type).await?;
         debug!(driver = self.driver_name, domain = %domain.name, %device_type, %reference, force = options.force, "detach");
         self.driver
@@ -271,6 +313,26 @@ impl Connection {
         reference: &DeviceRef,
         attributes: &Attributes,
     ) -> Result<()> {
+        self.update_with(
+            domain,
+            device_type,
+            reference,
+            attributes,
+            &UpdateOptions::default(),
+        )
+        .await
+    }
+
+    /// [`Connection::update`] with options: a [`crate::Scope`] (refused with
+    /// [`Error::Unsupported`] when not in [`Capabilities::scopes`]).
+    pub async fn update_with(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        attributes: &Attributes,
+        options: &UpdateOptions,
+    ) -> Result<()> {
         self.writable("update")?;
         if !self.capabilities.update {
             return Err(Error::Unsupported {
@@ -282,10 +344,11 @@ impl Connection {
                 ),
             });
         }
+        self.require_scope(options.scope, "update")?;
         self.schema(device_type).await?.check_update(attributes)?;
         debug!(driver = self.driver_name, domain = %domain.name, %device_type, %reference, "update");
         self.driver
-            .update(domain, device_type, reference, attributes)
+            .update(domain, device_type, reference, attributes, options)
             .await
             .map_err(self.ctx(Some(domain)))
     }

@@ -8,7 +8,8 @@ use futures::stream::BoxStream;
 use crate::attributes::Attributes;
 use crate::error::Result;
 use crate::types::{
-    DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType, DeviceTypeSchema, Domain, DomainKey,
+    AttachOptions, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType, DeviceTypeSchema,
+    Domain, DomainKey, ScopeSet, UpdateOptions,
 };
 
 /// A stream of device events. It ends when the connection is closed. An `Err` item reports that
@@ -38,6 +39,9 @@ pub struct Capabilities {
     /// [`Driver::update`] changes something: some device type has an
     /// [`crate::AttributeSpec::updatable`] attribute.
     pub update: bool,
+    /// The [`crate::Scope`]s that attach, detach and update may be given explicitly (an
+    /// operation given none gets the driver's default, always allowed).
+    pub scopes: ScopeSet,
 }
 
 impl Capabilities {
@@ -50,6 +54,7 @@ impl Capabilities {
         force_detach: true,
         events: true,
         update: true,
+        scopes: ScopeSet::ALL,
     };
     /// Nothing.
     pub const NONE: Capabilities = Capabilities {
@@ -60,6 +65,7 @@ impl Capabilities {
         force_detach: false,
         events: false,
         update: false,
+        scopes: ScopeSet::NONE,
     };
 }
 
@@ -135,11 +141,17 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// - Returns [`crate::Error::DeviceExists`] when the reference (or an equivalent device) is taken.
     /// - Is atomic: on any error the domain is left exactly as it was.
     /// - Emits [`DeviceEvent::Added`] on success.
+    /// - Honours `options.scope` (only scopes in [`Capabilities::scopes`] reach it; `None` is the
+    ///   driver's documented default).
+    /// - If the caller drops the future before it completes, the domain ends with the whole
+    ///   device or none of it, or what is left is cleaned up by the next operation of any process
+    ///   on the domain, as after a timeout (the driver's documentation says which).
     async fn attach(
         &self,
         domain: &Domain,
         device_type: &DeviceType,
         attributes: &Attributes,
+        options: &AttachOptions,
     ) -> Result<DeviceRef>;
 
     /// Remove device `reference` of type `device_type` from `domain`.
@@ -153,6 +165,9 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// - Detaching a device whose removal is already pending waits again; it does not fail.
     /// - With `options.force`, removes the device at once without waiting for the guest.
     /// - Returns [`crate::Error::DeviceNotFound`] for an unknown reference, changing nothing.
+    /// - Honours `options.scope` as [`Driver::attach`] does.
+    /// - If the caller drops the future, the removal that was asked goes on (the device is then
+    ///   listed removal-pending until the guest lets go), as after a timeout.
     async fn detach(
         &self,
         domain: &Domain,
@@ -173,12 +188,14 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ///   type), changing nothing.
     /// - Is atomic: on any error the device is as it was.
     /// - Emits [`DeviceEvent::Updated`] naming what changed, with the new values.
+    /// - Honours `options.scope` as [`Driver::attach`] does.
     async fn update(
         &self,
         domain: &Domain,
         device_type: &DeviceType,
         reference: &DeviceRef,
         attributes: &Attributes,
+        options: &UpdateOptions,
     ) -> Result<()>;
 
     /// A stream of device events for every domain, from now on.

@@ -49,8 +49,9 @@ pub use registry::{
     check_registry, drivers, registered_schemes, DriverInfo, DriverRegistration, OpenFn,
 };
 pub use types::{
-    AttributeSpec, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState, DeviceType,
-    DeviceTypeSchema, Domain, DomainKey, MAX_DEVICE_REF_LEN, MAX_DEVICE_TYPE_LEN,
+    AttachOptions, AttributeSpec, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState,
+    DeviceType, DeviceTypeSchema, Domain, DomainKey, Scope, ScopeSet, UpdateOptions,
+    MAX_DEVICE_REF_LEN, MAX_DEVICE_TYPE_LEN,
 };
 pub use uri::ConnectUri;
 pub use values::{parse_bool, random_hex, BOOL_SPELLINGS};

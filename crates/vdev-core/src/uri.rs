@@ -1,5 +1,9 @@
 //! Connection URIs: `driver[+transport]://[user@][host][:port]/path[?options]`, as in libvirt.
 //!
+//! A driver that wraps another system whose URIs have their own `+transport` (libvirt) takes
+//! `DRIVER+` followed by any URI of that system, passed on verbatim by
+//! [`ConnectUri::inner_uri`]: `libvirt+qemu+ssh://host/system`.
+//!
 //! Parsed once, here, with the `url` crate. The core consumes the `readonly` option; every other
 //! option belongs to the driver, which must refuse the ones it does not know
 //! ([`ConnectUri::check_options`]).
@@ -14,6 +18,8 @@ use crate::error::{Error, Result};
 /// A parsed connection URI.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectUri {
+    /// The URI as given, for [`ConnectUri::inner_uri`].
+    raw: String,
     url: Url,
     driver: String,
     transport: Option<String>,
@@ -84,6 +90,7 @@ impl ConnectUri {
             }
         }
         Ok(ConnectUri {
+            raw: uri.to_owned(),
             url,
             driver,
             transport,
@@ -106,6 +113,49 @@ impl ConnectUri {
     /// The transport part of the scheme (`tcp` in `qemu+tcp://`), if any.
     pub fn transport(&self) -> Option<&str> {
         self.transport.as_deref()
+    }
+
+    /// For a driver that wraps another system's URIs: the part after `DRIVER+`, verbatim, less
+    /// vdev's own `readonly` option (which the driver honours itself), or `None` when the scheme
+    /// has no `+`. `libvirt+qemu+ssh://root@host/system?socket=/s&readonly` gives
+    /// `qemu+ssh://root@host/system?socket=/s`. Such a driver reads its options from that URI,
+    /// not from [`ConnectUri::options`], and its [`ConnectUri::transport`] is the wrapped
+    /// system's scheme (`qemu+ssh`), not a transport of vdev's.
+    ///
+    /// ```
+    /// use vdev_core::ConnectUri;
+    /// let u = ConnectUri::parse("libvirt+qemu+ssh://root@host/system?socket=/s&readonly")?;
+    /// assert_eq!(u.driver(), "libvirt");
+    /// assert!(u.is_read_only());
+    /// assert_eq!(u.inner_uri().as_deref(), Some("qemu+ssh://root@host/system?socket=/s"));
+    /// # Ok::<(), vdev_core::Error>(())
+    /// ```
+    pub fn inner_uri(&self) -> Option<String> {
+        let (_, inner) = self.raw.split_once('+')?;
+        let Some((head, query)) = inner.split_once('?') else {
+            return Some(inner.to_owned());
+        };
+        let (query, fragment) = match query.split_once('#') {
+            Some((q, f)) => (q, Some(f)),
+            None => (query, None),
+        };
+        let kept: Vec<&str> = query
+            .split('&')
+            .filter(|p| {
+                let key = p.split_once('=').map_or(*p, |(k, _)| k);
+                !key.is_empty() && key != "readonly"
+            })
+            .collect();
+        let mut out = head.to_owned();
+        if !kept.is_empty() {
+            out.push('?');
+            out.push_str(&kept.join("&"));
+        }
+        if let Some(f) = fragment {
+            out.push('#');
+            out.push_str(f);
+        }
+        Some(out)
     }
 
     /// The user name, percent-decoded, if any.

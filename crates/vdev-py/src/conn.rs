@@ -216,6 +216,7 @@ macro_rules! connection_class {
                         _ => vdev::DetachOptions::DEFAULT_TIMEOUT,
                     },
                     force,
+                    ..Default::default()
                 };
                 $finish(py, async move {
                     let d = d.resolve(&c).await.map_err(to_py)?;

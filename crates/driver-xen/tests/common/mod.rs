@@ -190,6 +190,7 @@ pub fn force() -> vdev_core::DetachOptions {
     vdev_core::DetachOptions {
         timeout: std::time::Duration::from_secs(30),
         force: true,
+        ..Default::default()
     }
 }
 
