@@ -7,8 +7,13 @@ fn never(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
     Box::pin(async move { Err(uri.invalid("this test driver never opens")) })
 }
 
-vdev_core::register_driver!(name: "dup-one", schemes: &["dup"], description: "test", open: never);
-vdev_core::register_driver!(name: "dup-two", schemes: &["dup", "solo"], description: "test", open: never);
+// One registration per module, as one per driver crate.
+mod one {
+    vdev_core::register_driver!(name: "dup-one", schemes: &["dup"], description: "test", open: super::never);
+}
+mod two {
+    vdev_core::register_driver!(name: "dup-two", schemes: &["dup", "solo"], description: "test", open: super::never);
+}
 
 #[tokio::test]
 async fn a_scheme_claimed_twice_is_an_error_naming_both_drivers() {

@@ -19,8 +19,10 @@ fn disk(i: usize) -> Attributes {
 }
 
 fn open() -> MockDriver {
-    MockDriver::open(MockConfig::from_uri(&ConnectUri::parse("mock:///default").unwrap()).unwrap())
-        .unwrap()
+    MockDriver::open_blocking(
+        MockConfig::from_uri(&ConnectUri::parse("mock:///default").unwrap()).unwrap(),
+    )
+    .unwrap()
 }
 
 fn cycles(c: &mut Criterion) {

@@ -60,7 +60,7 @@ impl fmt::Debug for MockDriver {
 
 impl MockDriver {
     /// Open a mock host as a URI's options say.
-    pub fn open(config: MockConfig) -> Result<Self> {
+    pub fn open_blocking(config: MockConfig) -> Result<Self> {
         let (store, description) = match &config.source {
             Source::Default => (
                 Store::Memory(Mutex::new(HostState::default_host())),
@@ -92,10 +92,10 @@ impl MockDriver {
         })
     }
 
-    /// [`MockDriver::open`] on a blocking thread: opening a state file waits for its lock (at
+    /// [`MockDriver::open_blocking`] on a blocking thread: opening a state file waits for its lock (at
     /// most the URI's `lock_timeout`), which must not stall an async worker.
-    pub async fn open_async(config: MockConfig) -> Result<Self> {
-        tokio::task::spawn_blocking(move || MockDriver::open(config))
+    pub async fn open(config: MockConfig) -> Result<Self> {
+        tokio::task::spawn_blocking(move || MockDriver::open_blocking(config))
             .await
             .map_err(|e| Error::backend_with(crate::NAME, "opening the mock host failed", e))?
     }

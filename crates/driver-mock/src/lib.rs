@@ -17,28 +17,20 @@ pub use state::{
     JOURNAL_LEN,
 };
 
-use vdev_core::prelude::BoxFuture;
-use vdev_core::{ConnectUri, Connection, Driver, Result};
+use vdev_core::{ConnectUri, Connection, Result};
 
 /// The driver's name.
 pub const NAME: &str = "mock";
 /// The URI schemes it handles: `mock://` and, as libvirt's test driver, `test://`.
 pub const SCHEMES: &[&str] = &["mock", "test"];
 
-fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
-    Box::pin(async move {
-        let config = MockConfig::from_uri(&uri)?;
-        Ok(Box::new(MockDriver::open_async(config).await?) as Box<dyn Driver>)
-    })
-}
-
 vdev_core::register_driver!(
     name: NAME,
     schemes: SCHEMES,
     description: "in-memory hypervisor with real attach/detach, state files and fault injection",
-    open: open,
+    driver: MockDriver,
+    config: MockConfig,
 );
-vdev_core::link_anchor!();
 
 /// Open a mock connection and the [`MockControl`] handle of its host, for test suites.
 ///
@@ -62,7 +54,7 @@ pub async fn connect_with_control(uri: &str) -> Result<(Connection, MockControl)
         )));
     }
     let config = MockConfig::from_uri(&uri)?;
-    let driver = MockDriver::open_async(config).await?;
+    let driver = MockDriver::open(config).await?;
     let control = driver.control();
     Ok((
         Connection::from_driver(NAME, uri, Box::new(driver)),

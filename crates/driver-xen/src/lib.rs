@@ -22,26 +22,16 @@ pub use driver::XenDriver;
 pub use error::{LibxlConfigError, XsError};
 pub use xenstore::MAX_PAYLOAD;
 
-use vdev_core::prelude::BoxFuture;
-use vdev_core::{ConnectUri, Driver, Result};
-
 /// The driver's name.
 pub const NAME: &str = "xen";
 /// The URI schemes it handles: `xen://` (a local XenStore) and `xen+ssh://` (a remote Domain-0,
 /// over OpenSSH).
 pub const SCHEMES: &[&str] = &["xen"];
 
-fn open(uri: ConnectUri) -> BoxFuture<'static, Result<Box<dyn Driver>>> {
-    Box::pin(async move {
-        let config = XenConfig::from_uri(&uri)?;
-        Ok(Box::new(XenDriver::open(config).await?) as Box<dyn Driver>)
-    })
-}
-
 vdev_core::register_driver!(
     name: NAME,
     schemes: SCHEMES,
     description: "Xen domains through XenStore (libxl's layout; disks as vbd, NICs as vif)",
-    open: open,
+    driver: XenDriver,
+    config: XenConfig,
 );
-vdev_core::link_anchor!();

@@ -31,32 +31,70 @@ pub struct DriverRegistration {
 
 inventory::collect!(DriverRegistration);
 
-/// Register a driver with one line in the driver crate:
+/// Register a driver, in the driver crate's root (`lib.rs`):
 ///
 /// ```ignore
-/// vdev_core::register_driver!(name: "mock", schemes: &["mock", "test"],
-///     description: "in-memory hypervisor", open: open);
+/// vdev_core::register_driver!(
+///     name: "mock",
+///     schemes: &["mock", "test"],
+///     description: "in-memory hypervisor",
+///     driver: MockDriver,   // has `pub async fn open(MockConfig) -> Result<MockDriver>`
+///     config: MockConfig,   // has `pub fn from_uri(&ConnectUri) -> Result<MockConfig>`
+/// );
 /// ```
+///
+/// The registration opens a connection by parsing the URI into `config` and handing it to
+/// `driver`'s `open`: no open function to write. (A driver that must open some other way gives
+/// `open: PATH` instead of `driver:` and `config:`, a function of the [`OpenFn`] type.)
+///
+/// It also defines `__link_anchor()` beside the registration: the function the `vdev` facade's
+/// `link_drivers()` names, so that a static library (`libvdev.a` linked into a C program), where
+/// the linker keeps only what something references, keeps the registration too.
 ///
 /// The driver crate needs no `inventory` dependency of its own. Remember the linking rule: the
 /// registration only exists in programs that link the driver crate, which Rust does only when
 /// some code names it (see the crate docs).
 #[macro_export]
 macro_rules! register_driver {
-    ($($field:ident : $value:expr),+ $(,)?) => {
-        $crate::__private::inventory::submit! {
-            $crate::DriverRegistration { $($field: $value),+ }
+    (
+        name: $name:expr,
+        schemes: $schemes:expr,
+        description: $description:expr,
+        driver: $driver:ty,
+        config: $config:ty $(,)?
+    ) => {
+        #[doc(hidden)]
+        pub fn __vdev_open(
+            uri: $crate::ConnectUri,
+        ) -> $crate::prelude::BoxFuture<'static, $crate::Result<::std::boxed::Box<dyn $crate::Driver>>>
+        {
+            ::std::boxed::Box::pin(async move {
+                let config = <$config>::from_uri(&uri)?;
+                let driver: $driver = <$driver>::open(config).await?;
+                ::std::result::Result::Ok(::std::boxed::Box::new(driver) as ::std::boxed::Box<dyn $crate::Driver>)
+            })
         }
+        $crate::register_driver!(
+            name: $name,
+            schemes: $schemes,
+            description: $description,
+            open: __vdev_open,
+        );
     };
-}
-
-/// Define `__link_anchor()` beside a driver's [`register_driver!`], in its crate root: a
-/// function in the same object file as the registration, which the `vdev` facade's
-/// `link_drivers()` names so that a static library (`libvdev.a` linked into a C program) keeps
-/// the registration. Every driver the facade offers invokes it once.
-#[macro_export]
-macro_rules! link_anchor {
-    () => {
+    (
+        name: $name:expr,
+        schemes: $schemes:expr,
+        description: $description:expr,
+        open: $open:expr $(,)?
+    ) => {
+        $crate::__private::inventory::submit! {
+            $crate::DriverRegistration {
+                name: $name,
+                schemes: $schemes,
+                description: $description,
+                open: $open,
+            }
+        }
         /// Keeps this crate's driver registration in a static library. Not for direct use.
         #[doc(hidden)]
         #[inline(never)]

@@ -169,8 +169,9 @@ pub fn mock_connect(py: Python<'_>, uri: &str, readonly: bool, aio: bool) -> PyR
         if readonly {
             u.set_read_only(true);
         }
-        let driver = mock::MockDriver::open(mock::MockConfig::from_uri(&u).map_err(to_py)?)
-            .map_err(to_py)?;
+        let driver =
+            mock::MockDriver::open_blocking(mock::MockConfig::from_uri(&u).map_err(to_py)?)
+                .map_err(to_py)?;
         let control = driver.control();
         Ok((
             vdev::Connection::from_driver(mock::NAME, u, Box::new(driver)),

@@ -23,31 +23,36 @@
 
 pub use vdev_core::*;
 
-/// The mock driver crate (feature `mock`).
-#[cfg(feature = "mock")]
-pub use vdev_driver_mock as driver_mock;
+/// The one list of drivers the facade offers: for each, its cargo feature, its crate and the
+/// name it is re-exported under. The re-exports and [`link_drivers`] come from it.
+macro_rules! drivers {
+    ($($feature:literal => $krate:ident as $alias:ident: $doc:literal;)*) => {
+        $(
+            #[doc = $doc]
+            #[cfg(feature = $feature)]
+            pub use $krate as $alias;
+        )*
 
-/// The QEMU driver crate (feature `qemu`).
-#[cfg(feature = "qemu")]
-pub use vdev_driver_qemu as driver_qemu;
+        /// Keep every enabled driver's registration in the program, also where the linker
+        /// drops what nothing calls: a static library (`libvdev.a`) linked into a C program
+        /// keeps only the objects that something references. Call it once (cheap: it does
+        /// nothing at run time) from code that opens connections; programs built by cargo do
+        /// not need it.
+        pub fn link_drivers() {
+            if std::hint::black_box(false) {
+                $(
+                    #[cfg(feature = $feature)]
+                    std::hint::black_box($krate::__link_anchor());
+                )*
+            }
+        }
+    };
+}
 
-/// The Xen driver crate (feature `xen`).
-#[cfg(feature = "xen")]
-pub use vdev_driver_xen as driver_xen;
-
-/// Keep every enabled driver's registration in the program, also where the linker drops what
-/// nothing calls: a static library (`libvdev.a`) linked into a C program keeps only the objects
-/// that something references. Call it once (cheap: it does nothing at run time) from code that
-/// opens connections; programs built by cargo do not need it.
-pub fn link_drivers() {
-    if std::hint::black_box(false) {
-        #[cfg(feature = "mock")]
-        std::hint::black_box(vdev_driver_mock::__link_anchor());
-        #[cfg(feature = "qemu")]
-        std::hint::black_box(vdev_driver_qemu::__link_anchor());
-        #[cfg(feature = "xen")]
-        std::hint::black_box(vdev_driver_xen::__link_anchor());
-    }
+drivers! {
+    "mock" => vdev_driver_mock as driver_mock: "The mock driver crate (feature `mock`).";
+    "qemu" => vdev_driver_qemu as driver_qemu: "The QEMU driver crate (feature `qemu`).";
+    "xen" => vdev_driver_xen as driver_xen: "The Xen driver crate (feature `xen`).";
 }
 
 #[cfg(all(doctest, feature = "mock"))]
