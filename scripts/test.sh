@@ -18,13 +18,14 @@ set -a
 eval "$lab_env"
 set +a
 
-# Tests that skip for want of a real part (never under CI, where that is a failure) say why in
-# this file, printed in the summary below: cargo alone would show them as `ok`.
+# Tests that skip say why in this file, printed in the summary below (cargo alone would show them
+# as `ok`): for want of a real part (never under CI, where that is a failure), or a conformance
+# check a driver's tests declare skipped with a reason.
 export VDEV_SKIP_LOG="$PWD/target/vdev-skips.txt"
 mkdir -p target && : > "$VDEV_SKIP_LOG"
 summary() {
     if [ -s "$VDEV_SKIP_LOG" ]; then
-        echo "SKIPPED ($(wc -l < "$VDEV_SKIP_LOG") tests, for want of a real part):"
+        echo "SKIPPED ($(wc -l < "$VDEV_SKIP_LOG") tests; each line says why: a missing real part, or a check a driver's tests declare skipped):"
         sed 's/^/  /' "$VDEV_SKIP_LOG"
     else
         echo "skipped: none"

@@ -2,7 +2,6 @@
 //! host. The lab's backend runs no hotplug script for host-made disks, so a new disk stays at
 //! backend InitWait (2) / frontend Initialised (3): attach waits for "backend at least InitWait".
 
-#[macro_use]
 mod common;
 
 use vdev_conformance::Harness;
@@ -15,4 +14,4 @@ async fn setup() -> Option<Harness> {
     Some(common::harness(&uri()).await)
 }
 
-lab_conformance_checks!(setup);
+vdev_conformance::conformance_tests!(setup);

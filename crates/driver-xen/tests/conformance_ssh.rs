@@ -4,7 +4,6 @@
 //! files in Domain-0) and it attaches 32 at once, so the backends stay at InitWait as in the
 //! local kit; the native hotplug over ssh has its own end-to-end test (tests/ssh_dom0.rs).
 
-#[macro_use]
 mod common;
 
 use vdev_conformance::Harness;
@@ -16,4 +15,4 @@ async fn setup() -> Option<Harness> {
     Some(common::harness(&uri).await)
 }
 
-lab_conformance_checks!(setup);
+vdev_conformance::conformance_tests!(setup);

@@ -46,6 +46,51 @@ pub struct Harness {
     pub readonly: Connection,
     /// The device the checks create.
     pub fixture: Fixture,
+    /// Held for as long as the check runs, then dropped: for instance the guard of a lock that
+    /// takes the checks one at a time where they share a real part (the Xen lab's domU).
+    pub hold: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// What a setup function may return to the kit's tests: a [`Harness`], or `Option<Harness>`
+/// where `None` skips the check (the setup has already said why through
+/// [`missing_real_part`], which fails the test under CI).
+pub trait IntoHarness {
+    /// The harness, or `None` to skip.
+    fn into_harness(self) -> Option<Harness>;
+}
+
+impl IntoHarness for Harness {
+    fn into_harness(self) -> Option<Harness> {
+        Some(self)
+    }
+}
+
+impl IntoHarness for Option<Harness> {
+    fn into_harness(self) -> Option<Harness> {
+        self
+    }
+}
+
+/// A check the driver's test file declares skipped, with its reason (`conformance_tests!(setup,
+/// skip: { check: "reason" })`): printed, and listed in the test command's summary through
+/// `VDEV_SKIP_LOG` like every skip. Unlike [`missing_real_part`] it does not fail under CI: it
+/// is a decision written in the test file, for a reviewer to judge.
+pub fn declared_skip(check: &str, reason: &str) {
+    eprintln!("SKIPPED {check} (declared by the driver's tests): {reason}");
+    skip_log(&format!("{check} (declared): {reason}"));
+}
+
+fn skip_log(line: &str) {
+    if let Some(log) = std::env::var_os("VDEV_SKIP_LOG") {
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
 }
 
 /// How the checks create devices on this driver.
@@ -101,16 +146,7 @@ pub fn missing_real_part(reason: &str) {
         panic!("{test}: {reason}, and CI is set: a missing real part is a failure under CI");
     }
     eprintln!("SKIPPED {test}: {reason}");
-    if let Some(log) = std::env::var_os("VDEV_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-        {
-            let _ = writeln!(f, "{test}: {reason}");
-        }
-    }
+    skip_log(&format!("{test}: {reason}"));
 }
 
 /// Every check, by name, in the order [`conformance_tests!`] runs them.
@@ -127,6 +163,7 @@ pub const CHECKS: &[&str] = &[
     "readonly_refuses_changes",
     "update_is_listed_back",
     "refused_updates_change_nothing",
+    "scopes_are_enforced",
 ];
 
 static NEXT: AtomicUsize = AtomicUsize::new(0);
@@ -671,40 +708,145 @@ pub async fn refused_updates_change_nothing(h: &Harness) {
 }
 
 /// Close the harness's connections.
+/// Scopes: every [`vdev_core::Scope`] the driver does not declare in
+/// [`vdev_core::Capabilities::scopes`] is refused with `Unsupported` by attach, detach and update,
+/// changing nothing; a device attached with a declared scope (live first) is listed and
+/// detached like one attached without.
+pub async fn scopes_are_enforced(h: &Harness) {
+    use vdev_core::{AttachOptions, Scope, UpdateOptions};
+    let d = domain(h).await;
+    let offered = h.conn.capabilities().scopes;
+    let before = snapshot(h, &d).await;
+    let target = before
+        .first()
+        .map(|dev| (dev.device_type.clone(), dev.reference.clone()));
+    for scope in Scope::ALL.into_iter().filter(|s| !offered.contains(*s)) {
+        let attrs = (h.fixture.make_attrs)(next_index(1));
+        let opts = AttachOptions { scope: Some(scope) };
+        match h
+            .conn
+            .attach_with(&d, &h.fixture.device_type, &attrs, &opts)
+            .await
+        {
+            Err(Error::Unsupported { .. }) => {}
+            other => panic!(
+                "attach with the undeclared scope {scope}: expected Unsupported, got {other:?}"
+            ),
+        }
+        if let Some((t, r)) = &target {
+            let opts = DetachOptions {
+                scope: Some(scope),
+                ..options(h)
+            };
+            match h.conn.detach(&d, t, r, &opts).await {
+                Err(Error::Unsupported { .. }) => {}
+                other => panic!(
+                    "detach with the undeclared scope {scope}: expected Unsupported, got {other:?}"
+                ),
+            }
+            let opts = UpdateOptions { scope: Some(scope) };
+            match h
+                .conn
+                .update_with(&d, t, r, &Attributes::new(), &opts)
+                .await
+            {
+                Err(Error::Unsupported { .. }) => {}
+                other => panic!(
+                    "update with the undeclared scope {scope}: expected Unsupported, got {other:?}"
+                ),
+            }
+        }
+    }
+    assert_eq!(
+        snapshot(h, &d).await,
+        before,
+        "a refused scope changed the devices"
+    );
+    if let Some(scope) = offered.iter().next() {
+        let attrs = (h.fixture.make_attrs)(next_index(1));
+        let opts = AttachOptions { scope: Some(scope) };
+        let r = h
+            .conn
+            .attach_with(&d, &h.fixture.device_type, &attrs, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("attach with the declared scope {scope} failed: {e}"));
+        assert!(
+            refs(h, &d).await.contains(&r),
+            "a device attached with scope {scope} is not listed"
+        );
+        h.conn
+            .detach(&d, &h.fixture.device_type, &r, &options(h))
+            .await
+            .unwrap_or_else(|e| panic!("detaching the device attached with scope {scope}: {e}"));
+    }
+}
+
+/// Close a harness's connections (the kit's tests call it after each check).
 pub async fn finish(h: Harness) {
     let _ = h.readonly.close().await;
     h.conn.close().await.expect("close");
 }
 
-/// Expand to one `#[tokio::test]` per check of the suite, each calling `$setup` (an
-/// `async fn() -> Harness`) for a fresh harness.
+/// Expand to one `#[tokio::test]` per check of the suite, each calling `$setup` (an `async fn`
+/// returning a [`Harness`], or `Option<Harness>` to skip: see [`IntoHarness`]) for a fresh
+/// harness. Checks may be declared skipped with a reason, each reported by [`declared_skip`]:
+///
+/// ```ignore
+/// vdev_conformance::conformance_tests!(setup);
+/// vdev_conformance::conformance_tests!(setup, skip: {
+///     events_for_attach_and_detach: "this hypervisor reports no device events",
+/// });
+/// ```
 #[macro_export]
 macro_rules! conformance_tests {
     ($setup:path) => {
-        $crate::__conformance_test!($setup, domains_and_lookup);
-        $crate::__conformance_test!($setup, schema_describes_type);
-        $crate::__conformance_test!($setup, unknown_device_type_is_unsupported);
-        $crate::__conformance_test!($setup, attach_list_detach);
-        $crate::__conformance_test!($setup, detach_unknown_ref_is_not_found);
-        $crate::__conformance_test!($setup, invalid_attributes_are_refused);
-        $crate::__conformance_test!($setup, missing_attributes_are_refused);
-        $crate::__conformance_test!($setup, concurrent_attaches_get_distinct_refs);
-        $crate::__conformance_test!($setup, events_for_attach_and_detach);
-        $crate::__conformance_test!($setup, readonly_refuses_changes);
-        $crate::__conformance_test!($setup, update_is_listed_back);
-        $crate::__conformance_test!($setup, refused_updates_change_nothing);
+        $crate::conformance_tests!($setup, skip: {});
+    };
+    ($setup:path, skip: { $($skip:ident : $why:literal),* $(,)? }) => {
+        $crate::__conformance_tests!(@each $setup, [$($skip: $why),*],
+            domains_and_lookup,
+            schema_describes_type,
+            unknown_device_type_is_unsupported,
+            attach_list_detach,
+            detach_unknown_ref_is_not_found,
+            invalid_attributes_are_refused,
+            missing_attributes_are_refused,
+            concurrent_attaches_get_distinct_refs,
+            events_for_attach_and_detach,
+            readonly_refuses_changes,
+            update_is_listed_back,
+            refused_updates_change_nothing,
+            scopes_are_enforced,
+        );
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __conformance_test {
-    ($setup:path, $check:ident) => {
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $check() {
-            let h = $setup().await;
-            $crate::$check(&h).await;
-            $crate::finish(h).await;
-        }
+macro_rules! __conformance_tests {
+    (@each $setup:path, $skips:tt, $($check:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $check() {
+                let skips: &[(&str, &str)] = $crate::__skips!($skips);
+                if let Some((_, why)) = skips.iter().find(|(c, _)| *c == stringify!($check)) {
+                    $crate::declared_skip(stringify!($check), why);
+                    return;
+                }
+                let Some(h) = $crate::IntoHarness::into_harness($setup().await) else {
+                    return;
+                };
+                $crate::$check(&h).await;
+                $crate::finish(h).await;
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __skips {
+    ([$($skip:ident : $why:literal),*]) => {
+        &[$((stringify!($skip), $why)),*]
     };
 }

@@ -94,5 +94,6 @@ pub async fn harness(
             detach_timeout: Duration::from_secs(20),
             update: Some(update),
         },
+        hold: None,
     }
 }

@@ -114,9 +114,11 @@ pub async fn harness(uri: &str) -> vdev_conformance::Harness {
             make_attrs,
             invalid_attrs,
             detach_timeout: std::time::Duration::from_secs(30),
-            // Nothing is updatable on Xen yet: the checks assert the core's Unsupported.
+            // Xen declares nothing updatable: the checks assert the core's Unsupported.
             update: None,
         },
+        // The lab has one domU: the checks take turns.
+        hold: Some(Box::new(SERIAL.lock().await)),
     }
 }
 
@@ -196,36 +198,6 @@ pub fn force() -> vdev_core::DetachOptions {
 
 /// The lab has one domU: tests of one binary take turns.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// The kit's checks, one test each, on `$setup` (an `async fn() -> Option<Harness>`), taking
-/// turns on [`SERIAL`] and skipped when the lab is not configured (the kit's own
-/// `conformance_tests!` cannot skip). The update checks are left out: the Xen fixture has none.
-#[allow(unused_macros)]
-macro_rules! lab_conformance_checks {
-    ($setup:ident) => {
-        lab_conformance_checks!(@each $setup:
-            domains_and_lookup,
-            schema_describes_type,
-            unknown_device_type_is_unsupported,
-            attach_list_detach,
-            detach_unknown_ref_is_not_found,
-            invalid_attributes_are_refused,
-            missing_attributes_are_refused,
-            concurrent_attaches_get_distinct_refs,
-            events_for_attach_and_detach,
-            readonly_refuses_changes,
-        );
-    };
-    (@each $setup:ident: $($check:ident),* $(,)?) => {$(
-        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-        async fn $check() {
-            let _turn = common::SERIAL.lock().await;
-            let Some(h) = $setup().await else { return };
-            vdev_conformance::$check(&h).await;
-            vdev_conformance::finish(h).await;
-        }
-    )*};
-}
 
 /// Requests to the lab's xenstored on one connection of the test's own, pipelined (all sent,
 /// then every answer read): `(type, payload)` each, answered in order with the reply's payload

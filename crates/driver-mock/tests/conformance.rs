@@ -62,6 +62,7 @@ mod in_memory {
                 .await
                 .expect("connect"),
             fixture: fixture(),
+            hold: None,
         }
     }
 
@@ -89,6 +90,7 @@ mod state_file {
                 .await
                 .expect("connect"),
             fixture: fixture(),
+            hold: None,
         }
     }
 
