@@ -16,7 +16,7 @@ use vdev_core::{
 use crate::config::{MockConfig, Source};
 use crate::control::{CallCtx, MockControl, Op, Removal};
 use crate::error::MockError;
-use crate::state::{now_ms, HostState};
+use crate::format::{now_ms, HostState};
 use crate::store::Store;
 
 /// One mock host: its state and its event channel. Shared by the driver and its control.
@@ -326,7 +326,7 @@ impl Driver for MockDriver {
             match &self.host.store {
                 Store::Memory(_) => Ok(self.host.events.subscribe()),
                 Store::File(path, _) => {
-                    crate::watch::file_events(path.clone(), self.host.events.closed_signal())
+                    crate::events::file_events(path.clone(), self.host.events.closed_signal())
                 }
             }
         };

@@ -5,14 +5,16 @@ mod config;
 mod control;
 mod driver;
 mod error;
-mod state;
+mod events;
+mod format;
+mod host;
+mod rules;
 mod store;
-mod watch;
 
 pub use config::{MockConfig, Source, DEFAULT_LOCK_TIMEOUT, DURATION_RANGE, OPTIONS};
 pub use control::{Call, Fault, MockControl, Op, Removal, CALL_LOG_CAPACITY};
 pub use driver::MockDriver;
-pub use state::{
+pub use format::{
     CustomAttr, CustomType, DeviceRecord, DomainState, HostState, JournalEntry, FORMAT_VERSION,
     JOURNAL_LEN,
 };

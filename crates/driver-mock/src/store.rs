@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use vdev_core::{DeviceEvent, EventHub, Result};
 
 use crate::error::MockError;
-use crate::state::{now_ms, HostState};
+use crate::format::{now_ms, HostState};
 
 /// The state's home.
 #[derive(Debug)]
