@@ -7,15 +7,24 @@ cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/install-test-deps.sh
-cargo build --workspace --all-targets
 
 # The Xen driver's tests run against a real Xen 4.17 booted in QEMU (tests/xenlab): build its
-# images (cached), bring it up for the test run and down afterwards, also when tests fail.
+# images (cached), then boot it while the workspace builds, and take it down afterwards, also
+# when tests fail.
 tests/xenlab/xenlab build
 trap 'tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
-lab_env=$(tests/xenlab/xenlab up)
+mkdir -p target
+tests/xenlab/xenlab up >target/xenlab.env 2>target/xenlab-up.log &
+lab_pid=$!
+cargo build --workspace --all-targets
+if ! wait "$lab_pid"; then
+    cat target/xenlab-up.log >&2
+    echo "test.sh: the Xen lab did not come up (its log is above)" >&2
+    exit 1
+fi
 set -a
-eval "$lab_env"
+# shellcheck disable=SC1091
+. target/xenlab.env
 set +a
 
 # Tests that skip say why in this file, printed in the summary below (cargo alone would show them
@@ -43,7 +52,10 @@ cargo build -q -p vdev-cli
 venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check maturin pytest mypy
-"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./crates/vdev-py
+# The dev profile in the workspace's target directory: the workspace build above already compiled
+# most of it (the release build's speed belongs to the benchmarks, not to the tests).
+CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev" \
+    "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./crates/vdev-py
 "$venv/bin/mypy" --strict --no-error-summary crates/vdev-py/python/vdev
 # -rs: a skip says why; exit status 5 (no tests collected) fails like any other non-zero status.
 (cd crates/vdev-py/tests && "../../../$venv/bin/pytest" -q -rs -p no:cacheprovider .)

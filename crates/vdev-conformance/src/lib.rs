@@ -76,8 +76,17 @@ impl IntoHarness for Option<Harness> {
 /// `VDEV_SKIP_LOG` like every skip. Unlike [`missing_real_part`] it does not fail under CI: it
 /// is a decision written in the test file, for a reviewer to judge.
 pub fn declared_skip(check: &str, reason: &str) {
-    eprintln!("SKIPPED {check} (declared by the driver's tests): {reason}");
+    say(&format!(
+        "SKIPPED {check} (declared by the driver's tests): {reason}"
+    ));
     skip_log(&format!("{check} (declared): {reason}"));
+}
+
+/// Write a line to the test's stderr past libtest's capture (which takes only the print
+/// macros), so that a plain `cargo test` shows every skip beside its `ok`.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
 }
 
 fn skip_log(line: &str) {
@@ -145,7 +154,7 @@ pub fn missing_real_part(reason: &str) {
     if under_ci() {
         panic!("{test}: {reason}, and CI is set: a missing real part is a failure under CI");
     }
-    eprintln!("SKIPPED {test}: {reason}");
+    say(&format!("SKIPPED {test}: {reason}"));
     skip_log(&format!("{test}: {reason}"));
 }
 
