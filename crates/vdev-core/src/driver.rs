@@ -215,3 +215,24 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// - Closing twice is not an error.
     async fn close(&self) -> Result<()>;
 }
+
+/// Run a driver operation as a task of its own and wait for it: when the caller drops the
+/// returned future (a timeout around `attach`, a cancelled request), `op` still runs to its end,
+/// finishing or rolling back as if it had been awaited, and only its result is lost. For drivers
+/// whose operations take several steps on the hypervisor (a block node, then a device), so that
+/// a dropped attach never leaves half a device. Needs a tokio runtime; a panic in `op` becomes an
+/// [`crate::Error::Backend`] of `driver`.
+pub async fn run_whole<T, F>(driver: &'static str, op: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    match tokio::spawn(op).await {
+        Ok(r) => r,
+        Err(e) => Err(crate::Error::backend_with(
+            driver,
+            "the operation's task failed (a bug in the driver: please report it)",
+            e,
+        )),
+    }
+}

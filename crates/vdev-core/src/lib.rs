@@ -42,7 +42,7 @@ mod values;
 
 pub use attributes::{AttrName, AttrValue, Attributes};
 pub use connection::{connect, connect_readonly, Connection};
-pub use driver::{Capabilities, Driver, EventStream};
+pub use driver::{run_whole, Capabilities, Driver, EventStream};
 pub use error::{BoxError, Error, RemoteErrorKind, Result};
 pub use events::{events_lost, EventHub};
 pub use registry::{
