@@ -194,7 +194,12 @@ fn c_proposal_calls_on_a_real_qemu() {
     }
     let vm = common::Vm::start(common::VmSpec::default());
     let img = vm.image("c.raw", "raw");
-    let exe = compile(&crate_dir().join("tests/c/qemu.c"), "qemu", Link::Shared);
+    // Its own program file: the test over ssh compiles the same source at the same time.
+    let exe = compile(
+        &crate_dir().join("tests/c/qemu.c"),
+        "qemu-local",
+        Link::Shared,
+    );
     let out = run_checked_with(&exe, &[&vm.uri(), img.to_str().unwrap()]);
     assert!(out.contains("checks passed"), "{out}");
     let mut raw = vm.raw();
@@ -220,7 +225,11 @@ fn c_proposal_calls_over_ssh() {
         vm.socket.display(),
         sshd.query()
     );
-    let exe = compile(&crate_dir().join("tests/c/qemu.c"), "qemu", Link::Shared);
+    let exe = compile(
+        &crate_dir().join("tests/c/qemu.c"),
+        "qemu-ssh",
+        Link::Shared,
+    );
     let out = run_checked_with(&exe, &[&uri, img.to_str().unwrap()]);
     assert!(out.contains("checks passed"), "{out}");
     let mut raw = vm.raw();
