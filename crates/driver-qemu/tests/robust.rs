@@ -28,11 +28,19 @@ struct Loop(String);
 
 impl Loop {
     fn new(file: &std::path::Path) -> Option<Loop> {
-        let o = Command::new("losetup")
+        let o = match Command::new("losetup")
             .args(["--find", "--show"])
             .arg(file)
             .output()
-            .ok()?;
+        {
+            Ok(o) => o,
+            Err(e) => {
+                vdev_conformance::missing_real_part(&format!(
+                    "losetup cannot run ({e}): apt-get install util-linux"
+                ));
+                return None;
+            }
+        };
         if !o.status.success() {
             let why = String::from_utf8_lossy(&o.stderr);
             vdev_conformance::missing_real_part(&format!("no loop device ({why})"));
