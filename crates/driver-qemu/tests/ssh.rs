@@ -33,8 +33,9 @@ mod conformance_over_ssh {
     use super::*;
     use vdev_conformance::Harness;
 
-    async fn setup() -> Harness {
-        let sshd = Arc::new(Sshd::start().expect("the conformance kit over ssh needs sshd"));
+    async fn setup() -> Option<Harness> {
+        // No sshd: a skip, reported by Sshd::start (a failure under CI).
+        let sshd = Arc::new(Sshd::start()?);
         let s = sshd.clone();
         harness::harness(move |socket| ssh_uri(&s, socket, ""), Some(sshd)).await
     }
