@@ -306,7 +306,11 @@ async fn sshd_killed_in_the_middle_of_an_attach() {
         ("id", "mid0"),
     ]);
     let attach = tokio::spawn(async move { c.attach(&d, &DeviceType::DISK, &a).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the attach's first request waits, unread, in the stopped QEMU's socket.
+    let socket = vm.socket.clone();
+    tokio::task::spawn_blocking(move || common::wait_unread(&socket, "the attach's request"))
+        .await
+        .unwrap();
     sshd.kill();
     sshd.restart();
     signal("-CONT");

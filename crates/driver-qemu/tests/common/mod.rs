@@ -310,6 +310,40 @@ impl Drop for Vm {
     }
 }
 
+/// The bytes QEMU has not read yet from the clients of its socket `socket` (the receive queues
+/// of its ends of their connections, as `ss` shows them): what a client sent to a stopped QEMU.
+pub fn unread_bytes(socket: &Path) -> usize {
+    let out = Command::new("ss")
+        .args(["-xHn", "src"])
+        .arg(socket)
+        .output()
+        .expect("ss (package iproute2) runs");
+    assert!(out.status.success(), "ss failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"ESTAB") && f.get(4).copied() == socket.to_str())
+                .then(|| f.get(2)?.parse::<usize>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Wait (up to 60 s: a loaded machine) until a client has sent something the stopped QEMU of
+/// `socket` has not read ([`unread_bytes`]): `what` (a request) is then certainly in flight.
+pub fn wait_unread(socket: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while unread_bytes(socket) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not reach {} within 60 s (nothing unread there)",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A minimal QMP client (std + serde_json), independent of the driver, for checking state.
 pub struct Raw {
     r: BufReader<UnixStream>,
