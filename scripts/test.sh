@@ -41,7 +41,7 @@ cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_e
 cargo build -q -p vdev-cli
 venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check maturin pytest mypy
+"$venv/bin/pip" install -q --disable-pip-version-check maturin pytest pytest-timeout mypy
 "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./crates/vdev-py
 "$venv/bin/mypy" --strict --no-error-summary crates/vdev-py/python/vdev
 # -rs: a skip says why; exit status 5 (no tests collected) fails like any other non-zero status.
