@@ -51,7 +51,7 @@ cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_e
 cargo build -q -p vdev-cli
 venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
-"$venv/bin/pip" install -q --disable-pip-version-check maturin pytest mypy
+"$venv/bin/pip" install -q --disable-pip-version-check maturin pytest pytest-timeout mypy
 # The dev profile in the workspace's target directory: the workspace build above already compiled
 # most of it (the release build's speed belongs to the benchmarks, not to the tests).
 CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev" \

@@ -18,6 +18,14 @@ fn disk(dev: &str) -> Attributes {
     .unwrap()
 }
 
+/// The next item of an event stream (`None` at its end), waited for at most 30 s: a missing
+/// event fails the test instead of hanging it.
+async fn next<S: futures::Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .expect("no event, nor the stream's end, within 30 s")
+}
+
 fn refs(devs: &[vdev_core::Device]) -> Vec<&str> {
     devs.iter().map(|d| d.reference.as_str()).collect()
 }
@@ -264,7 +272,7 @@ async fn pending_removal_is_reported_then_completed_by_release() {
     assert_eq!(refs(&listed), ["51712"], "a pending device is still listed");
     assert_eq!(listed[0].state, DeviceState::RemovalPending);
     assert!(matches!(
-        events.next().await.unwrap().unwrap(),
+        next(&mut events).await.unwrap().unwrap(),
         DeviceEvent::StateChanged {
             state: DeviceState::RemovalPending,
             ..
@@ -301,7 +309,7 @@ async fn pending_removal_is_reported_then_completed_by_release() {
         .unwrap()
         .is_empty());
     assert!(matches!(
-        events.next().await.unwrap().unwrap(),
+        next(&mut events).await.unwrap().unwrap(),
         DeviceEvent::Removed { .. }
     ));
 }
@@ -360,7 +368,7 @@ async fn events_report_every_change_in_order() {
         .unwrap();
     let mut got = Vec::new();
     for _ in 0..3 {
-        got.push(all.next().await);
+        got.push(next(&mut all).await);
     }
     let kinds: Vec<(String, &'static str)> = got
         .into_iter()
@@ -379,15 +387,15 @@ async fn events_report_every_change_in_order() {
         ]
     );
     assert!(
-        matches!(only_demo.next().await.unwrap().unwrap(), DeviceEvent::Added { ref domain, .. } if domain.name == "demo")
+        matches!(next(&mut only_demo).await.unwrap().unwrap(), DeviceEvent::Added { ref domain, .. } if domain.name == "demo")
     );
     conn.close().await.unwrap();
     assert!(
-        only_demo.next().await.is_some(),
+        next(&mut only_demo).await.is_some(),
         "the removal was sent before close"
     );
     assert!(
-        all.next().await.is_none(),
+        next(&mut all).await.is_none(),
         "streams end when the connection closes"
     );
 }

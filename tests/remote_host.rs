@@ -12,6 +12,21 @@ use vdev_remote::{Host, SocketState, SshTarget};
 
 const T: Duration = Duration::from_secs(30);
 
+/// Wait (up to 60 s: a loaded machine) until `marker` exists: a remote command creates it
+/// when it has started (the test sshd runs on this machine), so that what the test does next
+/// certainly happens while that command runs.
+async fn wait_started(marker: &Path, what: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !marker.exists() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} did not start within 60 s (it creates {})",
+            marker.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 fn host(uri: &str) -> Host {
     Host::from_uri(
         &mut ConnectUri::parse(uri).unwrap(),
@@ -112,18 +127,28 @@ async fn a_command_that_times_out_in_the_queue_leaves_the_session_alone() {
     let h = host(&uri(&sshd, &sshd.query()));
     h.run("true", T).await.unwrap();
     let session = h.session_id().await;
+    // The command ahead says it has started (it then holds the agent) and holds it until the
+    // test releases it: the queued command certainly waits behind it for its whole bound.
+    let dir = tempfile::tempdir().unwrap();
+    let (started, release) = (dir.path().join("started"), dir.path().join("release"));
     let ahead = {
         let h = h.clone();
-        tokio::spawn(async move { h.run_in_session("sleep 2; echo done", T).await })
+        let script = format!(
+            "touch {s}; i=0; while [ ! -e {r} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done
+if [ -e {r} ]; then echo done; else echo 'never released'; fi",
+            s = vdev_remote::sh_quote(&started.display().to_string()),
+            r = vdev_remote::sh_quote(&release.display().to_string()),
+        );
+        tokio::spawn(async move { h.run_in_session(&script, T).await })
     };
-    // Until the command ahead holds the agent.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_started(&started, "the command ahead").await;
     let e = h
         .run("echo queued", Duration::from_millis(200))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::Timeout { .. }), "{e}");
     assert!(e.to_string().contains("other commands"), "{e}");
+    std::fs::write(&release, "").unwrap();
     let out = ahead.await.unwrap().expect("the command ahead finishes");
     assert_eq!(out.text(), "done");
     assert_eq!(h.run("echo next", T).await.unwrap().text(), "next");
@@ -141,10 +166,16 @@ async fn a_dropped_connection_fails_the_call_and_the_next_call_reconnects() {
     assert_eq!(first, 0, "nothing is started before the first call");
     assert_eq!(h.run("echo 1", T).await.unwrap().text(), "1");
     let id = h.session_id().await;
-    // A command in flight when sshd and its sessions die.
+    // A command in flight when sshd and its sessions die: killed once it has started.
+    let dir = tempfile::tempdir().unwrap();
+    let started = dir.path().join("started");
     let h2 = h.clone();
-    let call = tokio::spawn(async move { h2.run("sleep 20; echo late", T).await });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let script = format!(
+        "touch {}; sleep 20; echo late",
+        vdev_remote::sh_quote(&started.display().to_string())
+    );
+    let call = tokio::spawn(async move { h2.run(&script, T).await });
+    wait_started(&started, "the command in flight").await;
     sshd.kill();
     let r = tokio::time::timeout(Duration::from_secs(20), call)
         .await

@@ -8,7 +8,7 @@ mod harness;
 use vdev_conformance::Harness;
 use vdev_driver_qemu as _;
 
-async fn setup() -> Harness {
+async fn setup() -> Option<Harness> {
     harness::harness(|socket| format!("qemu://{}", socket.display()), None).await
 }
 

@@ -3,6 +3,8 @@
 //! Real `qemu-system-x86_64` (no guest OS); an independent raw QMP client checks every step.
 
 mod common;
+#[path = "common/trace.rs"]
+mod trace;
 
 use std::process::Command;
 use std::time::Duration;
@@ -28,11 +30,19 @@ struct Loop(String);
 
 impl Loop {
     fn new(file: &std::path::Path) -> Option<Loop> {
-        let o = Command::new("losetup")
+        let o = match Command::new("losetup")
             .args(["--find", "--show"])
             .arg(file)
             .output()
-            .ok()?;
+        {
+            Ok(o) => o,
+            Err(e) => {
+                vdev_conformance::missing_real_part(&format!(
+                    "losetup cannot run ({e}): apt-get install util-linux"
+                ));
+                return None;
+            }
+        };
         if !o.status.success() {
             let why = String::from_utf8_lossy(&o.stderr);
             vdev_conformance::missing_real_part(&format!("no loop device ({why})"));
@@ -225,10 +235,14 @@ async fn an_attach_that_times_out_answers_what_qemu_really_has() {
     if !qemu_available() {
         return;
     }
+    // The driver says (at debug level) when a request has timed out.
+    trace::install(tracing::Level::DEBUG);
     for kind in ["disk", "network"] {
         let vm = Vm::start(VmSpec::default());
         let img = vm.image("slow.img", "raw");
-        let uri = format!("{}?timeout=500ms", vm.uri());
+        // QEMU resumes once a request has timed out, and must then answer what the driver
+        // asks next within this bound: generous for a loaded machine.
+        let uri = format!("{}?timeout=5s", vm.uri());
         let (conn, d) = open(&uri).await;
         conn.devices(&d, None).await.unwrap();
         let pid = vm.pid().to_string();
@@ -247,16 +261,39 @@ async fn an_attach_that_times_out_answers_what_qemu_really_has() {
                 attrs(&[("id", "slow0"), ("model", "e1000")]),
             )
         };
+        let mark = trace::mark();
         let resume = {
             let pid = pid.clone();
             std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(800));
+                // Resumed once a request of the attach has timed out (the driver's debug
+                // event, told from other tests' by the 5 s that only this test gives).
+                let waited = std::panic::catch_unwind(|| {
+                    trace::wait_for_blocking(
+                        mark,
+                        Duration::from_secs(90),
+                        "a request of the attach to time out (the driver's debug 'QMP command failed': 'QEMU did not answer ... within 5s')",
+                        |seen| {
+                            seen.iter().any(|e| {
+                                e.message == "QMP command failed"
+                                    && e.field("error").is_some_and(|m| {
+                                        m.starts_with("QEMU did not answer")
+                                            && m.ends_with("within 5s")
+                                    })
+                            })
+                        },
+                    )
+                });
                 Command::new("kill").args(["-CONT", &pid]).status().unwrap();
+                if let Err(p) = waited {
+                    std::panic::resume_unwind(p);
+                }
             })
         };
         Command::new("kill").args(["-STOP", &pid]).status().unwrap();
         let r = conn.attach(&d, &t, &a).await;
-        resume.join().unwrap();
+        if let Err(p) = resume.join() {
+            std::panic::resume_unwind(p);
+        }
         let mut raw = vm.raw();
         let exists = raw.has_device("slow0");
         match &r {
@@ -397,13 +434,19 @@ async fn qemu_killed_during_an_attach_is_an_error_and_the_next_operation_works()
     let (conn, d) = open(&format!("{}?timeout=2s", vm.uri())).await;
     conn.devices(&d, None).await.unwrap();
     let pid = vm.pid().to_string();
-    // Stopped first, so that the attach is surely in flight when QEMU dies.
+    // Stopped first, so that the attach is surely in flight when QEMU dies: killed once the
+    // attach's request waits, unread, in its socket.
     Command::new("kill").args(["-STOP", &pid]).status().unwrap();
     let killer = {
-        let pid = pid.clone();
+        let (pid, socket) = (pid.clone(), vm.socket.clone());
         std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(500));
+            let waited = std::panic::catch_unwind(|| {
+                common::wait_unread(&socket, "the attach's request");
+            });
             Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+            if let Err(p) = waited {
+                std::panic::resume_unwind(p);
+            }
         })
     };
     let r = tokio::time::timeout(
@@ -416,7 +459,9 @@ async fn qemu_killed_during_an_attach_is_an_error_and_the_next_operation_works()
     )
     .await
     .expect("the attach ended instead of hanging");
-    killer.join().unwrap();
+    if let Err(p) = killer.join() {
+        std::panic::resume_unwind(p);
+    }
     assert!(
         r.is_err(),
         "QEMU died during the attach, yet it succeeded: {r:?}"

@@ -33,10 +33,9 @@ mod conformance_over_ssh {
     use super::*;
     use vdev_conformance::Harness;
 
-    async fn setup() -> Harness {
-        let sshd = Arc::new(
-            vdev_conformance::sshd::start().expect("the conformance kit over ssh needs sshd"),
-        );
+    async fn setup() -> Option<Harness> {
+        // No sshd: a skip, reported by sshd::start (a failure under CI).
+        let sshd = Arc::new(vdev_conformance::sshd::start()?);
         let s = sshd.clone();
         harness::harness(move |socket| ssh_uri(&s, socket, ""), Some(sshd)).await
     }
@@ -313,7 +312,11 @@ async fn sshd_killed_in_the_middle_of_an_attach() {
         ("id", "mid0"),
     ]);
     let attach = tokio::spawn(async move { c.attach(&d, &DeviceType::DISK, &a).await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Until the attach's first request waits, unread, in the stopped QEMU's socket.
+    let socket = vm.socket.clone();
+    tokio::task::spawn_blocking(move || common::wait_unread(&socket, "the attach's request"))
+        .await
+        .unwrap();
     sshd.kill();
     sshd.restart();
     signal("-CONT");

@@ -5,22 +5,91 @@
 #[path = "../../driver-qemu/tests/common/mod.rs"]
 mod common;
 
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::io::Read;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
 
 use common::{qemu_available, Vm, VmSpec};
 use serde_json::{json, Value};
 
-fn vdev(uri: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vdev"))
-        .arg("-c")
-        .arg(uri)
-        .args(args)
-        .env_remove("VDEV_DEFAULT_URI")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
+/// The longest one `vdev` process may take: far beyond its own bounds (its request timeout,
+/// detach's), allowing for a loaded machine. A process still running then is killed and fails
+/// the test.
+const PROCESS_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Start `cmd` with stdin closed and stdout and stderr captured (read by [`wait_until`]).
+fn spawn(cmd: &mut Command) -> Child {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("vdev runs")
+}
+
+/// Wait for a child started by [`spawn`] until `deadline`: its output, or, when it is still
+/// running then, kill it and fail, saying what was waited for and what it printed so far.
+fn wait_until(mut child: Child, deadline: Instant, what: &str) -> Output {
+    let stdout = read_all(child.stdout.take());
+    let stderr = read_all(child.stderr.take());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait for vdev") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            let err = stderr
+                .recv_timeout(Duration::from_secs(5))
+                .unwrap_or_default();
+            panic!(
+                "{what}: still running after {PROCESS_DEADLINE:?}, killed; its stderr: {}",
+                String::from_utf8_lossy(&err)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // The pipes close with the process (a child of its own it left behind would hold them).
+    let collect = |rx: Receiver<Vec<u8>>, name: &str| {
+        rx.recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("{what}: exited ({status}) but its {name} stayed open"))
+    };
+    Output {
+        status,
+        stdout: collect(stdout, "stdout"),
+        stderr: collect(stderr, "stderr"),
+    }
+}
+
+/// Read `pipe` to its end on a thread of its own: the bytes arrive on the receiver.
+fn read_all(pipe: Option<impl Read + Send + 'static>) -> Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut buf);
+        }
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+/// Run `cmd` as [`spawn`] and [`wait_until`] do, within [`PROCESS_DEADLINE`].
+fn output(cmd: &mut Command, what: &str) -> Output {
+    let child = spawn(cmd);
+    wait_until(child, Instant::now() + PROCESS_DEADLINE, what)
+}
+
+fn vdev(uri: &str, args: &[&str]) -> Output {
+    output(
+        Command::new(env!("CARGO_BIN_EXE_vdev"))
+            .arg("-c")
+            .arg(uri)
+            .args(args)
+            .env_remove("VDEV_DEFAULT_URI")
+            .env_remove("RUST_LOG"),
+        &format!("vdev -c {uri} {}", args.join(" ")),
+    )
 }
 
 fn ok(uri: &str, args: &[&str]) -> String {
@@ -229,20 +298,21 @@ fn eight_attach_commands_at_once_all_succeed() {
     let children: Vec<_> = (0..8)
         .map(|i| {
             let img = vm.image(&format!("d{i}.img"), "raw");
-            Command::new(env!("CARGO_BIN_EXE_vdev"))
-                .args(["-c", &uri, "attach", "vm", "disk"])
-                .arg(format!("source={}", img.display()))
-                .arg("format=raw")
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            spawn(
+                Command::new(env!("CARGO_BIN_EXE_vdev"))
+                    .args(["-c", &uri, "attach", "vm", "disk"])
+                    .arg(format!("source={}", img.display()))
+                    .arg("format=raw")
+                    .env_remove("RUST_LOG"),
+            )
         })
         .collect();
+    // All eight within one deadline (they run at the same time).
+    let deadline = Instant::now() + PROCESS_DEADLINE;
     let outs: Vec<Output> = children
         .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
+        .enumerate()
+        .map(|(i, c)| wait_until(c, deadline, &format!("attach {i} of 8 (d{i}.img)")))
         .collect();
     for o in &outs {
         assert!(
@@ -327,13 +397,13 @@ fn the_command_over_ssh() {
     );
     assert!(raw.has_device(&r), "QEMU has no {r}");
     // Another process, the URI from the environment.
-    let listed = Command::new(env!("CARGO_BIN_EXE_vdev"))
-        .args(["--json", "devices", "vm", "disk"])
-        .env("VDEV_DEFAULT_URI", &uri)
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let listed = output(
+        Command::new(env!("CARGO_BIN_EXE_vdev"))
+            .args(["--json", "devices", "vm", "disk"])
+            .env("VDEV_DEFAULT_URI", &uri)
+            .env_remove("RUST_LOG"),
+        "vdev --json devices vm disk (VDEV_DEFAULT_URI)",
+    );
     assert!(listed.status.success(), "{listed:?}");
     let v: Value = serde_json::from_slice(&listed.stdout).unwrap();
     assert!(

@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 import pathlib
 import subprocess
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 # Every blocking wait in the tests is bounded by this many seconds.
@@ -23,6 +28,30 @@ def skip_or_fail(reason: str) -> None:
     if under_ci():
         pytest.fail(f"{reason}, and CI is set: run scripts/install-test-deps.sh")
     pytest.skip(reason)
+
+
+def within_wait(what: str, work: Callable[[], T]) -> T:
+    """Run `work`, which blocks with no bound of its own (iterating events), on a daemon thread
+    and wait at most WAIT seconds for it: its result, or a failure saying what was waited for.
+    On failure the thread is left blocked (a daemon thread does not keep the process alive), so
+    `work` must not hold what the test closes afterwards."""
+    done: list[T] = []
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as e:  # noqa: BLE001 - raised again below
+            failed.append(e)
+
+    t = threading.Thread(target=run, name=what, daemon=True)
+    t.start()
+    t.join(WAIT)
+    if t.is_alive():
+        pytest.fail(f"waited {WAIT} s for {what}")
+    if failed:
+        raise failed[0]
+    return done[0]
 
 
 def cli_path() -> pathlib.Path:

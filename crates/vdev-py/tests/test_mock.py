@@ -9,7 +9,7 @@ import pytest
 
 import vdev
 import vdev.mock
-from conftest import DISK, WAIT
+from conftest import DISK, WAIT, within_wait
 
 
 def test_connect_as_context_manager_closes():
@@ -181,18 +181,27 @@ def test_pending_removal_and_release(vdev_mock):
 
 def test_events_blocking(vdev_mock):
     demo = vdev_mock.domain("demo")
+    # Iterated (which blocks with no bound) on a thread of its own, bounded by within_wait;
+    # not closed by the test while a failed wait may still hold it.
+    iterated = vdev_mock.events()
     with vdev_mock.events() as events, vdev_mock.watch("demo") as watched:
         ref = vdev_mock.attach(demo, "disk", DISK)
         e = events.next(timeout=WAIT)
         assert e is not None and e.kind == "added"
         assert (e.domain, e.type, e.ref, e.state, e.attrs) == (demo, "disk", ref, None, None)
         vdev_mock.detach(demo, "disk", ref)
-        kinds = []
-        for e in events:
-            kinds.append(e.kind)
-            if e.kind == "removed":
-                break
-        assert kinds[-1] == "removed"
+
+        def until_removed() -> list[str]:
+            kinds = []
+            for e in iterated:
+                kinds.append(e.kind)
+                if e.kind == "removed":
+                    break
+            return kinds
+
+        kinds = within_wait("the disk's removed event, iterating the events", until_removed)
+        assert kinds[0] == "added" and kinds[-1] == "removed"
+        iterated.close()
         assert watched.next(timeout=WAIT).kind == "added"
         nic = vdev_mock.attach(demo, "network")
         vdev_mock.update(demo, "network", nic, link="down")

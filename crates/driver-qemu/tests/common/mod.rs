@@ -90,14 +90,18 @@ pub fn guest() -> Option<Guest> {
         );
         return None;
     };
+    // The script succeeded: output without its variables is a bug in it, not a missing part.
     let var = |name: &str| {
         vars.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))
             .map(|v| v.trim_matches('\'').to_owned())
+            .unwrap_or_else(|| {
+                panic!("tests/qemu-guest/guest build succeeded but printed no {name}=: {vars:?}")
+            })
     };
     Some(Guest {
-        kernel: var("GUEST_KERNEL")?,
-        initrd: var("GUEST_INITRD")?,
+        kernel: var("GUEST_KERNEL"),
+        initrd: var("GUEST_INITRD"),
         append: append.trim().to_owned(),
     })
 }
@@ -303,6 +307,40 @@ fn spawn(spec: &VmSpec, dir: &Path, socket: &Path) -> Child {
 impl Drop for Vm {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// The bytes QEMU has not read yet from the clients of its socket `socket` (the receive queues
+/// of its ends of their connections, as `ss` shows them): what a client sent to a stopped QEMU.
+pub fn unread_bytes(socket: &Path) -> usize {
+    let out = Command::new("ss")
+        .args(["-xHn", "src"])
+        .arg(socket)
+        .output()
+        .expect("ss (package iproute2) runs");
+    assert!(out.status.success(), "ss failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.get(1) == Some(&"ESTAB") && f.get(4).copied() == socket.to_str())
+                .then(|| f.get(2)?.parse::<usize>().ok())
+                .flatten()
+        })
+        .sum()
+}
+
+/// Wait (up to 60 s: a loaded machine) until a client has sent something the stopped QEMU of
+/// `socket` has not read ([`unread_bytes`]): `what` (a request) is then certainly in flight.
+pub fn wait_unread(socket: &Path, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while unread_bytes(socket) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not reach {} within 60 s (nothing unread there)",
+            socket.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
