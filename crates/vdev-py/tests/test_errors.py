@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 import vdev
 import vdev.mock
-from conftest import DISK
+from conftest import DISK, WAIT
 
 CLASSES = {
     "invalid-uri": vdev.InvalidUri,
@@ -97,3 +100,31 @@ def test_messages_are_the_cli_messages(cli, tmp_path, vdev_mock):
         p = cli(*args)
         assert p.returncode != 0
         assert p.stderr.strip() == f"error: {e}"
+
+
+def test_a_blocking_call_lets_other_threads_run_python(vdev_mock):
+    """A detach that waits for the guest holds no GIL: while it waits, this thread runs Python,
+    and it is this thread that lets the guest release the disk. Were the GIL held, nothing here
+    could run until the detach gave up, and it would end in RemovalPending instead."""
+    c = vdev_mock
+    c.control.set_removal("pending")
+    result: dict[str, object] = {}
+
+    def detach() -> None:
+        try:
+            c.detach("demo", "disk", "51712", timeout=WAIT)
+            result["ok"] = True
+        except vdev.Error as e:
+            result["error"] = e
+
+    t = threading.Thread(target=detach)
+    t.start()
+    released = 0
+    deadline = time.monotonic() + 2 * WAIT
+    while t.is_alive() and time.monotonic() < deadline:
+        released += c.control.release()
+        time.sleep(0.01)
+    t.join(WAIT)
+    assert result == {"ok": True}, result
+    assert released == 1
+    assert "51712" not in [d.ref for d in c.devices("demo", "disk")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -87,7 +88,7 @@ def vm(tmp_path):
         wait_for(str(raw))
         wait_for(str(sock))
         client = RawQmp(str(raw))
-        yield tmp_path, client
+        yield tmp_path, client, proc
         client.close()
     finally:
         proc.kill()
@@ -95,7 +96,7 @@ def vm(tmp_path):
 
 
 def test_attach_list_detach_on_real_qemu(vm, tmp_path):
-    vmdir, raw = vm
+    vmdir, raw, _ = vm
     img = tmp_path / "data.img"
     with open(img, "wb") as f:
         f.truncate(1 << 20)
@@ -110,3 +111,77 @@ def test_attach_list_detach_on_real_qemu(vm, tmp_path):
         conn.detach(dom, "disk", ref, timeout=WAIT)
         assert ref not in raw.device_ids()
         assert ref not in [d.ref for d in conn.devices(dom, "disk")]
+
+
+def inserted_file(raw: RawQmp, ref: str) -> str | None:
+    """The file in the drive of device ``ref`` (query-block), or None when its tray is empty."""
+    for b in raw.cmd("query-block"):
+        if b.get("qdev", "").endswith(ref) or b.get("device") == ref:
+            ins = b.get("inserted")
+            return ins["file"] if ins else None
+    raise AssertionError(f"no drive for {ref} in query-block")
+
+
+def test_update_changes_a_medium_and_a_link_on_real_qemu(vm, tmp_path):
+    """update() through the Python package: a CD-ROM's medium and a NIC's link, each checked by
+    the raw client (query-block for the medium, the QOM marker that records a link down)."""
+    vmdir, raw, _ = vm
+    a, b = tmp_path / "a.iso", tmp_path / "b.iso"
+    for f in (a, b):
+        with open(f, "wb") as out:
+            out.truncate(1 << 20)
+    with vdev.connect(f"qemu://{vmdir}/vm.qmp") as conn:
+        (dom,) = conn.domains()
+        cd = conn.attach(dom, "disk", media="cdrom", source=str(a))
+        assert inserted_file(raw, cd) == str(a)
+        conn.update(dom, "disk", cd, source=str(b))
+        assert inserted_file(raw, cd) == str(b)
+        (d,) = [d for d in conn.devices(dom, "disk") if d.ref == cd]
+        assert d.attrs["source"] == str(b)
+        conn.update(dom, "disk", cd, source="")  # eject
+        assert inserted_file(raw, cd) is None
+        with pytest.raises(vdev.InvalidAttribute):
+            conn.update(dom, "disk", cd, media="disk")  # not updatable: refused, nothing changed
+        assert inserted_file(raw, cd) is None
+
+        nic = conn.attach(dom, "network")
+        markers = lambda: {p["name"] for p in raw.cmd("qom-list", path="/objects")}  # noqa: E731
+        assert f"vdev-link-down.{nic}" not in markers()
+        conn.update(dom, "network", nic, link="down")
+        assert f"vdev-link-down.{nic}" in markers()
+        (n,) = [n for n in conn.devices(dom, "network") if n.ref == nic]
+        assert n.attrs["link"] == "down"
+        conn.update(dom, "network", nic, link="up")
+        assert f"vdev-link-down.{nic}" not in markers()
+
+
+def test_a_stopped_qemu_is_a_timeout_not_a_hang(vm):
+    """A QEMU that stops answering (SIGSTOP) makes a call fail with vdev.Timeout after the URI's
+    timeout, and the connection works again once QEMU runs."""
+    vmdir, _, proc = vm
+    with vdev.connect(f"qemu://{vmdir}/vm.qmp?timeout=1s") as conn:
+        (dom,) = conn.domains()
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(vdev.Timeout) as e:
+                conn.devices(dom)
+            assert e.value.code == "timeout"
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    with vdev.connect(f"qemu://{vmdir}/vm.qmp") as conn:
+        assert [d.name for d in conn.domains()] == ["pyvm"]
+
+
+def test_an_unreachable_ssh_host_is_a_remote_error():
+    """qemu+ssh:// to a port where nothing listens: the real ssh client fails, vdev.Remote."""
+    if shutil.which("ssh") is None:
+        skip_or_fail("the OpenSSH client is not installed")
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"qemu+ssh://127.0.0.1:{port}/run/vm.qmp?timeout=10s"
+    with pytest.raises(vdev.Remote) as e:
+        vdev.connect(uri).domains()
+    assert e.value.code == "remote"
+    assert str(port) in str(e.value) or "127.0.0.1" in str(e.value)
+
