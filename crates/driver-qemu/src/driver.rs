@@ -39,7 +39,7 @@ impl QemuDriver {
         match &config.target {
             // A remote socket the shared ssh connection (persist=) already forwards is known to
             // be a socket: the QMP greeting will say what it is, with nothing started on the host.
-            Target::Local(p) => match config.host.path_kind(p, config.request_timeout).await? {
+            Target::Unix(p) => match config.host.path_kind(p, config.request_timeout).await? {
                 PathKind::Directory => directory = Some(p.clone()),
                 PathKind::Socket => first = Some((Endpoint::Unix(p.clone()), stem(p))),
                 PathKind::Missing => {

@@ -49,6 +49,8 @@ pub(crate) async fn check_image(
             format!("'{source}' is not an absolute path"),
         ));
     }
+    // Here the checks are system calls on a blocking thread (no shell started per attach, and
+    // the OS's own error text); a remote host gets the same checks as one shell call.
     if !host.is_local() {
         return inspect_remote_image(host, source, format, timeout).await;
     }
