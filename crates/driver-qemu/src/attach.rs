@@ -1,7 +1,7 @@
 //! Attach: check the attributes, make the backend and the device in one round trip, place the
 //! device on a free bus, and roll back (or ask QEMU what it made) when anything fails.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use rand::Rng;
@@ -222,13 +222,7 @@ pub(crate) async fn attach_disk(
             true
         }
     };
-    let id = match named.get("id") {
-        Some(i) => {
-            check_id(i)?;
-            (*i).to_owned()
-        }
-        None => format!("disk-{}", vdev_core::random_hex()),
-    };
+    let id = device_id(&named, "disk")?;
     let timeout = session.qmp.timeout();
     let protocol = match source {
         Some(src) => Some(check_image(&entry.host, &entry.endpoint, src, format, timeout).await?),
@@ -261,63 +255,26 @@ pub(crate) async fn attach_disk(
         _ => None,
     };
     let node = medium.as_ref().map(|(n, _)| n.clone());
-    let buses = session.placement.buses_for(&session.qmp, model).await?;
-    let device_args = |bus: &Option<String>| {
-        let mut args = props.clone();
-        args.insert("driver".into(), model.into());
-        args.insert("id".into(), id.clone().into());
-        if let Some(n) = &node {
-            args.insert("drive".into(), n.clone().into());
-        }
-        if let Some(b) = bus {
-            args.insert("bus".into(), b.clone().into());
-        }
-        Value::Object(args)
-    };
-    let made = Made {
-        id: &id,
+    if let Some(n) = &node {
+        props.insert("drive".into(), n.clone().into());
+    }
+    let plan = Plan {
         device_type: DeviceType::DISK,
+        id: &id,
+        model,
+        props,
+        backend_add: medium.map(|(_, opts)| ("blockdev-add", opts)),
         backend: node.clone().map_or(Backend::None, Backend::Node),
+        passthrough: !dev_pt.is_empty(),
     };
-    // Should the connection drop from here on, the driver asks QEMU afterwards what became of it.
-    *lock(&entry.in_flight) = Some((id.clone(), made.backend.clone()));
-    // The node and the device on the first candidate bus in one round trip; QEMU runs them in
-    // order (a device_add after a failed blockdev-add fails for want of its drive).
-    let mut cmds = Vec::with_capacity(2);
-    if let Some((_, opts)) = medium {
-        cmds.push(("blockdev-add".to_owned(), Value::Object(opts)));
+    let placed = plan
+        .make(session, entry, |e| {
+            blockdev_add_error(e, source.unwrap_or_default(), format, blk_pt.is_empty())
+        })
+        .await?;
+    if let Placed::Settled(r) = placed {
+        return Ok(r);
     }
-    cmds.push(("device_add".to_owned(), device_args(&buses[0])));
-    let mut r = session.qmp.batch(cmds).await.into_iter();
-    if node.is_some() {
-        match r.next().expect("reply") {
-            Ok(_) => {}
-            Err(e @ QmpError::Timeout { .. }) => return made.settle(session, e).await,
-            Err(e) => {
-                return Err(blockdev_add_error(
-                    e,
-                    source.unwrap_or_default(),
-                    format,
-                    blk_pt.is_empty(),
-                ))
-            }
-        }
-    }
-    let first = r.next().expect("reply");
-    let i = match made
-        .place(
-            session,
-            &buses,
-            &device_args,
-            first,
-            model,
-            !dev_pt.is_empty(),
-        )
-        .await?
-    {
-        Placed::Bus(i) => i,
-        Placed::Settled(r) => return Ok(r),
-    };
     // A CD-ROM drive's tray is read from QEMU at the next listing.
     if let (false, Some(src), Some(n)) = (cdrom, source, &node) {
         lock(&session.disk_cache).insert(
@@ -328,8 +285,98 @@ pub(crate) async fn attach_disk(
             ),
         );
     }
-    session.placement.placed(model, i);
     Ok(DeviceRef::new(id).expect("checked id"))
+}
+
+/// The `id` attribute, checked, or a new `PREFIX-XXXXXXXX`.
+fn device_id(named: &HashMap<&str, &str>, prefix: &str) -> Result<String> {
+    match named.get("id") {
+        Some(i) => {
+            check_id(i)?;
+            Ok((*i).to_owned())
+        }
+        None => Ok(format!("{prefix}-{}", vdev_core::random_hex())),
+    }
+}
+
+/// A device ready to be made, as [`attach_disk`] and [`attach_nic`] have checked and built it:
+/// the one pipeline both go through.
+struct Plan<'a> {
+    device_type: DeviceType,
+    id: &'a str,
+    model: &'a str,
+    /// The device's properties but `driver`, `id` and `bus` (which the pipeline sets).
+    props: Map<String, Value>,
+    /// The backend's command (`blockdev-add`, `netdev_add`) and arguments, if there is one.
+    backend_add: Option<(&'static str, Map<String, Value>)>,
+    /// What the device leaves to remove once it is gone.
+    backend: Backend,
+    /// Whether `device.*` attributes were given (QEMU's refusal then names them).
+    passthrough: bool,
+}
+
+impl Plan<'_> {
+    /// Make the backend and the device on the first candidate bus in one round trip (QEMU runs
+    /// them in order: a `device_add` after a failed backend fails for want of it), then place
+    /// the device ([`Made::place`]). `backend_error` says why QEMU refused the backend.
+    async fn make(
+        self,
+        session: &Session,
+        entry: &DomainEntry,
+        backend_error: impl FnOnce(QmpError) -> Error,
+    ) -> Result<Placed> {
+        let Plan {
+            device_type,
+            id,
+            model,
+            props,
+            backend_add,
+            backend,
+            passthrough,
+        } = self;
+        let buses = session.placement.buses_for(&session.qmp, model).await?;
+        let device_args = |bus: &Option<String>| {
+            let mut args = props.clone();
+            args.insert("driver".into(), model.into());
+            args.insert("id".into(), id.into());
+            if let Some(b) = bus {
+                args.insert("bus".into(), b.clone().into());
+            }
+            Value::Object(args)
+        };
+        let made = Made {
+            id,
+            device_type,
+            backend,
+        };
+        // Should the connection drop from here on, the driver asks QEMU afterwards what became
+        // of it.
+        *lock(&entry.in_flight) = Some((id.to_owned(), made.backend.clone()));
+        let mut cmds = Vec::with_capacity(2);
+        let has_backend = backend_add.is_some();
+        if let Some((command, args)) = backend_add {
+            cmds.push((command.to_owned(), Value::Object(args)));
+        }
+        cmds.push(("device_add".to_owned(), device_args(&buses[0])));
+        let mut r = session.qmp.batch(cmds).await.into_iter();
+        if has_backend {
+            match r.next().expect("reply") {
+                Ok(_) => {}
+                Err(e @ QmpError::Timeout { .. }) => {
+                    return made.settle(session, e).await.map(Placed::Settled)
+                }
+                Err(e) => return Err(backend_error(e)),
+            }
+        }
+        let first = r.next().expect("reply");
+        let placed = made
+            .place(session, &buses, &device_args, first, model, passthrough)
+            .await?;
+        if let Placed::Bus(i) = placed {
+            session.placement.placed(model, i);
+        }
+        Ok(placed)
+    }
 }
 
 /// How [`Made::place`] ended well.
@@ -524,13 +571,7 @@ pub(crate) async fn attach_nic(
             format!("'{model}' is not virtio-net-pci, e1000 or usb-net"),
         ));
     }
-    let id = match named.get("id") {
-        Some(i) => {
-            check_id(i)?;
-            (*i).to_owned()
-        }
-        None => format!("net-{}", vdev_core::random_hex()),
-    };
+    let id = device_id(&named, "net")?;
     let given_mac = match named.get("mac") {
         Some(m) => {
             let b = schema::parse_mac(m).ok_or_else(|| {
@@ -550,7 +591,7 @@ pub(crate) async fn attach_nic(
         None => None,
     };
     let _op = entry.ops.lock().await;
-    let props = session
+    let mut props = session
         .intro
         .device_properties(
             &session.qmp,
@@ -604,65 +645,32 @@ pub(crate) async fn attach_nic(
             }
         },
     };
-    let buses = session.placement.buses_for(&session.qmp, model).await?;
-    let device_args = |bus: &Option<String>| {
-        let mut args = props.clone();
-        args.insert("driver".into(), model.into());
-        args.insert("id".into(), id.clone().into());
-        args.insert("netdev".into(), netdev_id.clone().into());
-        args.insert("mac".into(), mac.clone().into());
-        if let Some(b) = bus {
-            args.insert("bus".into(), b.clone().into());
-        }
-        Value::Object(args)
-    };
-    let made = Made {
-        id: &id,
+    props.insert("netdev".into(), netdev_id.clone().into());
+    props.insert("mac".into(), mac.into());
+    let plan = Plan {
         device_type: DeviceType::NETWORK,
-        backend: Backend::Netdev(netdev_id.clone()),
+        id: &id,
+        model,
+        props,
+        backend_add: Some(("netdev_add", nd)),
+        backend: Backend::Netdev(netdev_id),
+        passthrough: !dev_pt.is_empty(),
     };
-    // Should the connection drop from here on, the driver asks QEMU afterwards what became of it.
-    *lock(&entry.in_flight) = Some((id.clone(), made.backend.clone()));
-    // The backend and the device on the first candidate bus in one round trip.
-    let mut r = session
-        .qmp
-        .batch(vec![
-            ("netdev_add".to_owned(), Value::Object(nd)),
-            ("device_add".to_owned(), device_args(&buses[0])),
-        ])
-        .await
-        .into_iter();
-    let (added, first) = (r.next().expect("reply"), r.next().expect("reply"));
-    match added {
-        Ok(_) => {}
-        Err(e @ QmpError::Timeout { .. }) => return made.settle(session, e).await,
-        Err(e) => {
-            return Err(match e {
-                QmpError::Qemu { class, desc } => Error::invalid_attribute(
-                    if net_pt.is_empty() {
-                        "netdev"
-                    } else {
-                        "netdev.*"
-                    },
-                    format!("QEMU refused the {kind} network backend: {class}: {desc}"),
-                ),
-                e => e.into_core("netdev_add"),
-            })
-        }
-    }
-    match made
-        .place(
-            session,
-            &buses,
-            &device_args,
-            first,
-            model,
-            !dev_pt.is_empty(),
-        )
-        .await?
-    {
-        Placed::Bus(_) => {}
-        Placed::Settled(r) => return Ok(r),
+    let placed = plan
+        .make(session, entry, |e| match e {
+            QmpError::Qemu { class, desc } => Error::invalid_attribute(
+                if net_pt.is_empty() {
+                    "netdev"
+                } else {
+                    "netdev.*"
+                },
+                format!("QEMU refused the {kind} network backend: {class}: {desc}"),
+            ),
+            e => e.into_core("netdev_add"),
+        })
+        .await?;
+    if let Placed::Settled(r) = placed {
+        return Ok(r);
     }
     if !link_up {
         let r = session.qmp.batch(update::link_commands(&id, false)).await;
