@@ -11,7 +11,7 @@ use vdev_remote::Host;
 pub enum Target {
     /// `qemu:///PATH` or `qemu+ssh://HOST/PATH`: a QMP unix socket (one domain) or a directory
     /// whose sockets are each one domain, on the connection's [`QemuConfig::host`].
-    Local(PathBuf),
+    Unix(PathBuf),
     /// `qemu+tcp://HOST:PORT`: one QEMU whose QMP listens on TCP (one domain).
     Tcp {
         /// Host name or address.
@@ -69,7 +69,7 @@ impl QemuConfig {
                 }
                 // Most often a socket: a remote host forwards it from the login on.
                 host.expect_socket(std::path::Path::new(&path));
-                Target::Local(PathBuf::from(path))
+                Target::Unix(PathBuf::from(path))
             }
             Some("tcp") => {
                 let (Some(host), Some(port)) = (uri.host(), uri.port()) else {

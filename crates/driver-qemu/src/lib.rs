@@ -1,13 +1,21 @@
 #![doc = include_str!("docs.md")]
 #![deny(missing_docs)]
 
+mod attach;
 mod config;
-mod devices;
+mod detach;
+mod domain;
+mod domains;
 mod driver;
 mod error;
+mod events;
+mod image;
 mod introspect;
+mod listing;
 mod markers;
+mod placement;
 mod qmp;
+mod schema;
 mod update;
 
 #[cfg(feature = "fuzzing")]

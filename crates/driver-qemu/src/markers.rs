@@ -18,9 +18,19 @@ use tracing::debug;
 
 use vdev_core::DeviceType;
 
-use crate::driver::Backend;
 use crate::error::QmpError;
 use crate::qmp::{decode, Qmp};
+
+/// What must be removed once QEMU has really deleted a device.
+#[derive(Debug, Clone)]
+pub(crate) enum Backend {
+    /// A block node (format node; its inline file node goes with it).
+    Node(String),
+    /// A network backend.
+    Netdev(String),
+    /// Nothing (QEMU removes it itself, or there is none).
+    None,
+}
 
 /// The id prefix of pending-removal markers.
 pub(crate) const PENDING_PREFIX: &str = "vdev-unplug.";

@@ -5,9 +5,9 @@
 //! to requests by `id` (so many requests can be in flight: pipelining), and hands every event on,
 //! typed through `qapi::qmp::Event` when the crate knows it and as raw JSON when it does not. The
 //! command and reply types still come from `qapi` (see `docs/design/0003-qemu-qmp-session.md`).
+//! Opening a session on a domain's sockets is [`connect`].
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,7 +18,11 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::sync::{broadcast, oneshot};
 use tracing::{debug, trace, warn};
 
+use vdev_remote::Endpoint;
+
 use crate::error::QmpError;
+
+pub(crate) mod connect;
 
 /// The longest line (one reply or event) accepted from QEMU: the introspection schema and a
 /// `query-block` of thousands of disks fit well below it.
@@ -26,43 +30,6 @@ pub(crate) const MAX_LINE: usize = 64 << 20;
 
 /// How many events a slow consumer may fall behind before it is told it lost some.
 const EVENT_BUFFER: usize = 1024;
-
-/// Where a QMP server listens.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Endpoint {
-    /// A unix socket (`-qmp unix:PATH,server=on`).
-    Unix(PathBuf),
-    /// A TCP address `HOST:PORT` (`-qmp tcp:HOST:PORT,server=on`).
-    Tcp(String),
-}
-
-impl std::fmt::Display for Endpoint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Endpoint::Unix(p) => write!(f, "{}", p.display()),
-            Endpoint::Tcp(a) => write!(f, "tcp:{a}"),
-        }
-    }
-}
-
-enum Stream {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
-/// Why no QMP session could be opened on a domain's sockets.
-#[derive(Debug)]
-pub(crate) enum ConnectError {
-    /// The socket accepted the connection but QEMU never greeted: another client holds it (QEMU
-    /// serves one client per socket), or QEMU is stopped.
-    Silent { endpoint: String },
-    /// The socket's listen queue stayed full until the deadline: other clients are queued.
-    Busy { endpoint: String },
-    /// Anything else (no such socket, refused, not QMP, ...).
-    Other { endpoint: String, error: QmpError },
-    /// The remote host could not be reached (ssh failed): passed on as it is.
-    Transport(vdev_core::Error),
-}
 
 /// One event from QEMU, or the end of the session.
 #[derive(Debug, Clone)]
@@ -130,121 +97,6 @@ impl Drop for Qmp {
 }
 
 impl Qmp {
-    /// Connect to the first of `endpoints` (several QMP sockets of one QEMU) whose server greets
-    /// us, all within `timeout`. QEMU serves one client per socket: a socket held by another
-    /// client accepts the connection but stays silent, and a socket whose listen queue is full
-    /// refuses it for the moment (`EAGAIN`), so every socket is tried at once, a full queue is
-    /// retried with back-off, and the first greeting wins (the other attempts are dropped, which
-    /// closes them).
-    pub(crate) async fn connect_any(
-        host: &vdev_remote::Host,
-        endpoints: &[Endpoint],
-        timeout: Duration,
-    ) -> Result<Arc<Qmp>, ConnectError> {
-        use futures::stream::StreamExt;
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut attempts: futures::stream::FuturesUnordered<_> = endpoints
-            .iter()
-            .map(|ep| Qmp::attempt(host, ep.clone(), timeout, deadline))
-            .collect();
-        let mut errors = Vec::new();
-        while let Some(r) = attempts.next().await {
-            match r {
-                Ok(q) => return Ok(q),
-                Err(e) => errors.push(e),
-            }
-        }
-        // Report the most telling failure: a socket that is held by someone else explains more
-        // than one that is gone.
-        errors.sort_by_key(|e| match e {
-            ConnectError::Transport(_) => 0,
-            ConnectError::Silent { .. } => 1,
-            ConnectError::Busy { .. } => 2,
-            ConnectError::Other { .. } => 3,
-        });
-        Err(errors.into_iter().next().unwrap_or(ConnectError::Other {
-            endpoint: "(none)".into(),
-            error: QmpError::Io("the domain has no QMP socket".into()),
-        }))
-    }
-
-    /// One socket: connect (retrying while its listen queue is full), then wait for the greeting.
-    async fn attempt(
-        host: &vdev_remote::Host,
-        endpoint: Endpoint,
-        timeout: Duration,
-        deadline: tokio::time::Instant,
-    ) -> Result<Arc<Qmp>, ConnectError> {
-        let name = endpoint.to_string();
-        let other = |error: QmpError| ConnectError::Other {
-            endpoint: name.clone(),
-            error,
-        };
-        let mut backoff = Duration::from_millis(1);
-        loop {
-            let connected = match &endpoint {
-                Endpoint::Unix(p) => {
-                    match tokio::time::timeout_at(deadline, host.connect_unix(p)).await {
-                        Ok(Err(e)) => return Err(ConnectError::Transport(e)),
-                        Ok(Ok(r)) => Ok(r.map(Stream::Unix)),
-                        Err(elapsed) => Err(elapsed),
-                    }
-                }
-                Endpoint::Tcp(a) => {
-                    tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(a.as_str()))
-                        .await
-                        .map(|r| r.map(Stream::Tcp))
-                }
-            };
-            let stream = match connected {
-                Err(_) => return Err(ConnectError::Busy { endpoint: name }),
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    // The listen queue is full: another client is being served.
-                    if tokio::time::Instant::now() + backoff >= deadline {
-                        return Err(ConnectError::Busy { endpoint: name });
-                    }
-                    trace!(endpoint = %name, ?backoff, "QMP listen queue full; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(50));
-                    continue;
-                }
-                Ok(Err(e)) => return Err(other(e.into())),
-            };
-            let started = match stream {
-                Stream::Unix(s) => {
-                    let (r, w) = s.into_split();
-                    tokio::time::timeout_at(
-                        deadline,
-                        Qmp::start(endpoint.clone(), r, Box::new(w), timeout),
-                    )
-                    .await
-                }
-                Stream::Tcp(s) => {
-                    s.set_nodelay(true).map_err(|e| other(e.into()))?;
-                    let (r, w) = s.into_split();
-                    tokio::time::timeout_at(
-                        deadline,
-                        Qmp::start(endpoint.clone(), r, Box::new(w), timeout),
-                    )
-                    .await
-                }
-            };
-            return match started {
-                Err(_) => Err(ConnectError::Silent { endpoint: name }),
-                Ok(Err(QmpError::Disconnected(e))) => match match &endpoint {
-                    Endpoint::Unix(p) => host.stream_failure(p).await,
-                    Endpoint::Tcp(_) => None,
-                } {
-                    // ssh knows why the stream closed (its sshd refused the channel).
-                    Some(why) => Err(ConnectError::Transport(why)),
-                    None => Err(other(QmpError::Disconnected(e))),
-                },
-                Ok(r) => r.map_err(other),
-            };
-        }
-    }
-
     /// Run the protocol over any byte stream (used for unix and TCP sockets, and by tests).
     pub(crate) async fn start(
         endpoint: Endpoint,

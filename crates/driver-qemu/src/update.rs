@@ -4,14 +4,12 @@ use serde_json::{json, Value};
 use tracing::debug;
 use vdev_core::{Attributes, DeviceType, Error, Result};
 
-use crate::devices::{self, Protocol};
-use crate::driver::{lock, Backend, DomainEntry, Session};
+use crate::domain::{lock, DomainEntry, Session};
 use crate::error::QmpError;
-use crate::markers;
-
-fn ctx(e: QmpError, what: &str) -> Error {
-    e.into_core(what)
-}
+use crate::image::{blockdev_add_error, blockdev_options, check_format, check_image, Protocol};
+use crate::listing;
+use crate::markers::{self, Backend};
+use crate::schema::{self, parse_link};
 
 /// Change the medium of CD-ROM drive `id`: `source` (empty ejects), `format`, `force`. Open
 /// the tray, remove the medium, insert the new node, close; the old node is removed if vdev
@@ -50,7 +48,7 @@ pub(crate) async fn change_medium(
         ));
     };
     let format = attrs.get("format").unwrap_or("raw");
-    devices::check_format(format)?;
+    check_format(format)?;
     if source.is_empty() && attrs.contains("format") {
         return Err(Error::invalid_attribute(
             "format",
@@ -61,7 +59,7 @@ pub(crate) async fn change_medium(
     let protocol: Option<Protocol> = if source.is_empty() {
         None
     } else {
-        Some(devices::check_image(&entry.host, &entry.endpoint, source, format, timeout).await?)
+        Some(check_image(&entry.host, &entry.endpoint, source, format, timeout).await?)
     };
     let _op = entry.ops.lock().await;
     let mut cmds = vec![
@@ -75,8 +73,7 @@ pub(crate) async fn change_medium(
         Some(p) => {
             let node = format!("{}{}", markers::OWNED_PREFIX, vdev_core::random_hex());
             let opts =
-                devices::blockdev_options(session, &node, source, format, true, p, &Vec::new())
-                    .await?;
+                blockdev_options(session, &node, source, format, true, p, &Vec::new()).await?;
             cmds.push(("blockdev-add".to_owned(), Value::Object(opts)));
             Some(node)
         }
@@ -104,18 +101,18 @@ pub(crate) async fn change_medium(
         }
         Err(e) => {
             drop_new(made).await;
-            return Err(ctx(e, &format!("looking up device {id}")));
+            return Err(e.into_core(&format!("looking up device {id}")));
         }
         Ok(_) => {
             drop_new(made).await;
             return Ok(None);
         }
     };
-    if devices::device_type_of(&model) != Some(DeviceType::DISK) {
+    if schema::device_type_of(&model) != Some(DeviceType::DISK) {
         drop_new(made).await;
         return Ok(None);
     }
-    if !devices::is_cdrom(&model) {
+    if !schema::is_cdrom(&model) {
         drop_new(made).await;
         let name = if attrs.contains("source") {
             "source"
@@ -128,18 +125,18 @@ pub(crate) async fn change_medium(
         ));
     }
     if let Some(Err(e)) = added {
-        return Err(devices::blockdev_add_error(e, source, format, true));
+        return Err(blockdev_add_error(e, source, format, true));
     }
     let old = match blocks
         .and_then(|v| crate::qmp::decode::<Vec<qapi::qmp::BlockInfo>>("query-block", v))
     {
         Ok(blocks) => blocks
             .into_iter()
-            .find(|b| b.qdev.as_deref().and_then(devices::qdev_id) == Some(id))
+            .find(|b| b.qdev.as_deref().and_then(schema::qdev_id) == Some(id))
             .and_then(|b| b.inserted?.node_name),
         Err(e) => {
             drop_new(made).await;
-            return Err(ctx(e, "reading the drive's medium (query-block)"));
+            return Err(e.into_core("reading the drive's medium (query-block)"));
         }
     };
     let new = made;
@@ -172,7 +169,7 @@ pub(crate) async fn change_medium(
                     reason: format!("the guest has locked the tray of CD-ROM drive {id}; give force=true to open it anyway (the guest loses its medium at once), or have the guest unlock it (eject in the guest)"),
                 }
             }
-            e => ctx(e, &format!("opening the tray of {id}")),
+            e => e.into_core(&format!("opening the tray of {id}")),
         });
     }
     let mut cmds = Vec::with_capacity(2);
@@ -203,7 +200,7 @@ pub(crate) async fn change_medium(
                 e,
             ));
         }
-        return Err(ctx(e, &format!("inserting the new medium into {id}")));
+        return Err(e.into_core(&format!("inserting the new medium into {id}")));
     }
     lock(&session.disk_cache).remove(id);
     if let Some(o) = old {
@@ -238,18 +235,6 @@ pub(crate) fn link_commands(id: &str, up: bool) -> Vec<(String, Value)> {
     ]
 }
 
-/// `up` or `down`.
-pub(crate) fn parse_link(v: &str) -> Result<bool> {
-    match v {
-        "up" => Ok(true),
-        "down" => Ok(false),
-        _ => Err(Error::invalid_attribute(
-            "link",
-            format!("'{v}' is not up or down"),
-        )),
-    }
-}
-
 /// Take NIC `id`'s link up or down. Returns what changed.
 pub(crate) async fn set_link(
     session: &Session,
@@ -269,7 +254,7 @@ pub(crate) async fn set_link(
             let (c, a) = undo.pop().expect("marker command");
             let _ = session.qmp.execute_raw(&c, a).await;
         }
-        return Err(ctx(e, &format!("set_link of {id}")));
+        return Err(e.into_core(&format!("set_link of {id}")));
     }
     // Already recorded (a second `down`, or `up` with no record) is fine.
     if let Err(e) = marked {
@@ -291,8 +276,8 @@ pub(crate) async fn update(
     if *device_type == DeviceType::DISK {
         return change_medium(session, entry, id, attrs).await;
     }
-    let model = devices::model(session, id).await?;
-    if model.as_deref().and_then(devices::device_type_of).as_ref() != Some(device_type) {
+    let model = listing::model(session, id).await?;
+    if model.as_deref().and_then(schema::device_type_of).as_ref() != Some(device_type) {
         return Ok(None);
     }
     set_link(session, entry, id, attrs).await.map(Some)

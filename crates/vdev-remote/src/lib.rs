@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 mod agent;
+mod endpoint;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
@@ -34,6 +35,7 @@ mod target;
 #[cfg(feature = "test-sshd")]
 pub mod testing;
 
+pub use endpoint::{Endpoint, EndpointStream, PathKind};
 pub use host::{sh_quote, Host, RunOutput, SocketState};
 pub use session::SshHost;
 pub use target::{SshTarget, PERSIST_RANGE, SSH_OPTIONS};
