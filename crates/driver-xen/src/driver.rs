@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
 use vdev_core::prelude::async_trait;
 use vdev_core::{
     AttachOptions, Attributes, Capabilities, DetachOptions, Device, DeviceRef, DeviceState,
@@ -19,12 +18,7 @@ use crate::error::XsError;
 use crate::hotplug::{self, Backing, Dom0, ScriptLock};
 use crate::libxl::{self, Config, ConfigLock, Files, Ident, Recorded};
 use crate::vbd::{self, DevPaths, DiskSpec, Kind};
-use crate::xenstore::{opt, utf8, Req, TxId, XenStore, NO_TX};
-
-/// xenstored allows a connection 10 open transactions by default; stay below that.
-const MAX_TRANSACTIONS: usize = 6;
-/// How often a transaction that xenstored answered EAGAIN is tried again.
-const MAX_TX_ATTEMPTS: usize = 200;
+use crate::xenstore::{opt, utf8, Body, Req, TxFailure, TxId, XenStore, NO_TX};
 
 /// An open connection to xenstored.
 pub struct XenDriver {
@@ -37,13 +31,13 @@ pub struct XenDriver {
 struct Inner {
     xs: Arc<XenStore>,
     config: XenConfig,
-    tx_slots: Semaphore,
     closed: AtomicBool,
     /// Whether the host is Domain-0.
-    dom0: bool,
-    /// The hotplug work, on the host.
-    hp: Dom0,
-    /// Whether a remote host is Domain-0, asked once when `dom0` was not (`hotplug=no`).
+    is_dom0: bool,
+    /// The connection's host (Domain-0, or the host of its xenstored), where the hotplug work
+    /// runs.
+    dom0_host: Dom0,
+    /// Whether a remote host is Domain-0, asked once when `is_dom0` was not (`hotplug=no`).
     remote_dom0: tokio::sync::OnceCell<bool>,
 }
 
@@ -128,19 +122,10 @@ impl std::fmt::Debug for XenDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XenDriver")
             .field("host", &self.inner.config.host.name())
-            .field("transport", &self.inner.config.transport)
+            .field("endpoint", &self.inner.config.endpoint)
             .field("closed", &self.inner.closed.load(Ordering::SeqCst))
             .finish()
     }
-}
-
-/// How a transaction failed.
-enum TxFailure<T> {
-    /// Nothing was committed.
-    Failed(Error),
-    /// The commit was sent and its answer never came (no answer in time, or the connection was
-    /// lost): it may have landed. With the body's value.
-    Unknown(Error, T),
 }
 
 /// Whether the commit of an attach whose answer never came landed.
@@ -149,18 +134,6 @@ enum Landed {
     No,
     /// Nothing could be learnt (xenstored could not be asked again).
     Unknown(u32),
-}
-
-/// Which way a transaction body ended.
-enum Body<T> {
-    /// Commit and return the value.
-    Commit(T),
-    /// Abort (nothing written) and return this error.
-    Abort(Error),
-    /// Abort and run the body again: what it read was inconsistent because another
-    /// transaction committed meanwhile (C xenstored's reads inside a transaction are not a
-    /// snapshot; a conflict is otherwise only seen at commit).
-    Retry,
 }
 
 fn xs_err(what: &str) -> impl Fn(XsError) -> Error + '_ {
@@ -198,7 +171,7 @@ impl XenDriver {
     /// Connect to xenstored as `config` says (over ssh: log in, then reach the remote socket
     /// through the same connection).
     pub async fn open(config: XenConfig) -> Result<Self> {
-        let xs = XenStore::connect(&config.transport, &config.host, config.request_timeout)
+        let xs = XenStore::connect(&config.endpoint, &config.host, config.request_timeout)
             .await
             .map_err(xs_err("connecting to xenstored"))?;
         let xs = Arc::new(xs);
@@ -207,9 +180,9 @@ impl XenDriver {
         xs.read(NO_TX, "/local/domain")
             .await
             .map_err(xs_err("reading /local/domain"))?;
-        let hp = Dom0::new(config.host.clone());
+        let dom0_host = Dom0::new(config.host.clone());
         let dom0 = if config.host.is_local() || config.hotplug != Hotplug::No {
-            hp.in_dom0().await?
+            dom0_host.in_dom0().await?
         } else {
             false
         };
@@ -226,10 +199,9 @@ impl XenDriver {
             inner: Arc::new(Inner {
                 xs,
                 config,
-                tx_slots: Semaphore::new(MAX_TRANSACTIONS),
                 closed: AtomicBool::new(false),
-                dom0,
-                hp,
+                is_dom0: dom0,
+                dom0_host,
                 remote_dom0: tokio::sync::OnceCell::new(),
             }),
             pending: Default::default(),
@@ -243,69 +215,6 @@ impl Inner {
             return Err(Error::backend(crate::NAME, "the connection is closed"));
         }
         Ok(())
-    }
-
-    /// Run `body` in a XenStore transaction, again from the start while xenstored answers EAGAIN.
-    async fn transaction<T, F, Fut>(&self, what: &str, body: F) -> Result<T>
-    where
-        F: Fn(TxId) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<Body<T>, XsError>>,
-    {
-        self.transaction_outcome(what, body)
-            .await
-            .map_err(|f| match f {
-                TxFailure::Failed(e) | TxFailure::Unknown(e, _) => e,
-            })
-    }
-
-    /// [`Self::transaction`], telling a failure from a commit whose outcome is unknown.
-    async fn transaction_outcome<T, F, Fut>(
-        &self,
-        what: &str,
-        body: F,
-    ) -> std::result::Result<T, TxFailure<T>>
-    where
-        F: Fn(TxId) -> Fut,
-        Fut: std::future::Future<Output = std::result::Result<Body<T>, XsError>>,
-    {
-        let failed = |e: XsError| TxFailure::Failed(e.into_core(what));
-        let _slot = self.tx_slots.acquire().await.expect("never closed");
-        for attempt in 0..MAX_TX_ATTEMPTS {
-            let tx = self.xs.transaction_start().await.map_err(failed)?;
-            let res = body(tx).await;
-            match res {
-                Err(e) => {
-                    let _ = self.xs.transaction_end(tx, false).await;
-                    if matches!(&e, XsError::Errno(n) if n == "EAGAIN") {
-                        backoff(attempt).await;
-                        continue;
-                    }
-                    return Err(failed(e));
-                }
-                Ok(Body::Abort(e)) => {
-                    let _ = self.xs.transaction_end(tx, false).await;
-                    return Err(TxFailure::Failed(e));
-                }
-                Ok(Body::Retry) => {
-                    let _ = self.xs.transaction_end(tx, false).await;
-                    backoff(attempt).await;
-                }
-                Ok(Body::Commit(v)) => match self.xs.transaction_end(tx, true).await {
-                    Ok(true) => return Ok(v),
-                    Ok(false) => backoff(attempt).await,
-                    Err(
-                        e @ (XsError::Timeout { .. }
-                        | XsError::Disconnected(_)
-                        | XsError::Remote { .. }),
-                    ) => return Err(TxFailure::Unknown(e.into_core(what), v)),
-                    Err(e) => return Err(failed(e)),
-                },
-            }
-        }
-        Err(TxFailure::Failed(Error::backend(
-            crate::NAME,
-            format!("{what}: xenstored kept answering EAGAIN (conflicting transactions) {MAX_TX_ATTEMPTS} times"),
-        )))
     }
 
     /// After an attach's commit whose answer never came: whether it landed, asked again
@@ -380,10 +289,10 @@ impl Inner {
     /// under the hotplug lock (`held`, or taken now).
     async fn release_loop(&self, node: &str, held: Option<&ScriptLock>) -> Result<()> {
         match held {
-            Some(_) => self.hp.loop_detach(node).await,
+            Some(_) => self.dom0_host.loop_detach(node).await,
             None => {
-                let _lock = self.hp.lock("block").await?;
-                self.hp.loop_detach(node).await
+                let _lock = self.dom0_host.lock("block").await?;
+                self.dom0_host.loop_detach(node).await
             }
         }
     }
@@ -391,11 +300,11 @@ impl Inner {
     /// Whether libxl's stored configurations are at hand: the host (this machine, or the
     /// remote one of `xen+ssh://`) is Domain-0.
     async fn config_reachable(&self) -> Result<bool> {
-        if self.dom0 || self.config.host.is_local() {
-            return Ok(self.dom0);
+        if self.is_dom0 || self.config.host.is_local() {
+            return Ok(self.is_dom0);
         }
         self.remote_dom0
-            .get_or_try_init(|| self.hp.in_dom0())
+            .get_or_try_init(|| self.dom0_host.in_dom0())
             .await
             .copied()
     }
@@ -428,7 +337,7 @@ impl Inner {
                     detail: format!(
                         "libxl's stored configuration is in Domain-0's {} and {} is not Domain-0 (this connection reaches only xenstored); run vdev in Domain-0 (xen:///) or connect with xen+ssh://DOM0/, or leave recorded out (the device is then attached unrecorded, listed recorded=unknown)",
                         libxl::LIB_DIR,
-                        self.hp.name()
+                        self.dom0_host.name()
                     ),
                 });
             }
@@ -436,7 +345,7 @@ impl Inner {
         }
         let (files, vm) = self.config_files(domid).await?;
         let (lock, data) = self
-            .hp
+            .dom0_host
             .config_lock_read(&files, self.config.attach_timeout)
             .await?;
         let original = data.clone().unwrap_or_default();
@@ -461,7 +370,7 @@ impl Inner {
         let Ok((files, _)) = self.config_files(domid).await else {
             return Ok(());
         };
-        match self.hp.config_read(&files).await? {
+        match self.dom0_host.config_read(&files).await? {
             None => Ok(()),
             Some(b) => libxl::parse_file(&files, Some(b)).map(|_| ()),
         }
@@ -485,7 +394,7 @@ impl Inner {
             // Not created by libxl: libxl keeps nothing for it.
             None => return ConfigView::Known(None),
         };
-        match self.hp.config_read(&files).await {
+        match self.dom0_host.config_read(&files).await {
             Ok(None) => ConfigView::Known(None),
             Ok(Some(b)) => match Config::parse(&b) {
                 Ok(c) => ConfigView::Known(Some(c)),
@@ -636,7 +545,7 @@ impl Inner {
     fn runs_hotplug(&self, backend: u32) -> bool {
         backend == 0
             && match self.config.hotplug {
-                Hotplug::Auto => self.dom0,
+                Hotplug::Auto => self.is_dom0,
                 Hotplug::Script => true,
                 Hotplug::No => false,
             }
@@ -677,7 +586,7 @@ impl Inner {
         };
         tracing::debug!(%script, action, %be, "running hotplug script");
         let out = self
-            .hp
+            .dom0_host
             .run_script(&script, action, kind.xs(), be, &extra)
             .await?;
         if out.success {
@@ -704,8 +613,8 @@ impl Inner {
     /// [`hotplug`]): the sharing checks, the loop device for a file, and the keys the script
     /// would write. The lock is held until the caller has written the nodes.
     async fn native_block_add(&self, frontend: u32, spec: &DiskSpec) -> Result<Plug> {
-        let lock = self.hp.lock("block").await?;
-        let backing = self.hp.inspect(&spec.params).await?;
+        let lock = self.dom0_host.lock("block").await?;
+        let backing = self.dom0_host.inspect(&spec.params).await?;
         let nums = match &backing {
             Backing::Device { num, .. } => vec![*num],
             Backing::File {
@@ -722,7 +631,7 @@ impl Inner {
                         ),
                     });
                 }
-                self.hp.loops_backed_by(*dev, *ino).await?
+                self.dom0_host.loops_backed_by(*dev, *ino).await?
             }
         };
         if !nums.is_empty() {
@@ -735,7 +644,7 @@ impl Inner {
                 ),
             }
             };
-            if let Some(m) = self.hp.mounted_conflict(&nums, spec.mode).await? {
+            if let Some(m) = self.dom0_host.mounted_conflict(&nums, spec.mode).await? {
                 return Err(busy(format!("{m} in Domain-0")));
             }
             if let Some(g) = self.vbd_conflict(&nums, spec.mode, frontend).await? {
@@ -751,7 +660,7 @@ impl Inner {
                 None,
             ),
             Backing::File { path, .. } => {
-                let (node, num) = self.hp.loop_attach(&path, spec.mode).await?;
+                let (node, num) = self.dom0_host.loop_attach(&path, spec.mode).await?;
                 (
                     vec![
                         ("node", node.clone()),
@@ -933,12 +842,13 @@ impl Inner {
         let upd = self.removal_config(kind, domid, devid, op).await?;
         let upd = &upd;
         let res = self
+            .xs
             .transaction("removing a disk's XenStore nodes", |tx| {
                 let (fe, lx) = (fe.clone(), lx.clone());
                 let be = backend.map(str::to_owned);
                 async move {
                     if let Some((u, c)) = upd {
-                        if let Err(e) = u.write(&self.hp, c).await {
+                        if let Err(e) = u.write(&self.dom0_host, c).await {
                             return Ok(Body::Abort(e));
                         }
                     }
@@ -969,7 +879,7 @@ impl Inner {
             })
             .await;
         if let (Some((u, _)), Err(e)) = (upd, &res) {
-            if let Err(left) = u.undo(&self.hp).await {
+            if let Err(left) = u.undo(&self.dom0_host).await {
                 return Err(Error::backend(
                     crate::NAME,
                     format!("{}; also left: {left}", describe(e)),
@@ -1303,7 +1213,7 @@ impl Inner {
             // since, another user may have the lock now, and the sharing checks are void.
             if !l.still_held().await {
                 let e = Error::Remote {
-                    host: self.hp.name(),
+                    host: self.dom0_host.name(),
                     kind: vdev_core::RemoteErrorKind::Disconnected,
                     message: "the ssh connection that held the hotplug lock was lost during the attach; try again".into(),
                 };
@@ -1319,6 +1229,7 @@ impl Inner {
             }
         };
         let res = self
+            .xs
             .transaction_outcome(&format!("attaching a {what}"), |tx| {
                 let (bdom, build, taken, what, native_keys, upd, record) =
                     (&bdom, &build, &taken, &what, &native_keys, &upd, &record);
@@ -1414,7 +1325,7 @@ impl Inner {
                                 id.describe()
                             );
                         }
-                        if let Err(e) = u.write(&self.hp, &c).await {
+                        if let Err(e) = u.write(&self.dom0_host, &c).await {
                             return Ok(Body::Abort(e));
                         }
                         *u.change.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, previous));
@@ -1493,7 +1404,7 @@ impl Inner {
         let change = match upd {
             Some(u) => {
                 if matches!(res, Err((_, Landed::No))) {
-                    config_left = u.undo(&self.hp).await.err();
+                    config_left = u.undo(&self.dom0_host).await.err();
                 }
                 let c = u.change.lock().unwrap_or_else(|p| p.into_inner()).take();
                 c
@@ -1680,31 +1591,32 @@ impl Inner {
         };
         // Ask the backend to close, as libxl does.
         let bep = be.clone();
-        self.transaction("asking a device backend to close", |tx| {
-            let bep = bep.clone();
-            async move {
-                let state = opt(self
-                    .xs
-                    .request(tx, Req::read(&format!("{bep}/state")))
-                    .await)?
-                .map(utf8);
-                // Absent: nothing to ask. Closing or closed already (a pending removal being
-                // detached again): leave it, never move a closed backend back to Closing.
-                if !matches!(state.as_deref(), None | Some("5" | "6")) {
-                    self.xs
-                        .batch_ok(
-                            tx,
-                            vec![
-                                Req::write(&format!("{bep}/online"), "0"),
-                                Req::write(&format!("{bep}/state"), "5"),
-                            ],
-                        )
-                        .await?;
+        self.xs
+            .transaction("asking a device backend to close", |tx| {
+                let bep = bep.clone();
+                async move {
+                    let state = opt(self
+                        .xs
+                        .request(tx, Req::read(&format!("{bep}/state")))
+                        .await)?
+                    .map(utf8);
+                    // Absent: nothing to ask. Closing or closed already (a pending removal being
+                    // detached again): leave it, never move a closed backend back to Closing.
+                    if !matches!(state.as_deref(), None | Some("5" | "6")) {
+                        self.xs
+                            .batch_ok(
+                                tx,
+                                vec![
+                                    Req::write(&format!("{bep}/online"), "0"),
+                                    Req::write(&format!("{bep}/state"), "5"),
+                                ],
+                            )
+                            .await?;
+                    }
+                    Ok(Body::Commit(()))
                 }
-                Ok(Body::Commit(()))
-            }
-        })
-        .await?;
+            })
+            .await?;
         let (done, _) = self
             .wait_for(&format!("{be}/state"), options.timeout, |v| {
                 matches!(v, None | Some("6"))
@@ -1832,16 +1744,6 @@ fn describe(e: &Error) -> String {
     }
 }
 
-async fn backoff(attempt: usize) {
-    // A little jitter so that conflicting writers do not meet again at once.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    let ms = 2 + (nanos as usize % 8) + attempt.min(20);
-    tokio::time::sleep(Duration::from_millis(ms as u64)).await;
-}
-
 fn unsupported_type(t: &DeviceType) -> Error {
     Error::Unsupported {
         driver: crate::NAME.into(),
@@ -1950,12 +1852,14 @@ impl Driver for XenDriver {
                 // host (remote or not) only when that decides it.
                 let target = attributes.get("target").map(|v| v.to_string());
                 let block = match target.as_deref() {
-                    Some(v) if self.inner.dom0 && v.starts_with('/') && !v.starts_with("/dev/") => {
-                        self.inner.hp.is_block_device(v).await?
+                    Some(v)
+                        if self.inner.is_dom0 && v.starts_with('/') && !v.starts_with("/dev/") =>
+                    {
+                        self.inner.dom0_host.is_block_device(v).await?
                     }
                     _ => false,
                 };
-                let dom0 = self.inner.dom0;
+                let dom0 = self.inner.is_dom0;
                 let spec = DiskSpec::parse_with(attributes, || dom0, |_| block)?;
                 self.inner.attach_disk(domain, spec).await
             }

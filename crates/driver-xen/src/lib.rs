@@ -15,8 +15,8 @@ mod vif;
 mod xenstore;
 
 pub use config::{
-    Hotplug, Transport, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_DEVICE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
+    Hotplug, StoreEndpoint, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_DEVICE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
 };
 pub use driver::XenDriver;
 pub use error::{LibxlConfigError, XsError};
