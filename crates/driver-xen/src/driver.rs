@@ -15,10 +15,11 @@ use vdev_core::{
 use crate::config::{Hotplug, XenConfig};
 use crate::error::LibxlConfigError;
 use crate::error::XsError;
-use crate::hotplug::{self, Backing, Dom0, ScriptLock};
-use crate::libxl::{self, Config, ConfigLock, Files, Ident, Recorded};
+use crate::hotplug::{self, Backing, Dom0};
+use crate::libxl::{self, Config, Files, Ident, Recorded, Userdata};
 use crate::vbd::{self, DevPaths, DiskSpec, Kind};
 use crate::xenstore::{opt, utf8, Body, Req, TxFailure, TxId, XenStore, NO_TX};
+use vdev_remote::HeldLock;
 
 /// An open connection to xenstored.
 pub struct XenDriver {
@@ -37,6 +38,8 @@ struct Inner {
     /// The connection's host (Domain-0, or the host of its xenstored), where the hotplug work
     /// runs.
     dom0_host: Dom0,
+    /// libxl's stored configurations, on the same host.
+    userdata: Userdata,
     /// Whether a remote host is Domain-0, asked once when `is_dom0` was not (`hotplug=no`).
     remote_dom0: tokio::sync::OnceCell<bool>,
 }
@@ -50,7 +53,7 @@ struct ConfigUpdate {
     vm: String,
     config: Config,
     original: Vec<u8>,
-    lock: ConfigLock,
+    lock: HeldLock,
     /// Whether the document was (perhaps) written: undo writes `original` back.
     written: AtomicBool,
     /// The identity changed and the entry it replaced (for an attach's later roll back).
@@ -59,23 +62,23 @@ struct ConfigUpdate {
 
 impl ConfigUpdate {
     /// Write `c` (inside the XenStore transaction, before the device's nodes).
-    async fn write(&self, hp: &Dom0, c: &Config) -> Result<()> {
+    async fn write(&self, userdata: &Userdata, c: &Config) -> Result<()> {
         if !self.lock.still_held().await {
             return Err(Error::Remote {
-                host: hp.name(),
+                host: userdata.host_name(),
                 kind: vdev_core::RemoteErrorKind::Disconnected,
                 message: "the ssh connection that held libxl's userdata lock was lost; nothing was changed; try again".into(),
             });
         }
         self.written.store(true, Ordering::SeqCst);
-        hp.config_write(&self.files, &c.to_bytes()).await
+        userdata.write(&self.files, &c.to_bytes()).await
     }
 
     /// Put the document back as read (the XenStore transaction failed). On failure, what is
     /// left, in words.
-    async fn undo(&self, hp: &Dom0) -> std::result::Result<(), String> {
+    async fn undo(&self, userdata: &Userdata) -> std::result::Result<(), String> {
         if self.written.load(Ordering::SeqCst) {
-            if let Err(e) = hp.config_write(&self.files, &self.original).await {
+            if let Err(e) = userdata.write(&self.files, &self.original).await {
                 tracing::warn!(file = %self.files.data, "putting libxl's configuration back: {e}");
                 return Err(format!(
                     "libxl's configuration {} as changed for the device (putting it back failed: {e})",
@@ -181,6 +184,10 @@ impl XenDriver {
             .await
             .map_err(xs_err("reading /local/domain"))?;
         let dom0_host = Dom0::new(config.host.clone());
+        let userdata = Userdata::new(config.host.clone());
+        // is_local: asked at connect time where it is cheap (this machine) or needed (hotplug);
+        // over ssh with hotplug=no it would cost a round trip that only a listing or an
+        // attach's stored configuration needs, so it is asked then (`config_reachable`).
         let dom0 = if config.host.is_local() || config.hotplug != Hotplug::No {
             dom0_host.in_dom0().await?
         } else {
@@ -202,6 +209,7 @@ impl XenDriver {
                 closed: AtomicBool::new(false),
                 is_dom0: dom0,
                 dom0_host,
+                userdata,
                 remote_dom0: tokio::sync::OnceCell::new(),
             }),
             pending: Default::default(),
@@ -262,7 +270,7 @@ impl Inner {
         &self,
         e: Error,
         loop_node: Option<&str>,
-        held: Option<&ScriptLock>,
+        held: Option<&HeldLock>,
         config_left: Option<String>,
     ) -> Error {
         let mut left: Vec<String> = config_left.into_iter().collect();
@@ -287,7 +295,7 @@ impl Inner {
 
     /// Release a loop device made for a disk whose nodes are gone (or were never written),
     /// under the hotplug lock (`held`, or taken now).
-    async fn release_loop(&self, node: &str, held: Option<&ScriptLock>) -> Result<()> {
+    async fn release_loop(&self, node: &str, held: Option<&HeldLock>) -> Result<()> {
         match held {
             Some(_) => self.dom0_host.loop_detach(node).await,
             None => {
@@ -300,6 +308,7 @@ impl Inner {
     /// Whether libxl's stored configurations are at hand: the host (this machine, or the
     /// remote one of `xen+ssh://`) is Domain-0.
     async fn config_reachable(&self) -> Result<bool> {
+        // is_local: see `open`, which asked this machine already.
         if self.is_dom0 || self.config.host.is_local() {
             return Ok(self.is_dom0);
         }
@@ -345,8 +354,8 @@ impl Inner {
         }
         let (files, vm) = self.config_files(domid).await?;
         let (lock, data) = self
-            .dom0_host
-            .config_lock_read(&files, self.config.attach_timeout)
+            .userdata
+            .lock_read(&files, self.config.attach_timeout)
             .await?;
         let original = data.clone().unwrap_or_default();
         let config = libxl::parse_file(&files, data)?;
@@ -370,7 +379,7 @@ impl Inner {
         let Ok((files, _)) = self.config_files(domid).await else {
             return Ok(());
         };
-        match self.dom0_host.config_read(&files).await? {
+        match self.userdata.read(&files).await? {
             None => Ok(()),
             Some(b) => libxl::parse_file(&files, Some(b)).map(|_| ()),
         }
@@ -394,7 +403,7 @@ impl Inner {
             // Not created by libxl: libxl keeps nothing for it.
             None => return ConfigView::Known(None),
         };
-        match self.dom0_host.config_read(&files).await {
+        match self.userdata.read(&files).await {
             Ok(None) => ConfigView::Known(None),
             Ok(Some(b)) => match Config::parse(&b) {
                 Ok(c) => ConfigView::Known(Some(c)),
@@ -848,7 +857,7 @@ impl Inner {
                 let be = backend.map(str::to_owned);
                 async move {
                     if let Some((u, c)) = upd {
-                        if let Err(e) = u.write(&self.dom0_host, c).await {
+                        if let Err(e) = u.write(&self.userdata, c).await {
                             return Ok(Body::Abort(e));
                         }
                     }
@@ -879,7 +888,7 @@ impl Inner {
             })
             .await;
         if let (Some((u, _)), Err(e)) = (upd, &res) {
-            if let Err(left) = u.undo(&self.dom0_host).await {
+            if let Err(left) = u.undo(&self.userdata).await {
                 return Err(Error::backend(
                     crate::NAME,
                     format!("{}; also left: {left}", describe(e)),
@@ -1325,7 +1334,7 @@ impl Inner {
                                 id.describe()
                             );
                         }
-                        if let Err(e) = u.write(&self.dom0_host, &c).await {
+                        if let Err(e) = u.write(&self.userdata, &c).await {
                             return Ok(Body::Abort(e));
                         }
                         *u.change.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, previous));
@@ -1404,7 +1413,7 @@ impl Inner {
         let change = match upd {
             Some(u) => {
                 if matches!(res, Err((_, Landed::No))) {
-                    config_left = u.undo(&self.dom0_host).await.err();
+                    config_left = u.undo(&self.userdata).await.err();
                 }
                 let c = u.change.lock().unwrap_or_else(|p| p.into_inner()).take();
                 c
@@ -1707,7 +1716,7 @@ enum Plug {
     Native {
         keys: Vec<(&'static str, String)>,
         node: Option<String>,
-        lock: ScriptLock,
+        lock: HeldLock,
     },
 }
 

@@ -29,11 +29,13 @@ mod agent;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+mod lock;
 mod session;
 mod target;
 #[cfg(feature = "test-sshd")]
 pub mod testing;
 
 pub use host::{sh_quote, Host, RunOutput, SocketState};
+pub use lock::{HeldLock, HostLock, LockError};
 pub use session::SshHost;
 pub use target::{SshTarget, PERSIST_RANGE, SSH_OPTIONS};

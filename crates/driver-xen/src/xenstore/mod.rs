@@ -109,17 +109,18 @@ impl XenStore {
     async fn open(&self, generation: u32) -> Result<Session, XsError> {
         match &self.endpoint {
             StoreEndpoint::Socket(path) => {
-                // Over ssh the first connection also logs in and adds the forward: give it the
-                // ssh login's bound too.
-                let bound = if self.host.is_local() {
-                    self.timeout
-                } else {
+                // is_local: over ssh the first connection also logs in and adds the forward,
+                // so it gets the ssh login's bound too, and messages name the remote host.
+                let remote = !self.host.is_local();
+                let bound = if remote {
                     self.timeout * 3
-                };
-                let on = if self.host.is_local() {
-                    String::new()
                 } else {
+                    self.timeout
+                };
+                let on = if remote {
                     format!(" on {}", self.host.name())
+                } else {
+                    String::new()
                 };
                 let stream = tokio::time::timeout(bound, self.host.connect_unix(path))
                     .await
@@ -135,6 +136,8 @@ impl XenStore {
                 Ok(Session::start(rd, wr, self.timeout, false, generation))
             }
             StoreEndpoint::Device(path) => {
+                // is_local: the device is this machine's; ssh cannot forward it (the URI
+                // parser refuses device= over ssh already).
                 if !self.host.is_local() {
                     return Err(XsError::Io(format!(
                         "the xenbus device {} cannot be reached over ssh",
