@@ -59,25 +59,52 @@ pub(crate) const REMOTE_STEP: Duration = Duration::from_secs(30);
 pub(crate) const REMOTE_PATH: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n";
 
-/// The descriptor of a remote agent's shell that holds the hotplug lock (libxl's userdata
-/// lock has its own, so that a holder of one never waits for a user of the other).
+/// The descriptors of a remote agent's shell that hold the hotplug lock and libxl's userdata
+/// locks: one each, so that a holder of one never waits for a user of the other.
 const LOCK_FD: u32 = 9;
+const USERDATA_LOCK_FD: u32 = 8;
 
-/// The backend domain's side of hotplug, on the connection's [`Host`]: each method is one
-/// concern, one shell script run on the host (one agent round trip on a remote host).
+/// The longest a user of libxl's userdata lock waits for this connection's other users of it
+/// (remote only): 32 concurrent attaches on one connection take turns, each for a few round
+/// trips, each of them bounded, so this is only a generous bound against a bug, not the lock
+/// being held too long (that is `attach-timeout`).
+const USERDATA_TURN_BOUND: Duration = Duration::from_secs(600);
+
+/// The connection's host as the backend domain (Domain-0, or the host of its xenstored), with
+/// its lock files: the hotplug side, each method one concern, one shell script run on the host
+/// (one agent round trip on a remote host). libxl's stored configuration on the same host is
+/// [`crate::libxl::Userdata`].
 #[derive(Debug, Clone)]
 pub(crate) struct Dom0 {
     host: Host,
     /// The hotplug scripts' lock (`claim_lock block`).
     lock: HostLock,
+    /// libxl's userdata locks.
+    userdata_lock: HostLock,
 }
 
 impl Dom0 {
     pub(crate) fn new(host: Host) -> Self {
         Dom0 {
             lock: HostLock::new(host.clone(), LOCK_FD, "the hotplug lock", SCRIPT_TIMEOUT),
+            userdata_lock: HostLock::new(
+                host.clone(),
+                USERDATA_LOCK_FD,
+                "libxl's userdata lock",
+                USERDATA_TURN_BOUND,
+            ),
             host,
         }
+    }
+
+    /// The host.
+    pub(crate) fn host(&self) -> &Host {
+        &self.host
+    }
+
+    /// libxl's userdata locks on the host.
+    pub(crate) fn userdata_lock(&self) -> &HostLock {
+        &self.userdata_lock
     }
 
     /// The host, for messages.

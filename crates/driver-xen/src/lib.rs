@@ -1,7 +1,9 @@
 #![doc = include_str!("docs.md")]
 #![deny(missing_docs)]
 
+mod attach;
 mod config;
+mod detach;
 mod driver;
 mod error;
 mod events;
@@ -10,6 +12,10 @@ mod events;
 pub mod fuzzing;
 mod hotplug;
 mod libxl;
+mod listing;
+mod paths;
+mod plug;
+mod rollback;
 mod vbd;
 mod vif;
 mod xenstore;

@@ -388,6 +388,42 @@ impl XenStore {
     }
 }
 
+impl XenStore {
+    /// Wait (by watch) until `pred` holds for the value at `path` or `timeout` passes. Returns the
+    /// last value read.
+    pub(crate) async fn wait_for(
+        self: &Arc<Self>,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(Option<&str>) -> bool,
+    ) -> vdev_core::Result<(bool, Option<String>)> {
+        let mut w = self
+            .watch(path)
+            .await
+            .map_err(|e| e.into_core("watching a device state"))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self
+                .read(NO_TX, path)
+                .await
+                .map_err(|e| e.into_core("reading a device state"))?;
+            if pred(v.as_deref()) {
+                return Ok((true, v));
+            }
+            match tokio::time::timeout_at(deadline, w.next()).await {
+                Err(_) => return Ok((false, v)),
+                Ok(None) => {
+                    return Err(vdev_core::Error::backend(
+                        crate::NAME,
+                        "the xenstored connection was lost while waiting for a device",
+                    ))
+                }
+                Ok(Some(_)) => {}
+            }
+        }
+    }
+}
+
 /// A registered watch; dropping it unregisters it (UNWATCH, without waiting).
 pub(crate) struct Watch {
     session: Arc<Session>,

@@ -11,10 +11,11 @@ use serde_json::{Map, Value};
 use vdev_core::{Error, Result};
 use vdev_remote::{sh_quote, HeldLock, Host, HostLock, LockError};
 
+mod update;
+pub(crate) use update::{ConfigOp, ConfigUpdate, ConfigView};
+
 use crate::error::LibxlConfigError;
-use crate::hotplug::REMOTE_STEP;
-use crate::vbd::DiskSpec;
-use crate::vif::NicSpec;
+use crate::hotplug::{Dom0, REMOTE_STEP};
 
 /// libxl's folder of per-domain user data (`XEN_LIB_DIR` on Debian and upstream defaults).
 pub(crate) const LIB_DIR: &str = "/var/lib/xen";
@@ -309,18 +310,36 @@ fn obj(pairs: Vec<(&str, Value)>) -> Value {
     Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
+/// What a disk's entry is made of (from its [`crate::vbd::DiskSpec`]).
+pub(crate) struct DiskEntry<'a> {
+    pub pdev_path: &'a str,
+    pub vdev: &'a str,
+    pub readwrite: bool,
+    /// The backend as given.
+    pub backend: Option<&'a str>,
+}
+
+/// What a NIC's entry is made of (from its [`crate::vif::NicSpec`]): the fields as given.
+pub(crate) struct NicEntry<'a> {
+    pub mac: &'a str,
+    pub ip: Option<&'a str>,
+    pub bridge: Option<&'a str>,
+    pub script: Option<&'a str>,
+    pub backend: Option<&'a str>,
+}
+
 /// A disk's entry exactly as `xl block-attach 'format=raw, vdev=DEV, access=MODE, target=PATH'`
 /// stores it: what xl parsed, before libxl's defaults (`pdev_path`, `vdev`, `format`,
 /// `readwrite` only when read-write, `backend_domname` only when a backend was named).
-pub(crate) fn disk_entry(spec: &DiskSpec) -> Value {
+pub(crate) fn disk_entry(spec: &DiskEntry) -> Value {
     let mut e = Vec::new();
-    if let Some(b) = &spec.backend {
-        e.push(("backend_domname", Value::from(b.as_str())));
+    if let Some(b) = spec.backend {
+        e.push(("backend_domname", Value::from(b)));
     }
-    e.push(("pdev_path", Value::from(spec.params.as_str())));
-    e.push(("vdev", Value::from(spec.dev.as_str())));
+    e.push(("pdev_path", Value::from(spec.pdev_path)));
+    e.push(("vdev", Value::from(spec.vdev)));
     e.push(("format", Value::from("raw")));
-    if spec.mode == "w" {
+    if spec.readwrite {
         e.push(("readwrite", Value::from(1)));
     }
     obj(e)
@@ -328,33 +347,27 @@ pub(crate) fn disk_entry(spec: &DiskSpec) -> Value {
 
 /// A NIC's entry exactly as `xl network-attach` stores it: what xl parsed plus the three fields
 /// libxl copies back (`devid`, `mac`, `nictype`); `bridge`, `script` and `ip` only when given.
-pub(crate) fn nic_entry(devid: u32, spec: &NicSpec) -> Value {
+pub(crate) fn nic_entry(devid: u32, spec: &NicEntry) -> Value {
     let mut e = Vec::new();
-    if let Some(b) = &spec.backend {
-        e.push(("backend_domname", Value::from(b.as_str())));
+    if let Some(b) = spec.backend {
+        e.push(("backend_domname", Value::from(b)));
     }
     e.push(("devid", Value::from(devid)));
-    e.push(("mac", Value::from(spec.mac.as_str())));
-    if let Some(ip) = &spec.ip {
-        e.push(("ip", Value::from(ip.as_str())));
+    e.push(("mac", Value::from(spec.mac)));
+    if let Some(ip) = spec.ip {
+        e.push(("ip", Value::from(ip)));
     }
-    if let Some(b) = &spec.bridge_given {
-        e.push(("bridge", Value::from(b.as_str())));
+    if let Some(b) = spec.bridge {
+        e.push(("bridge", Value::from(b)));
     }
-    if let Some(s) = &spec.script_given {
-        e.push(("script", Value::from(s.as_str())));
+    if let Some(s) = spec.script {
+        e.push(("script", Value::from(s)));
     }
     e.push(("nictype", Value::from("vif")));
     obj(e)
 }
 
 // ---- The files, on the connection's host ----------------------------------------------------
-
-/// The longest a remote lock user waits for the connection's other users of the lock.
-const TURN_BOUND: Duration = Duration::from_secs(600);
-
-/// The descriptor the agent's shell holds a remote userdata lock on (the hotplug lock is 9).
-const LOCK_FD: u32 = 8;
 
 fn io_err(what: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
     config_error(LibxlConfigError::Io {
@@ -382,14 +395,13 @@ fn lock_timeout(path: &str, host: &str, after: Duration) -> Error {
     }
 }
 
-/// The stored configurations of libxl on the connection's host: the documents and their
-/// userdata locks, each primitive one shell script run on the host (one agent round trip on
-/// a remote host).
-#[derive(Debug, Clone)]
-pub(crate) struct Userdata {
-    host: Host,
-    /// libxl's userdata locks (descriptor 8 of a remote agent's shell).
-    lock: HostLock,
+/// The stored configurations of libxl on the connection's host ([`Dom0`]): the documents and
+/// their userdata locks, each primitive one shell script run on the host (one agent round trip
+/// on a remote host).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Userdata<'a> {
+    host: &'a Host,
+    lock: &'a HostLock,
 }
 
 /// `F` and the document's bytes, or `N` when it does not exist.
@@ -400,14 +412,12 @@ fn read_script(files: &Files) -> String {
     )
 }
 
-impl Userdata {
-    pub(crate) fn new(host: Host) -> Self {
-        // Queueing behind this connection's own users is not the lock being held too long
-        // (32 concurrent attaches on one connection take turns, each for a few round trips,
-        // each of them bounded): only a generous bound against a bug.
+impl<'a> Userdata<'a> {
+    /// The stored configurations on `dom0`'s host.
+    pub(crate) fn of(dom0: &'a Dom0) -> Self {
         Userdata {
-            lock: HostLock::new(host.clone(), LOCK_FD, "libxl's userdata lock", TURN_BOUND),
-            host,
+            host: dom0.host(),
+            lock: dom0.userdata_lock(),
         }
     }
 
@@ -523,6 +533,8 @@ pub(crate) fn parse_file(files: &Files, data: Option<Vec<u8>>) -> Result<Config>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vbd::DiskSpec;
+    use crate::vif::NicSpec;
     use serde_json::json;
     use vdev_core::Attributes;
     use vdev_remote::Host;
@@ -587,7 +599,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            disk_entry(&d),
+            disk_entry(&d.libxl_entry()),
             json!({"pdev_path": "/root/img", "vdev": "xvdc", "format": "raw", "readwrite": 1})
         );
         let d = DiskSpec::parse(&attrs(&[
@@ -597,7 +609,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            disk_entry(&d),
+            disk_entry(&d.libxl_entry()),
             json!({"pdev_path": "/dev/loop2", "vdev": "xvde", "format": "raw"})
         );
         let n = NicSpec::parse(&attrs(&[
@@ -606,11 +618,11 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            nic_entry(0, &n),
+            nic_entry(0, &n.libxl_entry()),
             json!({"devid": 0, "mac": "00:16:3e:12:34:56", "bridge": "xenbr0", "nictype": "vif"})
         );
         let n = NicSpec::parse(&attrs(&[("script", "vif-route"), ("ip", "10.0.0.2")])).unwrap();
-        let e = nic_entry(2, &n);
+        let e = nic_entry(2, &n.libxl_entry());
         assert_eq!(e["script"], "vif-route");
         assert_eq!(e["ip"], "10.0.0.2");
         assert!(
@@ -725,12 +737,7 @@ mod tests {
 
     #[tokio::test]
     async fn locally_the_lock_excludes_times_out_and_goes_with_its_file() {
-        lock_read_write(
-            Userdata::new(Host::Local),
-            Userdata::new(Host::Local),
-            "local",
-        )
-        .await;
+        lock_read_write(&Dom0::new(Host::Local), &Dom0::new(Host::Local), "local").await;
     }
 
     /// The same primitives as shell in the ssh agent, against a real sshd on this machine.
@@ -747,12 +754,7 @@ mod tests {
         .unwrap();
         let host = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
         let other = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
-        lock_read_write(
-            Userdata::new(host.clone()),
-            Userdata::new(other.clone()),
-            "ssh",
-        )
-        .await;
+        lock_read_write(&Dom0::new(host.clone()), &Dom0::new(other.clone()), "ssh").await;
         host.disconnect().await;
         other.disconnect().await;
     }
@@ -760,7 +762,8 @@ mod tests {
     /// `hp` and `other` are two connections to the same host: while one holds the lock, the
     /// other's wait ends in a timeout. (A second user on the same connection queues behind the
     /// first instead: see [`HostLock`].)
-    async fn lock_read_write(hp: Userdata, other: Userdata, tag: &str) {
+    async fn lock_read_write(hp: &Dom0, other: &Dom0, tag: &str) {
+        let (hp, other) = (Userdata::of(hp), Userdata::of(other));
         let dir = std::env::temp_dir().join(format!("vdev-libxl-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let files = Files::under(
