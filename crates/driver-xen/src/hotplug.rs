@@ -152,14 +152,11 @@ impl Dom0 {
 
     /// Whether the host is Domain-0 (`/proc/xen/capabilities` says `control_d`).
     pub(crate) async fn in_dom0(&self) -> Result<bool> {
-        // Builtins only: no process is started.
-        let out = self
-            .sh(
-                "c=; read -r c </proc/xen/capabilities 2>/dev/null; case $c in *control_d*) echo yes;; *) echo no;; esac",
-                REMOTE_STEP,
-            )
+        let caps = self
+            .host
+            .read_file("/proc/xen/capabilities", REMOTE_STEP)
             .await?;
-        Ok(out.text() == "yes")
+        Ok(matches!(caps, Ok(Some(c)) if String::from_utf8_lossy(&c).contains("control_d")))
     }
 
     /// Whether `path` is a block device on the host.
@@ -180,8 +177,8 @@ impl Dom0 {
     /// `claim_lock` in `locking.sh`), waiting at most [`SCRIPT_TIMEOUT`]. Released when dropped.
     pub(crate) async fn lock(&self, name: &'static str) -> Result<HeldLock> {
         let path = format!("{LOCK_DIR}/{name}");
-        match self.lock.acquire(&path, true, SCRIPT_TIMEOUT, None).await {
-            Ok((held, _)) => Ok(held),
+        match self.lock.acquire(&path, true, SCRIPT_TIMEOUT).await {
+            Ok(held) => Ok(held),
             Err(LockError::Busy) => Err(Error::Timeout {
                 operation: format!("taking the hotplug lock {path} on {}", self.host.name()),
                 after: SCRIPT_TIMEOUT,

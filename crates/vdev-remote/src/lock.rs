@@ -108,31 +108,42 @@ impl HostLock {
     }
 
     /// Take the lock file `path` (its folder made first when `make_dir`), waiting at most
-    /// `wait` for another holder. `then`, a shell script, runs once the lock is held (on a
-    /// remote host in the same round trip); its output is returned, with status 0 when it
-    /// succeeded and another when it failed (the lock is held either way).
+    /// `wait` for another holder.
     pub async fn acquire(
         &self,
         path: &str,
         make_dir: bool,
         wait: Duration,
-        then: Option<&str>,
-    ) -> Result<(HeldLock, Option<RunOutput>), LockError> {
-        let held = match &self.host {
+    ) -> Result<HeldLock, LockError> {
+        match &self.host {
             // Held by this process: no agent, so no turns to take.
-            Host::Local => HeldLock(lock_local(path, make_dir, wait).await?),
-            Host::Ssh(_) => return self.acquire_remote(path, make_dir, wait, then).await,
-        };
-        let out = match then {
-            Some(script) => Some(
-                self.host
-                    .run(script, REMOTE_STEP)
-                    .await
-                    .map_err(LockError::Host)?,
-            ),
-            None => None,
-        };
-        Ok((held, out))
+            Host::Local => Ok(HeldLock(lock_local(path, make_dir, wait).await?)),
+            Host::Ssh(_) => Ok(self.acquire_remote(path, make_dir, wait, None).await?.0),
+        }
+    }
+
+    /// Take the lock file `path` as [`acquire`](Self::acquire) does, then read the file
+    /// `file` (on a remote host in the same round trip): its bytes, or `None` when it does not
+    /// exist. The lock is held whether the read succeeded or not.
+    pub async fn acquire_then_read(
+        &self,
+        path: &str,
+        wait: Duration,
+        file: &str,
+    ) -> Result<(HeldLock, std::io::Result<Option<Vec<u8>>>), LockError> {
+        match &self.host {
+            Host::Local => {
+                let held = HeldLock(lock_local(path, false, wait).await?);
+                Ok((held, read_local(file)))
+            }
+            Host::Ssh(_) => {
+                let (held, out) = self
+                    .acquire_remote(path, false, wait, Some(&read_script(file)))
+                    .await?;
+                let out = out.expect("a script was given");
+                Ok((held, read_answer(&out, &self.host)))
+            }
+        }
     }
 
     async fn acquire_remote(
@@ -320,6 +331,57 @@ impl Drop for HeldLock {
     }
 }
 
+impl Host {
+    /// The bytes of the file at `path` on the host, or `None` when nothing is there (one round
+    /// trip on a remote host; read directly on this machine, where starting a shell would cost
+    /// more than the read). The outer error is the transport's, the inner one the file's.
+    pub async fn read_file(
+        &self,
+        path: &str,
+        timeout: Duration,
+    ) -> vdev_core::Result<std::io::Result<Option<Vec<u8>>>> {
+        match self {
+            Host::Local => Ok(read_local(path)),
+            Host::Ssh(_) => {
+                let out = self.run(&read_script(path), timeout).await?;
+                Ok(read_answer(&out, self))
+            }
+        }
+    }
+}
+
+/// `F` and the file's bytes, or `N` when nothing is at `path`.
+fn read_script(path: &str) -> String {
+    format!(
+        "if [ -e {p} ]; then printf F; cat -- {p}; else printf N; fi",
+        p = sh_quote(path)
+    )
+}
+
+/// [`read_script`]'s answer.
+fn read_answer(out: &RunOutput, host: &Host) -> std::io::Result<Option<Vec<u8>>> {
+    if !out.success() {
+        return Err(std::io::Error::other(out.stderr.trim().to_owned()));
+    }
+    match out.stdout.split_first() {
+        Some((b'F', rest)) => Ok(Some(rest.to_vec())),
+        Some((b'N', _)) => Ok(None),
+        _ => Err(std::io::Error::other(format!(
+            "unexpected answer from {}: {:?}",
+            host.name(),
+            String::from_utf8_lossy(&out.stdout)
+        ))),
+    }
+}
+
+fn read_local(path: &str) -> std::io::Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -330,11 +392,10 @@ mod tests {
         let path = dir.join("sub/block");
         let path = path.to_str().unwrap();
         let lock = HostLock::new(Host::Local, 9, "a test lock", Duration::from_secs(5));
-        let (held, out) = lock
-            .acquire(path, true, Duration::from_secs(5), Some("echo held"))
+        let held = lock
+            .acquire(path, true, Duration::from_secs(5))
             .await
             .unwrap();
-        assert_eq!(out.unwrap().text(), "held");
         assert!(Path::new(path).exists());
         // Another open file description of the lock file cannot take it while it is held.
         let probe = std::fs::OpenOptions::new()
@@ -348,14 +409,14 @@ mod tests {
         ));
         drop(probe);
         let e = lock
-            .acquire(path, true, Duration::from_millis(50), None)
+            .acquire(path, true, Duration::from_millis(50))
             .await
             .unwrap_err();
         assert!(matches!(e, LockError::Busy), "{e}");
         let waiter = {
             let (lock, path) = (lock.clone(), path.to_owned());
             tokio::spawn(async move {
-                lock.acquire(&path, true, Duration::from_secs(60), None)
+                lock.acquire(&path, true, Duration::from_secs(60))
                     .await
                     .map(|_| ())
             })

@@ -404,14 +404,6 @@ pub(crate) struct Userdata<'a> {
     lock: &'a HostLock,
 }
 
-/// `F` and the document's bytes, or `N` when it does not exist.
-fn read_script(files: &Files) -> String {
-    format!(
-        "if [ -e {d} ]; then printf F; cat -- {d}; else printf N; fi",
-        d = sh_quote(&files.data)
-    )
-}
-
 impl<'a> Userdata<'a> {
     /// The stored configurations on `dom0`'s host.
     pub(crate) fn of(dom0: &'a Dom0) -> Self {
@@ -436,46 +428,37 @@ impl<'a> Userdata<'a> {
         timeout: Duration,
     ) -> Result<(HeldLock, Option<Vec<u8>>)> {
         let host = self.host.name();
-        let (lock, out) = match self
+        match self
             .lock
-            .acquire(&files.lock, false, timeout, Some(&read_script(files)))
+            .acquire_then_read(&files.lock, timeout, &files.data)
             .await
         {
-            Ok((lock, Some(out))) => (lock, out),
-            Ok((_, None)) => unreachable!("a script was given"),
-            Err(LockError::Busy) => return Err(lock_timeout(&files.lock, &host, timeout)),
-            Err(LockError::Turns(after)) => {
-                return Err(Error::Timeout {
-                    operation: format!(
-                        "waiting for this connection's other users of libxl's userdata lock {}",
-                        files.lock
-                    ),
-                    after,
-                })
-            }
-            Err(LockError::Failed(why)) => {
-                return Err(io_err(
-                    "cannot take libxl's userdata lock",
-                    &files.lock,
-                    why,
-                ))
-            }
-            Err(LockError::Host(e)) => return Err(e),
-        };
-        if !out.success() {
-            return Err(io_err("cannot read", &files.data, out.stderr.trim()));
+            Ok((lock, Ok(data))) => Ok((lock, data)),
+            Ok((_, Err(e))) => Err(io_err("cannot read", &files.data, e)),
+            Err(LockError::Busy) => Err(lock_timeout(&files.lock, &host, timeout)),
+            Err(LockError::Turns(after)) => Err(Error::Timeout {
+                operation: format!(
+                    "waiting for this connection's other users of libxl's userdata lock {}",
+                    files.lock
+                ),
+                after,
+            }),
+            Err(LockError::Failed(why)) => Err(io_err(
+                "cannot take libxl's userdata lock",
+                &files.lock,
+                why,
+            )),
+            Err(LockError::Host(e)) => Err(e),
         }
-        Ok((lock, parse_read(&files.data, &out.stdout, &host)?))
     }
 
     /// Read the document without the lock (libxl replaces it by rename, so a read sees a
     /// whole one): `None` when it does not exist.
     pub(crate) async fn read(&self, files: &Files) -> Result<Option<Vec<u8>>> {
-        let out = self.host.run(&read_script(files), REMOTE_STEP).await?;
-        if !out.success() {
-            return Err(io_err("cannot read", &files.data, out.stderr.trim()));
-        }
-        parse_read(&files.data, &out.stdout, &self.host.name())
+        self.host
+            .read_file(&files.data, REMOTE_STEP)
+            .await?
+            .map_err(|e| io_err("cannot read", &files.data, e))
     }
 
     /// Write the document as libxl does: to the temporary file (mode 0600), then renamed
@@ -499,19 +482,6 @@ impl<'a> Userdata<'a> {
             ));
         }
         Ok(())
-    }
-}
-
-/// Read [`read_script`]'s answer.
-fn parse_read(path: &str, out: &[u8], host: &str) -> Result<Option<Vec<u8>>> {
-    match out.split_first() {
-        Some((b'F', rest)) => Ok(Some(rest.to_vec())),
-        Some((b'N', _)) => Ok(None),
-        _ => Err(io_err(
-            "unexpected answer while reading",
-            path,
-            format!("from {host}: {:?}", String::from_utf8_lossy(out)),
-        )),
     }
 }
 
