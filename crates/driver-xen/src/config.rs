@@ -18,9 +18,10 @@ pub const DEFAULT_DEVICE: &str = "/dev/xen/xenbus";
 /// [`SSH_OPTIONS`](vdev_remote::SSH_OPTIONS), and not `device`).
 pub const OPTIONS: &[&str] = &["socket", "device", "timeout", "attach-timeout", "hotplug"];
 
-/// How the driver reaches XenStore.
+/// Where XenStore is reached on the connection's host: xenstored's unix socket or the xenbus
+/// device. (Not the URI's transport: that is [`XenConfig::host`], this machine or ssh.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Transport {
+pub enum StoreEndpoint {
     /// A xenstored unix socket.
     Socket(PathBuf),
     /// The kernel's xenbus device (`/dev/xen/xenbus`), which relays to xenstored wherever it
@@ -28,11 +29,11 @@ pub enum Transport {
     Device(PathBuf),
 }
 
-impl std::fmt::Display for Transport {
+impl std::fmt::Display for StoreEndpoint {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Transport::Socket(p) => write!(f, "socket {}", p.display()),
-            Transport::Device(p) => write!(f, "xenbus device {}", p.display()),
+            StoreEndpoint::Socket(p) => write!(f, "socket {}", p.display()),
+            StoreEndpoint::Device(p) => write!(f, "xenbus device {}", p.display()),
         }
     }
 }
@@ -56,7 +57,7 @@ pub struct XenConfig {
     /// when it exists; else [`DEFAULT_SOCKET`] (and connecting says that neither exists).
     /// Over ssh: `?socket=PATH` on the remote host, else [`DEFAULT_SOCKET`] there (never the
     /// local `XENSTORED_PATH`); the xenbus device is not offered.
-    pub transport: Transport,
+    pub endpoint: StoreEndpoint,
     /// `timeout=DURATION`: the longest one XenStore request may take.
     pub request_timeout: Duration,
     /// `attach-timeout=DURATION`: how long attach waits for the backend to reach InitWait,
@@ -106,11 +107,11 @@ impl XenConfig {
     ///
     /// ```
     /// use vdev_core::ConnectUri;
-    /// use vdev_driver_xen::{Transport, XenConfig};
+    /// use vdev_driver_xen::{StoreEndpoint, XenConfig};
     /// let u = ConnectUri::parse("xen+ssh://root@dom0.example/?socket=/run/xenstored/socket&no_verify=1")?;
     /// let c = XenConfig::from_uri(&u)?;
     /// assert!(!c.host.is_local());
-    /// assert_eq!(c.transport, Transport::Socket("/run/xenstored/socket".into()));
+    /// assert_eq!(c.endpoint, StoreEndpoint::Socket("/run/xenstored/socket".into()));
     /// let bad = ConnectUri::parse("xen+ssh://dom0.example/?device=/dev/xen/xenbus")?;
     /// assert!(XenConfig::from_uri(&bad).is_err());
     /// # Ok::<(), vdev_core::Error>(())
@@ -159,27 +160,27 @@ impl XenConfig {
                 )))
             }
         };
-        let transport = match (uri.option("socket"), uri.option("device")) {
+        let endpoint = match (uri.option("socket"), uri.option("device")) {
             (Some(_), Some(_)) => {
                 return Err(uri.invalid(
                     "give socket=PATH or device=PATH, not both: they are two ways to one xenstored",
                 ))
             }
-            (Some(p), None) => Transport::Socket(abs("socket", p, DEFAULT_SOCKET)?),
-            (None, Some(p)) => Transport::Device(abs("device", p, DEFAULT_DEVICE)?),
+            (Some(p), None) => StoreEndpoint::Socket(abs("socket", p, DEFAULT_SOCKET)?),
+            (None, Some(p)) => StoreEndpoint::Device(abs("device", p, DEFAULT_DEVICE)?),
             // Over ssh: the remote host's default, whatever this machine's environment says.
-            (None, None) if ssh => Transport::Socket(PathBuf::from(DEFAULT_SOCKET)),
+            (None, None) if ssh => StoreEndpoint::Socket(PathBuf::from(DEFAULT_SOCKET)),
             (None, None) => match std::env::var_os("XENSTORED_PATH").filter(|p| !p.is_empty()) {
-                Some(p) => Transport::Socket(PathBuf::from(p)),
+                Some(p) => StoreEndpoint::Socket(PathBuf::from(p)),
                 None if !std::path::Path::new(DEFAULT_SOCKET).exists()
                     && std::path::Path::new(DEFAULT_DEVICE).exists() =>
                 {
-                    Transport::Device(PathBuf::from(DEFAULT_DEVICE))
+                    StoreEndpoint::Device(PathBuf::from(DEFAULT_DEVICE))
                 }
-                None => Transport::Socket(PathBuf::from(DEFAULT_SOCKET)),
+                None => StoreEndpoint::Socket(PathBuf::from(DEFAULT_SOCKET)),
             },
         };
-        if let Transport::Socket(p) = &transport {
+        if let StoreEndpoint::Socket(p) = &endpoint {
             host.expect_socket(p);
         }
         let hotplug = match uri.option("hotplug") {
@@ -203,7 +204,7 @@ impl XenConfig {
         Ok(XenConfig {
             host,
             hotplug,
-            transport,
+            endpoint,
             request_timeout,
             attach_timeout: duration(uri, "attach-timeout", DEFAULT_ATTACH_TIMEOUT)?,
         })
@@ -238,13 +239,13 @@ mod tests {
         assert!(!c.host.is_local());
         assert_eq!(c.host.name(), "root@dom0:2222");
         // Never this machine's XENSTORED_PATH: the default is the remote host's own.
-        assert_eq!(c.transport, Transport::Socket(DEFAULT_SOCKET.into()));
+        assert_eq!(c.endpoint, StoreEndpoint::Socket(DEFAULT_SOCKET.into()));
         assert_eq!(c.hotplug, Hotplug::Script);
         let c = XenConfig::from_uri(
             &ConnectUri::parse("xen+ssh://dom0/?socket=/var/run/xs.sock").unwrap(),
         )
         .unwrap();
-        assert_eq!(c.transport, Transport::Socket("/var/run/xs.sock".into()));
+        assert_eq!(c.endpoint, StoreEndpoint::Socket("/var/run/xs.sock".into()));
         for (bad, says) in [
             (
                 "xen+ssh://dom0/?device=/dev/xen/xenbus",

@@ -20,7 +20,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use vdev_core::{DeviceEvent, DeviceRef, DeviceState, Domain, EventStream};
 
-use crate::vbd::{self, Kind};
+use crate::driver::Inner;
+use crate::paths::{self, Kind};
 use crate::xenstore::{opt, utf8, Req, Watch, XenStore, NO_TX};
 
 type Key = (Kind, u32, u32);
@@ -50,8 +51,8 @@ async fn look_all(
     }
     let mut reqs = Vec::with_capacity(keys.len() * 4);
     for &(kind, d, n) in keys {
-        let fe = vbd::frontend_path(kind, d, n);
-        let lx = vbd::libxl_path(kind, d, n);
+        let fe = paths::frontend_path(kind, d, n);
+        let lx = paths::libxl_path(kind, d, n);
         reqs.extend([
             Req::read(&fe),
             Req::read(&lx),
@@ -82,7 +83,7 @@ async fn look_all(
                 match lxb
                     .into_iter()
                     .chain(feb)
-                    .find(|p| vbd::check_backend_path(kind, p, d, n).is_some())
+                    .find(|p| paths::check_backend_path(kind, p, d, n).is_some())
                 {
                     Some(be) => First::Backend(be),
                     None => First::Known(Some(DeviceState::Unknown("no backend".into()))),
@@ -116,7 +117,7 @@ async fn look_all(
                 let mut read = || r.next().expect("two replies per backend");
                 let (state, online) = (read(), read());
                 let (state, online) = (state?, online?);
-                Ok(Some(crate::driver::device_state(
+                Ok(Some(crate::listing::device_state(
                     state.as_deref(),
                     online.as_deref(),
                 )))
@@ -145,7 +146,7 @@ async fn scan(xs: &XenStore) -> Result<BTreeMap<Key, DeviceState>, crate::XsErro
     for d in xs.directory(NO_TX, "/local/domain").await? {
         let Ok(d) = d.parse::<u32>() else { continue };
         for kind in Kind::ALL {
-            for dir in [vbd::frontend_dir(kind, d), vbd::libxl_dir(kind, d)] {
+            for dir in [paths::frontend_dir(kind, d), paths::libxl_dir(kind, d)] {
                 dirs.push((kind, d));
                 paths.push(dir);
             }
@@ -214,6 +215,13 @@ fn event(
 }
 
 /// Start the event stream.
+impl Inner {
+    /// The connection's event stream.
+    pub(crate) async fn events(&self) -> vdev_core::Result<EventStream> {
+        stream(self.xs.clone()).await
+    }
+}
+
 pub(crate) async fn stream(xs: Arc<XenStore>) -> vdev_core::Result<EventStream> {
     let err = |e: crate::XsError| e.into_core("watching XenStore");
     // What exists now, so that the watches' first events do not report it as new.

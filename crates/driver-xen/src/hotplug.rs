@@ -12,22 +12,16 @@
 //! and the script (run by `xl` or by this driver) exclude each other, and either can undo what
 //! the other did.
 //!
-//! All of it runs on the [`Host`] of the connection, through [`Dom0`]: on this machine
-//! natively (file system calls, `losetup` and the scripts as child processes), on a remote
-//! Domain-0 (`xen+ssh://`) as POSIX shell run by the ssh connection's agent, one round trip per
-//! primitive. The lock is then held by the agent's own shell (an `flock`ed descriptor opened
-//! with [`Host::run_in_session`]) until released, and the lock users of one connection take
-//! turns on a local mutex first, so that a second one never blocks the agent in `flock` while
-//! the first needs the agent to release it. See docs/design/0012-xen-over-ssh.md.
+//! All of it runs on the [`Host`] of the connection, through [`Dom0`], written once as POSIX
+//! shell: on this machine through `/bin/sh`, on a remote Domain-0 (`xen+ssh://`) in the ssh
+//! connection's agent, one round trip per primitive. The lock is a
+//! [`vdev_remote::HostLock`]: held by this process locally, by the agent's own shell remotely.
+//! See docs/design/0012-xen-over-ssh.md.
 
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use vdev_core::{Error, Result};
-use vdev_remote::{sh_quote, Host, RunOutput};
+use vdev_remote::{sh_quote, HeldLock, Host, HostLock, LockError, RunOutput};
 
 /// The directory of the hotplug scripts' lock files.
 const LOCK_DIR: &str = "/var/run/xen-hotplug";
@@ -43,13 +37,6 @@ pub(crate) struct DevNum {
 }
 
 impl DevNum {
-    fn of(rdev: u64) -> Self {
-        DevNum {
-            major: libc::major(rdev as libc::dev_t),
-            minor: libc::minor(rdev as libc::dev_t),
-        }
-    }
-
     /// The form the block script writes to `physical-device` (`stat -c %t:%T`): hex.
     pub fn to_xenstore(self) -> String {
         format!("{:x}:{:x}", self.major, self.minor)
@@ -65,194 +52,48 @@ impl DevNum {
     }
 }
 
-/// The lock the hotplug scripts take (`claim_lock block`): an exclusive `flock` on
-/// `/var/run/xen-hotplug/NAME`, held while the file opened is still the one at that path (the
-/// releaser removes it), released by removing the file and closing it, as `locking.sh` does.
-/// Released when dropped.
-#[derive(Debug)]
-pub(crate) enum ScriptLock {
-    /// Held by this process (kept for its release on drop).
-    Local(#[allow(dead_code)] LocalLock),
-    /// Held by the agent's shell on the remote host.
-    Remote(RemoteLock),
-}
-
-impl ScriptLock {
-    /// Whether the lock is still held: a remote one is lost with the ssh connection that
-    /// held it (its shell, and so its descriptor, is gone).
-    pub(crate) async fn still_held(&self) -> bool {
-        match self {
-            ScriptLock::Local(_) => true,
-            ScriptLock::Remote(r) => r.host.session_id().await == r.session,
-        }
-    }
-}
-
-/// [`ScriptLock`] held by this process.
-#[derive(Debug)]
-pub(crate) struct LocalLock {
-    file: Option<File>,
-    path: PathBuf,
-}
-
-impl LocalLock {
-    /// Wait for the lock (blocking: call from `spawn_blocking`).
-    fn acquire_blocking(dir: &Path, name: &str) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
-        let path = dir.join(name);
-        loop {
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
-            file.lock()?;
-            let held = file.metadata()?;
-            match fs::metadata(&path) {
-                Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                    return Ok(LocalLock {
-                        file: Some(file),
-                        path,
-                    })
-                }
-                // Removed or replaced by the previous holder: try again with the new file.
-                _ => continue,
-            }
-        }
-    }
-
-    /// Take the lock named `name`, waiting at most [`SCRIPT_TIMEOUT`].
-    async fn acquire(name: &'static str) -> Result<Self> {
-        let task =
-            tokio::task::spawn_blocking(move || Self::acquire_blocking(Path::new(LOCK_DIR), name));
-        match tokio::time::timeout(SCRIPT_TIMEOUT, task).await {
-            Err(_) => Err(Error::Timeout {
-                operation: format!("taking the hotplug lock {LOCK_DIR}/{name}"),
-                after: SCRIPT_TIMEOUT,
-            }),
-            Ok(Err(e)) => Err(Error::backend(crate::NAME, format!("hotplug lock: {e}"))),
-            Ok(Ok(Err(e))) => Err(Error::backend_with(
-                crate::NAME,
-                format!("cannot take the hotplug lock {LOCK_DIR}/{name}"),
-                e,
-            )),
-            Ok(Ok(Ok(l))) => Ok(l),
-        }
-    }
-}
-
-impl Drop for LocalLock {
-    fn drop(&mut self) {
-        // Remove while still holding it, then close: the next waiter sees the path changed.
-        let _ = fs::remove_file(&self.path);
-        self.file.take();
-    }
-}
-
-/// A lock file held on a remote host by the agent's shell, on one of its descriptors (9 for
-/// [`ScriptLock`], 8 for libxl's userdata lock). Dropping it sends the release (remove the file,
-/// close the descriptor: the locking protocol libxl and the hotplug scripts share) in the
-/// background, and lets the next lock user of the connection go once that is done.
-#[derive(Debug)]
-pub(crate) struct RemoteLock {
-    host: Host,
-    /// The ssh session that holds it.
-    session: u64,
-    path: String,
-    fd: u32,
-    /// What the lock is, for messages.
-    what: &'static str,
-    turn: Option<tokio::sync::OwnedMutexGuard<()>>,
-}
-
-/// The descriptor the agent's shell holds the remote hotplug lock on.
-const LOCK_FD: u32 = 9;
-
-impl RemoteLock {
-    /// The lock `path` that the agent's shell of `session` holds on descriptor `fd`; `turn` is
-    /// the connection's own queue of users of this kind of lock.
-    pub(crate) fn new(
-        host: Host,
-        session: u64,
-        path: String,
-        fd: u32,
-        what: &'static str,
-        turn: tokio::sync::OwnedMutexGuard<()>,
-    ) -> Self {
-        RemoteLock {
-            host,
-            session,
-            path,
-            fd,
-            what,
-            turn: Some(turn),
-        }
-    }
-
-    /// Whether it is still held: it goes with the ssh session that took it.
-    pub(crate) async fn still_held(&self) -> bool {
-        self.host.session_id().await == self.session
-    }
-}
-
-impl Drop for RemoteLock {
-    fn drop(&mut self) {
-        let (host, session, path, fd, what, turn) = (
-            self.host.clone(),
-            self.session,
-            self.path.clone(),
-            self.fd,
-            self.what,
-            self.turn.take(),
-        );
-        let release = async move {
-            // Lost with its session: nothing is held any more (the file stays, which the
-            // protocol allows: the next locker checks the inode).
-            if host.session_id().await == session {
-                let script = format!("rm -f -- {}; exec {fd}<&-", sh_quote(&path));
-                if let Err(e) = host.run_in_session(&script, REMOTE_STEP).await {
-                    tracing::warn!(%path, "releasing {what} on {}: {e}", host.name());
-                }
-            }
-            drop(turn);
-        };
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
-                rt.spawn(release);
-            }
-            Err(_) => {
-                tracing::warn!(path = %self.path, "{what} dropped outside a runtime; it is released when the ssh connection closes")
-            }
-        }
-    }
-}
-
-/// The bound on one remote step that runs no hotplug script.
+/// The bound on one step that runs no hotplug script.
 pub(crate) const REMOTE_STEP: Duration = Duration::from_secs(30);
 
-/// `PATH` for remote commands: sshd may give a login a shorter one without the sbin folders.
+/// `PATH` for the commands: sshd may give a login a shorter one without the sbin folders.
 pub(crate) const REMOTE_PATH: &str =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin; export PATH\n";
 
-/// The backend domain's side of hotplug, on the connection's [`Host`]: each method is one
-/// concern, done natively on this machine or as one agent round trip on a remote host.
+/// The descriptors of a remote agent's shell that hold the hotplug lock and libxl's userdata
+/// locks: one each, so that a holder of one never waits for a user of the other.
+const LOCK_FD: u32 = 9;
+const USERDATA_LOCK_FD: u32 = 8;
+
+/// The longest a user of libxl's userdata lock waits for this connection's other users of it
+/// (remote only): 32 concurrent attaches on one connection take turns, each for a few round
+/// trips, each of them bounded, so this is only a generous bound against a bug, not the lock
+/// being held too long (that is `attach-timeout`).
+const USERDATA_TURN_BOUND: Duration = Duration::from_secs(600);
+
+/// The connection's host as the backend domain (Domain-0, or the host of its xenstored), with
+/// its lock files: the hotplug side, each method one concern, one shell script run on the host
+/// (one agent round trip on a remote host). libxl's stored configuration on the same host is
+/// [`crate::libxl::Userdata`].
 #[derive(Debug, Clone)]
 pub(crate) struct Dom0 {
     host: Host,
-    /// Lock users of this connection take turns here before asking the host (remote only).
-    turns: Arc<tokio::sync::Mutex<()>>,
-    /// The same for libxl's userdata locks (another descriptor of the agent's shell, see
-    /// [`crate::libxl`]), so that a holder of one lock never waits for a user of the other.
-    pub(crate) config_turns: Arc<tokio::sync::Mutex<()>>,
+    /// The hotplug scripts' lock (`claim_lock block`).
+    lock: HostLock,
+    /// libxl's userdata locks.
+    userdata_lock: HostLock,
 }
 
 impl Dom0 {
     pub(crate) fn new(host: Host) -> Self {
         Dom0 {
+            lock: HostLock::new(host.clone(), LOCK_FD, "the hotplug lock", SCRIPT_TIMEOUT),
+            userdata_lock: HostLock::new(
+                host.clone(),
+                USERDATA_LOCK_FD,
+                "libxl's userdata lock",
+                USERDATA_TURN_BOUND,
+            ),
             host,
-            turns: Arc::new(tokio::sync::Mutex::new(())),
-            config_turns: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
@@ -261,12 +102,17 @@ impl Dom0 {
         &self.host
     }
 
+    /// libxl's userdata locks on the host.
+    pub(crate) fn userdata_lock(&self) -> &HostLock {
+        &self.userdata_lock
+    }
+
     /// The host, for messages.
     pub(crate) fn name(&self) -> String {
         self.host.name()
     }
 
-    /// Run `script` on the remote host with the full `PATH`.
+    /// Run `script` on the host with the full `PATH`.
     async fn sh(&self, script: &str, timeout: Duration) -> Result<RunOutput> {
         self.host
             .run(&format!("{REMOTE_PATH}{script}"), timeout)
@@ -306,24 +152,15 @@ impl Dom0 {
 
     /// Whether the host is Domain-0 (`/proc/xen/capabilities` says `control_d`).
     pub(crate) async fn in_dom0(&self) -> Result<bool> {
-        if self.host.is_local() {
-            return Ok(crate::config::in_dom0());
-        }
-        // Builtins only: no process is started.
-        let out = self
-            .sh(
-                "c=; read -r c </proc/xen/capabilities 2>/dev/null; case $c in *control_d*) echo yes;; *) echo no;; esac",
-                REMOTE_STEP,
-            )
+        let caps = self
+            .host
+            .read_file("/proc/xen/capabilities", REMOTE_STEP)
             .await?;
-        Ok(out.text() == "yes")
+        Ok(matches!(caps, Ok(Some(c)) if String::from_utf8_lossy(&c).contains("control_d")))
     }
 
     /// Whether `path` is a block device on the host.
     pub(crate) async fn is_block_device(&self, path: &str) -> Result<bool> {
-        if self.host.is_local() {
-            return Ok(fs::metadata(path).is_ok_and(|m| m.file_type().is_block_device()));
-        }
         let out = self
             .sh(
                 &format!(
@@ -336,104 +173,35 @@ impl Dom0 {
         Ok(out.text() == "yes")
     }
 
-    /// Take the lock file `path` on the remote host in the agent's own shell, on descriptor
-    /// `fd`, by the protocol libxl and the hotplug scripts share (open, `flock`, keep it only if
-    /// the file locked is still the one at the path: the previous holder removes it to
-    /// release). `prepare` runs first, `then` once it is held (its output is the answer's).
-    ///
-    /// Each try is `flock -n`, one round trip that never blocks the agent: between tries the
-    /// connection's other commands go on, and the tries go on from here (every 20-250 ms)
-    /// until `wait` has passed. `None` when it has, with the lock still held by someone else.
-    /// Otherwise the status of the answer is 0 (held, `then` succeeded), 3 (held, `then`
-    /// failed) or anything else (not held: an error, said on stderr).
-    pub(crate) async fn lock_remote(
-        &self,
-        path: &str,
-        fd: u32,
-        prepare: &str,
-        then: &str,
-        wait: Duration,
-    ) -> Result<Option<RunOutput>> {
-        // The last command's status is the answer. Never `exit`: this is the agent's shell.
-        let script = format!(
-            r#"{REMOTE_PATH}__vdev_f={p}; __vdev_r=1
-if {prepare}; then
-  while :; do
-    exec {fd}<>"$__vdev_f" || break
-    if ! flock -n {fd}; then exec {fd}<&-; __vdev_r=2; break; fi
-    __vdev_a=$(stat -L -c %d:%i -- "$__vdev_f" /proc/$$/fd/{fd} 2>/dev/null)
-    __vdev_1=${{__vdev_a%%[!0-9:]*}}; __vdev_2=${{__vdev_a##*[!0-9:]}}
-    if [ -n "$__vdev_1" ] && [ "$__vdev_1" = "$__vdev_2" ] && [ "$__vdev_a" != "$__vdev_1" ]; then __vdev_r=0; break; fi
-    exec {fd}<&-
-  done
-fi
-case $__vdev_r in 0) {{ {then}; }} || (exit 3) ;; 2) (exit 2) ;; *) false ;; esac"#,
-            p = sh_quote(path),
-        );
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut pause = Duration::from_millis(20);
-        loop {
-            let out = self.host.run_in_session(&script, REMOTE_STEP).await?;
-            if out.status != 2 {
-                return Ok(Some(out));
-            }
-            let now = tokio::time::Instant::now();
-            if now >= deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(250));
-        }
-    }
-
-    /// Take the hotplug lock `name` on the host, waiting at most [`SCRIPT_TIMEOUT`].
-    pub(crate) async fn lock(&self, name: &'static str) -> Result<ScriptLock> {
-        if self.host.is_local() {
-            return LocalLock::acquire(name).await.map(ScriptLock::Local);
-        }
-        let turn = tokio::time::timeout(SCRIPT_TIMEOUT, self.turns.clone().lock_owned())
-            .await
-            .map_err(|_| Error::Timeout {
-                operation: format!("waiting for this connection's other user of the hotplug lock {LOCK_DIR}/{name}"),
-                after: SCRIPT_TIMEOUT,
-            })?;
+    /// Take the hotplug lock `name` on the host (`/var/run/xen-hotplug/NAME`, as
+    /// `claim_lock` in `locking.sh`), waiting at most [`SCRIPT_TIMEOUT`]. Released when dropped.
+    pub(crate) async fn lock(&self, name: &'static str) -> Result<HeldLock> {
         let path = format!("{LOCK_DIR}/{name}");
-        let prepare = format!("mkdir -p {}", sh_quote(LOCK_DIR));
-        let Some(out) = self
-            .lock_remote(&path, LOCK_FD, &prepare, "true", SCRIPT_TIMEOUT)
-            .await?
-        else {
-            return Err(Error::Timeout {
+        match self.lock.acquire(&path, true, SCRIPT_TIMEOUT).await {
+            Ok(held) => Ok(held),
+            Err(LockError::Busy) => Err(Error::Timeout {
                 operation: format!("taking the hotplug lock {path} on {}", self.host.name()),
                 after: SCRIPT_TIMEOUT,
-            });
-        };
-        let session = self.host.session_id().await;
-        match out.status {
-            0 => Ok(ScriptLock::Remote(RemoteLock::new(
-                self.host.clone(),
-                session,
-                path,
-                LOCK_FD,
-                "the hotplug lock",
-                turn,
-            ))),
-            s => Err(Error::backend(
+            }),
+            Err(LockError::Turns(after)) => Err(Error::Timeout {
+                operation: format!(
+                    "waiting for this connection's other user of the hotplug lock {path}"
+                ),
+                after,
+            }),
+            Err(LockError::Failed(why)) => Err(Error::backend(
                 crate::NAME,
                 format!(
-                    "cannot take the hotplug lock {path} on {} (status {s}): {}",
-                    self.host.name(),
-                    out.stderr.trim()
+                    "cannot take the hotplug lock {path} on {}: {why}",
+                    self.host.name()
                 ),
             )),
+            Err(LockError::Host(e)) => Err(e),
         }
     }
 
     /// Look at `params` in the backend domain. Errors name the attribute.
     pub(crate) async fn inspect(&self, params: &str) -> Result<Backing> {
-        if self.host.is_local() {
-            return inspect(params);
-        }
         let script = format!(
             r#"p={}
 c=$(realpath -e -- "$p" 2>&1) || {{ printf 'E%s
@@ -451,9 +219,6 @@ printf 'K%s
 
     /// The loop devices currently backed by the file (`dev`, `ino`), by their numbers.
     pub(crate) async fn loops_backed_by(&self, dev: u64, ino: u64) -> Result<Vec<DevNum>> {
-        if self.host.is_local() {
-            return Ok(loops_backed_by(dev, ino));
-        }
         let script = format!(
             r#"for d in /sys/block/loop*; do
   [ -r "$d/loop/backing_file" ] || continue
@@ -480,9 +245,6 @@ done; true"#
         nums: &[DevNum],
         mode: &str,
     ) -> Result<Option<String>> {
-        if self.host.is_local() {
-            return Ok(mounted_conflict(nums, mode));
-        }
         let script = r#"while read -r s m f o r; do
   case $s in /*) ;; *) continue ;; esac
   [ -b "$s" ] || continue
@@ -520,16 +282,7 @@ done </proc/mounts; true"#;
         const HINT: &str =
             "Domain-0 needs the loop module and a free loop device (see `losetup -a`)";
         let ro = if mode == "r" { " --read-only" } else { "" };
-        let (dev, num) = if self.host.is_local() {
-            let dev = loop_attach(path, mode).await?;
-            match devnum_of(&dev) {
-                Ok(n) => (dev, n),
-                Err(e) => {
-                    let _ = loop_detach(&dev).await;
-                    return Err(e);
-                }
-            }
-        } else {
+        let (dev, num) = {
             // losetup, then the new device's number; release it again if that fails.
             let script = format!(
                 r#"d=$(losetup --find --show{ro} -- {}) || exit 1
@@ -561,9 +314,6 @@ printf '%s
 
     /// Release a loop device (`losetup -d`).
     pub(crate) async fn loop_detach(&self, node: &str) -> Result<()> {
-        if self.host.is_local() {
-            return loop_detach(node).await;
-        }
         self.sh_ok(
             &format!("losetup -d {}", sh_quote(node)),
             "losetup -d",
@@ -584,14 +334,6 @@ printf '%s
         be: &str,
         extra: &[(&str, String)],
     ) -> Result<ScriptOutcome> {
-        if self.host.is_local() {
-            let out = run_script(script, action, xenbus_type, be, extra).await?;
-            return Ok(ScriptOutcome {
-                success: out.status.success(),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            });
-        }
         let mut env = vec![
             ("SCRIPTNAME", script.to_owned()),
             ("XENBUS_TYPE", xenbus_type.to_owned()),
@@ -721,185 +463,6 @@ fn uname_error(reason: String) -> Error {
     }
 }
 
-/// Look at `params` in this (the backend) domain. Errors name the attribute.
-fn inspect(params: &str) -> Result<Backing> {
-    let canon = fs::canonicalize(params).map_err(|e| {
-        uname_error(format!(
-            "'{params}' cannot be opened in the backend domain ({e}); give an existing file or block device"
-        ))
-    })?;
-    let md =
-        fs::metadata(&canon).map_err(|e| uname_error(format!("'{}': {e}", canon.display())))?;
-    let path = canon.to_string_lossy().into_owned();
-    if md.file_type().is_block_device() {
-        Ok(Backing::Device {
-            path,
-            num: DevNum::of(md.rdev()),
-        })
-    } else if md.is_file() {
-        Ok(Backing::File {
-            path,
-            dev: md.dev(),
-            ino: md.ino(),
-            writable: md.permissions().mode() & 0o222 != 0,
-        })
-    } else {
-        Err(uname_error(format!(
-            "'{path}' is neither a regular file nor a block device; give file:PATH of an image or phy:PATH of a block device"
-        )))
-    }
-}
-
-/// The loop devices currently backed by the file (`dev`, `ino`), by their numbers.
-fn loops_backed_by(dev: u64, ino: u64) -> Vec<DevNum> {
-    let mut out = Vec::new();
-    let Ok(dir) = fs::read_dir("/sys/block") else {
-        return out;
-    };
-    for e in dir.flatten() {
-        let name = e.file_name();
-        let Some(name) = name.to_str().filter(|n| n.starts_with("loop")) else {
-            continue;
-        };
-        let base = Path::new("/sys/block").join(name);
-        let Ok(backing) = fs::read_to_string(base.join("loop/backing_file")) else {
-            continue;
-        };
-        let backing = backing.trim_end_matches('\n');
-        let same = fs::metadata(backing)
-            .map(|m| m.dev() == dev && m.ino() == ino)
-            .unwrap_or(false);
-        if !same {
-            continue;
-        }
-        if let Some(num) = fs::read_to_string(base.join("dev")).ok().and_then(|s| {
-            let (a, b) = s.trim().split_once(':')?;
-            Some(DevNum {
-                major: a.parse().ok()?,
-                minor: b.parse().ok()?,
-            })
-        }) {
-            out.push(num);
-        }
-    }
-    out
-}
-
-/// The first block device among `nums` that Domain-0 has mounted in a way that conflicts with
-/// `mode` (any mount for `w`, a read-write mount for `r`), as the block script checks.
-fn mounted_conflict(nums: &[DevNum], mode: &str) -> Option<String> {
-    let mounts = fs::read_to_string("/proc/mounts").ok()?;
-    for line in mounts.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(src), Some(mnt), Some(_fs), Some(opts)) =
-            (f.next(), f.next(), f.next(), f.next())
-        else {
-            continue;
-        };
-        if mode != "w" && opts.split(',').any(|o| o == "ro") {
-            continue;
-        }
-        let Ok(md) = fs::metadata(src) else { continue };
-        if md.file_type().is_block_device() && nums.contains(&DevNum::of(md.rdev())) {
-            return Some(format!("{src} mounted on {mnt}"));
-        }
-    }
-    None
-}
-
-/// Attach `path` to a free loop device (read-only for mode `r`) with util-linux `losetup`, which
-/// finds the free device and retries races with other users itself. The device's path.
-async fn loop_attach(path: &str, mode: &str) -> Result<String> {
-    let mut cmd = tokio::process::Command::new("losetup");
-    cmd.args(["--find", "--show"]);
-    if mode == "r" {
-        cmd.arg("--read-only");
-    }
-    cmd.arg(path);
-    let out = run(
-        cmd,
-        "losetup --find --show",
-        "Domain-0 needs the loop module and a free loop device (see `losetup -a`)",
-    )
-    .await?;
-    let dev = String::from_utf8_lossy(&out).trim().to_owned();
-    if !dev.starts_with("/dev/") {
-        return Err(Error::backend(
-            crate::NAME,
-            format!("losetup printed '{dev}' instead of a loop device"),
-        ));
-    }
-    Ok(dev)
-}
-
-/// Release a loop device (`losetup -d`).
-async fn loop_detach(node: &str) -> Result<()> {
-    let mut cmd = tokio::process::Command::new("losetup");
-    cmd.arg("-d").arg(node);
-    run(
-        cmd,
-        "losetup -d",
-        "the loop device stays attached; release it with `losetup -d` once nothing uses it",
-    )
-    .await
-    .map(|_| ())
-}
-
-/// The number of a block device node.
-fn devnum_of(path: &str) -> Result<DevNum> {
-    let md = fs::metadata(path)
-        .map_err(|e| Error::backend_with(crate::NAME, format!("cannot stat {path}"), e))?;
-    Ok(DevNum::of(md.rdev()))
-}
-
-/// Run `cmd` to completion within [`SCRIPT_TIMEOUT`] (killed after it); its output, whatever
-/// its exit status.
-async fn output(mut cmd: tokio::process::Command, what: &str) -> Result<std::process::Output> {
-    cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
-    tokio::time::timeout(SCRIPT_TIMEOUT, cmd.output())
-        .await
-        .map_err(|_| Error::Timeout {
-            operation: what.to_owned(),
-            after: SCRIPT_TIMEOUT,
-        })?
-        .map_err(|e| Error::backend_with(crate::NAME, format!("cannot run {what}"), e))
-}
-
-/// Run `cmd`; its stdout, or an error with its stderr and `hint` when it fails.
-async fn run(cmd: tokio::process::Command, what: &str, hint: &str) -> Result<Vec<u8>> {
-    let out = output(cmd, what).await?;
-    if !out.status.success() {
-        return Err(Error::backend(
-            crate::NAME,
-            format!(
-                "{what} failed ({}): {}; {hint}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        ));
-    }
-    Ok(out.stdout)
-}
-
-/// Run a hotplug script as libxl does: `SCRIPT ACTION` with libxl's environment plus `extra`.
-/// Its output, whatever its exit status (the caller reads the script's `hotplug-error`).
-async fn run_script(
-    script: &str,
-    action: &str,
-    xenbus_type: &str,
-    be: &str,
-    extra: &[(&str, String)],
-) -> Result<std::process::Output> {
-    let mut cmd = tokio::process::Command::new(script);
-    cmd.arg(action)
-        .env("SCRIPTNAME", script)
-        .env("XENBUS_TYPE", xenbus_type)
-        .env("XENBUS_PATH", be)
-        .env("XENBUS_BASE_PATH", "backend")
-        .envs(extra.iter().map(|(k, v)| (k, v)));
-    output(cmd, &format!("hotplug script {script} {action} for {be}")).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -916,55 +479,27 @@ mod tests {
         assert_eq!(DevNum::from_xenstore("nonsense"), None);
     }
 
-    #[test]
-    fn the_lock_excludes_and_is_removed_on_release() {
-        let dir = std::env::temp_dir().join(format!("vdev-hotplug-lock-{}", std::process::id()));
-        let held = LocalLock::acquire_blocking(&dir, "block").unwrap();
-        let path = held.path.clone();
-        assert!(path.exists());
-        // Another open file description of the lock file cannot take it while it is held.
-        let probe = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        assert!(
-            matches!(probe.try_lock(), Err(fs::TryLockError::WouldBlock)),
-            "a second holder could take the lock while it was held"
-        );
-        drop(probe);
-        let (tx, rx) = std::sync::mpsc::channel();
-        let d = dir.clone();
-        let waiter = std::thread::spawn(move || {
-            let l = LocalLock::acquire_blocking(&d, "block").unwrap();
-            tx.send(()).unwrap();
-            drop(l);
-        });
-        drop(held);
-        // A bound against a hang, not a speed requirement.
-        rx.recv_timeout(Duration::from_secs(60))
-            .expect("the waiter got the lock after release");
-        waiter.join().unwrap();
-        assert!(!path.exists(), "the lock file is removed on release");
-        fs::remove_dir(&dir).unwrap();
-    }
-
-    #[test]
-    fn inspect_tells_files_from_devices_and_names_uname() {
+    /// (The lock's own test is in vdev-remote, `lock.rs`.)
+    #[tokio::test]
+    async fn inspect_tells_files_from_devices_and_names_uname() {
+        let dom0 = Dom0::new(Host::Local);
         let f = std::env::temp_dir().join(format!("vdev-hotplug-{}.img", std::process::id()));
-        fs::write(&f, b"x").unwrap();
-        match inspect(f.to_str().unwrap()).unwrap() {
+        std::fs::write(&f, b"x").unwrap();
+        match dom0.inspect(f.to_str().unwrap()).await.unwrap() {
             Backing::File { writable, .. } => assert!(writable),
             other => panic!("{other:?}"),
         }
-        fs::remove_file(&f).unwrap();
-        let e = inspect(f.to_str().unwrap()).unwrap_err();
+        std::fs::remove_file(&f).unwrap();
+        let e = dom0.inspect(f.to_str().unwrap()).await.unwrap_err();
         assert!(
             matches!(&e, Error::InvalidAttribute { name, .. } if name == "uname"),
             "{e}"
         );
-        if Path::new("/dev/null").exists() {
-            assert!(inspect("/dev/null").is_err(), "a char device is refused");
+        if std::path::Path::new("/dev/null").exists() {
+            assert!(
+                dom0.inspect("/dev/null").await.is_err(),
+                "a char device is refused"
+            );
         }
     }
 

@@ -1,7 +1,9 @@
 #![doc = include_str!("docs.md")]
 #![deny(missing_docs)]
 
+mod attach;
 mod config;
+mod detach;
 mod driver;
 mod error;
 mod events;
@@ -10,13 +12,17 @@ mod events;
 pub mod fuzzing;
 mod hotplug;
 mod libxl;
+mod listing;
+mod paths;
+mod plug;
+mod rollback;
 mod vbd;
 mod vif;
 mod xenstore;
 
 pub use config::{
-    Hotplug, Transport, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_DEVICE, DEFAULT_REQUEST_TIMEOUT,
-    DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
+    Hotplug, StoreEndpoint, XenConfig, DEFAULT_ATTACH_TIMEOUT, DEFAULT_DEVICE,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
 };
 pub use driver::XenDriver;
 pub use error::{LibxlConfigError, XsError};

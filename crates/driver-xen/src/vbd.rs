@@ -7,6 +7,8 @@
 
 use vdev_core::{AttributeSpec, Attributes, DeviceType, DeviceTypeSchema, Error, Result};
 
+use crate::paths::{DevPaths, Keys};
+
 /// The script libxl names for a `phy` backend.
 pub(crate) const BLOCK_SCRIPT: &str = "/etc/xen/scripts/block";
 
@@ -117,6 +119,16 @@ fn backing_path(name: &str, p: &str) -> Result<String> {
 }
 
 impl DiskSpec {
+    /// What its entry in libxl's stored configuration is made of.
+    pub(crate) fn libxl_entry(&self) -> crate::libxl::DiskEntry<'_> {
+        crate::libxl::DiskEntry {
+            pdev_path: &self.params,
+            vdev: &self.dev,
+            readwrite: self.mode == "w",
+            backend: self.backend.as_deref(),
+        }
+    }
+
     /// Interpret the attributes; changes nothing. A bare `target` path is looked at on this
     /// machine (see [`target_as_uname_with`]).
     #[cfg(test)]
@@ -246,86 +258,6 @@ const DISK_ATTRS: &[&str] = &[
     "uname", "target", "dev", "vdev", "mode", "access", "format", "backend", "recorded",
 ];
 
-/// A XenStore device class.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum Kind {
-    /// Disks.
-    Vbd,
-    /// Network interfaces.
-    Vif,
-}
-
-impl Kind {
-    pub(crate) const ALL: [Kind; 2] = [Kind::Vbd, Kind::Vif];
-    /// Its name in XenStore paths.
-    pub(crate) fn xs(self) -> &'static str {
-        match self {
-            Kind::Vbd => "vbd",
-            Kind::Vif => "vif",
-        }
-    }
-    /// Its vdev device type.
-    pub(crate) fn device_type(self) -> DeviceType {
-        match self {
-            Kind::Vbd => DeviceType::DISK,
-            Kind::Vif => DeviceType::NETWORK,
-        }
-    }
-    pub(crate) fn of(t: &DeviceType) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.device_type() == *t)
-    }
-    pub(crate) fn from_xs(s: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| k.xs() == s)
-    }
-}
-
-/// Paths of one device.
-#[derive(Debug, Clone)]
-pub(crate) struct DevPaths {
-    pub frontend: String,
-    pub backend: String,
-    pub libxl: String,
-}
-
-impl DevPaths {
-    pub(crate) fn new(kind: Kind, domid: u32, backend: u32, devid: u32) -> Self {
-        DevPaths {
-            frontend: frontend_path(kind, domid, devid),
-            backend: format!(
-                "/local/domain/{backend}/backend/{}/{domid}/{devid}",
-                kind.xs()
-            ),
-            libxl: libxl_path(kind, domid, devid),
-        }
-    }
-}
-
-pub(crate) fn frontend_dir(kind: Kind, domid: u32) -> String {
-    format!("/local/domain/{domid}/device/{}", kind.xs())
-}
-pub(crate) fn frontend_path(kind: Kind, domid: u32, devid: u32) -> String {
-    format!("{}/{devid}", frontend_dir(kind, domid))
-}
-pub(crate) fn libxl_dir(kind: Kind, domid: u32) -> String {
-    format!("/libxl/{domid}/device/{}", kind.xs())
-}
-pub(crate) fn libxl_path(kind: Kind, domid: u32, devid: u32) -> String {
-    format!("{}/{devid}", libxl_dir(kind, domid))
-}
-
-/// Whether `p` is a plausible backend path of device `devid` of `domid`:
-/// `/local/domain/N/backend/KIND/DOMID/DEVID`. The frontend's `backend` key is written by the
-/// guest's side too, so it is never followed unchecked.
-pub(crate) fn check_backend_path(kind: Kind, p: &str, domid: u32, devid: u32) -> Option<u32> {
-    let rest = p.strip_prefix("/local/domain/")?;
-    let (n, rest) = rest.split_once('/')?;
-    let n: u32 = n
-        .parse()
-        .ok()
-        .filter(|_| n.bytes().all(|b| b.is_ascii_digit()))?;
-    (rest == format!("backend/{}/{domid}/{devid}", kind.xs())).then_some(n)
-}
-
 /// The frontend keys listed.
 pub(crate) const FE_KEYS: &[&str] = &[
     "backend",
@@ -348,9 +280,6 @@ pub(crate) const BE_KEYS: &[&str] = &[
     "script",
     "hotplug-status",
 ];
-
-/// Keys and values of one directory, in writing order.
-pub(crate) type Keys = Vec<(&'static str, String)>;
 
 /// The keys libxl 4.17 writes, in its order: backend dir, frontend dir; the `/libxl` record is
 /// `frontend`, `backend`, then the backend's keys.
@@ -402,6 +331,7 @@ pub(crate) fn schema() -> DeviceTypeSchema {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::Kind;
 
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
         Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()

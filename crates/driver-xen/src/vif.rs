@@ -2,7 +2,7 @@
 
 use vdev_core::{AttributeSpec, Attributes, DeviceType, DeviceTypeSchema, Error, Result};
 
-use crate::vbd::{DevPaths, Keys};
+use crate::paths::{DevPaths, Keys};
 
 /// A NIC's hotplug script: a vif script of `/etc/xen/scripts` (`vif-bridge`, `vif-route`,
 /// `vif-nat`, `vif-openvswitch`, `vif2`, ...), given by name or by full path. Scripts run as
@@ -90,6 +90,17 @@ fn random_mac() -> String {
 }
 
 impl NicSpec {
+    /// What its entry in libxl's stored configuration is made of.
+    pub(crate) fn libxl_entry(&self) -> crate::libxl::NicEntry<'_> {
+        crate::libxl::NicEntry {
+            mac: &self.mac,
+            ip: self.ip.as_deref(),
+            bridge: self.bridge_given.as_deref(),
+            script: self.script_given.as_deref(),
+            backend: self.backend.as_deref(),
+        }
+    }
+
     /// Interpret the attributes; changes nothing.
     pub(crate) fn parse(attrs: &Attributes) -> Result<Self> {
         let mac = match attrs.get("mac") {

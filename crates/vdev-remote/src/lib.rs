@@ -30,6 +30,7 @@ mod endpoint;
 #[doc(hidden)]
 pub mod fuzzing;
 mod host;
+mod lock;
 mod session;
 mod target;
 #[cfg(feature = "test-sshd")]
@@ -37,5 +38,6 @@ pub mod testing;
 
 pub use endpoint::{Endpoint, EndpointStream, PathKind};
 pub use host::{sh_quote, Host, RunOutput, SocketState};
+pub use lock::{HeldLock, HostLock, LockError};
 pub use session::SshHost;
 pub use target::{SshTarget, PERSIST_RANGE, SSH_OPTIONS};

@@ -18,43 +18,24 @@
 //! Requests of a transaction begun on the old connection fail instead of being sent on the
 //! new one, and watches end: their owners register them again (the event stream does).
 
-use std::collections::HashMap;
+mod session;
+mod transaction;
+mod wire;
+mod xenbus_device;
+
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use vdev_remote::Host;
 
-use crate::config::Transport;
+use crate::config::StoreEndpoint;
 use crate::error::XsError;
 
 /// The largest payload xenstored accepts.
 pub const MAX_PAYLOAD: usize = 4096;
-
-/// XenStore message types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-pub(crate) enum Op {
-    Directory = 1,
-    Read = 2,
-    Watch = 4,
-    Unwatch = 5,
-    TransactionStart = 6,
-    TransactionEnd = 7,
-    Write = 11,
-    Mkdir = 12,
-    Rm = 13,
-    SetPerms = 14,
-    /// A directory's children from a byte offset, for lists over the payload limit (Xen's
-    /// xs_wire.h: `XS_DIRECTORY_PART`, 22; 20 was `XS_RESTRICT`, removed, answered ENOSYS).
-    DirectoryPart = 22,
-}
-
-const WATCH_EVENT: u32 = 15;
-const ERROR: u32 = 16;
 
 /// A transaction id; [`NO_TX`] outside transactions. The high 32 bits are the generation of the
 /// connection the transaction was started on (xenstored's id is the low 32 bits), so a
@@ -63,126 +44,20 @@ pub(crate) type TxId = u64;
 /// Outside any transaction.
 pub(crate) const NO_TX: TxId = 0;
 
-/// One request of a batch.
-#[derive(Debug, Clone)]
-pub(crate) struct Req {
-    op: Op,
-    payload: Vec<u8>,
-}
+pub(crate) use transaction::{Body, TxFailure};
+pub(crate) use wire::{decode_directory_part, split};
+#[cfg(feature = "fuzzing")]
+pub(crate) use wire::{decode_frame, header, Frame};
+pub(crate) use wire::{opt, utf8, Req};
 
-impl Req {
-    fn new(op: Op, fields: &[&[u8]], trailing_nul: bool) -> Req {
-        let mut payload = Vec::new();
-        for (i, f) in fields.iter().enumerate() {
-            if i > 0 {
-                payload.push(0);
-            }
-            payload.extend_from_slice(f);
-        }
-        if trailing_nul {
-            payload.push(0);
-        }
-        Req { op, payload }
-    }
-    pub(crate) fn read(path: &str) -> Req {
-        Req::new(Op::Read, &[path.as_bytes()], true)
-    }
-    pub(crate) fn directory(path: &str) -> Req {
-        Req::new(Op::Directory, &[path.as_bytes()], true)
-    }
-    /// `path\0offset\0`: the children of `path` from byte `offset` of their NUL-separated list.
-    pub(crate) fn directory_part(path: &str, offset: usize) -> Req {
-        Req::new(
-            Op::DirectoryPart,
-            &[path.as_bytes(), offset.to_string().as_bytes()],
-            true,
-        )
-    }
-    /// WRITE's value is not NUL-terminated.
-    pub(crate) fn write(path: &str, value: &str) -> Req {
-        Req::new(Op::Write, &[path.as_bytes(), value.as_bytes()], false)
-    }
-    pub(crate) fn mkdir(path: &str) -> Req {
-        Req::new(Op::Mkdir, &[path.as_bytes()], true)
-    }
-    pub(crate) fn rm(path: &str) -> Req {
-        Req::new(Op::Rm, &[path.as_bytes()], true)
-    }
-    /// Permissions as xenstored spells them: `n0`, `r5`, ... (the first is the owner and the
-    /// access of everyone else).
-    pub(crate) fn set_perms(path: &str, perms: &[String]) -> Req {
-        let mut fields: Vec<&[u8]> = vec![path.as_bytes()];
-        fields.extend(perms.iter().map(|p| p.as_bytes()));
-        Req::new(Op::SetPerms, &fields, true)
-    }
-}
-
-type Pending = HashMap<u32, oneshot::Sender<Result<Vec<u8>, XsError>>>;
-
-struct Shared {
-    pending: Mutex<Pending>,
-    watches: Mutex<HashMap<String, mpsc::UnboundedSender<String>>>,
-    closed: AtomicBool,
-    why_closed: Mutex<String>,
-}
-
-impl Shared {
-    fn close(&self, why: String) {
-        if self.closed.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        *self
-            .why_closed
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = why.clone();
-        for (_, tx) in self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .drain()
-        {
-            let _ = tx.send(Err(XsError::Disconnected(why.clone())));
-        }
-        // Dropping the senders ends every watch stream.
-        self.watches
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
-    }
-    fn closed_error(&self) -> XsError {
-        XsError::Disconnected(
-            self.why_closed
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .clone(),
-        )
-    }
-}
-
-/// One connection to xenstored: requests from many tasks are multiplexed on it.
-struct Session {
-    shared: Arc<Shared>,
-    out: mpsc::UnboundedSender<Vec<u8>>,
-    next_req: AtomicU32,
-    timeout: Duration,
-    /// Which connection of the [`XenStore`] this is (1, 2, ...): the high half of its
-    /// transaction ids.
-    generation: u32,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-}
+use session::Session;
+use wire::Op;
+use xenbus_device::XenbusDevice;
 
 /// A connection to xenstored that re-opens itself when lost (see the module docs). Cheap to
 /// share behind an `Arc`.
 pub(crate) struct XenStore {
-    transport: Transport,
+    endpoint: StoreEndpoint,
     host: Host,
     timeout: Duration,
     /// The current connection (never locked across an await).
@@ -192,12 +67,14 @@ pub(crate) struct XenStore {
     generation: AtomicU32,
     closed_for_good: AtomicBool,
     next_token: AtomicU32,
+    /// Open transactions of this client, at most [`transaction::MAX_TRANSACTIONS`].
+    tx_slots: tokio::sync::Semaphore,
 }
 
 impl std::fmt::Debug for XenStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("XenStore")
-            .field("transport", &self.transport)
+            .field("endpoint", &self.endpoint)
             .field("host", &self.host.name())
             .field("closed", &self.closed_for_good.load(Ordering::SeqCst))
             .field("timeout", &self.timeout)
@@ -205,279 +82,16 @@ impl std::fmt::Debug for XenStore {
     }
 }
 
-/// reports itself writable to poll (it accepts every complete message at once).
-struct XenbusDevice(tokio::io::unix::AsyncFd<std::fs::File>);
-
-impl XenbusDevice {
-    fn open(path: &std::path::Path) -> std::io::Result<Self> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let f = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)?;
-        // SAFETY: the File is owned by the AsyncFd for all its life and never handed out, so its
-        // descriptor stays open and the same until the AsyncFd is dropped.
-        let fd = unsafe { tokio::io::unix::AsyncFd::register(f) }.map_err(|e| e.into_parts().1)?;
-        Ok(XenbusDevice(fd))
-    }
-}
-
-impl AsyncRead for XenbusDevice {
-    fn poll_read(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        use std::io::Read;
-        loop {
-            let mut ready = std::task::ready!(self.0.poll_read_ready(cx))?;
-            match ready.try_io(|f| f.get_ref().read(buf.initialize_unfilled())) {
-                Ok(Ok(n)) => {
-                    buf.advance(n);
-                    return std::task::Poll::Ready(Ok(()));
-                }
-                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
-                Err(_would_block) => continue,
-            }
-        }
-    }
-}
-
-impl AsyncWrite for XenbusDevice {
-    fn poll_write(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        use std::io::Write;
-        loop {
-            match self.0.get_ref().write(buf) {
-                // The device cannot say when it will take the message (it never reports itself
-                // writable): yield to the executor and try again on the next poll, instead of
-                // spinning on the worker thread. The caller's request timeout bounds the wait.
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    cx.waker().wake_by_ref();
-                    return std::task::Poll::Pending;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                r => return std::task::Poll::Ready(r),
-            }
-        }
-    }
-
-    fn poll_flush(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(
-        self: std::pin::Pin<&mut Self>,
-        _cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-}
-
-impl Session {
-    /// Run the session over a byte stream to xenstored.
-    /// `one_at_a_time`: send a request only once the previous one is answered (the xenbus
-    /// device keeps a request's payload in its one message buffer until it is sent on, so a
-    /// second request written meanwhile corrupts the first: measured in the lab).
-    fn start(
-        mut rd: impl AsyncRead + Unpin + Send + 'static,
-        mut wr: impl AsyncWrite + Unpin + Send + 'static,
-        timeout: Duration,
-        one_at_a_time: bool,
-        generation: u32,
-    ) -> Self {
-        let shared = Arc::new(Shared {
-            pending: Mutex::new(HashMap::new()),
-            watches: Mutex::new(HashMap::new()),
-            closed: AtomicBool::new(false),
-            why_closed: Mutex::new(String::new()),
-        });
-        let (out, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
-        let answered = Arc::new(tokio::sync::Semaphore::new(0));
-        let s = shared.clone();
-        let a = answered.clone();
-        let writer = tokio::spawn(async move {
-            while let Some(frame) = out_rx.recv().await {
-                if let Err(e) = wr.write_all(&frame).await {
-                    s.close(format!("writing to xenstored failed: {e}"));
-                    return;
-                }
-                if one_at_a_time {
-                    match a.acquire().await {
-                        Ok(p) => p.forget(),
-                        Err(_) => return,
-                    }
-                }
-            }
-        });
-        let a = answered;
-        let s = shared.clone();
-        let reader = tokio::spawn(async move {
-            let why = loop {
-                let mut hdr = [0u8; 16];
-                if let Err(e) = rd.read_exact(&mut hdr).await {
-                    break format!("xenstored closed the connection ({e})");
-                }
-                let (ty, req_id, len) = header(&hdr);
-                if len > MAX_PAYLOAD {
-                    break format!(
-                        "xenstored sent a {len}-byte payload (the limit is {MAX_PAYLOAD})"
-                    );
-                }
-                let mut body = vec![0u8; len];
-                if let Err(e) = rd.read_exact(&mut body).await {
-                    break format!("xenstored closed the connection ({e})");
-                }
-                tracing::trace!(target: "vdev_driver_xen::xenstore", ty, req_id, "<- {}", printable(&body));
-                if ty != WATCH_EVENT && one_at_a_time {
-                    a.add_permits(1);
-                }
-                let reply = match decode_frame(ty, body) {
-                    Frame::Watch { path, token } => {
-                        let mut w = s
-                            .watches
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        if let Some(tx) = w.get(&token) {
-                            if tx.send(path).is_err() {
-                                w.remove(&token);
-                            }
-                        }
-                        continue;
-                    }
-                    Frame::Reply(r) => r,
-                };
-                if let Some(tx) = s
-                    .pending
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .remove(&req_id)
-                {
-                    let _ = tx.send(reply);
-                }
-            };
-            s.close(why);
-        });
-        Session {
-            shared,
-            out,
-            next_req: AtomicU32::new(1),
-            timeout,
-            generation,
-            tasks: vec![writer, reader],
-        }
-    }
-
-    fn is_closed(&self) -> bool {
-        self.shared.closed.load(Ordering::SeqCst)
-    }
-
-    /// Close the connection: pending and later requests fail, watch streams end.
-    fn close(&self, why: String) {
-        self.shared.close(why);
-        for t in &self.tasks {
-            t.abort();
-        }
-    }
-
-    /// Queue one request (in call order) and return the receiver of its reply.
-    fn send(
-        &self,
-        tx: TxId,
-        req: &Req,
-    ) -> Result<oneshot::Receiver<Result<Vec<u8>, XsError>>, XsError> {
-        if req.payload.len() > MAX_PAYLOAD {
-            return Err(XsError::TooLarge(req.payload.len()));
-        }
-        if self.is_closed() {
-            return Err(self.shared.closed_error());
-        }
-        if tx != NO_TX && (tx >> 32) as u32 != self.generation {
-            return Err(XsError::Disconnected(
-                "the transaction was begun on an earlier connection, which was lost".into(),
-            ));
-        }
-        let wire_tx = tx as u32;
-        let id = self.next_req.fetch_add(1, Ordering::Relaxed);
-        tracing::trace!(target: "vdev_driver_xen::xenstore", op = ?req.op, req_id = id, tx = wire_tx, "-> {}", printable(&req.payload));
-        let mut frame = Vec::with_capacity(16 + req.payload.len());
-        for w in [req.op as u32, id, wire_tx, req.payload.len() as u32] {
-            frame.extend_from_slice(&w.to_le_bytes());
-        }
-        frame.extend_from_slice(&req.payload);
-        let (rtx, rrx) = oneshot::channel();
-        self.shared
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(id, rtx);
-        if self.out.send(frame).is_err() {
-            self.shared
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&id);
-            return Err(self.shared.closed_error());
-        }
-        // The reader may have closed between the check and the insert.
-        if self.is_closed() {
-            if let Some(t) = self
-                .shared
-                .pending
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .remove(&id)
-            {
-                let _ = t.send(Err(self.shared.closed_error()));
-            }
-        }
-        Ok(rrx)
-    }
-
-    /// Wait for a reply. A request unanswered within the timeout closes the connection: a
-    /// xenstored that does not answer for that long (or a connection silently gone, such as
-    /// an ssh link that stopped carrying data) is not trusted with later requests; the next
-    /// one opens a new connection.
-    async fn wait(
-        &self,
-        what: &Req,
-        rx: oneshot::Receiver<Result<Vec<u8>, XsError>>,
-    ) -> Result<Vec<u8>, XsError> {
-        match tokio::time::timeout(self.timeout, rx).await {
-            Err(_) => {
-                let what = format!("{:?} {}", what.op, describe(&what.payload));
-                self.close(format!(
-                    "xenstored did not answer {what} within {:?}; the connection was closed",
-                    self.timeout
-                ));
-                Err(XsError::Timeout {
-                    what,
-                    after: self.timeout,
-                })
-            }
-            Ok(Err(_)) => Err(self.shared.closed_error()),
-            Ok(Ok(r)) => r,
-        }
-    }
-}
-
 impl XenStore {
     /// Connect to xenstored through its unix socket on `host` or (on this machine) the
     /// xenbus device. The first connection is opened now, so a wrong path is reported here.
     pub(crate) async fn connect(
-        transport: &Transport,
+        endpoint: &StoreEndpoint,
         host: &Host,
         timeout: Duration,
     ) -> Result<Self, XsError> {
         let xs = XenStore {
-            transport: transport.clone(),
+            endpoint: endpoint.clone(),
             host: host.clone(),
             timeout,
             current: Mutex::new(None),
@@ -485,6 +99,7 @@ impl XenStore {
             generation: AtomicU32::new(0),
             closed_for_good: AtomicBool::new(false),
             next_token: AtomicU32::new(1),
+            tx_slots: tokio::sync::Semaphore::new(transaction::MAX_TRANSACTIONS),
         };
         xs.session().await?;
         Ok(xs)
@@ -492,19 +107,20 @@ impl XenStore {
 
     /// Open a new connection.
     async fn open(&self, generation: u32) -> Result<Session, XsError> {
-        match &self.transport {
-            Transport::Socket(path) => {
-                // Over ssh the first connection also logs in and adds the forward: give it the
-                // ssh login's bound too.
-                let bound = if self.host.is_local() {
-                    self.timeout
-                } else {
+        match &self.endpoint {
+            StoreEndpoint::Socket(path) => {
+                // is_local: over ssh the first connection also logs in and adds the forward,
+                // so it gets the ssh login's bound too, and messages name the remote host.
+                let remote = !self.host.is_local();
+                let bound = if remote {
                     self.timeout * 3
-                };
-                let on = if self.host.is_local() {
-                    String::new()
                 } else {
+                    self.timeout
+                };
+                let on = if remote {
                     format!(" on {}", self.host.name())
+                } else {
+                    String::new()
                 };
                 let stream = tokio::time::timeout(bound, self.host.connect_unix(path))
                     .await
@@ -519,7 +135,9 @@ impl XenStore {
                 let (rd, wr) = stream.into_split();
                 Ok(Session::start(rd, wr, self.timeout, false, generation))
             }
-            Transport::Device(path) => {
+            StoreEndpoint::Device(path) => {
+                // is_local: the device is this machine's; ssh cannot forward it (the URI
+                // parser refuses device= over ssh already).
                 if !self.host.is_local() {
                     return Err(XsError::Io(format!(
                         "the xenbus device {} cannot be reached over ssh",
@@ -562,7 +180,7 @@ impl XenStore {
             return Ok(s);
         }
         if self.generation.load(Ordering::SeqCst) > 0 {
-            tracing::debug!(transport = %self.transport, host = %self.host.name(), "the xenstored connection was lost; reconnecting");
+            tracing::debug!(endpoint = %self.endpoint, host = %self.host.name(), "the xenstored connection was lost; reconnecting");
         }
         let generation = self.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let s = Arc::new(self.open(generation).await?);
@@ -732,32 +350,6 @@ impl XenStore {
         )))
     }
 
-    /// Start a transaction (on the current connection, opened again if lost).
-    pub(crate) async fn transaction_start(&self) -> Result<TxId, XsError> {
-        let s = self.session().await?;
-        let req = Req::new(Op::TransactionStart, &[b""], false);
-        let rx = s.send(NO_TX, &req)?;
-        let b = s.wait(&req, rx).await?;
-        let id: u32 = utf8(b)
-            .trim_end_matches('\0')
-            .parse()
-            .map_err(|_| XsError::Protocol("TRANSACTION_START answered no id".into()))?;
-        Ok(((s.generation as u64) << 32) | id as u64)
-    }
-
-    /// End a transaction. `Ok(false)` when xenstored answered EAGAIN (retry the whole thing).
-    pub(crate) async fn transaction_end(&self, tx: TxId, commit: bool) -> Result<bool, XsError> {
-        let flag: &[u8] = if commit { b"T" } else { b"F" };
-        match self
-            .request(tx, Req::new(Op::TransactionEnd, &[flag], true))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(XsError::Errno(e)) if e == "EAGAIN" => Ok(false),
-            Err(e) => Err(e),
-        }
-    }
-
     /// Watch `path` (and everything under it). The first event fires at once, as xenstored
     /// does. Events are queued without bound, so an unread watch never stalls the connection.
     /// The watch ends when its connection is lost; watching again uses the new one.
@@ -793,6 +385,42 @@ impl XenStore {
             token,
             rx,
         })
+    }
+}
+
+impl XenStore {
+    /// Wait (by watch) until `pred` holds for the value at `path` or `timeout` passes. Returns the
+    /// last value read.
+    pub(crate) async fn wait_for(
+        self: &Arc<Self>,
+        path: &str,
+        timeout: Duration,
+        pred: impl Fn(Option<&str>) -> bool,
+    ) -> vdev_core::Result<(bool, Option<String>)> {
+        let mut w = self
+            .watch(path)
+            .await
+            .map_err(|e| e.into_core("watching a device state"))?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let v = self
+                .read(NO_TX, path)
+                .await
+                .map_err(|e| e.into_core("reading a device state"))?;
+            if pred(v.as_deref()) {
+                return Ok((true, v));
+            }
+            match tokio::time::timeout_at(deadline, w.next()).await {
+                Err(_) => return Ok((false, v)),
+                Ok(None) => {
+                    return Err(vdev_core::Error::backend(
+                        crate::NAME,
+                        "the xenstored connection was lost while waiting for a device",
+                    ))
+                }
+                Ok(Some(_)) => {}
+            }
+        }
     }
 }
 
@@ -834,123 +462,6 @@ impl Drop for Watch {
             drop(rx);
         }
     }
-}
-
-/// `ENOENT` becomes `None`.
-/// A message header: type, request id, payload length.
-pub(crate) fn header(hdr: &[u8; 16]) -> (u32, u32, usize) {
-    let word =
-        |i: usize| u32::from_le_bytes([hdr[i * 4], hdr[i * 4 + 1], hdr[i * 4 + 2], hdr[i * 4 + 3]]);
-    (word(0), word(1), word(3) as usize)
-}
-
-/// One message from xenstored.
-pub(crate) enum Frame {
-    /// A watch fired: the path that changed and the watch's token.
-    Watch { path: String, token: String },
-    /// The reply to a request: its payload, or the errno xenstored named.
-    Reply(Result<Vec<u8>, XsError>),
-}
-
-/// Decode a message's payload by its type.
-pub(crate) fn decode_frame(ty: u32, body: Vec<u8>) -> Frame {
-    if ty == WATCH_EVENT {
-        let mut parts = body.split(|b| *b == 0);
-        let path = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        let token = String::from_utf8_lossy(parts.next().unwrap_or_default()).into_owned();
-        return Frame::Watch { path, token };
-    }
-    if ty == ERROR {
-        let name = String::from_utf8_lossy(&body);
-        return Frame::Reply(Err(XsError::Errno(name.trim_end_matches('\0').to_owned())));
-    }
-    Frame::Reply(Ok(body))
-}
-
-pub(crate) fn opt<T>(r: Result<T, XsError>) -> Result<Option<T>, XsError> {
-    match r {
-        Ok(v) => Ok(Some(v)),
-        Err(e) if e.is_enoent() => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-pub(crate) fn utf8(b: Vec<u8>) -> String {
-    String::from_utf8_lossy(&b).into_owned()
-}
-
-/// One answer to DIRECTORY_PART.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct DirectoryPart {
-    /// The node's generation count, the same in every part while the node is unchanged.
-    pub(crate) generation: String,
-    /// The children in this part.
-    pub(crate) names: Vec<String>,
-    /// How many bytes of the whole NUL-separated list they are: the next part's offset
-    /// advances by this much.
-    pub(crate) len: usize,
-    /// Whether the list ends here (an empty name follows the last one).
-    pub(crate) end: bool,
-}
-
-/// Decode a DIRECTORY_PART answer: the generation, then NUL-terminated names, an empty name
-/// marking the end of the whole list (Xen's docs/misc/xenstore.txt).
-pub(crate) fn decode_directory_part(b: &[u8]) -> Result<DirectoryPart, XsError> {
-    let bad = |why: &str| XsError::Protocol(format!("DIRECTORY_PART answered {why}"));
-    let nul = b
-        .iter()
-        .position(|c| *c == 0)
-        .ok_or_else(|| bad("no generation"))?;
-    if nul == 0 {
-        return Err(bad("an empty generation"));
-    }
-    let generation = String::from_utf8_lossy(&b[..nul]).into_owned();
-    let mut rest = &b[nul + 1..];
-    let (mut names, mut len, mut end) = (Vec::new(), 0usize, false);
-    while !rest.is_empty() {
-        let n = rest
-            .iter()
-            .position(|c| *c == 0)
-            .ok_or_else(|| bad("a name without its NUL"))?;
-        if n == 0 {
-            end = true;
-            break;
-        }
-        names.push(String::from_utf8_lossy(&rest[..n]).into_owned());
-        len += n + 1;
-        rest = &rest[n + 1..];
-    }
-    if !end && names.is_empty() {
-        return Err(bad("neither a name nor the end of the list"));
-    }
-    Ok(DirectoryPart {
-        generation,
-        names,
-        len,
-        end,
-    })
-}
-
-/// Split a NUL-separated list.
-pub(crate) fn split(b: &[u8]) -> Vec<String> {
-    b.split(|c| *c == 0)
-        .filter(|s| !s.is_empty())
-        .map(|s| String::from_utf8_lossy(s).into_owned())
-        .collect()
-}
-
-/// A payload as a log line: NULs shown as spaces, at most 200 characters.
-fn printable(payload: &[u8]) -> String {
-    String::from_utf8_lossy(payload)
-        .replace('\0', " ")
-        .chars()
-        .take(200)
-        .collect()
-}
-
-fn describe(payload: &[u8]) -> String {
-    let s = String::from_utf8_lossy(payload.split(|c| *c == 0).next().unwrap_or_default());
-    s.chars().take(120).collect()
 }
 
 /// Against the lab's real xenstored (XENSTORED_PATH); skipped without it (shown in the test
@@ -1015,7 +526,7 @@ mod tests {
     async fn open(path: &str) -> Arc<XenStore> {
         Arc::new(
             XenStore::connect(
-                &crate::config::Transport::Socket(path.into()),
+                &crate::config::StoreEndpoint::Socket(path.into()),
                 &Host::Local,
                 Duration::from_secs(10),
             )
@@ -1127,7 +638,7 @@ mod tests {
         let mut xs = None;
         for _ in 0..200 {
             if let Ok(c) = XenStore::connect(
-                &crate::config::Transport::Socket(dir.clone()),
+                &crate::config::StoreEndpoint::Socket(dir.clone()),
                 &Host::Local,
                 Duration::from_secs(10),
             )

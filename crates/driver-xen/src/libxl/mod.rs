@@ -3,19 +3,19 @@
 //! `xl list -l` prints. `xl block-attach` and `xl network-attach` add the device's entry to it
 //! under libxl's per-domain userdata lock; this module knows the file names, the document and
 //! the entries, as facts gathered in docs/research/xen-libxl-userdata.md (no libxl code used).
-//! The file system work (lock, read, write) is [`crate::hotplug::Dom0`]'s, on the connection's
-//! host. See docs/design/0013-xen-libxl-config.md.
+//! The file system work (lock, read, write) is [`Userdata`]'s, on the connection's host. See docs/design/0013-xen-libxl-config.md.
 
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use vdev_core::{Error, Result};
-use vdev_remote::sh_quote;
+use vdev_remote::{sh_quote, HeldLock, Host, HostLock, LockError};
+
+mod update;
+pub(crate) use update::{ConfigOp, ConfigUpdate, ConfigView};
 
 use crate::error::LibxlConfigError;
-use crate::hotplug::{Dom0, RemoteLock, REMOTE_STEP};
-use crate::vbd::DiskSpec;
-use crate::vif::NicSpec;
+use crate::hotplug::{Dom0, REMOTE_STEP};
 
 /// libxl's folder of per-domain user data (`XEN_LIB_DIR` on Debian and upstream defaults).
 pub(crate) const LIB_DIR: &str = "/var/lib/xen";
@@ -310,18 +310,36 @@ fn obj(pairs: Vec<(&str, Value)>) -> Value {
     Value::Object(pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
 }
 
+/// What a disk's entry is made of (from its [`crate::vbd::DiskSpec`]).
+pub(crate) struct DiskEntry<'a> {
+    pub pdev_path: &'a str,
+    pub vdev: &'a str,
+    pub readwrite: bool,
+    /// The backend as given.
+    pub backend: Option<&'a str>,
+}
+
+/// What a NIC's entry is made of (from its [`crate::vif::NicSpec`]): the fields as given.
+pub(crate) struct NicEntry<'a> {
+    pub mac: &'a str,
+    pub ip: Option<&'a str>,
+    pub bridge: Option<&'a str>,
+    pub script: Option<&'a str>,
+    pub backend: Option<&'a str>,
+}
+
 /// A disk's entry exactly as `xl block-attach 'format=raw, vdev=DEV, access=MODE, target=PATH'`
 /// stores it: what xl parsed, before libxl's defaults (`pdev_path`, `vdev`, `format`,
 /// `readwrite` only when read-write, `backend_domname` only when a backend was named).
-pub(crate) fn disk_entry(spec: &DiskSpec) -> Value {
+pub(crate) fn disk_entry(spec: &DiskEntry) -> Value {
     let mut e = Vec::new();
-    if let Some(b) = &spec.backend {
-        e.push(("backend_domname", Value::from(b.as_str())));
+    if let Some(b) = spec.backend {
+        e.push(("backend_domname", Value::from(b)));
     }
-    e.push(("pdev_path", Value::from(spec.params.as_str())));
-    e.push(("vdev", Value::from(spec.dev.as_str())));
+    e.push(("pdev_path", Value::from(spec.pdev_path)));
+    e.push(("vdev", Value::from(spec.vdev)));
     e.push(("format", Value::from("raw")));
-    if spec.mode == "w" {
+    if spec.readwrite {
         e.push(("readwrite", Value::from(1)));
     }
     obj(e)
@@ -329,33 +347,27 @@ pub(crate) fn disk_entry(spec: &DiskSpec) -> Value {
 
 /// A NIC's entry exactly as `xl network-attach` stores it: what xl parsed plus the three fields
 /// libxl copies back (`devid`, `mac`, `nictype`); `bridge`, `script` and `ip` only when given.
-pub(crate) fn nic_entry(devid: u32, spec: &NicSpec) -> Value {
+pub(crate) fn nic_entry(devid: u32, spec: &NicEntry) -> Value {
     let mut e = Vec::new();
-    if let Some(b) = &spec.backend {
-        e.push(("backend_domname", Value::from(b.as_str())));
+    if let Some(b) = spec.backend {
+        e.push(("backend_domname", Value::from(b)));
     }
     e.push(("devid", Value::from(devid)));
-    e.push(("mac", Value::from(spec.mac.as_str())));
-    if let Some(ip) = &spec.ip {
-        e.push(("ip", Value::from(ip.as_str())));
+    e.push(("mac", Value::from(spec.mac)));
+    if let Some(ip) = spec.ip {
+        e.push(("ip", Value::from(ip)));
     }
-    if let Some(b) = &spec.bridge_given {
-        e.push(("bridge", Value::from(b.as_str())));
+    if let Some(b) = spec.bridge {
+        e.push(("bridge", Value::from(b)));
     }
-    if let Some(s) = &spec.script_given {
-        e.push(("script", Value::from(s.as_str())));
+    if let Some(s) = spec.script {
+        e.push(("script", Value::from(s)));
     }
     e.push(("nictype", Value::from("vif")));
     obj(e)
 }
 
 // ---- The files, on the connection's host ----------------------------------------------------
-
-/// The longest a remote lock user waits for the connection's other users of the lock.
-const TURN_BOUND: Duration = Duration::from_secs(600);
-
-/// The descriptor the agent's shell holds a remote userdata lock on (the hotplug lock is 9).
-const LOCK_FD: u32 = 8;
 
 fn io_err(what: &'static str, path: &str, e: impl std::fmt::Display) -> Error {
     config_error(LibxlConfigError::Io {
@@ -383,229 +395,93 @@ fn lock_timeout(path: &str, host: &str, after: Duration) -> Error {
     }
 }
 
-/// libxl's userdata lock of one domain, held; released on drop as libxl releases it (the file
-/// removed first, then closed, so that a waiter that locked the old file tries again).
-#[derive(Debug)]
-pub(crate) enum ConfigLock {
-    Local {
-        file: Option<std::fs::File>,
-        path: String,
-    },
-    Remote(RemoteLock),
+/// The stored configurations of libxl on the connection's host ([`Dom0`]): the documents and
+/// their userdata locks, each primitive one shell script run on the host (one agent round trip
+/// on a remote host).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Userdata<'a> {
+    host: &'a Host,
+    lock: &'a HostLock,
 }
 
-impl ConfigLock {
-    /// Whether it is still held (a remote one goes with the ssh session that took it).
-    pub(crate) async fn still_held(&self) -> bool {
-        match self {
-            ConfigLock::Local { .. } => true,
-            ConfigLock::Remote(lock) => lock.still_held().await,
+impl<'a> Userdata<'a> {
+    /// The stored configurations on `dom0`'s host.
+    pub(crate) fn of(dom0: &'a Dom0) -> Self {
+        Userdata {
+            host: dom0.host(),
+            lock: dom0.userdata_lock(),
         }
     }
-}
 
-impl Drop for ConfigLock {
-    fn drop(&mut self) {
-        match self {
-            ConfigLock::Local { file, path } => {
-                let _ = std::fs::remove_file(&*path);
-                file.take();
-            }
-            // Released by its own drop.
-            ConfigLock::Remote(_) => {}
-        }
+    /// The host, for messages.
+    pub(crate) fn host_name(&self) -> String {
+        self.host.name()
     }
-}
 
-/// Take the lock at `path` on this machine: libxl's protocol (open or create, `flock`
-/// exclusive, keep it only if the file locked is still the one at the path), polled without
-/// blocking so that the wait is bounded.
-async fn lock_local(path: &str, timeout: Duration) -> Result<ConfigLock> {
-    use std::os::unix::fs::MetadataExt;
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| io_err("cannot open libxl's userdata lock", path, e))?;
-        loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    if tokio::time::Instant::now() >= deadline {
-                        return Err(lock_timeout(path, "this machine", timeout));
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(io_err("cannot lock libxl's userdata lock", path, e))
-                }
-            }
-        }
-        let held = file
-            .metadata()
-            .map_err(|e| io_err("cannot stat libxl's userdata lock", path, e))?;
-        match std::fs::metadata(path) {
-            Ok(now) if now.dev() == held.dev() && now.ino() == held.ino() => {
-                return Ok(ConfigLock::Local {
-                    file: Some(file),
-                    path: path.to_owned(),
-                })
-            }
-            // Released (removed) by the previous holder meanwhile: lock the new file.
-            _ => continue,
-        }
-    }
-}
-
-impl Dom0 {
-    /// Take libxl's userdata lock of `files` (waiting at most `timeout`), then read the
-    /// document: `None` when the file does not exist. One round trip on a remote host.
-    pub(crate) async fn config_lock_read(
+    /// Take libxl's userdata lock of `files` (waiting at most `timeout`; libxl's protocol,
+    /// see [`HostLock`]), then read the document: `None` when the file does not exist. One
+    /// round trip on a remote host. Released (as libxl releases it: the file removed first,
+    /// then closed) when the lock is dropped.
+    pub(crate) async fn lock_read(
         &self,
         files: &Files,
         timeout: Duration,
-    ) -> Result<(ConfigLock, Option<Vec<u8>>)> {
-        let host = self.host();
-        if host.is_local() {
-            let lock = lock_local(&files.lock, timeout).await?;
-            let data = read_local(&files.data)?;
-            return Ok((lock, data));
-        }
-        // Queueing behind this connection's own users is not the lock being held too long
-        // (32 concurrent attaches on one connection take turns here, each for a few round
-        // trips, each of them bounded): only a generous bound against a bug.
-        let turn = tokio::time::timeout(TURN_BOUND, self.config_turns.clone().lock_owned())
+    ) -> Result<(HeldLock, Option<Vec<u8>>)> {
+        let host = self.host.name();
+        match self
+            .lock
+            .acquire_then_read(&files.lock, timeout, &files.data)
             .await
-            .map_err(|_| Error::Timeout {
+        {
+            Ok((lock, Ok(data))) => Ok((lock, data)),
+            Ok((_, Err(e))) => Err(io_err("cannot read", &files.data, e)),
+            Err(LockError::Busy) => Err(lock_timeout(&files.lock, &host, timeout)),
+            Err(LockError::Turns(after)) => Err(Error::Timeout {
                 operation: format!(
                     "waiting for this connection's other users of libxl's userdata lock {}",
                     files.lock
                 ),
-                after: TURN_BOUND,
-            })?;
-        // libxl's protocol in the agent's own shell, then the document: `F` and its bytes, or
-        // `N` when it does not exist.
-        let read = format!(
-            "if [ -e {data} ]; then printf F; cat -- {data}; else printf N; fi",
-            data = sh_quote(&files.data)
-        );
-        let Some(out) = self
-            .lock_remote(&files.lock, LOCK_FD, "true", &read, timeout)
-            .await?
-        else {
-            return Err(lock_timeout(&files.lock, &host.name(), timeout));
-        };
-        let session = host.session_id().await;
-        let lock = |turn| {
-            ConfigLock::Remote(RemoteLock::new(
-                host.clone(),
-                session,
-                files.lock.clone(),
-                LOCK_FD,
-                "libxl's userdata lock",
-                turn,
-            ))
-        };
-        match out.status {
-            0 => {
-                let lock = lock(turn);
-                Ok((
-                    lock,
-                    parse_remote_file(&files.data, &out.stdout, &host.name())?,
-                ))
-            }
-            3 => {
-                let _lock = lock(turn);
-                Err(io_err("cannot read", &files.data, out.stderr.trim()))
-            }
-            s => Err(io_err(
+                after,
+            }),
+            Err(LockError::Failed(why)) => Err(io_err(
                 "cannot take libxl's userdata lock",
                 &files.lock,
-                format!("status {s} on {}: {}", host.name(), out.stderr.trim()),
+                why,
             )),
+            Err(LockError::Host(e)) => Err(e),
         }
     }
 
     /// Read the document without the lock (libxl replaces it by rename, so a read sees a
     /// whole one): `None` when it does not exist.
-    pub(crate) async fn config_read(&self, files: &Files) -> Result<Option<Vec<u8>>> {
-        let host = self.host();
-        if host.is_local() {
-            return read_local(&files.data);
-        }
-        let script = format!(
-            "if [ -e {d} ]; then printf F; cat -- {d}; else printf N; fi",
-            d = sh_quote(&files.data)
-        );
-        let out = host.run(&script, REMOTE_STEP).await?;
-        if !out.success() {
-            return Err(io_err("cannot read", &files.data, out.stderr.trim()));
-        }
-        parse_remote_file(&files.data, &out.stdout, &host.name())
+    pub(crate) async fn read(&self, files: &Files) -> Result<Option<Vec<u8>>> {
+        self.host
+            .read_file(&files.data, REMOTE_STEP)
+            .await?
+            .map_err(|e| io_err("cannot read", &files.data, e))
     }
 
     /// Write the document as libxl does: to the temporary file (mode 0600), then renamed
     /// over the document. The caller holds the lock.
-    pub(crate) async fn config_write(&self, files: &Files, bytes: &[u8]) -> Result<()> {
-        let host = self.host();
-        if host.is_local() {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&files.temp)
-                .map_err(|e| io_err("cannot write", &files.temp, e))?;
-            f.write_all(bytes)
-                .map_err(|e| io_err("cannot write", &files.temp, e))?;
-            drop(f);
-            return std::fs::rename(&files.temp, &files.data)
-                .map_err(|e| io_err("cannot rename the new configuration over", &files.data, e));
-        }
+    pub(crate) async fn write(&self, files: &Files, bytes: &[u8]) -> Result<()> {
         // The text goes as one quoted shell word; the NUL libxl ends it with is printf's.
         let text = bytes.strip_suffix(b"\0").unwrap_or(bytes);
         let text = std::str::from_utf8(text).map_err(|e| io_err("cannot send", &files.data, e))?;
         let script = format!(
-            "printf '%s\\000' {q} >{t} && mv -f -- {t} {d}",
+            "umask 077; printf '%s\\000' {q} >{t} && mv -f -- {t} {d}",
             q = sh_quote(text),
             t = sh_quote(&files.temp),
             d = sh_quote(&files.data)
         );
-        let out = host.run(&script, REMOTE_STEP).await?;
+        let out = self.host.run(&script, REMOTE_STEP).await?;
         if !out.success() {
             return Err(io_err(
                 "cannot write",
                 &files.data,
-                format!("on {}: {}", host.name(), out.stderr.trim()),
+                format!("on {}: {}", self.host.name(), out.stderr.trim()),
             ));
         }
         Ok(())
-    }
-}
-
-fn read_local(path: &str) -> Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(io_err("cannot read", path, e)),
-    }
-}
-
-fn parse_remote_file(path: &str, out: &[u8], host: &str) -> Result<Option<Vec<u8>>> {
-    match out.split_first() {
-        Some((b'F', rest)) => Ok(Some(rest.to_vec())),
-        Some((b'N', _)) => Ok(None),
-        _ => Err(io_err(
-            "unexpected answer while reading",
-            path,
-            format!("from {host}: {:?}", String::from_utf8_lossy(out)),
-        )),
     }
 }
 
@@ -627,6 +503,8 @@ pub(crate) fn parse_file(files: &Files, data: Option<Vec<u8>>) -> Result<Config>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vbd::DiskSpec;
+    use crate::vif::NicSpec;
     use serde_json::json;
     use vdev_core::Attributes;
     use vdev_remote::Host;
@@ -691,7 +569,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            disk_entry(&d),
+            disk_entry(&d.libxl_entry()),
             json!({"pdev_path": "/root/img", "vdev": "xvdc", "format": "raw", "readwrite": 1})
         );
         let d = DiskSpec::parse(&attrs(&[
@@ -701,7 +579,7 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            disk_entry(&d),
+            disk_entry(&d.libxl_entry()),
             json!({"pdev_path": "/dev/loop2", "vdev": "xvde", "format": "raw"})
         );
         let n = NicSpec::parse(&attrs(&[
@@ -710,11 +588,11 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            nic_entry(0, &n),
+            nic_entry(0, &n.libxl_entry()),
             json!({"devid": 0, "mac": "00:16:3e:12:34:56", "bridge": "xenbr0", "nictype": "vif"})
         );
         let n = NicSpec::parse(&attrs(&[("script", "vif-route"), ("ip", "10.0.0.2")])).unwrap();
-        let e = nic_entry(2, &n);
+        let e = nic_entry(2, &n.libxl_entry());
         assert_eq!(e["script"], "vif-route");
         assert_eq!(e["ip"], "10.0.0.2");
         assert!(
@@ -829,7 +707,7 @@ mod tests {
 
     #[tokio::test]
     async fn locally_the_lock_excludes_times_out_and_goes_with_its_file() {
-        lock_read_write(Dom0::new(Host::Local), Dom0::new(Host::Local), "local").await;
+        lock_read_write(&Dom0::new(Host::Local), &Dom0::new(Host::Local), "local").await;
     }
 
     /// The same primitives as shell in the ssh agent, against a real sshd on this machine.
@@ -846,15 +724,16 @@ mod tests {
         .unwrap();
         let host = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
         let other = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
-        lock_read_write(Dom0::new(host.clone()), Dom0::new(other.clone()), "ssh").await;
+        lock_read_write(&Dom0::new(host.clone()), &Dom0::new(other.clone()), "ssh").await;
         host.disconnect().await;
         other.disconnect().await;
     }
 
     /// `hp` and `other` are two connections to the same host: while one holds the lock, the
     /// other's wait ends in a timeout. (A second user on the same connection queues behind the
-    /// first instead: see `config_lock_read`.)
-    async fn lock_read_write(hp: Dom0, other: Dom0, tag: &str) {
+    /// first instead: see [`HostLock`].)
+    async fn lock_read_write(hp: &Dom0, other: &Dom0, tag: &str) {
+        let (hp, other) = (Userdata::of(hp), Userdata::of(other));
         let dir = std::env::temp_dir().join(format!("vdev-libxl-{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let files = Files::under(
@@ -862,17 +741,14 @@ mod tests {
             5,
             "376065e8-ea78-11f1-ba62-525400123456",
         );
-        let (lock, data) = hp
-            .config_lock_read(&files, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (lock, data) = hp.lock_read(&files, Duration::from_secs(5)).await.unwrap();
         assert_eq!(data, None, "no document yet");
         let e = other
-            .config_lock_read(&files, Duration::from_millis(100))
+            .lock_read(&files, Duration::from_millis(100))
             .await
             .unwrap_err();
         assert!(matches!(e, Error::Timeout { .. }), "{e}");
-        hp.config_write(&files, &stored()).await.unwrap();
+        hp.write(&files, &stored()).await.unwrap();
         assert!(!std::path::Path::new(&files.temp).exists(), "renamed");
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&files.data).unwrap().permissions().mode();
@@ -895,13 +771,10 @@ mod tests {
             &Ident::Disk("xvdc".into()),
             serde_json::json!({"pdev_path": "/x/it's \\ \"q\" %s é", "vdev": "xvdc"}),
         );
-        let (lock, _) = hp
-            .config_lock_read(&files, Duration::from_secs(5))
-            .await
-            .unwrap();
-        hp.config_write(&files, &c.to_bytes()).await.unwrap();
+        let (lock, _) = hp.lock_read(&files, Duration::from_secs(5)).await.unwrap();
+        hp.write(&files, &c.to_bytes()).await.unwrap();
         assert_eq!(std::fs::read(&files.data).unwrap(), c.to_bytes());
-        hp.config_write(&files, &stored()).await.unwrap();
+        hp.write(&files, &stored()).await.unwrap();
         drop(lock);
         for _ in 0..500 {
             if !std::path::Path::new(&files.lock).exists() {
@@ -909,12 +782,9 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let (_lock, data) = hp
-            .config_lock_read(&files, Duration::from_secs(5))
-            .await
-            .unwrap();
+        let (_lock, data) = hp.lock_read(&files, Duration::from_secs(5)).await.unwrap();
         assert_eq!(data.as_deref(), Some(&stored()[..]));
-        assert_eq!(hp.config_read(&files).await.unwrap(), data);
+        assert_eq!(hp.read(&files).await.unwrap(), data);
         let e = parse_file(&files, None).unwrap_err();
         let src = std::error::Error::source(&e).unwrap().to_string();
         assert!(src.contains("does not exist"), "{src}");
