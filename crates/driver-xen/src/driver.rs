@@ -176,9 +176,20 @@ impl Driver for XenDriver {
         options: &AttachOptions,
     ) -> Result<DeviceRef> {
         self.inner.check_open()?;
-        self.inner
-            .attach(domain, device_type, attributes, options)
-            .await
+        // A task of its own: a caller that drops this future never stops an attach between its
+        // XenStore commit and its backend's bring-up (it finishes, or rolls back).
+        let inner = self.inner.clone();
+        let (d, t, a, o) = (
+            domain.clone(),
+            device_type.clone(),
+            attributes.clone(),
+            options.clone(),
+        );
+        vdev_core::run_whole(
+            crate::NAME,
+            async move { inner.attach(&d, &t, &a, &o).await },
+        )
+        .await
     }
 
     async fn detach(
@@ -189,11 +200,19 @@ impl Driver for XenDriver {
         options: &DetachOptions,
     ) -> Result<()> {
         self.inner.check_open()?;
-        let Some((task, pending)) = self
-            .inner
-            .detach(domain, device_type, reference, options)
-            .await?
-        else {
+        // A task of its own, as attach.
+        let inner = self.inner.clone();
+        let (d, t, r, o) = (
+            domain.clone(),
+            device_type.clone(),
+            reference.clone(),
+            options.clone(),
+        );
+        let asked = vdev_core::run_whole(
+            crate::NAME,
+            async move { inner.detach(&d, &t, &r, &o).await },
+        );
+        let Some((task, pending)) = asked.await? else {
             return Ok(());
         };
         // Pending: finished in the background while this connection lives (a later detach
