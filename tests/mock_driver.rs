@@ -39,7 +39,7 @@ async fn the_default_host_has_the_documented_domains_and_devices() {
             .iter()
             .map(|d| (d.id, d.name.as_str()))
             .collect::<Vec<_>>(),
-        [(0, "Domain-0"), (1, "demo")]
+        [(Some(0), "Domain-0"), (Some(1), "demo")]
     );
     let demo = conn.domain("demo").await.unwrap();
     let devs = conn.devices(&demo, None).await.unwrap();

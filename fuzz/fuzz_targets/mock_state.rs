@@ -11,10 +11,7 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = st.schemas();
     for d in st.domains.values() {
-        let dom = vdev_core::Domain {
-            id: d.id,
-            name: d.name.clone(),
-        };
+        let dom = vdev_core::Domain::new(Some(d.id), d.name.clone());
         let _ = st.list(&dom, None);
     }
 });

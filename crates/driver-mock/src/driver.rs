@@ -10,7 +10,7 @@ use vdev_core::prelude::async_trait;
 use vdev_core::{
     AttachOptions, Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef,
     DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
-    ScopeSet, UpdateOptions,
+    RunState, ScopeSet, UpdateOptions,
 };
 
 use crate::config::{MockConfig, Source};
@@ -141,7 +141,7 @@ impl MockDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .removal;
-        let (id, t2, r2, force) = (domain.id, t.clone(), r.clone(), options.force);
+        let (id, t2, r2, force) = (domid(domain)?, t.clone(), r.clone(), options.force);
         let done = self
             .host
             .transact(move |st, ev| {
@@ -168,7 +168,7 @@ impl MockDriver {
         let deadline = started + options.timeout;
         loop {
             let released = self.control.released.notified();
-            let (id, t2, r2) = (domain.id, t.clone(), r.clone());
+            let (id, t2, r2) = (domid(domain)?, t.clone(), r.clone());
             let due = self
                 .host
                 .transact(move |st, _| Ok(st.removal_due(id, &t2, &r2)))
@@ -210,10 +210,7 @@ impl Driver for MockDriver {
             Ok(st
                 .domains
                 .values()
-                .map(|d| Domain {
-                    id: d.id,
-                    name: d.name.clone(),
-                })
+                .map(|d| Domain::new(Some(d.id), d.name.clone()).with_state(RunState::Running))
                 .collect())
         });
         self.call(Op::ListDomains, CallCtx::default(), body, |_| None)
@@ -225,10 +222,7 @@ impl Driver for MockDriver {
         let body = self.host.transact(move |st, _| {
             st.domains
                 .values()
-                .map(|d| Domain {
-                    id: d.id,
-                    name: d.name.clone(),
-                })
+                .map(|d| Domain::new(Some(d.id), d.name.clone()).with_state(RunState::Running))
                 .find(|d| k.matches(d))
                 .ok_or_else(|| Error::DomainNotFound {
                     domain: k.to_string(),
@@ -266,7 +260,7 @@ impl Driver for MockDriver {
         attributes: &Attributes,
         _options: &AttachOptions,
     ) -> Result<DeviceRef> {
-        let (id, t, a) = (domain.id, device_type.clone(), attributes.clone());
+        let (id, t, a) = (domid(domain)?, device_type.clone(), attributes.clone());
         let body = self.host.transact(move |st, ev| st.attach(id, &t, &a, ev));
         let ctx = CallCtx {
             domain: Some(domain),
@@ -302,7 +296,7 @@ impl Driver for MockDriver {
         _options: &UpdateOptions,
     ) -> Result<()> {
         let (id, t, r, a) = (
-            domain.id,
+            domid(domain)?,
             device_type.clone(),
             reference.clone(),
             attributes.clone(),
@@ -339,4 +333,11 @@ impl Driver for MockDriver {
         self.host.events.close();
         Ok(())
     }
+}
+
+/// The id of a mock domain (every mock domain has one): a domain without one is not the mock's.
+fn domid(d: &Domain) -> Result<u32> {
+    d.id.ok_or_else(|| Error::DomainNotFound {
+        domain: d.name.clone(),
+    })
 }

@@ -126,8 +126,7 @@ impl HostState {
 
     /// The domain with this id.
     pub fn domain(&self, d: &Domain) -> Result<&DomainState> {
-        self.domains
-            .get(&d.id)
+        d.id.and_then(|id| self.domains.get(&id))
             .ok_or_else(|| Error::DomainNotFound {
                 domain: d.name.clone(),
             })
@@ -142,14 +141,8 @@ impl HostState {
     }
 
     pub(crate) fn as_domain(&self, id: u32) -> Domain {
-        Domain {
-            id,
-            name: self
-                .domains
-                .get(&id)
-                .map(|d| d.name.clone())
-                .unwrap_or_default(),
-        }
+        let name = self.domains.get(&id).map(|d| d.name.clone());
+        Domain::new(Some(id), name.unwrap_or_default()).with_state(vdev_core::RunState::Running)
     }
 
     /// Resolve a `backend` attribute (a domain name or id) into an id.

@@ -76,10 +76,7 @@ pub(crate) struct DomainEntry {
 
 impl DomainEntry {
     pub(crate) fn domain(&self) -> Domain {
-        Domain {
-            id: self.id,
-            name: lock(&self.name).clone(),
-        }
+        Domain::new(Some(self.id), lock(&self.name).clone())
     }
 
     pub(crate) fn is_pending(&self, id: &str) -> bool {

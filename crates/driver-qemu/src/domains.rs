@@ -136,7 +136,7 @@ impl Domains {
         self.entries()
             .await?
             .into_iter()
-            .find(|e| e.id == domain.id)
+            .find(|e| Some(e.id) == domain.id)
             .ok_or_else(|| Error::DomainNotFound {
                 domain: domain.name.clone(),
             })

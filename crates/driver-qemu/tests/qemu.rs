@@ -548,7 +548,7 @@ async fn directory_of_sockets_is_one_domain_each() {
     let doms = conn.domains().await.unwrap();
     let names: Vec<&str> = doms.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(names, ["alpha", "named-beta"]);
-    let ids: Vec<u32> = doms.iter().map(|d| d.id).collect();
+    let ids: Vec<Option<u32>> = doms.iter().map(|d| d.id).collect();
     assert_eq!(
         conn.domains()
             .await
@@ -560,7 +560,10 @@ async fn directory_of_sockets_is_one_domain_each() {
         "ids are stable"
     );
     assert_eq!(
-        conn.domain(&ids[1].to_string()).await.unwrap().name,
+        conn.domain(&ids[1].expect("QEMU domains have ids").to_string())
+            .await
+            .unwrap()
+            .name,
         "named-beta"
     );
     drop((a, b));

@@ -9,14 +9,14 @@ use vdev_core::prelude::async_trait;
 use vdev_core::{
     AttachOptions, AttributeSpec, Attributes, Capabilities, DetachOptions, Device, DeviceEvent,
     DeviceRef, DeviceState, DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error,
-    EventHub, EventStream, Result, ScopeSet, UpdateOptions,
+    EventHub, EventStream, Result, RunState, ScopeSet, UpdateOptions,
 };
 
 use crate::config::TemplateConfig;
 use crate::error::TemplateError;
 
-/// The one domain of every template host.
-const VM: (u32, &str) = (1, "vm1");
+/// The one domain of every template host: id, name, UUID.
+const VM: (u32, &str, &str) = (1, "vm1", "6b2f3c1e-0d4a-4e5b-9c8d-7a6f5e4d3c2b");
 
 /// A template host: its devices, and the event hubs of the connections open to it.
 #[derive(Default)]
@@ -85,10 +85,8 @@ impl TemplateDriver {
     }
 
     fn vm() -> Domain {
-        Domain {
-            id: VM.0,
-            name: VM.1.into(),
-        }
+        let vm = Domain::new(Some(VM.0), VM.1).with_uuid(VM.2);
+        vm.with_state(RunState::Running)
     }
 
     fn check_domain(domain: &Domain) -> Result<()> {

@@ -10,6 +10,7 @@ use vdev_core::{
 use crate::config::Hotplug;
 use crate::driver::Inner;
 use crate::libxl::{self, ConfigOp, ConfigUpdate, Ident, Recorded};
+use crate::paths::Domid;
 use crate::paths::{self, unsupported_type, DevPaths, Kind};
 use crate::plug::Plug;
 use crate::vbd::{self, DiskSpec};
@@ -30,7 +31,7 @@ pub(crate) fn perms(owner: u32, reader: u32) -> Vec<String> {
 
 /// A backend domain other than the frontend's.
 pub(crate) fn check_backend(bdom: &Domain, domain: &Domain, what: &str) -> Result<()> {
-    if bdom.id == domain.id {
+    if bdom.domid() == domain.domid() {
         return Err(Error::InvalidAttribute {
             name: "backend".into(),
             reason: format!("a domain cannot be the backend of its own {what}"),
@@ -127,10 +128,10 @@ impl Inner {
         let taken = format!("{} (dev {})", spec.devid, spec.dev);
         let bdom = self.backend_domain(spec.backend.as_deref()).await?;
         check_backend(&bdom, domain, "disk")?;
-        let plug = if !self.runs_hotplug(bdom.id) {
+        let plug = if !self.runs_hotplug(bdom.domid()) {
             Plug::None
         } else if self.config.hotplug == Hotplug::Auto {
-            self.native_block_add(domain.id, &spec).await?
+            self.native_block_add(domain.domid(), &spec).await?
         } else {
             Plug::Script
         };
@@ -142,7 +143,7 @@ impl Inner {
             taken,
             |devid, paths, bdom| {
                 debug_assert_eq!(devid, spec.devid);
-                vbd::layout(domain.id, bdom, &spec, paths)
+                vbd::layout(domain.domid(), bdom, &spec, paths)
             },
             plug,
             spec.recorded,
@@ -163,7 +164,7 @@ impl Inner {
     ) -> Result<DeviceRef> {
         let bdom = self.backend_domain(spec.backend.as_deref()).await?;
         check_backend(&bdom, domain, "network")?;
-        let plug = if self.runs_hotplug(bdom.id) {
+        let plug = if self.runs_hotplug(bdom.domid()) {
             Plug::Script
         } else {
             Plug::None
@@ -174,7 +175,7 @@ impl Inner {
             bdom,
             None,
             String::new(),
-            |handle, paths, bdom| crate::vif::layout(domain.id, bdom, handle, &spec, paths),
+            |handle, paths, bdom| crate::vif::layout(domain.domid(), bdom, handle, &spec, paths),
             plug,
             spec.recorded,
             |handle| {
@@ -210,7 +211,7 @@ impl Inner {
         recorded: Recorded,
         record: impl Fn(u32) -> (Ident, serde_json::Value),
     ) -> Result<DeviceRef> {
-        let domid = domain.id;
+        let domid = domain.domid();
         let what = kind.device_type();
         let script = matches!(plug, Plug::Script);
         let (lock, native_keys, loop_node) = match plug {
@@ -256,7 +257,7 @@ impl Inner {
             Ok(devid) => Ok(devid),
             Err(TxFailure::Failed(e)) => Err((e, Landed::No)),
             Err(TxFailure::Unknown(e, devid)) => {
-                let paths = DevPaths::new(kind, domid, bdom.id, devid);
+                let paths = DevPaths::new(kind, domid, bdom.domid(), devid);
                 match self.commit_landed(&paths, loop_node.as_deref()).await {
                     Some(true) => {
                         tracing::info!(domain = %domain.name, devid, "the attach's commit went unanswered, and landed");
@@ -288,7 +289,7 @@ impl Inner {
                     .await);
             }
             Err((e, Landed::Unknown(devid))) => {
-                let paths = DevPaths::new(kind, domid, bdom.id, devid);
+                let paths = DevPaths::new(kind, domid, bdom.domid(), devid);
                 let left = match &loop_node {
                     Some(node) => format!(
                         "; the loop device {node} is left bound for it; if the disk is not there, release it in Domain-0 with `losetup -d {node}`"
@@ -325,7 +326,7 @@ impl Inner {
                 ran_script,
                 kind,
                 domain,
-                bdom.id,
+                bdom.domid(),
                 devid,
                 &reference,
                 loop_node.as_deref(),
@@ -351,7 +352,7 @@ impl Inner {
         upd: &Option<ConfigUpdate>,
         record: &impl Fn(u32) -> (Ident, serde_json::Value),
     ) -> std::result::Result<u32, TxFailure<u32>> {
-        let domid = domain.id;
+        let domid = domain.domid();
         let what = kind.device_type();
         self.xs
             .transaction_outcome(&format!("attaching a {what}"), |tx| {
@@ -363,7 +364,7 @@ impl Inner {
                             tx,
                             vec![
                                 Req::read(&format!("/local/domain/{domid}")),
-                                Req::read(&format!("/local/domain/{}", bdom.id)),
+                                Req::read(&format!("/local/domain/{}", bdom.domid())),
                                 Req::read(&format!("/local/domain/{domid}/vm")),
                             ],
                         )
@@ -390,7 +391,7 @@ impl Inner {
                         Some(d) => d,
                         None => {
                             let mut used = Vec::new();
-                            let be_dir = DevPaths::new(kind, domid, bdom.id, 0).backend;
+                            let be_dir = DevPaths::new(kind, domid, bdom.domid(), 0).backend;
                             let be_dir = be_dir.rsplit_once('/').map(|(d, _)| d.to_owned());
                             for dir in [
                                 paths::frontend_dir(kind, domid),
@@ -410,7 +411,7 @@ impl Inner {
                             (0..).find(|h| !used.contains(h)).expect("a free handle")
                         }
                     };
-                    let paths = DevPaths::new(kind, domid, bdom.id, devid);
+                    let paths = DevPaths::new(kind, domid, bdom.domid(), devid);
                     let checks = self
                         .xs
                         .batch(
@@ -456,10 +457,10 @@ impl Inner {
                         }
                         *u.change.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, previous));
                     }
-                    let (be_keys, fe_keys) = build(devid, &paths, bdom.id);
+                    let (be_keys, fe_keys) = build(devid, &paths, bdom.domid());
                     let mut reqs = Vec::new();
-                    let be_perms = perms(bdom.id, domid);
-                    let fe_perms = perms(domid, bdom.id);
+                    let be_perms = perms(bdom.domid(), domid);
+                    let fe_perms = perms(domid, bdom.domid());
                     let lx_perms = vec!["n0".to_owned()];
                     // A node made by a privileged connection inherits its parent's permissions
                     // (xenstored), so only the three directories, and a key whose permissions
@@ -522,7 +523,7 @@ impl Inner {
     ) -> std::result::Result<(), (Error, bool)> {
         // The backend driver answers by moving to InitWait (2); libxl runs the hotplug script
         // then. Connected (4) follows once the backing is there and the frontend has connected.
-        let paths = DevPaths::new(kind, domain.id, bdom.id, devid);
+        let paths = DevPaths::new(kind, domain.domid(), bdom.domid(), devid);
         let what = kind.device_type();
         let state = format!("{}/state", paths.backend);
         let res = self
@@ -544,7 +545,7 @@ impl Inner {
             Ok((true, _)) => {
                 ran_script = true;
                 match self
-                    .run_hotplug(kind, &paths.backend, true, domain.id, devid)
+                    .run_hotplug(kind, &paths.backend, true, domain.domid(), devid)
                     .await
                 {
                     Ok(()) => {

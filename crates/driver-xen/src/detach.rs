@@ -9,6 +9,7 @@ use vdev_core::{DetachOptions, DeviceRef, DeviceType, Domain, Error, Result, Sco
 use crate::driver::{xs_err, Inner};
 use crate::error::XsError;
 use crate::libxl::ConfigOp;
+use crate::paths::Domid;
 use crate::paths::{self, unsupported_type, Kind};
 use crate::rollback::describe;
 use crate::xenstore::{opt, utf8, Body, Req, TxId, XenStore, NO_TX};
@@ -41,7 +42,7 @@ impl Inner {
         let Some((devid, be)) = self.detach_dev(kind, domain, reference, options).await? else {
             return Ok(None);
         };
-        let task = tokio::spawn(self.clone().finish_pending(kind, domain.id, devid, be));
+        let task = tokio::spawn(self.clone().finish_pending(kind, domain.domid(), devid, be));
         Ok(Some((
             task,
             Error::RemovalPending {
@@ -199,7 +200,7 @@ impl Inner {
         reference: &DeviceRef,
         options: &DetachOptions,
     ) -> Result<Option<(u32, String)>> {
-        let domid = domain.id;
+        let domid = domain.domid();
         let not_found = || Error::DeviceNotFound {
             domain: domain.name.clone(),
             device_type: kind.device_type().to_string(),

@@ -132,10 +132,10 @@ async fn domain(xs: &XenStore, names: &mut HashMap<u32, String>, d: u32) -> Doma
             e.insert(n);
         }
     }
-    Domain {
-        id: d,
-        name: names.get(&d).cloned().unwrap_or_else(|| d.to_string()),
-    }
+    Domain::new(
+        Some(d),
+        names.get(&d).cloned().unwrap_or_else(|| d.to_string()),
+    )
 }
 
 /// Every device that exists now, with its state: every domain's device directories, then

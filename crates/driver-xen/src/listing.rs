@@ -9,6 +9,7 @@ use vdev_core::{
 
 use crate::driver::{xs_err, Inner};
 use crate::libxl::{ConfigView, Ident};
+use crate::paths::Domid;
 use crate::paths::{self, Kind};
 use crate::vbd;
 use crate::xenstore::{utf8, Req, NO_TX};
@@ -67,12 +68,11 @@ impl Inner {
         let found = match key {
             DomainKey::Id(id) => self.domain_by_id(*id).await?,
             DomainKey::Name(n) => self.domains().await?.into_iter().find(|d| &d.name == n),
+            // Listed domains carry no UUID yet (libxl keeps it in /vm): none matches.
+            DomainKey::Uuid(_) => None,
         };
         found.ok_or_else(|| Error::DomainNotFound {
-            domain: match key {
-                DomainKey::Id(id) => id.to_string(),
-                DomainKey::Name(n) => n.clone(),
-            },
+            domain: key.to_string(),
         })
     }
 
@@ -82,7 +82,7 @@ impl Inner {
         domain: &Domain,
         device_type: Option<&DeviceType>,
     ) -> Result<Vec<Device>> {
-        if self.domain_by_id(domain.id).await?.is_none() {
+        if self.domain_by_id(domain.domid()).await?.is_none() {
             return Err(Error::DomainNotFound {
                 domain: domain.name.clone(),
             });
@@ -94,7 +94,7 @@ impl Inner {
                 None => return Ok(Vec::new()),
             },
         };
-        let view = self.config_view(domain.id).await;
+        let view = self.config_view(domain.domid()).await;
         let mut all = Vec::new();
         for k in kinds {
             all.extend(self.list_kind(k, domain, &view).await?);
@@ -118,10 +118,10 @@ impl Inner {
         {
             return Ok(None);
         }
-        Ok(Some(Domain {
-            id,
-            name: name.unwrap_or_else(|| id.to_string()),
-        }))
+        Ok(Some(Domain::new(
+            Some(id),
+            name.unwrap_or_else(|| id.to_string()),
+        )))
     }
 
     pub(crate) async fn domains(&self) -> Result<Vec<Domain>> {
@@ -146,9 +146,8 @@ impl Inner {
         let mut out: Vec<Domain> = ids
             .into_iter()
             .zip(names)
-            .map(|(id, n)| Domain {
-                id,
-                name: n.ok().map(utf8).unwrap_or_else(|| id.to_string()),
+            .map(|(id, n)| {
+                Domain::new(Some(id), n.ok().map(utf8).unwrap_or_else(|| id.to_string()))
             })
             .collect();
         out.sort_by_key(|d| d.id);
@@ -184,7 +183,7 @@ impl Inner {
         domain: &Domain,
         view: &ConfigView,
     ) -> Result<Vec<Device>> {
-        let domid = domain.id;
+        let domid = domain.domid();
         let mut devids: Vec<u32> = Vec::new();
         for dir in [
             paths::frontend_dir(kind, domid),
@@ -279,12 +278,7 @@ impl Inner {
         let domains: Vec<Domain> = bdoms
             .iter()
             .zip(names)
-            .filter_map(|(id, n)| {
-                n.ok().map(|n| Domain {
-                    id: *id,
-                    name: utf8(n),
-                })
-            })
+            .filter_map(|(id, n)| n.ok().map(|n| Domain::new(Some(*id), utf8(n))))
             .collect();
         let mut out = Vec::new();
         for (((d, fe), be), recorded_in_xs) in
@@ -317,7 +311,7 @@ impl Inner {
                 .and_then(|p| paths::check_backend_path(kind, p, domid, *d))
             {
                 attrs.insert("backend-id".into(), bd.to_string());
-                if let Some(dom) = domains.iter().find(|x| x.id == bd) {
+                if let Some(dom) = domains.iter().find(|x| x.id == Some(bd)) {
                     attrs.insert("bkdom-name".into(), dom.name.clone());
                 }
             }

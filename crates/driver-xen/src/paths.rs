@@ -97,3 +97,20 @@ pub(crate) fn unsupported_type(t: &DeviceType) -> Error {
         detail: "the xen driver supports disk and network".into(),
     }
 }
+
+/// Xen's `DOMID_INVALID`: names no domain.
+const DOMID_INVALID: u32 = 0x7ff4;
+
+/// The Xen domain id of a [`Domain`](vdev_core::Domain). Every domain this driver lists has one; a
+/// domain without one (from another driver) gets `DOMID_INVALID`, which names no domain, so the
+/// lookup that follows answers `DomainNotFound`.
+pub(crate) trait Domid {
+    /// The domain id.
+    fn domid(&self) -> u32;
+}
+
+impl Domid for vdev_core::Domain {
+    fn domid(&self) -> u32 {
+        self.id.unwrap_or(DOMID_INVALID)
+    }
+}

@@ -9,6 +9,7 @@ use vdev_remote::HeldLock;
 
 use crate::driver::Inner;
 use crate::libxl::{ConfigOp, ConfigUpdate};
+use crate::paths::Domid;
 use crate::paths::{DevPaths, Kind};
 
 /// An attach failed (`fail`) and undoing it failed too: what is left, and how to remove it.
@@ -112,12 +113,12 @@ impl Inner {
         loop_node: Option<&str>,
         config: ConfigOp,
     ) -> Error {
-        let paths = DevPaths::new(kind, domain.id, backend, devid);
+        let paths = DevPaths::new(kind, domain.domid(), backend, devid);
         let what = kind.device_type();
         let mut left = Vec::new();
         if ran_script {
             if let Err(e) = self
-                .run_hotplug(kind, &paths.backend, false, domain.id, devid)
+                .run_hotplug(kind, &paths.backend, false, domain.domid(), devid)
                 .await
             {
                 tracing::warn!(be = %paths.backend, "{e}");
@@ -125,7 +126,7 @@ impl Inner {
             }
         }
         match self
-            .remove_dev(kind, domain.id, devid, Some(&paths.backend), config)
+            .remove_dev(kind, domain.domid(), devid, Some(&paths.backend), config)
             .await
         {
             Ok(()) => {

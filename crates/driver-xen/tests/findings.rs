@@ -179,7 +179,7 @@ async fn an_unanswered_commit_that_landed_is_an_attached_disk_with_its_loop() {
     let conn = vdev_core::connect(&v.uri).await.expect("connect");
     let d = conn.domain(&domu()).await.unwrap();
     let _g = DiskGuard {
-        domid: d.id,
+        domid: d.id.expect("a Xen domain has an id"),
         devid: num("xvdt"),
         img: Some(img.into()),
     };
@@ -190,12 +190,12 @@ async fn an_unanswered_commit_that_landed_is_an_attached_disk_with_its_loop() {
         v.relay.fired(),
         "the attach committed nothing through the relay"
     );
-    let node = assert_loop_matches_nodes(d.id, num("xvdt"), img);
+    let node = assert_loop_matches_nodes(d.id.expect("a Xen domain has an id"), num("xvdt"), img);
     let r = r.expect("the commit landed: the disk is attached");
     assert_eq!(r.as_str(), num("xvdt").to_string());
     assert!(node.is_some(), "the attached disk has no loop device");
     conn.detach(&d, &DISK, &r, &force()).await.expect("detach");
-    assert_loop_matches_nodes(d.id, num("xvdt"), img);
+    assert_loop_matches_nodes(d.id.expect("a Xen domain has an id"), num("xvdt"), img);
     assert!(loops_of(img).is_empty());
     conn.close().await.unwrap();
 }
@@ -210,7 +210,7 @@ async fn an_unanswered_commit_that_did_not_land_releases_the_loop() {
     let conn = vdev_core::connect(&v.uri).await.expect("connect");
     let d = conn.domain(&domu()).await.unwrap();
     let _g = DiskGuard {
-        domid: d.id,
+        domid: d.id.expect("a Xen domain has an id"),
         devid: num("xvdu"),
         img: Some(img.into()),
     };
@@ -225,7 +225,7 @@ async fn an_unanswered_commit_that_did_not_land_releases_the_loop() {
         "the attach committed nothing through the relay"
     );
     eprintln!("{e}");
-    assert_loop_matches_nodes(d.id, num("xvdu"), img);
+    assert_loop_matches_nodes(d.id.expect("a Xen domain has an id"), num("xvdu"), img);
     assert!(loops_of(img).is_empty());
     conn.close().await.unwrap();
 }
@@ -240,7 +240,7 @@ async fn an_unknown_commit_outcome_leaves_the_loop_bound_and_names_it() {
     let conn = vdev_core::connect(&v.uri).await.expect("connect");
     let d = conn.domain(&domu()).await.unwrap();
     let _g = DiskGuard {
-        domid: d.id,
+        domid: d.id.expect("a Xen domain has an id"),
         devid: num("xvdv"),
         img: Some(img.into()),
     };
@@ -277,7 +277,7 @@ async fn an_unknown_commit_outcome_leaves_the_loop_bound_and_names_it() {
     );
     v.relay.refuse(false);
     // The commit never reached xenstored: no nodes, and the loop is the guard's to release.
-    assert!(!backend_node(d.id, num("xvdv")).0);
+    assert!(!backend_node(d.id.expect("a Xen domain has an id"), num("xvdv")).0);
     conn.close().await.unwrap();
 }
 
@@ -291,7 +291,7 @@ async fn a_failed_rollback_says_what_it_left_and_keeps_their_loop() {
     let conn = vdev_core::connect(&v.uri).await.expect("connect");
     let d = conn.domain(&domu()).await.unwrap();
     let _g = DiskGuard {
-        domid: d.id,
+        domid: d.id.expect("a Xen domain has an id"),
         devid: num("xvdw"),
         img: Some(img.into()),
     };
@@ -317,17 +317,18 @@ async fn a_failed_rollback_says_what_it_left_and_keeps_their_loop() {
     assert!(
         msg.contains(&format!(
             "/local/domain/0/backend/vbd/{}/{}",
-            d.id,
+            d.id.expect("a Xen domain has an id"),
             num("xvdw")
         )),
         "{msg}"
     );
-    let node = assert_loop_matches_nodes(d.id, num("xvdw"), img).expect("the nodes are left");
+    let node = assert_loop_matches_nodes(d.id.expect("a Xen domain has an id"), num("xvdw"), img)
+        .expect("the nodes are left");
     assert!(msg.contains(&node), "the error does not name {node}: {msg}");
     // What was left is removed as the error says: a forced detach.
     let r = vdev_core::DeviceRef::new(num("xvdw").to_string()).unwrap();
     conn.detach(&d, &DISK, &r, &force()).await.expect("detach");
-    assert_loop_matches_nodes(d.id, num("xvdw"), img);
+    assert_loop_matches_nodes(d.id.expect("a Xen domain has an id"), num("xvdw"), img);
     assert!(loops_of(img).is_empty());
     conn.close().await.unwrap();
 }
@@ -338,7 +339,7 @@ async fn a_detach_without_a_usable_backend_is_refused_unless_forced() {
     let Some((conn, d)) = open().await else {
         return;
     };
-    let id = d.id;
+    let id = d.id.expect("a Xen domain has an id");
     let g = DiskGuard {
         domid: id,
         devid: num("xvdq"),
@@ -386,7 +387,7 @@ async fn guest_values_an_attribute_cannot_hold_do_not_break_the_listing() {
     let Some((conn, d)) = open().await else {
         return;
     };
-    let id = d.id;
+    let id = d.id.expect("a Xen domain has an id");
     let _g1 = DiskGuard {
         domid: id,
         devid: num("xvdr"),

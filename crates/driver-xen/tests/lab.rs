@@ -49,7 +49,7 @@ async fn layout_and_permissions_match_xl_block_attach() {
     let Some((conn, d)) = open().await else {
         return;
     };
-    let id = d.id;
+    let id = d.id.expect("a Xen domain has an id");
     let img = "/root/lab/vdev-layout.img";
     xl_attach("xvdc", img); // 51744
     let r = conn
@@ -182,10 +182,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
     type Case<'a> = (Domain, Vec<(&'a str, &'a str)>, &'a str);
     let cases: Vec<Case> = vec![
         (
-            Domain {
-                id: 4242,
-                name: "ghost".into(),
-            },
+            Domain::new(Some(4242), "ghost"),
             good.to_vec(),
             "domain-not-found",
         ),
@@ -225,25 +222,29 @@ async fn bad_input_is_refused_and_changes_nothing() {
             "invalid-attribute",
         ),
     ];
-    let before = disk_dump(d.id);
+    let before = disk_dump(d.id.expect("a Xen domain has an id"));
     for (dom, a, code) in &cases {
         let r = conn.attach(dom, &DISK, &attrs(a)).await;
         match r {
             Err(e) => assert_eq!(e.code(), *code, "{a:?}: {e}"),
             Ok(r) => panic!("{a:?} was attached as {r}"),
         }
-        assert_eq!(disk_dump(d.id), before, "{a:?} changed XenStore");
+        assert_eq!(
+            disk_dump(d.id.expect("a Xen domain has an id")),
+            before,
+            "{a:?} changed XenStore"
+        );
     }
     // A taken device name.
     let r = conn.attach(&d, &DISK, &attrs(&good)).await.expect("attach");
-    let with = disk_dump(d.id);
+    let with = disk_dump(d.id.expect("a Xen domain has an id"));
     for dup in [
         good.to_vec(),
         vec![("uname", "file:/other"), ("dev", "51792")],
     ] {
         let e = conn.attach(&d, &DISK, &attrs(&dup)).await.unwrap_err();
         assert!(matches!(e, Error::DeviceExists { .. }), "{e}");
-        assert_eq!(disk_dump(d.id), with);
+        assert_eq!(disk_dump(d.id.expect("a Xen domain has an id")), with);
     }
     // Unknown refs.
     for r in ["51793", "0", "xvdf", "51792.0"] {
@@ -254,7 +255,7 @@ async fn bad_input_is_refused_and_changes_nothing() {
         assert!(matches!(e, Error::DeviceNotFound { .. }), "{r}: {e}");
     }
     conn.detach(&d, &DISK, &r, &opts()).await.expect("detach");
-    assert_eq!(disk_dump(d.id), before);
+    assert_eq!(disk_dump(d.id.expect("a Xen domain has an id")), before);
     conn.close().await.unwrap();
 }
 
@@ -264,7 +265,7 @@ async fn force_detach_removes_at_once_and_backend_by_name() {
     let Some((conn, d)) = open().await else {
         return;
     };
-    let before = disk_dump(d.id);
+    let before = disk_dump(d.id.expect("a Xen domain has an id"));
     let r = conn
         .attach(
             &d,
@@ -295,7 +296,7 @@ async fn force_detach_removes_at_once_and_backend_by_name() {
     conn.detach(&d, &DISK, &r, &common::force())
         .await
         .expect("force detach");
-    assert_eq!(disk_dump(d.id), before);
+    assert_eq!(disk_dump(d.id.expect("a Xen domain has an id")), before);
     drop(paused);
     conn.close().await.unwrap();
 }
@@ -306,7 +307,7 @@ async fn network_layout_matches_xl_and_interop() {
     let Some((conn, d)) = open().await else {
         return;
     };
-    let id = d.id;
+    let id = d.id.expect("a Xen domain has an id");
     let net = DeviceType::NETWORK;
     let (ok, out) = dom0(&format!(
         "xl network-attach {} bridge=xenbr0 mac=00:16:3e:00:00:31",
@@ -471,7 +472,7 @@ async fn removal_pending_finishes_by_itself_once_the_guest_lets_go() {
     let Some((conn, d)) = open().await else {
         return;
     };
-    let before = disk_dump(d.id);
+    let before = disk_dump(d.id.expect("a Xen domain has an id"));
     let mut events = conn.events().await.expect("events");
     let (r, paused) = leave_pending(&conn, &d, "xvdi").await;
     drop(paused);
@@ -502,7 +503,11 @@ async fn removal_pending_finishes_by_itself_once_the_guest_lets_go() {
             .any(|x| x.reference == r),
         "still listed after Removed"
     );
-    assert_eq!(disk_dump(d.id), before, "nodes left behind");
+    assert_eq!(
+        disk_dump(d.id.expect("a Xen domain has an id")),
+        before,
+        "nodes left behind"
+    );
     conn.close().await.unwrap();
 }
 
@@ -512,7 +517,7 @@ async fn removal_pending_left_by_a_closed_connection_is_finished_by_a_later_deta
     let Some((conn, d)) = open().await else {
         return;
     };
-    let before = disk_dump(d.id);
+    let before = disk_dump(d.id.expect("a Xen domain has an id"));
     let (r, paused) = leave_pending(&conn, &d, "xvdj").await;
     // The connection that could have finished it is gone (as when `vdev detach` exits) before
     // the guest runs again.
@@ -522,6 +527,6 @@ async fn removal_pending_left_by_a_closed_connection_is_finished_by_a_later_deta
     conn.detach(&d, &DISK, &r, &opts())
         .await
         .expect("the second detach finishes it");
-    assert_eq!(disk_dump(d.id), before);
+    assert_eq!(disk_dump(d.id.expect("a Xen domain has an id")), before);
     conn.close().await.unwrap();
 }

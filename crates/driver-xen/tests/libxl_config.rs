@@ -144,7 +144,7 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
     let id = create_domain();
     sh("truncate -s 16M /root/lab/rec-xl.img /root/lab/rec-vdev.img");
     let (conn, d) = open("").await.unwrap();
-    assert_eq!(d.id, id);
+    assert_eq!(d.id.expect("a Xen domain has an id"), id);
     // The control: xl's own disk and NIC.
     sh(&format!(
         "xl block-attach {DOM} 'format=raw, vdev=xvdb, access=rw, target=/root/lab/rec-xl.img' && xl network-attach {DOM} bridge=xenbr0 mac=00:16:3e:00:aa:01"
@@ -244,7 +244,7 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
 
     // Detach removes them from the configuration; xl's stay.
     let d2 = conn.domain(DOM).await.unwrap();
-    assert_eq!(d2.id, id2);
+    assert_eq!(d2.id, Some(id2));
     let devs = conn.devices(&d2, None).await.unwrap();
     assert_eq!(listed(&devs, "51744").1, "yes");
     conn.detach(&d2, &DeviceType::DISK, &disk, &detach_opts())

@@ -102,7 +102,9 @@ async fn next_event_of(
                 } => (domain, reference),
                 _ => continue,
             };
-            if domain.id == domid && reference.as_str() == FakeDisk::REF {
+            if domain.id.expect("a Xen domain has an id") == domid
+                && reference.as_str() == FakeDisk::REF
+            {
                 return Some(ev);
             }
         }
@@ -137,7 +139,9 @@ async fn with_extra_domains(n: u32) {
         .expect("listing hung")
         .expect("listing domains");
     assert_eq!(domains.len(), expected, "domains listed vs xenstore-list");
-    assert!(domains.iter().any(|d| d.id == FIRST + n - 1));
+    assert!(domains
+        .iter()
+        .any(|d| d.id.expect("a Xen domain has an id") == FIRST + n - 1));
     assert!(domains.iter().any(|d| d.name == domu()));
     // By id and one domain's devices: no other domain is read.
     relay.take_counts();
@@ -146,7 +150,7 @@ async fn with_extra_domains(n: u32) {
         .lookup_domain(&DomainKey::Id(mid))
         .await
         .expect("lookup of a fake domain by id");
-    assert_eq!(fake.id, mid);
+    assert_eq!(fake.id.expect("a Xen domain has an id"), mid);
     let id: u32 = std::env::var("XENLAB_DOMU_ID")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -170,7 +174,7 @@ async fn with_extra_domains(n: u32) {
     );
     // By name needs the directory, and works.
     let by_name = conn.domain(&domu()).await.expect("lookup by name");
-    assert_eq!(by_name.id, id);
+    assert_eq!(by_name.id.expect("a Xen domain has an id"), id);
     // Events: the stream starts by reading every domain's devices, so it knows the disk of the
     // last fake domain: removing it is reported as Removed (a disk it had not seen would not
     // be). A disk that appears in another fake domain afterwards is reported as Added.

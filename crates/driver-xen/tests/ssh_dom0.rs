@@ -84,7 +84,7 @@ async fn a_file_disk_attached_over_ssh_connects_and_detach_frees_the_loop() {
     assert!(ok, "{out}");
     let conn = vdev_core::connect(&uri).await.expect("connect over ssh");
     let d = conn.domain(&domu()).await.unwrap();
-    let before = remote_state(d.id);
+    let before = remote_state(d.id.expect("a Xen domain has an id"));
     let t0 = std::time::Instant::now();
     let r = conn
         .attach(
@@ -99,7 +99,7 @@ async fn a_file_disk_attached_over_ssh_connects_and_detach_frees_the_loop() {
         .await
         .expect("attach over ssh");
     let attach_s = t0.elapsed().as_secs_f64();
-    let (be, states) = wait_connected(d.id, "vbd", &r).await;
+    let (be, states) = wait_connected(d.id.expect("a Xen domain has an id"), "vbd", &r).await;
     eprintln!(
         "attach over ssh {attach_s:.1} s, then states {states} after {:.1} s",
         t0.elapsed().as_secs_f64()
@@ -131,7 +131,7 @@ async fn a_file_disk_attached_over_ssh_connects_and_detach_frees_the_loop() {
     conn.detach(&d, &DeviceType::DISK, &r, &detach_opts())
         .await
         .expect("detach over ssh");
-    let after = remote_state(d.id);
+    let after = remote_state(d.id.expect("a Xen domain has an id"));
     assert_eq!(after, before, "the detach left something behind");
     conn.close().await.unwrap();
     dom0(&format!("rm -f {img}"));
@@ -145,18 +145,18 @@ async fn a_nic_attached_over_ssh_gets_its_bridge_port_from_vif_bridge() {
     };
     let conn = vdev_core::connect(&uri).await.expect("connect over ssh");
     let d = conn.domain(&domu()).await.unwrap();
-    let before = remote_state(d.id);
+    let before = remote_state(d.id.expect("a Xen domain has an id"));
     let r = conn
         .attach(&d, &DeviceType::NETWORK, &attrs(&[("bridge", "xenbr0")]))
         .await
         .expect("attach a NIC over ssh");
-    let (be, states) = wait_connected(d.id, "vif", &r).await;
+    let (be, states) = wait_connected(d.id.expect("a Xen domain has an id"), "vif", &r).await;
     assert_eq!(states, "4/4", "not connected");
     assert_eq!(
         xs_read(&format!("{be}/hotplug-status")).as_deref(),
         Some("connected")
     );
-    let vif = format!("vif{}.{r}", d.id);
+    let vif = format!("vif{}.{r}", d.id.expect("a Xen domain has an id"));
     let (ok, out) = dom0("ip -br link show master xenbr0");
     assert!(ok, "{out}");
     assert!(
@@ -171,7 +171,7 @@ async fn a_nic_attached_over_ssh_gets_its_bridge_port_from_vif_bridge() {
     ));
     assert!(!out.contains("iface-left"), "{vif} is still there");
     assert_eq!(
-        remote_state(d.id),
+        remote_state(d.id.expect("a Xen domain has an id")),
         before,
         "the detach left something behind"
     );
@@ -239,7 +239,7 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
     let holder = out.trim().to_owned();
     let conn = vdev_core::connect(&uri).await.expect("connect over ssh");
     let d = conn.domain(&domu()).await.unwrap();
-    let before = remote_state(d.id);
+    let before = remote_state(d.id.expect("a Xen domain has an id"));
     let a = attrs(&[
         ("uname", &format!("file:{img}")),
         ("dev", "xvdp"),
@@ -272,18 +272,23 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
             // Let an orphaned remote shell, if any, notice its end.
             tokio::time::sleep(Duration::from_secs(2)).await;
             assert_eq!(
-                remote_state(d.id),
+                remote_state(d.id.expect("a Xen domain has an id")),
                 before,
                 "the killed attach left something behind"
             );
         }
         Ok(r) => {
-            let (_, states) = wait_connected(d.id, "vbd", &r).await;
+            let (_, states) =
+                wait_connected(d.id.expect("a Xen domain has an id"), "vbd", &r).await;
             assert_eq!(states, "4/4", "the attach that outlived the kill is whole");
             conn.detach(&d, &DeviceType::DISK, &r, &detach_opts())
                 .await
                 .expect("detach");
-            assert_eq!(remote_state(d.id), before, "attach + detach left something");
+            assert_eq!(
+                remote_state(d.id.expect("a Xen domain has an id")),
+                before,
+                "attach + detach left something"
+            );
         }
         other => panic!("expected success or a Remote Disconnected error, got {other:?}"),
     }
@@ -292,13 +297,13 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
         .attach(&d, &DeviceType::DISK, &a)
         .await
         .expect("attach after the connection was killed");
-    let (_, states) = wait_connected(d.id, "vbd", &r).await;
+    let (_, states) = wait_connected(d.id.expect("a Xen domain has an id"), "vbd", &r).await;
     assert_eq!(states, "4/4");
     conn.detach(&d, &DeviceType::DISK, &r, &detach_opts())
         .await
         .expect("detach");
     assert_eq!(
-        remote_state(d.id),
+        remote_state(d.id.expect("a Xen domain has an id")),
         before,
         "attach + detach left something behind"
     );

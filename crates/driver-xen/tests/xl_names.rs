@@ -55,8 +55,12 @@ async fn attach_read_detach(
         .expect("listed");
     assert_eq!(listed.attributes.get("mode"), Some("r"), "{pairs:?}");
     assert_eq!(listed.attributes.get("dev"), Some("xvdq"), "{pairs:?}");
-    let values = backend(d.id, &xvdq());
-    let record = xs_ls(&format!("/libxl/{}/device/vbd/{}", d.id, xvdq()));
+    let values = backend(d.id.expect("a Xen domain has an id"), &xvdq());
+    let record = xs_ls(&format!(
+        "/libxl/{}/device/vbd/{}",
+        d.id.expect("a Xen domain has an id"),
+        xvdq()
+    ));
     conn.detach(d, &DISK, &r, &common::force())
         .await
         .expect("force detach");
@@ -72,7 +76,7 @@ async fn xl_names_write_what_uname_dev_mode_and_xl_write() {
     let img = "/root/lab/vdev-xl-names.img";
     let (ok, out) = dom0(&format!("truncate -s 8M {img}"));
     assert!(ok, "{out}");
-    let before = disk_dump(d.id);
+    let before = disk_dump(d.id.expect("a Xen domain has an id"));
     let target = img.to_owned();
     let (xl_names, xl_record) = attach_read_detach(
         &conn,
@@ -85,7 +89,11 @@ async fn xl_names_write_what_uname_dev_mode_and_xl_write() {
         ],
     )
     .await;
-    assert_eq!(disk_dump(d.id), before, "nodes left after the detach");
+    assert_eq!(
+        disk_dump(d.id.expect("a Xen domain has an id")),
+        before,
+        "nodes left after the detach"
+    );
     let uname = format!("file:{img}");
     let (ours, our_record) = attach_read_detach(
         &conn,
@@ -93,7 +101,11 @@ async fn xl_names_write_what_uname_dev_mode_and_xl_write() {
         &[("uname", &uname), ("dev", "xvdq"), ("mode", "r")],
     )
     .await;
-    assert_eq!(disk_dump(d.id), before, "nodes left after the detach");
+    assert_eq!(
+        disk_dump(d.id.expect("a Xen domain has an id")),
+        before,
+        "nodes left after the detach"
+    );
     let expected: Vec<(String, String)> = [
         ("params", img),
         ("type", "phy"),
@@ -112,14 +124,18 @@ async fn xl_names_write_what_uname_dev_mode_and_xl_write() {
         domu()
     ));
     assert!(ok, "xl block-attach failed: {out}");
-    let by_xl = backend(d.id, &xvdq());
+    let by_xl = backend(d.id.expect("a Xen domain has an id"), &xvdq());
     let (ok, out) = dom0(&format!(
         "xl block-detach {} xvdq; for l in $(losetup -j {img} -O NAME -n); do losetup -d $l; done; rm -f {img}",
         domu()
     ));
     assert!(ok, "xl block-detach failed: {out}");
     assert_eq!(by_xl, expected, "xl block-attach");
-    assert_eq!(disk_dump(d.id), before, "nodes left after xl block-detach");
+    assert_eq!(
+        disk_dump(d.id.expect("a Xen domain has an id")),
+        before,
+        "nodes left after xl block-detach"
+    );
     conn.close().await.unwrap();
 }
 
@@ -179,7 +195,7 @@ async fn refusals_with_xl_names_change_nothing() {
             "also accepted as target",
         ),
     ];
-    let before = disk_dump(d.id);
+    let before = disk_dump(d.id.expect("a Xen domain has an id"));
     let listed = conn.devices(&d, Some(&DISK)).await.unwrap();
     for (pairs, code, name, says) in &cases {
         let e = match conn.attach(&d, &DISK, &attrs(pairs)).await {
@@ -194,7 +210,11 @@ async fn refusals_with_xl_names_change_nothing() {
             e => panic!("{e:?}"),
         }
         assert!(e.to_string().contains(says), "{pairs:?}: {e}");
-        assert_eq!(disk_dump(d.id), before, "{pairs:?} changed XenStore");
+        assert_eq!(
+            disk_dump(d.id.expect("a Xen domain has an id")),
+            before,
+            "{pairs:?} changed XenStore"
+        );
     }
     assert_eq!(conn.devices(&d, Some(&DISK)).await.unwrap(), listed);
     conn.close().await.unwrap();

@@ -46,7 +46,7 @@ pub enum vdev_event_kind {
 pub struct vdev_event {
     /// A `vdev_event_kind`.
     pub kind: c_int,
-    /// The domain's id.
+    /// The domain's id (`UINT_MAX` for a domain that has none).
     pub domain_id: c_uint,
     /// The domain's name.
     pub domain_name: *const c_char,
@@ -84,7 +84,7 @@ fn export_event(e: &DeviceEvent) -> vdev_event {
     };
     vdev_event {
         kind: kind as c_int,
-        domain_id: e.domain().id,
+        domain_id: e.domain().id.unwrap_or(c_uint::MAX),
         domain_name: raw(&e.domain().name),
         device_type: raw(e.device_type().as_str()),
         reference: raw(e.reference().as_str()),

@@ -303,7 +303,8 @@ pub unsafe extern "C" fn vdev_domain_get_name(dom: *mut vdev_domain) -> *const c
 }
 
 /// The domain's numeric id, or -1 on failure (NULL handle; `VDEV_ERR_TOO_MANY` for an id above
-/// `INT_MAX`).
+/// `INT_MAX`; `VDEV_ERR_UNSUPPORTED` for a domain that has no id, such as a libvirt domain that is
+/// shut off: name it by `vdev_domain_get_name()`).
 ///
 /// # Safety
 /// `dom` is NULL or a live domain handle.
@@ -311,7 +312,16 @@ pub unsafe extern "C" fn vdev_domain_get_name(dom: *mut vdev_domain) -> *const c
 pub unsafe extern "C" fn vdev_domain_get_id(dom: *mut vdev_domain) -> c_int {
     guard(-1, || {
         let dom = unsafe { handle(dom, "dom") }?;
-        c_count(dom.domain.id as usize, "as domain id")
+        let Some(id) = dom.domain.id else {
+            return Err(CError::new(
+                vdev_error_code::VDEV_ERR_UNSUPPORTED,
+                format!(
+                    "domain '{}' has no id (it is not running, or its hypervisor gives none): name it by its name",
+                    dom.domain.name
+                ),
+            ));
+        };
+        c_count(id as usize, "as domain id")
     })
 }
 

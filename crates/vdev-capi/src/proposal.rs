@@ -90,7 +90,17 @@ pub(crate) fn attach_pairs(
                 continue;
             }
             match c.lookup_domain(&DomainKey::Name(value.clone())).await {
-                Ok(backend) => *value = backend.id.to_string(),
+                Ok(backend) => match backend.id {
+                    Some(id) => *value = id.to_string(),
+                    None => {
+                        return Err(CError::new(
+                            VDEV_ERR_INVALID_ATTRIBUTE,
+                            format!(
+                                "backend domain '{value}' has no id (it is not running): start it, or give the backend by id"
+                            ),
+                        ))
+                    }
+                },
                 Err(Error::DomainNotFound { .. }) => {
                     return Err(CError::new(
                         VDEV_ERR_DOMAIN_NOT_FOUND,

@@ -45,7 +45,7 @@ struct Cli {
 enum Command {
     /// The drivers this program has, with their URI schemes.
     Drivers,
-    /// The domains (virtual machines) of the host: id and name.
+    /// The domains (virtual machines) of the host: id, name and run state.
     Domains,
     /// The devices of a domain, of one type or of all.
     Devices {
@@ -193,16 +193,17 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
         Command::Domains => {
             let domains = conn.domains().await?;
             if cli.json {
-                print_json(&json!(domains
-                    .iter()
-                    .map(|d| json!({"id": d.id, "name": d.name}))
-                    .collect::<Vec<_>>()));
+                // {"id", "name", "state"}, and "uuid" where the hypervisor has one.
+                print_json(&json!(domains));
             } else {
                 print_table(
-                    &["ID", "NAME"],
+                    &["ID", "NAME", "STATE"],
                     domains
                         .iter()
-                        .map(|d| vec![d.id.to_string(), d.name.clone()])
+                        .map(|d| {
+                            let id = d.id.map_or_else(|| "-".to_owned(), |i| i.to_string());
+                            vec![id, d.name.clone(), d.state.to_string()]
+                        })
                         .collect(),
                 );
             }

@@ -69,7 +69,10 @@ fn json_output_has_the_documented_shapes() {
     let domains = json(&["domains"]);
     assert_eq!(
         domains,
-        serde_json::json!([{"id": 0, "name": "Domain-0"}, {"id": 1, "name": "demo"}])
+        serde_json::json!([
+            {"id": 0, "name": "Domain-0", "state": "running"},
+            {"id": 1, "name": "demo", "state": "running"}
+        ])
     );
     let devices = json(&["devices", "demo", "disk"]);
     let d = &devices[0];
@@ -111,7 +114,10 @@ fn json_output_has_the_documented_shapes() {
 #[test]
 fn tables_are_aligned_for_people() {
     let out = ok(&["domains"]);
-    assert_eq!(out, "ID  NAME\n0   Domain-0\n1   demo\n");
+    assert_eq!(
+        out,
+        "ID  NAME      STATE\n0   Domain-0  running\n1   demo      running\n"
+    );
     let out = ok(&["devices", "demo"]);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3, "{out}");

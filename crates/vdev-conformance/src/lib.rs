@@ -247,15 +247,24 @@ async fn detach_one(h: &Harness, d: &Domain, r: &DeviceRef) {
     res.unwrap_or_else(|e| panic!("detach of {r} failed: {e}"));
 }
 
-/// Domains are listed; lookup by name and by id agree; an unknown name is `DomainNotFound`.
+/// Domains are listed; lookup by name, by id and by UUID (where the domain has them) agree; an
+/// unknown name is `DomainNotFound`.
 pub async fn domains_and_lookup(h: &Harness) {
     let d = domain(h).await;
-    let by_id = h
-        .conn
-        .domain(&d.id.to_string())
-        .await
-        .expect("lookup by id");
-    assert_eq!(by_id, d, "lookup by id and by name disagree");
+    if let Some(id) = d.id {
+        let by_id = h.conn.domain(&id.to_string()).await.expect("lookup by id");
+        assert_eq!(by_id, d, "lookup by id and by name disagree");
+    }
+    if let Some(uuid) = &d.uuid {
+        let by_uuid = h.conn.domain(uuid).await.expect("lookup by UUID");
+        assert_eq!(by_uuid, d, "lookup by UUID and by name disagree");
+        let upper = h
+            .conn
+            .domain(&uuid.to_ascii_uppercase())
+            .await
+            .expect("lookup by an upper-case UUID");
+        assert_eq!(upper, d, "a UUID in upper case names another domain");
+    }
     let by_name = h.conn.domain(&d.name).await.expect("lookup by name");
     assert_eq!(by_name, d);
     let all = h.conn.domains().await;

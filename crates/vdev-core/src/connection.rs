@@ -175,7 +175,7 @@ impl Connection {
     pub async fn domain(&self, key: &str) -> Result<Domain> {
         let parsed = DomainKey::parse(key);
         match self.driver.lookup_domain(&parsed).await {
-            Err(Error::DomainNotFound { .. }) if matches!(parsed, DomainKey::Id(_)) => self
+            Err(Error::DomainNotFound { .. }) if !matches!(parsed, DomainKey::Name(_)) => self
                 .driver
                 .lookup_domain(&DomainKey::Name(key.to_owned()))
                 .await
@@ -361,12 +361,12 @@ impl Connection {
 
     /// Device events of one domain, from now on.
     pub async fn watch(&self, domain: &Domain) -> Result<EventStream> {
-        let id = domain.id;
+        let key = DomainKey::from(domain);
         let stream = self.events().await?;
         Ok(stream
             .filter(move |e| {
                 let keep = match e {
-                    Ok(ev) => ev.domain().id == id,
+                    Ok(ev) => key.matches(ev.domain()),
                     Err(_) => true,
                 };
                 futures::future::ready(keep)

@@ -50,7 +50,7 @@ pub use registry::{
 };
 pub use types::{
     AttachOptions, AttributeSpec, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState,
-    DeviceType, DeviceTypeSchema, Domain, DomainKey, Scope, ScopeSet, UpdateOptions,
+    DeviceType, DeviceTypeSchema, Domain, DomainKey, RunState, Scope, ScopeSet, UpdateOptions,
     MAX_DEVICE_REF_LEN, MAX_DEVICE_TYPE_LEN,
 };
 pub use uri::ConnectUri;

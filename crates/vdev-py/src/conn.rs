@@ -119,7 +119,7 @@ macro_rules! connection_class {
             fn lookup(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
                 let c = self.base.conn()?;
                 let key = match DomainArg::extract("key", key)? {
-                    DomainArg::Known(d) => vdev::DomainKey::Id(d.id),
+                    DomainArg::Known(d) => vdev::DomainKey::from(&d),
                     DomainArg::Key(k) if key.is_instance_of::<pyo3::types::PyInt>() => {
                         vdev::DomainKey::parse(&k)
                     }

@@ -12,43 +12,56 @@ fn attrs_dict<'py>(py: Python<'py>, a: &vdev::Attributes) -> PyResult<Bound<'py,
     Ok(d)
 }
 
-/// A virtual machine: `id` (int) and `name` (str). Pass it wherever a domain is taken.
+/// A virtual machine: `id` (int, or None where the hypervisor gives none), `name` (str), `uuid`
+/// (str or None) and `state` (str: `"running"`, `"paused"`, `"shut-off"`, ..., `"unknown"`).
+/// Pass it wherever a domain is taken.
 #[pyclass(frozen, eq, hash, module = "vdev")]
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct Domain {
-    /// The numeric id, stable while the connection is open.
-    #[pyo3(get)]
-    pub id: u32,
-    /// The name.
-    #[pyo3(get)]
-    pub name: String,
-}
+pub struct Domain(pub vdev::Domain);
 
 #[pymethods]
 impl Domain {
+    /// The numeric id, stable while the connection is open; None where the hypervisor gives
+    /// none (a libvirt domain that is shut off).
+    #[getter]
+    fn id(&self) -> Option<u32> {
+        self.0.id
+    }
+    /// The name.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.0.name
+    }
+    /// The UUID, where the hypervisor has one.
+    #[getter]
+    fn uuid(&self) -> Option<&str> {
+        self.0.uuid.as_deref()
+    }
+    /// Whether it runs: `"running"`, `"paused"`, `"shut-off"`, ..., or `"unknown"`.
+    #[getter]
+    fn state(&self) -> &'static str {
+        self.0.state.as_str()
+    }
     fn __repr__(&self) -> String {
-        format!("Domain(id={}, name={:?})", self.id, self.name)
+        match self.0.id {
+            Some(id) => format!("Domain(id={id}, name={:?})", self.0.name),
+            None => format!("Domain(id=None, name={:?})", self.0.name),
+        }
     }
     fn __str__(&self) -> String {
-        self.name.clone()
+        self.0.name.clone()
     }
 }
 
 impl From<vdev::Domain> for Domain {
     fn from(d: vdev::Domain) -> Self {
-        Domain {
-            id: d.id,
-            name: d.name,
-        }
+        Domain(d)
     }
 }
 
 impl From<&Domain> for vdev::Domain {
     fn from(d: &Domain) -> Self {
-        vdev::Domain {
-            id: d.id,
-            name: d.name.clone(),
-        }
+        d.0.clone()
     }
 }
 

@@ -63,11 +63,17 @@ class Domain:
     """A virtual machine. Pass it wherever a domain is taken."""
 
     @property
-    def id(self) -> int:
-        """The numeric id, stable while the connection is open."""
+    def id(self) -> int | None:
+        """The numeric id, stable while the connection is open; None where the hypervisor gives none."""
     @property
     def name(self) -> str:
         """The name."""
+    @property
+    def uuid(self) -> str | None:
+        """The UUID, where the hypervisor has one."""
+    @property
+    def state(self) -> str:
+        """Whether it runs: ``"running"``, ``"paused"``, ``"shut-off"``, ..., or ``"unknown"``."""
     def __eq__(self, other: object) -> bool: ...
     def __hash__(self) -> int: ...
 
