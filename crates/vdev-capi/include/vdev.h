@@ -313,7 +313,7 @@ typedef struct vdev_event {
    */
   int kind;
   /**
-   * The domain's id.
+   * The domain's id (`UINT_MAX` for a domain that has none).
    */
   unsigned int domain_id;
   /**
@@ -461,7 +461,8 @@ const char *vdev_domain_get_name(struct vdev_domain *dom);
 
 /**
  * The domain's numeric id, or -1 on failure (NULL handle; `VDEV_ERR_TOO_MANY` for an id above
- * `INT_MAX`).
+ * `INT_MAX`; `VDEV_ERR_UNSUPPORTED` for a domain that has no id, such as a libvirt domain that is
+ * shut off: name it by `vdev_domain_get_name()`).
  *
  * # Safety
  * `dom` is NULL or a live domain handle.
