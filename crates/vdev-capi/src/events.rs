@@ -8,9 +8,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use vdev_facade::{DeviceEvent, EventStream};
 
+use crate::conn::{c_string, handle, vdev_conn, vdev_domain, ConnInner};
+use crate::devices::{export_attrs, free_attrs, vdev_attr};
 use crate::error::{guard, vdev_error_code, CError};
-use crate::handles::{c_string, handle, vdev_conn, vdev_domain, ConnInner};
-use crate::heap::{export_attrs, free_attrs, vdev_attr};
 
 /// A subscription to device events, from the moment it is made. Opaque.
 ///

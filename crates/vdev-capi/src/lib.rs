@@ -24,17 +24,27 @@
 mod error;
 
 // Connections and domains.
-mod handles;
+mod conn;
 
 // The proposal's three calls over fixed-size entries.
 mod proposal;
 
 // The same without fixed sizes, and detach options.
-mod heap;
+mod devices;
 
 // Device events.
 mod events;
 
+pub use conn::{
+    vdev_conn, vdev_conn_close, vdev_conn_is_readonly, vdev_conn_list_domains, vdev_conn_open,
+    vdev_conn_open_readonly, vdev_domain, vdev_domain_free, vdev_domain_get_id,
+    vdev_domain_get_name, vdev_domain_list_free, vdev_domain_lookup_by_id,
+    vdev_domain_lookup_by_name, vdev_string_free,
+};
+pub use devices::{
+    vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
+    vdev_domain_list_devices, VDEV_DETACH_DEFAULT_TIMEOUT, VDEV_DETACH_FORCE,
+};
 pub use error::{
     vdev_error_code, vdev_error_code_name, vdev_last_error_code, vdev_last_error_message,
     vdev_reset_last_error,
@@ -42,16 +52,6 @@ pub use error::{
 pub use events::{
     vdev_conn_watch, vdev_domain_watch, vdev_event, vdev_event_free, vdev_event_kind, vdev_watch,
     vdev_watch_free, vdev_watch_next,
-};
-pub use handles::{
-    vdev_conn, vdev_conn_close, vdev_conn_is_readonly, vdev_conn_list_domains, vdev_conn_open,
-    vdev_conn_open_readonly, vdev_domain, vdev_domain_free, vdev_domain_get_id,
-    vdev_domain_get_name, vdev_domain_list_free, vdev_domain_lookup_by_id,
-    vdev_domain_lookup_by_name, vdev_string_free,
-};
-pub use heap::{
-    vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
-    vdev_domain_list_devices, VDEV_DETACH_DEFAULT_TIMEOUT, VDEV_DETACH_FORCE,
 };
 pub use proposal::{
     vdev_domain_create_vdev, vdev_domain_destroy_vdev, vdev_domain_get_vdevs, vdev_vda,

@@ -4,8 +4,8 @@ use std::ffi::{c_char, c_int, CStr};
 
 use vdev_facade::{Attributes, DetachOptions, DeviceRef, DeviceType, DomainKey, Error};
 
+use crate::conn::{handle, str_arg, vdev_domain};
 use crate::error::{guard, vdev_error_code::*, CError};
-use crate::handles::{handle, str_arg, vdev_domain};
 
 /// Size of `vdev_vda.name`, the NUL included: names have at most 15 bytes.
 pub const VDEV_VDA_NAME_SIZE: usize = 16;

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use vdev_facade::{DetachOptions, Device};
 
+use crate::conn::{c_count, c_string, handle, str_arg, vdev_domain};
 use crate::error::{guard, CError};
-use crate::handles::{c_count, c_string, handle, str_arg, vdev_domain};
 use crate::proposal::{attach_pairs, detach, ref_arg, type_arg, update_pairs};
 
 /// One attribute as a pair of NUL-terminated strings of any length.
