@@ -20,10 +20,14 @@
 mod conn;
 #[path = "../../crates/vdev-capi/src/devices.rs"]
 mod devices;
+#[path = "../../crates/vdev-capi/src/domains.rs"]
+mod domains;
 #[path = "../../crates/vdev-capi/src/error.rs"]
 mod error;
 #[path = "../../crates/vdev-capi/src/events.rs"]
 mod events;
+#[path = "../../crates/vdev-capi/src/marshal.rs"]
+mod marshal;
 #[path = "../../crates/vdev-capi/src/proposal.rs"]
 mod proposal;
 
@@ -32,11 +36,12 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
-use conn::{vdev_conn, vdev_conn_open, vdev_domain, vdev_domain_lookup_by_name};
+use conn::{vdev_conn, vdev_conn_open};
 use devices::{
     vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
     vdev_domain_list_devices,
 };
+use domains::{vdev_domain, vdev_domain_lookup_by_name};
 use error::{vdev_last_error_code, vdev_last_error_message};
 use proposal::{
     vdev_domain_create_vdev, vdev_domain_destroy_vdev, vdev_domain_get_vdevs,
@@ -311,7 +316,7 @@ fuzz_target!(|data: &[u8]| {
                     failed_cleanly("attach", &before, dom);
                     false
                 } else {
-                    unsafe { conn::vdev_string_free(r) };
+                    unsafe { devices::vdev_string_free(r) };
                     true
                 }
             }
@@ -333,7 +338,7 @@ fuzz_target!(|data: &[u8]| {
                 let name = input.string(&["demo", "Domain-0", "storage"]);
                 let d = unsafe { vdev_domain_lookup_by_name(conn, name.as_ptr()) };
                 if !d.is_null() {
-                    unsafe { conn::vdev_domain_free(d) };
+                    unsafe { domains::vdev_domain_free(d) };
                 }
                 false
             }
