@@ -16,14 +16,18 @@
 #![no_main]
 #![allow(non_camel_case_types, dead_code, unused_imports)]
 
+#[path = "../../crates/vdev-capi/src/conn.rs"]
+mod conn;
+#[path = "../../crates/vdev-capi/src/devices.rs"]
+mod devices;
+#[path = "../../crates/vdev-capi/src/domains.rs"]
+mod domains;
 #[path = "../../crates/vdev-capi/src/error.rs"]
 mod error;
 #[path = "../../crates/vdev-capi/src/events.rs"]
 mod events;
-#[path = "../../crates/vdev-capi/src/handles.rs"]
-mod handles;
-#[path = "../../crates/vdev-capi/src/heap.rs"]
-mod heap;
+#[path = "../../crates/vdev-capi/src/marshal.rs"]
+mod marshal;
 #[path = "../../crates/vdev-capi/src/proposal.rs"]
 mod proposal;
 
@@ -32,12 +36,13 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 
-use error::{vdev_last_error_code, vdev_last_error_message};
-use handles::{vdev_conn, vdev_conn_open, vdev_domain, vdev_domain_lookup_by_name};
-use heap::{
+use conn::{vdev_conn, vdev_conn_open};
+use devices::{
     vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
     vdev_domain_list_devices,
 };
+use domains::{vdev_domain, vdev_domain_lookup_by_name};
+use error::{vdev_last_error_code, vdev_last_error_message};
 use proposal::{
     vdev_domain_create_vdev, vdev_domain_destroy_vdev, vdev_domain_get_vdevs,
     vdev_domain_update_vdev, vdev_vda,
@@ -311,7 +316,7 @@ fuzz_target!(|data: &[u8]| {
                     failed_cleanly("attach", &before, dom);
                     false
                 } else {
-                    unsafe { handles::vdev_string_free(r) };
+                    unsafe { devices::vdev_string_free(r) };
                     true
                 }
             }
@@ -333,7 +338,7 @@ fuzz_target!(|data: &[u8]| {
                 let name = input.string(&["demo", "Domain-0", "storage"]);
                 let d = unsafe { vdev_domain_lookup_by_name(conn, name.as_ptr()) };
                 if !d.is_null() {
-                    unsafe { handles::vdev_domain_free(d) };
+                    unsafe { domains::vdev_domain_free(d) };
                 }
                 false
             }
@@ -352,7 +357,9 @@ fuzz_target!(|data: &[u8]| {
     for (t, r, _, _) in snapshot(dom) {
         if !baseline.iter().any(|(bt, br, _, _)| *bt == t && *br == r) {
             let (t, r) = (CString::new(t).unwrap(), CString::new(r).unwrap());
-            unsafe { vdev_domain_detach(dom, t.as_ptr(), r.as_ptr(), 0, heap::VDEV_DETACH_FORCE) };
+            unsafe {
+                vdev_domain_detach(dom, t.as_ptr(), r.as_ptr(), 0, devices::VDEV_DETACH_FORCE)
+            };
         }
     }
 });

@@ -491,15 +491,6 @@ int vdev_conn_list_domains(struct vdev_conn *conn, struct vdev_domain ***domains
 void vdev_domain_list_free(struct vdev_domain **domains, int n);
 
 /**
- * Free a string the library handed out (such as the reference `vdev_domain_attach()`
- * returns). NULL is accepted and does nothing.
- *
- * # Safety
- * `s` is NULL or a string from this library documented as freed by `vdev_string_free()`.
- */
-void vdev_string_free(char *s);
-
-/**
  * Get the devices of one type of a domain into the caller's array of `maxattr` entries: the
  * proposal's `virDomainGetVdevs`.
  *
@@ -656,6 +647,15 @@ char *vdev_domain_attach(struct vdev_domain *dom,
                          const char *type,
                          const struct vdev_attr *attrs,
                          int nattrs);
+
+/**
+ * Free a string the library handed out (such as the reference `vdev_domain_attach()`
+ * returns). NULL is accepted and does nothing.
+ *
+ * # Safety
+ * `s` is NULL or a string from this library documented as freed by `vdev_string_free()`.
+ */
+void vdev_string_free(char *s);
 
 /**
  * Change attributes of device `ref` of `type` in place, from `nattrs` attributes of any

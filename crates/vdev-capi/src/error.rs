@@ -7,6 +7,8 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use vdev_facade::Error;
 
+use crate::marshal::c_string;
+
 /// Why a call failed: the value of `vdev_last_error_code()`.
 ///
 /// The numbers are stable: a code is never renumbered or reused. Codes 1 to 99 mirror the
@@ -220,7 +222,7 @@ thread_local! {
 }
 
 fn set_last_error(e: CError) {
-    let msg = CString::new(e.message.replace('\0', "\\0")).unwrap_or_default();
+    let msg = c_string(&e.message);
     // `try_with`: during thread teardown the slot may be gone; the error is then dropped.
     let _ = LAST_ERROR.try_with(|l| *l.borrow_mut() = Some((e.code, msg)));
 }

@@ -1,16 +1,19 @@
 //! Device events: a watch handle and a blocking "next event" call with a timeout.
 
-use std::ffi::{c_char, c_int, c_uint, CString};
+use std::ffi::{c_char, c_int, c_uint};
 use std::ptr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::StreamExt;
-use vdev_facade::{DeviceEvent, EventStream};
+use vdev_facade::EventStream;
 
+use crate::conn::{vdev_conn, ConnInner};
+use crate::devices::vdev_attr;
+use crate::domains::vdev_domain;
 use crate::error::{guard, vdev_error_code, CError};
-use crate::handles::{c_string, handle, vdev_conn, vdev_domain, ConnInner};
-use crate::heap::{export_attrs, free_attrs, vdev_attr};
+use crate::marshal::{
+    export_event, free_event, handle, into_handle, out_arg, take_handle, wait_arg,
+};
 
 /// A subscription to device events, from the moment it is made. Opaque.
 ///
@@ -63,37 +66,6 @@ pub struct vdev_event {
     pub nattrs: usize,
 }
 
-fn raw(s: &str) -> *const c_char {
-    c_string(s).into_raw()
-}
-
-fn export_event(e: &DeviceEvent) -> vdev_event {
-    let (kind, state) = match e {
-        DeviceEvent::Added { .. } => (vdev_event_kind::VDEV_EVENT_ADDED, ptr::null()),
-        DeviceEvent::StateChanged { state, .. } => (
-            vdev_event_kind::VDEV_EVENT_STATE_CHANGED,
-            raw(state.as_str()),
-        ),
-        DeviceEvent::Removed { .. } => (vdev_event_kind::VDEV_EVENT_REMOVED, ptr::null()),
-        DeviceEvent::Updated { .. } => (vdev_event_kind::VDEV_EVENT_UPDATED, ptr::null()),
-        _ => (vdev_event_kind::VDEV_EVENT_OTHER, ptr::null()),
-    };
-    let (attrs, nattrs) = match e {
-        DeviceEvent::Updated { attributes, .. } => export_attrs(attributes),
-        _ => (ptr::null(), 0),
-    };
-    vdev_event {
-        kind: kind as c_int,
-        domain_id: e.domain().id.unwrap_or(c_uint::MAX),
-        domain_name: raw(&e.domain().name),
-        device_type: raw(e.device_type().as_str()),
-        reference: raw(e.reference().as_str()),
-        state,
-        attrs,
-        nattrs,
-    }
-}
-
 fn new_watch(
     conn: &Arc<ConnInner>,
     domain: Option<vdev_facade::Domain>,
@@ -104,10 +76,10 @@ fn new_watch(
             None => c.events().await?,
         })
     })?;
-    Ok(Box::into_raw(Box::new(vdev_watch {
+    Ok(into_handle(vdev_watch {
         conn: Arc::clone(conn),
         stream: Mutex::new(stream),
-    })))
+    }))
 }
 
 /// Watch device events of every domain of the connection, from now on. NULL on failure
@@ -154,19 +126,13 @@ pub unsafe extern "C" fn vdev_watch_next(
     event: *mut *mut vdev_event,
 ) -> c_int {
     guard(-1, || {
-        if event.is_null() {
-            return Err(CError::null("event"));
-        }
-        unsafe { *event = ptr::null_mut() };
+        let event = unsafe { out_arg(event, "event") }?;
         let watch = unsafe { handle(watch, "watch") }?;
         let mut stream = watch.stream.lock().unwrap_or_else(|p| p.into_inner());
         let next = watch.conn.rt.block_on(async {
-            if timeout_ms < 0 {
-                Some(stream.next().await)
-            } else {
-                tokio::time::timeout(Duration::from_millis(timeout_ms as u64), stream.next())
-                    .await
-                    .ok()
+            match wait_arg(timeout_ms) {
+                None => Some(stream.next().await),
+                Some(timeout) => tokio::time::timeout(timeout, stream.next()).await.ok(),
             }
         });
         match next {
@@ -177,7 +143,7 @@ pub unsafe extern "C" fn vdev_watch_next(
             )),
             Some(Some(Err(e))) => Err(e.into()),
             Some(Some(Ok(e))) => {
-                unsafe { *event = Box::into_raw(Box::new(export_event(&e))) };
+                *event = into_handle(export_event(&e));
                 Ok(1)
             }
         }
@@ -191,16 +157,9 @@ pub unsafe extern "C" fn vdev_watch_next(
 #[no_mangle]
 pub unsafe extern "C" fn vdev_event_free(event: *mut vdev_event) {
     guard((), || {
-        if event.is_null() {
-            return Ok(());
+        if let Some(e) = unsafe { take_handle(event) } {
+            unsafe { free_event(&e) };
         }
-        let e = unsafe { Box::from_raw(event) };
-        for p in [e.domain_name, e.device_type, e.reference, e.state] {
-            if !p.is_null() {
-                drop(unsafe { CString::from_raw(p as *mut c_char) });
-            }
-        }
-        unsafe { free_attrs(e.attrs, e.nattrs) };
         Ok(())
     })
 }
@@ -212,8 +171,8 @@ pub unsafe extern "C" fn vdev_event_free(event: *mut vdev_event) {
 #[no_mangle]
 pub unsafe extern "C" fn vdev_watch_free(watch: *mut vdev_watch) {
     guard((), || {
-        if !watch.is_null() {
-            let vdev_watch { conn, stream } = *unsafe { Box::from_raw(watch) };
+        if let Some(watch) = unsafe { take_handle(watch) } {
+            let vdev_watch { conn, stream } = *watch;
             let entered = conn.rt.enter();
             drop(stream);
             drop(entered);

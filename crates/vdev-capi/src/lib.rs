@@ -18,23 +18,42 @@
 #![deny(missing_docs)]
 #![allow(non_camel_case_types)]
 
-// The header follows this order.
+// One file per concern; the header follows this order.
 
 // Error codes and the thread-local last error.
 mod error;
 
-// Connections and domains.
-mod handles;
+// Connections: open, close, read-only, and the runtime each one owns.
+mod conn;
 
-// The proposal's three calls over fixed-size entries.
+// Domains: lookup, list, name and id.
+mod domains;
+
+// The proposal's three calls (and update) over fixed-size entries.
 mod proposal;
 
-// The same without fixed sizes, and detach options.
-mod heap;
+// Devices without fixed sizes: list, attach, update, detach, and detach options.
+mod devices;
 
 // Device events.
 mod events;
 
+// Every conversion between C arguments and results and Rust values.
+mod marshal;
+
+pub use conn::{
+    vdev_conn, vdev_conn_close, vdev_conn_is_readonly, vdev_conn_open, vdev_conn_open_readonly,
+};
+pub use devices::{
+    vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
+    vdev_domain_list_devices, vdev_domain_update, vdev_string_free, VDEV_DETACH_DEFAULT_TIMEOUT,
+    VDEV_DETACH_FORCE,
+};
+pub use domains::{
+    vdev_conn_list_domains, vdev_domain, vdev_domain_free, vdev_domain_get_id,
+    vdev_domain_get_name, vdev_domain_list_free, vdev_domain_lookup_by_id,
+    vdev_domain_lookup_by_name,
+};
 pub use error::{
     vdev_error_code, vdev_error_code_name, vdev_last_error_code, vdev_last_error_message,
     vdev_reset_last_error,
@@ -43,17 +62,8 @@ pub use events::{
     vdev_conn_watch, vdev_domain_watch, vdev_event, vdev_event_free, vdev_event_kind, vdev_watch,
     vdev_watch_free, vdev_watch_next,
 };
-pub use handles::{
-    vdev_conn, vdev_conn_close, vdev_conn_is_readonly, vdev_conn_list_domains, vdev_conn_open,
-    vdev_conn_open_readonly, vdev_domain, vdev_domain_free, vdev_domain_get_id,
-    vdev_domain_get_name, vdev_domain_list_free, vdev_domain_lookup_by_id,
-    vdev_domain_lookup_by_name, vdev_string_free,
-};
-pub use heap::{
-    vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
-    vdev_domain_list_devices, VDEV_DETACH_DEFAULT_TIMEOUT, VDEV_DETACH_FORCE,
-};
 pub use proposal::{
-    vdev_domain_create_vdev, vdev_domain_destroy_vdev, vdev_domain_get_vdevs, vdev_vda,
-    VDEV_VDA_MAX_ATTRS, VDEV_VDA_MAX_DEVICES, VDEV_VDA_NAME_SIZE, VDEV_VDA_VALUE_SIZE,
+    vdev_domain_create_vdev, vdev_domain_destroy_vdev, vdev_domain_get_vdevs,
+    vdev_domain_update_vdev, vdev_vda, VDEV_VDA_MAX_ATTRS, VDEV_VDA_MAX_DEVICES,
+    VDEV_VDA_NAME_SIZE, VDEV_VDA_VALUE_SIZE,
 };

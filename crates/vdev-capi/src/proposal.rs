@@ -1,11 +1,13 @@
 //! The three calls of the 2006 proposal, over fixed-size `vdev_vda` entries.
 
-use std::ffi::{c_char, c_int, CStr};
+use std::ffi::{c_char, c_int};
 
-use vdev_facade::{Attributes, DetachOptions, DeviceRef, DeviceType, DomainKey, Error};
+use vdev_facade::DetachOptions;
 
-use crate::error::{guard, vdev_error_code::*, CError};
-use crate::handles::{handle, str_arg, vdev_domain};
+use crate::devices;
+use crate::domains::vdev_domain;
+use crate::error::guard;
+use crate::marshal::{array_len, attr_pairs, export_vdas, handle, ref_arg, type_arg};
 
 /// Size of `vdev_vda.name`, the NUL included: names have at most 15 bytes.
 pub const VDEV_VDA_NAME_SIZE: usize = 16;
@@ -30,114 +32,6 @@ pub struct vdev_vda {
     pub name: [c_char; 16],
     /// The attribute value, NUL-terminated.
     pub value: [c_char; 64],
-}
-
-/// Copy `s` into a fixed field, NUL-padded. The caller checked that it fits.
-fn fill(field: &mut [c_char], s: &str) {
-    field.fill(0);
-    for (d, b) in field.iter_mut().zip(s.bytes()) {
-        *d = b as c_char;
-    }
-}
-
-/// Read a fixed field: it must hold a NUL.
-fn read_field<'a>(
-    field: &'a [c_char],
-    index: usize,
-    what: &str,
-    code: crate::error::vdev_error_code,
-) -> Result<&'a str, CError> {
-    let bytes = unsafe { &*(field as *const [c_char] as *const [u8]) };
-    let s = CStr::from_bytes_until_nul(bytes).map_err(|_| {
-        CError::new(
-            code,
-            format!(
-                "attr[{index}].{what} has no NUL within its {} bytes: a {what} has at most {} bytes; use vdev_domain_attach() for longer ones",
-                field.len(),
-                field.len() - 1
-            ),
-        )
-    })?;
-    s.to_str()
-        .map_err(|_| CError::invalid("attr", format!("attr[{index}].{what} is not valid UTF-8")))
-}
-
-/// Parse a device type argument.
-pub(crate) unsafe fn type_arg(p: *const c_char) -> Result<DeviceType, CError> {
-    let t = unsafe { str_arg(p, "type") }?;
-    DeviceType::new(t.to_owned()).map_err(CError::from)
-}
-
-/// Parse a device reference argument.
-pub(crate) unsafe fn ref_arg(p: *const c_char) -> Result<DeviceRef, CError> {
-    let r = unsafe { str_arg(p, "ref") }?;
-    DeviceRef::new(r).map_err(CError::from)
-}
-
-/// The attribute whose value names the backend domain, translated from a name into an id.
-pub(crate) const BACKEND_ATTR: &str = "backend";
-
-/// Create a device from name/value pairs, translating a backend domain name into its id.
-pub(crate) fn attach_pairs(
-    dom: &vdev_domain,
-    device_type: DeviceType,
-    mut pairs: Vec<(String, String)>,
-) -> Result<DeviceRef, CError> {
-    let domain = dom.domain.clone();
-    dom.conn.run(|c| async move {
-        for (name, value) in pairs.iter_mut() {
-            if name != BACKEND_ATTR || value.is_empty() || value.bytes().all(|b| b.is_ascii_digit()) {
-                continue;
-            }
-            match c.lookup_domain(&DomainKey::Name(value.clone())).await {
-                Ok(backend) => match backend.id {
-                    Some(id) => *value = id.to_string(),
-                    None => {
-                        return Err(CError::new(
-                            VDEV_ERR_INVALID_ATTRIBUTE,
-                            format!(
-                                "backend domain '{value}' has no id (it is not running): start it, or give the backend by id"
-                            ),
-                        ))
-                    }
-                },
-                Err(Error::DomainNotFound { .. }) => {
-                    return Err(CError::new(
-                        VDEV_ERR_DOMAIN_NOT_FOUND,
-                        format!(
-                            "backend domain '{value}' not found: the '{BACKEND_ATTR}' attribute names the domain that serves the device, by name (translated into its id) or by id; vdev_conn_list_domains() lists them"
-                        ),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        let attrs = Attributes::from_pairs(pairs)?;
-        Ok(c.attach(&domain, &device_type, &attrs).await?)
-    })
-}
-
-/// Detach a device.
-pub(crate) fn detach(
-    dom: &vdev_domain,
-    device_type: DeviceType,
-    reference: DeviceRef,
-    options: DetachOptions,
-) -> Result<(), CError> {
-    let domain = dom.domain.clone();
-    dom.conn.run(|c| async move {
-        Ok(c.detach(&domain, &device_type, &reference, &options)
-            .await?)
-    })
-}
-
-/// The attributes of `d` that `vdev_domain_get_vdevs()` returns: those whose names fit
-/// `vdev_vda.name`.
-fn listed(d: &vdev_facade::Device) -> Vec<(&str, &str)> {
-    d.attributes
-        .iter()
-        .filter(|(name, _)| name.len() < VDEV_VDA_NAME_SIZE)
-        .collect()
 }
 
 /// Get the devices of one type of a domain into the caller's array of `maxattr` entries: the
@@ -193,58 +87,9 @@ pub unsafe extern "C" fn vdev_domain_get_vdevs(
     guard(-1, || {
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
-        if maxattr < 0 {
-            return Err(CError::invalid(
-                "maxattr",
-                format!("{maxattr} is negative; give the number of entries of attr"),
-            ));
-        }
-        if attr.is_null() && maxattr > 0 {
-            return Err(CError::null("attr"));
-        }
-        let domain = dom.domain.clone();
-        let t = device_type.clone();
-        let devices = dom
-            .conn
-            .run(|c| async move { Ok(c.devices(&domain, Some(&t)).await?) })?;
-        let n = devices.len();
-        let a = devices.iter().map(|d| listed(d).len()).max().unwrap_or(0);
-        if n > VDEV_VDA_MAX_DEVICES as usize || a > VDEV_VDA_MAX_ATTRS as usize {
-            return Err(CError::new(
-                VDEV_ERR_TOO_MANY,
-                format!("domain '{}' has {n} {device_type} devices with up to {a} attributes each; vdev_domain_get_vdevs() encodes at most {VDEV_VDA_MAX_DEVICES} devices and {VDEV_VDA_MAX_ATTRS} attributes; use vdev_domain_list_devices()", dom.domain.name),
-            ));
-        }
-        for d in &devices {
-            for (name, value) in listed(d) {
-                if value.len() >= VDEV_VDA_VALUE_SIZE {
-                    return Err(CError::new(
-                        VDEV_ERR_VALUE_TOO_LONG,
-                        format!("{device_type} device '{}' has an attribute '{name}' whose value is {} bytes long; vdev_vda.value holds at most {}; use vdev_domain_list_devices() to read it", d.reference, value.len(), VDEV_VDA_VALUE_SIZE - 1),
-                    ));
-                }
-            }
-        }
-        let needed = n * a;
-        let size_query = attr.is_null() && maxattr == 0;
-        if !size_query && needed > maxattr as usize {
-            return Err(CError::new(
-                VDEV_ERR_BUFFER_TOO_SMALL,
-                format!("the answer needs {needed} vdev_vda entries ({n} devices x {a} attributes) but maxattr is {maxattr}; nothing was written"),
-            ));
-        }
-        if !size_query && needed > 0 {
-            let out = unsafe { std::slice::from_raw_parts_mut(attr, needed) };
-            for (d, slots) in devices.iter().zip(out.chunks_mut(a)) {
-                let mut attrs = listed(d).into_iter();
-                for slot in slots {
-                    let (name, value) = attrs.next().unwrap_or(("", ""));
-                    fill(&mut slot.name, name);
-                    fill(&mut slot.value, value);
-                }
-            }
-        }
-        Ok(((a as c_int) << 16) + n as c_int)
+        let maxattr = array_len(attr, maxattr, "attr", "maxattr")?;
+        let found = devices::list(dom, Some(&device_type))?;
+        unsafe { export_vdas(&found, &device_type, &dom.domain.name, attr, maxattr) }
     })
 }
 
@@ -278,58 +123,9 @@ pub unsafe extern "C" fn vdev_domain_create_vdev(
     guard(-1, || {
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
-        let pairs = unsafe { vda_pairs(attr, nbattr) }?;
-        attach_pairs(dom, device_type, pairs)?;
+        let pairs = unsafe { attr_pairs(attr, nbattr, "attr", "nbattr") }?;
+        devices::attach(dom, device_type, pairs)?;
         Ok(0)
-    })
-}
-
-/// The pairs of a caller's `vdev_vda` array, with the proposal's rules (see
-/// `vdev_domain_create_vdev()`).
-///
-/// # Safety
-/// `attr` is NULL or points to `nbattr` readable entries.
-unsafe fn vda_pairs(attr: *const vdev_vda, nbattr: c_int) -> Result<Vec<(String, String)>, CError> {
-    if nbattr < 0 {
-        return Err(CError::invalid(
-            "nbattr",
-            format!("{nbattr} is negative; give the number of entries of attr"),
-        ));
-    }
-    if attr.is_null() && nbattr > 0 {
-        return Err(CError::null("attr"));
-    }
-    let entries: &[vdev_vda] = if nbattr == 0 {
-        &[]
-    } else {
-        unsafe { std::slice::from_raw_parts(attr, nbattr as usize) }
-    };
-    let mut pairs = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        let name = read_field(&e.name, i, "name", VDEV_ERR_NAME_TOO_LONG)?;
-        let value = read_field(&e.value, i, "value", VDEV_ERR_VALUE_TOO_LONG)?;
-        if name.is_empty() {
-            return Err(CError::invalid(
-                "attr",
-                format!("attr[{i}].name is empty; every entry must name an attribute"),
-            ));
-        }
-        pairs.push((name.to_owned(), value.to_owned()));
-    }
-    Ok(pairs)
-}
-
-/// Update a device.
-pub(crate) fn update_pairs(
-    dom: &vdev_domain,
-    device_type: DeviceType,
-    reference: DeviceRef,
-    pairs: Vec<(String, String)>,
-) -> Result<(), CError> {
-    let domain = dom.domain.clone();
-    dom.conn.run(|c| async move {
-        let attrs = Attributes::from_pairs(pairs)?;
-        Ok(c.update(&domain, &device_type, &reference, &attrs).await?)
     })
 }
 
@@ -361,8 +157,8 @@ pub unsafe extern "C" fn vdev_domain_update_vdev(
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
         let reference = unsafe { ref_arg(r#ref) }?;
-        let pairs = unsafe { vda_pairs(attr, nbattr) }?;
-        update_pairs(dom, device_type, reference, pairs)?;
+        let pairs = unsafe { attr_pairs(attr, nbattr, "attr", "nbattr") }?;
+        devices::update(dom, device_type, reference, pairs)?;
         Ok(0)
     })
 }
@@ -387,7 +183,7 @@ pub unsafe extern "C" fn vdev_domain_destroy_vdev(
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
         let reference = unsafe { ref_arg(r#ref) }?;
-        detach(dom, device_type, reference, DetachOptions::default())?;
+        devices::detach(dom, device_type, reference, DetachOptions::default())?;
         Ok(0)
     })
 }

@@ -1,14 +1,18 @@
-//! The calls without fixed sizes: attributes as heap strings the library allocates and frees.
+//! Devices: list, attach, update and detach, in the calls without fixed sizes (attributes as
+//! heap strings the library allocates and frees), and the operations the proposal's calls share
+//! with them.
 
-use std::ffi::{c_char, c_int, c_uint, CString};
+use std::ffi::{c_char, c_int, c_uint};
 use std::ptr;
-use std::time::Duration;
 
-use vdev_facade::{DetachOptions, Device};
+use vdev_facade::{Attributes, DetachOptions, Device, DeviceRef, DeviceType, DomainKey, Error};
 
-use crate::error::{guard, CError};
-use crate::handles::{c_count, c_string, handle, str_arg, vdev_domain};
-use crate::proposal::{attach_pairs, detach, ref_arg, type_arg, update_pairs};
+use crate::domains::vdev_domain;
+use crate::error::{guard, vdev_error_code::VDEV_ERR_DOMAIN_NOT_FOUND, CError};
+use crate::marshal::{
+    attr_pairs, detach_options, export_device, export_list, free_device, free_raw_str, handle,
+    into_raw_str, optional_type_arg, out_arg, ref_arg, take_list, type_arg,
+};
 
 /// One attribute as a pair of NUL-terminated strings of any length.
 ///
@@ -48,69 +52,86 @@ pub const VDEV_DETACH_FORCE: c_uint = 1;
 /// `timeout_ms` of `vdev_domain_detach()`: the default wait of 10 seconds.
 pub const VDEV_DETACH_DEFAULT_TIMEOUT: c_int = -1;
 
-fn into_raw_str(s: &str) -> *const c_char {
-    c_string(s).into_raw()
+/// The devices of a domain, of one type or of every type.
+pub(crate) fn list(
+    dom: &vdev_domain,
+    device_type: Option<&DeviceType>,
+) -> Result<Vec<Device>, CError> {
+    let domain = dom.domain.clone();
+    let device_type = device_type.cloned();
+    dom.conn
+        .run(|c| async move { Ok(c.devices(&domain, device_type.as_ref()).await?) })
 }
 
-unsafe fn free_raw_str(p: *const c_char) {
-    if !p.is_null() {
-        drop(unsafe { CString::from_raw(p as *mut c_char) });
-    }
-}
+/// The attribute whose value names the backend domain, translated from a name into an id.
+pub(crate) const BACKEND_ATTR: &str = "backend";
 
-/// Attributes as a library-owned array of `vdev_attr` (NULL when empty) and its length; free
-/// with [`free_attrs`].
-pub(crate) fn export_attrs(a: &vdev_facade::Attributes) -> (*const vdev_attr, usize) {
-    let attrs: Box<[vdev_attr]> = a
-        .iter()
-        .map(|(n, v)| vdev_attr {
-            name: into_raw_str(n),
-            value: into_raw_str(v),
-        })
-        .collect();
-    let n = attrs.len();
-    if n == 0 {
-        (ptr::null(), 0)
-    } else {
-        (Box::into_raw(attrs).cast(), n)
-    }
-}
-
-/// Free an array from [`export_attrs`].
-///
-/// # Safety
-/// `attrs` and `n` come from one [`export_attrs`] call, not freed yet.
-pub(crate) unsafe fn free_attrs(attrs: *const vdev_attr, n: usize) {
-    if attrs.is_null() {
-        return;
-    }
-    let attrs = unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(attrs as *mut vdev_attr, n)) };
-    for a in attrs.iter() {
-        unsafe {
-            free_raw_str(a.name);
-            free_raw_str(a.value);
+/// Create a device from name/value pairs, translating a backend domain name into its id.
+pub(crate) fn attach(
+    dom: &vdev_domain,
+    device_type: DeviceType,
+    mut pairs: Vec<(String, String)>,
+) -> Result<DeviceRef, CError> {
+    let domain = dom.domain.clone();
+    dom.conn.run(|c| async move {
+        for (name, value) in pairs.iter_mut() {
+            if name != BACKEND_ATTR || value.is_empty() || value.bytes().all(|b| b.is_ascii_digit()) {
+                continue;
+            }
+            match c.lookup_domain(&DomainKey::Name(value.clone())).await {
+                Ok(backend) => match backend.id {
+                    Some(id) => *value = id.to_string(),
+                    None => {
+                        return Err(CError::new(
+                            crate::error::vdev_error_code::VDEV_ERR_INVALID_ATTRIBUTE,
+                            format!(
+                                "backend domain '{value}' has no id (it is not running): start it, or give the backend by id"
+                            ),
+                        ))
+                    }
+                },
+                Err(Error::DomainNotFound { .. }) => {
+                    return Err(CError::new(
+                        VDEV_ERR_DOMAIN_NOT_FOUND,
+                        format!(
+                            "backend domain '{value}' not found: the '{BACKEND_ATTR}' attribute names the domain that serves the device, by name (translated into its id) or by id; vdev_conn_list_domains() lists them"
+                        ),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
-    }
+        let attrs = Attributes::from_pairs(pairs)?;
+        Ok(c.attach(&domain, &device_type, &attrs).await?)
+    })
 }
 
-fn export_device(d: &Device) -> vdev_device {
-    let (attrs, nattrs) = export_attrs(&d.attributes);
-    vdev_device {
-        device_type: into_raw_str(d.device_type.as_str()),
-        reference: into_raw_str(d.reference.as_str()),
-        state: into_raw_str(d.state.as_str()),
-        attrs,
-        nattrs,
-    }
+/// Remove a device.
+pub(crate) fn detach(
+    dom: &vdev_domain,
+    device_type: DeviceType,
+    reference: DeviceRef,
+    options: DetachOptions,
+) -> Result<(), CError> {
+    let domain = dom.domain.clone();
+    dom.conn.run(|c| async move {
+        Ok(c.detach(&domain, &device_type, &reference, &options)
+            .await?)
+    })
 }
 
-unsafe fn free_device(d: &vdev_device) {
-    unsafe {
-        free_raw_str(d.device_type);
-        free_raw_str(d.reference);
-        free_raw_str(d.state);
-        free_attrs(d.attrs, d.nattrs);
-    }
+/// Change attributes of a device in place, from name/value pairs.
+pub(crate) fn update(
+    dom: &vdev_domain,
+    device_type: DeviceType,
+    reference: DeviceRef,
+    pairs: Vec<(String, String)>,
+) -> Result<(), CError> {
+    let domain = dom.domain.clone();
+    dom.conn.run(|c| async move {
+        let attrs = Attributes::from_pairs(pairs)?;
+        Ok(c.update(&domain, &device_type, &reference, &attrs).await?)
+    })
 }
 
 /// Every device of a domain, of one type (`type` non-NULL) or of every type (`type` NULL), with
@@ -131,26 +152,11 @@ pub unsafe extern "C" fn vdev_domain_list_devices(
     devices: *mut *mut vdev_device,
 ) -> c_int {
     guard(-1, || {
-        if devices.is_null() {
-            return Err(CError::null("devices"));
-        }
-        unsafe { *devices = ptr::null_mut() };
+        let devices = unsafe { out_arg(devices, "devices") }?;
         let dom = unsafe { handle(dom, "dom") }?;
-        let device_type = if r#type.is_null() {
-            None
-        } else {
-            Some(unsafe { type_arg(r#type) }?)
-        };
-        let domain = dom.domain.clone();
-        let list = dom
-            .conn
-            .run(|c| async move { Ok(c.devices(&domain, device_type.as_ref()).await?) })?;
-        let n = c_count(list.len(), "devices")?;
-        if n > 0 {
-            let out: Box<[vdev_device]> = list.iter().map(export_device).collect();
-            unsafe { *devices = Box::into_raw(out).cast() };
-        }
-        Ok(n)
+        let device_type = unsafe { optional_type_arg(r#type) }?;
+        let found = list(dom, device_type.as_ref())?;
+        export_list(devices, found.iter().map(export_device), "devices")
     })
 }
 
@@ -162,11 +168,7 @@ pub unsafe extern "C" fn vdev_domain_list_devices(
 #[no_mangle]
 pub unsafe extern "C" fn vdev_device_list_free(devices: *mut vdev_device, n: c_int) {
     guard((), || {
-        if devices.is_null() || n <= 0 {
-            return Ok(());
-        }
-        let list = unsafe { Box::from_raw(ptr::slice_from_raw_parts_mut(devices, n as usize)) };
-        for d in list.iter() {
+        for d in unsafe { take_list(devices, n) }.iter() {
             unsafe { free_device(d) };
         }
         Ok(())
@@ -193,49 +195,23 @@ pub unsafe extern "C" fn vdev_domain_attach(
     guard(ptr::null_mut(), || {
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
-        let pairs = unsafe { attr_pairs(attrs, nattrs) }?;
-        let reference = attach_pairs(dom, device_type, pairs)?;
-        Ok(c_string(reference.as_str()).into_raw())
+        let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
+        let reference = attach(dom, device_type, pairs)?;
+        Ok(into_raw_str(reference.as_str()))
     })
 }
 
-/// The pairs of a caller's `vdev_attr` array.
+/// Free a string the library handed out (such as the reference `vdev_domain_attach()`
+/// returns). NULL is accepted and does nothing.
 ///
 /// # Safety
-/// `attrs` is NULL or points to `nattrs` entries whose strings are NULL or NUL-terminated.
-unsafe fn attr_pairs(
-    attrs: *const vdev_attr,
-    nattrs: c_int,
-) -> Result<Vec<(String, String)>, CError> {
-    if nattrs < 0 {
-        return Err(CError::invalid(
-            "nattrs",
-            format!("{nattrs} is negative; give the number of entries of attrs"),
-        ));
-    }
-    if attrs.is_null() && nattrs > 0 {
-        return Err(CError::null("attrs"));
-    }
-    let entries: &[vdev_attr] = if nattrs == 0 {
-        &[]
-    } else {
-        unsafe { std::slice::from_raw_parts(attrs, nattrs as usize) }
-    };
-    let mut pairs = Vec::with_capacity(entries.len());
-    for (i, e) in entries.iter().enumerate() {
-        let name = unsafe { str_arg(e.name, &format!("attrs[{i}].name")) }?;
-        let value = if e.value.is_null() {
-            return Err(CError::null(&format!("attrs[{i}].value")));
-        } else {
-            unsafe { std::ffi::CStr::from_ptr(e.value) }
-                .to_str()
-                .map_err(|_| {
-                    CError::invalid(&format!("attrs[{i}].value"), "it is not valid UTF-8")
-                })?
-        };
-        pairs.push((name.to_owned(), value.to_owned()));
-    }
-    Ok(pairs)
+/// `s` is NULL or a string from this library documented as freed by `vdev_string_free()`.
+#[no_mangle]
+pub unsafe extern "C" fn vdev_string_free(s: *mut c_char) {
+    guard((), || {
+        unsafe { free_raw_str(s) };
+        Ok(())
+    })
 }
 
 /// Change attributes of device `ref` of `type` in place, from `nattrs` attributes of any
@@ -257,8 +233,8 @@ pub unsafe extern "C" fn vdev_domain_update(
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
         let reference = unsafe { ref_arg(r#ref) }?;
-        let pairs = unsafe { attr_pairs(attrs, nattrs) }?;
-        update_pairs(dom, device_type, reference, pairs)?;
+        let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
+        update(dom, device_type, reference, pairs)?;
         Ok(0)
     })
 }
@@ -287,27 +263,7 @@ pub unsafe extern "C" fn vdev_domain_detach(
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
         let reference = unsafe { ref_arg(r#ref) }?;
-        let timeout = match timeout_ms {
-            VDEV_DETACH_DEFAULT_TIMEOUT => DetachOptions::DEFAULT_TIMEOUT,
-            t if t >= 0 => Duration::from_millis(t as u64),
-            t => {
-                return Err(CError::invalid(
-                    "timeout_ms",
-                    format!("{t} is negative; give milliseconds, or VDEV_DETACH_DEFAULT_TIMEOUT"),
-                ))
-            }
-        };
-        if flags & !VDEV_DETACH_FORCE != 0 {
-            return Err(CError::invalid(
-                "flags",
-                format!("{flags:#x} has unknown bits; the only flag is VDEV_DETACH_FORCE"),
-            ));
-        }
-        let options = DetachOptions {
-            timeout,
-            force: flags & VDEV_DETACH_FORCE != 0,
-            ..Default::default()
-        };
+        let options = detach_options(timeout_ms, flags)?;
         detach(dom, device_type, reference, options)?;
         Ok(0)
     })
