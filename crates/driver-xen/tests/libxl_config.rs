@@ -12,7 +12,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{attrs, dom0, ssh_uri, SERIAL};
+use common::{attrs, dom0, ssh_uri, trace, SERIAL};
 use serde_json::Value;
 use vdev_core::{Connection, DetachOptions, DeviceType, Domain, Error};
 use vdev_driver_xen::LibxlConfigError;
@@ -274,26 +274,64 @@ async fn xl_block_attach_and_vdev_attach_at_the_same_moment_are_both_recorded() 
     if ssh_uri("").is_none() {
         return;
     }
-    let _cleanup = Cleanup("/root/lab/race-xl.img /root/lab/race-vdev.img");
+    let _cleanup = Cleanup(
+        "/root/lab/race-xl.img /root/lab/race-vdev.img /run/vdev-race-held /run/vdev-race-release",
+    );
+    // Dropped first: a failed test frees the lock before the domain is destroyed.
+    let _release = Release;
     let id = create_domain();
     sh("truncate -s 16M /root/lab/race-xl.img /root/lab/race-vdev.img");
+    // vdev's tries for the lock are agent requests, traced at TRACE level.
+    trace::install(tracing::Level::TRACE);
     let (conn, d) = open("").await.unwrap();
-    // Both wait for the lock held for 3 s, then go at once; xl in the background in dom0.
+    // Both wait for the lock, held until both are seen waiting, then go at once; xl in the
+    // background in dom0. The holder says it has the lock (a file made under it) and holds it
+    // until told to let go (at most 180 s).
+    let lock = format!(
+        "lock=$(ls /var/lib/xen/userdata-d.{id}.*.libxl-json | sed 's/userdata-d/userdata-l/; s/libxl-json$/domain-userdata-lock/')"
+    );
     sh(&format!(
-        r#"lock=$(ls /var/lib/xen/userdata-d.{id}.*.libxl-json | sed 's/userdata-d/userdata-l/; s/libxl-json$/domain-userdata-lock/')
-setsid sh -c "flock $lock sleep 3" </dev/null >/dev/null 2>&1 &
-sleep 0.3
+        r#"{lock}
+rm -f /run/vdev-race-held /run/vdev-race-release
+setsid sh -c "flock $lock sh -c 'touch /run/vdev-race-held; i=0; while [ ! -e /run/vdev-race-release ] && [ \$i -lt 1800 ]; do sleep 0.1; i=\$((i+1)); done'" </dev/null >/dev/null 2>&1 &
+for i in $(seq 1 600); do [ -e /run/vdev-race-held ] && break; sleep 0.1; done
+[ -e /run/vdev-race-held ] || {{ echo 'the lock holder did not get the lock within 60 s'; exit 1; }}
 setsid sh -c "xl block-attach {DOM} 'format=raw, vdev=xvdb, access=rw, target=/root/lab/race-xl.img' >/root/lab/race-xl.out 2>&1; echo \$? >>/root/lab/race-xl.out" </dev/null >/dev/null 2>&1 &
 true"#
     ));
-    let r = conn
-        .attach(
-            &d,
-            &DeviceType::DISK,
-            &attrs(&[("uname", "file:/root/lab/race-vdev.img"), ("dev", "xvdc")]),
+    // xl waits first: blocked in flock on the lock file (a waiter in /proc/locks). Then vdev,
+    // which gives up after its attach timeout (20 s).
+    sh(&format!(
+        r#"{lock}; ino=$(stat -c %i "$lock")
+for i in $(seq 1 600); do grep -q -- "-> FLOCK .*:$ino " /proc/locks && break; sleep 0.1; done
+grep -q -- "-> FLOCK .*:$ino " /proc/locks || {{ echo 'xl block-attach is not waiting for the lock after 60 s'; cat /proc/locks /root/lab/race-xl.out; exit 1; }}"#
+    ));
+    let mark = trace::mark();
+    let a = attrs(&[("uname", "file:/root/lab/race-vdev.img"), ("dev", "xvdc")]);
+    let attach = conn.attach(&d, &DeviceType::DISK, &a);
+    let release = async {
+        // vdev waits: it has tried for the lock, been refused, and tried again.
+        trace::wait_for(
+            mark,
+            Duration::from_secs(90),
+            "vdev's attach to try for libxl's userdata lock a second time (an agent request with flock -n on the domain-userdata-lock)",
+            |seen| {
+                seen.iter()
+                    .filter(|e| {
+                        e.message == "agent request"
+                            && e.field("script").is_some_and(|s| {
+                                s.contains("flock -n") && s.contains("domain-userdata-lock")
+                            })
+                    })
+                    .count()
+                    >= 2
+            },
         )
-        .await
-        .expect("vdev attach");
+        .await;
+        sh("touch /run/vdev-race-release");
+    };
+    let (r, ()) = tokio::join!(attach, release);
+    let r = r.expect("vdev attach");
     let out = sh(&format!(
         "{WAIT44}for i in $(seq 1 300); do [ -s /root/lab/race-xl.out ] && break; sleep 0.1; done; cat /root/lab/race-xl.out; rm -f /root/lab/race-xl.out; wait44 {id} vbd 51728; wait44 {id} vbd {r}"
     ));
@@ -308,6 +346,14 @@ true"#
         "vdev's entry is lost: {c}"
     );
     conn.close().await.unwrap();
+}
+
+/// Lets the race test's lock holder go (it holds the lock until this file exists).
+struct Release;
+impl Drop for Release {
+    fn drop(&mut self) {
+        dom0("touch /run/vdev-race-release");
+    }
 }
 
 /// The error's chain as one string.

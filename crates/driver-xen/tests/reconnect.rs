@@ -31,10 +31,13 @@ impl Relay {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("socat");
-        for _ in 0..200 {
-            if std::os::unix::net::UnixStream::connect(at).is_ok() {
-                break;
-            }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::os::unix::net::UnixStream::connect(at).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "socat did not listen at {} within 30 s",
+                at.display()
+            );
             std::thread::sleep(Duration::from_millis(25));
         }
         Relay { child }

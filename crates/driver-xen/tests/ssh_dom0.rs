@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{attrs, disk_dump, dom0, domu, losetup_a, ssh_uri, xs_ls, SERIAL};
+use common::{attrs, disk_dump, dom0, domu, losetup_a, ssh_uri, trace, xs_ls, SERIAL};
 use vdev_core::{DetachOptions, DeviceType, Error, RemoteErrorKind};
 use vdev_driver_xen as _;
 
@@ -186,9 +186,9 @@ async fn a_remote_socket_that_does_not_exist_is_an_error_and_changes_nothing() {
     };
     let domid: u32 = std::env::var("XENLAB_DOMU_ID").unwrap().parse().unwrap();
     let before = remote_state(domid);
-    let t0 = std::time::Instant::now();
-    let e = vdev_core::connect(&uri)
+    let e = tokio::time::timeout(Duration::from_secs(120), vdev_core::connect(&uri))
         .await
+        .expect("connecting to a remote socket that does not exist did not end within 120 s")
         .expect_err("connected to /nonexistent");
     // The message and its sources (the socket's error is the source, not repeated).
     let mut msg = e.to_string();
@@ -201,12 +201,15 @@ async fn a_remote_socket_that_does_not_exist_is_an_error_and_changes_nothing() {
         msg.contains("/nonexistent") && msg.contains("no such socket"),
         "{msg}"
     );
-    assert!(
-        t0.elapsed() < Duration::from_secs(120),
-        "took {:?}",
-        t0.elapsed()
-    );
     assert_eq!(remote_state(domid), before);
+}
+
+/// Whether `e` is the agent request of one try for the block hotplug lock (`flock -n` on
+/// `/var/run/xen-hotplug/block` in the agent's shell, vdev_core::remote's trace).
+fn is_block_lock_try(e: &trace::Recorded) -> bool {
+    e.message == "agent request"
+        && e.field("script")
+            .is_some_and(|s| s.contains("flock -n") && s.contains("/var/run/xen-hotplug/block"))
 }
 
 /// Kill the lab Domain-0's sshd sessions (every child of the listening sshd: the connections it
@@ -230,13 +233,18 @@ async fn the_ssh_connection_killed_in_the_middle_of_an_attach_changes_nothing_an
     // Someone else holds the hotplug lock in Domain-0 (as a running block script would), so
     // the attach is certainly in the middle (trying for the lock) when the
     // connection is killed.
+    // The holder says it has the lock (a file made under it); waited for up to 60 s.
     let (ok, out) = dom0(&format!(
-        "truncate -s 16M {img}; mkdir -p /var/run/xen-hotplug
-setsid sh -c 'echo $$ > /run/vdev-lock-holder.pid; exec flock /var/run/xen-hotplug/block sleep 120' </dev/null >/dev/null 2>&1 &
-for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; done; cat /run/vdev-lock-holder.pid"
+        "truncate -s 16M {img}; mkdir -p /var/run/xen-hotplug; rm -f /run/vdev-lock-held
+setsid sh -c 'echo $$ > /run/vdev-lock-holder.pid; exec flock /var/run/xen-hotplug/block sh -c \"touch /run/vdev-lock-held; exec sleep 120\"' </dev/null >/dev/null 2>&1 &
+for i in $(seq 1 600); do [ -e /run/vdev-lock-held ] && break; sleep 0.1; done
+[ -e /run/vdev-lock-held ] || {{ echo 'the lock holder did not get the lock within 60 s'; exit 1; }}
+cat /run/vdev-lock-holder.pid"
     ));
     assert!(ok, "{out}");
     let holder = out.trim().to_owned();
+    // The agent requests are traced at TRACE level.
+    trace::install(tracing::Level::TRACE);
     let conn = vdev_core::connect(&uri).await.expect("connect over ssh");
     let d = conn.domain(&domu()).await.unwrap();
     let before = remote_state(d.id.expect("a Xen domain has an id"));
@@ -245,15 +253,24 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
         ("dev", "xvdp"),
         ("mode", "w"),
     ]);
+    let mark = trace::mark();
     let attach = conn.attach(&d, &DeviceType::DISK, &a);
     let kill = async {
-        // Long enough for the attach to be trying for the lock on Domain-0.
-        tokio::time::sleep(Duration::from_secs(8)).await;
+        // Until the attach is certainly waiting for the lock: it has tried once, been refused
+        // (the holder has it), and tried again (each try one request to the agent, design
+        // 0012). The attach gives up after 40 s, so its tries come well within the deadline.
+        trace::wait_for(
+            mark,
+            Duration::from_secs(90),
+            "the attach to try for the hotplug lock a second time (an agent request with flock -n on /var/run/xen-hotplug/block)",
+            |seen| seen.iter().filter(|e| is_block_lock_try(e)).count() >= 2,
+        )
+        .await;
         let killed = kill_dom0_ssh_sessions();
         // Then free the lock, as the script holding it would.
         // (Its whole process group: flock's command inherits the locked descriptor.)
         dom0(&format!(
-            "kill -- -{holder}; rm -f /run/vdev-lock-holder.pid"
+            "kill -- -{holder}; rm -f /run/vdev-lock-holder.pid /run/vdev-lock-held"
         ));
         killed
     };
@@ -261,6 +278,11 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
     let (res, killed) = tokio::join!(tokio::time::timeout(Duration::from_secs(120), attach), kill);
     let res = res.expect("the attach hung after its ssh connection was killed");
     eprintln!("{killed}after {:?}: {res:?}", t0.elapsed());
+    // The fault happened: the connection's session was among those killed.
+    assert!(
+        killed.contains("killed "),
+        "no ssh session of Domain-0 was killed: {killed:?}"
+    );
     // The attach waits for the lock between tries (each a short request, design 0012), so the
     // kill either hits a request in flight (the attach fails, nothing left) or falls between
     // two tries (the next try logs in again and the attach completes, whole).
@@ -269,15 +291,29 @@ for i in $(seq 1 50); do [ -s /run/vdev-lock-holder.pid ] && break; sleep 0.1; d
             kind: RemoteErrorKind::Disconnected,
             ..
         }) => {
-            // Let an orphaned remote shell, if any, notice its end.
-            tokio::time::sleep(Duration::from_secs(2)).await;
-            assert_eq!(
-                remote_state(d.id.expect("a Xen domain has an id")),
-                before,
-                "the killed attach left something behind"
-            );
+            // An orphaned remote shell, if any, may take a moment to notice its end.
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let now = remote_state(d.id.expect("a Xen domain has an id"));
+                if now == before {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the killed attach left something behind (still after 60 s)\n--- before\n{before}\n--- now\n{now}"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
         }
         Ok(r) => {
+            // It outlived the kill only by logging in again (the lock was freed after it).
+            let reconnected = trace::since(mark)
+                .iter()
+                .any(|e| e.message == "ssh connected");
+            assert!(
+                reconnected,
+                "the attach succeeded without a new ssh connection: the kill missed it"
+            );
             let (_, states) =
                 wait_connected(d.id.expect("a Xen domain has an id"), "vbd", &r).await;
             assert_eq!(states, "4/4", "the attach that outlived the kill is whole");

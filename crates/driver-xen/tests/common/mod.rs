@@ -9,6 +9,8 @@ use std::process::Command;
 use vdev_core::Attributes;
 
 pub mod relay;
+#[path = "../../../driver-qemu/tests/common/trace.rs"]
+pub mod trace;
 
 /// The lab's xenstored socket, or `None` (after saying so) when the lab is not configured.
 pub fn lab() -> Option<String> {
