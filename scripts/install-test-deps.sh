@@ -29,6 +29,8 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 # A real OpenSSH server and client for the tests of +ssh URIs (vdev_conformance::sshd).
 [ -x /usr/sbin/sshd ] || need+=(openssh-server)
 command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
+# ss (iproute2): QEMU tests wait until a request sits unread in QEMU's socket.
+command -v ss >/dev/null 2>&1 || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
     update
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -36,4 +38,4 @@ fi
 
 command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null \
     && command -v valgrind >/dev/null && command -v pkg-config >/dev/null \
-    && [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null
+    && [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ss >/dev/null

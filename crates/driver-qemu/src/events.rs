@@ -31,8 +31,12 @@ pub(crate) async fn finish_removal(entry: &DomainEntry, qmp: &Qmp, id: &str, eve
             lock(&entry.known).remove(id);
             Some(p.device_type)
         }
-        // Known from a listing, or from the marker another vdev process left.
-        None => lock(&entry.known).remove(id).or(recorded),
+        // Known from a listing, or from the marker another vdev process left (which that
+        // process may have removed first), or from an id vdev made.
+        None => lock(&entry.known)
+            .remove(id)
+            .or(recorded)
+            .or_else(|| schema::type_of_generated_id(id)),
     };
     if let (Some(device_type), Ok(reference)) = (device_type, DeviceRef::new(id)) {
         events.send(DeviceEvent::Removed {

@@ -123,6 +123,22 @@ pub(crate) fn disk_bus(model: &str) -> Option<&'static str> {
 
 /// The device id a `query-block` entry's `qdev` belongs to (`sd1`,
 /// `/machine/peripheral/vblk1/virtio-backend`, `/machine/peripheral/us1/us1.0/legacy[0]`).
+/// The type of a device whose id vdev made (`disk-XXXXXXXX`, `net-XXXXXXXX`: the prefix `attach`
+/// gives, then 8 hex digits), or `None` for any other id. Lets a process that never listed the
+/// device name its type when QEMU reports it deleted and the pending-removal marker (which holds
+/// the type) is already gone.
+pub(crate) fn type_of_generated_id(id: &str) -> Option<DeviceType> {
+    let (prefix, hex) = id.split_once('-')?;
+    if hex.len() != 8 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    match prefix {
+        "disk" => Some(DeviceType::DISK),
+        "net" => Some(DeviceType::NETWORK),
+        _ => None,
+    }
+}
+
 pub(crate) fn qdev_id(qdev: &str) -> Option<&str> {
     match qdev.strip_prefix("/machine/peripheral/") {
         Some(rest) => rest.split('/').next(),
@@ -238,6 +254,17 @@ mod tests {
     #[test]
     fn ids_follow_qemu_rules() {
         assert!(check_id("disk-1.a_b").is_ok());
+        assert_eq!(
+            type_of_generated_id("disk-0a1b2c3d"),
+            Some(DeviceType::DISK)
+        );
+        assert_eq!(
+            type_of_generated_id("net-0a1b2c3d"),
+            Some(DeviceType::NETWORK)
+        );
+        for other in ["disk-1", "mydisk-0a1b2c3d", "net-0a1b2c3dx", "scsi0"] {
+            assert_eq!(type_of_generated_id(other), None, "{other}");
+        }
         assert!(check_id("1disk").is_err());
         assert!(check_id("a:b").is_err());
     }
