@@ -7,13 +7,12 @@ use tokio::sync::OnceCell;
 use tracing::debug;
 
 use crate::attributes::Attributes;
+use crate::domain::{Domain, DomainKey};
 use crate::driver::{Capabilities, Driver, EventStream};
 use crate::error::{Error, Result};
+use crate::options::{AttachOptions, DetachOptions, Scope, UpdateOptions};
 use crate::registry;
-use crate::types::{
-    AttachOptions, DetachOptions, Device, DeviceRef, DeviceType, DeviceTypeSchema, Domain,
-    DomainKey, Scope, UpdateOptions,
-};
+use crate::types::{Device, DeviceRef, DeviceType, DeviceTypeSchema};
 use crate::uri::ConnectUri;
 
 /// Open a connection; the driver is chosen by the URI's scheme.

@@ -6,11 +6,10 @@ use async_trait::async_trait;
 use futures::stream::BoxStream;
 
 use crate::attributes::Attributes;
+use crate::domain::{Domain, DomainKey};
 use crate::error::Result;
-use crate::types::{
-    AttachOptions, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType, DeviceTypeSchema,
-    Domain, DomainKey, ScopeSet, UpdateOptions,
-};
+use crate::options::{AttachOptions, DetachOptions, ScopeSet, UpdateOptions};
+use crate::types::{Device, DeviceEvent, DeviceRef, DeviceType, DeviceTypeSchema};
 
 /// A stream of device events. It ends when the connection is closed. An `Err` item reports that
 /// events were lost (the consumer was too slow, or the backend's event channel broke); the

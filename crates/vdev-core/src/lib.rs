@@ -32,9 +32,11 @@
 
 pub mod attributes;
 mod connection;
+mod domain;
 mod driver;
 mod error;
 mod events;
+mod options;
 mod registry;
 mod types;
 mod uri;
@@ -42,15 +44,16 @@ mod values;
 
 pub use attributes::{AttrName, AttrValue, Attributes};
 pub use connection::{connect, connect_readonly, Connection};
+pub use domain::{Domain, DomainKey, RunState};
 pub use driver::{run_whole, Capabilities, Driver, EventStream};
 pub use error::{BoxError, Error, RemoteErrorKind, Result};
 pub use events::{events_lost, EventHub};
+pub use options::{AttachOptions, DetachOptions, Scope, ScopeSet, UpdateOptions};
 pub use registry::{
     check_registry, drivers, registered_schemes, DriverInfo, DriverRegistration, OpenFn,
 };
 pub use types::{
-    AttachOptions, AttributeSpec, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceState,
-    DeviceType, DeviceTypeSchema, Domain, DomainKey, RunState, Scope, ScopeSet, UpdateOptions,
+    AttributeSpec, Device, DeviceEvent, DeviceRef, DeviceState, DeviceType, DeviceTypeSchema,
     MAX_DEVICE_REF_LEN, MAX_DEVICE_TYPE_LEN,
 };
 pub use uri::ConnectUri;
