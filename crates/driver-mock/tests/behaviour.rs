@@ -236,6 +236,52 @@ async fn injected_faults_fail_the_nth_call_and_change_nothing() {
     assert_eq!(last_attach.domain.as_deref(), Some("demo"));
 }
 
+/// The update fault injection: the nth update fails with the injected condition and changes
+/// nothing (the NIC keeps its link, no Updated event); the next one goes through.
+#[tokio::test]
+async fn an_injected_update_fault_changes_nothing() {
+    let (conn, control) = connect_with_control("mock:///default?fail=update:1:device-busy")
+        .await
+        .unwrap();
+    let demo = conn.domain("demo").await.unwrap();
+    let nic: DeviceRef = "0".parse().unwrap();
+    let mut events = conn.events().await.unwrap();
+    let before = conn.devices(&demo, None).await.unwrap();
+    let down = Attributes::from_pairs([("link", "down")]).unwrap();
+    let err = conn
+        .update(&demo, &DeviceType::NETWORK, &nic, &down)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::DeviceBusy { .. }), "{err:?}");
+    assert_eq!(conn.devices(&demo, None).await.unwrap(), before);
+    control.fail_nth(Op::Update, 1, "backend");
+    let err = conn
+        .update(&demo, &DeviceType::NETWORK, &nic, &down)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("fault injected into update"),
+        "{err}"
+    );
+    assert_eq!(conn.devices(&demo, None).await.unwrap(), before);
+    conn.update(&demo, &DeviceType::NETWORK, &nic, &down)
+        .await
+        .unwrap();
+    let listed = conn
+        .devices(&demo, Some(&DeviceType::NETWORK))
+        .await
+        .unwrap();
+    assert_eq!(listed[0].attributes.get("link"), Some("down"));
+    // The one event is the update that went through.
+    match next(&mut events).await {
+        Some(Ok(DeviceEvent::Updated { attributes, .. })) => {
+            assert_eq!(attributes.get("link"), Some("down"))
+        }
+        other => panic!("expected the Updated event of the third update, got {other:?}"),
+    }
+    assert_eq!(control.call_count(Op::Update), 3);
+}
+
 #[tokio::test(start_paused = true)]
 async fn latency_is_added_to_every_call() {
     let (conn, control) = connect_with_control("mock:///default?latency=250ms")
