@@ -6,17 +6,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
 
+# Where the time goes: each stage's seconds, printed as it ends and listed in the summary.
+stage_start=$SECONDS
+stages=()
+stage() {
+    stages+=("$(printf '%5d s  %s' $((SECONDS - stage_start)) "$1")")
+    echo "test.sh: $1 took $((SECONDS - stage_start)) s"
+    stage_start=$SECONDS
+}
+
 scripts/install-test-deps.sh
+stage "installing the test dependencies"
 
 # The Xen driver's tests run against a real Xen 4.17 booted in QEMU (tests/xenlab): build its
 # images (cached), then boot it while the workspace builds, and take it down afterwards, also
 # when tests fail.
 tests/xenlab/xenlab build
+stage "the Xen lab's images"
 trap 'tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
 mkdir -p target
 tests/xenlab/xenlab up >target/xenlab.env 2>target/xenlab-up.log &
 lab_pid=$!
 cargo build --workspace --all-targets
+stage "the workspace build"
 if ! wait "$lab_pid"; then
     cat target/xenlab-up.log >&2
     echo "test.sh: the Xen lab did not come up (its log is above)" >&2
@@ -26,6 +38,7 @@ set -a
 # shellcheck disable=SC1091
 . target/xenlab.env
 set +a
+stage "waiting for the Xen lab to come up"
 
 # Tests that skip say why in this file, printed in the summary below (cargo alone would show them
 # as `ok`): for want of a real part (never under CI, where that is a failure), or a conformance
@@ -33,6 +46,8 @@ set +a
 export VDEV_SKIP_LOG="$PWD/target/vdev-skips.txt"
 mkdir -p target && : > "$VDEV_SKIP_LOG"
 summary() {
+    printf 'Time by stage:\n'
+    printf '  %s\n' "${stages[@]}"
     if [ -s "$VDEV_SKIP_LOG" ]; then
         echo "SKIPPED ($(wc -l < "$VDEV_SKIP_LOG") tests; each line says why: a missing real part, or a check a driver's tests declare skipped):"
         sed 's/^/  /' "$VDEV_SKIP_LOG"
@@ -43,8 +58,10 @@ summary() {
 trap 'summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
 
 cargo test --workspace --no-fail-fast
+stage "the Rust tests"
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names).
 cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_every_driver_is_linked
+stage "the static library in a release build"
 
 # The Python package (crates/vdev-py) in a virtual environment of its own: built and installed
 # with pip through maturin, then its pytest suite, which also runs the vdev command (built here).
@@ -59,6 +76,7 @@ CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev" \
 "$venv/bin/mypy" --strict --no-error-summary crates/vdev-py/python/vdev
 # -rs: a skip says why; exit status 5 (no tests collected) fails like any other non-zero status.
 (cd crates/vdev-py/tests && "../../../$venv/bin/pytest" -q -rs -p no:cacheprovider .)
+stage "the Python package and its tests"
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): each
 # target runs for a short, bounded time from its seed corpus; a crash, a leak or a timeout fails
@@ -68,10 +86,12 @@ if ! rustup toolchain list | grep -q '^nightly'; then
     exit 1
 fi
 command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz
+stage "cargo-fuzz"
 fuzz_seconds=${VDEV_FUZZ_SECONDS:-20}
 (
     cd fuzz
     cargo +nightly fuzz build -O
+    echo "test.sh: the fuzz build took $((SECONDS - stage_start)) s"
     for t in $(cargo +nightly fuzz list); do
         mkdir -p "corpus/$t"
         log="../target/fuzz-$t.log"
@@ -85,3 +105,4 @@ fuzz_seconds=${VDEV_FUZZ_SECONDS:-20}
         echo "fuzz: $t: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') runs in ${fuzz_seconds} s, no crash"
     done
 )
+stage "the fuzz targets (build and runs)"
