@@ -166,7 +166,7 @@ impl Driver for QemuDriver {
         attributes: &Attributes,
         _options: &AttachOptions,
     ) -> Result<DeviceRef> {
-        // A task of its own: a caller that drops this future never stops an attach between its
+        // Whole (`run_whole`): a caller that drops this future never stops an attach between its
         // backend and its device (it finishes, or rolls back).
         let inner = self.inner.clone();
         let (d, t, a) = (domain.clone(), device_type.clone(), attributes.clone());
@@ -183,7 +183,7 @@ impl Driver for QemuDriver {
         reference: &DeviceRef,
         options: &DetachOptions,
     ) -> Result<()> {
-        // A task of its own, as attach: a dropped caller never leaves a removal half recorded.
+        // Whole, as attach: a dropped caller never leaves a removal half recorded.
         let inner = self.inner.clone();
         let (d, t, r, o) = (
             domain.clone(),

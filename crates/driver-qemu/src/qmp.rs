@@ -42,8 +42,36 @@ pub(crate) enum QmpEvent {
 
 type Reply = Result<Value, QmpError>;
 
+/// The replies of one [`Qmp::batch`] as they arrive: its caller is woken once, when the last
+/// one is in (not once per reply).
+struct Batch {
+    replies: Vec<Option<Reply>>,
+    left: usize,
+    done: Option<oneshot::Sender<()>>,
+}
+
+/// Where the reply to one request goes: its batch, and its place there.
+struct Slot {
+    batch: Arc<Mutex<Batch>>,
+    index: usize,
+}
+
+impl Slot {
+    fn deliver(self, reply: Reply) {
+        let mut b = self.batch.lock().unwrap_or_else(|p| p.into_inner());
+        if b.replies[self.index].replace(reply).is_none() {
+            b.left -= 1;
+        }
+        if b.left == 0 {
+            if let Some(done) = b.done.take() {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
 struct Shared {
-    pending: Mutex<HashMap<u64, oneshot::Sender<Reply>>>,
+    pending: Mutex<HashMap<u64, Slot>>,
     alive: AtomicBool,
     events: broadcast::Sender<QmpEvent>,
     /// Why the session ended, once it has.
@@ -62,8 +90,8 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .drain()
             .collect();
-        for (_, tx) in pending {
-            let _ = tx.send(Err(QmpError::Disconnected(reason.clone())));
+        for (_, slot) in pending {
+            slot.deliver(Err(QmpError::Disconnected(reason.clone())));
         }
         let _ = self.events.send(QmpEvent::Disconnected);
     }
@@ -197,6 +225,9 @@ impl Qmp {
     /// in order; each gets its own result. The whole batch shares one deadline.
     pub(crate) async fn batch(&self, cmds: Vec<(String, Value)>) -> Vec<Reply> {
         let n = cmds.len();
+        if n == 0 {
+            return Vec::new();
+        }
         if !self.is_alive() {
             let why = self.end_reason().unwrap_or_else(|| "closed".into());
             return (0..n)
@@ -204,14 +235,20 @@ impl Qmp {
                 .collect();
         }
         let mut buf = Vec::with_capacity(n * 96);
-        let mut waits = Vec::with_capacity(n);
+        let (done, all_in) = oneshot::channel();
+        let batch = Arc::new(Mutex::new(Batch {
+            replies: (0..n).map(|_| None).collect(),
+            left: n,
+            done: Some(done),
+        }));
+        let mut ids = Vec::with_capacity(n);
         {
             let mut pending = self
                 .shared
                 .pending
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            for (name, args) in &cmds {
+            for (index, (name, args)) in cmds.iter().enumerate() {
                 let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                 let msg = if args.as_object().is_some_and(|o| o.is_empty()) || args.is_null() {
                     json!({"execute": name, "id": id})
@@ -222,9 +259,9 @@ impl Qmp {
                 serde_json::to_writer(&mut buf, &msg).expect("JSON values serialise");
                 trace!(target: "vdev_driver_qemu::qmp", "-> {}", String::from_utf8_lossy(&buf[start..]));
                 buf.push(b'\n');
-                let (tx, rx) = oneshot::channel();
-                pending.insert(id, tx);
-                waits.push((id, name.clone(), rx));
+                let batch = batch.clone();
+                pending.insert(id, Slot { batch, index });
+                ids.push(id);
             }
         }
         let write = async {
@@ -240,25 +277,26 @@ impl Qmp {
         if let Err(why) = write_result {
             self.shared.end(why);
         }
+        if tokio::time::timeout_at(deadline, all_in).await.is_err() {
+            // Late replies are not waited for: their requests answer Timeout.
+            let mut pending = self
+                .shared
+                .pending
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            for id in &ids {
+                pending.remove(id);
+            }
+        }
+        let replies = std::mem::take(&mut batch.lock().unwrap_or_else(|p| p.into_inner()).replies);
         let mut out = Vec::with_capacity(n);
-        for (id, name, rx) in waits {
-            let r = match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(_)) => Err(QmpError::Disconnected(
-                    self.end_reason().unwrap_or_else(|| "closed".into()),
-                )),
-                Err(_) => {
-                    self.shared
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&id);
-                    Err(QmpError::Timeout {
-                        command: name.clone(),
-                        after: self.timeout,
-                    })
-                }
-            };
+        for ((name, _), r) in cmds.iter().zip(replies) {
+            let r = r.unwrap_or_else(|| {
+                Err(QmpError::Timeout {
+                    command: name.clone(),
+                    after: self.timeout,
+                })
+            });
             if let Err(e) = &r {
                 debug!(command = %name, error = %e, "QMP command failed");
             }
@@ -394,15 +432,13 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: BufReader<R>, shared: Arc<S
             }
             Ok(Incoming::Reply { id, reply }) => (id, reply),
         };
-        let tx = shared
+        let slot = shared
             .pending
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&id);
-        match tx {
-            Some(tx) => {
-                let _ = tx.send(reply);
-            }
+        match slot {
+            Some(slot) => slot.deliver(reply),
             None => debug!(
                 id,
                 "reply to a request nobody waits for (timed out) ignored"
@@ -410,4 +446,97 @@ async fn read_loop<R: AsyncRead + Unpin>(mut reader: BufReader<R>, shared: Arc<S
         }
     };
     shared.end(reason);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{duplex, split, AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+    const GREETING: &str = r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}"#;
+
+    /// A session over an in-memory pipe whose far end waits for `batch` requests, then answers
+    /// each with `answer` (its reply line, or `None` for no reply), last request first.
+    async fn session(
+        timeout: Duration,
+        batch: usize,
+        answer: fn(&Value) -> Option<String>,
+    ) -> Arc<Qmp> {
+        let (near, far) = duplex(1 << 16);
+        let (r, w) = split(near);
+        tokio::spawn(async move {
+            let (fr, mut fw) = split(far);
+            let mut lines = BufReader::new(fr).lines();
+            fw.write_all(format!("{GREETING}\n").as_bytes())
+                .await
+                .unwrap();
+            let mut held = Vec::new();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let v: Value = serde_json::from_str(&l).unwrap();
+                if v["execute"] == "qmp_capabilities" {
+                    let id = &v["id"];
+                    fw.write_all(format!("{{\"return\": {{}}, \"id\": {id}}}\n").as_bytes())
+                        .await
+                        .unwrap();
+                    continue;
+                }
+                held.push(v);
+                if held.len() == batch {
+                    // Backwards: replies need not come in the order of their requests.
+                    for v in held.drain(..).rev() {
+                        if let Some(reply) = answer(&v) {
+                            fw.write_all(format!("{reply}\n").as_bytes()).await.unwrap();
+                        }
+                    }
+                }
+            }
+        });
+        Qmp::start(Endpoint::Unix("test".into()), r, Box::new(w), timeout)
+            .await
+            .expect("session")
+    }
+
+    fn echo(v: &Value) -> Option<String> {
+        Some(json!({"return": v["execute"], "id": v["id"]}).to_string())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_batch_answers_at_once() {
+        let qmp = session(Duration::from_secs(3600), 1, echo).await;
+        let t = tokio::time::Instant::now();
+        assert!(qmp.batch(Vec::new()).await.is_empty());
+        // Paused time moves only when every task waits for a timer: nothing waited for one.
+        assert_eq!(t.elapsed(), Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn each_reply_goes_to_its_request_whatever_their_order() {
+        let qmp = session(Duration::from_secs(3600), 3, echo).await;
+        let names = ["query-name", "query-status", "query-version"];
+        let replies = qmp
+            .batch(names.iter().map(|n| (n.to_string(), json!({}))).collect())
+            .await;
+        let got: Vec<Value> = replies.into_iter().map(|r| r.expect("reply")).collect();
+        assert_eq!(got, names.map(Value::from));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_without_a_reply_times_out_alone() {
+        fn all_but_status(v: &Value) -> Option<String> {
+            (v["execute"] != "query-status").then(|| echo(v)).flatten()
+        }
+        let qmp = session(Duration::from_secs(5), 3, all_but_status).await;
+        let names = ["query-name", "query-status", "query-version"];
+        let r = qmp
+            .batch(names.iter().map(|n| (n.to_string(), json!({}))).collect())
+            .await;
+        assert_eq!(r[0].as_ref().expect("answered"), "query-name");
+        assert!(
+            matches!(&r[1], Err(QmpError::Timeout { command, .. }) if command == "query-status"),
+            "{:?}",
+            r[1]
+        );
+        assert_eq!(r[2].as_ref().expect("answered"), "query-version");
+        assert!(qmp.is_alive(), "a timeout does not end the session");
+    }
 }

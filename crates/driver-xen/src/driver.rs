@@ -176,7 +176,7 @@ impl Driver for XenDriver {
         options: &AttachOptions,
     ) -> Result<DeviceRef> {
         self.inner.check_open()?;
-        // A task of its own: a caller that drops this future never stops an attach between its
+        // Whole (`run_whole`): a caller that drops this future never stops an attach between its
         // XenStore commit and its backend's bring-up (it finishes, or rolls back).
         let inner = self.inner.clone();
         let (d, t, a, o) = (
@@ -200,7 +200,7 @@ impl Driver for XenDriver {
         options: &DetachOptions,
     ) -> Result<()> {
         self.inner.check_open()?;
-        // A task of its own, as attach.
+        // Whole, as attach.
         let inner = self.inner.clone();
         let (d, t, r, o) = (
             domain.clone(),

@@ -215,23 +215,127 @@ pub trait Driver: Send + Sync + fmt::Debug {
     async fn close(&self) -> Result<()>;
 }
 
-/// Run a driver operation as a task of its own and wait for it: when the caller drops the
-/// returned future (a timeout around `attach`, a cancelled request), `op` still runs to its end,
-/// finishing or rolling back as if it had been awaited, and only its result is lost. For drivers
-/// whose operations take several steps on the hypervisor (a block node, then a device), so that
-/// a dropped attach never leaves half a device. Needs a tokio runtime; a panic in `op` becomes an
-/// [`crate::Error::Backend`] of `driver`.
+/// Run a driver operation so that it finishes even when its caller stops waiting: when the caller
+/// drops the returned future (a timeout around `attach`, a cancelled request), `op` still runs to
+/// its end as a task of its own, finishing or rolling back as if it had been awaited, and only its
+/// result is lost. For drivers whose operations take several steps on the hypervisor (a block
+/// node, then a device), so that a dropped attach never leaves half a device.
+///
+/// While the caller waits, `op` runs inside the caller's own task (no task is spawned and no
+/// thread woken for it: the common case costs nothing); only a dropped, unfinished `op` moves to
+/// a task of its own on the tokio runtime it was started on. Dropped outside any tokio runtime,
+/// it cannot finish and is dropped. A panic in `op` becomes an [`crate::Error::Backend`] of
+/// `driver`.
 pub async fn run_whole<T, F>(driver: &'static str, op: F) -> Result<T>
 where
     F: std::future::Future<Output = Result<T>> + Send + 'static,
     T: Send + 'static,
 {
-    match tokio::spawn(op).await {
-        Ok(r) => r,
-        Err(e) => Err(crate::Error::backend_with(
-            driver,
-            "the operation's task failed (a bug in the driver: please report it)",
-            e,
-        )),
+    Whole {
+        op: Some(Box::pin(op)),
+        runtime: tokio::runtime::Handle::try_current().ok(),
+        driver,
+    }
+    .await
+}
+
+/// The future of [`run_whole`]: polls `op` in place, hands it to the runtime when dropped early.
+struct Whole<F: std::future::Future + Send + 'static> {
+    op: Option<std::pin::Pin<Box<F>>>,
+    runtime: Option<tokio::runtime::Handle>,
+    driver: &'static str,
+}
+
+impl<T, F> std::future::Future for Whole<F>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+{
+    type Output = Result<T>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<T>> {
+        let Some(op) = self.op.as_mut() else {
+            panic!("run_whole polled after it completed");
+        };
+        let polled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| op.as_mut().poll(cx)));
+        let out = match polled {
+            Ok(std::task::Poll::Pending) => return std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(r)) => r,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".to_owned());
+                Err(crate::Error::backend_with(
+                    self.driver,
+                    "the operation failed (a bug in the driver: please report it)",
+                    std::io::Error::other(format!("panicked: {what}")),
+                ))
+            }
+        };
+        self.op = None;
+        std::task::Poll::Ready(out)
+    }
+}
+
+impl<F: std::future::Future + Send + 'static> Drop for Whole<F> {
+    fn drop(&mut self) {
+        if let (Some(op), Some(runtime)) = (self.op.take(), self.runtime.as_ref()) {
+            // The caller stopped waiting midway: the rest runs on its own, its result unread.
+            drop(runtime.spawn(async move {
+                let _ = op.await;
+            }));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::sync::oneshot;
+
+    /// A bound for waits that only a bug makes long.
+    const HANG: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_dropped_operation_still_runs_to_its_end() {
+        let (go, wait) = oneshot::channel::<()>();
+        let (finished, done) = oneshot::channel();
+        let mut call = Box::pin(run_whole("test", async move {
+            let _ = wait.await;
+            let _ = finished.send("second step ran");
+            Ok(())
+        }));
+        // The operation starts, reaches its first wait, and its caller gives up.
+        assert!(futures::poll!(call.as_mut()).is_pending());
+        drop(call);
+        go.send(())
+            .expect("the operation still waits for its next step");
+        let said = tokio::time::timeout(HANG, done).await.expect("finished");
+        assert_eq!(said, Ok("second step ran"));
+    }
+
+    #[tokio::test]
+    async fn an_awaited_operation_gives_its_result() {
+        let r = run_whole("test", async { Ok::<_, crate::Error>(7) }).await;
+        assert_eq!(r.expect("result"), 7);
+    }
+
+    #[tokio::test]
+    async fn a_panic_is_a_backend_error_of_the_driver() {
+        let r: Result<()> = run_whole("test", async { panic!("boom") }).await;
+        match r {
+            Err(crate::Error::Backend { driver, source, .. }) => {
+                assert_eq!(driver, "test");
+                let why = source.expect("the panic").to_string();
+                assert!(why.contains("boom"), "{why}");
+            }
+            other => panic!("not a backend error: {other:?}"),
+        }
     }
 }
