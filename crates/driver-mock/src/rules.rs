@@ -144,15 +144,7 @@ impl Rules<'_> {
             Rules::Network => {
                 let mac = match attrs.get("mac") {
                     Some(m) => {
-                        let m = parse_mac(m).ok_or_else(|| {
-                            Error::invalid_attribute(
-                                "mac",
-                                format!(
-                                    "'{}' is not a unicast MAC address such as 00:16:3e:12:34:56",
-                                    m.escape_default()
-                                ),
-                            )
-                        })?;
+                        let m = vdev_core::unicast_mac("mac", m, "00:16:3e:12:34:56")?;
                         if let Some((dom, r)) = h.mac_owner(&m) {
                             return Err(Error::DeviceExists {
                                 domain: h.as_domain(domid).name,
@@ -380,22 +372,6 @@ fn given<'a>(a: &'a CustomAttr, attrs: &'a Attributes) -> Option<(&'a str, &'a s
     std::iter::once(&a.name)
         .chain(&a.aliases)
         .find_map(|n| Some((n.as_str(), attrs.get(n)?)))
-}
-
-fn parse_mac(m: &str) -> Option<String> {
-    let parts: Vec<&str> = m.split(':').collect();
-    if parts.len() != 6
-        || !parts
-            .iter()
-            .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()))
-    {
-        return None;
-    }
-    let first = u8::from_str_radix(parts[0], 16).ok()?;
-    if first & 1 == 1 {
-        return None; // multicast
-    }
-    Some(m.to_ascii_lowercase())
 }
 
 impl HostState {

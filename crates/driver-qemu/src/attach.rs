@@ -229,20 +229,7 @@ pub(crate) async fn attach_disk(
         None => None,
     };
     let _op = entry.ops.lock().await;
-    let mut props = session
-        .intro
-        .device_properties(
-            &session.qmp,
-            model,
-            &dev_pt,
-            &[
-                ("drive", "source"),
-                ("id", "id"),
-                ("bus", "bus"),
-                ("driver", "bus"),
-            ],
-        )
-        .await?;
+    let mut props = device_props(session, model, &dev_pt, "bus", &[("drive", "source")]).await?;
     if let Some(s) = named.get("serial") {
         props.insert("serial".into(), Value::from(*s));
     }
@@ -297,6 +284,24 @@ fn device_id(named: &HashMap<&str, &str>, prefix: &str) -> Result<String> {
         }
         None => Ok(format!("{prefix}-{}", vdev_core::random_hex())),
     }
+}
+
+/// The `device.*` attributes `given` as properties of a `model` device. Refused among them:
+/// what [`Plan::make`] sets itself (`driver` and `bus`, chosen by the attribute `bus_attr`, and
+/// `id`) and the device's `own` properties, each with the attribute that sets it.
+async fn device_props(
+    session: &Session,
+    model: &str,
+    given: &[(String, String)],
+    bus_attr: &str,
+    own: &[(&str, &str)],
+) -> Result<Map<String, Value>> {
+    let mut reserved = own.to_vec();
+    reserved.extend([("id", "id"), ("bus", bus_attr), ("driver", bus_attr)]);
+    session
+        .intro
+        .device_properties(&session.qmp, model, given, &reserved)
+        .await
 }
 
 /// A device ready to be made, as [`attach_disk`] and [`attach_nic`] have checked and built it:
@@ -572,40 +577,13 @@ pub(crate) async fn attach_nic(
         ));
     }
     let id = device_id(&named, "net")?;
-    let given_mac = match named.get("mac") {
-        Some(m) => {
-            let b = schema::parse_mac(m).ok_or_else(|| {
-                Error::invalid_attribute(
-                    "mac",
-                    format!("'{m}' is not a MAC address such as 52:54:00:12:34:56"),
-                )
-            })?;
-            if b[0] & 1 == 1 {
-                return Err(Error::invalid_attribute(
-                    "mac",
-                    format!("'{m}' is a multicast address; give a unicast one"),
-                ));
-            }
-            Some(m.to_ascii_lowercase())
-        }
-        None => None,
-    };
+    let given_mac = named
+        .get("mac")
+        .map(|m| vdev_core::unicast_mac("mac", m, "52:54:00:12:34:56"))
+        .transpose()?;
     let _op = entry.ops.lock().await;
-    let mut props = session
-        .intro
-        .device_properties(
-            &session.qmp,
-            model,
-            &dev_pt,
-            &[
-                ("netdev", "netdev"),
-                ("mac", "mac"),
-                ("id", "id"),
-                ("bus", "model"),
-                ("driver", "model"),
-            ],
-        )
-        .await?;
+    let own = [("netdev", "netdev"), ("mac", "mac")];
+    let mut props = device_props(session, model, &dev_pt, "model", &own).await?;
     let mut nd = Map::new();
     let netdev_id = format!("vdev-{id}");
     nd.insert("type".into(), kind.into());

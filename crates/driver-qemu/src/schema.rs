@@ -192,21 +192,6 @@ pub(crate) fn parse_link(v: &str) -> Result<bool> {
     }
 }
 
-pub(crate) fn parse_mac(m: &str) -> Option<[u8; 6]> {
-    let parts: Vec<&str> = m.split(':').collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut out = [0u8; 6];
-    for (o, p) in out.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return None;
-        }
-        *o = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(out)
-}
-
 /// Pass-through attributes without their prefix: (name, value).
 pub(crate) type Passthrough = Vec<(String, String)>;
 
@@ -267,14 +252,5 @@ mod tests {
         }
         assert!(check_id("1disk").is_err());
         assert!(check_id("a:b").is_err());
-    }
-
-    #[test]
-    fn macs_parse() {
-        assert_eq!(
-            parse_mac("52:54:00:AB:cd:01"),
-            Some([0x52, 0x54, 0, 0xab, 0xcd, 1])
-        );
-        assert_eq!(parse_mac("52:54:00:ab:cd"), None);
     }
 }

@@ -105,26 +105,7 @@ impl NicSpec {
     pub(crate) fn parse(attrs: &Attributes) -> Result<Self> {
         let mac = match attrs.get("mac") {
             None => random_mac(),
-            Some(m) => {
-                let parts: Vec<&str> = m.split(':').collect();
-                let ok = parts.len() == 6
-                    && parts
-                        .iter()
-                        .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
-                if !ok {
-                    return Err(Error::invalid_attribute(
-                        "mac",
-                        format!("'{m}' is not a MAC address; write e.g. 00:16:3e:12:34:56"),
-                    ));
-                }
-                if u8::from_str_radix(parts[0], 16).unwrap_or(1) & 1 == 1 {
-                    return Err(Error::invalid_attribute(
-                        "mac",
-                        format!("'{m}' is a multicast address"),
-                    ));
-                }
-                m.to_ascii_lowercase()
-            }
+            Some(m) => vdev_core::unicast_mac("mac", m, "00:16:3e:12:34:56")?,
         };
         let bridge = attrs.get("bridge").unwrap_or("xenbr0").to_owned();
         if bridge.is_empty()

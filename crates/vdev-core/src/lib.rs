@@ -57,7 +57,7 @@ pub use types::{
     MAX_DEVICE_REF_LEN, MAX_DEVICE_TYPE_LEN,
 };
 pub use uri::ConnectUri;
-pub use values::{parse_bool, random_hex, BOOL_SPELLINGS};
+pub use values::{parse_bool, parse_mac, random_hex, unicast_mac, BOOL_SPELLINGS};
 
 /// Re-exports for drivers: `async_trait` and the `BoxFuture`/stream helpers, so that a driver
 /// crate needs only `vdev-core`.

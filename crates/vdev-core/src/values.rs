@@ -1,5 +1,5 @@
 //! The small readings and makings every driver shares, written once: a boolean value read the one
-//! way vdev reads booleans, and fresh random ids.
+//! way vdev reads booleans, a MAC address read the one way vdev reads them, and fresh random ids.
 
 /// vdev's one reading of a boolean, in device attributes and URI options alike: `1`, `true`,
 /// `yes` and `on` are true; `0`, `false`, `no` and `off` are false (lower case, as written here);
@@ -22,6 +22,52 @@ pub fn parse_bool(v: &str) -> Option<bool> {
 
 /// The spellings [`parse_bool`] accepts, for messages.
 pub const BOOL_SPELLINGS: &str = "on or off (also yes/no, true/false, 1/0)";
+
+/// vdev's one reading of a MAC address: six groups of two hex digits separated by colons
+/// (`52:54:00:12:34:56`, either case), as its six bytes; anything else is `None`.
+///
+/// ```
+/// use vdev_core::parse_mac;
+/// assert_eq!(parse_mac("52:54:00:AB:cd:01"), Some([0x52, 0x54, 0, 0xab, 0xcd, 1]));
+/// assert_eq!(parse_mac("52:54:00:ab:cd"), None);
+/// assert_eq!(parse_mac("+2:54:00:ab:cd:01"), None);
+/// ```
+pub fn parse_mac(v: &str) -> Option<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = v.split(':');
+    for o in &mut out {
+        let p = parts.next()?;
+        if p.len() != 2 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        *o = u8::from_str_radix(p, 16).ok()?;
+    }
+    parts.next().is_none().then_some(out)
+}
+
+/// The MAC address a device attribute `name` gives, checked the one way every driver checks
+/// it: [`parse_mac`]'s form, and a unicast address (a NIC cannot have a multicast one). Returns
+/// it in lower case; otherwise an [`Error::InvalidAttribute`](crate::Error::InvalidAttribute)
+/// naming `name`, whose reason shows `example` (each hypervisor has its own range: QEMU's
+/// `52:54:00:...`, Xen's `00:16:3e:...`).
+pub fn unicast_mac(name: &str, value: &str, example: &str) -> crate::Result<String> {
+    let Some(b) = parse_mac(value) else {
+        return Err(crate::Error::invalid_attribute(
+            name,
+            format!(
+                "'{}' is not a MAC address such as {example}",
+                value.escape_default()
+            ),
+        ));
+    };
+    if b[0] & 1 == 1 {
+        return Err(crate::Error::invalid_attribute(
+            name,
+            format!("'{value}' is a multicast address; give a unicast one such as {example}"),
+        ));
+    }
+    Ok(value.to_ascii_lowercase())
+}
 
 /// A fresh random id of 8 lower-case hex digits, for the names vdev gives to what it creates
 /// (node names, markers, tokens): drawn at random, so that two processes never depend on
@@ -51,5 +97,29 @@ mod tests {
             .chars()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn macs_read_one_way() {
+        assert_eq!(
+            unicast_mac("mac", "52:54:00:AB:CD:EF", "x").unwrap(),
+            "52:54:00:ab:cd:ef"
+        );
+        for bad in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:ef:01",
+            "52-54-00-ab-cd-ef",
+            "5:254:00:ab:cd:ef",
+            "+2:54:00:ab:cd:ef",
+            "52:54:00:ab:cd:eg",
+            "52:54:00:ab:cd:ef:",
+        ] {
+            assert_eq!(parse_mac(bad), None, "{bad}");
+            let e = unicast_mac("mac", bad, "52:54:00:12:34:56").unwrap_err();
+            assert!(e.to_string().contains("not a MAC address"), "{bad}: {e}");
+        }
+        let e = unicast_mac("mac", "01:00:5e:00:00:01", "52:54:00:12:34:56").unwrap_err();
+        assert!(e.to_string().contains("multicast"), "{e}");
     }
 }
