@@ -212,6 +212,29 @@ fn c_proposal_calls_on_a_real_qemu() {
     assert_eq!(raw.leftovers(), Vec::<String>::new(), "nothing left behind");
 }
 
+/// Updates from C on a real QEMU: a CD-ROM's medium and a NIC's link (tests/c/qemu_update.c),
+/// then an independent QMP client finds nothing of them left and the images closed.
+#[test]
+fn c_update_calls_on_a_real_qemu() {
+    if !common::qemu_available() {
+        return;
+    }
+    let vm = common::Vm::start(common::VmSpec::default());
+    let (a, b) = (vm.image("a.iso", "raw"), vm.image("b.iso", "raw"));
+    let mut raw = vm.raw();
+    let before = raw.snapshot();
+    let exe = compile(
+        &crate_dir().join("tests/c/qemu_update.c"),
+        "qemu-update",
+        Link::Shared,
+    );
+    let out = run_checked_with(&exe, &[&vm.uri(), a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert!(out.contains("checks passed"), "{out}");
+    assert!(!raw.has_device("ccd"), "the CD-ROM drive is gone");
+    assert_eq!(raw.leftovers(), Vec::<String>::new(), "nothing left behind");
+    assert_eq!(raw.snapshot(), before, "QEMU is as it was");
+}
+
 /// The same C program over `qemu+ssh://` (a real sshd on loopback): the URI goes through the C
 /// library unchanged.
 #[test]

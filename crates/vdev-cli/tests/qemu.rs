@@ -431,3 +431,83 @@ fn the_command_over_ssh() {
         "{err}"
     );
 }
+
+/// The file QEMU has in the drive of device `id`, as an independent client reads it.
+fn inserted_file(raw: &mut common::Raw, id: &str) -> Option<String> {
+    let b = raw.block(id).expect("QEMU has the drive");
+    b["inserted"]["file"].as_str().map(str::to_owned)
+}
+
+/// `vdev update` on a real QEMU: a CD-ROM's medium changed and ejected, a NIC's link taken down
+/// and up, each seen by an independent QMP client (the drive's file in query-block; for the link,
+/// the QOM marker vdev keeps beside the device: QEMU 7.2 reports a link's state to no QMP or HMP
+/// query, only to the guest); a refused update changes nothing.
+#[test]
+fn update_changes_a_medium_and_a_link_as_qemu_sees_them() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec::default());
+    let uri = vm.uri();
+    let mut raw = vm.raw();
+    let (a, b) = (vm.image("a.iso", "raw"), vm.image("b.iso", "raw"));
+    let (a, b) = (a.display().to_string(), b.display().to_string());
+    let cd = ok(
+        &uri,
+        &[
+            "attach",
+            "vm",
+            "disk",
+            "media=cdrom",
+            &format!("source={a}"),
+        ],
+    );
+    assert_eq!(inserted_file(&mut raw, &cd).as_deref(), Some(a.as_str()));
+    ok(&uri, &["update", "vm", "disk", &cd, &format!("source={b}")]);
+    assert_eq!(inserted_file(&mut raw, &cd).as_deref(), Some(b.as_str()));
+    let listed = devices(&uri);
+    let d = listed
+        .iter()
+        .find(|d| d["ref"] == cd.as_str())
+        .expect("listed");
+    assert_eq!(d["attrs"]["source"], b.as_str(), "{d}");
+
+    // Refused (media is not updatable; a missing image): an error naming it, nothing changed.
+    let before = raw.snapshot();
+    for (attr, named) in [
+        ("media=disk", "media"),
+        ("source=/nonexistent.iso", "source"),
+    ] {
+        let o = vdev(&uri, &["update", "vm", "disk", &cd, attr]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "update {attr} was refused");
+        assert!(err.contains(named), "the error names {named}: {err}");
+        assert_eq!(raw.snapshot(), before, "update {attr} changed nothing");
+        assert_eq!(inserted_file(&mut raw, &cd).as_deref(), Some(b.as_str()));
+    }
+
+    ok(&uri, &["update", "vm", "disk", &cd, "source="]);
+    assert_eq!(inserted_file(&mut raw, &cd), None, "ejected");
+
+    let nic = ok(&uri, &["attach", "vm", "network"]);
+    let marker = format!("vdev-link-down.{nic}");
+    let markers = |raw: &mut common::Raw| -> Vec<String> {
+        raw.ok("qom-list", json!({"path": "/objects"}))
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!markers(&mut raw).contains(&marker));
+    ok(&uri, &["update", "vm", "network", &nic, "link=down"]);
+    assert!(markers(&mut raw).contains(&marker));
+    let listed = devices(&uri);
+    let n = listed
+        .iter()
+        .find(|d| d["ref"] == nic.as_str())
+        .expect("listed");
+    assert_eq!(n["attrs"]["link"], "down", "{n}");
+    ok(&uri, &["update", "vm", "network", &nic, "link=up"]);
+    assert!(!markers(&mut raw).contains(&marker));
+}
