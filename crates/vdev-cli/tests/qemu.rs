@@ -430,6 +430,78 @@ fn the_command_over_ssh() {
         err.contains("Host key verification failed") && err.contains("no_verify=1"),
         "{err}"
     );
+    ssh_gets_only_the_allowed_environment(&sshd, &vm);
+}
+
+/// What `ssh` is started with: the documented allow-list of variables (design 0011), nothing
+/// else of the caller's environment. Seen by a `command=` program that records its environment
+/// and runs the real ssh.
+fn ssh_gets_only_the_allowed_environment(sshd: &vdev_conformance::sshd::Sshd, vm: &Vm) {
+    const ALLOWED: &[&str] = &[
+        "HOME",
+        "USER",
+        "LOGNAME",
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "LC_CTYPE",
+        "TMPDIR",
+        "XDG_RUNTIME_DIR",
+        "SSH_AUTH_SOCK",
+        "SSH_ASKPASS",
+        "SSH_ASKPASS_REQUIRE",
+        "DISPLAY",
+        "KRB5CCNAME",
+        "KRB5_CONFIG",
+        "KRB5_KTNAME",
+        "SSH_SK_PROVIDER",
+    ];
+    let shim = sshd.dir.path().join("recording-ssh");
+    let seen = sshd.dir.path().join("ssh.env");
+    std::fs::write(
+        &shim,
+        format!("#!/bin/sh\nenv > '{}'\nexec ssh \"$@\"\n", seen.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let uri = format!(
+        "qemu+ssh://{}{}?{}&command={}",
+        sshd.authority(),
+        vm.socket.display(),
+        sshd.query(),
+        shim.display()
+    );
+    let o = output(
+        Command::new(env!("CARGO_BIN_EXE_vdev"))
+            .args(["-c", &uri, "devices", "vm"])
+            .env("VDEV_TEST_SECRET", "not for ssh")
+            .env("LD_LIBRARY_PATH", "/nonexistent")
+            .env("LANG", "C.UTF-8")
+            .env_remove("RUST_LOG"),
+        "vdev devices vm (recording ssh)",
+    );
+    assert!(o.status.success(), "{o:?}");
+    let env = std::fs::read_to_string(&seen).expect("the ssh program ran");
+    let names: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, _)| k)
+        .collect();
+    // The shell running the recorder adds a few of its own (PWD, SHLVL, _).
+    let extra: Vec<&&str> = names
+        .iter()
+        .filter(|n| !ALLOWED.contains(n) && !matches!(**n, "PWD" | "OLDPWD" | "SHLVL" | "_"))
+        .collect();
+    assert!(
+        extra.is_empty(),
+        "ssh got variables beyond the allow-list: {extra:?}\n{env}"
+    );
+    assert!(
+        env.lines().any(|l| l == "LANG=C.UTF-8"),
+        "LANG is passed on: {env}"
+    );
+    assert!(!env.contains("VDEV_TEST_SECRET") && !env.contains("LD_LIBRARY_PATH"));
 }
 
 /// The file QEMU has in the drive of device `id`, as an independent client reads it.
