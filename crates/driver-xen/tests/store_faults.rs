@@ -4,7 +4,8 @@
 //!   (over `xen+ssh://` into Domain-0, where the driver makes the loop devices, with XenStore
 //!   through a relay on this machine that withholds the commit's answer or the commit);
 //! - a detach of a disk whose backend cannot be found is refused without `force`;
-//! - values a guest wrote that an attribute cannot hold do not break the listing.
+//! - values a guest wrote that an attribute cannot hold do not break the listing;
+//! - a backend outside Domain-0 is listed from its own path (the listing guesses Domain-0's).
 //!
 //! What each test checks is read with independent clients: `xenstore-ls` on the lab's socket
 //! and `losetup` in Domain-0.
@@ -456,6 +457,75 @@ async fn guest_values_an_attribute_cannot_hold_do_not_break_the_listing() {
     assert_eq!(good.attributes.get("omitted"), None);
     for r in &refs {
         conn.detach(&d, &DISK, r, &force()).await.expect("detach");
+    }
+    conn.close().await.unwrap();
+}
+
+/// The listing reads backend keys at Domain-0's backend path beside the frontend's and checks
+/// that guess afterwards: a backend elsewhere (a driver domain; here the domU itself, by raw
+/// writes) is read from its own path in one more round trip, also when a stale directory sits
+/// at the guessed path, and a disk at the guessed path beside them is listed as before.
+#[tokio::test]
+async fn backends_outside_domain0_are_listed_from_their_own_path() {
+    let _turn = SERIAL.lock().await;
+    let Some((conn, d)) = open().await else {
+        return;
+    };
+    let id = d.id.expect("a Xen domain has an id");
+    // Removed whole afterwards: it must not be there before.
+    let (there, _) = dom0(&format!("xenstore-exists /local/domain/{id}/backend"));
+    assert!(!there, "the domU has a backend directory already");
+    let guards: Vec<DiskGuard> = ["xvdt", "xvdu", "xvdv"]
+        .iter()
+        .map(|dev| DiskGuard {
+            domid: id,
+            devid: num(dev),
+            img: None,
+        })
+        .collect();
+    let elsewhere = |dev: &str| format!("/local/domain/{id}/backend/vbd/{id}/{}", num(dev));
+    let in_dom0 = |dev: &str| format!("/local/domain/0/backend/vbd/{id}/{}", num(dev));
+    let mut w: Vec<(String, Vec<u8>)> = Vec::new();
+    for (dev, be, params) in [
+        ("xvdt", elsewhere("xvdt"), "/dev/vg/t"),
+        ("xvdu", in_dom0("xvdu"), "/root/lab/u.img"),
+        ("xvdv", elsewhere("xvdv"), "/dev/vg/v"),
+    ] {
+        let fe = format!("/local/domain/{id}/device/vbd/{}", num(dev));
+        for (k, v) in [
+            (format!("{fe}/backend"), be.clone()),
+            (format!("{fe}/state"), "1".into()),
+            (format!("{be}/params"), params.into()),
+            (format!("{be}/dev"), dev.into()),
+            (format!("{be}/state"), "2".into()),
+        ] {
+            w.push((k, v.into_bytes()));
+        }
+    }
+    // A stale directory at the guessed path of xvdv: not its backend.
+    w.push((format!("{}/params", in_dom0("xvdv")), b"/stale".to_vec()));
+    xs_write_all(&w);
+    let listed = conn.devices(&d, Some(&DISK)).await;
+    xs_rm_all(&[format!("/local/domain/{id}/backend")]);
+    drop(guards);
+    let devs = listed.expect("the listing failed");
+    let get = |dev: &str| {
+        devs.iter()
+            .find(|x| x.reference.as_str() == num(dev).to_string())
+            .unwrap_or_else(|| panic!("{dev} is not listed"))
+    };
+    for (dev, bk, bkname, uname) in [
+        ("xvdt", id, d.name.as_str(), "phy:/dev/vg/t"),
+        ("xvdu", 0, "Domain-0", "file:/root/lab/u.img"),
+        ("xvdv", id, d.name.as_str(), "phy:/dev/vg/v"),
+    ] {
+        let a = &get(dev).attributes;
+        assert_eq!(a.get("backend-id"), Some(&*bk.to_string()), "{dev}");
+        assert_eq!(a.get("bkdom-name"), Some(bkname), "{dev}");
+        assert_eq!(a.get("uname"), Some(uname), "{dev}");
+        assert_eq!(a.get("dev"), Some(dev), "{dev}");
+        assert_eq!(a.get("backend-state"), Some("2"), "{dev}");
+        assert_eq!(get(dev).state, vdev_core::DeviceState::InitWait, "{dev}");
     }
     conn.close().await.unwrap();
 }

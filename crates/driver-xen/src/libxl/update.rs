@@ -11,7 +11,7 @@ use super::{
     config_error, parse_file, uuid_from_vm, Config, Files, Ident, Recorded, Userdata, LIB_DIR,
 };
 use crate::driver::{xs_err, Inner};
-use crate::error::LibxlConfigError;
+use crate::error::{LibxlConfigError, XsError};
 use crate::paths::{self, Kind};
 use crate::xenstore::NO_TX;
 
@@ -154,18 +154,18 @@ impl Inner {
         }
     }
 
-    /// What a listing says about `domid`'s devices being recorded.
-    pub(crate) async fn config_view(&self, domid: u32) -> ConfigView {
-        if !matches!(self.config_reachable().await, Ok(true)) {
-            return ConfigView::Unknown;
-        }
-        let vm = match self
-            .xs
-            .read(NO_TX, &format!("/local/domain/{domid}/vm"))
-            .await
-        {
-            Ok(vm) => vm,
-            Err(_) => return ConfigView::Unknown,
+    /// What a listing says about `domid`'s devices being recorded, from `vm`: the domain's
+    /// `vm` node as read (the listing reads it with its first round trip, when
+    /// [`config_reachable`](Self::config_reachable) says the files are at hand; `None`: they
+    /// are not, the view is unknown).
+    pub(crate) async fn config_view(
+        &self,
+        domid: u32,
+        vm: Option<Result<Option<String>, XsError>>,
+    ) -> ConfigView {
+        let vm = match vm {
+            Some(Ok(vm)) => vm,
+            None | Some(Err(_)) => return ConfigView::Unknown,
         };
         let files = match vm.as_deref().and_then(uuid_from_vm) {
             Some(uuid) => Files::new(domid, &uuid),

@@ -297,14 +297,26 @@ impl XenStore {
             .await?;
         let mut lists = Vec::with_capacity(paths.len());
         for (path, r) in paths.iter().zip(replies) {
-            lists.push(match r {
-                Ok(b) => split(&b),
-                Err(e) if e.is_enoent() => Vec::new(),
-                Err(e) if e.is_e2big() => self.directory_parts(tx, path).await?.unwrap_or_default(),
-                Err(e) => return Err(e),
-            });
+            lists.push(self.children(tx, path, r).await?);
         }
         Ok(lists)
+    }
+
+    /// The children of `path` from `reply`, the answer to a DIRECTORY of it sent in a batch:
+    /// empty when the node does not exist, read in parts when the list is too long for one
+    /// answer, as [`directory`](Self::directory) reads them.
+    pub(crate) async fn children(
+        &self,
+        tx: TxId,
+        path: &str,
+        reply: Result<Vec<u8>, XsError>,
+    ) -> Result<Vec<String>, XsError> {
+        match reply {
+            Ok(b) => Ok(split(&b)),
+            Err(e) if e.is_enoent() => Ok(Vec::new()),
+            Err(e) if e.is_e2big() => Ok(self.directory_parts(tx, path).await?.unwrap_or_default()),
+            Err(e) => Err(e),
+        }
     }
 
     /// Whether a node has no children (`None`: it does not exist). A list too long for one

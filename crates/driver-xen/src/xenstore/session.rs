@@ -13,6 +13,12 @@ use super::wire::{decode_frame, describe, header, printable, Frame, Req, WATCH_E
 use super::{TxId, MAX_PAYLOAD, NO_TX};
 use crate::error::XsError;
 
+/// How many bytes of queued requests the writer sends in one write, at most (more when one
+/// request is larger).
+const WRITE_CHUNK: usize = 64 * 1024;
+/// The reader's buffer.
+const READ_BUFFER: usize = 64 * 1024;
+
 type Pending = HashMap<u32, oneshot::Sender<Result<Vec<u8>, XsError>>>;
 
 pub(super) struct Shared {
@@ -81,7 +87,7 @@ impl Session {
     /// device keeps a request's payload in its one message buffer until it is sent on, so a
     /// second request written meanwhile corrupts the first: measured in the lab).
     pub(super) fn start(
-        mut rd: impl AsyncRead + Unpin + Send + 'static,
+        rd: impl AsyncRead + Unpin + Send + 'static,
         mut wr: impl AsyncWrite + Unpin + Send + 'static,
         timeout: Duration,
         one_at_a_time: bool,
@@ -98,7 +104,15 @@ impl Session {
         let s = shared.clone();
         let a = answered.clone();
         let writer = tokio::spawn(async move {
-            while let Some(frame) = out_rx.recv().await {
+            while let Some(mut frame) = out_rx.recv().await {
+                // The requests queued meanwhile (a batch) go in the same write: one system
+                // call for many requests. Not on the device, which takes one at a time.
+                while !one_at_a_time && frame.len() < WRITE_CHUNK {
+                    match out_rx.try_recv() {
+                        Ok(f) => frame.extend_from_slice(&f),
+                        Err(_) => break,
+                    }
+                }
                 if let Err(e) = wr.write_all(&frame).await {
                     s.close(format!("writing to xenstored failed: {e}"));
                     return;
@@ -114,6 +128,9 @@ impl Session {
         let a = answered;
         let s = shared.clone();
         let reader = tokio::spawn(async move {
+            // Buffered: the answers to a batch arrive back to back, and are then read with a
+            // few system calls instead of two per answer.
+            let mut rd = tokio::io::BufReader::with_capacity(READ_BUFFER, rd);
             let why = loop {
                 let mut hdr = [0u8; 16];
                 if let Err(e) = rd.read_exact(&mut hdr).await {
