@@ -16,9 +16,9 @@ use crate::schema::{self, parse_link};
 /// made it. Atomic: on any error the drive has its old medium, closed. Returns what changed,
 /// or `None` when the domain has no disk `id`.
 ///
-/// Four round trips: the drive's model, its medium and the new medium's node together (a node
-/// made for a device that turns out not to be a CD-ROM drive is removed again); open + remove;
-/// insert + close; the old node.
+/// Four round trips: the drive (query-block: whether `id` is a drive, whether it has a tray, the
+/// node it holds) and the new medium's node together (a node made for a device that turns out
+/// not to be a CD-ROM drive is removed again); open + remove; insert + close; the old node.
 pub(crate) async fn change_medium(
     session: &Session,
     entry: &DomainEntry,
@@ -62,13 +62,7 @@ pub(crate) async fn change_medium(
         Some(check_image(&entry.host, &entry.endpoint, source, format, timeout).await?)
     };
     let _op = entry.ops.lock().await;
-    let mut cmds = vec![
-        (
-            "qom-get".to_owned(),
-            json!({"path": format!("/machine/peripheral/{id}"), "property": "type"}),
-        ),
-        ("query-block".to_owned(), json!({})),
-    ];
+    let mut cmds = vec![("query-block".to_owned(), json!({}))];
     let new = match protocol {
         Some(p) => {
             let node = format!("{}{}", markers::OWNED_PREFIX, vdev_core::random_hex());
@@ -80,7 +74,7 @@ pub(crate) async fn change_medium(
         None => None,
     };
     let mut r = session.qmp.batch(cmds).await.into_iter();
-    let (ty, blocks) = (r.next().expect("reply"), r.next().expect("reply"));
+    let blocks = r.next().expect("reply");
     let added = new.as_ref().map(|_| r.next().expect("reply"));
     let made = match (&new, &added) {
         (Some(n), Some(Ok(_))) => Some(n.clone()),
@@ -93,27 +87,37 @@ pub(crate) async fn change_medium(
             }
         }
     };
-    let model = match ty {
-        Ok(Value::String(m)) => m,
-        Err(e) if e.class() == Some("DeviceNotFound") => {
-            drop_new(made).await;
-            return Ok(None);
-        }
+    let drive = match blocks
+        .and_then(|v| crate::qmp::decode::<Vec<qapi::qmp::BlockInfo>>("query-block", v))
+    {
+        Ok(blocks) => blocks
+            .into_iter()
+            .find(|b| b.qdev.as_deref().and_then(schema::qdev_id) == Some(id)),
         Err(e) => {
             drop_new(made).await;
-            return Err(e.into_core(&format!("looking up device {id}")));
-        }
-        Ok(_) => {
-            drop_new(made).await;
-            return Ok(None);
+            return Err(e.into_core("reading the drive's medium (query-block)"));
         }
     };
-    if schema::device_type_of(&model) != Some(DeviceType::DISK) {
+    // No drive of that id: the domain has no disk `id` (it is a NIC's, or nobody's).
+    let Some(drive) = drive else {
         drop_new(made).await;
         return Ok(None);
-    }
-    if !schema::is_cdrom(&model) {
+    };
+    // QEMU's own word on whether the drive has a tray (scsi-cd, ide-cd; a disk made with
+    // device.removable=on), rather than a list of models.
+    if !drive.removable {
         drop_new(made).await;
+        // Asked only here, for the message.
+        let model = session
+            .qmp
+            .execute_raw(
+                "qom-get",
+                json!({"path": format!("/machine/peripheral/{id}"), "property": "type"}),
+            )
+            .await
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_else(|| "fixed disk".to_owned());
         let name = if attrs.contains("source") {
             "source"
         } else {
@@ -127,18 +131,7 @@ pub(crate) async fn change_medium(
     if let Some(Err(e)) = added {
         return Err(blockdev_add_error(e, source, format, true));
     }
-    let old = match blocks
-        .and_then(|v| crate::qmp::decode::<Vec<qapi::qmp::BlockInfo>>("query-block", v))
-    {
-        Ok(blocks) => blocks
-            .into_iter()
-            .find(|b| b.qdev.as_deref().and_then(schema::qdev_id) == Some(id))
-            .and_then(|b| b.inserted?.node_name),
-        Err(e) => {
-            drop_new(made).await;
-            return Err(e.into_core("reading the drive's medium (query-block)"));
-        }
-    };
+    let old = drive.inserted.and_then(|i| i.node_name);
     let new = made;
     // Open and empty the tray. Without force, QEMU asks the guest to open a locked tray and
     // answers at once: the removal then fails, and the drive keeps its medium.

@@ -135,6 +135,10 @@ async fn cdrom_media_change_eject_and_insert() {
             matches!(&e, Error::InvalidAttribute { name: n, .. } if n == name),
             "{a2:?}: {e}"
         );
+        if r == &plain {
+            let why = e.to_string();
+            assert!(why.contains("not a CD-ROM drive"), "{why}");
+        }
     }
     let e = conn
         .update(&d, &DeviceType::DISK, &cd, &attrs(&[("serial", "X")]))
