@@ -172,7 +172,7 @@ async fn main() {
             ms(v) / ms(r)
         );
     };
-    row("attach scsi disk (0 present)", va, ra, "<= 1.15");
+    row("attach scsi disk (0 present)", va, ra, "<= 1.10");
     row("detach vs QEMU's DEVICE_DELETED time", vd, rev, "<= 1.05");
     row("detach vs raw detach (+blockdev-del)", vd, rd, "");
     row("attach scsi disk (500 present)", va500, ra500, "");
