@@ -68,6 +68,34 @@ static inline const char *vda_get(const vdev_vda *dev, int per, const char *name
     return NULL;
 }
 
+/* The value of attribute `name` of device `ref` (type `type`) in the heap listing; NULL when
+ * absent. The caller frees the result. */
+static inline char *listed(vdev_domain *dom, const char *type, const char *ref, const char *name)
+{
+    vdev_device *devs = NULL;
+    int n = vdev_domain_list_devices(dom, type, &devs);
+    CHECK(n >= 0);
+    char *out = NULL;
+    for (int d = 0; d < n; d++) {
+        if (strcmp(devs[d].reference, ref) != 0)
+            continue;
+        for (size_t i = 0; i < devs[d].nattrs; i++)
+            if (strcmp(devs[d].attrs[i].name, name) == 0)
+                out = strdup(devs[d].attrs[i].value);
+    }
+    vdev_device_list_free(devs, n);
+    return out;
+}
+
+/* Device `ref` lists `name` as `want` (NULL: does not list it). */
+static inline void check_listed(vdev_domain *dom, const char *type, const char *ref,
+                                const char *name, const char *want)
+{
+    char *v = listed(dom, type, ref, name);
+    CHECK(want == NULL ? v == NULL : v != NULL && strcmp(v, want) == 0);
+    free(v);
+}
+
 static void done(const char *program)
 {
     printf("%s: %d checks passed\n", program, checks_passed);
