@@ -214,7 +214,9 @@ async fn vdev_records_a_disk_and_a_nic_as_xl_does_and_both_survive_save_and_rest
     // Save and restore: all four come back, connected.
     let t0 = std::time::Instant::now();
     let out = sh(&format!(
-        "xl save {DOM} /root/lab/{DOM}.save >/dev/null 2>&1 && xl restore /root/lab/{DOM}.save >/dev/null 2>&1; rm -f /root/lab/{DOM}.save; xl domid {DOM}"
+        // xl's own words are kept for a failure: under load (stress-ng beside the lab) a save or
+        // restore once failed here with its output discarded.
+        "log=/root/lab/{DOM}.xl.log; xl save {DOM} /root/lab/{DOM}.save >$log 2>&1 && xl restore /root/lab/{DOM}.save >>$log 2>&1 || {{ echo 'xl save/restore failed:'; cat $log; }}; rm -f /root/lab/{DOM}.save $log; xl domid {DOM}"
     ));
     let id2: u32 = out
         .trim()
