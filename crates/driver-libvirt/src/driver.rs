@@ -1,0 +1,358 @@
+//! The driver type, its `open`, and the `Driver` implementation (thin: the operations live in
+//! `listing`, `attach` and `detach`).
+
+use std::collections::HashMap;
+use std::ffi::c_int;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::broadcast;
+use vdev_core::prelude::async_trait;
+use vdev_core::{
+    AttachOptions, Attributes, Capabilities, DetachOptions, Device, DeviceRef, DeviceType,
+    DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result, RunState,
+    Scope, UpdateOptions,
+};
+use virt::connect::Connect;
+
+use crate::config::LibvirtConfig;
+use crate::error::{backend, Context, LibvirtError};
+use crate::events::{self, RawEvent, RawKind};
+use crate::schema::{self, DomainCaps};
+use crate::xml::Kind;
+
+/// A connection to libvirt (`virConnectPtr`), with the event callbacks it registered.
+pub struct LibvirtDriver {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// What the operations share.
+pub(crate) struct Inner {
+    pub conn: Connect,
+    pub config: LibvirtConfig,
+    pub hub: EventHub,
+    pub raw: broadcast::Sender<Arc<RawEvent>>,
+    pub closed: AtomicBool,
+    pub callbacks: Mutex<Vec<c_int>>,
+    /// The type of every alias seen, for events whose alias does not say it.
+    pub kinds: Mutex<HashMap<String, Kind>>,
+    /// Attaches of this connection, one at a time: the free target and unit are chosen from
+    /// the XML read just before.
+    pub attach_lock: tokio::sync::Mutex<()>,
+    /// Changes of vdev's metadata by this connection, one at a time.
+    pub metadata_lock: tokio::sync::Mutex<()>,
+    pub schemas: tokio::sync::OnceCell<Vec<DeviceTypeSchema>>,
+}
+
+impl fmt::Debug for LibvirtDriver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LibvirtDriver")
+            .field("uri", &self.inner.config.uri)
+            .field("readonly", &self.inner.config.readonly)
+            .finish()
+    }
+}
+
+impl Inner {
+    /// Run blocking libvirt calls off the async executor.
+    pub(crate) async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::backend(
+                crate::NAME,
+                "the connection is closed; open a new one",
+            ));
+        }
+        let me = Arc::clone(self);
+        tokio::task::spawn_blocking(move || f(&me))
+            .await
+            .map_err(|e| Error::backend_with(crate::NAME, "a libvirt call panicked", e))?
+    }
+
+    /// The libvirt domain `d` names (by UUID where it has one).
+    pub(crate) fn lookup(&self, d: &Domain, ctx: &Context) -> Result<virt::domain::Domain> {
+        let r = match (&d.uuid, d.id) {
+            (Some(u), _) => self.conn.lookup_domain_by_uuid_string(u),
+            (None, Some(id)) => self.conn.lookup_domain_by_id(id),
+            (None, None) => self.conn.lookup_domain_by_name(&d.name),
+        };
+        r.map_err(|e| ctx.map(e.into()))
+    }
+
+    pub(crate) fn remember(&self, alias: &str, kind: Kind) {
+        if let Ok(mut k) = self.kinds.lock() {
+            k.insert(alias.to_owned(), kind);
+        }
+    }
+
+    pub(crate) fn kind_of(&self, alias: &str) -> Option<Kind> {
+        self.kinds
+            .lock()
+            .ok()
+            .and_then(|k| k.get(alias).copied())
+            .or_else(|| events::kind_of_alias(alias))
+    }
+}
+
+/// A vdev domain from a libvirt one.
+pub(crate) fn to_domain(d: &virt::domain::Domain) -> std::result::Result<Domain, LibvirtError> {
+    use virt::domain::DomainState as S;
+    use virt::enumutil::Enum;
+    let name = d.name()?;
+    let uuid = d.uuid_string()?;
+    let (state, _) = d.state()?;
+    let state = match state {
+        Enum::Known(S::Running) => RunState::Running,
+        Enum::Known(S::Blocked) => RunState::Blocked,
+        Enum::Known(S::Paused) => RunState::Paused,
+        Enum::Known(S::Shutdown) => RunState::ShuttingDown,
+        Enum::Known(S::Shutoff) => RunState::ShutOff,
+        Enum::Known(S::Crashed) => RunState::Crashed,
+        Enum::Known(S::PMSuspended) => RunState::Suspended,
+        _ => RunState::Unknown,
+    };
+    Ok(Domain::new(d.id(), name).with_uuid(uuid).with_state(state))
+}
+
+/// libvirt's `VIR_DOMAIN_AFFECT_*` flags for a scope; `None` is libvirt's CURRENT: the running
+/// domain when it runs, else its stored configuration.
+pub(crate) fn affect(scope: Option<Scope>, running: bool) -> u32 {
+    match scope {
+        Some(Scope::Live) => virt_sys::VIR_DOMAIN_AFFECT_LIVE,
+        Some(Scope::Persistent) => virt_sys::VIR_DOMAIN_AFFECT_CONFIG,
+        Some(Scope::Both) => virt_sys::VIR_DOMAIN_AFFECT_LIVE | virt_sys::VIR_DOMAIN_AFFECT_CONFIG,
+        None if running => virt_sys::VIR_DOMAIN_AFFECT_LIVE,
+        None => virt_sys::VIR_DOMAIN_AFFECT_CONFIG,
+    }
+}
+
+impl LibvirtDriver {
+    /// Open libvirt at `config.uri` (read-only when asked), register the device events, and
+    /// start the task that turns them into vdev events.
+    pub async fn open(config: LibvirtConfig) -> Result<Self> {
+        events::ensure_event_loop();
+        let uri = config.uri.clone();
+        let readonly = config.readonly;
+        let (raw, _) = broadcast::channel(1024);
+        let tx = raw.clone();
+        let (conn, ids) = tokio::task::spawn_blocking(move || {
+            let c = if readonly {
+                Connect::open_read_only(Some(&uri))
+            } else {
+                Connect::open(Some(&uri))
+            }
+            .map_err(|e| backend(format!("cannot open libvirt at {uri}"), e.into()))?;
+            // A dead libvirtd is noticed within 15 s instead of at the next call.
+            // SAFETY: the connection is open.
+            unsafe { virt_sys::virConnectSetKeepAlive(c.as_ptr(), 5, 3) };
+            let ids = events::register(&c, &tx);
+            Ok::<_, Error>((c, ids))
+        })
+        .await
+        .map_err(|e| Error::backend_with(crate::NAME, "opening libvirt panicked", e))??;
+        let inner = Arc::new(Inner {
+            conn,
+            config,
+            hub: EventHub::new(crate::NAME),
+            raw,
+            closed: AtomicBool::new(false),
+            callbacks: Mutex::new(ids),
+            kinds: Mutex::new(HashMap::new()),
+            attach_lock: tokio::sync::Mutex::new(()),
+            metadata_lock: tokio::sync::Mutex::new(()),
+            schemas: tokio::sync::OnceCell::new(),
+        });
+        tokio::spawn(translate(Arc::downgrade(&inner), inner.raw.subscribe()));
+        Ok(LibvirtDriver { inner })
+    }
+}
+
+/// Turn libvirt's events into vdev's, for as long as the connection lives.
+async fn translate(inner: std::sync::Weak<Inner>, mut rx: broadcast::Receiver<Arc<RawEvent>>) {
+    loop {
+        let ev = match rx.recv().await {
+            Ok(ev) => ev,
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(lost = n, "libvirt events were lost");
+                continue;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut kind = inner.kind_of(&ev.alias);
+        if kind.is_none() && ev.kind == RawKind::Added {
+            kind = crate::listing::kind_in_live_xml(&inner, &ev.domain, &ev.alias).await;
+        }
+        let Some(kind) = kind else {
+            continue;
+        };
+        inner.remember(&ev.alias, kind);
+        if ev.kind == RawKind::Removed && !inner.config.readonly {
+            crate::detach::forget_pending(&inner, &ev.domain, kind, &ev.alias).await;
+        }
+        if let Some(e) = events::device_event(&ev, kind) {
+            inner.hub.send(e);
+        }
+    }
+}
+
+#[async_trait]
+impl Driver for LibvirtDriver {
+    fn capabilities(&self) -> Capabilities {
+        // libvirt has no forced removal: a detach waits for the guest, or is pending.
+        Capabilities {
+            force_detach: false,
+            ..Capabilities::ALL
+        }
+    }
+
+    async fn list_domains(&self) -> Result<Vec<Domain>> {
+        self.inner
+            .call(|inner| {
+                let all = inner
+                    .conn
+                    .list_all_domains(0)
+                    .map_err(|e| backend("listing the domains failed", e.into()))?;
+                let mut v = Vec::with_capacity(all.len());
+                for d in &all {
+                    match to_domain(d) {
+                        Ok(d) => v.push(d),
+                        // Gone between the listing and the question: not a domain any more.
+                        Err(e) if e.is_no_domain() => {}
+                        Err(e) => return Err(backend("reading a domain failed", e)),
+                    }
+                }
+                v.sort_by(|a, b| {
+                    (a.id.is_none(), a.id, &a.name).cmp(&(b.id.is_none(), b.id, &b.name))
+                });
+                Ok(v)
+            })
+            .await
+    }
+
+    async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain> {
+        let key = key.clone();
+        self.inner
+            .call(move |inner| {
+                let ctx = Context::new("look up the domain", &key.to_string());
+                let d = match &key {
+                    DomainKey::Id(id) => inner.conn.lookup_domain_by_id(*id),
+                    DomainKey::Uuid(u) => inner.conn.lookup_domain_by_uuid_string(u),
+                    DomainKey::Name(n) => inner.conn.lookup_domain_by_name(n),
+                }
+                .map_err(|e| ctx.map(e.into()))?;
+                to_domain(&d).map_err(|e| ctx.map(e))
+            })
+            .await
+    }
+
+    async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {
+        let inner = Arc::clone(&self.inner);
+        self.inner
+            .schemas
+            .get_or_try_init(|| async move {
+                let caps = inner
+                    .call(|inner| {
+                        Ok(inner
+                            .conn
+                            .domain_capabilities(None, None, None, None, 0)
+                            .map(|x| schema::parse_caps(&x))
+                            .unwrap_or_else(|e| {
+                                tracing::debug!(error = %e, "no domain capabilities: the schema names no sets");
+                                DomainCaps::default()
+                            }))
+                    })
+                    .await?;
+                Ok(schema::schemas(&caps))
+            })
+            .await
+            .cloned()
+    }
+
+    async fn list_devices(
+        &self,
+        domain: &Domain,
+        device_type: Option<&DeviceType>,
+    ) -> Result<Vec<Device>> {
+        crate::listing::list(&self.inner, domain, device_type).await
+    }
+
+    async fn attach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+        options: &AttachOptions,
+    ) -> Result<DeviceRef> {
+        let schemas = self.device_types().await?;
+        crate::attach::attach(
+            &self.inner,
+            &schemas,
+            domain,
+            device_type,
+            attributes,
+            options.scope,
+        )
+        .await
+    }
+
+    async fn detach(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        options: &DetachOptions,
+    ) -> Result<()> {
+        crate::detach::detach(&self.inner, domain, device_type, reference, options).await
+    }
+
+    async fn update(
+        &self,
+        domain: &Domain,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        attributes: &Attributes,
+        options: &UpdateOptions,
+    ) -> Result<()> {
+        crate::attach::update(
+            &self.inner,
+            domain,
+            device_type,
+            reference,
+            attributes,
+            options.scope,
+        )
+        .await
+    }
+
+    async fn events(&self) -> Result<EventStream> {
+        Ok(self.inner.hub.subscribe())
+    }
+
+    async fn close(&self) -> Result<()> {
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.inner.hub.close();
+        let ids = std::mem::take(&mut *self.inner.callbacks.lock().expect("not poisoned"));
+        let inner = Arc::clone(&self.inner);
+        let _ = tokio::task::spawn_blocking(move || events::deregister(&inner.conn, &ids)).await;
+        Ok(())
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let ids = std::mem::take(self.callbacks.get_mut().expect("not poisoned"));
+        events::deregister(&self.conn, &ids);
+    }
+}

@@ -1,0 +1,189 @@
+//! Listing: the live definition of a running domain and its stored one, merged; each device
+//! with the scope it is in and, where vdev's metadata records it, its pending removal.
+
+use std::sync::Arc;
+
+use vdev_core::{Attributes, Device, DeviceRef, DeviceState, DeviceType, Domain, Error, Result};
+
+use crate::driver::Inner;
+use crate::error::Context;
+use crate::xml::{self, DevXml, DomXml, Kind};
+
+/// The state of a device that is in the stored configuration only (of a running domain that
+/// does not have it, or of a domain that does not run): it is there at the next start.
+pub(crate) const CONFIGURED: &str = "configured";
+
+/// A domain's definitions: the live one (when it runs) and the stored one (when it is
+/// persistent).
+#[derive(Debug, Clone)]
+pub(crate) struct Definitions {
+    pub live: Option<DomXml>,
+    pub stored: Option<DomXml>,
+}
+
+impl Definitions {
+    /// Read them (two or three round trips: the live XML, whether the domain is persistent,
+    /// its stored XML).
+    pub(crate) fn read(d: &virt::domain::Domain, ctx: &Context) -> Result<Self> {
+        let map = |e: virt::error::Error| ctx.map(e.into());
+        let current = xml::parse_domain(&d.xml_desc(0).map_err(map)?)?;
+        if !current.running {
+            return Ok(Definitions {
+                live: None,
+                stored: Some(current),
+            });
+        }
+        let stored = if d.is_persistent().map_err(map)? {
+            Some(xml::parse_domain(
+                &d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).map_err(map)?,
+            )?)
+        } else {
+            None
+        };
+        Ok(Definitions {
+            live: Some(current),
+            stored,
+        })
+    }
+
+    /// The pending records of devices no longer in the live definition.
+    pub(crate) fn stale_pending(&self) -> Vec<(Kind, String)> {
+        let Some(live) = &self.live else {
+            return Vec::new();
+        };
+        live.pending
+            .iter()
+            .filter_map(|(t, r)| {
+                let kind = Kind::of(&DeviceType::new(t.clone()).ok()?)?;
+                let present = live
+                    .devices
+                    .iter()
+                    .any(|d| d.kind == kind && d.answers_to(r));
+                (!present).then(|| (kind, r.clone()))
+            })
+            .collect()
+    }
+
+    /// Every device, merged: (device, scope attribute, state).
+    pub(crate) fn devices(&self) -> Vec<(&DevXml, &'static str, DeviceState)> {
+        let mut out = Vec::new();
+        let pending = self
+            .live
+            .as_ref()
+            .map(|l| l.pending.as_slice())
+            .unwrap_or(&[]);
+        if let Some(live) = &self.live {
+            for dev in &live.devices {
+                let stored = self
+                    .stored
+                    .as_ref()
+                    .is_some_and(|s| s.devices.iter().any(|x| x.same_as(dev)));
+                let t = dev.kind.device_type();
+                let is_pending = pending
+                    .iter()
+                    .any(|(pt, pr)| pt == t.as_str() && dev.answers_to(pr));
+                let state = if is_pending {
+                    DeviceState::RemovalPending
+                } else {
+                    DeviceState::Connected
+                };
+                out.push((dev, if stored { "both" } else { "live" }, state));
+            }
+        }
+        if let Some(stored) = &self.stored {
+            for dev in &stored.devices {
+                let live = self
+                    .live
+                    .as_ref()
+                    .is_some_and(|l| l.devices.iter().any(|x| x.same_as(dev)));
+                if !live {
+                    out.push((dev, "persistent", DeviceState::Unknown(CONFIGURED.into())));
+                }
+            }
+        }
+        out
+    }
+}
+
+fn to_device(dev: &DevXml, scope: &str, state: DeviceState) -> Option<Device> {
+    let reference = DeviceRef::new(dev.reference().to_owned()).ok()?;
+    let mut pairs: Vec<(String, String)> = dev.attrs.clone();
+    pairs.push(("scope".into(), scope.into()));
+    let attributes = Attributes::from_pairs(pairs).ok()?;
+    Some(Device {
+        device_type: dev.kind.device_type(),
+        reference,
+        state,
+        attributes,
+    })
+}
+
+/// The devices of `domain`, of one type or all.
+pub(crate) async fn list(
+    inner: &Arc<Inner>,
+    domain: &Domain,
+    device_type: Option<&DeviceType>,
+) -> Result<Vec<Device>> {
+    let want = match device_type {
+        None => None,
+        Some(t) => Some(Kind::of(t).ok_or_else(|| Error::Unsupported {
+            driver: crate::NAME.into(),
+            operation: format!("device type '{t}'"),
+            detail: "the libvirt driver manages disk and network devices".into(),
+        })?),
+    };
+    let domain_for_cleanup = domain.clone();
+    let domain = domain.clone();
+    inner
+        .call(move |inner| {
+            let ctx = Context::new("list devices", &domain.name);
+            let d = inner.lookup(&domain, &ctx)?;
+            let defs = Definitions::read(&d, &ctx)?;
+            let mut v: Vec<Device> = defs
+                .devices()
+                .into_iter()
+                .filter(|(dev, _, _)| want.is_none_or(|k| dev.kind == k))
+                .filter_map(|(dev, scope, state)| {
+                    if let Some(a) = &dev.alias {
+                        inner.remember(a, dev.kind);
+                    }
+                    to_device(dev, scope, state)
+                })
+                .collect();
+            v.sort_by(|a, b| (&a.device_type, &a.reference).cmp(&(&b.device_type, &b.reference)));
+            v.dedup_by(|a, b| a.device_type == b.device_type && a.reference == b.reference);
+            Ok((v, defs.stale_pending()))
+        })
+        .await
+        .map(|(v, stale)| {
+            if !stale.is_empty() && !inner.config.readonly {
+                // Records of removals that have completed: removed in the background.
+                let (inner, d) = (Arc::clone(inner), domain_for_cleanup);
+                tokio::spawn(async move {
+                    for (kind, alias) in stale {
+                        crate::detach::forget_pending(&inner, &d, kind, &alias).await;
+                    }
+                });
+            }
+            v
+        })
+}
+
+/// The kind of the live device with `alias`, read from the live XML (for an event whose alias
+/// does not say it).
+pub(crate) async fn kind_in_live_xml(inner: &Arc<Inner>, d: &Domain, alias: &str) -> Option<Kind> {
+    let (d, alias) = (d.clone(), alias.to_owned());
+    inner
+        .call(move |inner| {
+            let ctx = Context::new("read the domain", &d.name);
+            let dom = inner.lookup(&d, &ctx)?;
+            let x = xml::parse_domain(&dom.xml_desc(0).map_err(|e| ctx.map(e.into()))?)?;
+            Ok(x.devices
+                .iter()
+                .find(|dev| dev.alias.as_deref() == Some(alias.as_str()))
+                .map(|dev| dev.kind))
+        })
+        .await
+        .ok()
+        .flatten()
+}
