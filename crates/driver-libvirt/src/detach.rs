@@ -107,11 +107,11 @@ pub(crate) async fn detach(
                 Some(vdev_core::Scope::Both) => live.is_none() && stored.is_none(),
                 _ => (wanted_live && live.is_none()) || (!wanted_live && stored.is_none()),
             };
-            let recorded = defs.live.as_ref().is_some_and(|l| {
-                l.pending
-                    .iter()
-                    .any(|(pt, pr)| pt == t2.as_str() && pr == r.as_str())
-            });
+            let record = defs
+                .live
+                .as_ref()
+                .and_then(|l| l.removals.iter().find(|x| x.is(t2.as_str(), r.as_str())));
+            let recorded = record.is_some();
             if missing && recorded {
                 // The removal asked earlier (by any process) has completed.
                 return Ok(Asked {
@@ -199,7 +199,7 @@ pub(crate) async fn detach(
     }
     // The guest has not let go: record it, then look once more (it may have gone meanwhile).
     if !asked.recorded {
-        set_pending(inner, domain, kind, &alias, true).await?;
+        change_record(inner, domain, kind, &alias, Mark::Pending).await?;
     }
     if gone(inner, domain, kind, &alias).await? {
         return finish(inner, domain, kind, &alias, true).await;
@@ -254,18 +254,29 @@ async fn finish(
     recorded: bool,
 ) -> Result<()> {
     if recorded {
-        set_pending(inner, domain, kind, alias, false).await?;
+        change_record(inner, domain, kind, alias, Mark::Remove).await?;
     }
     Ok(())
 }
 
-/// Add (`pending`) or remove the record of a pending removal in the domain's live metadata.
-pub(crate) async fn set_pending(
+/// A change of the record of one removal in vdev's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mark {
+    /// Record the removal pending (the detach that asked has timed out).
+    Pending,
+    /// The device has gone: a pending record becomes a tombstone (no record is made).
+    Gone,
+    /// Drop the record (a detach has said the device is gone).
+    Remove,
+}
+
+/// Change the record of the removal of `alias` in the domain's live metadata.
+pub(crate) async fn change_record(
     inner: &Arc<Inner>,
     domain: &Domain,
     kind: Kind,
     alias: &str,
-    pending: bool,
+    mark: Mark,
 ) -> Result<()> {
     let _one_at_a_time = inner.metadata_lock.lock().await;
     let (d, alias) = (domain.clone(), alias.to_owned());
@@ -288,16 +299,30 @@ pub(crate) async fn set_pending(
                     Vec::new()
                 }
             };
-            let had = list.iter().any(|(pt, pr)| *pt == t && *pr == alias);
-            if pending == had {
-                return Ok(());
+            let now = metadata::now();
+            let at = list.iter().position(|x| x.is(&t, &alias));
+            match (mark, at) {
+                (Mark::Pending, Some(i)) if !list[i].gone => return Ok(()),
+                (Mark::Pending, Some(i)) => {
+                    list[i].gone = false;
+                    list[i].at = now;
+                }
+                (Mark::Pending, None) => list.push(metadata::Record {
+                    device_type: t,
+                    reference: alias,
+                    gone: false,
+                    at: now,
+                }),
+                (Mark::Gone, Some(i)) if !list[i].gone => {
+                    list[i].gone = true;
+                    list[i].at = now;
+                }
+                (Mark::Gone, _) | (Mark::Remove, None) => return Ok(()),
+                (Mark::Remove, Some(i)) => {
+                    list.remove(i);
+                }
             }
-            if pending {
-                list.push((t, alias));
-            } else {
-                list.retain(|(pt, pr)| !(*pt == t && *pr == alias));
-            }
-            let el = metadata::pending_element(&list);
+            let el = metadata::element(&list, now);
             dom.set_metadata(
                 virt_sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
                 el.as_deref(),
@@ -310,10 +335,15 @@ pub(crate) async fn set_pending(
         .await
 }
 
-/// After libvirt said a device went: remove its pending record, if there is one. Failures only
-/// leave the record for the next listing or detach to find stale.
-pub(crate) async fn forget_pending(inner: &Arc<Inner>, domain: &Domain, kind: Kind, alias: &str) {
-    if let Err(e) = set_pending(inner, domain, kind, alias, false).await {
-        tracing::debug!(error = %e, "the pending record could not be removed");
+/// [`change_record`] where a failure only leaves the record for the next listing or detach.
+pub(crate) async fn record(
+    inner: &Arc<Inner>,
+    domain: &Domain,
+    kind: Kind,
+    alias: &str,
+    mark: Mark,
+) {
+    if let Err(e) = change_record(inner, domain, kind, alias, mark).await {
+        tracing::debug!(error = %e, ?mark, "the removal's record could not be changed");
     }
 }

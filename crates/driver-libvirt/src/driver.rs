@@ -197,7 +197,14 @@ async fn translate(inner: std::sync::Weak<Inner>, mut rx: broadcast::Receiver<Ar
         };
         inner.remember(&ev.alias, kind);
         if ev.kind == RawKind::Removed && !inner.config.readonly {
-            crate::detach::forget_pending(&inner, &ev.domain, kind, &ev.alias).await;
+            crate::detach::record(
+                &inner,
+                &ev.domain,
+                kind,
+                &ev.alias,
+                crate::detach::Mark::Gone,
+            )
+            .await;
         }
         if let Some(e) = events::device_event(&ev, kind) {
             inner.hub.send(e);

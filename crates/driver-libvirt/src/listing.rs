@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use vdev_core::{Attributes, Device, DeviceRef, DeviceState, DeviceType, Domain, Error, Result};
 
+use crate::detach::Mark;
 use crate::driver::Inner;
 use crate::error::Context;
 use crate::xml::{self, DevXml, DomXml, Kind};
@@ -51,15 +52,16 @@ impl Definitions {
         let Some(live) = &self.live else {
             return Vec::new();
         };
-        live.pending
+        live.removals
             .iter()
-            .filter_map(|(t, r)| {
-                let kind = Kind::of(&DeviceType::new(t.clone()).ok()?)?;
+            .filter(|r| !r.gone)
+            .filter_map(|r| {
+                let kind = Kind::of(&DeviceType::new(r.device_type.clone()).ok()?)?;
                 let present = live
                     .devices
                     .iter()
-                    .any(|d| d.kind == kind && d.answers_to(r));
-                (!present).then(|| (kind, r.clone()))
+                    .any(|d| d.kind == kind && d.answers_to(&r.reference));
+                (!present).then(|| (kind, r.reference.clone()))
             })
             .collect()
     }
@@ -70,7 +72,7 @@ impl Definitions {
         let pending = self
             .live
             .as_ref()
-            .map(|l| l.pending.as_slice())
+            .map(|l| l.removals.as_slice())
             .unwrap_or(&[]);
         if let Some(live) = &self.live {
             for dev in &live.devices {
@@ -79,9 +81,9 @@ impl Definitions {
                     .as_ref()
                     .is_some_and(|s| s.devices.iter().any(|x| x.same_as(dev)));
                 let t = dev.kind.device_type();
-                let is_pending = pending
-                    .iter()
-                    .any(|(pt, pr)| pt == t.as_str() && dev.answers_to(pr));
+                let is_pending = pending.iter().any(|r| {
+                    !r.gone && r.device_type == t.as_str() && dev.answers_to(&r.reference)
+                });
                 let state = if is_pending {
                     DeviceState::RemovalPending
                 } else {
@@ -157,11 +159,11 @@ pub(crate) async fn list(
         .await
         .map(|(v, stale)| {
             if !stale.is_empty() && !inner.config.readonly {
-                // Records of removals that have completed: removed in the background.
+                // Removals recorded pending that have completed: marked gone in the background.
                 let (inner, d) = (Arc::clone(inner), domain_for_cleanup);
                 tokio::spawn(async move {
                     for (kind, alias) in stale {
-                        crate::detach::forget_pending(&inner, &d, kind, &alias).await;
+                        crate::detach::record(&inner, &d, kind, &alias, Mark::Gone).await;
                     }
                 });
             }

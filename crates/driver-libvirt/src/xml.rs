@@ -252,8 +252,8 @@ pub(crate) struct DomXml {
     pub scsi_controllers: Vec<u32>,
     /// (controller, unit) of every SCSI disk address.
     pub scsi_units: BTreeSet<(u32, u32)>,
-    /// The removals recorded pending in vdev's metadata: (type, ref).
-    pub pending: Vec<(String, String)>,
+    /// The removals recorded in vdev's metadata.
+    pub removals: Vec<metadata::Record>,
     /// The emulator.
     pub emulator: Option<String>,
     /// The domain type (`qemu`, `kvm`, `xen`, ...): the root's `type`.
@@ -277,7 +277,7 @@ pub(crate) fn parse_domain(xml: &str) -> Result<DomXml> {
     };
     for top in root.children().filter(|n| n.is_element()) {
         match top.tag_name().name() {
-            "metadata" => d.pending = metadata::read_pending(top),
+            "metadata" => d.removals = metadata::read(top),
             "devices" => {
                 for n in top.children().filter(|n| n.is_element()) {
                     match n.tag_name().name() {
@@ -496,7 +496,7 @@ mod tests {
     fn a_domain_is_read() {
         let xml = r#"<domain type='qemu' id='3'>
   <name>vm</name>
-  <metadata><vdev:pending xmlns:vdev="urn:vdev:libvirt:pending:1"><vdev:device type="disk" ref="ua-disk-1"/></vdev:pending></metadata>
+  <metadata><vdev:removals xmlns:vdev="urn:vdev:libvirt:removals:1"><vdev:device type="disk" ref="ua-disk-1" state="pending" at="7"/></vdev:removals></metadata>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <disk type='file' device='disk'>
@@ -525,7 +525,8 @@ mod tests {
         assert!(d.running);
         assert_eq!(d.scsi_controllers, vec![0]);
         assert!(d.scsi_units.contains(&(0, 3)));
-        assert_eq!(d.pending, vec![("disk".into(), "ua-disk-1".into())]);
+        assert_eq!(d.removals.len(), 1);
+        assert!(d.removals[0].is("disk", "ua-disk-1") && !d.removals[0].gone);
         assert_eq!(d.devices.len(), 3);
         let disk = &d.devices[0];
         assert_eq!(disk.reference(), "ua-disk-1");

@@ -5,10 +5,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{attrs, Libvirtd};
+use common::Libvirtd;
 use vdev_conformance::{Fixture, Harness, UpdateFixture};
-use vdev_core::DeviceType;
+use vdev_core::{Attributes, DeviceType};
 use vdev_driver_libvirt as _;
+
+fn attrs(pairs: &[(&str, &str)]) -> Attributes {
+    Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .expect("valid attributes")
+}
 
 async fn setup() -> Option<Harness> {
     let lv = tokio::task::spawn_blocking(|| {

@@ -9,8 +9,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use vdev_core::Attributes;
-
 /// libvirt's QEMU driver module, loaded alone (`LIBVIRT_DRIVER_DIR`).
 const QEMU_DRIVER: &str =
     "/usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so";
@@ -333,12 +331,6 @@ unsafe fn libc_kill(pid: i32) {
     if pid > 1 {
         kill(pid, 9);
     }
-}
-
-/// Attributes from pairs.
-pub fn attrs(pairs: &[(&str, &str)]) -> Attributes {
-    Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .expect("valid attributes")
 }
 
 /// A name unique in this process.
