@@ -270,6 +270,11 @@ pub(crate) async fn attach(
             })
         }
     };
+    let passthrough: Vec<String> = attrs
+        .names()
+        .filter(|n| n.starts_with(xml::PASSTHROUGH))
+        .map(str::to_owned)
+        .collect();
     let prefix = if plan.kind == Kind::Disk {
         "disk"
     } else {
@@ -358,7 +363,7 @@ pub(crate) async fn attach(
             let text = plan.el.to_xml();
             tracing::debug!(xml = %text, flags, "attach");
             dom.attach_device_flags(&text, flags)
-                .map_err(|e| ctx.map(e.into()))?;
+                .map_err(|e| name_passthrough(ctx.map(e.into()), &passthrough))?;
             inner.remember(&alias, plan.kind);
             Ok((flags, plan.kind))
         })
@@ -373,6 +378,25 @@ pub(crate) async fn attach(
         });
     }
     Ok(reference)
+}
+
+/// libvirt's refusal of the device XML names the XML attribute and element it refused: name the
+/// pass-through attribute that wrote it (`xml.driver.cache` for `'cache' in element 'driver'`).
+fn name_passthrough(e: Error, given: &[String]) -> Error {
+    match e {
+        Error::InvalidAttribute { name, reason } if name == "xml" => {
+            let quoted = |w: &str| reason.contains(&format!("'{w}'"));
+            let named = given.iter().find(|g| {
+                let parts: Vec<&str> = g[xml::PASSTHROUGH.len()..].split('.').collect();
+                parts.iter().all(|p| quoted(p))
+            });
+            Error::InvalidAttribute {
+                name: named.cloned().unwrap_or(name),
+                reason,
+            }
+        }
+        e => e,
+    }
 }
 
 /// The first SCSI controller every touched definition has, and its lowest unit free in all.

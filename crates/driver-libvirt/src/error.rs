@@ -161,6 +161,16 @@ impl Context {
             };
             return Error::invalid_attribute(name, format!("libvirt refused the device: {msg}"));
         }
+        if e.says(&[
+            "support hotplugging",
+            "cannot be hotplugged",
+            "hotplug is not supported",
+        ]) {
+            return Error::invalid_attribute(
+                if e.says(&["bus"]) { "bus" } else { "xml" },
+                format!("libvirt cannot add this device to a running domain: {msg}; attach it to the stored configuration (scope persistent), or choose another bus (bus=scsi)"),
+            );
+        }
         if e.says(&["no more available pci slots", "no free pci"]) {
             return Error::backend_with(
                 crate::NAME,

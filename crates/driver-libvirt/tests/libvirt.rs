@@ -365,7 +365,11 @@ async fn bad_input_leaves_both_definitions_byte_identical() {
         match conn.attach(&full, &disk, &a).await {
             Ok(_) => continue,
             Err(e) => {
-                assert_eq!(lv.dumpxml("full"), before_full, "a refused attach changed the domain");
+                assert_eq!(
+                    lv.dumpxml("full"),
+                    before_full,
+                    "a refused attach changed the domain"
+                );
                 refused = Some(e);
                 break;
             }
