@@ -2,10 +2,9 @@
 //! `listing`, `attach` and `detach`).
 
 use std::collections::HashMap;
-use std::ffi::c_int;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::broadcast;
 use vdev_core::prelude::async_trait;
@@ -14,12 +13,12 @@ use vdev_core::{
     DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result, RunState,
     Scope, UpdateOptions,
 };
-use virt::connect::Connect;
 
 use crate::config::LibvirtConfig;
 use crate::error::{backend, Context, LibvirtError};
 use crate::events::{self, RawEvent, RawKind};
 use crate::schema::{self, DomainCaps};
+use crate::session::{self, Health, Seen, Session};
 use crate::xml::Kind;
 
 /// A connection to libvirt (`virConnectPtr`), with the event callbacks it registered.
@@ -29,12 +28,17 @@ pub struct LibvirtDriver {
 
 /// What the operations share.
 pub(crate) struct Inner {
-    pub conn: Connect,
+    pub session: RwLock<Session>,
+    pub health: Arc<Health>,
+    /// Renewals of the connection, one at a time.
+    pub renewing: Mutex<()>,
+    /// What a watcher of events has seen, for the differences after a renewal (`None` until
+    /// events are asked for).
+    pub seen: Mutex<Option<Seen>>,
     pub config: LibvirtConfig,
     pub hub: EventHub,
     pub raw: broadcast::Sender<Arc<RawEvent>>,
     pub closed: AtomicBool,
-    pub callbacks: Mutex<Vec<c_int>>,
     /// The type of every alias seen, for events whose alias does not say it.
     pub kinds: Mutex<HashMap<String, Kind>>,
     /// Attaches of this connection, one at a time: the free target and unit are chosen from
@@ -55,8 +59,39 @@ impl fmt::Debug for LibvirtDriver {
 }
 
 impl Inner {
-    /// Run blocking libvirt calls off the async executor.
+    /// Run blocking libvirt calls off the async executor, on a connection opened again first if
+    /// libvirt closed it.
     pub(crate) async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T> + Send + 'static,
+    {
+        self.call_raw(move |inner| {
+            inner.renew_if_broken()?;
+            match f(inner) {
+                Err(Error::Backend {
+                    driver,
+                    message,
+                    source,
+                }) if session::lost(&inner.conn()) => {
+                    inner.health.broken.store(true, Ordering::SeqCst);
+                    inner.health.wake.notify_one();
+                    Err(Error::Backend {
+                        driver,
+                        message: format!(
+                            "{message}: the connection to libvirt broke before libvirt answered (whether a change was made, a listing tells); it is opened again at the next call"
+                        ),
+                        source,
+                    })
+                }
+                r => r,
+            }
+        })
+        .await
+    }
+
+    /// Run blocking calls off the async executor, as they are.
+    pub(crate) async fn call_raw<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<T> + Send + 'static,
@@ -75,10 +110,11 @@ impl Inner {
 
     /// The libvirt domain `d` names (by UUID where it has one).
     pub(crate) fn lookup(&self, d: &Domain, ctx: &Context) -> Result<virt::domain::Domain> {
+        let conn = self.conn();
         let r = match (&d.uuid, d.id) {
-            (Some(u), _) => self.conn.lookup_domain_by_uuid_string(u),
-            (None, Some(id)) => self.conn.lookup_domain_by_id(id),
-            (None, None) => self.conn.lookup_domain_by_name(&d.name),
+            (Some(u), _) => conn.lookup_domain_by_uuid_string(u),
+            (None, Some(id)) => conn.lookup_domain_by_id(id),
+            (None, None) => conn.lookup_domain_by_name(&d.name),
         };
         r.map_err(|e| ctx.map(e.into()))
     }
@@ -135,38 +171,28 @@ impl LibvirtDriver {
     /// start the task that turns them into vdev events.
     pub async fn open(config: LibvirtConfig) -> Result<Self> {
         events::ensure_event_loop();
-        let uri = config.uri.clone();
-        let readonly = config.readonly;
         let (raw, _) = broadcast::channel(1024);
-        let tx = raw.clone();
-        let (conn, ids) = tokio::task::spawn_blocking(move || {
-            let c = if readonly {
-                Connect::open_read_only(Some(&uri))
-            } else {
-                Connect::open(Some(&uri))
-            }
-            .map_err(|e| backend(format!("cannot open libvirt at {uri}"), e.into()))?;
-            // A dead libvirtd is noticed within 15 s instead of at the next call.
-            // SAFETY: the connection is open.
-            unsafe { virt_sys::virConnectSetKeepAlive(c.as_ptr(), 5, 3) };
-            let ids = events::register(&c, &tx);
-            Ok::<_, Error>((c, ids))
-        })
-        .await
-        .map_err(|e| Error::backend_with(crate::NAME, "opening libvirt panicked", e))??;
+        let health = Arc::new(Health::default());
+        let (c, tx, h) = (config.clone(), raw.clone(), Arc::clone(&health));
+        let session = tokio::task::spawn_blocking(move || session::open(&c, &tx, &h))
+            .await
+            .map_err(|e| Error::backend_with(crate::NAME, "opening libvirt panicked", e))??;
         let inner = Arc::new(Inner {
-            conn,
+            session: RwLock::new(session),
+            health: Arc::clone(&health),
+            renewing: Mutex::new(()),
+            seen: Mutex::new(None),
             config,
             hub: EventHub::new(crate::NAME),
             raw,
             closed: AtomicBool::new(false),
-            callbacks: Mutex::new(ids),
             kinds: Mutex::new(HashMap::new()),
             attach_lock: tokio::sync::Mutex::new(()),
             metadata_lock: tokio::sync::Mutex::new(()),
             schemas: tokio::sync::OnceCell::new(),
         });
         tokio::spawn(translate(Arc::downgrade(&inner), inner.raw.subscribe()));
+        tokio::spawn(session::keep(Arc::downgrade(&inner), health));
         Ok(LibvirtDriver { inner })
     }
 }
@@ -206,6 +232,22 @@ async fn translate(inner: std::sync::Weak<Inner>, mut rx: broadcast::Receiver<Ar
             )
             .await;
         }
+        if let (Some(uuid), Ok(mut seen)) = (&ev.domain.uuid, inner.seen.lock()) {
+            if let Some(seen) = seen.as_mut() {
+                let entry = seen
+                    .entry(uuid.clone())
+                    .or_insert_with(|| (ev.domain.clone(), Default::default()));
+                match ev.kind {
+                    RawKind::Added => {
+                        entry.1.insert((kind, ev.alias.clone()));
+                    }
+                    RawKind::Removed => {
+                        entry.1.remove(&(kind, ev.alias.clone()));
+                    }
+                    _ => {}
+                }
+            }
+        }
         if let Some(e) = events::device_event(&ev, kind) {
             inner.hub.send(e);
         }
@@ -226,7 +268,7 @@ impl Driver for LibvirtDriver {
         self.inner
             .call(|inner| {
                 let all = inner
-                    .conn
+                    .conn()
                     .list_all_domains(0)
                     .map_err(|e| backend("listing the domains failed", e.into()))?;
                 let mut v = Vec::with_capacity(all.len());
@@ -251,10 +293,11 @@ impl Driver for LibvirtDriver {
         self.inner
             .call(move |inner| {
                 let ctx = Context::new("look up the domain", &key.to_string());
+                let conn = inner.conn();
                 let d = match &key {
-                    DomainKey::Id(id) => inner.conn.lookup_domain_by_id(*id),
-                    DomainKey::Uuid(u) => inner.conn.lookup_domain_by_uuid_string(u),
-                    DomainKey::Name(n) => inner.conn.lookup_domain_by_name(n),
+                    DomainKey::Id(id) => conn.lookup_domain_by_id(*id),
+                    DomainKey::Uuid(u) => conn.lookup_domain_by_uuid_string(u),
+                    DomainKey::Name(n) => conn.lookup_domain_by_name(n),
                 }
                 .map_err(|e| ctx.map(e.into()))?;
                 to_domain(&d).map_err(|e| ctx.map(e))
@@ -270,7 +313,7 @@ impl Driver for LibvirtDriver {
                 let caps = inner
                     .call(|inner| {
                         Ok(inner
-                            .conn
+                            .conn()
                             .domain_capabilities(None, None, None, None, 0)
                             .map(|x| schema::parse_caps(&x))
                             .unwrap_or_else(|e| {
@@ -342,7 +385,20 @@ impl Driver for LibvirtDriver {
     }
 
     async fn events(&self) -> Result<EventStream> {
-        Ok(self.inner.hub.subscribe())
+        let stream = self.inner.hub.subscribe();
+        let watched = self.inner.seen.lock().expect("not poisoned").is_some();
+        if !watched {
+            // What is there now, for the differences after libvirtd comes back.
+            let seen = self
+                .inner
+                .call(|inner| session::survey(&inner.conn()))
+                .await?;
+            let mut slot = self.inner.seen.lock().expect("not poisoned");
+            if slot.is_none() {
+                *slot = Some(seen);
+            }
+        }
+        Ok(stream)
     }
 
     async fn close(&self) -> Result<()> {
@@ -350,16 +406,23 @@ impl Driver for LibvirtDriver {
             return Ok(());
         }
         self.inner.hub.close();
-        let ids = std::mem::take(&mut *self.inner.callbacks.lock().expect("not poisoned"));
+        self.inner.health.wake.notify_one();
         let inner = Arc::clone(&self.inner);
-        let _ = tokio::task::spawn_blocking(move || events::deregister(&inner.conn, &ids)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            let mut s = inner.session.write().expect("not poisoned");
+            let ids = std::mem::take(&mut s.callbacks);
+            events::deregister(&s.conn, &ids);
+        })
+        .await;
         Ok(())
     }
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        let ids = std::mem::take(self.callbacks.get_mut().expect("not poisoned"));
-        events::deregister(&self.conn, &ids);
+        if let Ok(s) = self.session.get_mut() {
+            let ids = std::mem::take(&mut s.callbacks);
+            events::deregister(&s.conn, &ids);
+        }
     }
 }

@@ -10,6 +10,7 @@ mod events;
 mod listing;
 mod metadata;
 mod schema;
+mod session;
 mod xml;
 
 pub use config::LibvirtConfig;

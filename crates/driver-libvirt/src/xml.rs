@@ -170,7 +170,7 @@ fn escape(v: &str) -> String {
 }
 
 /// Which kind of device an element is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Kind {
     Disk,
     Nic,

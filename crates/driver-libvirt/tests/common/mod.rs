@@ -246,6 +246,23 @@ impl Libvirtd {
         self.child.id()
     }
 
+    /// Whether libvirtd has a request it has not read yet (bytes waiting in one of its sockets,
+    /// as `ss` shows them): a call is under way.
+    pub fn has_unread_request(&self) -> bool {
+        let out = Command::new("ss")
+            .args(["-xnp"])
+            .output()
+            .expect("ss (iproute2) runs");
+        let me = format!("pid={},", self.pid());
+        String::from_utf8_lossy(&out.stdout).lines().any(|l| {
+            l.contains(&me)
+                && l.split_whitespace()
+                    .nth(2)
+                    .and_then(|q| q.parse::<u64>().ok())
+                    .is_some_and(|q| q > 0)
+        })
+    }
+
     /// The pids of the QEMUs this libvirtd runs (from their pid files).
     fn qemu_pids(&self) -> Vec<i32> {
         let run = self.dir.path().join("ns/run/libvirt/qemu");
