@@ -39,6 +39,8 @@ pkg-config --exists libvirt 2>/dev/null || need+=(libvirt-dev)
 [ -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ] \
     || need+=(libvirt-daemon-driver-qemu)
 command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
+# libvirt's ssh transport runs `nc -U SOCKET` at the far end to reach a libvirtd's own socket.
+command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 if [ ${#need[@]} -gt 0 ]; then
     update
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -47,4 +49,5 @@ fi
 command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null \
     && command -v valgrind >/dev/null && command -v pkg-config >/dev/null \
     && [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ss >/dev/null \
-    && pkg-config --exists libvirt && [ -x /usr/sbin/libvirtd ] && command -v virsh >/dev/null
+    && pkg-config --exists libvirt && [ -x /usr/sbin/libvirtd ] && command -v virsh >/dev/null \
+    && command -v nc >/dev/null
