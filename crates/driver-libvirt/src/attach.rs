@@ -8,7 +8,7 @@ use vdev_core::{
     DeviceTypeSchema, Domain, Error, Result, Scope, BOOL_SPELLINGS,
 };
 
-use crate::driver::{affect, Inner};
+use crate::driver::Inner;
 use crate::error::Context;
 use crate::listing::Definitions;
 use crate::xml::{self, DomXml, El, Kind};
@@ -289,8 +289,7 @@ pub(crate) async fn attach(
         .call(move |inner| {
             let mut ctx = Context::new("attach", &d.name);
             let dom = inner.lookup(&d, &ctx)?;
-            let defs = Definitions::read(&dom, &ctx)?;
-            let flags = affect(scope, defs.live.is_some());
+            let (defs, flags) = Definitions::read_for(&dom, &ctx, scope)?;
             let defs_touched = touched(&defs, flags);
             match plan.kind {
                 Kind::Disk => {
@@ -446,8 +445,7 @@ pub(crate) async fn update(
         .call(move |inner| {
             let ctx = Context::new("update", &d.name).device(t2.as_str(), r.as_str());
             let dom = inner.lookup(&d, &ctx)?;
-            let defs = Definitions::read(&dom, &ctx)?;
-            let mut flags = affect(scope, defs.live.is_some());
+            let (defs, mut flags) = Definitions::read_for(&dom, &ctx, scope)?;
             let def = if flags & LIVE != 0 { defs.live.as_ref() } else { defs.stored.as_ref() };
             let dev = def
                 .into_iter()

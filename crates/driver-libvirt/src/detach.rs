@@ -14,7 +14,7 @@ use tokio::sync::broadcast;
 use tokio::time::Instant;
 use vdev_core::{DetachOptions, DeviceEvent, DeviceRef, DeviceType, Domain, Error, Result};
 
-use crate::driver::{affect, Inner};
+use crate::driver::Inner;
 use crate::error::{Context, LibvirtError};
 use crate::events::{RawEvent, RawKind};
 use crate::listing::Definitions;
@@ -81,8 +81,7 @@ pub(crate) async fn detach(
         .call(move |inner| {
             let ctx = Context::new("detach", &d.name).device(t2.as_str(), r.as_str());
             let dom = inner.lookup(&d, &ctx)?;
-            let defs = Definitions::read(&dom, &ctx)?;
-            let flags = affect(scope, defs.live.is_some());
+            let (defs, flags) = Definitions::read_for(&dom, &ctx, scope)?;
             let find = |x: Option<&xml::DomXml>| {
                 x.and_then(|x| {
                     x.devices

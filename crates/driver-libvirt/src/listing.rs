@@ -47,6 +47,38 @@ impl Definitions {
         })
     }
 
+    /// Read what a change of `scope` touches, and its `VIR_DOMAIN_AFFECT_*` flags: the live
+    /// XML (which tells whether the domain runs), and the stored XML only when the change goes
+    /// there too (one round trip fewer for a live change).
+    pub(crate) fn read_for(
+        d: &virt::domain::Domain,
+        ctx: &Context,
+        scope: Option<vdev_core::Scope>,
+    ) -> Result<(Self, u32)> {
+        let map = |e: virt::error::Error| ctx.map(e.into());
+        let current = xml::parse_domain(&d.xml_desc(0).map_err(map)?)?;
+        let flags = crate::driver::affect(scope, current.running);
+        if !current.running {
+            let defs = Definitions {
+                live: None,
+                stored: Some(current),
+            };
+            return Ok((defs, flags));
+        }
+        let stored = if flags & virt_sys::VIR_DOMAIN_AFFECT_CONFIG != 0 {
+            Some(xml::parse_domain(
+                &d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).map_err(map)?,
+            )?)
+        } else {
+            None
+        };
+        let defs = Definitions {
+            live: Some(current),
+            stored,
+        };
+        Ok((defs, flags))
+    }
+
     /// The pending records of devices no longer in the live definition.
     pub(crate) fn stale_pending(&self) -> Vec<(Kind, String)> {
         let Some(live) = &self.live else {

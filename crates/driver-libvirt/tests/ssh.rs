@@ -55,11 +55,7 @@ fn remote() -> Option<Remote> {
         sshd.key.display(),
         wrapper.display()
     );
-    Some(Remote {
-        lv,
-        sshd,
-        uri,
-    })
+    Some(Remote { lv, sshd, uri })
 }
 
 async fn setup() -> Option<Harness> {
@@ -115,5 +111,9 @@ async fn the_connection_goes_through_sshd() {
     let a = over_ssh.domain("kit").await.expect("over ssh");
     let b = local.domain("kit").await.expect("local");
     assert_eq!(a, b);
-    assert!(r.sshd.log().contains("Accepted publickey"), "{}", r.sshd.log());
+    assert!(
+        r.sshd.log().contains("Accepted publickey"),
+        "{}",
+        r.sshd.log()
+    );
 }
