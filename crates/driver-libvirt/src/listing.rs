@@ -98,24 +98,29 @@ impl Definitions {
             .collect()
     }
 
-    /// Every device, merged: (device, scope attribute, state).
+    /// Every device, merged: (device, scope attribute, state). A device is matched between the
+    /// definitions by its identity (user alias, else target or MAC), through a set: listing
+    /// stays linear in the number of devices.
     pub(crate) fn devices(&self) -> Vec<(&DevXml, &'static str, DeviceState)> {
+        use std::collections::HashSet;
+        fn ids(x: Option<&DomXml>) -> HashSet<(Kind, &str)> {
+            x.map(|x| x.devices.iter().map(|d| (d.kind, d.identity())).collect())
+                .unwrap_or_default()
+        }
+        let (in_live, in_stored) = (ids(self.live.as_ref()), ids(self.stored.as_ref()));
         let mut out = Vec::new();
-        let pending = self
-            .live
-            .as_ref()
-            .map(|l| l.removals.as_slice())
-            .unwrap_or(&[]);
         if let Some(live) = &self.live {
+            let pending: HashSet<(&str, &str)> = live
+                .removals
+                .iter()
+                .filter(|r| !r.gone)
+                .map(|r| (r.device_type.as_str(), r.reference.as_str()))
+                .collect();
             for dev in &live.devices {
-                let stored = self
-                    .stored
-                    .as_ref()
-                    .is_some_and(|s| s.devices.iter().any(|x| x.same_as(dev)));
+                let stored = in_stored.contains(&(dev.kind, dev.identity()));
                 let t = dev.kind.device_type();
-                let is_pending = pending.iter().any(|r| {
-                    !r.gone && r.device_type == t.as_str() && dev.answers_to(&r.reference)
-                });
+                let is_pending = pending.contains(&(t.as_str(), dev.reference()))
+                    || pending.contains(&(t.as_str(), dev.key.as_str()));
                 let state = if is_pending {
                     DeviceState::RemovalPending
                 } else {
@@ -126,11 +131,7 @@ impl Definitions {
         }
         if let Some(stored) = &self.stored {
             for dev in &stored.devices {
-                let live = self
-                    .live
-                    .as_ref()
-                    .is_some_and(|l| l.devices.iter().any(|x| x.same_as(dev)));
-                if !live {
+                if !in_live.contains(&(dev.kind, dev.identity())) {
                     out.push((dev, "persistent", DeviceState::Unknown(CONFIGURED.into())));
                 }
             }

@@ -170,7 +170,7 @@ fn escape(v: &str) -> String {
 }
 
 /// Which kind of device an element is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub(crate) enum Kind {
     Disk,
     Nic,
@@ -227,13 +227,13 @@ impl DevXml {
             .map(|(_, v)| v.as_str())
     }
 
-    /// Whether `other` (from the other definition) is the same device.
-    pub(crate) fn same_as(&self, other: &DevXml) -> bool {
-        self.kind == other.kind
-            && match (&self.alias, &other.alias) {
-                (Some(a), Some(b)) if is_user_alias(a) || is_user_alias(b) => a == b,
-                _ => self.key == other.key,
-            }
+    /// What names the device in both definitions: its user alias, else its key (libvirt's own
+    /// aliases are not kept in the stored definition).
+    pub(crate) fn identity(&self) -> &str {
+        match &self.alias {
+            Some(a) if is_user_alias(a) => a,
+            _ => &self.key,
+        }
     }
 }
 
