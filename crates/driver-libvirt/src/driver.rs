@@ -32,6 +32,11 @@ pub(crate) struct Inner {
     pub health: Arc<Health>,
     /// Renewals of the connection, one at a time.
     pub renewing: Mutex<()>,
+    /// Whether the device events are registered (see [`Inner::ensure_events`]).
+    pub events_on: AtomicBool,
+    /// Domains looked up, by UUID: a handle is a local object, and asking for it again is a
+    /// round trip. Emptied when the connection is renewed.
+    pub handles: Mutex<HashMap<String, virt::domain::Domain>>,
     /// What a watcher of events has seen, for the differences after a renewal (`None` until
     /// events are asked for).
     pub seen: Mutex<Option<Seen>>,
@@ -110,13 +115,58 @@ impl Inner {
 
     /// The libvirt domain `d` names (by UUID where it has one).
     pub(crate) fn lookup(&self, d: &Domain, ctx: &Context) -> Result<virt::domain::Domain> {
+        if let Some(h) = d
+            .uuid
+            .as_ref()
+            .and_then(|u| self.handles.lock().ok()?.get(u).cloned())
+        {
+            return Ok(h);
+        }
         let conn = self.conn();
         let r = match (&d.uuid, d.id) {
             (Some(u), _) => conn.lookup_domain_by_uuid_string(u),
             (None, Some(id)) => conn.lookup_domain_by_id(id),
             (None, None) => conn.lookup_domain_by_name(&d.name),
         };
-        r.map_err(|e| ctx.map(e.into()))
+        let h = r.map_err(|e| ctx.map(e.into()))?;
+        if let Some(u) = &d.uuid {
+            self.keep_handle(u, &h);
+        }
+        Ok(h)
+    }
+
+    /// The schemas, from libvirt's domain capabilities (asked once per connection: at open, in
+    /// the background, so that a one-shot command does not wait for it).
+    pub(crate) async fn schemas(self: &Arc<Self>) -> Result<Vec<DeviceTypeSchema>> {
+        let inner = Arc::clone(self);
+        self.schemas
+            .get_or_try_init(|| async move {
+                let caps = inner
+                    .call(|inner| {
+                        Ok(inner
+                            .conn()
+                            .domain_capabilities(None, None, None, None, 0)
+                            .map(|x| schema::parse_caps(&x))
+                            .unwrap_or_else(|e| {
+                                tracing::debug!(error = %e, "no domain capabilities: the schema names no sets");
+                                DomainCaps::default()
+                            }))
+                    })
+                    .await?;
+                Ok(schema::schemas(&caps))
+            })
+            .await
+            .cloned()
+    }
+
+    /// Keep a domain's handle for the next operations on it (a bounded number of them).
+    pub(crate) fn keep_handle(&self, uuid: &str, h: &virt::domain::Domain) {
+        if let Ok(mut m) = self.handles.lock() {
+            if m.len() >= 256 {
+                m.clear();
+            }
+            m.insert(uuid.to_owned(), h.clone());
+        }
     }
 
     pub(crate) fn remember(&self, alias: &str, kind: Kind) {
@@ -174,13 +224,15 @@ impl LibvirtDriver {
         let (raw, _) = broadcast::channel(1024);
         let health = Arc::new(Health::default());
         let (c, tx, h) = (config.clone(), raw.clone(), Arc::clone(&health));
-        let session = tokio::task::spawn_blocking(move || session::open(&c, &tx, &h))
+        let session = tokio::task::spawn_blocking(move || session::open(&c, &tx, &h, false))
             .await
             .map_err(|e| Error::backend_with(crate::NAME, "opening libvirt panicked", e))??;
         let inner = Arc::new(Inner {
             session: RwLock::new(session),
             health: Arc::clone(&health),
             renewing: Mutex::new(()),
+            events_on: AtomicBool::new(false),
+            handles: Mutex::new(HashMap::new()),
             seen: Mutex::new(None),
             config,
             hub: EventHub::new(crate::NAME),
@@ -193,6 +245,10 @@ impl LibvirtDriver {
         });
         tokio::spawn(translate(Arc::downgrade(&inner), inner.raw.subscribe()));
         tokio::spawn(session::keep(Arc::downgrade(&inner), health));
+        let early = Arc::clone(&inner);
+        tokio::spawn(async move {
+            let _ = early.schemas().await;
+        });
         Ok(LibvirtDriver { inner })
     }
 }
@@ -300,32 +356,17 @@ impl Driver for LibvirtDriver {
                     DomainKey::Name(n) => conn.lookup_domain_by_name(n),
                 }
                 .map_err(|e| ctx.map(e.into()))?;
-                to_domain(&d).map_err(|e| ctx.map(e))
+                let domain = to_domain(&d).map_err(|e| ctx.map(e))?;
+                if let Some(u) = &domain.uuid {
+                    inner.keep_handle(u, &d);
+                }
+                Ok(domain)
             })
             .await
     }
 
     async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {
-        let inner = Arc::clone(&self.inner);
-        self.inner
-            .schemas
-            .get_or_try_init(|| async move {
-                let caps = inner
-                    .call(|inner| {
-                        Ok(inner
-                            .conn()
-                            .domain_capabilities(None, None, None, None, 0)
-                            .map(|x| schema::parse_caps(&x))
-                            .unwrap_or_else(|e| {
-                                tracing::debug!(error = %e, "no domain capabilities: the schema names no sets");
-                                DomainCaps::default()
-                            }))
-                    })
-                    .await?;
-                Ok(schema::schemas(&caps))
-            })
-            .await
-            .cloned()
+        self.inner.schemas().await
     }
 
     async fn list_devices(
@@ -386,6 +427,12 @@ impl Driver for LibvirtDriver {
 
     async fn events(&self) -> Result<EventStream> {
         let stream = self.inner.hub.subscribe();
+        self.inner
+            .call(|inner| {
+                inner.ensure_events();
+                Ok(())
+            })
+            .await?;
         let watched = self.inner.seen.lock().expect("not poisoned").is_some();
         if !watched {
             // What is there now, for the differences after libvirtd comes back.

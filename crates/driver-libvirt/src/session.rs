@@ -60,12 +60,13 @@ unsafe extern "C" fn free_health(opaque: *mut c_void) {
     }
 }
 
-/// Open libvirt (read-only when asked), with keepalive, the device event callbacks and the
-/// close callback. Blocking.
+/// Open libvirt (read-only when asked) with the close callback, and, `with_events`, keepalive
+/// and the device event callbacks (see [`Inner::ensure_events`]). Blocking.
 pub(crate) fn open(
     config: &LibvirtConfig,
     tx: &broadcast::Sender<Arc<RawEvent>>,
     health: &Arc<Health>,
+    with_events: bool,
 ) -> Result<Session> {
     let uri = &config.uri;
     let conn = if config.readonly {
@@ -77,8 +78,6 @@ pub(crate) fn open(
     // SAFETY: the connection is open; the opaque is owned by libvirt from here and freed with
     // `free_health` when the connection goes.
     unsafe {
-        // A dead libvirtd is noticed within 15 s even without a call.
-        sys::virConnectSetKeepAlive(conn.as_ptr(), 5, 3);
         let generation = health.generation.fetch_add(1, Ordering::SeqCst) + 1;
         let opaque = Box::into_raw(Box::new(CloseWatch {
             health: Arc::clone(health),
@@ -94,9 +93,25 @@ pub(crate) fn open(
             free_health(opaque as *mut c_void);
         }
     }
-    let callbacks = events::register(&conn, tx);
+    let mut session = Session {
+        conn,
+        callbacks: Vec::new(),
+    };
+    if with_events {
+        session.listen(tx);
+    }
     health.broken.store(false, Ordering::SeqCst);
-    Ok(Session { conn, callbacks })
+    Ok(session)
+}
+
+impl Session {
+    /// Register the device event callbacks and keepalive (a dead libvirtd is then noticed
+    /// within 15 s even without a call). Blocking: a few round trips.
+    fn listen(&mut self, tx: &broadcast::Sender<Arc<RawEvent>>) {
+        // SAFETY: the connection is open.
+        unsafe { sys::virConnectSetKeepAlive(self.conn.as_ptr(), 5, 3) };
+        self.callbacks = events::register(&self.conn, tx);
+    }
 }
 
 /// Whether a failed call's connection is gone (libvirt's own, local check).
@@ -110,6 +125,20 @@ impl Inner {
         self.session.read().expect("not poisoned").conn.clone()
     }
 
+    /// Register libvirt's device events on the connection, once: what watchers and detach
+    /// waits need, and what a one-shot listing or attach does without (their round trips are
+    /// saved). Blocking.
+    pub(crate) fn ensure_events(&self) {
+        if self.events_on.load(Ordering::SeqCst) {
+            return;
+        }
+        let mut s = self.session.write().expect("not poisoned");
+        if !self.events_on.load(Ordering::SeqCst) {
+            s.listen(&self.raw);
+            self.events_on.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// Open the connection again if it broke. Blocking; one at a time.
     pub(crate) fn renew_if_broken(&self) -> Result<()> {
         if !self.health.broken.load(Ordering::SeqCst) {
@@ -119,7 +148,8 @@ impl Inner {
         if !self.health.broken.load(Ordering::SeqCst) {
             return Ok(());
         }
-        let fresh = open(&self.config, &self.raw, &self.health).map_err(|e| {
+        let with_events = self.events_on.load(Ordering::SeqCst);
+        let fresh = open(&self.config, &self.raw, &self.health, with_events).map_err(|e| {
             Error::backend_with(
                 crate::NAME,
                 "the connection to libvirt broke and cannot be opened again yet; retry",
@@ -128,6 +158,7 @@ impl Inner {
         })?;
         tracing::debug!("libvirt connection opened again");
         let old = std::mem::replace(&mut *self.session.write().expect("not poisoned"), fresh);
+        self.handles.lock().expect("not poisoned").clear();
         // The old connection's callbacks went with it.
         drop(old);
         Ok(())
