@@ -457,7 +457,7 @@ pub(crate) async fn update(
                     device_type: t2.to_string(),
                     reference: r.to_string(),
                 })?;
-            let mut el = dev.el.clone();
+            let mut el = dev.el()?;
             match kind {
                 Kind::Disk => {
                     let medium = a.get("source").is_some() || a.get("format").is_some();

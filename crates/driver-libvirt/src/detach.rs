@@ -138,7 +138,7 @@ pub(crate) async fn detach(
                 let done = match &dev.alias {
                     Some(a) if xml::is_user_alias(a) => detach_alias(&dom, a, CONFIG),
                     _ => dom
-                        .detach_device_flags(&dev.el.to_xml(), CONFIG)
+                        .detach_device_flags(dev.xml(), CONFIG)
                         .map_err(LibvirtError::from),
                 };
                 done.map_err(|e| ctx.map(e))?;

@@ -101,52 +101,82 @@ impl Definitions {
     /// Every device, merged: (device, scope attribute, state). A device is matched between the
     /// definitions by its identity (user alias, else target or MAC), through a set: listing
     /// stays linear in the number of devices.
-    pub(crate) fn devices(&self) -> Vec<(&DevXml, &'static str, DeviceState)> {
+    pub(crate) fn into_devices(self) -> Vec<(DevXml, &'static str, DeviceState)> {
         use std::collections::HashSet;
         fn ids(x: Option<&DomXml>) -> HashSet<(Kind, &str)> {
             x.map(|x| x.devices.iter().map(|d| (d.kind, d.identity())).collect())
                 .unwrap_or_default()
         }
-        let (in_live, in_stored) = (ids(self.live.as_ref()), ids(self.stored.as_ref()));
-        let mut out = Vec::new();
-        if let Some(live) = &self.live {
-            let pending: HashSet<(&str, &str)> = live
-                .removals
-                .iter()
-                .filter(|r| !r.gone)
-                .map(|r| (r.device_type.as_str(), r.reference.as_str()))
-                .collect();
-            for dev in &live.devices {
-                let stored = in_stored.contains(&(dev.kind, dev.identity()));
-                let t = dev.kind.device_type();
-                let is_pending = pending.contains(&(t.as_str(), dev.reference()))
-                    || pending.contains(&(t.as_str(), dev.key.as_str()));
-                let state = if is_pending {
-                    DeviceState::RemovalPending
-                } else {
-                    DeviceState::Connected
-                };
-                out.push((dev, if stored { "both" } else { "live" }, state));
+        // What each device is, decided on the borrowed definitions: (from the live one, index).
+        let mut decided: Vec<(bool, usize, &'static str, DeviceState)> = Vec::new();
+        {
+            let (in_live, in_stored) = (ids(self.live.as_ref()), ids(self.stored.as_ref()));
+            if let Some(live) = &self.live {
+                let pending: HashSet<(&str, &str)> = live
+                    .removals
+                    .iter()
+                    .filter(|r| !r.gone)
+                    .map(|r| (r.device_type.as_str(), r.reference.as_str()))
+                    .collect();
+                for (i, dev) in live.devices.iter().enumerate() {
+                    let stored = in_stored.contains(&(dev.kind, dev.identity()));
+                    let t = dev.kind.device_type();
+                    let is_pending = pending.contains(&(t.as_str(), dev.reference()))
+                        || pending.contains(&(t.as_str(), dev.key.as_str()));
+                    let state = if is_pending {
+                        DeviceState::RemovalPending
+                    } else {
+                        DeviceState::Connected
+                    };
+                    decided.push((true, i, if stored { "both" } else { "live" }, state));
+                }
             }
-        }
-        if let Some(stored) = &self.stored {
-            for dev in &stored.devices {
-                if !in_live.contains(&(dev.kind, dev.identity())) {
-                    out.push((dev, "persistent", DeviceState::Unknown(CONFIGURED.into())));
+            if let Some(stored) = &self.stored {
+                for (i, dev) in stored.devices.iter().enumerate() {
+                    if !in_live.contains(&(dev.kind, dev.identity())) {
+                        let state = DeviceState::Unknown(CONFIGURED.into());
+                        decided.push((false, i, "persistent", state));
+                    }
                 }
             }
         }
-        out
+        let mut live: Vec<Option<DevXml>> = self
+            .live
+            .map(|x| x.devices.into_iter().map(Some).collect())
+            .unwrap_or_default();
+        let mut stored: Vec<Option<DevXml>> = self
+            .stored
+            .map(|x| x.devices.into_iter().map(Some).collect())
+            .unwrap_or_default();
+        decided
+            .into_iter()
+            .filter_map(|(from_live, i, scope, state)| {
+                let dev = if from_live {
+                    live[i].take()
+                } else {
+                    stored[i].take()
+                }?;
+                Some((dev, scope, state))
+            })
+            .collect()
     }
 }
 
-fn to_device(dev: &DevXml, scope: &str, state: DeviceState) -> Option<Device> {
+fn to_device(dev: DevXml, scope: &'static str, state: DeviceState) -> Option<Device> {
     let reference = DeviceRef::new(dev.reference().to_owned()).ok()?;
-    let mut pairs: Vec<(String, String)> = dev.attrs.clone();
-    pairs.push(("scope".into(), scope.into()));
+    use std::borrow::Cow;
+    let kind = dev.kind;
+    let pairs = dev
+        .attrs
+        .into_iter()
+        .map(|(k, v)| (Cow::Borrowed(k), Cow::Owned(v)))
+        .chain(std::iter::once((
+            Cow::Borrowed("scope"),
+            Cow::Borrowed(scope),
+        )));
     let attributes = Attributes::from_pairs(pairs).ok()?;
     Some(Device {
-        device_type: dev.kind.device_type(),
+        device_type: kind.device_type(),
         reference,
         state,
         attributes,
@@ -174,12 +204,18 @@ pub(crate) async fn list(
             let ctx = Context::new("list devices", &domain.name);
             let d = inner.lookup(&domain, &ctx)?;
             let defs = Definitions::read(&d, &ctx)?;
+            let stale = defs.stale_pending();
             let mut v: Vec<Device> = defs
-                .devices()
+                .into_devices()
                 .into_iter()
                 .filter(|(dev, _, _)| want.is_none_or(|k| dev.kind == k))
                 .filter_map(|(dev, scope, state)| {
-                    if let Some(a) = &dev.alias {
+                    // Aliases whose type their name does not tell, for events about them.
+                    if let Some(a) = dev
+                        .alias
+                        .as_ref()
+                        .filter(|a| crate::events::kind_of_alias(a).is_none())
+                    {
                         inner.remember(a, dev.kind);
                     }
                     to_device(dev, scope, state)
@@ -187,7 +223,7 @@ pub(crate) async fn list(
                 .collect();
             v.sort_by(|a, b| (&a.device_type, &a.reference).cmp(&(&b.device_type, &b.reference)));
             v.dedup_by(|a, b| a.device_type == b.device_type && a.reference == b.reference);
-            Ok((v, defs.stale_pending()))
+            Ok((v, stale))
         })
         .await
         .map(|(v, stale)| {

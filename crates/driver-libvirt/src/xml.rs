@@ -204,15 +204,34 @@ pub(crate) struct DevXml {
     /// target dev, a NIC's MAC.
     pub key: String,
     /// The listed attributes.
-    pub attrs: Vec<(String, String)>,
-    /// The element, for detach and update.
-    pub el: El,
+    pub attrs: Vec<(&'static str, String)>,
+    /// The domain XML it was read from, and where in it the element is: the element is made
+    /// only when a detach or update needs it ([`DevXml::xml`], [`DevXml::el`]).
+    pub text: std::sync::Arc<str>,
+    pub range: std::ops::Range<usize>,
 }
 
 impl DevXml {
     /// The device's reference: its alias, else its key.
     pub(crate) fn reference(&self) -> &str {
         self.alias.as_deref().unwrap_or(&self.key)
+    }
+
+    /// The element's XML, as libvirt wrote it.
+    pub(crate) fn xml(&self) -> &str {
+        &self.text[self.range.clone()]
+    }
+
+    /// The element, to change and write again.
+    pub(crate) fn el(&self) -> Result<El> {
+        let doc = roxmltree::Document::parse(self.xml()).map_err(|e| {
+            Error::backend_with(
+                crate::NAME,
+                "a device element of libvirt's XML does not parse alone",
+                e,
+            )
+        })?;
+        Ok(El::from_node(doc.root_element()))
     }
 
     /// Whether `r` names this device (by alias or key).
@@ -223,7 +242,7 @@ impl DevXml {
     pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.attrs
             .iter()
-            .find(|(n, _)| n == name)
+            .find(|(n, _)| *n == name)
             .map(|(_, v)| v.as_str())
     }
 
@@ -269,6 +288,7 @@ pub(crate) fn parse_domain(xml: &str) -> Result<DomXml> {
             e,
         )
     })?;
+    let text: std::sync::Arc<str> = xml.into();
     let root = doc.root_element();
     let mut d = DomXml {
         running: root.attribute("id").is_some_and(|id| id != "-1"),
@@ -282,19 +302,11 @@ pub(crate) fn parse_domain(xml: &str) -> Result<DomXml> {
                 for n in top.children().filter(|n| n.is_element()) {
                     match n.tag_name().name() {
                         "disk" => {
-                            let dev = disk(n);
-                            if let Some(a) = child(n, "address").filter(|a| {
-                                a.attribute("type") == Some("drive")
-                                    && dev.get("bus") == Some("scsi")
-                            }) {
-                                let num = |k| a.attribute(k).and_then(|v| v.parse().ok());
-                                if let (Some(c), Some(u)) = (num("controller"), num("unit")) {
-                                    d.scsi_units.insert((c, u));
-                                }
-                            }
+                            let (dev, unit) = disk(n, &text);
+                            d.scsi_units.extend(unit);
                             d.devices.push(dev);
                         }
-                        "interface" => d.devices.push(nic(n)),
+                        "interface" => d.devices.push(nic(n, &text)),
                         "controller" if n.attribute("type") == Some("scsi") => {
                             if let Some(i) = n.attribute("index").and_then(|v| v.parse().ok()) {
                                 d.scsi_controllers.push(i);
@@ -311,29 +323,57 @@ pub(crate) fn parse_domain(xml: &str) -> Result<DomXml> {
     Ok(d)
 }
 
-fn child<'a, 'i>(n: roxmltree::Node<'a, 'i>, name: &str) -> Option<roxmltree::Node<'a, 'i>> {
-    n.children()
-        .find(|c| c.is_element() && c.tag_name().name() == name)
+/// The children of a device element vdev reads, found in one pass.
+#[derive(Default)]
+struct Parts<'a, 'i> {
+    source: Option<roxmltree::Node<'a, 'i>>,
+    target: Option<roxmltree::Node<'a, 'i>>,
+    driver: Option<roxmltree::Node<'a, 'i>>,
+    readonly: bool,
+    serial: Option<roxmltree::Node<'a, 'i>>,
+    alias: Option<roxmltree::Node<'a, 'i>>,
+    address: Option<roxmltree::Node<'a, 'i>>,
+    mac: Option<roxmltree::Node<'a, 'i>>,
+    model: Option<roxmltree::Node<'a, 'i>>,
+    link: Option<roxmltree::Node<'a, 'i>>,
 }
 
-fn alias_of(n: roxmltree::Node<'_, '_>) -> Option<String> {
-    child(n, "alias")
-        .and_then(|a| a.attribute("name"))
-        .map(str::to_owned)
+fn parts<'a, 'i>(n: roxmltree::Node<'a, 'i>) -> Parts<'a, 'i> {
+    let mut p = Parts::default();
+    for c in n.children().filter(|c| c.is_element()) {
+        let slot = match c.tag_name().name() {
+            "source" => &mut p.source,
+            "target" => &mut p.target,
+            "driver" => &mut p.driver,
+            "serial" => &mut p.serial,
+            "alias" => &mut p.alias,
+            "address" => &mut p.address,
+            "mac" => &mut p.mac,
+            "model" => &mut p.model,
+            "link" => &mut p.link,
+            "readonly" => {
+                p.readonly = true;
+                continue;
+            }
+            _ => continue,
+        };
+        slot.get_or_insert(c);
+    }
+    p
 }
 
-fn disk(n: roxmltree::Node<'_, '_>) -> DevXml {
-    let mut attrs = Vec::new();
-    let mut put = |k: &str, v: Option<&str>| {
+/// A disk, and its SCSI (controller, unit) where it has a drive address on a SCSI bus.
+fn disk(n: roxmltree::Node<'_, '_>, text: &std::sync::Arc<str>) -> (DevXml, Option<(u32, u32)>) {
+    let p = parts(n);
+    let mut attrs = Vec::with_capacity(10);
+    let mut put = |k: &'static str, v: Option<&str>| {
         if let Some(v) = v {
-            attrs.push((k.to_owned(), v.to_owned()));
+            attrs.push((k, v.to_owned()));
         }
     };
-    let source = child(n, "source");
-    let target = child(n, "target");
     put(
         "source",
-        source.and_then(|s| {
+        p.source.and_then(|s| {
             s.attribute("file")
                 .or_else(|| s.attribute("dev"))
                 .or_else(|| s.attribute("name"))
@@ -341,76 +381,67 @@ fn disk(n: roxmltree::Node<'_, '_>) -> DevXml {
         }),
     );
     put("type", n.attribute("type"));
-    put(
-        "format",
-        child(n, "driver").and_then(|d| d.attribute("type")),
-    );
+    put("format", p.driver.and_then(|d| d.attribute("type")));
     put("media", n.attribute("device"));
-    put("bus", target.and_then(|t| t.attribute("bus")));
-    put("target", target.and_then(|t| t.attribute("dev")));
-    put(
-        "readonly",
-        Some(if child(n, "readonly").is_some() {
-            "true"
-        } else {
-            "false"
-        }),
-    );
-    put("serial", child(n, "serial").and_then(|s| s.text()));
+    let bus = p.target.and_then(|t| t.attribute("bus"));
+    put("bus", bus);
+    let target = p.target.and_then(|t| t.attribute("dev"));
+    put("target", target);
+    put("readonly", Some(if p.readonly { "true" } else { "false" }));
+    put("serial", p.serial.and_then(|s| s.text()));
     if n.attribute("device") == Some("cdrom") {
-        put("tray", target.and_then(|t| t.attribute("tray")));
+        put("tray", p.target.and_then(|t| t.attribute("tray")));
     }
-    let key = target
-        .and_then(|t| t.attribute("dev"))
-        .unwrap_or_default()
-        .to_owned();
-    DevXml {
+    let unit = p
+        .address
+        .filter(|a| a.attribute("type") == Some("drive") && bus == Some("scsi"))
+        .and_then(|a| {
+            let num = |k| a.attribute(k).and_then(|v: &str| v.parse().ok());
+            Some((num("controller")?, num("unit")?))
+        });
+    let dev = DevXml {
         kind: Kind::Disk,
-        alias: alias_of(n),
-        key,
+        alias: p.alias.and_then(|a| a.attribute("name")).map(str::to_owned),
+        key: target.unwrap_or_default().to_owned(),
         attrs,
-        el: El::from_node(n),
-    }
+        text: text.clone(),
+        range: n.range(),
+    };
+    (dev, unit)
 }
 
-fn nic(n: roxmltree::Node<'_, '_>) -> DevXml {
-    let mut attrs = Vec::new();
-    let mut put = |k: &str, v: Option<&str>| {
+fn nic(n: roxmltree::Node<'_, '_>, text: &std::sync::Arc<str>) -> DevXml {
+    let p = parts(n);
+    let mut attrs = Vec::with_capacity(7);
+    let mut put = |k: &'static str, v: Option<&str>| {
         if let Some(v) = v {
-            attrs.push((k.to_owned(), v.to_owned()));
+            attrs.push((k, v.to_owned()));
         }
     };
-    let source = child(n, "source");
     put("netdev", n.attribute("type"));
     put(
         "source",
-        source.and_then(|s| {
+        p.source.and_then(|s| {
             s.attribute("network")
                 .or_else(|| s.attribute("bridge"))
                 .or_else(|| s.attribute("dev"))
         }),
     );
-    put("model", child(n, "model").and_then(|m| m.attribute("type")));
-    let mac = child(n, "mac").and_then(|m| m.attribute("address"));
+    put("model", p.model.and_then(|m| m.attribute("type")));
+    let mac = p.mac.and_then(|m| m.attribute("address"));
     put("mac", mac);
     put(
         "link",
-        Some(
-            child(n, "link")
-                .and_then(|l| l.attribute("state"))
-                .unwrap_or("up"),
-        ),
+        Some(p.link.and_then(|l| l.attribute("state")).unwrap_or("up")),
     );
-    put(
-        "ifname",
-        child(n, "target").and_then(|t| t.attribute("dev")),
-    );
+    put("ifname", p.target.and_then(|t| t.attribute("dev")));
     DevXml {
         kind: Kind::Nic,
-        alias: alias_of(n),
+        alias: p.alias.and_then(|a| a.attribute("name")).map(str::to_owned),
         key: mac.unwrap_or_default().to_ascii_lowercase(),
         attrs,
-        el: El::from_node(n),
+        text: text.clone(),
+        range: n.range(),
     }
 }
 
