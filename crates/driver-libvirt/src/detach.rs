@@ -81,7 +81,7 @@ pub(crate) async fn detach(
         .call(move |inner| {
             let ctx = Context::new("detach", &d.name).device(t2.as_str(), r.as_str());
             // The wait below listens to DEVICE_REMOVED: registered before anything is asked.
-            inner.ensure_events();
+            inner.ensure_events()?;
             let dom = inner.lookup(&d, &ctx)?;
             let (defs, flags) = Definitions::read_for(&dom, &ctx, scope)?;
             let find = |x: Option<&xml::DomXml>| {

@@ -220,7 +220,7 @@ impl LibvirtDriver {
     /// Open libvirt at `config.uri` (read-only when asked), register the device events, and
     /// start the task that turns them into vdev events.
     pub async fn open(config: LibvirtConfig) -> Result<Self> {
-        events::ensure_event_loop();
+        events::quiet();
         let (raw, _) = broadcast::channel(1024);
         let health = Arc::new(Health::default());
         let (c, tx, h) = (config.clone(), raw.clone(), Arc::clone(&health));
@@ -427,12 +427,7 @@ impl Driver for LibvirtDriver {
 
     async fn events(&self) -> Result<EventStream> {
         let stream = self.inner.hub.subscribe();
-        self.inner
-            .call(|inner| {
-                inner.ensure_events();
-                Ok(())
-            })
-            .await?;
+        self.inner.call(|inner| inner.ensure_events()).await?;
         let watched = self.inner.seen.lock().expect("not poisoned").is_some();
         if !watched {
             // What is there now, for the differences after libvirtd comes back.
@@ -456,9 +451,11 @@ impl Driver for LibvirtDriver {
         self.inner.health.wake.notify_one();
         let inner = Arc::clone(&self.inner);
         let _ = tokio::task::spawn_blocking(move || {
-            let mut s = inner.session.write().expect("not poisoned");
-            let ids = std::mem::take(&mut s.callbacks);
-            events::deregister(&s.conn, &ids);
+            inner
+                .session
+                .write()
+                .expect("not poisoned")
+                .stop_listening();
         })
         .await;
         Ok(())
@@ -468,8 +465,7 @@ impl Driver for LibvirtDriver {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Ok(s) = self.session.get_mut() {
-            let ids = std::mem::take(&mut s.callbacks);
-            events::deregister(&s.conn, &ids);
+            s.stop_listening();
         }
     }
 }

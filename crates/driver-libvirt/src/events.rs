@@ -36,13 +36,17 @@ pub(crate) struct RawEvent {
     pub kind: RawKind,
 }
 
-/// Start libvirt's default event loop once per process, with a thread that runs it, and stop
-/// libvirt from printing errors (vdev returns them). Must run before the first connection is
-/// opened: a connection registers events only with a loop already there.
+/// Stop libvirt from printing errors (vdev returns them), once per process.
+pub(crate) fn quiet() {
+    static QUIET: OnceLock<()> = OnceLock::new();
+    QUIET.get_or_init(virt::error::clear_error_callback);
+}
+
+/// Start libvirt's default event loop once per process, with a thread that runs it. A
+/// connection uses it only when opened after it (see `Session::listen`).
 pub(crate) fn ensure_event_loop() {
     static STARTED: OnceLock<bool> = OnceLock::new();
     STARTED.get_or_init(|| {
-        virt::error::clear_error_callback();
         // SAFETY: called once, before any connection of this process uses the loop.
         if unsafe { sys::virEventRegisterDefaultImpl() } < 0 {
             tracing::warn!("libvirt's event loop could not be registered: no device events");

@@ -35,8 +35,14 @@ struct CloseWatch {
     generation: u64,
 }
 
-/// An open connection and its callback ids.
+/// The connection calls go through, and the one that listens to events (once asked for).
 pub(crate) struct Session {
+    pub conn: Connect,
+    pub events: Option<Listener>,
+}
+
+/// The connection that listens, and its callback ids.
+pub(crate) struct Listener {
     pub conn: Connect,
     pub callbacks: Vec<c_int>,
 }
@@ -68,49 +74,69 @@ pub(crate) fn open(
     health: &Arc<Health>,
     with_events: bool,
 ) -> Result<Session> {
-    let uri = &config.uri;
-    let conn = if config.readonly {
-        Connect::open_read_only(Some(uri))
-    } else {
-        Connect::open(Some(uri))
-    }
-    .map_err(|e| backend(format!("cannot open libvirt at {uri}"), e.into()))?;
-    // SAFETY: the connection is open; the opaque is owned by libvirt from here and freed with
-    // `free_health` when the connection goes.
-    unsafe {
-        let generation = health.generation.fetch_add(1, Ordering::SeqCst) + 1;
-        let opaque = Box::into_raw(Box::new(CloseWatch {
-            health: Arc::clone(health),
-            generation,
-        }));
-        if sys::virConnectRegisterCloseCallback(
-            conn.as_ptr(),
-            Some(on_close),
-            opaque as *mut c_void,
-            Some(free_health),
-        ) < 0
-        {
-            free_health(opaque as *mut c_void);
-        }
-    }
-    let mut session = Session {
-        conn,
-        callbacks: Vec::new(),
-    };
+    let conn = connect(config)?;
+    let mut session = Session { conn, events: None };
     if with_events {
-        session.listen(tx);
+        session.listen(config, tx, health)?;
     }
     health.broken.store(false, Ordering::SeqCst);
     Ok(session)
 }
 
+fn connect(config: &LibvirtConfig) -> Result<Connect> {
+    let uri = &config.uri;
+    if config.readonly {
+        Connect::open_read_only(Some(uri))
+    } else {
+        Connect::open(Some(uri))
+    }
+    .map_err(|e| backend(format!("cannot open libvirt at {uri}"), e.into()))
+}
+
 impl Session {
-    /// Register the device event callbacks and keepalive (a dead libvirtd is then noticed
-    /// within 15 s even without a call). Blocking: a few round trips.
-    fn listen(&mut self, tx: &broadcast::Sender<Arc<RawEvent>>) {
-        // SAFETY: the connection is open.
-        unsafe { sys::virConnectSetKeepAlive(self.conn.as_ptr(), 5, 3) };
-        self.callbacks = events::register(&self.conn, tx);
+    /// Open the connection that listens: libvirt's event loop (started now if it is not yet),
+    /// the device event callbacks, keepalive (a dead libvirtd is noticed within 15 s even
+    /// without a call) and the close callback. A connection of its own, so that the calls of a
+    /// one-shot command, on the first connection, do not pass through the event loop's thread.
+    /// Blocking: an open and a few round trips.
+    fn listen(
+        &mut self,
+        config: &LibvirtConfig,
+        tx: &broadcast::Sender<Arc<RawEvent>>,
+        health: &Arc<Health>,
+    ) -> Result<()> {
+        events::ensure_event_loop();
+        let conn = connect(config)?;
+        // SAFETY: the connection is open; the opaque is owned by libvirt from here and freed
+        // with `free_health` when the connection goes.
+        unsafe {
+            sys::virConnectSetKeepAlive(conn.as_ptr(), 5, 3);
+            let generation = health.generation.fetch_add(1, Ordering::SeqCst) + 1;
+            let opaque = Box::into_raw(Box::new(CloseWatch {
+                health: Arc::clone(health),
+                generation,
+            }));
+            if sys::virConnectRegisterCloseCallback(
+                conn.as_ptr(),
+                Some(on_close),
+                opaque as *mut c_void,
+                Some(free_health),
+            ) < 0
+            {
+                free_health(opaque as *mut c_void);
+            }
+        }
+        let callbacks = events::register(&conn, tx);
+        self.events = Some(Listener { conn, callbacks });
+        Ok(())
+    }
+
+    /// Deregister the callbacks (at close).
+    pub(crate) fn stop_listening(&mut self) {
+        if let Some(l) = self.events.as_mut() {
+            let ids = std::mem::take(&mut l.callbacks);
+            events::deregister(&l.conn, &ids);
+        }
     }
 }
 
@@ -128,15 +154,16 @@ impl Inner {
     /// Register libvirt's device events on the connection, once: what watchers and detach
     /// waits need, and what a one-shot listing or attach does without (their round trips are
     /// saved). Blocking.
-    pub(crate) fn ensure_events(&self) {
+    pub(crate) fn ensure_events(&self) -> Result<()> {
         if self.events_on.load(Ordering::SeqCst) {
-            return;
+            return Ok(());
         }
         let mut s = self.session.write().expect("not poisoned");
         if !self.events_on.load(Ordering::SeqCst) {
-            s.listen(&self.raw);
+            s.listen(&self.config, &self.raw, &self.health)?;
             self.events_on.store(true, Ordering::SeqCst);
         }
+        Ok(())
     }
 
     /// Open the connection again if it broke. Blocking; one at a time.
