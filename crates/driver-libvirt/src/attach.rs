@@ -491,7 +491,21 @@ pub(crate) async fn update(
             let text = el.to_xml();
             tracing::debug!(xml = %text, flags, "update");
             dom.update_device_flags(&text, flags)
-                .map_err(|e| ctx.map(e.into()))
+                .map_err(|e| match ctx.map(e.into()) {
+                    Error::DeviceBusy {
+                        domain,
+                        device_type,
+                        reference,
+                        reason,
+                    } if force => Error::DeviceBusy {
+                        domain,
+                        device_type,
+                        reference,
+                        reason: format!("even with force=true, {reason}")
+                            .replace("; update with force=true to open it anyway", ""),
+                    },
+                    e => e,
+                })
         })
         .await?;
     let changed: Vec<(String, String)> = attrs

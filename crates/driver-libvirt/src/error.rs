@@ -171,6 +171,16 @@ impl Context {
                 format!("libvirt cannot add this device to a running domain: {msg}; attach it to the stored configuration (scope persistent), or choose another bus (bus=scsi)"),
             );
         }
+        if e.says(&["tray of device"]) && e.says(&["is not open", "locked"]) {
+            return Error::DeviceBusy {
+                domain: self.domain.clone(),
+                device_type: self.device_type.clone(),
+                reference: self.reference.clone(),
+                reason: format!(
+                    "its tray did not open for libvirt ({msg}): the guest may hold it locked; update with force=true to open it anyway"
+                ),
+            };
+        }
         if e.says(&["no more available pci slots", "no free pci"]) {
             return Error::backend_with(
                 crate::NAME,

@@ -210,6 +210,11 @@ impl Libvirtd {
     /// Define (and, with `start`, start) a domain: q35 under TCG, no guest OS, a virtio-scsi
     /// controller and `root_ports` PCIe root ports for hotplug.
     pub fn define(&self, name: &str, root_ports: usize, start: bool) {
+        self.define_with(name, root_ports, start, "", "");
+    }
+
+    /// [`Libvirtd::define`] with more elements in `<os>` (a kernel to boot) and `<devices>`.
+    pub fn define_with(&self, name: &str, root_ports: usize, start: bool, os: &str, devices: &str) {
         let mut ports = String::new();
         for i in 1..=root_ports {
             ports.push_str(&format!(
@@ -218,10 +223,10 @@ impl Libvirtd {
         }
         let xml = format!(
             "<domain type='qemu'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
-             <os><type arch='x86_64' machine='q35'>hvm</type></os><features><acpi/></features>\
+             <os><type arch='x86_64' machine='q35'>hvm</type>{os}</os><features><acpi/></features>\
              <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
              <controller type='pci' index='0' model='pcie-root'/>\
-             <controller type='scsi' index='0' model='virtio-scsi'/>{ports}\
+             <controller type='scsi' index='0' model='virtio-scsi'/>{ports}{devices}\
              <memballoon model='none'/></devices></domain>"
         );
         let file = self.dir.path().join(format!("{name}.xml"));
