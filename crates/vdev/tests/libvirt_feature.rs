@@ -7,7 +7,12 @@ async fn without_the_feature_a_libvirt_uri_says_how_to_get_the_driver() {
     let err = vdev::connect("libvirt+qemu:///system").await.unwrap_err();
     assert!(matches!(err, vdev::Error::NoDriver { .. }), "{err:?}");
     let msg = err.to_string();
-    for words in ["cargo feature `libvirt`", "libvirt-dev", "pkg-config", "LGPL-2.1"] {
+    for words in [
+        "cargo feature `libvirt`",
+        "libvirt-dev",
+        "pkg-config",
+        "LGPL-2.1",
+    ] {
         assert!(msg.contains(words), "{msg}");
     }
     assert!(!vdev::drivers().iter().any(|d| d.name == "libvirt"));
@@ -28,6 +33,11 @@ async fn with_the_feature_the_scheme_reaches_libvirt() {
     let uri = format!("libvirt+qemu:///system?socket={}", missing.display());
     let err = vdev::connect(&uri).await.unwrap_err();
     assert!(matches!(err, vdev::Error::Backend { .. }), "{err:?}");
-    let chain = std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default();
-    assert!(chain.contains("vdev-no-such-libvirt-sock"), "{err}: {chain}");
+    let chain = std::error::Error::source(&err)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(
+        chain.contains("vdev-no-such-libvirt-sock"),
+        "{err}: {chain}"
+    );
 }
