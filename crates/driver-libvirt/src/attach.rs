@@ -259,7 +259,7 @@ pub(crate) async fn attach(
     attrs: &Attributes,
     scope: Option<Scope>,
 ) -> Result<DeviceRef> {
-    let mut plan = match Kind::of(t) {
+    let plan = match Kind::of(t) {
         Some(Kind::Disk) => disk_plan(schemas, attrs)?,
         Some(Kind::Nic) => nic_plan(attrs)?,
         None => {
@@ -285,89 +285,23 @@ pub(crate) async fn attach(
     let _one_at_a_time = inner.attach_lock.lock().await;
     let d = domain.clone();
     let t2 = t.clone();
-    let (flags, made) = inner
+    let flags = inner
         .call(move |inner| {
-            let mut ctx = Context::new("attach", &d.name);
-            let dom = inner.lookup(&d, &ctx)?;
-            let (defs, flags) = Definitions::read_for(&dom, &ctx, scope)?;
-            let defs_touched = touched(&defs, flags);
-            match plan.kind {
-                Kind::Disk => {
-                    let taken = |name: &str| {
-                        defs_touched.iter().any(|x| {
-                            x.devices
-                                .iter()
-                                .any(|dev| dev.kind == Kind::Disk && dev.key == name)
-                        })
-                    };
-                    let target = match &plan.target {
-                        Some(tg) if taken(tg) => {
-                            return Err(Error::DeviceExists {
-                                domain: d.name.clone(),
-                                device_type: t2.to_string(),
-                                reference: format!("target {tg}"),
-                            })
-                        }
-                        Some(tg) => tg.clone(),
-                        None => (0..)
-                            .map(|i| xml::target_name(xml::target_prefix(&plan.bus), i))
-                            .find(|n| !taken(n))
-                            .expect("an unbounded range has a free name"),
-                    };
-                    ctx = ctx.device(t2.as_str(), &target);
-                    plan.el.child_mut("target").set("dev", &target);
-                    plan.el.child_mut("target").set("bus", &plan.bus);
-                    if plan.bus == "scsi" && !plan.placed {
-                        if let Some((c, u)) = free_scsi_unit(&defs_touched) {
-                            plan.el.children.push(
-                                El::new("address")
-                                    .attr("type", "drive")
-                                    .attr("controller", &c.to_string())
-                                    .attr("bus", "0")
-                                    .attr("target", "0")
-                                    .attr("unit", &u.to_string()),
-                            );
-                        }
+            // Another client may take the free target or unit vdev chose between its reading
+            // and libvirt's attach: choose again, twice at most.
+            let mut attempt = 0;
+            loop {
+                match try_attach(inner, &d, &t2, &plan, &alias, scope, &passthrough) {
+                    Err(Error::DeviceExists { .. })
+                        if attempt < 2 && (plan.target.is_none() || !plan.placed) =>
+                    {
+                        attempt += 1;
                     }
-                }
-                Kind::Nic => {
-                    // As the QEMU driver: virtio unless asked (libvirt's own default on q35 is
-                    // a conventional PCI model that fits no PCIe root port).
-                    let qemu = defs_touched
-                        .iter()
-                        .any(|x| matches!(x.hypervisor.as_str(), "qemu" | "kvm"));
-                    if qemu && !plan.el.children.iter().any(|c| c.name == "model") {
-                        plan.el
-                            .children
-                            .push(El::new("model").attr("type", "virtio"));
-                    }
-                    if let Some(m) = &plan.mac {
-                        ctx = ctx.device(t2.as_str(), m);
-                        if defs_touched.iter().any(|x| {
-                            x.devices
-                                .iter()
-                                .any(|dev| dev.kind == Kind::Nic && &dev.key == m)
-                        }) {
-                            return Err(Error::DeviceExists {
-                                domain: d.name.clone(),
-                                device_type: t2.to_string(),
-                                reference: format!("mac {m}"),
-                            });
-                        }
-                    }
+                    r => return r,
                 }
             }
-            plan.el.remove_children("alias");
-            plan.el.children.push(El::new("alias").attr("name", &alias));
-            let text = plan.el.to_xml();
-            tracing::debug!(xml = %text, flags, "attach");
-            dom.attach_device_flags(&text, flags)
-                .map_err(|e| name_passthrough(ctx.map(e.into()), &passthrough))?;
-            inner.remember(&alias, plan.kind);
-            Ok((flags, plan.kind))
         })
         .await?;
-    let _ = made;
     if flags & LIVE == 0 {
         // libvirt tells no event for a change of the stored configuration.
         inner.hub.send(DeviceEvent::Added {
@@ -377,6 +311,96 @@ pub(crate) async fn attach(
         });
     }
     Ok(reference)
+}
+
+/// One try of an attach: read the definitions the scope touches, choose a free target and
+/// SCSI unit, ask libvirt. Blocking.
+fn try_attach(
+    inner: &Inner,
+    d: &Domain,
+    t2: &DeviceType,
+    plan: &Plan,
+    alias: &str,
+    scope: Option<Scope>,
+    passthrough: &[String],
+) -> Result<u32> {
+    let mut el = plan.el.clone();
+    let mut ctx = Context::new("attach", &d.name);
+    let dom = inner.lookup(d, &ctx)?;
+    let (defs, flags) = Definitions::read_for(&dom, &ctx, scope)?;
+    let defs_touched = touched(&defs, flags);
+    match plan.kind {
+        Kind::Disk => {
+            let taken = |name: &str| {
+                defs_touched.iter().any(|x| {
+                    x.devices
+                        .iter()
+                        .any(|dev| dev.kind == Kind::Disk && dev.key == name)
+                })
+            };
+            let target = match &plan.target {
+                Some(tg) if taken(tg) => {
+                    return Err(Error::DeviceExists {
+                        domain: d.name.clone(),
+                        device_type: t2.to_string(),
+                        reference: format!("target {tg}"),
+                    })
+                }
+                Some(tg) => tg.clone(),
+                None => (0..)
+                    .map(|i| xml::target_name(xml::target_prefix(&plan.bus), i))
+                    .find(|n| !taken(n))
+                    .expect("an unbounded range has a free name"),
+            };
+            ctx = ctx.device(t2.as_str(), &target);
+            el.child_mut("target").set("dev", &target);
+            el.child_mut("target").set("bus", &plan.bus);
+            if plan.bus == "scsi" && !plan.placed {
+                if let Some((c, u)) = free_scsi_unit(&defs_touched) {
+                    el.children.push(
+                        El::new("address")
+                            .attr("type", "drive")
+                            .attr("controller", &c.to_string())
+                            .attr("bus", "0")
+                            .attr("target", "0")
+                            .attr("unit", &u.to_string()),
+                    );
+                }
+            }
+        }
+        Kind::Nic => {
+            // As the QEMU driver: virtio unless asked (libvirt's own default on q35 is
+            // a conventional PCI model that fits no PCIe root port).
+            let qemu = defs_touched
+                .iter()
+                .any(|x| matches!(x.hypervisor.as_str(), "qemu" | "kvm"));
+            if qemu && !el.children.iter().any(|c| c.name == "model") {
+                el.children.push(El::new("model").attr("type", "virtio"));
+            }
+            if let Some(m) = &plan.mac {
+                ctx = ctx.device(t2.as_str(), m);
+                if defs_touched.iter().any(|x| {
+                    x.devices
+                        .iter()
+                        .any(|dev| dev.kind == Kind::Nic && &dev.key == m)
+                }) {
+                    return Err(Error::DeviceExists {
+                        domain: d.name.clone(),
+                        device_type: t2.to_string(),
+                        reference: format!("mac {m}"),
+                    });
+                }
+            }
+        }
+    }
+    el.remove_children("alias");
+    el.children.push(El::new("alias").attr("name", alias));
+    let text = el.to_xml();
+    tracing::debug!(xml = %text, flags, "attach");
+    dom.attach_device_flags(&text, flags)
+        .map_err(|e| name_passthrough(ctx.map(e.into()), passthrough))?;
+    inner.remember(alias, plan.kind);
+    Ok(flags)
 }
 
 /// libvirt's refusal of the device XML names the XML attribute and element it refused: name the

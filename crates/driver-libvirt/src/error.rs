@@ -114,6 +114,7 @@ impl Context {
         }
         if e.says(&[
             "already exists",
+            "already contains",
             "duplicate",
             "non unique alias",
             "is already in use",
