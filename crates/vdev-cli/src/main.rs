@@ -155,6 +155,15 @@ enum Command {
         /// Domain name or id.
         domain: String,
     },
+    /// Print the shell completion script for SHELL: `vdev completions bash >
+    /// /etc/bash_completion.d/vdev`, or `source <(vdev completions bash)`.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `vdev man > /usr/local/share/man/man1/vdev.1`.
+    Man,
 }
 
 /// Where a change goes, with virsh's flags (each driver says which it supports).
@@ -239,6 +248,26 @@ async fn connect(cli: &Cli) -> vdev::Result<Connection> {
 }
 
 async fn run(cli: Cli) -> vdev::Result<()> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "vdev", &mut text);
+            // A reader that stops early (`| head`) is no error.
+            let _ = std::io::stdout().write_all(&text);
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut text)
+                .expect("rendering into memory");
+            let _ = std::io::stdout().write_all(&text);
+            return Ok(());
+        }
+        _ => {}
+    }
     if let Command::Drivers = cli.command {
         let drivers = vdev::drivers();
         if cli.json {
@@ -269,7 +298,9 @@ async fn run(cli: Cli) -> vdev::Result<()> {
 
 async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
     match &cli.command {
-        Command::Drivers => unreachable!("handled without a connection"),
+        Command::Drivers | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled without a connection")
+        }
         Command::Domains => {
             let domains = conn.domains().await?;
             if cli.json {

@@ -628,3 +628,43 @@ fn a_full_disk_leaves_the_state_file_exactly_as_it_was() {
         "no temporary file left"
     );
 }
+
+#[test]
+fn completions_man_page_and_version_come_from_the_same_definitions() {
+    let bash = ok(&["completions", "bash"]);
+    for word in ["apply", "plan", "export", "--connect", "--persistent"] {
+        assert!(bash.contains(word), "the bash completion lacks {word}");
+    }
+    // The script is valid bash (parsed, not run).
+    let mut check = Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("bash runs");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(bash.as_bytes())
+        .unwrap();
+    assert!(
+        check.wait().unwrap().success(),
+        "bash -n refused the completion script"
+    );
+    assert!(ok(&["completions", "zsh"]).starts_with("#compdef vdev"));
+    assert!(ok(&["completions", "fish"]).contains("complete -c vdev"));
+    let o = vdev(&["completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    let man = ok(&["man"]);
+    assert!(man.contains(".TH vdev 1"), "{}", &man[..200.min(man.len())]);
+    assert!(man.contains("apply"), "the man page lists the subcommands");
+    assert_eq!(
+        ok(&["--version"]),
+        format!("vdev {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}

@@ -661,7 +661,12 @@ pub async fn batch_is_all_or_nothing(h: &Harness) {
         return;
     }
     if let Some(bad) = h.fixture.invalid_attrs.first() {
-        let batch = vec![valid[0].clone(), valid[1].clone(), new(bad.clone()), valid[2].clone()];
+        let batch = vec![
+            valid[0].clone(),
+            valid[1].clone(),
+            new(bad.clone()),
+            valid[2].clone(),
+        ];
         let r = h.conn.attach_batch(&d, &batch, &no_options).await;
         match &r {
             Err(Error::InBatch { index: 2, error, .. })
@@ -684,7 +689,9 @@ pub async fn batch_is_all_or_nothing(h: &Harness) {
             }
         }
         Err(Error::InBatch { index: 2, .. }) => {}
-        Err(e) => panic!("a batch repeating its first entry failed with {e:?}, not InBatch {{ index: 2 }}"),
+        Err(e) => panic!(
+            "a batch repeating its first entry failed with {e:?}, not InBatch {{ index: 2 }}"
+        ),
     }
     assert_eq!(
         snapshot(h, &d).await,
@@ -771,7 +778,10 @@ pub async fn desired_state_round_trip(h: &Harness) {
         assert!(listed.contains(r), "device {r} applied is not listed");
     }
     let again = h.conn.plan(&present).await.expect("plan again");
-    assert!(again.is_empty(), "once applied, the document still plans {again:?}");
+    assert!(
+        again.is_empty(),
+        "once applied, the document still plans {again:?}"
+    );
     let absent = entries(DesiredState::Absent);
     let report = h
         .conn
@@ -781,5 +791,9 @@ pub async fn desired_state_round_trip(h: &Harness) {
         .into_result()
         .unwrap_or_else(|e| panic!("apply of absent entries failed: {e}"));
     assert_eq!(report.count(&Outcome::Done), 2, "{report:?}");
-    assert_eq!(snapshot(h, &d).await, before, "the absent entries were not all removed");
+    assert_eq!(
+        snapshot(h, &d).await,
+        before,
+        "the absent entries were not all removed"
+    );
 }
