@@ -43,6 +43,18 @@ struct Cli {
     /// Print JSON for programs instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// With a +ssh URI that has no persist= option: keep the ssh login open this long after
+    /// the command ends, for the next command to the same host (ssh's ControlPersist); 0 turns
+    /// it off.
+    #[arg(
+        long,
+        env = "VDEV_SSH_PERSIST",
+        default_value = "60s",
+        value_name = "DURATION",
+        global = true,
+        value_parser = humantime::parse_duration
+    )]
+    ssh_persist: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -240,11 +252,19 @@ async fn main() -> ExitCode {
 }
 
 async fn connect(cli: &Cli) -> vdev::Result<Connection> {
+    let mut uri = vdev::ConnectUri::parse(&cli.uri)?;
     if cli.readonly {
-        vdev::connect_readonly(&cli.uri).await
-    } else {
-        vdev::connect(&cli.uri).await
+        uri.set_read_only(true);
     }
+    // A one-shot command keeps its ssh login for the next one (library users choose for
+    // themselves: they get no default).
+    if uri.transport() == Some("ssh")
+        && uri.option("persist").is_none()
+        && !cli.ssh_persist.is_zero()
+    {
+        uri.set_option("persist", &format!("{}s", cli.ssh_persist.as_secs().max(1)));
+    }
+    Connection::open(uri).await
 }
 
 async fn run(cli: Cli) -> vdev::Result<()> {
