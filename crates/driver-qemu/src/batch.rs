@@ -200,10 +200,11 @@ pub(crate) async fn attach_batch(
     }
     drop(op);
     if !session.qmp.is_alive() {
-        return Err(in_batch(index, Error::backend(
+        // Not an `InBatch`: that promises none of the batch stayed, which nobody knows now.
+        return Err(Error::backend(
             crate::NAME,
-            format!("the connection to QEMU of domain '{}' was lost during a batch ({error}): which of its devices were made is unknown; list the devices once QEMU can be reached, and detach those of the batch", domain.name),
-        )));
+            format!("the connection to QEMU of domain '{}' was lost during a batch of {} devices (at entry {index}: {error}): which of them were made is unknown; list the devices once QEMU can be reached, and detach those of the batch", domain.name, devices.len()),
+        ));
     }
     let undo = DetachOptions::default();
     for (_, id, t, _, _) in made.into_iter().rev() {

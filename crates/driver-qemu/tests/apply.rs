@@ -236,3 +236,80 @@ domains:
     assert_eq!(raw.devices().len(), base + 2, "disk a and the NIC stay");
     assert!(raw.leftovers().is_empty(), "{:?}", raw.leftovers());
 }
+
+/// QEMU killed in the middle of a batch (stopped first, killed once the batch's one write
+/// waits unread in its socket): an error naming the lost connection, not a hang and never a
+/// success; once QEMU is back at the same socket, the next batch works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn qemu_killed_during_a_batch_is_an_error_and_the_next_batch_works() {
+    use std::process::Command;
+    use std::time::Duration;
+    if !qemu_available() {
+        return;
+    }
+    let mut vm = Vm::start(VmSpec::default());
+    let images: Vec<String> = (0..4)
+        .map(|i| vm.image(&format!("k{i}.raw"), "raw").display().to_string())
+        .collect();
+    let conn = vdev_core::connect(&format!("{}?timeout=2s", vm.uri()))
+        .await
+        .unwrap();
+    let d = conn.domain("vm").await.unwrap();
+    let batch = |from: usize| -> Vec<NewDevice> {
+        images[from..from + 2]
+            .iter()
+            .map(|p| disk(&[("source", p), ("format", "raw")]))
+            .collect()
+    };
+    // One batch first, so that what the next one asks QEMU before its write is cached.
+    let first = conn
+        .attach_batch(&d, &batch(0), &Default::default())
+        .await
+        .unwrap();
+    let pid = vm.pid().to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let killer = {
+        let (pid, socket) = (pid.clone(), vm.socket.clone());
+        std::thread::spawn(move || {
+            let waited = std::panic::catch_unwind(|| {
+                common::wait_unread(&socket, "the batch's write");
+            });
+            Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+            if let Err(p) = waited {
+                std::panic::resume_unwind(p);
+            }
+        })
+    };
+    let r = tokio::time::timeout(
+        Duration::from_secs(60),
+        conn.attach_batch(&d, &batch(2), &Default::default()),
+    )
+    .await
+    .expect("the batch ended instead of hanging");
+    if let Err(p) = killer.join() {
+        std::panic::resume_unwind(p);
+    }
+    let e = r.expect_err("QEMU died during the batch, yet it succeeded");
+    // Not "none of the batch stayed" (an InBatch): nobody can know that now.
+    assert!(matches!(e, Error::Backend { .. }), "{e:?}");
+    let text = e.to_string();
+    assert!(
+        text.contains("lost during a batch") && text.contains("unknown"),
+        "the error does not say what happened: {text}"
+    );
+    vm.kill(); // reap the process
+    vm.restart();
+    let d = conn.domains().await.expect("the domain is back").remove(0);
+    let refs = conn
+        .attach_batch(&d, &batch(2), &Default::default())
+        .await
+        .expect("the next batch works once QEMU is back");
+    let mut raw = vm.raw();
+    for r in &refs {
+        assert!(raw.has_device(r.as_str()));
+    }
+    assert!(
+        !raw.has_device(first[0].as_str()),
+        "a new QEMU has none of the old devices"
+    );
+}

@@ -82,6 +82,33 @@ impl Inner {
         }
     }
 
+    /// Check what [`Inner::attach`] would refuse without asking anything: the scope and the
+    /// attributes (for a batch, before any of it is made).
+    pub(crate) fn check(
+        &self,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+        options: &AttachOptions,
+    ) -> Result<()> {
+        let scoped;
+        let attributes = match options.scope {
+            None => attributes,
+            Some(scope) => {
+                scoped = libxl::scope_as_recorded(attributes, scope)?;
+                &scoped
+            }
+        };
+        match Kind::of(device_type) {
+            Some(Kind::Vbd) => {
+                let dom0 = self.is_dom0;
+                // Whether a bare path is a block device decides its prefix, not its validity.
+                DiskSpec::parse_with(attributes, || dom0, |_| false).map(|_| ())
+            }
+            Some(Kind::Vif) => NicSpec::parse(attributes).map(|_| ()),
+            None => Err(unsupported_type(device_type)),
+        }
+    }
+
     /// After an attach's commit whose answer never came: whether it landed, asked again
     /// (on a new connection: the old one was closed). `Some(true)`: the device's three
     /// directories are there and, for a disk given a loop device here, the backend's `node`

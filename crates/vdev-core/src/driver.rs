@@ -205,7 +205,10 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// - Receives entries the core has checked as for [`Driver::attach`] (and never an empty
     ///   slice).
     /// - On the failure of entry `i`, removes the devices of the batch already created and
-    ///   returns [`crate::Error::InBatch`] with `index: i` and that entry's error.
+    ///   returns [`crate::Error::InBatch`] with `index: i` and that entry's error. Only then:
+    ///   when what the batch made cannot be known (the hypervisor's connection was lost
+    ///   midway), the error says so and is not an `InBatch`, which promises that nothing of
+    ///   the batch stayed.
     /// - Emits [`DeviceEvent::Added`] for each device that stays.
     /// - Honours `options.scope` as [`Driver::attach`] does.
     ///
