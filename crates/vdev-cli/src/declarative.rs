@@ -134,17 +134,34 @@ pub(crate) async fn apply(
     options: &ApplyOptions,
 ) -> vdev::Result<()> {
     let doc = read_document(file)?;
-    let progress = (!json_out && std::io::stderr().is_terminal()).then(|| {
+    // On a terminal, a bar of the plan's changes, moved as each one ends.
+    let bar = (!json_out && std::io::stderr().is_terminal()).then(|| {
         let p = indicatif::ProgressBar::new_spinner();
         if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
             p.set_style(style);
         }
-        p.set_message(format!("applying {file}"));
+        p.set_message(format!("planning and applying {file}"));
         p.enable_steady_tick(Duration::from_millis(120));
         p
     });
-    let report = conn.apply(&doc, options).await;
-    if let Some(p) = progress {
+    let report = conn
+        .apply_with_progress(&doc, options, &|pr: vdev::Progress<'_>| {
+            if let Some(p) = &bar {
+                if pr.ended == 1 {
+                    if let Ok(style) = indicatif::ProgressStyle::with_template(
+                        "{spinner} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+                    ) {
+                        p.set_style(style.progress_chars("=> "));
+                    }
+                }
+                p.set_length(pr.total as u64);
+                p.set_position(pr.ended as u64);
+                let (outcome, _) = outcome_words(&pr.applied.outcome);
+                p.set_message(format!("{}: {outcome}", pr.applied.change.to_line()));
+            }
+        })
+        .await;
+    if let Some(p) = bar {
         p.finish_and_clear();
     }
     let report = report.map_err(|e| in_file(file, e))?;

@@ -185,6 +185,18 @@ impl Connection {
     /// batch fails because a device already exists (another process applied the same document
     /// at the same time), the domain is planned again once and the rest attached.
     pub async fn apply(&self, document: &Document, options: &ApplyOptions) -> Result<ApplyReport> {
+        self.apply_with_progress(document, options, &|_| {}).await
+    }
+
+    /// [`Connection::apply`], calling `progress` as each change ends (a batch's adds end
+    /// together), for a progress display: with the change and its outcome, how many changes
+    /// have ended so far and how many the plan has.
+    pub async fn apply_with_progress(
+        &self,
+        document: &Document,
+        options: &ApplyOptions,
+        progress: &(dyn Fn(Progress<'_>) + Send + Sync),
+    ) -> Result<ApplyReport> {
         self.writable("apply")?;
         // Every domain is planned before anything changes, so that an error in the last
         // domain's entries leaves the first domain as it was.
@@ -193,18 +205,21 @@ impl Connection {
             let (domain, changes) = self.plan_one(key, doc).await?;
             planned.push((key, doc, domain, changes));
         }
+        let total = planned.iter().map(|p| p.3.len()).sum();
         let mut report = ApplyReport::default();
+        let mut ended = Ended {
+            report: &mut report,
+            progress,
+            total,
+        };
         for (key, doc, domain, changes) in planned {
-            if report.error.is_some() {
-                report
-                    .changes
-                    .extend(changes.into_iter().map(|change| Applied {
-                        change,
-                        outcome: Outcome::NotTried,
-                    }));
+            if ended.report.error.is_some() {
+                for change in changes {
+                    ended.push(change, Outcome::NotTried);
+                }
                 continue;
             }
-            self.apply_domain(key, doc, &domain, changes, options, &mut report)
+            self.apply_domain(key, doc, &domain, changes, options, &mut ended)
                 .await;
         }
         Ok(report)
@@ -217,16 +232,13 @@ impl Connection {
         domain: &Domain,
         changes: Vec<Change>,
         options: &ApplyOptions,
-        report: &mut ApplyReport,
+        ended: &mut Ended<'_>,
     ) {
         let (adds, others): (Vec<Change>, Vec<Change>) =
             changes.into_iter().partition(|c| c.op == ChangeOp::Add);
         for change in others {
-            if report.error.is_some() {
-                report.changes.push(Applied {
-                    change,
-                    outcome: Outcome::NotTried,
-                });
+            if ended.report.error.is_some() {
+                ended.push(change, Outcome::NotTried);
                 continue;
             }
             let reference = change
@@ -251,30 +263,24 @@ impl Connection {
                         .await
                 }
                 ChangeOp::Replace | ChangeOp::Add => {
-                    report.changes.push(Applied {
-                        change,
-                        outcome: Outcome::NotMade,
-                    });
+                    ended.push(change, Outcome::NotMade);
                     continue;
                 }
             };
             let outcome = match result {
                 Ok(()) => Outcome::Done,
                 Err(Error::RemovalPending { .. }) => Outcome::Pending,
-                Err(e) => fail(report, e),
+                Err(e) => fail(ended.report, e),
             };
-            report.changes.push(Applied { change, outcome });
+            ended.push(change, outcome);
         }
         if adds.is_empty() {
             return;
         }
-        if report.error.is_some() {
-            report
-                .changes
-                .extend(adds.into_iter().map(|change| Applied {
-                    change,
-                    outcome: Outcome::NotTried,
-                }));
+        if ended.report.error.is_some() {
+            for change in adds {
+                ended.push(change, Outcome::NotTried);
+            }
             return;
         }
         let attach = AttachOptions {
@@ -293,10 +299,7 @@ impl Connection {
                 Ok(refs) => {
                     for (mut change, r) in adds.into_iter().zip(refs) {
                         change.reference = Some(r);
-                        report.changes.push(Applied {
-                            change,
-                            outcome: Outcome::Done,
-                        });
+                        ended.push(change, Outcome::Done);
                     }
                     return;
                 }
@@ -324,20 +327,47 @@ impl Connection {
                     }
                     let e = entry_error(e, &adds);
                     let (code, message) = (e.code(), e.to_string());
-                    report.error.get_or_insert(e);
+                    ended.report.error.get_or_insert(e);
                     for change in adds {
-                        report.changes.push(Applied {
-                            change,
-                            outcome: Outcome::Failed {
-                                code,
-                                message: message.clone(),
-                            },
-                        });
+                        let outcome = Outcome::Failed {
+                            code,
+                            message: message.clone(),
+                        };
+                        ended.push(change, outcome);
                     }
                     return;
                 }
             }
         }
+    }
+}
+
+/// Where [`Connection::apply_with_progress`] is: one change that ended, with its outcome.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The change and its outcome.
+    pub applied: &'a Applied,
+    /// How many changes have ended so far, this one included.
+    pub ended: usize,
+    /// How many changes the plan has.
+    pub total: usize,
+}
+
+/// The report being written, and who is told of each change that ends.
+struct Ended<'a> {
+    report: &'a mut ApplyReport,
+    progress: &'a (dyn Fn(Progress<'_>) + Send + Sync),
+    total: usize,
+}
+
+impl Ended<'_> {
+    fn push(&mut self, change: Change, outcome: Outcome) {
+        self.report.changes.push(Applied { change, outcome });
+        (self.progress)(Progress {
+            applied: self.report.changes.last().expect("just pushed"),
+            ended: self.report.changes.len(),
+            total: self.total,
+        });
     }
 }
 

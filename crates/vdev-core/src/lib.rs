@@ -45,7 +45,7 @@ mod types;
 mod uri;
 mod values;
 
-pub use apply::{Applied, ApplyOptions, ApplyReport, Outcome};
+pub use apply::{Applied, ApplyOptions, ApplyReport, Outcome, Progress};
 pub use attributes::{AttrName, AttrValue, Attributes};
 pub use connection::{connect, connect_readonly, Connection};
 pub use desired::{DesiredDevice, DesiredState, Document, DomainDocument};
