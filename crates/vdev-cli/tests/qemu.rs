@@ -597,3 +597,55 @@ fn update_changes_a_medium_and_a_link_as_qemu_sees_them() {
     ok(&uri, &["update", "vm", "network", &nic, "link=up"]);
     assert!(!markers(&mut raw).contains(&marker));
 }
+
+/// Two `vdev apply` of one document at once on one QEMU (two QMP sockets, so that both
+/// processes really are connected together): each disk is attached once, and neither process
+/// ends with an error (the one whose batch meets the other's disks plans again).
+#[test]
+fn two_applies_at_once_attach_each_disk_once() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec {
+        more_sockets: 1,
+        ..VmSpec::default()
+    });
+    let mut raw = vm.raw();
+    let base = raw.devices().len();
+    let mut doc = String::from("domains:\n  vm:\n    devices:\n");
+    for i in 0..6 {
+        let img = vm.image(&format!("c{i}.raw"), "raw");
+        doc.push_str(&format!(
+            "      - {{type: disk, attrs: {{source: {}, format: raw}}}}\n",
+            img.display()
+        ));
+    }
+    let file = vm.image("unused.raw", "raw").with_file_name("doc.yaml");
+    std::fs::write(&file, doc).unwrap();
+    let file = file.display().to_string();
+    // vdev takes whichever of the domain's sockets is free.
+    let uri = vm.uri();
+    let children: Vec<Child> = (0..2)
+        .map(|_| {
+            spawn(
+                Command::new(env!("CARGO_BIN_EXE_vdev"))
+                    .args(["-c", &uri, "apply", &file])
+                    .env_remove("RUST_LOG"),
+            )
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = wait_until(c, Instant::now() + PROCESS_DEADLINE, "vdev apply");
+        assert!(
+            o.status.success(),
+            "apply {i}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let devices = raw.devices();
+    assert_eq!(devices.len(), base + 6, "each disk once: {devices:?}");
+    assert_eq!(raw.leftovers(), Vec::<String>::new());
+    // And the document plans to nothing now.
+    assert_eq!(ok(&uri, &["--json", "plan", &file]), r#"{"changes":[]}"#);
+}

@@ -182,8 +182,9 @@ impl Connection {
     ///
     /// Returns the report of every change; a failure stops the changes after it (they are
     /// [`Outcome::NotTried`]) and is kept in the report ([`ApplyReport::into_result`]). When a
-    /// batch fails because a device already exists (another process applied the same document
-    /// at the same time), the domain is planned again once and the rest attached.
+    /// batch fails, the domain is planned again once: devices another process attached
+    /// meanwhile (applying the same document at the same time) are then no longer added, and
+    /// the rest is attached.
     pub async fn apply(&self, document: &Document, options: &ApplyOptions) -> Result<ApplyReport> {
         self.apply_with_progress(document, options, &|_| {}).await
     }
@@ -304,16 +305,18 @@ impl Connection {
                     return;
                 }
                 Err(e) => {
-                    let exists = matches!(e.condition(), Error::DeviceExists { .. });
-                    if attempt == 0 && exists {
-                        // Someone else attached some of them meanwhile: plan again.
+                    // Another process may have attached some of them meanwhile (its disk
+                    // holds the image's lock, its NIC the MAC): plan again, once, and attach
+                    // what is still missing. A failure of our own plans the same adds again
+                    // and is reported.
+                    if attempt == 0 && matches!(e, Error::InBatch { .. }) {
                         match self.plan_one(key, doc).await {
                             Ok((_, again)) => {
                                 let again: Vec<Change> = again
                                     .into_iter()
                                     .filter(|c| c.op == ChangeOp::Add)
                                     .collect();
-                                debug!(domain = %domain.name, before = adds.len(), after = again.len(), "a batch met a device that exists: planned again");
+                                debug!(domain = %domain.name, before = adds.len(), after = again.len(), "a batch failed: planned again");
                                 if again.len() < adds.len() {
                                     adds = again;
                                     if adds.is_empty() {
