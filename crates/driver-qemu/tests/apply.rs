@@ -242,7 +242,6 @@ domains:
 /// success; once QEMU is back at the same socket, the next batch works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_killed_during_a_batch_is_an_error_and_the_next_batch_works() {
-    use std::process::Command;
     use std::time::Duration;
     if !qemu_available() {
         return;
@@ -266,20 +265,7 @@ async fn qemu_killed_during_a_batch_is_an_error_and_the_next_batch_works() {
         .attach_batch(&d, &batch(0), &Default::default())
         .await
         .unwrap();
-    let pid = vm.pid().to_string();
-    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-    let killer = {
-        let (pid, socket) = (pid.clone(), vm.socket.clone());
-        std::thread::spawn(move || {
-            let waited = std::panic::catch_unwind(|| {
-                common::wait_unread(&socket, "the batch's write");
-            });
-            Command::new("kill").args(["-KILL", &pid]).status().unwrap();
-            if let Err(p) = waited {
-                std::panic::resume_unwind(p);
-            }
-        })
-    };
+    let killer = common::kill_once_unread(vm.pid(), &vm.socket, "the batch's write");
     let r = tokio::time::timeout(
         Duration::from_secs(60),
         conn.attach_batch(&d, &batch(2), &Default::default()),

@@ -344,6 +344,26 @@ pub fn wait_unread(socket: &Path, what: &str) {
     }
 }
 
+/// Stop QEMU (`pid`) now and kill it once `what` (a request a test is about to send) waits
+/// unread in `socket` ([`wait_unread`]): QEMU surely dies with that request in flight. Join
+/// the returned thread after the request has ended; it re-raises a failed wait.
+pub fn kill_once_unread(
+    pid: u32,
+    socket: &Path,
+    what: &'static str,
+) -> std::thread::JoinHandle<()> {
+    let pid = pid.to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let socket = socket.to_owned();
+    std::thread::spawn(move || {
+        let waited = std::panic::catch_unwind(|| wait_unread(&socket, what));
+        Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        if let Err(p) = waited {
+            std::panic::resume_unwind(p);
+        }
+    })
+}
+
 /// A minimal QMP client (std + serde_json), independent of the driver, for checking state.
 pub struct Raw {
     r: BufReader<UnixStream>,
