@@ -208,6 +208,12 @@ domains:
         "good.jsonl",
         "{\"uname\": \"file:/img/1\", \"dev\": \"xvdb\", \"mode\": \"w\"}\n{\"uname\": \"file:/img/2\", \"dev\": \"xvdc\", \"mode\": \"r\"}\n",
     );
+    // An injected fault on the batch's second device fails it, before anything is made.
+    let faulty = format!("{uri}?fail=attach:2:backend");
+    let o = vdev(&["-c", &faulty, "attach", "demo", "disk", "--from", &good]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("entry 1"), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&path).unwrap(), before);
     assert_eq!(
         ok(&["-c", &uri, "attach", "demo", "disk", "--from", &good]),
         "51728\n51744\n"
