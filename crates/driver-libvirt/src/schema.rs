@@ -76,13 +76,16 @@ pub(crate) fn schemas(caps: &DomainCaps) -> Vec<DeviceTypeSchema> {
                 AttributeSpec::optional("format", "image format, raw (default) or qcow2 (never probed)", "qcow2").updatable(),
                 AttributeSpec::optional("type", "file (default) or block: what the source is", "file"),
                 AttributeSpec::optional("media", &format!("disk (default) or cdrom: {media}"), "cdrom"),
-                AttributeSpec::optional("force", "update of a CD-ROM drive only: true changes the medium even when the guest has locked the tray", "true").updatable(),
+                AttributeSpec::optional("force", "update of a CD-ROM drive only: true changes the medium even when the guest has locked the tray", "true").updatable().not_listed(),
                 AttributeSpec::optional("bus", &format!("the bus, scsi by default (a free unit on an existing SCSI controller): {buses}"), "scsi"),
                 AttributeSpec::optional("target", "the target name libvirt asks for (a hint: the guest names disks itself); a free one when absent", "sdb"),
-                AttributeSpec::optional("readonly", "true or false (default false)", "true"),
+                AttributeSpec::optional("readonly", "true or false (default false)", "true").boolean(),
                 AttributeSpec::optional("serial", "serial number the guest sees", "DATA01"),
             ],
             passthrough_prefixes: vec![PASSTHROUGH.into()],
+            // A disk is what it reads; the target is libvirt's hint, chosen by vdev when absent.
+            identity: vec!["source".into(), "target".into()],
+            reference_attribute: None,
         },
         DeviceTypeSchema {
             device_type: DeviceType::NETWORK,
@@ -90,12 +93,14 @@ pub(crate) fn schemas(caps: &DomainCaps) -> Vec<DeviceTypeSchema> {
             attributes: vec![
                 AttributeSpec::optional("netdev", &format!("the backend, libvirt's interface type: user (default without a source), network (default with one), bridge, direct or ethernet{}", if caps.nic_backends.is_empty() { String::new() } else { format!("; backends: {}", caps.nic_backends.join(", ")) }), "network"),
                 AttributeSpec::optional("source", "the libvirt network (netdev=network), host bridge (bridge) or host interface (direct)", "default"),
-                AttributeSpec::optional("model", "the NIC model the guest sees, as libvirt names it (virtio, e1000e, rtl8139, ...; virtio-net-pci is read as virtio); virtio by default on QEMU, libvirt's default elsewhere", "virtio"),
-                AttributeSpec::optional("mac", "unicast MAC address, unique in the domain (libvirt makes one in 52:54:00:xx:xx:xx when absent)", "52:54:00:12:34:56"),
+                AttributeSpec::optional("model", "the NIC model the guest sees, as libvirt names it (virtio, e1000e, rtl8139, ...; virtio-net-pci is read as virtio); virtio by default on QEMU, libvirt's default elsewhere", "virtio").spelling("virtio-net-pci", "virtio"),
+                AttributeSpec::optional("mac", "unicast MAC address, unique in the domain (libvirt makes one in 52:54:00:xx:xx:xx when absent)", "52:54:00:12:34:56").case_insensitive(),
                 AttributeSpec::optional("ifname", "the host-side TAP device name (netdev=ethernet, bridge, network)", "vnet7"),
                 AttributeSpec::optional("link", "up (default) or down: whether the guest sees a cable; changeable by update", "down").updatable(),
             ],
             passthrough_prefixes: vec![PASSTHROUGH.into()],
+            identity: vec!["mac".into()],
+            reference_attribute: None,
         },
     ]
 }

@@ -9,8 +9,8 @@ use tokio::sync::Notify;
 use vdev_core::prelude::async_trait;
 use vdev_core::{
     AttachOptions, Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef,
-    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream, Result,
-    RunState, ScopeSet, UpdateOptions,
+    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventHub, EventStream,
+    NewDevice, Result, RunState, ScopeSet, UpdateOptions,
 };
 
 use crate::config::{MockConfig, Source};
@@ -269,6 +269,70 @@ impl Driver for MockDriver {
         };
         self.call(Op::Attach, ctx, body, |r: &DeviceRef| Some(r.to_string()))
             .await
+    }
+
+    /// One state change for the whole batch (one state-file write): every device is created,
+    /// or, when one is refused, none. Latency and injected faults apply to each device as to
+    /// one attach; an injected fault fails its entry, so the batch.
+    async fn attach_batch(
+        &self,
+        domain: &Domain,
+        devices: &[NewDevice],
+        _options: &AttachOptions,
+    ) -> Result<Vec<DeviceRef>> {
+        let id = domid(domain)?;
+        let in_batch = |index: usize, d: &NewDevice, e: Error| Error::InBatch {
+            index,
+            entry: d.to_string(),
+            error: Box::new(e),
+        };
+        for (i, d) in devices.iter().enumerate() {
+            let ctx = CallCtx {
+                domain: Some(domain),
+                device_type: Some(&d.device_type),
+                reference: None,
+            };
+            if let Err(e) = self.control.enter(Op::Attach, &ctx).await {
+                self.control.log(Op::Attach, &ctx, None, Some(&e));
+                return Err(in_batch(i, d, e));
+            }
+        }
+        let batch = devices.to_vec();
+        let result = self
+            .host
+            .transact(move |st, ev| {
+                let (before, seen) = (st.clone(), ev.len());
+                let mut refs = Vec::with_capacity(batch.len());
+                for (i, d) in batch.iter().enumerate() {
+                    match st.attach(id, &d.device_type, &d.attributes, ev) {
+                        Ok(r) => refs.push(r),
+                        Err(e) => {
+                            *st = before;
+                            ev.truncate(seen);
+                            return Err(in_batch(i, d, e));
+                        }
+                    }
+                }
+                Ok(refs)
+            })
+            .await;
+        for (i, d) in devices.iter().enumerate() {
+            let ctx = CallCtx {
+                domain: Some(domain),
+                device_type: Some(&d.device_type),
+                reference: None,
+            };
+            match &result {
+                Ok(refs) => self
+                    .control
+                    .log(Op::Attach, &ctx, Some(refs[i].as_str()), None),
+                Err(Error::InBatch { index, error, .. }) if *index == i => {
+                    self.control.log(Op::Attach, &ctx, None, Some(error))
+                }
+                Err(_) => {}
+            }
+        }
+        result
     }
 
     async fn detach(

@@ -28,7 +28,8 @@ impl Rules<'_> {
             "backend",
             "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name",
             "Domain-0",
-        );
+        )
+        .not_listed();
         let (description, attributes) = match self {
             Rules::Disk => (
                 DISK_DESC.to_owned(),
@@ -36,14 +37,14 @@ impl Rules<'_> {
                     AttributeSpec::required("uname", "what backs the disk: phy:DEVICE or file:PATH; on a CD-ROM drive (devtype=cdrom) its medium, empty for none, and changeable by update (empty ejects)", "file:/var/lib/xen/images/data.img").updatable(),
                     AttributeSpec::optional("devtype", "disk (default) or cdrom: a CD-ROM drive, whose medium can be changed in place", "cdrom"),
                     AttributeSpec::required("dev", "the device name in the guest (xvdX, sdX, hdX, optionally with a partition number), or a Xen device number", "xvdb"),
-                    AttributeSpec::required("mode", "r for read-only, w for read-write (ro and rw are accepted too)", "w"),
+                    AttributeSpec::required("mode", "r for read-only, w for read-write (ro and rw are accepted too)", "w").spelling("ro", "r").spelling("rw", "w"),
                     backend,
                 ],
             ),
             Rules::Network => (
                 NET_DESC.to_owned(),
                 vec![
-                    AttributeSpec::optional("mac", "the MAC address; generated in Xen's 00:16:3e range when absent; unique on the host", "00:16:3e:12:34:56"),
+                    AttributeSpec::optional("mac", "the MAC address; generated in Xen's 00:16:3e range when absent; unique on the host", "00:16:3e:12:34:56").case_insensitive(),
                     AttributeSpec::optional("bridge", "the bridge in the backend domain (default xenbr0)", "xenbr0"),
                     AttributeSpec::optional("script", "the backend's hotplug script (default /etc/xen/scripts/vif-bridge)", "/etc/xen/scripts/vif-bridge"),
                     AttributeSpec::optional("ip", "the guest's IP addresses, separated by spaces", "192.0.2.10"),
@@ -63,10 +64,18 @@ impl Rules<'_> {
                             Some(v) => format!("{} (one of: {})", a.description, v.join(", ")),
                             None => a.description.clone(),
                         },
-                        example: a.example.clone(),
                         updatable: a.updatable,
+                        ..AttributeSpec::optional(&a.name, "", &a.example)
                     })
                     .collect(),
+            ),
+        };
+        let (identity, reference_attribute) = match self {
+            Rules::Disk => (vec!["dev".into(), "uname".into()], None),
+            Rules::Network => (vec!["mac".into()], None),
+            Rules::Custom(c) => (
+                c.ref_attribute.iter().cloned().collect(),
+                c.ref_attribute.clone(),
             ),
         };
         DeviceTypeSchema {
@@ -74,6 +83,8 @@ impl Rules<'_> {
             description,
             attributes,
             passthrough_prefixes: Vec::new(),
+            identity,
+            reference_attribute,
         }
     }
 

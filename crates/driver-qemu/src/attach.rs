@@ -12,7 +12,7 @@ use vdev_core::{Attributes, DeviceEvent, DeviceRef, DeviceType, Domain, Error, R
 use crate::domain::{lock, went_away, DomainEntry, Session};
 use crate::domains::Domains;
 use crate::error::QmpError;
-use crate::image::{blockdev_add_error, blockdev_options, check_format, check_image};
+use crate::image::{blockdev_add_error, blockdev_options, check_format, check_image, Protocol};
 use crate::listing::{disk_attributes, exists};
 use crate::markers::{self, Backend};
 use crate::schema::{self, check_id, parse_bool_attr, split_attrs, NIC_MODELS};
@@ -118,7 +118,7 @@ async fn settle_lost_attach(
 }
 
 /// After a failed `device_add`: the right error for QEMU's answer.
-async fn device_add_error(
+pub(crate) async fn device_add_error(
     session: &Session,
     device_type: &DeviceType,
     id: &str,
@@ -154,7 +154,32 @@ pub(crate) async fn attach_disk(
     entry: &DomainEntry,
     attrs: &Attributes,
 ) -> Result<DeviceRef> {
-    let (named, dev_pt, blk_pt) = split_attrs(attrs, "blockdev.");
+    // The image is checked before the domain's lock is taken: a slow file system stalls only
+    // this attach.
+    let checked = check_disk(entry, session.qmp.timeout(), attrs).await?;
+    let _op = entry.ops.lock().await;
+    prepare_disk(session, attrs, checked)
+        .await?
+        .make_one(session, entry)
+        .await
+}
+
+/// What [`check_disk`] found: the disk's model and the checked image's protocol.
+pub(crate) struct CheckedDisk {
+    model: &'static str,
+    cdrom: bool,
+    format: &'static str,
+    readonly: bool,
+    protocol: Option<Protocol>,
+}
+
+/// Check a disk's attributes and its image (changes nothing; takes no lock).
+pub(crate) async fn check_disk(
+    entry: &DomainEntry,
+    timeout: std::time::Duration,
+    attrs: &Attributes,
+) -> Result<CheckedDisk> {
+    let (named, _, _) = split_attrs(attrs, "blockdev.");
     let cdrom = match named.get("media").copied().unwrap_or("disk") {
         "disk" => false,
         "cdrom" => true,
@@ -191,6 +216,7 @@ pub(crate) async fn attach_disk(
         }
     };
     check_format(format)?;
+    let format: &'static str = if format == "qcow2" { "qcow2" } else { "raw" };
     let model = match (named.get("bus").copied().unwrap_or("scsi"), cdrom) {
         ("scsi", false) => "scsi-hd",
         ("scsi", true) => "scsi-cd",
@@ -222,13 +248,36 @@ pub(crate) async fn attach_disk(
             true
         }
     };
-    let id = device_id(&named, "disk")?;
-    let timeout = session.qmp.timeout();
+    device_id(&named, "disk")?;
     let protocol = match source {
         Some(src) => Some(check_image(&entry.host, &entry.endpoint, src, format, timeout).await?),
         None => None,
     };
-    let _op = entry.ops.lock().await;
+    Ok(CheckedDisk {
+        model,
+        cdrom,
+        format,
+        readonly,
+        protocol,
+    })
+}
+
+/// A checked disk as a [`Plan`]: its properties, its block node's options.
+pub(crate) async fn prepare_disk(
+    session: &Session,
+    attrs: &Attributes,
+    checked: CheckedDisk,
+) -> Result<Plan> {
+    let CheckedDisk {
+        model,
+        cdrom,
+        format,
+        readonly,
+        protocol,
+    } = checked;
+    let (named, dev_pt, blk_pt) = split_attrs(attrs, "blockdev.");
+    let source = named.get("source").copied().filter(|s| !s.is_empty());
+    let id = device_id(&named, "disk")?;
     let mut props = device_props(session, model, &dev_pt, "bus", &[("drive", "source")]).await?;
     if let Some(s) = named.get("serial") {
         props.insert("serial".into(), Value::from(*s));
@@ -245,34 +294,25 @@ pub(crate) async fn attach_disk(
     if let Some(n) = &node {
         props.insert("drive".into(), n.clone().into());
     }
-    let plan = Plan {
+    // A CD-ROM drive's tray is read from QEMU at the next listing; a disk's listing is known.
+    let after = match (cdrom, source, &node) {
+        (false, Some(src), Some(n)) => {
+            After::Cache(disk_attributes(&id, model, src, format, readonly, Some(n)))
+        }
+        _ => After::Nothing,
+    };
+    let (src, pt) = (source.unwrap_or_default().to_owned(), blk_pt.is_empty());
+    Ok(Plan {
         device_type: DeviceType::DISK,
-        id: &id,
+        id,
         model,
         props,
         backend_add: medium.map(|(_, opts)| ("blockdev-add", opts)),
         backend: node.clone().map_or(Backend::None, Backend::Node),
         passthrough: !dev_pt.is_empty(),
-    };
-    let placed = plan
-        .make(session, entry, |e| {
-            blockdev_add_error(e, source.unwrap_or_default(), format, blk_pt.is_empty())
-        })
-        .await?;
-    if let Placed::Settled(r) = placed {
-        return Ok(r);
-    }
-    // A CD-ROM drive's tray is read from QEMU at the next listing.
-    if let (false, Some(src), Some(n)) = (cdrom, source, &node) {
-        lock(&session.disk_cache).insert(
-            id.clone(),
-            (
-                model.to_owned(),
-                Some(disk_attributes(&id, model, src, format, readonly, Some(n))),
-            ),
-        );
-    }
-    Ok(DeviceRef::new(id).expect("checked id"))
+        backend_error: Box::new(move |e| blockdev_add_error(e, &src, format, pt)),
+        after,
+    })
 }
 
 /// The `id` attribute, checked, or a new `PREFIX-XXXXXXXX`.
@@ -304,32 +344,96 @@ async fn device_props(
         .await
 }
 
-/// A device ready to be made, as [`attach_disk`] and [`attach_nic`] have checked and built it:
-/// the one pipeline both go through.
-struct Plan<'a> {
-    device_type: DeviceType,
-    id: &'a str,
-    model: &'a str,
-    /// The device's properties but `driver`, `id` and `bus` (which the pipeline sets).
-    props: Map<String, Value>,
-    /// The backend's command (`blockdev-add`, `netdev_add`) and arguments, if there is one.
-    backend_add: Option<(&'static str, Map<String, Value>)>,
-    /// What the device leaves to remove once it is gone.
-    backend: Backend,
-    /// Whether `device.*` attributes were given (QEMU's refusal then names them).
-    passthrough: bool,
+/// Why QEMU refused a device's backend, in the core's words.
+pub(crate) type BackendError = Box<dyn FnOnce(QmpError) -> Error + Send + Sync>;
+
+/// What is left to do once a device is made.
+pub(crate) enum After {
+    /// Nothing.
+    Nothing,
+    /// Remember the disk's listed attributes (QEMU cannot be asked for all of them cheaply).
+    Cache(Attributes),
+    /// Take the NIC's link down (asked with `link=down`).
+    LinkDown,
 }
 
-impl Plan<'_> {
-    /// Make the backend and the device on the first candidate bus in one round trip (QEMU runs
-    /// them in order: a `device_add` after a failed backend fails for want of it), then place
-    /// the device ([`Made::place`]). `backend_error` says why QEMU refused the backend.
-    async fn make(
-        self,
+/// A device ready to be made, as [`prepare_disk`] and [`prepare_nic`] have checked and built
+/// it: the one pipeline single attaches and batches go through.
+pub(crate) struct Plan {
+    pub(crate) device_type: DeviceType,
+    pub(crate) id: String,
+    pub(crate) model: &'static str,
+    /// The device's properties but `driver`, `id` and `bus` (which the pipeline sets).
+    pub(crate) props: Map<String, Value>,
+    /// The backend's command (`blockdev-add`, `netdev_add`) and arguments, if there is one.
+    pub(crate) backend_add: Option<(&'static str, Map<String, Value>)>,
+    /// What the device leaves to remove once it is gone.
+    pub(crate) backend: Backend,
+    /// Whether `device.*` attributes were given (QEMU's refusal then names them).
+    pub(crate) passthrough: bool,
+    /// Says why QEMU refused the backend.
+    pub(crate) backend_error: BackendError,
+    /// What is left to do once the device is made.
+    pub(crate) after: After,
+}
+
+impl Plan {
+    /// The `device_add` arguments on `bus`.
+    pub(crate) fn device_args(&self, bus: &Option<String>) -> Value {
+        let mut args = self.props.clone();
+        args.insert("driver".into(), self.model.into());
+        args.insert("id".into(), self.id.clone().into());
+        if let Some(b) = bus {
+            args.insert("bus".into(), b.clone().into());
+        }
+        Value::Object(args)
+    }
+
+    /// Make one device ([`Plan::make`]) and finish it ([`finish`]).
+    pub(crate) async fn make_one(
+        mut self,
         session: &Session,
         entry: &DomainEntry,
-        backend_error: impl FnOnce(QmpError) -> Error,
-    ) -> Result<Placed> {
+    ) -> Result<DeviceRef> {
+        let after = std::mem::replace(&mut self.after, After::Nothing);
+        let (id, model) = (self.id.clone(), self.model);
+        match self.make(session, entry).await? {
+            Placed::Settled(r) => Ok(r),
+            Placed::Bus(_) => {
+                finish(session, &id, model, after).await?;
+                Ok(DeviceRef::new(id).expect("checked id"))
+            }
+        }
+    }
+}
+
+/// Do what is left once device `id` is made (see [`After`]).
+pub(crate) async fn finish(session: &Session, id: &str, model: &str, after: After) -> Result<()> {
+    match after {
+        After::Nothing => Ok(()),
+        After::Cache(attrs) => {
+            lock(&session.disk_cache).insert(id.to_owned(), (model.to_owned(), Some(attrs)));
+            Ok(())
+        }
+        After::LinkDown => {
+            let r = session.qmp.batch(update::link_commands(id, false)).await;
+            match r.into_iter().next() {
+                Some(Err(e)) => Err(Error::backend_with(
+                    crate::NAME,
+                    format!("NIC {id} was created, but its link could not be taken down; detach it, or update it with link=down"),
+                    e,
+                )),
+                _ => Ok(()),
+            }
+        }
+    }
+}
+
+impl Plan {
+    /// Make the backend and the device on the first candidate bus in one round trip (QEMU runs
+    /// them in order: a `device_add` after a failed backend fails for want of it), then place
+    /// the device ([`Made::place`]).
+    async fn make(self, session: &Session, entry: &DomainEntry) -> Result<Placed> {
         let Plan {
             device_type,
             id,
@@ -338,7 +442,10 @@ impl Plan<'_> {
             backend_add,
             backend,
             passthrough,
+            backend_error,
+            after: _,
         } = self;
+        let id = id.as_str();
         let buses = session.placement.buses_for(&session.qmp, model).await?;
         let device_args = |bus: &Option<String>| {
             let mut args = props.clone();
@@ -511,7 +618,7 @@ impl Made<'_> {
 }
 
 /// MAC addresses of the domain's NICs, lower case: one `qom-list` and one pipelined batch.
-async fn macs(session: &Session) -> Result<HashSet<String>> {
+pub(crate) async fn macs(session: &Session) -> Result<HashSet<String>> {
     let devs = session
         .qmp
         .execute_raw("qom-list", json!({"path": "/machine/peripheral"}))
@@ -543,6 +650,21 @@ pub(crate) async fn attach_nic(
     entry: &DomainEntry,
     attrs: &Attributes,
 ) -> Result<DeviceRef> {
+    let _op = entry.ops.lock().await;
+    let mut used = macs(session).await?;
+    prepare_nic(session, attrs, &mut used)
+        .await?
+        .make_one(session, entry)
+        .await
+}
+
+/// A NIC as a [`Plan`]. Call with the domain's lock held: `used` holds the MACs of the domain
+/// (and of the batch so far), and gets this NIC's.
+pub(crate) async fn prepare_nic(
+    session: &Session,
+    attrs: &Attributes,
+    used: &mut HashSet<String>,
+) -> Result<Plan> {
     let (named, dev_pt, net_pt) = split_attrs(attrs, "netdev.");
     let kind = named.get("netdev").copied().unwrap_or("user");
     let ifname = named.get("ifname").copied();
@@ -569,19 +691,22 @@ pub(crate) async fn attach_nic(
         }
     }
     let link_up = schema::parse_link(named.get("link").copied().unwrap_or("up"))?;
-    let model = named.get("model").copied().unwrap_or("virtio-net-pci");
-    if !matches!(model, "virtio-net-pci" | "e1000" | "usb-net") {
-        return Err(Error::invalid_attribute(
-            "model",
-            format!("'{model}' is not virtio-net-pci, e1000 or usb-net"),
-        ));
-    }
+    let model: &'static str = match named.get("model").copied().unwrap_or("virtio-net-pci") {
+        "virtio-net-pci" => "virtio-net-pci",
+        "e1000" => "e1000",
+        "usb-net" => "usb-net",
+        m => {
+            return Err(Error::invalid_attribute(
+                "model",
+                format!("'{m}' is not virtio-net-pci, e1000 or usb-net"),
+            ))
+        }
+    };
     let id = device_id(&named, "net")?;
     let given_mac = named
         .get("mac")
         .map(|m| vdev_core::unicast_mac("mac", m, "52:54:00:12:34:56"))
         .transpose()?;
-    let _op = entry.ops.lock().await;
     let own = [("netdev", "netdev"), ("mac", "mac")];
     let mut props = device_props(session, model, &dev_pt, "model", &own).await?;
     let mut nd = Map::new();
@@ -605,7 +730,6 @@ pub(crate) async fn attach_nic(
             &mut nd,
         )
         .await?;
-    let used = macs(session).await?;
     let mac = match given_mac {
         Some(m) if used.contains(&m) => {
             return Err(Error::DeviceExists {
@@ -623,42 +747,29 @@ pub(crate) async fn attach_nic(
             }
         },
     };
+    used.insert(mac.clone());
     props.insert("netdev".into(), netdev_id.clone().into());
     props.insert("mac".into(), mac.into());
-    let plan = Plan {
+    let (kind, pt_given) = (kind.to_owned(), !net_pt.is_empty());
+    Ok(Plan {
         device_type: DeviceType::NETWORK,
-        id: &id,
+        id,
         model,
         props,
         backend_add: Some(("netdev_add", nd)),
         backend: Backend::Netdev(netdev_id),
         passthrough: !dev_pt.is_empty(),
-    };
-    let placed = plan
-        .make(session, entry, |e| match e {
+        backend_error: Box::new(move |e| match e {
             QmpError::Qemu { class, desc } => Error::invalid_attribute(
-                if net_pt.is_empty() {
-                    "netdev"
-                } else {
-                    "netdev.*"
-                },
+                if pt_given { "netdev.*" } else { "netdev" },
                 format!("QEMU refused the {kind} network backend: {class}: {desc}"),
             ),
             e => e.into_core("netdev_add"),
-        })
-        .await?;
-    if let Placed::Settled(r) = placed {
-        return Ok(r);
-    }
-    if !link_up {
-        let r = session.qmp.batch(update::link_commands(&id, false)).await;
-        if let Some(Err(e)) = r.into_iter().next() {
-            return Err(Error::backend_with(
-                crate::NAME,
-                format!("NIC {id} was created, but its link could not be taken down; detach it, or update it with link=down"),
-                e,
-            ));
-        }
-    }
-    Ok(DeviceRef::new(id).expect("checked id"))
+        }),
+        after: if link_up {
+            After::Nothing
+        } else {
+            After::LinkDown
+        },
+    })
 }

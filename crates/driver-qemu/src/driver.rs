@@ -8,15 +8,15 @@ use tracing::debug;
 use vdev_core::prelude::async_trait;
 use vdev_core::{
     AttachOptions, Attributes, Capabilities, DetachOptions, Device, DeviceEvent, DeviceRef,
-    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, Result, ScopeSet,
-    UpdateOptions,
+    DeviceType, DeviceTypeSchema, Domain, DomainKey, Driver, Error, EventStream, NewDevice, Result,
+    ScopeSet, UpdateOptions,
 };
 use vdev_remote::{Endpoint, Host, PathKind};
 
 use crate::config::{QemuConfig, Target};
 use crate::domain::went_away;
 use crate::domains::{stem, Domains};
-use crate::{attach, detach, listing, schema, update};
+use crate::{attach, batch, detach, listing, schema, update};
 
 /// The QEMU driver: each domain is one running QEMU reached through its QMP socket.
 pub struct QemuDriver {
@@ -172,6 +172,24 @@ impl Driver for QemuDriver {
         let (d, t, a) = (domain.clone(), device_type.clone(), attributes.clone());
         vdev_core::run_whole(crate::NAME, async move {
             attach::attach(&inner, &d, &t, &a).await
+        })
+        .await
+    }
+
+    /// Every backend and device of the batch in one pipelined write; on a failure, what the
+    /// batch made is detached and its backends removed (see the crate docs).
+    async fn attach_batch(
+        &self,
+        domain: &Domain,
+        devices: &[NewDevice],
+        _options: &AttachOptions,
+    ) -> Result<Vec<DeviceRef>> {
+        // Whole, as attach: a dropped caller never stops a batch between its write and its
+        // rollback.
+        let inner = self.inner.clone();
+        let (d, devices) = (domain.clone(), devices.to_vec());
+        vdev_core::run_whole(crate::NAME, async move {
+            batch::attach_batch(&inner, &d, &devices).await
         })
         .await
     }

@@ -433,22 +433,9 @@ async fn qemu_killed_during_an_attach_is_an_error_and_the_next_operation_works()
     let img = vm.image("k.raw", "raw");
     let (conn, d) = open(&format!("{}?timeout=2s", vm.uri())).await;
     conn.devices(&d, None).await.unwrap();
-    let pid = vm.pid().to_string();
     // Stopped first, so that the attach is surely in flight when QEMU dies: killed once the
     // attach's request waits, unread, in its socket.
-    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
-    let killer = {
-        let (pid, socket) = (pid.clone(), vm.socket.clone());
-        std::thread::spawn(move || {
-            let waited = std::panic::catch_unwind(|| {
-                common::wait_unread(&socket, "the attach's request");
-            });
-            Command::new("kill").args(["-KILL", &pid]).status().unwrap();
-            if let Err(p) = waited {
-                std::panic::resume_unwind(p);
-            }
-        })
-    };
+    let killer = common::kill_once_unread(vm.pid(), &vm.socket, "the attach's request");
     let r = tokio::time::timeout(
         Duration::from_secs(60),
         conn.attach(

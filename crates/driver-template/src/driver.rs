@@ -115,6 +115,8 @@ fn schemas() -> Vec<DeviceTypeSchema> {
             AttributeSpec::optional("readonly", "on or off (default off)", "on").updatable(),
         ],
         passthrough_prefixes: vec![],
+        identity: vec!["source".into()],
+        reference_attribute: None,
     }]
 }
 

@@ -40,6 +40,15 @@ pub(crate) fn check_backend(bdom: &Domain, domain: &Domain, what: &str) -> Resul
     Ok(())
 }
 
+/// The attributes with the attach's scope expressed as libxl's `recorded` (see
+/// [`libxl::scope_as_recorded`]).
+fn scoped(attributes: &Attributes, options: &AttachOptions) -> Result<Attributes> {
+    match options.scope {
+        None => Ok(attributes.clone()),
+        Some(scope) => libxl::scope_as_recorded(attributes, scope),
+    }
+}
+
 impl Inner {
     /// The attributes of the device types this driver attaches.
     pub(crate) fn device_types(&self) -> Vec<DeviceTypeSchema> {
@@ -54,14 +63,7 @@ impl Inner {
         attributes: &Attributes,
         options: &AttachOptions,
     ) -> Result<DeviceRef> {
-        let scoped;
-        let attributes = match options.scope {
-            None => attributes,
-            Some(scope) => {
-                scoped = libxl::scope_as_recorded(attributes, scope)?;
-                &scoped
-            }
-        };
+        let attributes = &scoped(attributes, options)?;
         match Kind::of(device_type) {
             Some(Kind::Vbd) => {
                 // xl's bare `target=PATH` is `phy:` for a block device in Domain-0: ask the
@@ -78,6 +80,26 @@ impl Inner {
                 self.attach_disk(domain, spec).await
             }
             Some(Kind::Vif) => self.attach_nic(domain, NicSpec::parse(attributes)?).await,
+            None => Err(unsupported_type(device_type)),
+        }
+    }
+
+    /// Check what [`Inner::attach`] would refuse without asking anything: the scope and the
+    /// attributes (for a batch, before any of it is made).
+    pub(crate) fn check(
+        &self,
+        device_type: &DeviceType,
+        attributes: &Attributes,
+        options: &AttachOptions,
+    ) -> Result<()> {
+        let attributes = &scoped(attributes, options)?;
+        match Kind::of(device_type) {
+            Some(Kind::Vbd) => {
+                let dom0 = self.is_dom0;
+                // Whether a bare path is a block device decides its prefix, not its validity.
+                DiskSpec::parse_with(attributes, || dom0, |_| false).map(|_| ())
+            }
+            Some(Kind::Vif) => NicSpec::parse(attributes).map(|_| ()),
             None => Err(unsupported_type(device_type)),
         }
     }

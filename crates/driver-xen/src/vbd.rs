@@ -319,12 +319,14 @@ pub(crate) fn schema() -> DeviceTypeSchema {
         attributes: vec![
             AttributeSpec::required("uname", "what backs the disk: phy:DEVICE or file:PATH (an absolute path). xl's name target takes a bare absolute path: phy when this process is in Domain-0 and the path is a block device there, else phy under /dev/ and file otherwise (both write params=PATH, type=phy); a phy: or file: prefix is accepted too", "file:/var/lib/xen/images/data.img").alias("target"),
             AttributeSpec::required("dev", "the device name in the guest (xvdX, sdX, hdX, dNpM, or a Xen device number); xl's name is vdev", "xvdb").alias("vdev"),
-            AttributeSpec::optional("mode", "r or ro for read-only, w or rw for read-write (default w); xl's name is access", "w").alias("access"),
+            AttributeSpec::optional("mode", "r or ro for read-only, w or rw for read-write (default w); xl's name is access", "w").alias("access").spelling("ro", "r").spelling("rw", "w"),
             AttributeSpec::optional("format", "the image format: raw (the default), the only one blkback serves; convert qcow2, vhd or qed images to raw (QEMU's qdisk backend is not supported)", "raw"),
-            AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0"),
+            AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0").not_listed(),
             crate::libxl::recorded_spec(),
         ],
         passthrough_prefixes: Vec::new(),
+        identity: vec!["dev".into(), "uname".into()],
+        reference_attribute: None,
     }
 }
 

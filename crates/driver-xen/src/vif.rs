@@ -220,14 +220,16 @@ pub(crate) fn schema() -> DeviceTypeSchema {
         device_type: DeviceType::NETWORK,
         description: "a Xen virtual network interface (vif) served by netback; its ref is its handle (0, 1, ...)".into(),
         attributes: vec![
-            AttributeSpec::optional("mac", "the MAC address; generated in Xen's 00:16:3e range when absent", "00:16:3e:12:34:56"),
+            AttributeSpec::optional("mac", "the MAC address; generated in Xen's 00:16:3e range when absent", "00:16:3e:12:34:56").case_insensitive(),
             AttributeSpec::optional("bridge", "the bridge in the backend domain (default xenbr0)", "xenbr0"),
             AttributeSpec::optional("script", "the backend's hotplug script: a vif script of /etc/xen/scripts (default vif-bridge; vif-route, vif-nat, vif-openvswitch, ...)", "vif-bridge"),
             AttributeSpec::optional("ip", "the guest's IP addresses, separated by spaces", "192.0.2.10"),
-            AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0"),
+            AttributeSpec::optional("backend", "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name", "Domain-0").not_listed(),
             crate::libxl::recorded_spec(),
         ],
         passthrough_prefixes: Vec::new(),
+        identity: vec!["mac".into()],
+        reference_attribute: None,
     }
 }
 

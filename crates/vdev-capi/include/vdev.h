@@ -139,6 +139,11 @@ typedef enum vdev_error_code {
    */
   VDEV_ERR_REMOTE = 16,
   /**
+   * A desired-state document is malformed or cannot be planned (a syntax error, an unknown
+   * key, two entries with one identity); the message names the place. Nothing changed.
+   */
+  VDEV_ERR_INVALID_DOCUMENT = 17,
+  /**
    * A pointer argument that must not be NULL was NULL.
    */
   VDEV_ERR_NULL_ARGUMENT = 100,

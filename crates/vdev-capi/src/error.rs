@@ -56,6 +56,9 @@ pub enum vdev_error_code {
     /// dropped connection, a missing program there); the message carries ssh's own words and
     /// what to do.
     VDEV_ERR_REMOTE = 16,
+    /// A desired-state document is malformed or cannot be planned (a syntax error, an unknown
+    /// key, two entries with one identity); the message names the place. Nothing changed.
+    VDEV_ERR_INVALID_DOCUMENT = 17,
     /// A pointer argument that must not be NULL was NULL.
     VDEV_ERR_NULL_ARGUMENT = 100,
     /// An argument is empty, negative, not UTF-8, or otherwise not acceptable.
@@ -104,6 +107,7 @@ impl vdev_error_code {
         VDEV_ERR_REMOVAL_REFUSED,
         VDEV_ERR_DEVICE_BUSY,
         VDEV_ERR_REMOTE,
+        VDEV_ERR_INVALID_DOCUMENT,
         VDEV_ERR_NULL_ARGUMENT,
         VDEV_ERR_INVALID_ARGUMENT,
         VDEV_ERR_BUFFER_TOO_SMALL,
@@ -134,6 +138,7 @@ impl vdev_error_code {
             "backend" => VDEV_ERR_BACKEND,
             "removal-refused" => VDEV_ERR_REMOVAL_REFUSED,
             "device-busy" => VDEV_ERR_DEVICE_BUSY,
+            "invalid-document" => VDEV_ERR_INVALID_DOCUMENT,
             "remote" => VDEV_ERR_REMOTE,
             _ => VDEV_ERR_UNKNOWN,
         }
@@ -158,6 +163,7 @@ impl vdev_error_code {
             VDEV_ERR_BACKEND => c"backend",
             VDEV_ERR_REMOVAL_REFUSED => c"removal-refused",
             VDEV_ERR_DEVICE_BUSY => c"device-busy",
+            VDEV_ERR_INVALID_DOCUMENT => c"invalid-document",
             VDEV_ERR_REMOTE => c"remote",
             VDEV_ERR_NULL_ARGUMENT => c"null-argument",
             VDEV_ERR_INVALID_ARGUMENT => c"invalid-argument",

@@ -5,12 +5,18 @@ use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use futures::StreamExt;
-use serde_json::{json, Value};
+use serde_json::json;
 use vdev::{
-    Attributes, Connection, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType, Error,
+    AttachOptions, Attributes, Connection, DetachOptions, DeviceRef, DeviceType, Error, Scope,
+    UpdateOptions,
 };
+
+mod declarative;
+mod output;
+
+use output::{attrs_json, device_json, event_json, event_line, print_json, print_table};
 
 /// Manage the virtual devices (disks, network interfaces, ...) of virtual machines on any
 /// hypervisor, through one interface chosen by a connection URI.
@@ -19,7 +25,7 @@ use vdev::{
     name = "vdev",
     version,
     about,
-    after_help = "Exit status: 0 success; 1 the operation failed or a value was refused (a malformed NAME=VALUE, TYPE, REF or --timeout; the message on stderr starts with error:); 2 the command line could not be parsed; 3 a detach whose removal is pending (asked, the guest has not released the device yet: detach again to wait again).\n\nLogs (stderr, quiet by default): RUST_LOG=debug shows sessions and reconnects; RUST_LOG=vdev_driver_qemu=trace or RUST_LOG=vdev_driver_xen=trace also shows the protocol traffic (QMP, XenStore)."
+    after_help = "Exit status: 0 success; 1 the operation failed or a value was refused (a malformed NAME=VALUE, TYPE, REF, --timeout or document; the message on stderr starts with error:); 2 the command line could not be parsed; 3 a detach (or an apply) whose removal is pending (asked, the guest has not released the device yet: detach or apply again to wait again).\n\nLogs (stderr, quiet by default): RUST_LOG=debug shows sessions and reconnects; RUST_LOG=vdev_driver_qemu=trace or RUST_LOG=vdev_driver_xen=trace also shows the protocol traffic (QMP, XenStore)."
 )]
 struct Cli {
     /// Connection URI, e.g. mock:///default, mock:///tmp/host.json, qemu:///run/vms
@@ -37,6 +43,18 @@ struct Cli {
     /// Print JSON for programs instead of tables.
     #[arg(long, global = true)]
     json: bool,
+    /// With a +ssh URI that has no persist= option: keep the ssh login open this long after
+    /// the command ends, for the next command to the same host (ssh's ControlPersist); 0 turns
+    /// it off.
+    #[arg(
+        long,
+        env = "VDEV_SSH_PERSIST",
+        default_value = "60s",
+        value_name = "DURATION",
+        global = true,
+        value_parser = humantime::parse_duration
+    )]
+    ssh_persist: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -66,6 +84,13 @@ enum Command {
         /// none: `vdev attach domu1 network`)
         #[arg(value_name = "NAME=VALUE")]
         attributes: Vec<String>,
+        /// Attach several devices in one batch, all or none: FILE (`-` for standard input) has
+        /// one device per line, a JSON object of its attributes ({"source": "/img/a.qcow2"});
+        /// prints their references, one per line.
+        #[arg(long, value_name = "FILE", conflicts_with = "attributes")]
+        from: Option<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
     /// Remove a device; waits until the guest releases it.
     Detach {
@@ -85,6 +110,8 @@ enum Command {
         /// Remove at once, without waiting for the guest.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
     /// Change attributes of a device in place (a CD-ROM's medium, a NIC's link); `vdev schema
     /// TYPE` says which attributes can be changed.
@@ -100,6 +127,8 @@ enum Command {
         /// The attributes to change, e.g. source=/isos/new.iso or link=down
         #[arg(value_name = "NAME=VALUE", required = true)]
         attributes: Vec<String>,
+        #[command(flatten)]
+        scope: ScopeArgs,
     },
     /// The attributes a device type accepts, with their aliases (other names for the same attribute).
     Schema {
@@ -112,6 +141,78 @@ enum Command {
         /// Domain name or id.
         domain: String,
     },
+    /// The changes that would make domains as a desired-state document (JSON or YAML) says,
+    /// one per line: `+` add, `-` remove, `~` update in place, `!` needs a replacement (never
+    /// made by apply). Changes nothing.
+    Plan {
+        /// The document (`-` for standard input); `vdev export DOMAIN` writes one.
+        #[arg(value_name = "FILE")]
+        file: String,
+    },
+    /// Make domains as a desired-state document says: removes (waiting as detach does),
+    /// updates, then adds each domain's new devices in one batch, all or none.
+    Apply {
+        /// The document (`-` for standard input).
+        #[arg(value_name = "FILE")]
+        file: String,
+        /// How long each removal waits for the guest, in seconds (0 to 86400); a removal still
+        /// pending then gives exit status 3.
+        #[arg(long, default_value_t = DetachOptions::DEFAULT_TIMEOUT.as_secs_f64(), value_name = "SECONDS")]
+        timeout: f64,
+        #[command(flatten)]
+        scope: ScopeArgs,
+    },
+    /// Print a desired-state document (YAML; JSON with --json) of the devices a domain has now.
+    Export {
+        /// Domain name or id.
+        domain: String,
+    },
+    /// Print the shell completion script for SHELL: `vdev completions bash >
+    /// /etc/bash_completion.d/vdev`, or `source <(vdev completions bash)`.
+    Completions {
+        /// The shell.
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff): `vdev man > /usr/local/share/man/man1/vdev.1`.
+    Man,
+}
+
+/// Where a change goes, with virsh's flags (each driver says which it supports).
+#[derive(Args, Debug, Clone, Copy, Default)]
+struct ScopeArgs {
+    /// Change the running domain only (gone at its next start).
+    #[arg(long)]
+    live: bool,
+    /// Change the domain's stored configuration (with --live: both).
+    #[arg(long)]
+    config: bool,
+    /// Change both the running domain and its stored configuration.
+    #[arg(long, conflicts_with_all = ["live", "config"])]
+    persistent: bool,
+}
+
+impl ScopeArgs {
+    /// The scope asked for; `None`: the driver's default.
+    fn scope(self) -> Option<Scope> {
+        match (self.live, self.config, self.persistent) {
+            (_, _, true) | (true, true, _) => Some(Scope::Both),
+            (true, false, false) => Some(Scope::Live),
+            (false, true, false) => Some(Scope::Persistent),
+            (false, false, false) => None,
+        }
+    }
+}
+
+/// A --timeout in seconds, checked.
+fn timeout_arg(seconds: f64) -> vdev::Result<Duration> {
+    if !seconds.is_finite() || !(0.0..=86_400.0).contains(&seconds) {
+        return Err(Error::InvalidAttribute {
+            name: "--timeout".into(),
+            reason: format!("{seconds} is not a number of seconds from 0 to 86400"),
+        });
+    }
+    Ok(Duration::from_secs_f64(seconds))
 }
 
 /// The exit status of a detach whose removal is pending: the request stands, the guest has not
@@ -133,7 +234,7 @@ async fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // Asked, not yet gone: a status of its own, so scripts can tell it from a refusal.
-            let status = if matches!(e, Error::RemovalPending { .. }) {
+            let status = if matches!(e.condition(), Error::RemovalPending { .. }) {
                 EXIT_REMOVAL_PENDING
             } else {
                 1
@@ -151,14 +252,42 @@ async fn main() -> ExitCode {
 }
 
 async fn connect(cli: &Cli) -> vdev::Result<Connection> {
+    let mut uri = vdev::ConnectUri::parse(&cli.uri)?;
     if cli.readonly {
-        vdev::connect_readonly(&cli.uri).await
-    } else {
-        vdev::connect(&cli.uri).await
+        uri.set_read_only(true);
     }
+    // A one-shot command keeps its ssh login for the next one (library users choose for
+    // themselves: they get no default).
+    if uri.transport() == Some("ssh")
+        && uri.option("persist").is_none()
+        && !cli.ssh_persist.is_zero()
+    {
+        uri.set_option("persist", &format!("{}s", cli.ssh_persist.as_secs().max(1)));
+    }
+    Connection::open(uri).await
 }
 
 async fn run(cli: Cli) -> vdev::Result<()> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_complete::generate(*shell, &mut cmd, "vdev", &mut text);
+            // A reader that stops early (`| head`) is no error.
+            let _ = std::io::stdout().write_all(&text);
+            return Ok(());
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut text = Vec::new();
+            clap_mangen::Man::new(cmd)
+                .render(&mut text)
+                .expect("rendering into memory");
+            let _ = std::io::stdout().write_all(&text);
+            return Ok(());
+        }
+        _ => {}
+    }
     if let Command::Drivers = cli.command {
         let drivers = vdev::drivers();
         if cli.json {
@@ -189,7 +318,9 @@ async fn run(cli: Cli) -> vdev::Result<()> {
 
 async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
     match &cli.command {
-        Command::Drivers => unreachable!("handled without a connection"),
+        Command::Drivers | Command::Completions { .. } | Command::Man => {
+            unreachable!("handled without a connection")
+        }
         Command::Domains => {
             let domains = conn.domains().await?;
             if cli.json {
@@ -248,11 +379,42 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
             domain,
             device_type,
             attributes,
+            from: Some(file),
+            scope,
+        } => {
+            let t: DeviceType = device_type.parse()?;
+            let batch = declarative::read_batch(file, &t)?;
+            let d = conn.domain(domain).await?;
+            let options = AttachOptions {
+                scope: scope.scope(),
+            };
+            let refs = conn.attach_batch(&d, &batch, &options).await?;
+            let _ = attributes;
+            if cli.json {
+                print_json(&json!(refs
+                    .iter()
+                    .map(|r| json!({"ref": r.as_str()}))
+                    .collect::<Vec<_>>()));
+            } else {
+                for r in refs {
+                    println!("{r}");
+                }
+            }
+        }
+        Command::Attach {
+            domain,
+            device_type,
+            attributes,
+            from: None,
+            scope,
         } => {
             let t: DeviceType = device_type.parse()?;
             let attrs = Attributes::parse_assignments(attributes.iter().map(String::as_str))?;
             let d = conn.domain(domain).await?;
-            let r = conn.attach(&d, &t, &attrs).await?;
+            let options = AttachOptions {
+                scope: scope.scope(),
+            };
+            let r = conn.attach_with(&d, &t, &attrs, &options).await?;
             if cli.json {
                 print_json(&json!({"ref": r.as_str()}));
             } else {
@@ -265,19 +427,14 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
             reference,
             timeout,
             force,
+            scope,
         } => {
             let t: DeviceType = device_type.parse()?;
             let r: DeviceRef = reference.parse()?;
-            if !timeout.is_finite() || *timeout < 0.0 || *timeout > 86_400.0 {
-                return Err(Error::InvalidAttribute {
-                    name: "--timeout".into(),
-                    reason: format!("{timeout} is not a number of seconds from 0 to 86400"),
-                });
-            }
             let options = DetachOptions {
-                timeout: Duration::from_secs_f64(*timeout),
+                timeout: timeout_arg(*timeout)?,
                 force: *force,
-                ..Default::default()
+                scope: scope.scope(),
             };
             let d = conn.domain(domain).await?;
             let progress =
@@ -307,12 +464,16 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
             device_type,
             reference,
             attributes,
+            scope,
         } => {
             let t: DeviceType = device_type.parse()?;
             let r: DeviceRef = reference.parse()?;
             let attrs = Attributes::parse_assignments(attributes.iter().map(String::as_str))?;
             let d = conn.domain(domain).await?;
-            conn.update(&d, &t, &r, &attrs).await?;
+            let options = UpdateOptions {
+                scope: scope.scope(),
+            };
+            conn.update_with(&d, &t, &r, &attrs, &options).await?;
             if cli.json {
                 print_json(&json!({"ref": r.as_str(), "updated": attrs_json(&attrs)}));
             }
@@ -355,6 +516,19 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
                 }
             }
         }
+        Command::Plan { file } => declarative::plan(cli.json, conn, file).await?,
+        Command::Apply {
+            file,
+            timeout,
+            scope,
+        } => {
+            let options = vdev::ApplyOptions {
+                timeout: timeout_arg(*timeout)?,
+                scope: scope.scope(),
+            };
+            declarative::apply(cli.json, conn, file, &options).await?
+        }
+        Command::Export { domain } => declarative::export(cli.json, conn, domain).await?,
         Command::Watch { domain } => {
             let d = conn.domain(domain).await?;
             let mut events = conn.watch(&d).await?;
@@ -384,96 +558,4 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
         }
     }
     Ok(())
-}
-
-fn device_json(domain: &str, dev: &Device) -> Value {
-    json!({
-        "domain": domain,
-        "type": dev.device_type.as_str(),
-        "ref": dev.reference.as_str(),
-        "state": dev.state.as_str(),
-        "attrs": attrs_json(&dev.attributes),
-    })
-}
-
-fn attrs_json(a: &Attributes) -> Value {
-    Value::Object(
-        a.iter()
-            .map(|(n, v)| (n.to_owned(), Value::from(v)))
-            .collect(),
-    )
-}
-
-fn event_json(ev: &DeviceEvent) -> Value {
-    let (kind, state) = match ev {
-        DeviceEvent::Added { .. } => ("added", None),
-        DeviceEvent::Removed { .. } => ("removed", None),
-        DeviceEvent::StateChanged { state, .. } => ("state-changed", Some(state.as_str())),
-        DeviceEvent::Updated { .. } => ("updated", None),
-        _ => ("other", None),
-    };
-    let mut v = json!({"event": kind, "domain": ev.domain().name, "type": ev.device_type().as_str(), "ref": ev.reference().as_str()});
-    if let Some(s) = state {
-        v["state"] = s.into();
-    }
-    if let DeviceEvent::Updated { attributes, .. } = ev {
-        v["attrs"] = attrs_json(attributes);
-    }
-    v
-}
-
-fn event_line(ev: &DeviceEvent) -> String {
-    let what = match ev {
-        DeviceEvent::Added { .. } => "added".to_owned(),
-        DeviceEvent::Removed { .. } => "removed".to_owned(),
-        DeviceEvent::StateChanged { state, .. } => format!("state {state}"),
-        DeviceEvent::Updated { attributes, .. } => format!(
-            "updated {}",
-            attributes
-                .iter()
-                .map(|(n, v)| format!("{n}={v}"))
-                .collect::<Vec<_>>()
-                .join(" ")
-        ),
-        _ => "changed".to_owned(),
-    };
-    format!(
-        "{} {} {} {what}",
-        ev.domain().name,
-        ev.device_type(),
-        ev.reference()
-    )
-}
-
-fn print_json(v: &Value) {
-    println!("{v}");
-}
-
-fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let last = cells.len() - 1;
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    c.to_string()
-                } else {
-                    format!("{c:<w$}", w = widths[i])
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("  ")
-    };
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{}", line(header.to_vec()));
-    for row in &rows {
-        let _ = writeln!(out, "{}", line(row.iter().map(String::as_str).collect()));
-    }
 }

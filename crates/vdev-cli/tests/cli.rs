@@ -1,59 +1,11 @@
 //! The `vdev` command, run as a user runs it.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
-fn vdev(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vdev"))
-        .args(args)
-        .env_remove("VDEV_DEFAULT_URI")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("vdev runs")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = vdev(args);
-    assert!(o.status.success(), "vdev {args:?} failed: {}", stderr(&o));
-    assert!(
-        stderr(&o).is_empty(),
-        "vdev {args:?} wrote to stderr: {}",
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-fn json(args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    serde_json::from_str(&ok(&a)).unwrap_or_else(|e| panic!("vdev {args:?}: not JSON: {e}"))
-}
-
-fn state_file(name: &str) -> (tempfile::TempDir, PathBuf, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join(name);
-    let uri = format!("mock://{}", path.display());
-    (dir, path, uri)
-}
-
-fn refs(uri: &str, domain: &str, t: &str) -> Vec<String> {
-    json(&["-c", uri, "devices", domain, t])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["ref"].as_str().unwrap().to_owned())
-        .collect()
-}
+mod common;
+use common::*;
 
 #[test]
 fn json_output_has_the_documented_shapes() {
@@ -674,5 +626,45 @@ fn a_full_disk_leaves_the_state_file_exactly_as_it_was() {
         names,
         ["filler", "host.json", "host.json.lock"],
         "no temporary file left"
+    );
+}
+
+#[test]
+fn completions_man_page_and_version_come_from_the_same_definitions() {
+    let bash = ok(&["completions", "bash"]);
+    for word in ["apply", "plan", "export", "--connect", "--persistent"] {
+        assert!(bash.contains(word), "the bash completion lacks {word}");
+    }
+    // The script is valid bash (parsed, not run).
+    let mut check = Command::new("bash")
+        .arg("-n")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("bash runs");
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(bash.as_bytes())
+        .unwrap();
+    assert!(
+        check.wait().unwrap().success(),
+        "bash -n refused the completion script"
+    );
+    assert!(ok(&["completions", "zsh"]).starts_with("#compdef vdev"));
+    assert!(ok(&["completions", "fish"]).contains("complete -c vdev"));
+    let o = vdev(&["completions", "tcsh"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+    let man = ok(&["man"]);
+    assert!(man.contains(".TH vdev 1"), "{}", &man[..200.min(man.len())]);
+    assert!(man.contains("apply"), "the man page lists the subcommands");
+    assert_eq!(
+        ok(&["--version"]),
+        format!("vdev {}\n", env!("CARGO_PKG_VERSION"))
     );
 }

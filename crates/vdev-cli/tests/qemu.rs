@@ -364,9 +364,10 @@ fn out_of_range_timeouts_are_refused() {
 }
 
 /// The same command over `qemu+ssh://`, given with `-c` and with `VDEV_DEFAULT_URI`, against a
-/// real sshd on loopback: each process opens its own ssh connection, and what one process did
-/// the next sees (checked by the raw client too). A bad host key is a clear error and exit
-/// status, never a prompt.
+/// real sshd on loopback: what one process did the next sees (checked by the raw client too);
+/// the first process's login serves the next ones (the command's default `persist=`), unless
+/// `--ssh-persist 0` says otherwise. A bad host key is a clear error and exit status, never a
+/// prompt.
 #[test]
 fn the_command_over_ssh() {
     if !qemu_available() {
@@ -396,7 +397,9 @@ fn the_command_over_ssh() {
         ],
     );
     assert!(raw.has_device(&r), "QEMU has no {r}");
-    // Another process, the URI from the environment.
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    assert_eq!(logins(), 1, "{}", sshd.log());
+    // Another process, the URI from the environment: no login of its own.
     let listed = output(
         Command::new(env!("CARGO_BIN_EXE_vdev"))
             .args(["--json", "devices", "vm", "disk"])
@@ -410,6 +413,15 @@ fn the_command_over_ssh() {
         v.as_array().unwrap().iter().any(|d| d["ref"] == r.as_str()),
         "{v}"
     );
+    assert_eq!(
+        logins(),
+        1,
+        "the second command logged in again: {}",
+        sshd.log()
+    );
+    // Turned off: a login of its own, left to nobody.
+    ok(&uri, &["--ssh-persist", "0", "devices", "vm"]);
+    assert_eq!(logins(), 2, "{}", sshd.log());
     ok(&uri, &["detach", "vm", "disk", &r]);
     assert!(raw.wait_gone(&r));
     assert_eq!(raw.leftovers(), Vec::<String>::new());
@@ -476,6 +488,8 @@ fn ssh_gets_only_the_allowed_environment(sshd: &vdev_conformance::sshd::Sshd, vm
         Command::new(env!("CARGO_BIN_EXE_vdev"))
             .args(["-c", &uri, "devices", "vm"])
             .env("VDEV_TEST_SECRET", "not for ssh")
+            // Its own login, so that the recorder runs (a kept login would serve it).
+            .env("VDEV_SSH_PERSIST", "0")
             .env("LD_LIBRARY_PATH", "/nonexistent")
             .env("LANG", "C.UTF-8")
             .env_remove("RUST_LOG"),
@@ -582,4 +596,56 @@ fn update_changes_a_medium_and_a_link_as_qemu_sees_them() {
     assert_eq!(n["attrs"]["link"], "down", "{n}");
     ok(&uri, &["update", "vm", "network", &nic, "link=up"]);
     assert!(!markers(&mut raw).contains(&marker));
+}
+
+/// Two `vdev apply` of one document at once on one QEMU (two QMP sockets, so that both
+/// processes really are connected together): each disk is attached once, and neither process
+/// ends with an error (the one whose batch meets the other's disks plans again).
+#[test]
+fn two_applies_at_once_attach_each_disk_once() {
+    if !qemu_available() {
+        return;
+    }
+    let vm = Vm::start(VmSpec {
+        more_sockets: 1,
+        ..VmSpec::default()
+    });
+    let mut raw = vm.raw();
+    let base = raw.devices().len();
+    let mut doc = String::from("domains:\n  vm:\n    devices:\n");
+    for i in 0..6 {
+        let img = vm.image(&format!("c{i}.raw"), "raw");
+        doc.push_str(&format!(
+            "      - {{type: disk, attrs: {{source: {}, format: raw}}}}\n",
+            img.display()
+        ));
+    }
+    let file = vm.image("unused.raw", "raw").with_file_name("doc.yaml");
+    std::fs::write(&file, doc).unwrap();
+    let file = file.display().to_string();
+    // vdev takes whichever of the domain's sockets is free.
+    let uri = vm.uri();
+    let children: Vec<Child> = (0..2)
+        .map(|_| {
+            spawn(
+                Command::new(env!("CARGO_BIN_EXE_vdev"))
+                    .args(["-c", &uri, "apply", &file])
+                    .env_remove("RUST_LOG"),
+            )
+        })
+        .collect();
+    for (i, c) in children.into_iter().enumerate() {
+        let o = wait_until(c, Instant::now() + PROCESS_DEADLINE, "vdev apply");
+        assert!(
+            o.status.success(),
+            "apply {i}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let devices = raw.devices();
+    assert_eq!(devices.len(), base + 6, "each disk once: {devices:?}");
+    assert_eq!(raw.leftovers(), Vec::<String>::new());
+    // And the document plans to nothing now.
+    assert_eq!(ok(&uri, &["--json", "plan", &file]), r#"{"changes":[]}"#);
 }

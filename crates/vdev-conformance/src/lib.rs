@@ -170,6 +170,8 @@ pub const CHECKS: &[&str] = &[
     "update_is_listed_back",
     "refused_updates_change_nothing",
     "scopes_are_enforced",
+    "batch_is_all_or_nothing",
+    "desired_state_round_trip",
 ];
 
 /// Close a harness's connections (the kit's tests call it after each check).
@@ -208,6 +210,8 @@ macro_rules! conformance_tests {
             update_is_listed_back,
             refused_updates_change_nothing,
             scopes_are_enforced,
+            batch_is_all_or_nothing,
+            desired_state_round_trip,
         );
     };
 }

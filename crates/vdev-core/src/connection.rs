@@ -45,10 +45,10 @@ pub async fn connect_readonly(uri: &str) -> Result<Connection> {
 /// attribute names against the driver's schema, and adds the driver's name and the domain to
 /// errors.
 pub struct Connection {
-    driver: Box<dyn Driver>,
-    driver_name: &'static str,
+    pub(crate) driver: Box<dyn Driver>,
+    pub(crate) driver_name: &'static str,
     uri: ConnectUri,
-    capabilities: Capabilities,
+    pub(crate) capabilities: Capabilities,
     schemas: OnceCell<Vec<DeviceTypeSchema>>,
 }
 
@@ -110,7 +110,7 @@ impl Connection {
         self.capabilities
     }
 
-    fn require(&self, supported: bool, operation: &str) -> Result<()> {
+    pub(crate) fn require(&self, supported: bool, operation: &str) -> Result<()> {
         if supported {
             Ok(())
         } else {
@@ -122,7 +122,7 @@ impl Connection {
         }
     }
 
-    fn require_scope(&self, scope: Option<Scope>, operation: &str) -> Result<()> {
+    pub(crate) fn require_scope(&self, scope: Option<Scope>, operation: &str) -> Result<()> {
         match scope {
             Some(s) if !self.capabilities.scopes.contains(s) => Err(Error::Unsupported {
                 driver: self.driver_name.to_owned(),
@@ -148,7 +148,7 @@ impl Connection {
         }
     }
 
-    fn writable(&self, operation: &str) -> Result<()> {
+    pub(crate) fn writable(&self, operation: &str) -> Result<()> {
         if self.is_read_only() {
             Err(Error::ReadOnly {
                 operation: operation.to_owned(),
@@ -158,7 +158,7 @@ impl Connection {
         }
     }
 
-    fn ctx(&self, domain: Option<&Domain>) -> impl Fn(Error) -> Error + '_ {
+    pub(crate) fn ctx(&self, domain: Option<&Domain>) -> impl Fn(Error) -> Error + '_ {
         let name = domain.map(|d| d.name.clone());
         move |e| e.with_context(self.driver_name, name.as_deref())
     }

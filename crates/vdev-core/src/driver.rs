@@ -72,8 +72,9 @@ impl Capabilities {
 ///
 /// Applications do not call this trait: they use [`crate::Connection`], which checks read-only
 /// mode and [`Capabilities`], validates attributes against [`Driver::device_types`], and adds
-/// context to errors before and after calling the driver. Every method is required; there are no
-/// silently-succeeding defaults.
+/// context to errors before and after calling the driver. Every method is required except
+/// [`Driver::attach_batch`], whose default is correct for every driver (it loops over
+/// [`Driver::attach`] and rolls back), only slower than a driver's own.
 ///
 /// # Contract
 /// - The trait is object-safe; the core holds a driver as `Box<dyn Driver>`.
@@ -197,6 +198,62 @@ pub trait Driver: Send + Sync + fmt::Debug {
         options: &UpdateOptions,
     ) -> Result<()>;
 
+    /// Create several devices in `domain`, all or none: the references of all, in order, or an
+    /// error after which none of them is attached.
+    ///
+    /// # Behavior
+    /// - Receives entries the core has checked as for [`Driver::attach`] (and never an empty
+    ///   slice).
+    /// - On the failure of entry `i`, removes the devices of the batch already created and
+    ///   returns [`crate::Error::InBatch`] with `index: i` and that entry's error. Only then:
+    ///   when what the batch made cannot be known (the hypervisor's connection was lost
+    ///   midway), the error says so and is not an `InBatch`, which promises that nothing of
+    ///   the batch stayed.
+    /// - Emits [`DeviceEvent::Added`] for each device that stays.
+    /// - Honours `options.scope` as [`Driver::attach`] does.
+    ///
+    /// The default calls [`Driver::attach`] for each entry in turn and, when one fails, detaches
+    /// those it made, newest first (forced where [`Capabilities::force_detach`] says the driver
+    /// can, since a device just attached has nothing of the guest's to lose). A driver whose
+    /// hypervisor can take several devices at once (one write, one transaction) overrides it.
+    async fn attach_batch(
+        &self,
+        domain: &Domain,
+        devices: &[NewDevice],
+        options: &AttachOptions,
+    ) -> Result<Vec<DeviceRef>> {
+        let mut made: Vec<(usize, DeviceRef)> = Vec::with_capacity(devices.len());
+        for (i, d) in devices.iter().enumerate() {
+            match self
+                .attach(domain, &d.device_type, &d.attributes, options)
+                .await
+            {
+                Ok(r) => made.push((i, r)),
+                Err(e) => {
+                    let undo = DetachOptions {
+                        force: self.capabilities().force_detach,
+                        scope: options.scope,
+                        ..DetachOptions::default()
+                    };
+                    for (j, r) in made.iter().rev() {
+                        if let Err(u) = self
+                            .detach(domain, &devices[*j].device_type, r, &undo)
+                            .await
+                        {
+                            tracing::warn!(domain = %domain.name, reference = %r, error = %u, "rolling back a batch: a device it attached could not be removed");
+                        }
+                    }
+                    return Err(crate::Error::InBatch {
+                        index: i,
+                        entry: d.to_string(),
+                        error: Box::new(e),
+                    });
+                }
+            }
+        }
+        Ok(made.into_iter().map(|(_, r)| r).collect())
+    }
+
     /// A stream of device events for every domain, from now on.
     ///
     /// # Behavior
@@ -213,6 +270,26 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// - Calls after close fail with [`crate::Error::Backend`].
     /// - Closing twice is not an error.
     async fn close(&self) -> Result<()>;
+}
+
+/// One device of a batch ([`Driver::attach_batch`]): its type and attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDevice {
+    /// The device type.
+    pub device_type: DeviceType,
+    /// Its attributes, as [`Driver::attach`] takes them.
+    pub attributes: Attributes,
+}
+
+impl fmt::Display for NewDevice {
+    /// `disk source=/img/a.qcow2 format=qcow2`, for messages.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.device_type.as_str())?;
+        for (n, v) in self.attributes.iter() {
+            write!(f, " {n}={v}")?;
+        }
+        Ok(())
+    }
 }
 
 /// Run a driver operation so that it finishes even when its caller stops waiting: when the caller

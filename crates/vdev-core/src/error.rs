@@ -174,6 +174,33 @@ pub enum Error {
         message: String,
     },
 
+    /// A desired-state document ([`crate::desired::Document`]) is malformed or cannot be
+    /// planned: a syntax error, an unknown key, a device type or attribute the driver does not
+    /// know, two entries with one identity, an entry that matches two devices. Nothing was
+    /// changed.
+    #[error("{at}: {reason}")]
+    InvalidDocument {
+        /// Where: the path of the entry in the document (`domains.vm1.devices[2].attrs`), with
+        /// the line and column where the parser knows them.
+        at: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+
+    /// One entry of a batch ([`crate::Connection::attach_batch`], `apply`) failed, so the whole
+    /// batch was rolled back (nothing of it stays attached). `error` is that entry's own error,
+    /// the condition to branch on (see [`Error::condition`]); [`Error::code`] returns its code.
+    #[error("entry {index} ({entry}) failed, so none of its batch was attached: {error}")]
+    InBatch {
+        /// The failed entry's index: in the batch, or in the document's device list for
+        /// `apply`.
+        index: usize,
+        /// What the entry is, in words (its type and identity).
+        entry: String,
+        /// Why it failed.
+        error: Box<Error>,
+    },
+
     /// The hypervisor or its control channel failed. `source` holds the original error.
     #[error("{driver} driver: {message}")]
     Backend {
@@ -297,6 +324,17 @@ impl Error {
             Error::DeviceBusy { .. } => "device-busy",
             Error::Remote { .. } => "remote",
             Error::Backend { .. } => "backend",
+            Error::InvalidDocument { .. } => "invalid-document",
+            Error::InBatch { error, .. } => error.code(),
+        }
+    }
+
+    /// The condition to branch on: the entry's own error for an [`Error::InBatch`], else this
+    /// error itself.
+    pub fn condition(&self) -> &Error {
+        match self {
+            Error::InBatch { error, .. } => error.condition(),
+            e => e,
         }
     }
 
@@ -318,6 +356,7 @@ impl Error {
         "device-busy",
         "remote",
         "backend",
+        "invalid-document",
     ];
 
     /// Fill in the context the connection knows (driver name, domain) where a driver left it
@@ -339,6 +378,15 @@ impl Error {
                 if let Some(dom) = domain {
                     *d = dom.to_owned();
                 }
+            }
+            Error::InBatch { error, .. } => {
+                let inner = std::mem::replace(
+                    error.as_mut(),
+                    Error::ReadOnly {
+                        operation: String::new(),
+                    },
+                );
+                **error = inner.with_context(driver, domain);
             }
             _ => {}
         }

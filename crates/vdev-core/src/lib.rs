@@ -30,25 +30,31 @@
 //! `register_driver!` line, and the conformance suite (`vdev-conformance`) to prove it.
 #![deny(missing_docs)]
 
+mod apply;
 pub mod attributes;
 mod connection;
+pub mod desired;
 mod domain;
 mod driver;
 mod error;
 mod events;
 mod options;
+pub mod plan;
 mod registry;
 mod types;
 mod uri;
 mod values;
 
+pub use apply::{Applied, ApplyOptions, ApplyReport, Outcome, Progress};
 pub use attributes::{AttrName, AttrValue, Attributes};
 pub use connection::{connect, connect_readonly, Connection};
+pub use desired::{DesiredDevice, DesiredState, Document, DomainDocument};
 pub use domain::{Domain, DomainKey, RunState};
-pub use driver::{run_whole, Capabilities, Driver, EventStream};
+pub use driver::{run_whole, Capabilities, Driver, EventStream, NewDevice};
 pub use error::{BoxError, Error, RemoteErrorKind, Result};
 pub use events::{events_lost, EventHub};
 pub use options::{AttachOptions, DetachOptions, Scope, ScopeSet, UpdateOptions};
+pub use plan::{Change, ChangeOp, Plan};
 pub use registry::{
     check_registry, drivers, registered_schemes, AbsentDriver, DriverInfo, DriverRegistration,
     OpenFn,

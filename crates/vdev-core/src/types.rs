@@ -1,6 +1,7 @@
 //! Domains, device types, references, devices, states and events.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -227,6 +228,24 @@ pub struct AttributeSpec {
     /// medium, a NIC's link state). Only such attributes are accepted by an update.
     #[serde(default)]
     pub updatable: bool,
+    /// Whether the driver's listing reports this attribute under this name with the same
+    /// meaning (true for most). A plan compares only such attributes with a desired state, and
+    /// `export` writes only them; an attribute listed with another meaning (Xen's `backend`,
+    /// given as a domain, listed as a XenStore path) or not listed at all says `false`.
+    #[serde(default = "yes")]
+    pub listed: bool,
+    /// Whether values differing only in letter case are the same value (a MAC address).
+    #[serde(default)]
+    pub case_insensitive: bool,
+    /// Other spellings of a value, each mapped to the one the driver lists (`rw` → `w`,
+    /// `on` → `true`): a plan compares values after this mapping, so that a desired state
+    /// written either way matches what the hypervisor reports.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub spellings: BTreeMap<String, String>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl AttributeSpec {
@@ -239,6 +258,9 @@ impl AttributeSpec {
             description: description.into(),
             example: example.into(),
             updatable: false,
+            listed: true,
+            case_insensitive: false,
+            spellings: BTreeMap::new(),
         }
     }
 
@@ -265,6 +287,51 @@ impl AttributeSpec {
     pub fn updatable(mut self) -> Self {
         self.updatable = true;
         self
+    }
+
+    /// Mark it as not listed under this name with this meaning (see [`AttributeSpec::listed`]):
+    /// plans do not compare it and `export` does not write it.
+    pub fn not_listed(mut self) -> Self {
+        self.listed = false;
+        self
+    }
+
+    /// Mark its values as equal when they differ only in letter case (a MAC address).
+    pub fn case_insensitive(mut self) -> Self {
+        self.case_insensitive = true;
+        self
+    }
+
+    /// Accept `other` as another spelling of the listed value `listed`
+    /// (`.spelling("rw", "w")`); see [`AttributeSpec::spellings`].
+    pub fn spelling(mut self, other: &str, listed: &str) -> Self {
+        self.spellings.insert(other.to_owned(), listed.to_owned());
+        self
+    }
+
+    /// A boolean listed as `true` or `false`: every spelling of [`crate::BOOL_SPELLINGS`] is
+    /// mapped onto those two.
+    pub fn boolean(mut self) -> Self {
+        for (t, f) in crate::values::BOOL_PAIRS {
+            self.spellings.insert((*t).to_owned(), "true".to_owned());
+            self.spellings.insert((*f).to_owned(), "false".to_owned());
+        }
+        self
+    }
+
+    /// `value` as the driver would list it: letter case folded for a
+    /// [`AttributeSpec::case_insensitive`] attribute, then another spelling replaced by the
+    /// listed one. Two values mean the same when their normal forms are equal.
+    pub fn normal<'a>(&self, value: &'a str) -> Cow<'a, str> {
+        let v: Cow<'a, str> = if self.case_insensitive {
+            Cow::Owned(value.to_lowercase())
+        } else {
+            Cow::Borrowed(value)
+        };
+        match self.spellings.get(v.as_ref()) {
+            Some(listed) => Cow::Owned(listed.clone()),
+            None => v,
+        }
     }
 
     /// Its name, then its aliases.
@@ -300,6 +367,17 @@ pub struct DeviceTypeSchema {
     /// hypervisor untouched. Empty when the type accepts only the named attributes.
     #[serde(default)]
     pub passthrough_prefixes: Vec<String>,
+    /// The attributes that identify a device of this type, most stable first (QEMU's disk:
+    /// `id`, then `source`; a NIC: `id`, then `mac`). A desired state ([`crate::desired`]) is
+    /// matched with listed devices by the first of these an entry gives, compared in their
+    /// normal form ([`AttributeSpec::normal`]). Empty: only an entry's explicit `id` (the
+    /// device's reference) identifies it.
+    #[serde(default)]
+    pub identity: Vec<String>,
+    /// The attribute that chooses the reference of a new device (QEMU's `id`), if the driver
+    /// lets the caller choose it; a desired entry's `id` is passed under this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_attribute: Option<String>,
 }
 
 impl DeviceTypeSchema {
@@ -541,6 +619,8 @@ mod tests {
                 AttributeSpec::optional("backend", "the backend domain", "Domain-0"),
             ],
             passthrough_prefixes: vec!["x.".into()],
+            identity: vec!["dev".into(), "uname".into()],
+            reference_attribute: None,
         }
     }
 

@@ -201,6 +201,13 @@ impl ConnectUri {
         self.options.get(name).map(String::as_str)
     }
 
+    /// Set option `name` to `value`, as if the URI had `?name=value` (replacing a value it had):
+    /// for a program that fills in its own defaults, such as the `vdev` command's `persist=`
+    /// for `+ssh` URIs.
+    pub fn set_option(&mut self, name: &str, value: &str) {
+        self.options.insert(name.to_owned(), value.to_owned());
+    }
+
     /// Whether the URI asked for a read-only connection (`?readonly`).
     pub fn is_read_only(&self) -> bool {
         self.readonly

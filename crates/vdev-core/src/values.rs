@@ -13,12 +13,20 @@
 /// assert_eq!(parse_bool("maybe"), None);
 /// ```
 pub fn parse_bool(v: &str) -> Option<bool> {
-    match v {
-        "1" | "true" | "yes" | "on" => Some(true),
-        "0" | "false" | "no" | "off" => Some(false),
-        _ => None,
-    }
+    BOOL_PAIRS.iter().find_map(|(t, f)| {
+        if v == *t {
+            Some(true)
+        } else if v == *f {
+            Some(false)
+        } else {
+            None
+        }
+    })
 }
+
+/// The spellings of [`parse_bool`], true then false.
+pub(crate) const BOOL_PAIRS: &[(&str, &str)] =
+    &[("1", "0"), ("true", "false"), ("yes", "no"), ("on", "off")];
 
 /// The spellings [`parse_bool`] accepts, for messages.
 pub const BOOL_SPELLINGS: &str = "on or off (also yes/no, true/false, 1/0)";

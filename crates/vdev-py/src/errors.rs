@@ -54,6 +54,7 @@ conditions! {
     RemovalPending = "removal-pending": "Detach was asked for but the guest has not released the device yet: it is still there, listed as removal-pending.",
     RemovalRefused = "removal-refused": "The guest refused to release the device: it stays connected.",
     DeviceBusy = "device-busy": "The device is held by the guest and cannot be changed as asked (a locked CD-ROM tray).",
+    InvalidDocument = "invalid-document": "A desired-state document is malformed or cannot be planned; the message names the place. Nothing changed.",
     Remote = "remote": "The remote host of a +ssh URI could not be reached or used (host key, login, a dropped connection); the message carries ssh's own words and what to do.",
     Backend = "backend": "The hypervisor or its control channel failed.",
 }

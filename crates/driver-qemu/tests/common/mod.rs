@@ -344,6 +344,26 @@ pub fn wait_unread(socket: &Path, what: &str) {
     }
 }
 
+/// Stop QEMU (`pid`) now and kill it once `what` (a request a test is about to send) waits
+/// unread in `socket` ([`wait_unread`]): QEMU surely dies with that request in flight. Join
+/// the returned thread after the request has ended; it re-raises a failed wait.
+pub fn kill_once_unread(
+    pid: u32,
+    socket: &Path,
+    what: &'static str,
+) -> std::thread::JoinHandle<()> {
+    let pid = pid.to_string();
+    Command::new("kill").args(["-STOP", &pid]).status().unwrap();
+    let socket = socket.to_owned();
+    std::thread::spawn(move || {
+        let waited = std::panic::catch_unwind(|| wait_unread(&socket, what));
+        Command::new("kill").args(["-KILL", &pid]).status().unwrap();
+        if let Err(p) = waited {
+            std::panic::resume_unwind(p);
+        }
+    })
+}
+
 /// A minimal QMP client (std + serde_json), independent of the driver, for checking state.
 pub struct Raw {
     r: BufReader<UnixStream>,
@@ -388,6 +408,71 @@ impl Raw {
         let n = self.r.read_line(&mut line).expect("read from QEMU");
         assert!(n > 0, "QEMU closed the raw connection");
         serde_json::from_str(&line).expect("QMP message is JSON")
+    }
+
+    /// Send every command in one write (QEMU runs them in order), then read their replies, in
+    /// order: each command's whole reply message.
+    pub fn pipeline(&mut self, cmds: &[(&str, Value)]) -> Vec<Value> {
+        let mut text = String::new();
+        for (name, args) in cmds {
+            text.push_str(&json!({"execute": name, "arguments": args}).to_string());
+            text.push('\n');
+        }
+        self.w.write_all(text.as_bytes()).unwrap();
+        let mut out = Vec::with_capacity(cmds.len());
+        while out.len() < cmds.len() {
+            let m = self.next_message();
+            if m.get("event").is_some() {
+                self.events.push(m);
+            } else {
+                out.push(m);
+            }
+        }
+        out
+    }
+
+    /// Remove every device but those in `keep` (ids, devices without a block node: the
+    /// controllers), waiting for QEMU to delete them, then every named block node: the domain
+    /// back to how it started, whoever attached.
+    pub fn remove_all_but(&mut self, keep: &[String]) {
+        let ids: Vec<String> = self
+            .devices()
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| !keep.contains(id))
+            .collect();
+        let dels: Vec<(&str, Value)> = ids
+            .iter()
+            .map(|id| ("device_del", json!({ "id": id })))
+            .collect();
+        for r in self.pipeline(&dels) {
+            assert!(r.get("return").is_some(), "device_del failed: {r}");
+        }
+        for id in &ids {
+            assert!(self.wait_gone(id), "device {id} stays");
+        }
+        self.events.clear();
+        // QEMU lets go of a node a moment after the device leaves its tree ("in use" between):
+        // delete until none is left, for at most 20 s. A node's `-file` child and unnamed
+        // (`#...`) children go with it.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left: Vec<String> = self
+                .nodes()
+                .into_iter()
+                .filter(|n| !n.ends_with("-file") && !n.starts_with('#'))
+                .collect();
+            if left.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "block nodes stay: {left:?}");
+            let dels: Vec<(&str, Value)> = left
+                .iter()
+                .map(|n| ("blockdev-del", json!({ "node-name": n })))
+                .collect();
+            self.pipeline(&dels);
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Send a command that must succeed; its `return`.

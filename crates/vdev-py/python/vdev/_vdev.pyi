@@ -53,6 +53,9 @@ class RemovalRefused(Error):
 class DeviceBusy(Error):
     """The device is held by the guest and cannot be changed as asked (a locked CD-ROM tray)."""
 
+class InvalidDocument(Error):
+    """A desired-state document is malformed or cannot be planned; the message names the place. Nothing changed."""
+
 class Remote(Error):
     """The remote host of a +ssh URI could not be reached or used (host key, login, a dropped connection); the message carries ssh's own words and what to do."""
 
