@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the test suite needs on a fresh Debian bookworm machine of this project's kind:
 # qemu-system-x86_64 and qemu-img (the QEMU driver's tests), valgrind and pkg-config (the C API's
-# tests), OpenSSH server and client (the tests of +ssh URIs start their own sshd on loopback).
+# tests), OpenSSH server and client (the tests of +ssh URIs start their own sshd on loopback),
+# libvirt-dev, libvirtd with its QEMU driver and virsh (the libvirt driver's build and tests).
 # Idempotent and quiet: does nothing when everything is there. Run as root.
 #
 # On a fresh machine qemu-utils 10.0 from backports is preinstalled; installing qemu-system-x86
@@ -31,6 +32,15 @@ command -v pkg-config >/dev/null 2>&1 || need+=(pkg-config)
 command -v ssh >/dev/null 2>&1 && command -v ssh-keygen >/dev/null 2>&1 || need+=(openssh-client)
 # ss (iproute2): QEMU tests wait until a request sits unread in QEMU's socket.
 command -v ss >/dev/null 2>&1 || need+=(iproute2)
+# The libvirt driver: libvirt's headers to build it (the `virt` crate finds them with
+# pkg-config), and a libvirtd with its QEMU driver and virsh, which its tests start and check with.
+pkg-config --exists libvirt 2>/dev/null || need+=(libvirt-dev)
+[ -x /usr/sbin/libvirtd ] || need+=(libvirt-daemon)
+[ -e /usr/lib/x86_64-linux-gnu/libvirt/connection-driver/libvirt_driver_qemu.so ] \
+    || need+=(libvirt-daemon-driver-qemu)
+command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
+# libvirt's ssh transport runs `nc -U SOCKET` at the far end to reach a libvirtd's own socket.
+command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
 if [ ${#need[@]} -gt 0 ]; then
     update
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -38,4 +48,6 @@ fi
 
 command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null \
     && command -v valgrind >/dev/null && command -v pkg-config >/dev/null \
-    && [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ss >/dev/null
+    && [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ss >/dev/null \
+    && pkg-config --exists libvirt && [ -x /usr/sbin/libvirtd ] && command -v virsh >/dev/null \
+    && command -v nc >/dev/null

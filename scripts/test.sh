@@ -59,6 +59,11 @@ trap 'summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
 
 cargo test --workspace --no-fail-fast
 stage "the Rust tests"
+# The libvirt driver behind its cargo feature (off by default: it links libvirt through the
+# LGPL-2.1 `virt` crate): the facade and the vdev command built with it, and tested.
+cargo test -p vdev --features libvirt --no-fail-fast
+cargo test -p vdev-cli --features libvirt --test libvirt --no-fail-fast
+stage "the libvirt feature"
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names).
 cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_every_driver_is_linked
 stage "the static library in a release build"

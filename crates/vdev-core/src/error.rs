@@ -30,7 +30,7 @@ pub enum Error {
     },
 
     /// No registered driver handles the URI's scheme.
-    #[error("no driver handles the URI scheme '{scheme}'; registered schemes: {}. If the driver is a dependency, make sure some code names its crate (see the vdev-core docs on linking)", list_or_none(.available))]
+    #[error("no driver handles the URI scheme '{scheme}'; registered schemes: {}. {}", list_or_none(.available), crate::registry::no_driver_advice(.scheme))]
     NoDriver {
         /// The scheme of the URI (the part before `+transport`).
         scheme: String,

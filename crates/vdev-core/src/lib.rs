@@ -56,7 +56,8 @@ pub use events::{events_lost, EventHub};
 pub use options::{AttachOptions, DetachOptions, Scope, ScopeSet, UpdateOptions};
 pub use plan::{Change, ChangeOp, Plan};
 pub use registry::{
-    check_registry, drivers, registered_schemes, DriverInfo, DriverRegistration, OpenFn,
+    check_registry, drivers, registered_schemes, AbsentDriver, DriverInfo, DriverRegistration,
+    OpenFn,
 };
 pub use types::{
     AttributeSpec, Device, DeviceEvent, DeviceRef, DeviceState, DeviceType, DeviceTypeSchema,

@@ -31,6 +31,51 @@ pub struct DriverRegistration {
 
 inventory::collect!(DriverRegistration);
 
+/// A driver this program was built without, and how to get it: what
+/// [`crate::register_absent_driver!`] submits (the `vdev` facade does, for each driver behind a
+/// cargo feature that is off). When no driver handles a URI's scheme, [`Error::NoDriver`]'s
+/// message gives this advice instead of the one on linking.
+#[derive(Debug)]
+pub struct AbsentDriver {
+    /// The driver's name.
+    pub name: &'static str,
+    /// The URI schemes it would handle.
+    pub schemes: &'static [&'static str],
+    /// How to get it (a sentence: the cargo feature, what it needs).
+    pub how: &'static str,
+}
+
+inventory::collect!(AbsentDriver);
+
+/// Declare a driver this program was built without, and how to get it (see [`AbsentDriver`]):
+///
+/// ```ignore
+/// vdev_core::register_absent_driver!(
+///     name: "libvirt",
+///     schemes: &["libvirt"],
+///     how: "This vdev was built without the libvirt driver: enable the cargo feature `libvirt`.",
+/// );
+/// ```
+#[macro_export]
+macro_rules! register_absent_driver {
+    (name: $name:expr, schemes: $schemes:expr, how: $how:expr $(,)?) => {
+        $crate::__private::inventory::submit! {
+            $crate::AbsentDriver { name: $name, schemes: $schemes, how: $how }
+        }
+    };
+}
+
+/// The advice of [`Error::NoDriver`]'s message for `scheme`.
+pub(crate) fn no_driver_advice(scheme: &str) -> &'static str {
+    inventory::iter::<AbsentDriver>
+        .into_iter()
+        .find(|a| a.schemes.contains(&scheme))
+        .map(|a| a.how)
+        .unwrap_or(
+            "If the driver is a dependency, make sure some code names its crate (see the vdev-core docs on linking)",
+        )
+}
+
 /// Register a driver, in the driver crate's root (`lib.rs`):
 ///
 /// ```ignore

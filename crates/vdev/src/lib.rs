@@ -9,6 +9,10 @@
 //! | `mock` (default) | in-memory hypervisor for tests and demos | `mock`, `test` | MIT OR Apache-2.0 |
 //! | `qemu` | running QEMU machines over QMP (unix sockets, local or over ssh, or TCP) | `qemu`, `qemu+ssh`, `qemu+tcp` | MIT OR Apache-2.0 |
 //! | `xen` | Xen domains through XenStore, in libxl's layout | `xen`, `xen+ssh` | MIT OR Apache-2.0 |
+//! | `libvirt` (off, and not in `drivers`) | libvirt domains through libvirt's C library; needs libvirt-dev and pkg-config to build | `libvirt+` any libvirt URI | the driver MIT OR Apache-2.0; it links `virt`/`virt-sys` (LGPL-2.1) and libvirt.so |
+//!
+//! Without the `libvirt` feature, a `libvirt+...` URI answers [`Error::NoDriver`] saying how to
+//! get the driver.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
@@ -53,7 +57,16 @@ drivers! {
     "mock" => vdev_driver_mock as driver_mock: "The mock driver crate (feature `mock`).";
     "qemu" => vdev_driver_qemu as driver_qemu: "The QEMU driver crate (feature `qemu`).";
     "xen" => vdev_driver_xen as driver_xen: "The Xen driver crate (feature `xen`).";
+    "libvirt" => vdev_driver_libvirt as driver_libvirt: "The libvirt driver crate (feature `libvirt`).";
 }
+
+// A `libvirt+...` URI in a build without the driver says how to get it.
+#[cfg(not(feature = "libvirt"))]
+vdev_core::register_absent_driver!(
+    name: "libvirt",
+    schemes: &["libvirt"],
+    how: "This vdev was built without the libvirt driver: rebuild with the cargo feature `libvirt` (of vdev, vdev-cli, vdev-capi or vdev-py), with libvirt's headers and pkg-config installed (Debian: apt-get install libvirt-dev pkg-config); it links libvirt's C library through the LGPL-2.1 `virt` crate",
+);
 
 #[cfg(all(doctest, feature = "mock"))]
 mod listing_example {

@@ -1,0 +1,321 @@
+//! The libvirt driver beside the same libvirt calls made directly with `virt`, against one
+//! libvirtd the bench starts (tests/common: QEMU under TCG, no guest OS), in one run:
+//!
+//! - attach of a SCSI disk (vdev: lookup, the live XML, attach; direct: the same three calls);
+//! - detach to gone (vdev: `virDomainDetachDeviceAlias`, then the `DEVICE_REMOVED` event or the
+//!   live XML; direct: `virDomainDetachDeviceFlags`, which returns once QEMU removed it);
+//! - a listing of 500 disks (vdev: lookup, live XML, isPersistent, stored XML, merged; direct:
+//!   the same calls, both documents parsed with the same XML parser);
+//! - one-shot `vdev attach` and `vdev devices` (the vdev command built with the `libvirt`
+//!   feature, release) beside a minimal `virt` program doing the same calls (this bench's
+//!   binary run with `--virt-attach` / `--virt-devices`: open, lookup by name, the call(s)).
+//!
+//! Goals (issue 22): attach and listing at most 1.10x the direct calls; one-shot commands within
+//! 1.10x of the minimal program. Medians; runs interleaved so that drift hits both sides.
+//!
+//! `cargo bench -p vdev-driver-libvirt` (needs what scripts/install-test-deps.sh installs).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::Libvirtd;
+use vdev_core::{Attributes, DetachOptions, DeviceType, Domain};
+use vdev_driver_libvirt as _;
+use virt::connect::Connect;
+
+const RUNS: usize = 30;
+const ONE_SHOT_RUNS: usize = 15;
+const LISTED: usize = 500;
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// One line: the medians and their ratio, then the fastest runs and theirs (on a machine shared
+/// with other work, the fastest runs show the cost with the least interference).
+fn row(what: &str, vdev: Vec<Duration>, direct: Vec<Duration>, goal: &str) {
+    let (vb, db) = (
+        *vdev.iter().min().expect("runs"),
+        *direct.iter().min().expect("runs"),
+    );
+    let (vm, dm) = (median(vdev), median(direct));
+    println!(
+        "{what:<44} {:>9.3} {:>9.3} {:>7.3}  {:>9.3} {:>9.3} {:>7.3}  {goal}",
+        ms(vm),
+        ms(dm),
+        vm.as_secs_f64() / dm.as_secs_f64(),
+        ms(vb),
+        ms(db),
+        vb.as_secs_f64() / db.as_secs_f64()
+    );
+}
+
+/// The `i`-th disk name after `sd`: a, ..., z, aa, ab, ...
+fn target(i: usize) -> String {
+    let mut letters = Vec::new();
+    let mut n = i + 1;
+    while n > 0 {
+        n -= 1;
+        letters.push(b'a' + (n % 26) as u8);
+        n /= 26;
+    }
+    letters.reverse();
+    format!("sd{}", String::from_utf8(letters).expect("ascii"))
+}
+
+fn disk_xml(img: &Path, target: &str, unit: usize, alias: &str) -> String {
+    format!(
+        "<disk type='file' device='disk'><driver type='raw'/><source file='{}'/>\
+         <target dev='{target}' bus='scsi'/><address type='drive' controller='0' bus='0' target='0' unit='{unit}'/>\
+         <alias name='{alias}'/></disk>",
+        img.display()
+    )
+}
+
+/// The minimal program: open, look the domain up by name, attach the XML in a file, live.
+fn virt_attach(uri: &str, domain: &str, xml_file: &str) {
+    let c = Connect::open(Some(uri)).expect("open");
+    let d = c.lookup_domain_by_name(domain).expect("lookup");
+    let xml = std::fs::read_to_string(xml_file).expect("xml");
+    d.attach_device_flags(&xml, virt_sys::VIR_DOMAIN_AFFECT_LIVE)
+        .expect("attach");
+    println!("attached");
+}
+
+/// The minimal program: open, look the domain up by name, its live and stored XML, the disks
+/// printed.
+fn virt_devices(uri: &str, domain: &str) {
+    let c = Connect::open(Some(uri)).expect("open");
+    let d = c.lookup_domain_by_name(domain).expect("lookup");
+    let live = d.xml_desc(0).expect("xml");
+    let _ = d.is_persistent().expect("persistent");
+    let stored = d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).expect("xml");
+    for text in [live, stored] {
+        let doc = roxmltree::Document::parse(&text).expect("parse");
+        for n in doc.descendants().filter(|n| n.has_tag_name("disk")) {
+            let alias = n
+                .children()
+                .find(|c| c.has_tag_name("alias"))
+                .and_then(|a| a.attribute("name"));
+            println!("disk {}", alias.unwrap_or("-"));
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("--virt-attach") => return virt_attach(&args[2], &args[3], &args[4]),
+        Some("--virt-devices") => return virt_devices(&args[2], &args[3]),
+        _ => {}
+    }
+    virt::error::clear_error_callback();
+    let Some(lv) = Libvirtd::start() else {
+        println!("not measured: libvirt is not installed (scripts/install-test-deps.sh)");
+        return;
+    };
+    lv.define("bench", 8, true);
+    lv.define("oneshot", 8, true);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    println!(
+        "{:<44} {:>9} {:>9} {:>7}  {:>9} {:>9} {:>7}  goal",
+        "libvirt driver (ms)", "vdev", "direct", "ratio", "vdev min", "dir. min", "ratio"
+    );
+    rt.block_on(in_process(&lv));
+    one_shot(&lv);
+}
+
+async fn in_process(lv: &Libvirtd) {
+    let conn = vdev_core::connect(&lv.vdev_uri()).await.expect("connect");
+    let vm: Domain = conn.domain("bench").await.expect("domain");
+    let uuid = vm.uuid.clone().expect("uuid");
+    let direct = Connect::open(Some(&lv.uri)).expect("open");
+    let disk = DeviceType::DISK;
+    let _ = conn.schema(&disk).await.expect("schema");
+    let (mut a_vdev, mut a_direct, mut d_vdev, mut d_direct) = (vec![], vec![], vec![], vec![]);
+    for i in 0..RUNS {
+        // vdev: attach, then detach to gone.
+        let img = lv.image(&format!("v{i}.raw"));
+        let src = img.to_str().expect("utf-8").to_owned();
+        let attrs = Attributes::from_pairs([("source".to_owned(), src)]).expect("attrs");
+        let t = Instant::now();
+        let r = conn.attach(&vm, &disk, &attrs).await.expect("vdev attach");
+        a_vdev.push(t.elapsed());
+        let t = Instant::now();
+        conn.detach(&vm, &disk, &r, &DetachOptions::default())
+            .await
+            .expect("vdev detach");
+        d_vdev.push(t.elapsed());
+        // Direct: the same calls for the attach; libvirt's own detach, which returns when the
+        // device is gone (a SCSI disk: QEMU removes it at once).
+        let img = lv.image(&format!("d{i}.raw"));
+        let xml = disk_xml(&img, &target(3000), 900, &format!("ua-direct-{i}"));
+        let (c, u, x) = (direct.clone(), uuid.clone(), xml.clone());
+        let t = Instant::now();
+        let took = tokio::task::spawn_blocking(move || {
+            let d = c.lookup_domain_by_uuid_string(&u).expect("lookup");
+            let _ = d.xml_desc(0).expect("xml");
+            d.attach_device_flags(&x, virt_sys::VIR_DOMAIN_AFFECT_LIVE)
+                .expect("direct attach");
+        })
+        .await;
+        took.expect("direct attach");
+        a_direct.push(t.elapsed());
+        let (c, u) = (direct.clone(), uuid.clone());
+        let t = Instant::now();
+        tokio::task::spawn_blocking(move || {
+            let d = c.lookup_domain_by_uuid_string(&u).expect("lookup");
+            d.detach_device_flags(&xml, virt_sys::VIR_DOMAIN_AFFECT_LIVE)
+                .expect("direct detach");
+        })
+        .await
+        .expect("direct detach");
+        d_direct.push(t.elapsed());
+    }
+    row("attach (SCSI disk)", a_vdev, a_direct, "<= 1.10");
+    row("detach to gone", d_vdev, d_direct, "(libvirt's own wait)");
+
+    // 500 disks, attached directly (untimed), then listed.
+    let d = direct.lookup_domain_by_uuid_string(&uuid).expect("lookup");
+    for i in 0..LISTED {
+        let img = lv.image(&format!("l{i}.raw"));
+        let xml = disk_xml(&img, &target(1000 + i), 100 + i, &format!("ua-list-{i}"));
+        d.attach_device_flags(&xml, virt_sys::VIR_DOMAIN_AFFECT_LIVE)
+            .expect("attach for the listing");
+    }
+    let (mut l_vdev, mut l_direct) = (vec![], vec![]);
+    for _ in 0..RUNS {
+        let t = Instant::now();
+        let n = conn.devices(&vm, Some(&disk)).await.expect("list").len();
+        l_vdev.push(t.elapsed());
+        assert!(n >= LISTED, "{n} disks listed");
+        let (c, u) = (direct.clone(), uuid.clone());
+        let t = Instant::now();
+        let n = tokio::task::spawn_blocking(move || {
+            let d = c.lookup_domain_by_uuid_string(&u).expect("lookup");
+            let live = d.xml_desc(0).expect("xml");
+            let _ = d.is_persistent().expect("persistent");
+            let stored = d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).expect("xml");
+            let mut n = 0;
+            for text in [live, stored] {
+                let doc = roxmltree::Document::parse(&text).expect("parse");
+                n += doc.descendants().filter(|n| n.has_tag_name("disk")).count();
+            }
+            n
+        })
+        .await
+        .expect("direct listing");
+        l_direct.push(t.elapsed());
+        assert!(n >= LISTED);
+    }
+    row(&format!("list {LISTED} disks"), l_vdev, l_direct, "<= 1.10");
+    conn.close().await.expect("close");
+}
+
+/// The vdev command built with the libvirt feature (release), or why not.
+fn vdev_command() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = Command::new(cargo)
+        .current_dir(&root)
+        .args([
+            "build",
+            "-q",
+            "--release",
+            "-p",
+            "vdev-cli",
+            "--features",
+            "libvirt",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    Ok(target.join("release/vdev"))
+}
+
+fn time(cmd: &mut Command) -> Duration {
+    let t = Instant::now();
+    let out = cmd.stdin(Stdio::null()).output().expect("runs");
+    let took = t.elapsed();
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    took
+}
+
+fn one_shot(lv: &Libvirtd) {
+    let vdev = match vdev_command() {
+        Ok(p) => p,
+        Err(why) => {
+            println!("one-shot commands: not measured ({why})");
+            return;
+        }
+    };
+    let me = std::env::current_exe().expect("this bench");
+    let uri = lv.vdev_uri();
+    let (mut a_vdev, mut a_virt, mut l_vdev, mut l_virt) = (vec![], vec![], vec![], vec![]);
+    for i in 0..ONE_SHOT_RUNS {
+        let img = lv.image(&format!("o{i}.raw"));
+        a_vdev.push(time(Command::new(&vdev).args([
+            "-c",
+            &uri,
+            "attach",
+            "oneshot",
+            "disk",
+            &format!("source={}", img.display()),
+        ])));
+        let img = lv.image(&format!("p{i}.raw"));
+        let xml = lv.dir.path().join(format!("p{i}.xml"));
+        std::fs::write(
+            &xml,
+            disk_xml(&img, &target(2000 + i), 1000 + i, &format!("ua-p-{i}")),
+        )
+        .expect("xml");
+        a_virt.push(time(Command::new(&me).args([
+            "--virt-attach",
+            &lv.uri,
+            "oneshot",
+            xml.to_str().expect("utf-8"),
+        ])));
+        l_vdev.push(time(
+            Command::new(&vdev).args(["-c", &uri, "devices", "oneshot", "disk"]),
+        ));
+        l_virt.push(time(Command::new(&me).args([
+            "--virt-devices",
+            &lv.uri,
+            "oneshot",
+        ])));
+    }
+    row(
+        "one-shot `vdev attach` / minimal virt program",
+        a_vdev,
+        a_virt,
+        "<= 1.10",
+    );
+    row(
+        "one-shot `vdev devices` / minimal virt program",
+        l_vdev,
+        l_virt,
+        "<= 1.10",
+    );
+}

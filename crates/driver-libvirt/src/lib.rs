@@ -1,0 +1,32 @@
+#![doc = include_str!("docs.md")]
+#![deny(missing_docs)]
+
+mod attach;
+mod config;
+mod detach;
+mod driver;
+mod error;
+mod events;
+mod listing;
+mod metadata;
+mod schema;
+mod session;
+mod xml;
+
+pub use config::LibvirtConfig;
+pub use driver::LibvirtDriver;
+pub use error::LibvirtError;
+
+/// The driver's name.
+pub const NAME: &str = "libvirt";
+/// The URI scheme it handles: `libvirt+` followed by any libvirt URI (`libvirt+qemu:///system`,
+/// `libvirt+qemu+ssh://user@host/system`, `libvirt+xen:///system`, `libvirt+test:///default`).
+pub const SCHEMES: &[&str] = &["libvirt"];
+
+vdev_core::register_driver!(
+    name: NAME,
+    schemes: SCHEMES,
+    description: "libvirt domains through libvirt's C library (any libvirt URI after libvirt+)",
+    driver: LibvirtDriver,
+    config: LibvirtConfig,
+);
