@@ -200,7 +200,7 @@ pub(crate) async fn attach_batch(
     }
     drop(op);
     if !session.qmp.is_alive() {
-        // Not an `InBatch`: that promises none of the batch stayed, which nobody knows now.
+        // Not an `InBatch`: that says the batch was rolled back, which nobody knows now.
         return Err(Error::backend(
             crate::NAME,
             format!("the connection to QEMU of domain '{}' was lost during a batch of {} devices (at entry {index}: {error}): which of them were made is unknown; list the devices once QEMU can be reached, and detach those of the batch", domain.name, devices.len()),

@@ -276,7 +276,7 @@ async fn qemu_killed_during_a_batch_is_an_error_and_the_next_batch_works() {
         std::panic::resume_unwind(p);
     }
     let e = r.expect_err("QEMU died during the batch, yet it succeeded");
-    // Not "none of the batch stayed" (an InBatch): nobody can know that now.
+    // Not "rolled back" (an InBatch): nobody can know that now.
     assert!(matches!(e, Error::Backend { .. }), "{e:?}");
     let text = e.to_string();
     assert!(

@@ -204,11 +204,12 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// # Behavior
     /// - Receives entries the core has checked as for [`Driver::attach`] (and never an empty
     ///   slice).
-    /// - On the failure of entry `i`, removes the devices of the batch already created and
-    ///   returns [`crate::Error::InBatch`] with `index: i` and that entry's error. Only then:
-    ///   when what the batch made cannot be known (the hypervisor's connection was lost
-    ///   midway), the error says so and is not an `InBatch`, which promises that nothing of
-    ///   the batch stayed.
+    /// - On the failure of entry `i`, removes the devices of the batch already created (a
+    ///   device the guest must release first is asked to go, and named in the error's `entry`
+    ///   when it has not gone) and returns [`crate::Error::InBatch`] with `index: i` and that
+    ///   entry's error. Except when what the batch made cannot be known (the hypervisor's connection was lost
+    ///   midway), the error says so and is not an `InBatch`, which says the batch was
+    ///   rolled back.
     /// - Emits [`DeviceEvent::Added`] for each device that stays.
     /// - Honours `options.scope` as [`Driver::attach`] does.
     ///
@@ -235,17 +236,24 @@ pub trait Driver: Send + Sync + fmt::Debug {
                         scope: options.scope,
                         ..DetachOptions::default()
                     };
+                    let mut left = Vec::new();
                     for (j, r) in made.iter().rev() {
-                        if let Err(u) = self
-                            .detach(domain, &devices[*j].device_type, r, &undo)
-                            .await
-                        {
+                        let t = &devices[*j].device_type;
+                        if let Err(u) = self.detach(domain, t, r, &undo).await {
                             tracing::warn!(domain = %domain.name, reference = %r, error = %u, "rolling back a batch: a device it attached could not be removed");
+                            left.push(format!("{t} {r} ({u})"));
                         }
+                    }
+                    let mut entry = d.to_string();
+                    if !left.is_empty() {
+                        entry.push_str(&format!(
+                            "; the rollback could not remove everything: {}",
+                            left.join("; ")
+                        ));
                     }
                     return Err(crate::Error::InBatch {
                         index: i,
-                        entry: d.to_string(),
+                        entry,
                         error: Box::new(e),
                     });
                 }

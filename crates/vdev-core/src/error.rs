@@ -188,9 +188,11 @@ pub enum Error {
     },
 
     /// One entry of a batch ([`crate::Connection::attach_batch`], `apply`) failed, so the whole
-    /// batch was rolled back (nothing of it stays attached). `error` is that entry's own error,
-    /// the condition to branch on (see [`Error::condition`]); [`Error::code`] returns its code.
-    #[error("entry {index} ({entry}) failed, so none of its batch was attached: {error}")]
+    /// batch was rolled back: what it made was removed, or, for a device the guest must release
+    /// first, asked to go (`entry` then ends with what the rollback left, removal pending).
+    /// `error` is that entry's own error, the condition to branch on (see [`Error::condition`]);
+    /// [`Error::code`] returns its code.
+    #[error("entry {index} ({entry}) failed, and its batch was rolled back: {error}")]
     InBatch {
         /// The failed entry's index: in the batch, or in the document's device list for
         /// `apply`.
