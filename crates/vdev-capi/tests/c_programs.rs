@@ -351,6 +351,13 @@ fn c_update_calls() {
     c_test("update");
 }
 
+/// Desired state from C (tests/c/desired.c): plan, apply, a second apply that changes nothing,
+/// export, a failed batch that leaves nothing, a pending removal, and refused documents.
+#[test]
+fn c_desired_state() {
+    c_test("desired");
+}
+
 #[test]
 fn c_events() {
     c_test("events");
