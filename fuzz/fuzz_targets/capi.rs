@@ -18,6 +18,8 @@
 
 #[path = "../../crates/vdev-capi/src/conn.rs"]
 mod conn;
+#[path = "../../crates/vdev-capi/src/desired.rs"]
+mod desired;
 #[path = "../../crates/vdev-capi/src/devices.rs"]
 mod devices;
 #[path = "../../crates/vdev-capi/src/domains.rs"]

@@ -38,12 +38,16 @@ mod devices;
 // Device events.
 mod events;
 
+// Desired state: plan, apply, export (JSON results).
+mod desired;
+
 // Every conversion between C arguments and results and Rust values.
 mod marshal;
 
 pub use conn::{
     vdev_conn, vdev_conn_close, vdev_conn_is_readonly, vdev_conn_open, vdev_conn_open_readonly,
 };
+pub use desired::{vdev_conn_apply, vdev_conn_plan, vdev_domain_export};
 pub use devices::{
     vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
     vdev_domain_list_devices, vdev_domain_update, vdev_string_free, VDEV_DETACH_DEFAULT_TIMEOUT,

@@ -14,12 +14,19 @@
 //!   ([`export_attrs`], [`free_attrs`]); devices and events out ([`export_device`],
 //!   [`free_device`], [`export_event`], [`free_event`]).
 //! - The proposal's fixed-size fields, in (through [`attr_pairs`]) and out ([`export_vdas`]).
+//! - Desired state: a document in ([`document_arg`]), apply's options ([`apply_options`]), and
+//!   plans, apply reports and documents out as JSON ([`plan_json`], [`report_json`],
+//!   [`export_str`]).
 
 use std::ffi::{c_char, c_int, c_uint, CStr, CString};
 use std::ptr;
 use std::time::Duration;
 
-use vdev_facade::{Attributes, DetachOptions, Device, DeviceEvent, DeviceRef, DeviceType};
+use serde_json::{json, Value};
+use vdev_facade::{
+    ApplyOptions, ApplyReport, Attributes, Change, DetachOptions, Device, DeviceEvent, DeviceRef,
+    DeviceType, Document, Outcome, Plan,
+};
 
 use crate::devices::{vdev_attr, vdev_device, VDEV_DETACH_DEFAULT_TIMEOUT, VDEV_DETACH_FORCE};
 use crate::error::vdev_error_code::{self, VDEV_ERR_NAME_TOO_LONG, VDEV_ERR_VALUE_TOO_LONG};
@@ -513,4 +520,101 @@ pub(crate) unsafe fn export_vdas(
         }
     }
     Ok(((a as c_int) << 16) + n as c_int)
+}
+
+// Desired state.
+
+/// A desired-state document argument (JSON or YAML text): not NULL, UTF-8, and a document;
+/// otherwise `VDEV_ERR_INVALID_DOCUMENT` naming the place.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string.
+pub(crate) unsafe fn document_arg(p: *const c_char, what: &str) -> Result<Document, CError> {
+    let text = unsafe { utf8_arg(p, what) }?;
+    Ok(Document::parse(text)?)
+}
+
+/// Apply's options: the wait of each removal (as [`detach_options`]), and `flags` (none yet).
+pub(crate) fn apply_options(timeout_ms: c_int, flags: c_uint) -> Result<ApplyOptions, CError> {
+    if flags != 0 {
+        return Err(CError::invalid(
+            "flags",
+            format!("{flags:#x} has unknown bits; pass 0"),
+        ));
+    }
+    let detach = detach_options(timeout_ms, 0)?;
+    Ok(ApplyOptions {
+        timeout: detach.timeout,
+        ..ApplyOptions::default()
+    })
+}
+
+fn attrs_json(a: &Attributes) -> Value {
+    Value::Object(
+        a.iter()
+            .map(|(n, v)| (n.to_owned(), Value::from(v)))
+            .collect(),
+    )
+}
+
+/// One change as `vdev plan --json` writes it: `op`, `domain`, `type`, `ref` (null for an add
+/// whose reference the driver chooses), `attrs`, and `entry`, `reason` where they are set.
+fn change_json(c: &Change) -> Value {
+    let mut v = json!({
+        "op": c.op.as_str(),
+        "domain": c.domain,
+        "type": c.device_type.as_str(),
+        "ref": c.reference.as_ref().map(|r| r.as_str()),
+        "attrs": attrs_json(&c.attrs),
+    });
+    if let Some(e) = c.entry {
+        v["entry"] = e.into();
+    }
+    if let Some(r) = &c.reason {
+        v["reason"] = r.as_str().into();
+    }
+    v
+}
+
+/// A plan as `vdev plan --json` writes it, `{"changes": [...]}`, for the caller to free with
+/// [`free_raw_str`].
+pub(crate) fn plan_json(plan: &Plan) -> *mut c_char {
+    let changes: Vec<Value> = plan.changes.iter().map(change_json).collect();
+    into_raw_str(&json!({ "changes": changes }).to_string())
+}
+
+/// An apply report as `vdev apply --json` writes it: `{"changed": bool, "changes": [...]}`,
+/// each change with its `outcome` (`done`, `removal-pending`, `not-made`, `failed` with
+/// `"error": {"code", "message"}`, `not-tried`); for the caller to free with [`free_raw_str`].
+pub(crate) fn report_json(report: &ApplyReport) -> *mut c_char {
+    let changes: Vec<Value> = report
+        .changes
+        .iter()
+        .map(|a| {
+            let mut v = change_json(&a.change);
+            v["outcome"] = match &a.outcome {
+                Outcome::Done => "done",
+                Outcome::Pending => "removal-pending",
+                Outcome::NotMade => "not-made",
+                Outcome::Failed { .. } => "failed",
+                Outcome::NotTried => "not-tried",
+            }
+            .into();
+            if let Outcome::Failed { code, message } = &a.outcome {
+                v["error"] = json!({"code": code, "message": message});
+            }
+            v
+        })
+        .collect();
+    let changed = report
+        .changes
+        .iter()
+        .any(|a| matches!(a.outcome, Outcome::Done | Outcome::Pending));
+    into_raw_str(&json!({ "changed": changed, "changes": changes }).to_string())
+}
+
+/// A document as JSON text (as `vdev export --json` writes it), for the caller to free with
+/// [`free_raw_str`].
+pub(crate) fn export_str(doc: &Document) -> *mut c_char {
+    into_raw_str(&doc.to_json())
 }

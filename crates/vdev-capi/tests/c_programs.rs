@@ -351,6 +351,13 @@ fn c_update_calls() {
     c_test("update");
 }
 
+/// Desired state from C (tests/c/desired.c): plan, apply, a second apply that changes nothing,
+/// export, a failed batch that leaves nothing, a pending removal, and refused documents.
+#[test]
+fn c_desired_state() {
+    c_test("desired");
+}
+
 #[test]
 fn c_events() {
     c_test("events");
@@ -413,7 +420,8 @@ fn install_and_pkg_config() {
 }
 
 /// The C examples in the crate's README.md and the project's README.md compile and run exactly
-/// as written.
+/// as written: the first of each README lists disks, a later one (the project's desired-state
+/// example) applies a document.
 #[test]
 fn readme_snippet_compiles_as_written() {
     for (i, readme) in [
@@ -424,12 +432,24 @@ fn readme_snippet_compiles_as_written() {
     .enumerate()
     {
         let readme = std::fs::read_to_string(readme).expect("README.md");
-        let start = readme.find("```c\n").expect("a ```c block in README.md") + 5;
-        let len = readme[start..].find("```").expect("end of the ```c block");
-        let src = out_dir().join(format!("readme-snippet-{i}.c"));
-        std::fs::write(&src, &readme[start..start + len]).expect("write snippet");
-        let exe = compile(&src, &format!("readme-snippet-{i}"), Link::Shared);
-        let out = run(&mut Command::new(&exe));
-        assert!(out.contains("disk 1: virtual-device = 51728"), "{out}");
+        let blocks: Vec<&str> = readme
+            .split("```c\n")
+            .skip(1)
+            .map(|b| &b[..b.find("```").expect("end of the ```c block")])
+            .collect();
+        assert!(!blocks.is_empty(), "a ```c block in README.md");
+        for (j, block) in blocks.iter().enumerate() {
+            let name = format!("readme-snippet-{i}-{j}");
+            let src = out_dir().join(format!("{name}.c"));
+            std::fs::write(&src, block).expect("write snippet");
+            let exe = compile(&src, &name, Link::Shared);
+            let out = run(&mut Command::new(&exe));
+            let want = if j == 0 {
+                "disk 1: virtual-device = 51728"
+            } else {
+                "\"outcome\":\"done\""
+            };
+            assert!(out.contains(want), "{name}: {out}");
+        }
     }
 }

@@ -154,3 +154,129 @@ pub fn seconds(arg: &str, v: &Bound<'_, PyAny>) -> PyResult<Duration> {
     Duration::try_from_secs_f64(s)
         .map_err(|_| PyValueError::new_err(format!("{arg}: {s} is not a number of seconds >= 0")))
 }
+
+/// A desired-state document as given: its structure (a dict) or a file, and where errors should
+/// say it came from.
+pub struct DocumentArg {
+    /// The document.
+    pub document: vdev::Document,
+    /// The file it was read from (named in front of the place of its errors), if any.
+    file: Option<String>,
+}
+
+impl DocumentArg {
+    /// `doc`: a dict (the document's structure, as `json.load` or `yaml.safe_load` gives it) or
+    /// the path (str or os.PathLike) of a JSON or YAML file. A malformed document is vdev's
+    /// InvalidDocument naming the place (and the file).
+    pub fn extract(v: &Bound<'_, PyAny>) -> PyResult<Self> {
+        let py = v.py();
+        if v.is_instance_of::<PyDict>() {
+            let text: String = py
+                .import("json")?
+                .call_method1("dumps", (v,))
+                .map_err(|e| {
+                    PyTypeError::new_err(format!(
+                        "doc: the document holds a value that is not JSON ({})",
+                        e.value(py)
+                    ))
+                })?
+                .extract()?;
+            // The place is a path of keys; a line and column of the text made here would mean
+            // nothing to the caller.
+            let document = vdev::Document::from_json(&text).map_err(|e| match e {
+                vdev::Error::InvalidDocument { mut at, reason } => {
+                    if let Some(i) = at.find(" (line ") {
+                        at.truncate(i);
+                    }
+                    to_py(vdev::Error::InvalidDocument { at, reason })
+                }
+                e => to_py(e),
+            })?;
+            return Ok(DocumentArg {
+                document,
+                file: None,
+            });
+        }
+        let is_path = v.is_instance_of::<PyString>() || v.hasattr("__fspath__")?;
+        if !is_path {
+            return Err(PyTypeError::new_err(format!(
+                "doc: expected a document (dict) or the path of a JSON or YAML file (str or os.PathLike), not {}",
+                type_name(v)
+            )));
+        }
+        let path = py
+            .import("os")?
+            .call_method1("fsdecode", (v,))?
+            .extract::<String>()?;
+        let text = py.detach(|| std::fs::read_to_string(&path)).map_err(|e| {
+            to_py(vdev::Error::InvalidDocument {
+                at: path.clone(),
+                reason: format!("cannot be read: {e}"),
+            })
+        })?;
+        let arg = DocumentArg {
+            document: vdev::Document::default(),
+            file: Some(path),
+        };
+        let document = vdev::Document::parse(&text).map_err(|e| to_py(arg.annotate(e)))?;
+        Ok(DocumentArg { document, ..arg })
+    }
+
+    /// A document error with the file's name in front of its place, as the `vdev` command
+    /// writes it; other errors as they are.
+    pub fn annotate(&self, e: vdev::Error) -> vdev::Error {
+        match (e, &self.file) {
+            (vdev::Error::InvalidDocument { at, reason }, Some(file)) => {
+                vdev::Error::InvalidDocument {
+                    at: format!("{file}: {at}"),
+                    reason,
+                }
+            }
+            (e, _) => e,
+        }
+    }
+}
+
+/// A scope (`"live"`, `"persistent"` or `"both"`), or None for the driver's default.
+pub fn scope(v: Option<&Bound<'_, PyAny>>) -> PyResult<Option<vdev::Scope>> {
+    let Some(v) = v.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let s = string("scope", v)?.to_str()?;
+    vdev::Scope::parse(s).map(Some).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "scope: expected 'live', 'persistent' or 'both' (or None for the driver's default), not {s:?}"
+        ))
+    })
+}
+
+/// The devices of a batch: a sequence of `(type, attrs)` pairs, `attrs` a dict of str to str.
+pub fn new_devices(v: &Bound<'_, PyAny>) -> PyResult<Vec<vdev::NewDevice>> {
+    if v.is_instance_of::<PyString>() || v.is_instance_of::<PyDict>() {
+        return Err(PyTypeError::new_err(format!(
+            "devices: expected a sequence of (type, attrs) pairs, not {}",
+            type_name(v)
+        )));
+    }
+    let mut out = Vec::new();
+    for (i, item) in v.try_iter()?.enumerate() {
+        let item = item?;
+        let pair: Option<(Bound<'_, PyAny>, Bound<'_, PyAny>)> =
+            if item.is_instance_of::<PyString>() {
+                None
+            } else {
+                item.extract().ok()
+            };
+        let Some((t, attrs)) = pair else {
+            return Err(PyTypeError::new_err(format!(
+                "devices[{i}]: expected a (type, attrs) pair, not {}",
+                type_name(&item)
+            )));
+        };
+        out.push(vdev::NewDevice {
+            device_type: device_type(&t)?,
+            attributes: attributes(Some(&attrs), None)?,
+        });
+    }
+    Ok(out)
+}

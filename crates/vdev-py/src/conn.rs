@@ -13,7 +13,7 @@ use crate::args::{self, DomainArg};
 use crate::errors::to_py;
 use crate::mock::MockControl;
 use crate::run::{awaitable, block, blocking, runtime, Nothing};
-use crate::types::{Capabilities, Device, Domain, Event, Schema};
+use crate::types::{ApplyReport, Capabilities, Change, Device, Domain, Event, Schema};
 
 /// What both flavours hold: the connection (None once closed) and what it said when opened.
 pub struct Base {
@@ -247,6 +247,119 @@ macro_rules! connection_class {
                     let d = d.resolve(&c).await.map_err(to_py)?;
                     c.update(&d, &t, &r, &a).await.map_err(to_py)?;
                     Ok(Nothing)
+                })
+            }
+
+            /// Create several devices in `domain` (name, id or Domain) in one batch, all or
+            /// none: `devices` is a sequence of `(type, attrs)` pairs (`attrs` a dict of str to
+            /// str, as `attach` takes them). Returns their references (a list of str), in order.
+            /// When one entry fails, none of them stays attached, and the exception is the class
+            /// of that entry's own error (InvalidAttribute, DeviceExists, ...) with the entry's
+            /// position as its `index` and the entry named in the message.
+            #[pyo3(signature = (domain, devices, /))]
+            fn attach_batch(
+                &self,
+                py: Python<'_>,
+                domain: &Bound<'_, PyAny>,
+                devices: &Bound<'_, PyAny>,
+            ) -> PyResult<Py<PyAny>> {
+                let c = self.base.conn()?;
+                let d = DomainArg::extract("domain", domain)?;
+                let devices = args::new_devices(devices)?;
+                $finish(py, async move {
+                    let d = d.resolve(&c).await.map_err(to_py)?;
+                    c.attach_batch(&d, &devices, &vdev::AttachOptions::default())
+                        .await
+                        .map(|v| v.into_iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>())
+                        .map_err(to_py)
+                })
+            }
+
+            /// What `apply(doc)` would change, changing nothing: a list of Change (empty when
+            /// the domains are as the document says). `doc` is a desired-state document: a dict
+            /// (its structure, `{"domains": {"vm1": {"devices": [...]}}}`) or the path (str or
+            /// os.PathLike) of a JSON or YAML file. A malformed document, or one that cannot be
+            /// planned (an unknown type or attribute, an entry without identity, two entries
+            /// with one identity), raises InvalidDocument naming the place
+            /// (`domains.vm1.devices[2].attrs`, and the file and line for a file); a domain that
+            /// is not there, DomainNotFound.
+            fn plan(&self, py: Python<'_>, doc: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                let c = self.base.conn()?;
+                let doc = args::DocumentArg::extract(doc)?;
+                $finish(py, async move {
+                    c.plan(&doc.document)
+                        .await
+                        .map(|p| p.changes.into_iter().map(Change).collect::<Vec<_>>())
+                        .map_err(|e| to_py(doc.annotate(e)))
+                })
+            }
+
+            /// Make the domains as `doc` (as `plan` takes it) says: plan (its errors come
+            /// before anything changes), then, domain by domain, remove (each removal waiting up
+            /// to `timeout` seconds for the guest, as `detach`), update, and attach every new
+            /// device of a domain in one batch, all or none. Replacements are reported
+            /// (`"not-made"`), never made. `scope`: `"live"`, `"persistent"` or `"both"`, where
+            /// the driver has scopes (None: its default). Returns an ApplyReport; applying the
+            /// same document again returns an empty one.
+            ///
+            /// When a change fails, the changes after it are not tried and apply raises the
+            /// failure's own class (for a batch, the failed entry's: InvalidAttribute,
+            /// DeviceExists, ...), whose `report` is the ApplyReport of what was done (with
+            /// `report.error` the same failure). With `check=False` it returns that report
+            /// instead of raising. Pending removals are no failure: see `report.pending`.
+            #[pyo3(signature = (doc, *, timeout = None, scope = None, check = true))]
+            fn apply(
+                &self,
+                py: Python<'_>,
+                doc: &Bound<'_, PyAny>,
+                timeout: Option<&Bound<'_, PyAny>>,
+                scope: Option<&Bound<'_, PyAny>>,
+                check: bool,
+            ) -> PyResult<Py<PyAny>> {
+                let c = self.base.conn()?;
+                let doc = args::DocumentArg::extract(doc)?;
+                let options = vdev::ApplyOptions {
+                    timeout: match timeout {
+                        Some(v) if !v.is_none() => args::seconds("timeout", v)?,
+                        _ => vdev::DetachOptions::DEFAULT_TIMEOUT,
+                    },
+                    scope: args::scope(scope)?,
+                };
+                $finish(py, async move {
+                    let report = c
+                        .apply(&doc.document, &options)
+                        .await
+                        .map_err(|e| to_py(doc.annotate(e)))?;
+                    let (report, error) = ApplyReport::new(report);
+                    Python::attach(|py| {
+                        let report = Py::new(py, report)?;
+                        match error {
+                            Some(e) if check => {
+                                let err = to_py(e);
+                                err.value(py).setattr("report", report)?;
+                                Err(err)
+                            }
+                            _ => Ok(report),
+                        }
+                    })
+                })
+            }
+
+            /// A desired-state document (a dict, as `plan` and `apply` take it) of what `domain`
+            /// (name, id or Domain) has now: each device but those whose removal is pending,
+            /// with the attributes the driver lists under the names it accepts. `plan` of it is
+            /// empty.
+            fn export(&self, py: Python<'_>, domain: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+                let c = self.base.conn()?;
+                let key = match DomainArg::extract("domain", domain)? {
+                    DomainArg::Known(d) => d.name,
+                    DomainArg::Key(k) => k,
+                };
+                $finish(py, async move {
+                    let text = c.export(&key).await.map_err(to_py)?.to_json();
+                    Python::attach(|py| {
+                        Ok(py.import("json")?.call_method1("loads", (text,))?.unbind())
+                    })
                 })
             }
 

@@ -16,9 +16,9 @@ macro_rules! conditions {
     ($($name:ident = $code:literal: $doc:literal,)+) => {
         $(create_exception!(vdev, $name, Error, $doc);)+
 
-        /// The exception class for an error.
-        fn new_err(e: &vdev::Error, msg: String) -> PyErr {
-            match e.code() {
+        /// The exception of the class for an error `code` ([`vdev::Error::code`]), with `msg`.
+        pub fn from_code(code: &str, msg: String) -> PyErr {
+            match code {
                 $($code => $name::new_err(msg),)+
                 _ => Error::new_err(msg),
             }
@@ -29,6 +29,10 @@ macro_rules! conditions {
             let py = m.py();
             m.add("Error", py.get_type::<Error>())?;
             py.get_type::<Error>().setattr("code", py.None())?;
+            // Set on the instances that have them: the report of the `apply` that failed, the
+            // index of the failed entry of an `attach_batch`.
+            py.get_type::<Error>().setattr("report", py.None())?;
+            py.get_type::<Error>().setattr("index", py.None())?;
             $(
                 let t = py.get_type::<$name>();
                 t.setattr("code", $code)?;
@@ -59,15 +63,30 @@ conditions! {
     Backend = "backend": "The hypervisor or its control channel failed.",
 }
 
-/// A vdev error as the Python exception of its condition, with the message the `vdev` command
-/// prints (without `error: `): the error, then `: SOURCE` for every source in its chain.
-pub fn to_py(e: vdev::Error) -> PyErr {
+/// The message the `vdev` command prints for an error (without `error: `): the error, then
+/// `: SOURCE` for every source in its chain.
+pub fn message(e: &vdev::Error) -> String {
     let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
+    let mut source = std::error::Error::source(e);
     while let Some(s) = source {
         msg.push_str(": ");
         msg.push_str(&s.to_string());
         source = s.source();
     }
-    new_err(&e, msg)
+    msg
+}
+
+/// A vdev error as the Python exception of its condition, with [`message`]. The failed entry of a
+/// batch ([`vdev::Error::InBatch`]) raises the class of the entry's own error, with the entry's
+/// index as the exception's `index`.
+pub fn to_py(e: vdev::Error) -> PyErr {
+    let err = from_code(e.code(), message(&e));
+    if let vdev::Error::InBatch { index, .. } = e {
+        Python::attach(|py| {
+            // Setting an attribute on a fresh exception instance does not fail in practice; if
+            // it did, the exception would still be raised, without its index.
+            let _ = err.value(py).setattr("index", index);
+        });
+    }
+    err
 }

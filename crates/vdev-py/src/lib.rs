@@ -50,5 +50,8 @@ fn _vdev(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<types::Capabilities>()?;
     m.add_class::<types::DriverInfo>()?;
     m.add_class::<types::Event>()?;
+    m.add_class::<types::Change>()?;
+    m.add_class::<types::Applied>()?;
+    m.add_class::<types::ApplyReport>()?;
     Ok(())
 }

@@ -312,3 +312,202 @@ impl Event {
         )
     }
 }
+
+/// One change of a plan (`conn.plan(doc)`), as `vdev plan` prints it: `op` (`"add"`,
+/// `"remove"`, `"update"` or `"replace"`), `domain` (as the document names it), `type`, `ref`
+/// (None for an add whose reference the driver chooses), `attrs` (a new dict on every access:
+/// an add's attributes, an update's new values, a replacement's desired values that differ, a
+/// removal's listed attributes), `entry` (the index of the document entry, None for the removal
+/// of a device of an `exclusive` type that no entry names) and `reason` (why a replacement is
+/// needed, else None). `str(change)` is the line `vdev plan` prints.
+#[pyclass(frozen, module = "vdev")]
+pub struct Change(pub vdev::Change);
+
+#[pymethods]
+impl Change {
+    /// `"add"`, `"remove"`, `"update"` or `"replace"` (reported, never made by apply).
+    #[getter]
+    fn op(&self) -> &'static str {
+        self.0.op.as_str()
+    }
+    /// The domain, as the document names it.
+    #[getter]
+    fn domain(&self) -> &str {
+        &self.0.domain
+    }
+    /// The device type.
+    #[getter(r#type)]
+    fn device_type(&self) -> &str {
+        self.0.device_type.as_str()
+    }
+    /// The device's reference; None for an add not made yet whose reference the driver chooses.
+    #[getter(r#ref)]
+    fn reference(&self) -> Option<&str> {
+        self.0.reference.as_ref().map(|r| r.as_str())
+    }
+    /// The attributes of the change (a copy).
+    #[getter]
+    fn attrs<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        attrs_dict(py, &self.0.attrs)
+    }
+    /// The index of the document entry it comes from, in its domain's `devices`.
+    #[getter]
+    fn entry(&self) -> Option<usize> {
+        self.0.entry
+    }
+    /// Why a replacement is needed (`"replace"` only, else None).
+    #[getter]
+    fn reason(&self) -> Option<&str> {
+        self.0.reason.as_deref()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Change(op={:?}, domain={:?}, type={:?}, ref={})",
+            self.0.op.as_str(),
+            self.0.domain,
+            self.0.device_type.as_str(),
+            match &self.0.reference {
+                Some(r) => format!("{:?}", r.as_str()),
+                None => "None".into(),
+            }
+        )
+    }
+    fn __str__(&self) -> String {
+        self.0.to_line()
+    }
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> bool {
+        other.cast::<Change>().is_ok_and(|o| o.get().0 == self.0)
+    }
+}
+
+/// The name of an outcome, as `vdev apply --json` writes it.
+fn outcome_name(o: &vdev::Outcome) -> &'static str {
+    match o {
+        vdev::Outcome::Done => "done",
+        vdev::Outcome::Pending => "removal-pending",
+        vdev::Outcome::NotMade => "not-made",
+        vdev::Outcome::Failed { .. } => "failed",
+        vdev::Outcome::NotTried => "not-tried",
+    }
+}
+
+/// One change of an apply and what became of it: `change` (a Change; an add's `ref` is the new
+/// device's once made), `outcome` (`"done"`, `"removal-pending"`: asked, the guest has not
+/// released the device yet; `"not-made"`: a replacement; `"failed"`; `"not-tried"`: after a
+/// failure) and `error` (for `"failed"`, the vdev.Error subclass instance of the failure, else
+/// None).
+#[pyclass(frozen, module = "vdev")]
+pub struct Applied(pub vdev::Applied);
+
+#[pymethods]
+impl Applied {
+    /// The change.
+    #[getter]
+    fn change(&self) -> Change {
+        Change(self.0.change.clone())
+    }
+    /// `"done"`, `"removal-pending"`, `"not-made"`, `"failed"` or `"not-tried"`.
+    #[getter]
+    fn outcome(&self) -> &'static str {
+        outcome_name(&self.0.outcome)
+    }
+    /// The failure (`"failed"` only, else None): an instance of the vdev.Error subclass of its
+    /// code, not raised.
+    #[getter]
+    fn error(&self, py: Python<'_>) -> Option<Py<pyo3::exceptions::PyBaseException>> {
+        match &self.0.outcome {
+            vdev::Outcome::Failed { code, message } => {
+                Some(crate::errors::from_code(code, message.clone()).into_value(py))
+            }
+            _ => None,
+        }
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Applied({}, outcome={:?})",
+            Change(self.0.change.clone()).__repr__(),
+            outcome_name(&self.0.outcome)
+        )
+    }
+    fn __str__(&self) -> String {
+        format!(
+            "{}  {}",
+            self.0.change.to_line(),
+            outcome_name(&self.0.outcome)
+        )
+    }
+}
+
+/// What `conn.apply(doc)` did: `changes` (a list of Applied, in the order they were made; empty
+/// when the domains were already as the document says), `changed` (whether anything was made or
+/// asked), `pending` (how many removals the guest has not completed yet) and `error` (the first
+/// failure as a vdev.Error instance, not raised, or None; set only on a report returned by
+/// `apply(..., check=False)` or carried by the exception `apply` raised, as its `report`).
+#[pyclass(frozen, module = "vdev")]
+pub struct ApplyReport {
+    changes: Vec<vdev::Applied>,
+    /// The first failure's code and message.
+    error: Option<(&'static str, String)>,
+}
+
+impl ApplyReport {
+    /// The report, and the first failure taken out of it.
+    pub fn new(mut report: vdev::ApplyReport) -> (Self, Option<vdev::Error>) {
+        let error = report.error.take();
+        let this = ApplyReport {
+            changes: report.changes,
+            error: error
+                .as_ref()
+                .map(|e| (e.code(), crate::errors::message(e))),
+        };
+        (this, error)
+    }
+}
+
+#[pymethods]
+impl ApplyReport {
+    /// Every change of the plan with its outcome.
+    #[getter]
+    fn changes(&self) -> Vec<Applied> {
+        self.changes.iter().cloned().map(Applied).collect()
+    }
+    /// Whether something was made or asked (a removal pending counts).
+    #[getter]
+    fn changed(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|a| matches!(a.outcome, vdev::Outcome::Done | vdev::Outcome::Pending))
+    }
+    /// How many removals were asked but are not complete yet (the devices stay listed
+    /// removal-pending until the guest lets go; apply again to wait again).
+    #[getter]
+    fn pending(&self) -> usize {
+        self.changes
+            .iter()
+            .filter(|a| matches!(a.outcome, vdev::Outcome::Pending))
+            .count()
+    }
+    /// The first failure, not raised (a vdev.Error subclass instance), or None.
+    #[getter]
+    fn error(&self, py: Python<'_>) -> Option<Py<pyo3::exceptions::PyBaseException>> {
+        self.error
+            .as_ref()
+            .map(|(code, msg)| crate::errors::from_code(code, msg.clone()).into_value(py))
+    }
+    fn __len__(&self) -> usize {
+        self.changes.len()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "ApplyReport(changes={}, changed={}, pending={}, failed={})",
+            self.changes.len(),
+            if self.changed() { "True" } else { "False" },
+            self.pending(),
+            if self.error.is_some() {
+                "True"
+            } else {
+                "False"
+            }
+        )
+    }
+}

@@ -2,17 +2,21 @@
 
 Open a connection with ``vdev.connect(uri)`` (the driver is chosen by the URI's scheme:
 ``mock:///default``, ``qemu:///path/to/socket-dir``, ...), then list domains and devices, attach,
-detach and update devices, and watch device events. Every blocking call releases the GIL;
+detach and update devices, and watch device events; ``conn.plan(doc)`` and ``conn.apply(doc)``
+make domains as a desired-state document says (``conn.export(domain)`` writes one). Every blocking call releases the GIL;
 ``vdev.aio`` offers the same API for asyncio. Errors are ``vdev.Error`` subclasses carrying a
 stable ``code``.
 """
 
 from ._vdev import (
     CODES,
+    Applied,
+    ApplyReport,
     AttributeSpec,
     Backend,
     Call,
     Capabilities,
+    Change,
     Connection,
     Device,
     DeviceBusy,
@@ -45,10 +49,13 @@ from . import aio, mock
 
 __all__ = [
     "CODES",
+    "Applied",
+    "ApplyReport",
     "AttributeSpec",
     "Backend",
     "Call",
     "Capabilities",
+    "Change",
     "Connection",
     "Device",
     "DeviceBusy",

@@ -1,6 +1,7 @@
 """Type stubs of vdev's native module (the classes are re-exported by ``vdev`` and ``vdev.aio``)."""
 
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping
+import os
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeAlias
 
@@ -10,6 +11,11 @@ class Error(Exception):
     """Every error vdev raises; ``code`` is the stable name of the condition (``vdev.CODES``)."""
 
     code: str | None
+    report: ApplyReport | None
+    """Set on the exception ``apply`` raised: the report of what was done before the failure."""
+    index: int | None
+    """Set for a failed entry of a batch: its position (in ``attach_batch``'s ``devices``, or in
+    the document domain's ``devices`` for ``apply``)."""
 
 class InvalidUri(Error):
     """The connection URI could not be parsed or has an option the driver does not know."""
@@ -165,6 +171,78 @@ class Event:
     def attrs(self) -> dict[str, str] | None:
         """The changed attributes with their new values (``"updated"`` only)."""
 
+DocumentArg: TypeAlias = dict[str, Any] | str | os.PathLike[str]
+"""A desired-state document: its structure (a dict, ``{"domains": {"vm1": {"devices": [...]}}}``)
+or the path of a JSON or YAML file."""
+
+ChangeOp: TypeAlias = Literal["add", "remove", "update", "replace"]
+"""What a change does (``+``, ``-``, ``~``, ``!`` in ``vdev plan``)."""
+
+OutcomeName: TypeAlias = Literal["done", "removal-pending", "not-made", "failed", "not-tried"]
+"""What became of a change of an apply."""
+
+class Change:
+    """One change of a plan. ``str(change)`` is the line ``vdev plan`` prints."""
+
+    @property
+    def op(self) -> ChangeOp:
+        """``"add"``, ``"remove"``, ``"update"`` or ``"replace"`` (reported, never made by apply)."""
+    @property
+    def domain(self) -> str:
+        """The domain, as the document names it."""
+    @property
+    def type(self) -> str:
+        """The device type."""
+    @property
+    def ref(self) -> str | None:
+        """The device's reference; None for an add whose reference the driver chooses."""
+    @property
+    def attrs(self) -> dict[str, str]:
+        """An add's attributes, an update's new values, a replacement's desired values that
+        differ, a removal's listed attributes (a new dict on each access)."""
+    @property
+    def entry(self) -> int | None:
+        """The index of the document entry in its domain's ``devices``; None for the removal of
+        a device of an ``exclusive`` type that no entry names."""
+    @property
+    def reason(self) -> str | None:
+        """Why a replacement is needed (``"replace"`` only)."""
+    def __eq__(self, other: object) -> bool: ...
+
+class Applied:
+    """One change of an apply and what became of it."""
+
+    @property
+    def change(self) -> Change:
+        """The change (an add's ``ref`` is the new device's once made)."""
+    @property
+    def outcome(self) -> OutcomeName:
+        """``"done"``, ``"removal-pending"`` (asked; the guest has not released the device yet),
+        ``"not-made"`` (a replacement), ``"failed"`` or ``"not-tried"`` (after a failure)."""
+    @property
+    def error(self) -> Error | None:
+        """The failure (``"failed"`` only): an instance of its vdev.Error subclass, not raised."""
+
+class ApplyReport:
+    """What ``apply`` did, change by change."""
+
+    @property
+    def changes(self) -> list[Applied]:
+        """Every change of the plan with its outcome; empty when nothing needed doing."""
+    @property
+    def changed(self) -> bool:
+        """Whether something was made or asked (a pending removal counts)."""
+    @property
+    def pending(self) -> int:
+        """How many removals the guest has not completed yet (apply again to wait again)."""
+    @property
+    def error(self) -> Error | None:
+        """The first failure, not raised, or None."""
+    def __len__(self) -> int: ...
+
+Scope: TypeAlias = Literal["live", "persistent", "both"]
+"""Where changes go, for drivers with scopes (None: the driver's default)."""
+
 class Call:
     """One call the mock host received."""
 
@@ -258,6 +336,18 @@ class Connection:
         self, domain: DomainArg, type: str, ref: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
     ) -> None:
         """Change updatable attributes of an existing device in place."""
+    def attach_batch(self, domain: DomainArg, devices: Sequence[tuple[str, Mapping[str, str]]], /) -> list[str]:
+        """Create several devices in one batch, all or none; their references, in order. A failed
+        entry raises its own error's class, with ``index`` set and nothing left attached."""
+    def plan(self, doc: DocumentArg) -> list[Change]:
+        """What ``apply(doc)`` would change, changing nothing; InvalidDocument naming the place."""
+    def apply(
+        self, doc: DocumentArg, *, timeout: float | None = None, scope: Scope | None = None, check: bool = True
+    ) -> ApplyReport:
+        """Make the domains as ``doc`` says. A failed change raises its own class, whose
+        ``report`` is what was done (``check=False``: the report is returned, with ``error``)."""
+    def export(self, domain: DomainArg) -> dict[str, Any]:
+        """A desired-state document of what ``domain`` has now (``plan`` of it is empty)."""
     def events(self) -> Events:
         """Device events of every domain from now on."""
     def watch(self, domain: DomainArg) -> Events:
@@ -316,6 +406,16 @@ class AsyncConnection:
         self, domain: DomainArg, type: str, ref: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
     ) -> None:
         """Change updatable attributes of an existing device in place."""
+    async def attach_batch(self, domain: DomainArg, devices: Sequence[tuple[str, Mapping[str, str]]], /) -> list[str]:
+        """Create several devices in one batch, all or none; their references, in order."""
+    async def plan(self, doc: DocumentArg) -> list[Change]:
+        """What ``apply(doc)`` would change, changing nothing."""
+    async def apply(
+        self, doc: DocumentArg, *, timeout: float | None = None, scope: Scope | None = None, check: bool = True
+    ) -> ApplyReport:
+        """Make the domains as ``doc`` says (failures as ``Connection.apply``)."""
+    async def export(self, domain: DomainArg) -> dict[str, Any]:
+        """A desired-state document of what ``domain`` has now."""
     def events(self) -> AsyncEvents:
         """Device events of every domain from now on."""
     def watch(self, domain: DomainArg) -> AsyncEvents:
