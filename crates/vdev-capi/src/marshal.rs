@@ -22,10 +22,9 @@ use std::ffi::{c_char, c_int, c_uint, CStr, CString};
 use std::ptr;
 use std::time::Duration;
 
-use serde_json::{json, Value};
 use vdev_facade::{
-    ApplyOptions, ApplyReport, Attributes, Change, DetachOptions, Device, DeviceEvent, DeviceRef,
-    DeviceType, Document, Outcome, Plan,
+    ApplyOptions, ApplyReport, Attributes, DetachOptions, Device, DeviceEvent, DeviceRef,
+    DeviceType, Document, Plan,
 };
 
 use crate::devices::{vdev_attr, vdev_device, VDEV_DETACH_DEFAULT_TIMEOUT, VDEV_DETACH_FORCE};
@@ -549,68 +548,17 @@ pub(crate) fn apply_options(timeout_ms: c_int, flags: c_uint) -> Result<ApplyOpt
     })
 }
 
-fn attrs_json(a: &Attributes) -> Value {
-    Value::Object(
-        a.iter()
-            .map(|(n, v)| (n.to_owned(), Value::from(v)))
-            .collect(),
-    )
-}
-
-/// One change as `vdev plan --json` writes it: `op`, `domain`, `type`, `ref` (null for an add
-/// whose reference the driver chooses), `attrs`, and `entry`, `reason` where they are set.
-fn change_json(c: &Change) -> Value {
-    let mut v = json!({
-        "op": c.op.as_str(),
-        "domain": c.domain,
-        "type": c.device_type.as_str(),
-        "ref": c.reference.as_ref().map(|r| r.as_str()),
-        "attrs": attrs_json(&c.attrs),
-    });
-    if let Some(e) = c.entry {
-        v["entry"] = e.into();
-    }
-    if let Some(r) = &c.reason {
-        v["reason"] = r.as_str().into();
-    }
-    v
-}
-
-/// A plan as `vdev plan --json` writes it, `{"changes": [...]}`, for the caller to free with
-/// [`free_raw_str`].
+/// A plan as `vdev plan --json` writes it (the core's one JSON form), `{"changes": [...]}`,
+/// for the caller to free with [`free_raw_str`].
 pub(crate) fn plan_json(plan: &Plan) -> *mut c_char {
-    let changes: Vec<Value> = plan.changes.iter().map(change_json).collect();
-    into_raw_str(&json!({ "changes": changes }).to_string())
+    into_raw_str(&serde_json::to_string(plan).expect("a plan serialises"))
 }
 
-/// An apply report as `vdev apply --json` writes it: `{"changed": bool, "changes": [...]}`,
-/// each change with its `outcome` (`done`, `removal-pending`, `not-made`, `failed` with
-/// `"error": {"code", "message"}`, `not-tried`); for the caller to free with [`free_raw_str`].
+/// An apply report as `vdev apply --json` writes it (the core's one JSON form):
+/// `{"changed": bool, "changes": [...]}`, each change with its `outcome`; for the caller to free
+/// with [`free_raw_str`].
 pub(crate) fn report_json(report: &ApplyReport) -> *mut c_char {
-    let changes: Vec<Value> = report
-        .changes
-        .iter()
-        .map(|a| {
-            let mut v = change_json(&a.change);
-            v["outcome"] = match &a.outcome {
-                Outcome::Done => "done",
-                Outcome::Pending => "removal-pending",
-                Outcome::NotMade => "not-made",
-                Outcome::Failed { .. } => "failed",
-                Outcome::NotTried => "not-tried",
-            }
-            .into();
-            if let Outcome::Failed { code, message } = &a.outcome {
-                v["error"] = json!({"code": code, "message": message});
-            }
-            v
-        })
-        .collect();
-    let changed = report
-        .changes
-        .iter()
-        .any(|a| matches!(a.outcome, Outcome::Done | Outcome::Pending));
-    into_raw_str(&json!({ "changed": changed, "changes": changes }).to_string())
+    into_raw_str(&serde_json::to_string(report).expect("a report serialises"))
 }
 
 /// A document as JSON text (as `vdev export --json` writes it), for the caller to free with

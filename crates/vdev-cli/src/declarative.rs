@@ -4,12 +4,10 @@
 use std::io::{IsTerminal, Read};
 use std::time::Duration;
 
-use serde_json::{json, Value};
-use vdev::{
-    ApplyOptions, Attributes, Change, Connection, DeviceType, Document, Error, NewDevice, Outcome,
-};
+use serde_json::Value;
+use vdev::{ApplyOptions, Attributes, Connection, DeviceType, Document, Error, NewDevice, Outcome};
 
-use crate::output::{attrs_json, print_json};
+use crate::output::print_json;
 
 /// The text of FILE, or of standard input for `-`.
 fn read_text(file: &str) -> vdev::Result<String> {
@@ -93,29 +91,12 @@ pub(crate) fn read_batch(file: &str, t: &DeviceType) -> vdev::Result<Vec<NewDevi
     Ok(out)
 }
 
-fn change_json(c: &Change) -> Value {
-    let mut v = json!({
-        "op": c.op.as_str(),
-        "domain": c.domain,
-        "type": c.device_type.as_str(),
-        "ref": c.reference.as_ref().map(|r| r.as_str()),
-        "attrs": attrs_json(&c.attrs),
-    });
-    if let Some(e) = c.entry {
-        v["entry"] = e.into();
-    }
-    if let Some(r) = &c.reason {
-        v["reason"] = r.as_str().into();
-    }
-    v
-}
-
 /// `vdev plan FILE`.
 pub(crate) async fn plan(json_out: bool, conn: &Connection, file: &str) -> vdev::Result<()> {
     let doc = read_document(file)?;
     let plan = conn.plan(&doc).await.map_err(|e| in_file(file, e))?;
     if json_out {
-        print_json(&json!({"changes": plan.changes.iter().map(change_json).collect::<Vec<_>>()}));
+        print_json(&serde_json::to_value(&plan).expect("a plan serialises"));
     } else if plan.is_empty() {
         println!("no changes: the domains are as {file} says");
     } else {
@@ -166,23 +147,7 @@ pub(crate) async fn apply(
     }
     let report = report.map_err(|e| in_file(file, e))?;
     if json_out {
-        let changes: Vec<Value> = report
-            .changes
-            .iter()
-            .map(|a| {
-                let mut v = change_json(&a.change);
-                let (outcome, error) = outcome_words(&a.outcome);
-                v["outcome"] = outcome.into();
-                if let Outcome::Failed { code, message } = &a.outcome {
-                    v["error"] = json!({"code": code, "message": message});
-                }
-                let _ = error;
-                v
-            })
-            .collect();
-        print_json(
-            &json!({"changed": report.changes.iter().any(|a| matches!(a.outcome, Outcome::Done | Outcome::Pending)), "changes": changes}),
-        );
+        print_json(&serde_json::to_value(&report).expect("a report serialises"));
     } else if report.is_noop() {
         println!("no changes: the domains are already as {file} says");
     } else {
@@ -249,11 +214,8 @@ fn summary(report: &vdev::ApplyReport) -> String {
 
 fn outcome_words(o: &Outcome) -> (&'static str, Option<&str>) {
     match o {
-        Outcome::Done => ("done", None),
-        Outcome::Pending => ("removal-pending", None),
-        Outcome::NotMade => ("not-made", None),
-        Outcome::Failed { message, .. } => ("failed", Some(message.as_str())),
-        Outcome::NotTried => ("not-tried", None),
+        Outcome::Failed { message, .. } => (o.as_str(), Some(message.as_str())),
+        _ => (o.as_str(), None),
     }
 }
 

@@ -35,8 +35,7 @@ impl Default for ApplyOptions {
 }
 
 /// What became of one change of an apply.
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "outcome", rename_all = "kebab-case")]
+#[derive(Debug, Clone)]
 pub enum Outcome {
     /// Made: for an add, the new device's reference is in [`Applied::change`]'s `reference`.
     Done,
@@ -56,28 +55,71 @@ pub enum Outcome {
     NotTried,
 }
 
-/// One change of an apply and its outcome.
-#[derive(Debug, Clone, Serialize)]
+impl Outcome {
+    /// Its name, as `vdev apply --json` writes it: `done`, `removal-pending`, `not-made`,
+    /// `failed`, `not-tried`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Pending => "removal-pending",
+            Outcome::NotMade => "not-made",
+            Outcome::Failed { .. } => "failed",
+            Outcome::NotTried => "not-tried",
+        }
+    }
+}
+
+/// One change of an apply and its outcome. Serialised (the one JSON form of every face: the
+/// CLI, libvdev) as the change's fields, `"outcome"` ([`Outcome::as_str`]) and, for a
+/// failure, `"error": {"code", "message"}`.
+#[derive(Debug, Clone)]
 pub struct Applied {
     /// The change (an add's `reference` is filled in once it is made).
-    #[serde(flatten)]
     pub change: Change,
     /// What became of it.
-    #[serde(flatten)]
     pub outcome: Outcome,
 }
 
-/// What [`Connection::apply`] did, change by change.
-#[derive(Debug, Default, Serialize)]
+impl Serialize for Applied {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::Error as _;
+        let mut v = serde_json::to_value(&self.change).map_err(S::Error::custom)?;
+        v["outcome"] = self.outcome.as_str().into();
+        if let Outcome::Failed { code, message } = &self.outcome {
+            v["error"] = serde_json::json!({"code": code, "message": message});
+        }
+        v.serialize(s)
+    }
+}
+
+/// What [`Connection::apply`] did, change by change. Serialised as `{"changed", "changes"}`
+/// (see [`ApplyReport::changed`] and [`Applied`]).
+#[derive(Debug, Default)]
 pub struct ApplyReport {
     /// Every change of the plan, in the order it was made, with its outcome.
     pub changes: Vec<Applied>,
     /// The first failure, if any (the one [`ApplyReport::into_result`] returns).
-    #[serde(skip)]
     pub error: Option<Error>,
 }
 
+impl Serialize for ApplyReport {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut st = s.serialize_struct("ApplyReport", 2)?;
+        st.serialize_field("changed", &self.changed())?;
+        st.serialize_field("changes", &self.changes)?;
+        st.end()
+    }
+}
+
 impl ApplyReport {
+    /// Whether anything was changed: a change made, or a removal asked.
+    pub fn changed(&self) -> bool {
+        self.changes
+            .iter()
+            .any(|a| matches!(a.outcome, Outcome::Done | Outcome::Pending))
+    }
+
     /// Whether nothing needed doing (the domains were already as the document says).
     pub fn is_noop(&self) -> bool {
         self.changes.is_empty()

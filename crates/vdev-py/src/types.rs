@@ -382,13 +382,7 @@ impl Change {
 
 /// The name of an outcome, as `vdev apply --json` writes it.
 fn outcome_name(o: &vdev::Outcome) -> &'static str {
-    match o {
-        vdev::Outcome::Done => "done",
-        vdev::Outcome::Pending => "removal-pending",
-        vdev::Outcome::NotMade => "not-made",
-        vdev::Outcome::Failed { .. } => "failed",
-        vdev::Outcome::NotTried => "not-tried",
-    }
+    o.as_str()
 }
 
 /// One change of an apply and what became of it: `change` (a Change; an add's `ref` is the new
