@@ -53,6 +53,21 @@
 #define VDEV_DETACH_FORCE 1
 
 /**
+ * A scope flag of `vdev_domain_attach_flags()`, `vdev_domain_update_flags()`,
+ * `vdev_domain_detach()` and `vdev_conn_apply()`: change the running domain (libvirt's
+ * `VIR_DOMAIN_AFFECT_LIVE`, `vdev --live`). With `VDEV_AFFECT_CONFIG` too: both. Neither: the
+ * driver's default. A scope the driver does not offer fails with `VDEV_ERR_UNSUPPORTED`.
+ */
+#define VDEV_AFFECT_LIVE 2
+
+/**
+ * A scope flag (see `VDEV_AFFECT_LIVE`): change the domain's stored configuration (libvirt's
+ * `VIR_DOMAIN_AFFECT_CONFIG`, `vdev --config`); with `VDEV_AFFECT_LIVE` too: both (`vdev
+ * --persistent`).
+ */
+#define VDEV_AFFECT_CONFIG 4
+
+/**
  * `timeout_ms` of `vdev_domain_detach()`: the default wait of 10 seconds.
  */
 #define VDEV_DETACH_DEFAULT_TIMEOUT -1
@@ -654,6 +669,21 @@ char *vdev_domain_attach(struct vdev_domain *dom,
                          int nattrs);
 
 /**
+ * `vdev_domain_attach()` with `flags`: 0, or a scope (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`,
+ * or both) where the driver has scopes (libvirt's `virDomainAttachDeviceFlags()`). Other bits
+ * are `VDEV_ERR_INVALID_ARGUMENT`; a scope the driver does not offer, `VDEV_ERR_UNSUPPORTED`.
+ * Either way nothing changes.
+ *
+ * # Safety
+ * As `vdev_domain_attach()`.
+ */
+char *vdev_domain_attach_flags(struct vdev_domain *dom,
+                               const char *type,
+                               const struct vdev_attr *attrs,
+                               int nattrs,
+                               unsigned int flags);
+
+/**
  * Free a string the library handed out (such as the reference `vdev_domain_attach()`
  * returns). NULL is accepted and does nothing.
  *
@@ -678,6 +708,22 @@ int vdev_domain_update(struct vdev_domain *dom,
                        int nattrs);
 
 /**
+ * `vdev_domain_update()` with `flags`: 0, or a scope (`VDEV_AFFECT_LIVE`,
+ * `VDEV_AFFECT_CONFIG`, or both) where the driver has scopes. Other bits are
+ * `VDEV_ERR_INVALID_ARGUMENT`; a scope the driver does not offer, `VDEV_ERR_UNSUPPORTED`.
+ * Either way nothing changes. Returns 0 on success, -1 on failure.
+ *
+ * # Safety
+ * As `vdev_domain_update()`.
+ */
+int vdev_domain_update_flags(struct vdev_domain *dom,
+                             const char *type,
+                             const char *ref,
+                             const struct vdev_attr *attrs,
+                             int nattrs,
+                             unsigned int flags);
+
+/**
  * Remove device `ref` of `type` from a domain, with options. Returns 0 when the device is gone,
  * -1 on failure.
  *
@@ -685,8 +731,9 @@ int vdev_domain_update(struct vdev_domain *dom,
  * wait; `VDEV_DETACH_DEFAULT_TIMEOUT` (-1) waits the default 10 seconds; other negative values
  * are `VDEV_ERR_INVALID_ARGUMENT`. When the guest has not released the device in time, fails
  * with `VDEV_ERR_REMOVAL_PENDING`: the device is still there (state `removal-pending`) and goes
- * when the guest lets go. `flags`: 0 or `VDEV_DETACH_FORCE`; other bits are
- * `VDEV_ERR_INVALID_ARGUMENT`.
+ * when the guest lets go. `flags`: 0, or any of `VDEV_DETACH_FORCE` and a scope
+ * (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`, or both; see `vdev_domain_attach_flags()`); other
+ * bits are `VDEV_ERR_INVALID_ARGUMENT`.
  *
  * # Safety
  * `dom` is NULL or a live domain handle; `type` and `ref` are NULL or NUL-terminated strings.
@@ -777,7 +824,8 @@ int vdev_conn_plan(struct vdev_conn *conn, const char *document, char **plan);
  * (`not-made`), never made. Applying the same document again changes nothing.
  *
  * `timeout_ms`: how long each removal waits for the guest, as in `vdev_domain_detach()`
- * (`VDEV_DETACH_DEFAULT_TIMEOUT` for the default). `flags`: 0 (no flag is defined yet).
+ * (`VDEV_DETACH_DEFAULT_TIMEOUT` for the default). `flags`: 0, or a scope for every change
+ * (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`, or both; see `vdev_domain_attach_flags()`).
  *
  * Sets `*report` to what was done, as JSON to free with `vdev_string_free()`, as `vdev apply
  * --json` writes it: `{"changed": bool, "changes": [...]}`, each change as in

@@ -56,7 +56,8 @@ pub unsafe extern "C" fn vdev_conn_plan(
 /// (`not-made`), never made. Applying the same document again changes nothing.
 ///
 /// `timeout_ms`: how long each removal waits for the guest, as in `vdev_domain_detach()`
-/// (`VDEV_DETACH_DEFAULT_TIMEOUT` for the default). `flags`: 0 (no flag is defined yet).
+/// (`VDEV_DETACH_DEFAULT_TIMEOUT` for the default). `flags`: 0, or a scope for every change
+/// (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`, or both; see `vdev_domain_attach_flags()`).
 ///
 /// Sets `*report` to what was done, as JSON to free with `vdev_string_free()`, as `vdev apply
 /// --json` writes it: `{"changed": bool, "changes": [...]}`, each change as in

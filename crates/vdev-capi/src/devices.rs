@@ -5,13 +5,16 @@
 use std::ffi::{c_char, c_int, c_uint};
 use std::ptr;
 
-use vdev_facade::{Attributes, DetachOptions, Device, DeviceRef, DeviceType, DomainKey, Error};
+use vdev_facade::{
+    AttachOptions, Attributes, DetachOptions, Device, DeviceRef, DeviceType, DomainKey, Error,
+    UpdateOptions,
+};
 
 use crate::domains::vdev_domain;
 use crate::error::{guard, vdev_error_code::VDEV_ERR_DOMAIN_NOT_FOUND, CError};
 use crate::marshal::{
     attr_pairs, detach_options, export_device, export_list, free_device, free_raw_str, handle,
-    into_raw_str, optional_type_arg, out_arg, ref_arg, take_list, type_arg,
+    into_raw_str, optional_type_arg, out_arg, ref_arg, scope_flags, take_list, type_arg,
 };
 
 /// One attribute as a pair of NUL-terminated strings of any length.
@@ -49,6 +52,17 @@ pub struct vdev_device {
 /// (as `xl block-detach --force`). Fails with `VDEV_ERR_UNSUPPORTED` where the driver cannot.
 pub const VDEV_DETACH_FORCE: c_uint = 1;
 
+/// A scope flag of `vdev_domain_attach_flags()`, `vdev_domain_update_flags()`,
+/// `vdev_domain_detach()` and `vdev_conn_apply()`: change the running domain (libvirt's
+/// `VIR_DOMAIN_AFFECT_LIVE`, `vdev --live`). With `VDEV_AFFECT_CONFIG` too: both. Neither: the
+/// driver's default. A scope the driver does not offer fails with `VDEV_ERR_UNSUPPORTED`.
+pub const VDEV_AFFECT_LIVE: c_uint = 2;
+
+/// A scope flag (see `VDEV_AFFECT_LIVE`): change the domain's stored configuration (libvirt's
+/// `VIR_DOMAIN_AFFECT_CONFIG`, `vdev --config`); with `VDEV_AFFECT_LIVE` too: both (`vdev
+/// --persistent`).
+pub const VDEV_AFFECT_CONFIG: c_uint = 4;
+
 /// `timeout_ms` of `vdev_domain_detach()`: the default wait of 10 seconds.
 pub const VDEV_DETACH_DEFAULT_TIMEOUT: c_int = -1;
 
@@ -71,6 +85,7 @@ pub(crate) fn attach(
     dom: &vdev_domain,
     device_type: DeviceType,
     mut pairs: Vec<(String, String)>,
+    options: AttachOptions,
 ) -> Result<DeviceRef, CError> {
     let domain = dom.domain.clone();
     dom.conn.run(|c| async move {
@@ -102,7 +117,7 @@ pub(crate) fn attach(
             }
         }
         let attrs = Attributes::from_pairs(pairs)?;
-        Ok(c.attach(&domain, &device_type, &attrs).await?)
+        Ok(c.attach_with(&domain, &device_type, &attrs, &options).await?)
     })
 }
 
@@ -126,11 +141,15 @@ pub(crate) fn update(
     device_type: DeviceType,
     reference: DeviceRef,
     pairs: Vec<(String, String)>,
+    options: UpdateOptions,
 ) -> Result<(), CError> {
     let domain = dom.domain.clone();
     dom.conn.run(|c| async move {
         let attrs = Attributes::from_pairs(pairs)?;
-        Ok(c.update(&domain, &device_type, &reference, &attrs).await?)
+        Ok(
+            c.update_with(&domain, &device_type, &reference, &attrs, &options)
+                .await?,
+        )
     })
 }
 
@@ -196,7 +215,32 @@ pub unsafe extern "C" fn vdev_domain_attach(
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
         let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
-        let reference = attach(dom, device_type, pairs)?;
+        let reference = attach(dom, device_type, pairs, AttachOptions::default())?;
+        Ok(into_raw_str(reference.as_str()))
+    })
+}
+
+/// `vdev_domain_attach()` with `flags`: 0, or a scope (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`,
+/// or both) where the driver has scopes (libvirt's `virDomainAttachDeviceFlags()`). Other bits
+/// are `VDEV_ERR_INVALID_ARGUMENT`; a scope the driver does not offer, `VDEV_ERR_UNSUPPORTED`.
+/// Either way nothing changes.
+///
+/// # Safety
+/// As `vdev_domain_attach()`.
+#[no_mangle]
+pub unsafe extern "C" fn vdev_domain_attach_flags(
+    dom: *mut vdev_domain,
+    r#type: *const c_char,
+    attrs: *const vdev_attr,
+    nattrs: c_int,
+    flags: c_uint,
+) -> *mut c_char {
+    guard(ptr::null_mut(), || {
+        let dom = unsafe { handle(dom, "dom") }?;
+        let device_type = unsafe { type_arg(r#type) }?;
+        let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
+        let scope = scope_flags(flags, 0, "")?;
+        let reference = attach(dom, device_type, pairs, AttachOptions { scope })?;
         Ok(into_raw_str(reference.as_str()))
     })
 }
@@ -234,7 +278,34 @@ pub unsafe extern "C" fn vdev_domain_update(
         let device_type = unsafe { type_arg(r#type) }?;
         let reference = unsafe { ref_arg(r#ref) }?;
         let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
-        update(dom, device_type, reference, pairs)?;
+        update(dom, device_type, reference, pairs, UpdateOptions::default())?;
+        Ok(0)
+    })
+}
+
+/// `vdev_domain_update()` with `flags`: 0, or a scope (`VDEV_AFFECT_LIVE`,
+/// `VDEV_AFFECT_CONFIG`, or both) where the driver has scopes. Other bits are
+/// `VDEV_ERR_INVALID_ARGUMENT`; a scope the driver does not offer, `VDEV_ERR_UNSUPPORTED`.
+/// Either way nothing changes. Returns 0 on success, -1 on failure.
+///
+/// # Safety
+/// As `vdev_domain_update()`.
+#[no_mangle]
+pub unsafe extern "C" fn vdev_domain_update_flags(
+    dom: *mut vdev_domain,
+    r#type: *const c_char,
+    r#ref: *const c_char,
+    attrs: *const vdev_attr,
+    nattrs: c_int,
+    flags: c_uint,
+) -> c_int {
+    guard(-1, || {
+        let dom = unsafe { handle(dom, "dom") }?;
+        let device_type = unsafe { type_arg(r#type) }?;
+        let reference = unsafe { ref_arg(r#ref) }?;
+        let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
+        let scope = scope_flags(flags, 0, "")?;
+        update(dom, device_type, reference, pairs, UpdateOptions { scope })?;
         Ok(0)
     })
 }
@@ -246,8 +317,9 @@ pub unsafe extern "C" fn vdev_domain_update(
 /// wait; `VDEV_DETACH_DEFAULT_TIMEOUT` (-1) waits the default 10 seconds; other negative values
 /// are `VDEV_ERR_INVALID_ARGUMENT`. When the guest has not released the device in time, fails
 /// with `VDEV_ERR_REMOVAL_PENDING`: the device is still there (state `removal-pending`) and goes
-/// when the guest lets go. `flags`: 0 or `VDEV_DETACH_FORCE`; other bits are
-/// `VDEV_ERR_INVALID_ARGUMENT`.
+/// when the guest lets go. `flags`: 0, or any of `VDEV_DETACH_FORCE` and a scope
+/// (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`, or both; see `vdev_domain_attach_flags()`); other
+/// bits are `VDEV_ERR_INVALID_ARGUMENT`.
 ///
 /// # Safety
 /// `dom` is NULL or a live domain handle; `type` and `ref` are NULL or NUL-terminated strings.

@@ -49,8 +49,9 @@ pub use conn::{
 };
 pub use desired::{vdev_conn_apply, vdev_conn_plan, vdev_domain_export};
 pub use devices::{
-    vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_detach,
-    vdev_domain_list_devices, vdev_domain_update, vdev_string_free, VDEV_DETACH_DEFAULT_TIMEOUT,
+    vdev_attr, vdev_device, vdev_device_list_free, vdev_domain_attach, vdev_domain_attach_flags,
+    vdev_domain_detach, vdev_domain_list_devices, vdev_domain_update, vdev_domain_update_flags,
+    vdev_string_free, VDEV_AFFECT_CONFIG, VDEV_AFFECT_LIVE, VDEV_DETACH_DEFAULT_TIMEOUT,
     VDEV_DETACH_FORCE,
 };
 pub use domains::{

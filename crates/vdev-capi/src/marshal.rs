@@ -24,10 +24,13 @@ use std::time::Duration;
 
 use vdev_facade::{
     ApplyOptions, ApplyReport, Attributes, DetachOptions, Device, DeviceEvent, DeviceRef,
-    DeviceType, Document, Plan,
+    DeviceType, Document, Plan, Scope,
 };
 
-use crate::devices::{vdev_attr, vdev_device, VDEV_DETACH_DEFAULT_TIMEOUT, VDEV_DETACH_FORCE};
+use crate::devices::{
+    vdev_attr, vdev_device, VDEV_AFFECT_CONFIG, VDEV_AFFECT_LIVE, VDEV_DETACH_DEFAULT_TIMEOUT,
+    VDEV_DETACH_FORCE,
+};
 use crate::error::vdev_error_code::{self, VDEV_ERR_NAME_TOO_LONG, VDEV_ERR_VALUE_TOO_LONG};
 use crate::error::CError;
 use crate::events::{vdev_event, vdev_event_kind};
@@ -264,16 +267,36 @@ pub(crate) fn detach_options(timeout_ms: c_int, flags: c_uint) -> Result<DetachO
             ))
         }
     };
-    if flags & !VDEV_DETACH_FORCE != 0 {
-        return Err(CError::invalid(
-            "flags",
-            format!("{flags:#x} has unknown bits; the only flag is VDEV_DETACH_FORCE"),
-        ));
-    }
+    let scope = scope_flags(flags, VDEV_DETACH_FORCE, "VDEV_DETACH_FORCE, ")?;
     Ok(DetachOptions {
         timeout,
         force: flags & VDEV_DETACH_FORCE != 0,
-        ..Default::default()
+        scope,
+    })
+}
+
+/// The scope of `flags` (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`, both, or neither for the
+/// driver's default), refusing bits other than those and `other` (named in `others`, each
+/// followed by ", ").
+pub(crate) fn scope_flags(
+    flags: c_uint,
+    other: c_uint,
+    others: &str,
+) -> Result<Option<Scope>, CError> {
+    let scopes = VDEV_AFFECT_LIVE | VDEV_AFFECT_CONFIG;
+    if flags & !(scopes | other) != 0 {
+        return Err(CError::invalid(
+            "flags",
+            format!(
+                "{flags:#x} has unknown bits; the flags are {others}VDEV_AFFECT_LIVE and VDEV_AFFECT_CONFIG"
+            ),
+        ));
+    }
+    Ok(match flags & scopes {
+        0 => None,
+        VDEV_AFFECT_LIVE => Some(Scope::Live),
+        VDEV_AFFECT_CONFIG => Some(Scope::Persistent),
+        _ => Some(Scope::Both),
     })
 }
 
@@ -533,18 +556,14 @@ pub(crate) unsafe fn document_arg(p: *const c_char, what: &str) -> Result<Docume
     Ok(Document::parse(text)?)
 }
 
-/// Apply's options: the wait of each removal (as [`detach_options`]), and `flags` (none yet).
+/// Apply's options: the wait of each removal (as [`detach_options`]), and the scope of `flags`
+/// (as [`scope_flags`]).
 pub(crate) fn apply_options(timeout_ms: c_int, flags: c_uint) -> Result<ApplyOptions, CError> {
-    if flags != 0 {
-        return Err(CError::invalid(
-            "flags",
-            format!("{flags:#x} has unknown bits; pass 0"),
-        ));
-    }
+    let scope = scope_flags(flags, 0, "")?;
     let detach = detach_options(timeout_ms, 0)?;
     Ok(ApplyOptions {
         timeout: detach.timeout,
-        ..ApplyOptions::default()
+        scope,
     })
 }
 

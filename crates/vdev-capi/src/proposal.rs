@@ -124,7 +124,7 @@ pub unsafe extern "C" fn vdev_domain_create_vdev(
         let dom = unsafe { handle(dom, "dom") }?;
         let device_type = unsafe { type_arg(r#type) }?;
         let pairs = unsafe { attr_pairs(attr, nbattr, "attr", "nbattr") }?;
-        devices::attach(dom, device_type, pairs)?;
+        devices::attach(dom, device_type, pairs, Default::default())?;
         Ok(0)
     })
 }
@@ -158,7 +158,7 @@ pub unsafe extern "C" fn vdev_domain_update_vdev(
         let device_type = unsafe { type_arg(r#type) }?;
         let reference = unsafe { ref_arg(r#ref) }?;
         let pairs = unsafe { attr_pairs(attr, nbattr, "attr", "nbattr") }?;
-        devices::update(dom, device_type, reference, pairs)?;
+        devices::update(dom, device_type, reference, pairs, Default::default())?;
         Ok(0)
     })
 }

@@ -170,23 +170,27 @@ macro_rules! connection_class {
             }
 
             /// Create a device of `type` in `domain` from `attrs` (a dict of str to str) and/or
-            /// keyword arguments; returns its reference (str).
-            #[pyo3(signature = (domain, r#type, attrs = None, /, **kwattrs))]
+            /// keyword arguments; returns its reference (str). `scope`: `"live"`,
+            /// `"persistent"` or `"both"`, where the driver has scopes (None: its default; an
+            /// attribute named `scope` goes in `attrs`).
+            #[pyo3(signature = (domain, r#type, attrs = None, /, *, scope = None, **kwattrs))]
             fn attach(
                 &self,
                 py: Python<'_>,
                 domain: &Bound<'_, PyAny>,
                 r#type: &Bound<'_, PyAny>,
                 attrs: Option<&Bound<'_, PyAny>>,
+                scope: Option<&Bound<'_, PyAny>>,
                 kwattrs: Option<&Bound<'_, PyDict>>,
             ) -> PyResult<Py<PyAny>> {
                 let c = self.base.conn()?;
                 let d = DomainArg::extract("domain", domain)?;
                 let t = args::device_type(r#type)?;
                 let a = args::attributes(attrs, kwattrs)?;
+                let o = vdev::AttachOptions { scope: args::scope(scope)? };
                 $finish(py, async move {
                     let d = d.resolve(&c).await.map_err(to_py)?;
-                    c.attach(&d, &t, &a)
+                    c.attach_with(&d, &t, &a, &o)
                         .await
                         .map(|r| r.as_str().to_owned())
                         .map_err(to_py)
@@ -195,8 +199,10 @@ macro_rules! connection_class {
 
             /// Remove a device. Returns when it is gone; RemovalPending when the guest has not
             /// released it within `timeout` seconds (it stays, listed as removal-pending);
-            /// `force=True` removes it without waiting for the guest (where the driver can).
-            #[pyo3(signature = (domain, r#type, r#ref, *, timeout = None, force = false))]
+            /// `force=True` removes it without waiting for the guest (where the driver can);
+            /// `scope` as for `attach`.
+            #[pyo3(signature = (domain, r#type, r#ref, *, timeout = None, force = false, scope = None))]
+            #[allow(clippy::too_many_arguments)]
             fn detach(
                 &self,
                 py: Python<'_>,
@@ -205,6 +211,7 @@ macro_rules! connection_class {
                 r#ref: &Bound<'_, PyAny>,
                 timeout: Option<&Bound<'_, PyAny>>,
                 force: bool,
+                scope: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
                 let c = self.base.conn()?;
                 let d = DomainArg::extract("domain", domain)?;
@@ -216,7 +223,7 @@ macro_rules! connection_class {
                         _ => vdev::DetachOptions::DEFAULT_TIMEOUT,
                     },
                     force,
-                    ..Default::default()
+                    scope: args::scope(scope)?,
                 };
                 $finish(py, async move {
                     let d = d.resolve(&c).await.map_err(to_py)?;
@@ -227,8 +234,9 @@ macro_rules! connection_class {
 
             /// Change attributes of an existing device in place (a CD-ROM's medium, a NIC's
             /// link): `attrs` (a dict of str to str) and/or keyword arguments, each one the
-            /// schema marks updatable.
-            #[pyo3(signature = (domain, r#type, r#ref, attrs = None, /, **kwattrs))]
+            /// schema marks updatable. `scope` as for `attach`.
+            #[pyo3(signature = (domain, r#type, r#ref, attrs = None, /, *, scope = None, **kwattrs))]
+            #[allow(clippy::too_many_arguments)]
             fn update(
                 &self,
                 py: Python<'_>,
@@ -236,6 +244,7 @@ macro_rules! connection_class {
                 r#type: &Bound<'_, PyAny>,
                 r#ref: &Bound<'_, PyAny>,
                 attrs: Option<&Bound<'_, PyAny>>,
+                scope: Option<&Bound<'_, PyAny>>,
                 kwattrs: Option<&Bound<'_, PyDict>>,
             ) -> PyResult<Py<PyAny>> {
                 let c = self.base.conn()?;
@@ -243,9 +252,10 @@ macro_rules! connection_class {
                 let t = args::device_type(r#type)?;
                 let r = args::reference(r#ref)?;
                 let a = args::attributes(attrs, kwattrs)?;
+                let o = vdev::UpdateOptions { scope: args::scope(scope)? };
                 $finish(py, async move {
                     let d = d.resolve(&c).await.map_err(to_py)?;
-                    c.update(&d, &t, &r, &a).await.map_err(to_py)?;
+                    c.update_with(&d, &t, &r, &a, &o).await.map_err(to_py)?;
                     Ok(Nothing)
                 })
             }
@@ -255,20 +265,23 @@ macro_rules! connection_class {
             /// str, as `attach` takes them). Returns their references (a list of str), in order.
             /// When one entry fails, none of them stays attached, and the exception is the class
             /// of that entry's own error (InvalidAttribute, DeviceExists, ...) with the entry's
-            /// position as its `index` and the entry named in the message.
-            #[pyo3(signature = (domain, devices, /))]
+            /// position as its `index` and the entry named in the message. `scope` as for
+            /// `attach`, for every entry.
+            #[pyo3(signature = (domain, devices, /, *, scope = None))]
             fn attach_batch(
                 &self,
                 py: Python<'_>,
                 domain: &Bound<'_, PyAny>,
                 devices: &Bound<'_, PyAny>,
+                scope: Option<&Bound<'_, PyAny>>,
             ) -> PyResult<Py<PyAny>> {
                 let c = self.base.conn()?;
                 let d = DomainArg::extract("domain", domain)?;
                 let devices = args::new_devices(devices)?;
+                let o = vdev::AttachOptions { scope: args::scope(scope)? };
                 $finish(py, async move {
                     let d = d.resolve(&c).await.map_err(to_py)?;
-                    c.attach_batch(&d, &devices, &vdev::AttachOptions::default())
+                    c.attach_batch(&d, &devices, &o)
                         .await
                         .map(|v| v.into_iter().map(|r| r.as_str().to_owned()).collect::<Vec<_>>())
                         .map_err(to_py)

@@ -291,3 +291,30 @@ def test_the_asyncio_flavour():
             assert e.value.report is not None and e.value.report.error is not None
 
     asyncio.run(main())
+
+
+def test_scopes_reach_every_change(vdev_mock):
+    # attach, update, detach and attach_batch take the scope apply takes: the mock offers
+    # "live" only, so "live" works, "persistent" and "both" are Unsupported with nothing changed,
+    # and a misspelt scope is a ValueError.
+    before = vdev_mock.export("demo")
+    cd = {"uname": "", "dev": "xvdd", "mode": "r", "devtype": "cdrom"}
+    for scope in ("persistent", "both"):
+        with pytest.raises(vdev.Unsupported, match="live"):
+            vdev_mock.attach("demo", "disk", cd, scope=scope)
+        with pytest.raises(vdev.Unsupported, match="live"):
+            vdev_mock.attach_batch("demo", [("disk", cd)], scope=scope)
+    with pytest.raises(ValueError, match="scope: expected"):
+        vdev_mock.attach("demo", "disk", cd, scope="config")
+    assert vdev_mock.export("demo") == before
+
+    ref = vdev_mock.attach("demo", "disk", cd, scope="live")
+    with pytest.raises(vdev.Unsupported):
+        vdev_mock.update("demo", "disk", ref, uname="file:/iso/a.iso", scope="persistent")
+    vdev_mock.update("demo", "disk", ref, uname="file:/iso/a.iso", scope="live")
+    with pytest.raises(vdev.Unsupported):
+        vdev_mock.detach("demo", "disk", ref, scope="both")
+    assert {d.ref: d.attrs["uname"] for d in vdev_mock.devices("demo", "disk")}[ref] == "file:/iso/a.iso"
+    vdev_mock.detach("demo", "disk", ref, scope="live")
+    (b,) = vdev_mock.attach_batch("demo", [("disk", {"uname": "file:/b.img", "dev": "xvdb", "mode": "r"})], scope="live")
+    assert b in [d.ref for d in vdev_mock.devices("demo", "disk")]

@@ -1,7 +1,7 @@
 /* Desired state from C: vdev_conn_plan(), vdev_conn_apply() and vdev_domain_export() on the mock,
  * their JSON results (the shapes of `vdev plan --json` and `vdev apply --json`), a second apply
  * that changes nothing, a batch whose third entry fails (nothing of it stays), a pending removal,
- * and documents that are refused naming the place, with nothing changed. */
+ * documents that are refused naming the place, with nothing changed, and the scope flags. */
 #include "check.h"
 
 static const char *DOC =
@@ -176,12 +176,66 @@ static void test_bad_documents(void)
     CHECK_FAILS(vdev_conn_plan(conn, NULL, &out), VDEV_ERR_NULL_ARGUMENT);
     CHECK_FAILS(vdev_conn_plan(conn, "domains: {}", NULL), VDEV_ERR_NULL_ARGUMENT);
     CHECK_FAILS(vdev_conn_plan(NULL, "domains: {}", &out), VDEV_ERR_NULL_ARGUMENT);
-    CHECK_FAILS(vdev_conn_apply(conn, "domains: {}", -1, 4, &out), VDEV_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(vdev_conn_apply(conn, "domains: {}", -1, 64, &out), VDEV_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("VDEV_AFFECT_LIVE");
     CHECK_FAILS(vdev_conn_apply(conn, "domains: {}", -2, 0, &out), VDEV_ERR_INVALID_ARGUMENT);
     CHECK_FAILS(vdev_domain_export(NULL, &out), VDEV_ERR_NULL_ARGUMENT);
     CHECK(vdev_conn_plan(conn, "domains: {}", &out) == 0);
     vdev_string_free(out);
 
+    vdev_domain_free(demo);
+    CHECK(vdev_conn_close(conn) == 0);
+}
+
+/* Scopes: the flags of attach, update, detach and apply reach the core as a scope. The mock
+ * offers "live" only, so VDEV_AFFECT_LIVE works, VDEV_AFFECT_CONFIG (alone or with LIVE) is
+ * VDEV_ERR_UNSUPPORTED, an unknown bit is VDEV_ERR_INVALID_ARGUMENT, and a refusal changes
+ * nothing. */
+static void test_scopes(void)
+{
+    vdev_conn *conn = vdev_conn_open("mock:///default");
+    CHECK(conn != NULL);
+    vdev_domain *demo = vdev_domain_lookup_by_name(conn, "demo");
+    CHECK(demo != NULL);
+    vdev_attr cd[] = {{"uname", ""}, {"dev", "xvdd"}, {"mode", "r"}, {"devtype", "cdrom"}};
+    char *before = NULL;
+    CHECK(vdev_domain_export(demo, &before) == 0);
+
+    const unsigned int refused[] = {VDEV_AFFECT_CONFIG, VDEV_AFFECT_LIVE | VDEV_AFFECT_CONFIG};
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        CHECK_NULL(vdev_domain_attach_flags(demo, "disk", cd, 4, refused[i]), VDEV_ERR_UNSUPPORTED);
+        CHECK_MESSAGE_HAS("live");
+    }
+    CHECK_NULL(vdev_domain_attach_flags(demo, "disk", cd, 4, 64), VDEV_ERR_INVALID_ARGUMENT);
+    CHECK_MESSAGE_HAS("flags");
+    char *report = NULL;
+    const char *doc = "domains: {demo: {devices: [{type: disk, attrs: {uname: 'file:/i.img', dev: xvde, mode: r}}]}}";
+    CHECK_FAILS(vdev_conn_apply(conn, doc, -1, VDEV_AFFECT_CONFIG, &report), VDEV_ERR_UNSUPPORTED);
+    vdev_string_free(report);
+    char *after = NULL;
+    CHECK(vdev_domain_export(demo, &after) == 0);
+    CHECK(strcmp(before, after) == 0);
+    vdev_string_free(after);
+
+    char *ref = vdev_domain_attach_flags(demo, "disk", cd, 4, VDEV_AFFECT_LIVE);
+    CHECK(ref != NULL);
+    vdev_attr medium[] = {{"uname", "file:/iso/tools.iso"}};
+    CHECK_FAILS(vdev_domain_update_flags(demo, "disk", ref, medium, 1, VDEV_AFFECT_CONFIG),
+                VDEV_ERR_UNSUPPORTED);
+    CHECK_FAILS(vdev_domain_update_flags(demo, "disk", ref, medium, 1, 8), VDEV_ERR_INVALID_ARGUMENT);
+    CHECK(vdev_domain_update_flags(demo, "disk", ref, medium, 1, VDEV_AFFECT_LIVE) == 0);
+    CHECK_FAILS(vdev_domain_detach(demo, "disk", ref, -1, VDEV_AFFECT_CONFIG), VDEV_ERR_UNSUPPORTED);
+    CHECK(count(demo, "disk") == 2);
+    CHECK(vdev_domain_detach(demo, "disk", ref, -1, VDEV_DETACH_FORCE | VDEV_AFFECT_LIVE) == 0);
+    CHECK(count(demo, "disk") == 1);
+    vdev_string_free(ref);
+
+    CHECK(vdev_conn_apply(conn, doc, -1, VDEV_AFFECT_LIVE, &report) == 0);
+    CHECK(strstr(report, "\"done\"") != NULL);
+    vdev_string_free(report);
+    CHECK(count(demo, "disk") == 2);
+
+    vdev_string_free(before);
     vdev_domain_free(demo);
     CHECK(vdev_conn_close(conn) == 0);
 }
@@ -192,6 +246,7 @@ int main(void)
     test_failed_batch_leaves_nothing();
     test_pending_removal();
     test_bad_documents();
+    test_scopes();
     done("desired");
     return 0;
 }

@@ -90,7 +90,7 @@ static void test_devices(void)
     CHECK(devs == NULL);
     CHECK_FAILS(vdev_domain_list_devices(dom, "", &devs), VDEV_ERR_INVALID_ARGUMENT);
     CHECK_FAILS(vdev_domain_detach(dom, "disk", "51712", -7, 0), VDEV_ERR_INVALID_ARGUMENT);
-    CHECK_FAILS(vdev_domain_detach(dom, "disk", "51712", 0, 0x4), VDEV_ERR_INVALID_ARGUMENT);
+    CHECK_FAILS(vdev_domain_detach(dom, "disk", "51712", 0, 0x40), VDEV_ERR_INVALID_ARGUMENT);
     CHECK_FAILS(vdev_domain_detach(dom, "disk", "99999", 0, 0), VDEV_ERR_DEVICE_NOT_FOUND);
     CHECK_FAILS(vdev_domain_detach(NULL, "disk", "51712", 0, 0), VDEV_ERR_NULL_ARGUMENT);
     CHECK_FAILS(vdev_domain_detach(dom, "disk", NULL, 0, 0), VDEV_ERR_NULL_ARGUMENT);

@@ -325,18 +325,42 @@ class Connection:
     def devices(self, domain: DomainArg, type: str | None = None) -> list[Device]:
         """The devices of ``domain``, of one type or all."""
     def attach(
-        self, domain: DomainArg, type: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+        self,
+        domain: DomainArg,
+        type: str,
+        attrs: Mapping[str, str] | None = None,
+        /,
+        *,
+        scope: Scope | None = None,
+        **kwattrs: str,
     ) -> str:
         """Create a device; returns its reference."""
     def detach(
-        self, domain: DomainArg, type: str, ref: str, *, timeout: float | None = None, force: bool = False
+        self,
+        domain: DomainArg,
+        type: str,
+        ref: str,
+        *,
+        timeout: float | None = None,
+        force: bool = False,
+        scope: Scope | None = None,
     ) -> None:
         """Remove a device; RemovalPending when the guest has not released it within ``timeout``."""
     def update(
-        self, domain: DomainArg, type: str, ref: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+        self,
+        domain: DomainArg,
+        type: str,
+        ref: str,
+        attrs: Mapping[str, str] | None = None,
+        /,
+        *,
+        scope: Scope | None = None,
+        **kwattrs: str,
     ) -> None:
         """Change updatable attributes of an existing device in place."""
-    def attach_batch(self, domain: DomainArg, devices: Sequence[tuple[str, Mapping[str, str]]], /) -> list[str]:
+    def attach_batch(
+        self, domain: DomainArg, devices: Sequence[tuple[str, Mapping[str, str]]], /, *, scope: Scope | None = None
+    ) -> list[str]:
         """Create several devices in one batch, all or none; their references, in order. A failed
         entry raises its own error's class, with ``index`` set and nothing left attached."""
     def plan(self, doc: DocumentArg) -> list[Change]:
@@ -395,18 +419,42 @@ class AsyncConnection:
     async def devices(self, domain: DomainArg, type: str | None = None) -> list[Device]:
         """The devices of ``domain``, of one type or all."""
     async def attach(
-        self, domain: DomainArg, type: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+        self,
+        domain: DomainArg,
+        type: str,
+        attrs: Mapping[str, str] | None = None,
+        /,
+        *,
+        scope: Scope | None = None,
+        **kwattrs: str,
     ) -> str:
         """Create a device; returns its reference."""
     async def detach(
-        self, domain: DomainArg, type: str, ref: str, *, timeout: float | None = None, force: bool = False
+        self,
+        domain: DomainArg,
+        type: str,
+        ref: str,
+        *,
+        timeout: float | None = None,
+        force: bool = False,
+        scope: Scope | None = None,
     ) -> None:
         """Remove a device."""
     async def update(
-        self, domain: DomainArg, type: str, ref: str, attrs: Mapping[str, str] | None = None, /, **kwattrs: str
+        self,
+        domain: DomainArg,
+        type: str,
+        ref: str,
+        attrs: Mapping[str, str] | None = None,
+        /,
+        *,
+        scope: Scope | None = None,
+        **kwattrs: str,
     ) -> None:
         """Change updatable attributes of an existing device in place."""
-    async def attach_batch(self, domain: DomainArg, devices: Sequence[tuple[str, Mapping[str, str]]], /) -> list[str]:
+    async def attach_batch(
+        self, domain: DomainArg, devices: Sequence[tuple[str, Mapping[str, str]]], /, *, scope: Scope | None = None
+    ) -> list[str]:
         """Create several devices in one batch, all or none; their references, in order."""
     async def plan(self, doc: DocumentArg) -> list[Change]:
         """What ``apply(doc)`` would change, changing nothing."""
