@@ -9,13 +9,14 @@ use vdev_core::{
 
 use crate::config::Hotplug;
 use crate::driver::Inner;
+use crate::error::XsError;
 use crate::libxl::{self, ConfigOp, ConfigUpdate, Ident, Recorded};
 use crate::paths::Domid;
 use crate::paths::{self, unsupported_type, DevPaths, Kind};
 use crate::plug::Plug;
 use crate::vbd::{self, DiskSpec};
 use crate::vif::{self, NicSpec};
-use crate::xenstore::{opt, utf8, Body, Req, TxFailure, NO_TX};
+use crate::xenstore::{opt, utf8, Body, Req, TxFailure, TxId, NO_TX};
 
 /// Whether the commit of an attach whose answer never came landed.
 pub(crate) enum Landed {
@@ -42,7 +43,7 @@ pub(crate) fn check_backend(bdom: &Domain, domain: &Domain, what: &str) -> Resul
 
 /// The attributes with the attach's scope expressed as libxl's `recorded` (see
 /// [`libxl::scope_as_recorded`]).
-fn scoped(attributes: &Attributes, options: &AttachOptions) -> Result<Attributes> {
+pub(crate) fn scoped(attributes: &Attributes, options: &AttachOptions) -> Result<Attributes> {
     match options.scope {
         None => Ok(attributes.clone()),
         Some(scope) => libxl::scope_as_recorded(attributes, scope),
@@ -66,42 +67,26 @@ impl Inner {
         let attributes = &scoped(attributes, options)?;
         match Kind::of(device_type) {
             Some(Kind::Vbd) => {
-                // xl's bare `target=PATH` is `phy:` for a block device in Domain-0: ask the
-                // host (remote or not) only when that decides it.
-                let target = attributes.get("target").map(|v| v.to_string());
-                let block = match target.as_deref() {
-                    Some(v) if self.is_dom0 && v.starts_with('/') && !v.starts_with("/dev/") => {
-                        self.dom0_host.is_block_device(v).await?
-                    }
-                    _ => false,
-                };
-                let dom0 = self.is_dom0;
-                let spec = DiskSpec::parse_with(attributes, || dom0, |_| block)?;
-                self.attach_disk(domain, spec).await
+                self.attach_disk(domain, self.disk_spec(attributes).await?)
+                    .await
             }
             Some(Kind::Vif) => self.attach_nic(domain, NicSpec::parse(attributes)?).await,
             None => Err(unsupported_type(device_type)),
         }
     }
 
-    /// Check what [`Inner::attach`] would refuse without asking anything: the scope and the
-    /// attributes (for a batch, before any of it is made).
-    pub(crate) fn check(
-        &self,
-        device_type: &DeviceType,
-        attributes: &Attributes,
-        options: &AttachOptions,
-    ) -> Result<()> {
-        let attributes = &scoped(attributes, options)?;
-        match Kind::of(device_type) {
-            Some(Kind::Vbd) => {
-                let dom0 = self.is_dom0;
-                // Whether a bare path is a block device decides its prefix, not its validity.
-                DiskSpec::parse_with(attributes, || dom0, |_| false).map(|_| ())
+    /// The disk `attributes` (scoped) describe. xl's bare `target=PATH` is `phy:` for a block
+    /// device in Domain-0: the host (remote or not) is asked only when that decides it.
+    pub(crate) async fn disk_spec(&self, attributes: &Attributes) -> Result<DiskSpec> {
+        let target = attributes.get("target").map(|v| v.to_string());
+        let block = match target.as_deref() {
+            Some(v) if self.is_dom0 && v.starts_with('/') && !v.starts_with("/dev/") => {
+                self.dom0_host.is_block_device(v).await?
             }
-            Some(Kind::Vif) => NicSpec::parse(attributes).map(|_| ()),
-            None => Err(unsupported_type(device_type)),
-        }
+            _ => false,
+        };
+        let dom0 = self.is_dom0;
+        DiskSpec::parse_with(attributes, || dom0, |_| block)
     }
 
     /// After an attach's commit whose answer never came: whether it landed, asked again
@@ -298,8 +283,8 @@ impl Inner {
                 if matches!(res, Err((_, Landed::No))) {
                     config_left = self.undo_config(&u).await.err();
                 }
-                let c = u.change.lock().unwrap_or_else(|p| p.into_inner()).take();
-                c
+                let c = std::mem::take(&mut *u.change.lock().unwrap_or_else(|p| p.into_inner()));
+                c.into_iter().next()
             }
             None => None,
         };
@@ -377,159 +362,169 @@ impl Inner {
         let domid = domain.domid();
         let what = kind.device_type();
         self.xs
-            .transaction_outcome(&format!("attaching a {what}"), |tx| {
-                let what = &what;
-                async move {
-                    let checks = self
-                        .xs
-                        .batch(
-                            tx,
-                            vec![
-                                Req::read(&format!("/local/domain/{domid}")),
-                                Req::read(&format!("/local/domain/{}", bdom.domid())),
-                                Req::read(&format!("/local/domain/{domid}/vm")),
-                            ],
-                        )
-                        .await?;
-                    let mut checks = checks.into_iter().map(|r| opt(r).map(|o| o.map(utf8)));
-                    let mut next = || checks.next().expect("three answers");
-                    let (dom, bdom_node, vm) = (next()?, next()?, next()?);
-                    let exists = [dom.is_some(), bdom_node.is_some()];
-                    // The configuration read is this domain's, not a later one with its id.
-                    let same = upd.as_ref().is_none_or(|u| vm.as_deref() == Some(&*u.vm));
-                    if !exists[0] || !same {
-                        return Ok(Body::Abort(Error::DomainNotFound {
-                            domain: domain.name.clone(),
-                        }));
-                    }
-                    if !exists[1] {
-                        return Ok(Body::Abort(Error::InvalidAttribute {
-                            name: "backend".into(),
-                            reason: format!("the backend domain {} is gone", bdom.name),
-                        }));
-                    }
-                    let devid_given = devid;
-                    let devid = match devid {
-                        Some(d) => d,
-                        None => {
-                            let mut used = Vec::new();
-                            let be_dir = DevPaths::new(kind, domid, bdom.domid(), 0).backend;
-                            let be_dir = be_dir.rsplit_once('/').map(|(d, _)| d.to_owned());
-                            for dir in [
-                                paths::frontend_dir(kind, domid),
-                                paths::libxl_dir(kind, domid),
-                            ]
-                            .into_iter()
-                            .chain(be_dir)
-                            {
-                                used.extend(
-                                    self.xs
-                                        .directory(tx, &dir)
-                                        .await?
-                                        .iter()
-                                        .filter_map(|x| x.parse::<u32>().ok()),
-                                );
-                            }
-                            (0..).find(|h| !used.contains(h)).expect("a free handle")
-                        }
-                    };
-                    let paths = DevPaths::new(kind, domid, bdom.domid(), devid);
-                    let checks = self
-                        .xs
-                        .batch(
-                            tx,
-                            vec![
-                                Req::read(&paths.frontend),
-                                Req::read(&paths.backend),
-                                Req::read(&paths.libxl),
-                            ],
-                        )
-                        .await?;
-                    for r in checks {
-                        if opt(r)?.is_some() {
-                            if devid_given.is_none() {
-                                // Free when listed, taken when read: another attach committed
-                                // in between. Choose again.
-                                return Ok(Body::Retry);
-                            }
-                            return Ok(Body::Abort(Error::DeviceExists {
-                                domain: domain.name.clone(),
-                                device_type: what.to_string(),
-                                reference: if taken.is_empty() {
-                                    devid.to_string()
-                                } else {
-                                    taken.to_owned()
-                                },
-                            }));
-                        }
-                    }
-                    if let Some(u) = upd {
-                        let (id, entry) = record(devid);
-                        let mut c = u.config.clone();
-                        let previous = c.set(&id, entry);
-                        if previous.is_some() {
-                            tracing::debug!(
-                                domid,
-                                "{} replaces a stale entry in libxl's configuration",
-                                id.describe()
-                            );
-                        }
-                        if let Err(e) = u.write(self.userdata(), &c).await {
-                            return Ok(Body::Abort(e));
-                        }
-                        *u.change.lock().unwrap_or_else(|p| p.into_inner()) = Some((id, previous));
-                    }
-                    let (be_keys, fe_keys) = build(devid, &paths, bdom.domid());
-                    let mut reqs = Vec::new();
-                    let be_perms = perms(bdom.domid(), domid);
-                    let fe_perms = perms(domid, bdom.domid());
-                    let lx_perms = vec!["n0".to_owned()];
-                    // A node made by a privileged connection inherits its parent's permissions
-                    // (xenstored), so only the three directories, and a key whose permissions
-                    // differ from its directory's, need SET_PERMS: 3-4 requests, not ~35.
-                    let mut node = |path: &str, value: Option<&str>, p: &Vec<String>| {
-                        reqs.push(match value {
-                            Some(v) => Req::write(path, v),
-                            None => Req::mkdir(path),
-                        });
-                        if value.is_none() {
-                            reqs.push(Req::set_perms(path, p));
-                        }
-                    };
-                    let mut reqs_extra = Vec::new();
-                    node(&paths.frontend, None, &fe_perms);
-                    for (k, v) in &fe_keys {
-                        let path = format!("{}/{k}", paths.frontend);
-                        node(&path, Some(v), &fe_perms);
-                        // libxl makes a vif's mtu the backend's, readable by the guest.
-                        if *k == "mtu" {
-                            reqs_extra.push(Req::set_perms(&path, &be_perms));
-                        }
-                    }
-                    node(&paths.backend, None, &be_perms);
-                    for (k, v) in be_keys.iter().chain(native_keys.iter()) {
-                        node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
-                    }
-                    node(&paths.libxl, None, &lx_perms);
-                    node(
-                        &format!("{}/frontend", paths.libxl),
-                        Some(&paths.frontend),
-                        &lx_perms,
-                    );
-                    node(
-                        &format!("{}/backend", paths.libxl),
-                        Some(&paths.backend),
-                        &lx_perms,
-                    );
-                    for (k, v) in be_keys.iter().filter(|(k, _)| *k != "frontend") {
-                        node(&format!("{}/{k}", paths.libxl), Some(v), &lx_perms);
-                    }
-                    reqs.extend(reqs_extra);
-                    self.xs.batch_ok(tx, reqs).await?;
-                    Ok(Body::Commit(devid))
+            .transaction_outcome(&format!("attaching a {what}"), |tx| async move {
+                if let Some(e) = self.tx_check_domains(tx, domain, &[bdom], upd).await? {
+                    return Ok(Body::Abort(e));
                 }
+                let devid = match self
+                    .tx_pick(tx, kind, domain, bdom, devid, taken, &[])
+                    .await?
+                {
+                    Pick::Free(d) => d,
+                    Pick::Retry => return Ok(Body::Retry),
+                    Pick::Taken(e) => return Ok(Body::Abort(e)),
+                };
+                let paths = DevPaths::new(kind, domid, bdom.domid(), devid);
+                if let Some(u) = upd {
+                    let (id, entry) = record(devid);
+                    if let Err(e) = self.tx_record(u, vec![(id, entry)]).await {
+                        return Ok(Body::Abort(e));
+                    }
+                }
+                let (be_keys, fe_keys) = build(devid, &paths, bdom.domid());
+                let reqs = node_reqs(&paths, domid, bdom.domid(), &be_keys, &fe_keys, native_keys);
+                self.xs.batch_ok(tx, reqs).await?;
+                Ok(Body::Commit(devid))
             })
             .await
+    }
+
+    /// In a transaction: whether `domain` (the one whose configuration `upd` read) and the
+    /// backend domains `bdoms` are still there; the error to abort with when not.
+    pub(crate) async fn tx_check_domains(
+        &self,
+        tx: TxId,
+        domain: &Domain,
+        bdoms: &[&Domain],
+        upd: &Option<ConfigUpdate>,
+    ) -> std::result::Result<Option<Error>, XsError> {
+        let domid = domain.domid();
+        let mut reqs = vec![
+            Req::read(&format!("/local/domain/{domid}")),
+            Req::read(&format!("/local/domain/{domid}/vm")),
+        ];
+        reqs.extend(
+            bdoms
+                .iter()
+                .map(|b| Req::read(&format!("/local/domain/{}", b.domid()))),
+        );
+        let answers = self.xs.batch(tx, reqs).await?;
+        let mut answers = answers.into_iter().map(|r| opt(r).map(|o| o.map(utf8)));
+        let mut next = || answers.next().expect("one answer per request");
+        let (dom, vm) = (next()?, next()?);
+        // The configuration read is this domain's, not a later one with its id.
+        let same = upd.as_ref().is_none_or(|u| vm.as_deref() == Some(&*u.vm));
+        if dom.is_none() || !same {
+            return Ok(Some(Error::DomainNotFound {
+                domain: domain.name.clone(),
+            }));
+        }
+        for b in bdoms {
+            if next()?.is_none() {
+                return Ok(Some(Error::InvalidAttribute {
+                    name: "backend".into(),
+                    reason: format!("the backend domain {} is gone", b.name),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// In a transaction: the device number of a new device, `devid` if given and free, else
+    /// the lowest free one that is not in `chosen` (numbers this transaction gives already).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn tx_pick(
+        &self,
+        tx: TxId,
+        kind: Kind,
+        domain: &Domain,
+        bdom: &Domain,
+        devid: Option<u32>,
+        taken: &str,
+        chosen: &[u32],
+    ) -> std::result::Result<Pick, XsError> {
+        let domid = domain.domid();
+        let what = kind.device_type();
+        let devid_given = devid;
+        let devid = match devid {
+            Some(d) => d,
+            None => {
+                let mut used = chosen.to_vec();
+                let be_dir = DevPaths::new(kind, domid, bdom.domid(), 0).backend;
+                let be_dir = be_dir.rsplit_once('/').map(|(d, _)| d.to_owned());
+                for dir in [
+                    paths::frontend_dir(kind, domid),
+                    paths::libxl_dir(kind, domid),
+                ]
+                .into_iter()
+                .chain(be_dir)
+                {
+                    used.extend(
+                        self.xs
+                            .directory(tx, &dir)
+                            .await?
+                            .iter()
+                            .filter_map(|x| x.parse::<u32>().ok()),
+                    );
+                }
+                (0..).find(|h| !used.contains(h)).expect("a free handle")
+            }
+        };
+        let paths = DevPaths::new(kind, domid, bdom.domid(), devid);
+        let checks = self
+            .xs
+            .batch(
+                tx,
+                vec![
+                    Req::read(&paths.frontend),
+                    Req::read(&paths.backend),
+                    Req::read(&paths.libxl),
+                ],
+            )
+            .await?;
+        for r in checks {
+            if opt(r)?.is_some() {
+                if devid_given.is_none() {
+                    // Free when listed, taken when read: another attach committed in
+                    // between. Choose again.
+                    return Ok(Pick::Retry);
+                }
+                return Ok(Pick::Taken(Error::DeviceExists {
+                    domain: domain.name.clone(),
+                    device_type: what.to_string(),
+                    reference: if taken.is_empty() {
+                        devid.to_string()
+                    } else {
+                        taken.to_owned()
+                    },
+                }));
+            }
+        }
+        Ok(Pick::Free(devid))
+    }
+
+    /// In a transaction, before the nodes: libxl's stored configuration with `entries` set,
+    /// written; what each replaced is kept in `u.change` for a later roll back.
+    pub(crate) async fn tx_record(
+        &self,
+        u: &ConfigUpdate,
+        entries: Vec<(Ident, serde_json::Value)>,
+    ) -> Result<()> {
+        let mut c = u.config.clone();
+        let mut changes = Vec::with_capacity(entries.len());
+        for (id, entry) in entries {
+            let previous = c.set(&id, entry);
+            if previous.is_some() {
+                tracing::debug!(
+                    "{} replaces a stale entry in libxl's configuration",
+                    id.describe()
+                );
+            }
+            changes.push((id, previous));
+        }
+        u.write(self.userdata(), &c).await?;
+        *u.change.lock().unwrap_or_else(|p| p.into_inner()) = changes;
+        Ok(())
     }
 
     /// Wait for the new device's backend to reach InitWait, then run its hotplug script when
@@ -588,4 +583,73 @@ impl Inner {
         };
         Err((fail, ran_script))
     }
+}
+
+/// What [`Inner::tx_pick`] found.
+pub(crate) enum Pick {
+    /// This number is free.
+    Free(u32),
+    /// The number chosen was taken meanwhile: run the transaction again.
+    Retry,
+    /// The given number is taken: abort with this error.
+    Taken(Error),
+}
+
+/// The requests that write a device in libxl's layout: its three directories and their keys
+/// (`be_keys` also under libxl's, `native_keys` what native hotplug prepared), with the
+/// permissions libxl gives them.
+pub(crate) fn node_reqs(
+    paths: &DevPaths,
+    domid: u32,
+    bdom: u32,
+    be_keys: &paths::Keys,
+    fe_keys: &paths::Keys,
+    native_keys: &[(&'static str, String)],
+) -> Vec<Req> {
+    let mut reqs = Vec::new();
+    let be_perms = perms(bdom, domid);
+    let fe_perms = perms(domid, bdom);
+    let lx_perms = vec!["n0".to_owned()];
+    // A node made by a privileged connection inherits its parent's permissions (xenstored), so
+    // only the three directories, and a key whose permissions differ from its directory's,
+    // need SET_PERMS: 3-4 requests, not ~35.
+    let mut node = |path: &str, value: Option<&str>, p: &Vec<String>| {
+        reqs.push(match value {
+            Some(v) => Req::write(path, v),
+            None => Req::mkdir(path),
+        });
+        if value.is_none() {
+            reqs.push(Req::set_perms(path, p));
+        }
+    };
+    let mut reqs_extra = Vec::new();
+    node(&paths.frontend, None, &fe_perms);
+    for (k, v) in fe_keys {
+        let path = format!("{}/{k}", paths.frontend);
+        node(&path, Some(v), &fe_perms);
+        // libxl makes a vif's mtu the backend's, readable by the guest.
+        if *k == "mtu" {
+            reqs_extra.push(Req::set_perms(&path, &be_perms));
+        }
+    }
+    node(&paths.backend, None, &be_perms);
+    for (k, v) in be_keys.iter().chain(native_keys.iter()) {
+        node(&format!("{}/{k}", paths.backend), Some(v), &be_perms);
+    }
+    node(&paths.libxl, None, &lx_perms);
+    node(
+        &format!("{}/frontend", paths.libxl),
+        Some(&paths.frontend),
+        &lx_perms,
+    );
+    node(
+        &format!("{}/backend", paths.libxl),
+        Some(&paths.backend),
+        &lx_perms,
+    );
+    for (k, v) in be_keys.iter().filter(|(k, _)| *k != "frontend") {
+        node(&format!("{}/{k}", paths.libxl), Some(v), &lx_perms);
+    }
+    reqs.extend(reqs_extra);
+    reqs
 }

@@ -203,57 +203,7 @@ impl Driver for XenDriver {
         options: &AttachOptions,
     ) -> Result<Vec<DeviceRef>> {
         self.inner.check_open()?;
-        let in_batch = |index: usize, error: Error| Error::InBatch {
-            index,
-            entry: devices[index].to_string(),
-            error: Box::new(error),
-        };
-        for (i, d) in devices.iter().enumerate() {
-            self.inner
-                .check(&d.device_type, &d.attributes, options)
-                .map_err(|e| in_batch(i, e))?;
-        }
-        let results = futures::future::join_all(
-            devices
-                .iter()
-                .map(|d| self.attach(domain, &d.device_type, &d.attributes, options)),
-        )
-        .await;
-        let Some(failed) = results.iter().position(Result::is_err) else {
-            return results.into_iter().collect();
-        };
-        let undo = DetachOptions {
-            force: true,
-            scope: options.scope,
-            ..DetachOptions::default()
-        };
-        let mut left = Vec::new();
-        let mut error = None;
-        for (i, r) in results.into_iter().enumerate().rev() {
-            match r {
-                Ok(reference) => {
-                    let t = &devices[i].device_type;
-                    if let Err(e) = self.detach(domain, t, &reference, &undo).await {
-                        tracing::warn!(%reference, error = %e, "rolling back a batch: a device it made stays");
-                        left.push(format!("{t} {reference} ({e})"));
-                    }
-                }
-                Err(e) if i == failed => error = Some(e),
-                Err(_) => {}
-            }
-        }
-        let mut entry = devices[failed].to_string();
-        if !left.is_empty() {
-            entry.push_str(&format!(
-                "; the rollback could not remove everything: {}",
-                left.join("; ")
-            ));
-        }
-        Err(Error::InBatch {
-            index: failed,
-            entry,
-            error: Box::new(error.expect("the failed entry's error")),
-        })
+        self.inner.attach_batch(domain, devices, options).await
     }
 
     async fn detach(

@@ -200,51 +200,76 @@ impl Dom0 {
         }
     }
 
-    /// Look at `params` in the backend domain. Errors name the attribute.
-    pub(crate) async fn inspect(&self, params: &str) -> Result<Backing> {
+    /// Look at each of `params` in the backend domain, in one script (one round trip on a
+    /// remote host): each one's [`Backing`], or its error naming the attribute.
+    pub(crate) async fn inspect_all(&self, params: &[&str]) -> Result<Vec<Result<Backing>>> {
+        let quoted: Vec<String> = params.iter().map(|p| sh_quote(p)).collect();
+        // One record per path, each started by a line of the record separator (\036).
         let script = format!(
-            r#"p={}
-c=$(realpath -e -- "$p" 2>&1) || {{ printf 'E%s
-' "$c"; exit 0; }}
-t=$(stat -L -c '%F|%t|%T|%d|%i|%a' -- "$c" 2>&1) || {{ printf 'E%s
-' "$t"; exit 0; }}
-printf 'K%s
-%s
-' "$t" "$c""#,
-            sh_quote(params)
+            r#"for p in {}; do
+printf '\036\n'
+c=$(realpath -e -- "$p" 2>&1) || {{ printf 'E%s\n' "$c"; continue; }}
+t=$(stat -L -c '%F|%t|%T|%d|%i|%a' -- "$c" 2>&1) || {{ printf 'E%s\n' "$t"; continue; }}
+printf 'K%s\n%s\n' "$t" "$c"
+done"#,
+            quoted.join(" ")
         );
         let out = self.sh(&script, REMOTE_STEP).await?;
-        parse_inspect(params, &out.text(), &self.host.name())
+        let text = out.text();
+        let records: Vec<&str> = text
+            .split('\u{1e}')
+            .skip(1)
+            .map(|r| r.trim_matches('\n'))
+            .collect();
+        if records.len() != params.len() {
+            return Err(Error::backend(
+                crate::NAME,
+                format!(
+                    "unexpected answer from {} about {}: {text:?}",
+                    self.host.name(),
+                    params.join(", ")
+                ),
+            ));
+        }
+        let host = self.host.name();
+        Ok(params
+            .iter()
+            .zip(records)
+            .map(|(p, r)| parse_inspect(p, r, &host))
+            .collect())
     }
 
-    /// The loop devices currently backed by the file (`dev`, `ino`), by their numbers.
-    pub(crate) async fn loops_backed_by(&self, dev: u64, ino: u64) -> Result<Vec<DevNum>> {
-        let script = format!(
-            r#"for d in /sys/block/loop*; do
+    /// Every bound loop device: its backing file's device and inode, and its own number.
+    pub(crate) async fn loops(&self) -> Result<Vec<LoopDev>> {
+        let script = r#"for d in /sys/block/loop*; do
   [ -r "$d/loop/backing_file" ] || continue
   IFS= read -r b <"$d/loop/backing_file" || continue
-  [ "$(stat -L -c %d:%i -- "$b" 2>/dev/null)" = {dev}:{ino} ] || continue
-  IFS= read -r n <"$d/dev" && printf '%s
-' "$n"
-done; true"#
-        );
+  s=$(stat -L -c %d:%i -- "$b" 2>/dev/null) || continue
+  IFS= read -r n <"$d/dev" && printf '%s %s
+' "$s" "$n"
+done; true"#;
         let out = self
             .sh_ok(
-                &script,
+                script,
                 "listing loop devices",
                 "check /sys/block on the host",
             )
             .await?;
-        Ok(out.lines().filter_map(parse_decimal_devnum).collect())
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (file, num) = l.split_once(' ')?;
+                let (dev, ino) = file.split_once(':')?;
+                Some(LoopDev {
+                    file: (dev.parse().ok()?, ino.parse().ok()?),
+                    num: parse_decimal_devnum(num)?,
+                })
+            })
+            .collect())
     }
 
-    /// The first block device among `nums` that Domain-0 has mounted in a way that conflicts
-    /// with `mode` (any mount for `w`, a read-write mount for `r`), as the block script checks.
-    pub(crate) async fn mounted_conflict(
-        &self,
-        nums: &[DevNum],
-        mode: &str,
-    ) -> Result<Option<String>> {
+    /// The block devices Domain-0 has mounted.
+    pub(crate) async fn mounts(&self) -> Result<Vec<Mount>> {
         let script = r#"while read -r s m f o r; do
   case $s in /*) ;; *) continue ;; esac
   [ -b "$s" ] || continue
@@ -258,58 +283,111 @@ done </proc/mounts; true"#;
                 "check /proc/mounts on the host",
             )
             .await?;
-        for line in out.lines() {
-            let mut f = line.split_whitespace();
-            let (Some(num), Some(src), Some(mnt), Some(opts)) =
-                (f.next(), f.next(), f.next(), f.next())
-            else {
-                continue;
-            };
-            if mode != "w" && opts.split(',').any(|o| o == "ro") {
-                continue;
-            }
-            if DevNum::from_xenstore(num).is_some_and(|n| nums.contains(&n)) {
-                return Ok(Some(format!("{src} mounted on {mnt}")));
-            }
-        }
-        Ok(None)
+        Ok(out
+            .lines()
+            .filter_map(|line| {
+                let mut f = line.split_whitespace();
+                let (Some(num), Some(src), Some(mnt), Some(opts)) =
+                    (f.next(), f.next(), f.next(), f.next())
+                else {
+                    return None;
+                };
+                Some(Mount {
+                    num: DevNum::from_xenstore(num)?,
+                    source: src.to_owned(),
+                    target: mnt.to_owned(),
+                    read_only: opts.split(',').any(|o| o == "ro"),
+                })
+            })
+            .collect())
     }
 
-    /// Attach `path` to a free loop device (read-only for mode `r`) with util-linux `losetup`,
-    /// which finds the free device and retries races with other users itself. The device's
-    /// path and number (one round trip on a remote host).
-    pub(crate) async fn loop_attach(&self, path: &str, mode: &str) -> Result<(String, DevNum)> {
+    /// Attach each file of `files` (path, mode) to a free loop device (read-only for mode
+    /// `r`) with util-linux `losetup`, which finds the free device and retries races with
+    /// other users itself, in one script (one round trip on a remote host): their
+    /// devices, in order. When one fails, those made for the files before it are released
+    /// and the error is `(its index, why)`; `None` for a failure of the host itself.
+    pub(crate) async fn loop_attach_all(
+        &self,
+        files: &[(&str, &str)],
+    ) -> std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)> {
         const HINT: &str =
             "Domain-0 needs the loop module and a free loop device (see `losetup -a`)";
-        let ro = if mode == "r" { " --read-only" } else { "" };
-        let (dev, num) = {
-            // losetup, then the new device's number; release it again if that fails.
-            let script = format!(
-                r#"d=$(losetup --find --show{ro} -- {}) || exit 1
-n=$(stat -L -c %t:%T -- "$d") || {{ losetup -d "$d"; exit 1; }}
-printf '%s
-%s
-' "$d" "$n""#,
+        // Each file: losetup, then the new device's number; on a failure, the devices made so
+        // far released and `F INDEX WHY` printed.
+        // losetup's messages go with its answer (the device is its last line).
+        let mut script = String::from(
+            "made=
+nl='
+'
+fail() { for x in $made; do losetup -d \"$x\"; done; printf 'F %s %s\\n' \"$1\" \"$2\"; exit 0; }
+",
+        );
+        for (i, (path, mode)) in files.iter().enumerate() {
+            let ro = if *mode == "r" { " --read-only" } else { "" };
+            script.push_str(&format!(
+                r#"d=$(losetup --find --show{ro} -- {} 2>&1) || fail {i} "$d"
+d=${{d##*$nl}}
+made="$made $d"
+n=$(stat -L -c %t:%T -- "$d" 2>&1) || fail {i} "$n"
+printf 'K %s %s\n' "$d" "$n"
+"#,
                 sh_quote(path)
-            );
-            let out = self.sh_ok(&script, "losetup --find --show", HINT).await?;
-            let mut l = out.lines();
-            let dev = l.next().unwrap_or_default().to_owned();
-            let num = l.next().and_then(DevNum::from_xenstore);
-            match num {
-                Some(n) if dev.starts_with("/dev/") => (dev, n),
-                _ => {
-                    return Err(Error::backend(
+            ));
+        }
+        let out = self
+            .sh_ok(&script, "losetup --find --show", HINT)
+            .await
+            .map_err(|e| (None, e))?;
+        let mut made = Vec::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("F ") {
+                let (i, why) = rest.split_once(' ').unwrap_or((rest, ""));
+                let i: usize = i.parse().unwrap_or(made.len());
+                return Err((
+                    Some(i),
+                    Error::backend(
                         crate::NAME,
                         format!(
-                            "losetup on {} printed '{out}' instead of a loop device",
+                            "losetup --find --show {} on {} failed: {why}; {HINT}",
+                            files.get(i).map_or("", |f| f.0),
                             self.host.name()
+                        ),
+                    ),
+                ));
+            }
+            let mut f = line.strip_prefix("K ").unwrap_or_default().split(' ');
+            match (f.next(), f.next().and_then(DevNum::from_xenstore)) {
+                (Some(dev), Some(n)) if dev.starts_with("/dev/") => made.push((dev.to_owned(), n)),
+                _ => {
+                    return Err((
+                        None,
+                        Error::backend(
+                            crate::NAME,
+                            format!(
+                                "losetup on {} printed '{out}' instead of loop devices",
+                                self.host.name()
+                            ),
                         ),
                     ))
                 }
             }
-        };
-        Ok((dev, num))
+        }
+        if made.len() != files.len() {
+            return Err((
+                None,
+                Error::backend(
+                    crate::NAME,
+                    format!(
+                        "losetup on {} printed '{out}': {} loop devices for {} files",
+                        self.host.name(),
+                        made.len(),
+                        files.len()
+                    ),
+                ),
+            ));
+        }
+        Ok(made)
     }
 
     /// Release a loop device (`losetup -d`).
@@ -396,6 +474,43 @@ fn parse_decimal_devnum(s: &str) -> Option<DevNum> {
     })
 }
 
+/// A bound loop device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LoopDev {
+    /// Its backing file's device and inode (`stat -c %d:%i`).
+    pub file: (u64, u64),
+    /// Its own number.
+    pub num: DevNum,
+}
+
+/// The numbers of the loop devices of `loops` backed by the file (`dev`, `ino`).
+pub(crate) fn backed_by(loops: &[LoopDev], dev: u64, ino: u64) -> Vec<DevNum> {
+    loops
+        .iter()
+        .filter(|l| l.file == (dev, ino))
+        .map(|l| l.num)
+        .collect()
+}
+
+/// A block device Domain-0 has mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mount {
+    pub num: DevNum,
+    pub source: String,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// The first mount of one of `nums` that conflicts with `mode` (any mount for `w`, a
+/// read-write mount for `r`), described.
+pub(crate) fn mount_conflict(mounts: &[Mount], nums: &[DevNum], mode: &str) -> Option<String> {
+    mounts
+        .iter()
+        .filter(|m| mode == "w" || !m.read_only)
+        .find(|m| nums.contains(&m.num))
+        .map(|m| format!("{} mounted on {}", m.source, m.target))
+}
+
 /// Read the remote inspect's answer: `E<error>`, or `K<%F|%t|%T|%d|%i|%a>` and the canonical
 /// path.
 fn parse_inspect(params: &str, out: &str, host: &str) -> Result<Backing> {
@@ -467,6 +582,10 @@ fn uname_error(reason: String) -> Error {
 mod tests {
     use super::*;
 
+    async fn inspect(dom0: &Dom0, params: &str) -> Result<Backing> {
+        dom0.inspect_all(&[params]).await?.pop().unwrap()
+    }
+
     #[test]
     fn physical_device_is_hex_like_the_block_script() {
         let n = DevNum {
@@ -485,19 +604,19 @@ mod tests {
         let dom0 = Dom0::new(Host::Local);
         let f = std::env::temp_dir().join(format!("vdev-hotplug-{}.img", std::process::id()));
         std::fs::write(&f, b"x").unwrap();
-        match dom0.inspect(f.to_str().unwrap()).await.unwrap() {
+        match inspect(&dom0, f.to_str().unwrap()).await.unwrap() {
             Backing::File { writable, .. } => assert!(writable),
             other => panic!("{other:?}"),
         }
         std::fs::remove_file(&f).unwrap();
-        let e = dom0.inspect(f.to_str().unwrap()).await.unwrap_err();
+        let e = inspect(&dom0, f.to_str().unwrap()).await.unwrap_err();
         assert!(
             matches!(&e, Error::InvalidAttribute { name, .. } if name == "uname"),
             "{e}"
         );
         if std::path::Path::new("/dev/null").exists() {
             assert!(
-                dom0.inspect("/dev/null").await.is_err(),
+                inspect(&dom0, "/dev/null").await.is_err(),
                 "a char device is refused"
             );
         }

@@ -2,6 +2,7 @@
 #![deny(missing_docs)]
 
 mod attach;
+mod batch;
 mod config;
 mod detach;
 mod driver;

@@ -12,6 +12,42 @@ use crate::paths::{self, Kind};
 use crate::vbd::{self, DiskSpec};
 use crate::xenstore::{opt, utf8, Req, NO_TX};
 
+/// What [`Inner::native_block_prepare`] did for one disk: the backend keys to write with it,
+/// and the loop device made for a file.
+pub(crate) struct Native {
+    pub keys: Vec<(&'static str, String)>,
+    pub node: Option<String>,
+}
+
+/// A vbd Domain-0 serves.
+pub(crate) struct VbdUser {
+    /// The frontend domain's id, as in the path.
+    pub domain: String,
+    pub dev: String,
+    pub num: hotplug::DevNum,
+    pub mode: String,
+}
+
+/// A vbd of `users` served to another domain than `frontend` that uses one of `nums` in a way
+/// `mode` conflicts with (the block script's check), described.
+pub(crate) fn vbd_conflict(
+    users: &[VbdUser],
+    nums: &[hotplug::DevNum],
+    mode: &str,
+    frontend: u32,
+) -> Option<String> {
+    users
+        .iter()
+        .filter(|u| nums.contains(&u.num) && u.domain != frontend.to_string())
+        .find(|u| mode == "w" || u.mode.contains('w'))
+        .map(|u| {
+            format!(
+                "domain {} has it as vbd {} (mode {})",
+                u.domain, u.dev, u.mode
+            )
+        })
+}
+
 /// Who does a new device's hotplug work.
 pub(crate) enum Plug {
     /// Nobody here (another domain, udev, or `hotplug=no`).
@@ -101,76 +137,128 @@ impl Inner {
     /// would write. The lock is held until the caller has written the nodes.
     pub(crate) async fn native_block_add(&self, frontend: u32, spec: &DiskSpec) -> Result<Plug> {
         let lock = self.dom0_host.lock("block").await?;
-        let backing = self.dom0_host.inspect(&spec.params).await?;
-        let nums = match &backing {
-            Backing::Device { num, .. } => vec![*num],
-            Backing::File {
-                path,
-                dev,
-                ino,
-                writable,
-            } => {
+        let mut prepared = self
+            .native_block_prepare(frontend, &[spec])
+            .await
+            .map_err(|(_, e)| e)?;
+        let Native { keys, node } = prepared.pop().expect("one per disk");
+        Ok(Plug::Native { keys, node, lock })
+    }
+
+    /// [`Self::native_block_add`]'s work for every disk of `specs` (all for `frontend`), with
+    /// the hotplug lock already held by the caller: each step once for all of them (one script
+    /// on the host per step, one read of the disks Domain-0 serves). Disks of one frontend may
+    /// share a backing, as the block script allows. On failure, the loop devices made are
+    /// released and the error is `(the disk's index, why)`, `None` for a failure of the host.
+    pub(crate) async fn native_block_prepare(
+        &self,
+        frontend: u32,
+        specs: &[&DiskSpec],
+    ) -> std::result::Result<Vec<Native>, (Option<usize>, Error)> {
+        let host = |e: Error| (None, e);
+        let params: Vec<&str> = specs.iter().map(|s| s.params.as_str()).collect();
+        let backings = self.dom0_host.inspect_all(&params).await.map_err(host)?;
+        let mut ok = Vec::with_capacity(specs.len());
+        for (i, (b, spec)) in backings.into_iter().zip(specs).enumerate() {
+            let b = b.map_err(|e| (Some(i), e))?;
+            if let Backing::File { path, writable, .. } = &b {
                 if spec.mode == "w" && !writable {
-                    return Err(Error::InvalidAttribute {
+                    return Err((Some(i), Error::InvalidAttribute {
                         name: "uname".into(),
                         reason: format!(
                             "{path} is read-only and cannot be given to a guest read-write; attach it with mode=r"
                         ),
-                    });
+                    }));
                 }
-                self.dom0_host.loops_backed_by(*dev, *ino).await?
             }
+            ok.push(b);
+        }
+        let backings = ok;
+        let loops = if backings.iter().any(|b| matches!(b, Backing::File { .. })) {
+            self.dom0_host.loops().await.map_err(host)?
+        } else {
+            Vec::new()
         };
-        if !nums.is_empty() {
-            let busy = |how: String| {
-                Error::InvalidAttribute {
-                name: "uname".into(),
-                reason: format!(
-                    "{} is in use: {how}, which mode={} does not allow (read-write needs it unused; read-only needs it nowhere read-write)",
-                    spec.params, spec.mode
-                ),
-            }
-            };
-            if let Some(m) = self.dom0_host.mounted_conflict(&nums, spec.mode).await? {
-                return Err(busy(format!("{m} in Domain-0")));
-            }
-            if let Some(g) = self.vbd_conflict(&nums, spec.mode, frontend).await? {
-                return Err(busy(g));
+        let nums: Vec<Vec<hotplug::DevNum>> = backings
+            .iter()
+            .map(|b| match b {
+                Backing::Device { num, .. } => vec![*num],
+                Backing::File { dev, ino, .. } => hotplug::backed_by(&loops, *dev, *ino),
+            })
+            .collect();
+        if nums.iter().any(|n| !n.is_empty()) {
+            let mounts = self.dom0_host.mounts().await.map_err(host)?;
+            let users = self.vbd_users().await.map_err(host)?;
+            for (i, (n, spec)) in nums.iter().zip(specs).enumerate() {
+                if n.is_empty() {
+                    continue;
+                }
+                let how = match hotplug::mount_conflict(&mounts, n, spec.mode) {
+                    Some(m) => format!("{m} in Domain-0"),
+                    None => match vbd_conflict(&users, n, spec.mode, frontend) {
+                        Some(g) => g,
+                        None => continue,
+                    },
+                };
+                return Err((Some(i), Error::InvalidAttribute {
+                    name: "uname".into(),
+                    reason: format!(
+                        "{} is in use: {how}, which mode={} does not allow (read-write needs it unused; read-only needs it nowhere read-write)",
+                        spec.params, spec.mode
+                    ),
+                }));
             }
         }
-        let (keys, node) = match backing {
-            Backing::Device { path, num } => (
-                vec![
-                    ("physical-device", num.to_xenstore()),
-                    ("physical-device-path", path),
-                ],
-                None,
-            ),
-            Backing::File { path, .. } => {
-                let (node, num) = self.dom0_host.loop_attach(&path, spec.mode).await?;
-                (
-                    vec![
-                        ("node", node.clone()),
+        // The files' loop devices, in one go; `files[k]` is disk `of_file[k]`.
+        let (files, of_file): (Vec<(&str, &str)>, Vec<usize>) = backings
+            .iter()
+            .zip(specs)
+            .enumerate()
+            .filter_map(|(i, (b, spec))| match b {
+                Backing::File { path, .. } => Some(((path.as_str(), spec.mode), i)),
+                Backing::Device { .. } => None,
+            })
+            .unzip();
+        let mut loops = if files.is_empty() {
+            Vec::new()
+        } else {
+            self.dom0_host
+                .loop_attach_all(&files)
+                .await
+                .map_err(|(k, e)| (k.map(|k| of_file[k]), e))?
+        }
+        .into_iter();
+        Ok(backings
+            .into_iter()
+            .map(|b| {
+                let mut keys = match b {
+                    Backing::Device { path, num } => vec![
                         ("physical-device", num.to_xenstore()),
-                        ("physical-device-path", node.clone()),
+                        ("physical-device-path", path),
                     ],
-                    Some(node),
-                )
-            }
-        };
-        let mut keys = keys;
-        keys.push(("hotplug-status", "connected".into()));
-        Ok(Plug::Native { keys, node, lock })
+                    Backing::File { .. } => {
+                        let (node, num) = loops.next().expect("one loop device per file");
+                        let keys = vec![
+                            ("node", node.clone()),
+                            ("physical-device", num.to_xenstore()),
+                            ("physical-device-path", node.clone()),
+                        ];
+                        keys
+                    }
+                };
+                let node = keys
+                    .iter()
+                    .find(|(k, _)| *k == "node")
+                    .map(|(_, v)| v.clone());
+                keys.push(("hotplug-status", "connected".into()));
+                Native { keys, node }
+            })
+            .collect())
     }
 
-    /// A vbd served by Domain-0 to another domain than `frontend` that uses one of `nums` in a
-    /// way `mode` conflicts with (the block script's check), described.
-    pub(crate) async fn vbd_conflict(
-        &self,
-        nums: &[hotplug::DevNum],
-        mode: &str,
-        frontend: u32,
-    ) -> Result<Option<String>> {
+    /// Every vbd Domain-0 serves: the frontend domain, the device, its `physical-device` and
+    /// its `mode`, read in two round trips.
+    pub(crate) async fn vbd_users(&self) -> Result<Vec<VbdUser>> {
         let f = xs_err("reading the disks Domain-0 serves");
         let base = "/local/domain/0/backend/vbd";
         let doms: Vec<String> = self.xs.directory(NO_TX, base).await.map_err(&f)?;
@@ -187,6 +275,7 @@ impl Inner {
         }
         let vals = self.xs.batch(NO_TX, reqs).await.map_err(&f)?;
         let mut vals = vals.into_iter();
+        let mut users = Vec::new();
         for (d, dev) in devs {
             let pd = vals.next().map(opt).transpose().map_err(&f)?.flatten();
             let m = vals.next().map(opt).transpose().map_err(&f)?.flatten();
@@ -196,17 +285,14 @@ impl Inner {
             else {
                 continue;
             };
-            if !nums.contains(&num) || d == frontend.to_string() {
-                continue;
-            }
-            let theirs = m.map(utf8).unwrap_or_default();
-            if mode == "w" || theirs.contains('w') {
-                return Ok(Some(format!(
-                    "domain {d} has it as vbd {dev} (mode {theirs})"
-                )));
-            }
+            users.push(VbdUser {
+                domain: d,
+                dev,
+                num,
+                mode: m.map(utf8).unwrap_or_default(),
+            });
         }
-        Ok(None)
+        Ok(users)
     }
 
     /// Undo a device's hotplug work when this driver does it and it was done (`hotplug-status`

@@ -113,8 +113,37 @@ impl Inner {
         loop_node: Option<&str>,
         config: ConfigOp,
     ) -> Error {
+        let left = self
+            .undo_attached(ran_script, kind, domain, backend, devid, loop_node, config)
+            .await;
+        if left.is_empty() {
+            return fail;
+        }
+        rollback_failed(
+            fail,
+            &left,
+            &format!(
+                "remove them with a forced detach (`vdev detach {} {} {reference} --force`)",
+                domain.name,
+                kind.device_type()
+            ),
+        )
+    }
+
+    /// [`Self::roll_back_attached`]'s work: what could not be undone, in words (empty when
+    /// everything was).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn undo_attached(
+        &self,
+        ran_script: bool,
+        kind: Kind,
+        domain: &Domain,
+        backend: u32,
+        devid: u32,
+        loop_node: Option<&str>,
+        config: ConfigOp,
+    ) -> Vec<String> {
         let paths = DevPaths::new(kind, domain.domid(), backend, devid);
-        let what = kind.device_type();
         let mut left = Vec::new();
         if ran_script {
             if let Err(e) = self
@@ -154,16 +183,6 @@ impl Inner {
                 }
             }
         }
-        if left.is_empty() {
-            return fail;
-        }
-        rollback_failed(
-            fail,
-            &left,
-            &format!(
-                "remove them with a forced detach (`vdev detach {} {what} {reference} --force`)",
-                domain.name
-            ),
-        )
+        left
     }
 }

@@ -529,3 +529,122 @@ rm -f {img}
     );
     assert_clean(&out);
 }
+
+/// A batch in Domain-0 (`vdev apply`, one batch per domain), where the driver does the block
+/// script's work for every disk at once. On the running guest: four file-backed disks and a NIC
+/// all reach Connected, with a loop device each; `xl` lists them; an `absent` document removes
+/// them all, loops freed, XenStore and libxl's records as before. A batch whose sixth disk's
+/// image is missing is refused naming that entry, and so is one whose ninth disk another guest
+/// uses read-write; both leave XenStore, libxl's records and the loop devices exactly as they
+/// were. On a second, paused guest (no frontend to wait for): 18 disks, more than one XenStore
+/// transaction carries, all written with their loop devices, and `xl` lists every one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_disks_in_dom0_is_all_or_nothing_loops_included() {
+    let _turn = SERIAL.lock().await;
+    if lab().is_none() {
+        return;
+    }
+    put_vdev();
+    let d = domu();
+    let img = |i: usize| format!("/root/lab/vdev-batch{i}.img");
+    let doc = |domain: &str, n: usize, imgs: &dyn Fn(usize) -> String, state: &str| {
+        let mut t = format!("domains:\n  {domain}:\n    devices:\n");
+        for i in 0..n {
+            let dev = format!("xvd{}", (b'i' + i as u8) as char);
+            t += &format!(
+                "      - {{type: disk, state: {state}, attrs: {{uname: 'file:{}', dev: {dev}, mode: w}}}}\n",
+                imgs(i)
+            );
+        }
+        t
+    };
+    let nic = "      - {type: network, attrs: {mac: '00:16:3e:5a:00:01'}}\n";
+    let good = doc(&d, 4, &img, "present") + nic;
+    let absent = doc(&d, 4, &img, "absent") + &nic.replace("network,", "network, state: absent,");
+    let missing = doc(
+        &d,
+        9,
+        &|i| if i == 5 { "/root/lab/no-such.img".into() } else { img(i) },
+        "present",
+    );
+    let shared = doc(
+        &d,
+        9,
+        &|i| if i == 8 { "/root/lab/vdev-shared.img".into() } else { img(i) },
+        "present",
+    );
+    let many = doc("domu-batch", 18, &img, "present");
+    let (ok, out) = dom0(&format!(
+        r#"set -e
+{WAIT44}
+snap() {{ for p in /local/domain/$id/device /local/domain/0/backend /libxl/$id; do xenstore-ls -fp $p 2>/dev/null | grep -v '/state = \|/ring-ref\|/event-channel\|/tx-ring-ref\|/rx-ring-ref\|/request-rx-copy\|/feature-\|/multi-queue\|/persistent\|/sector\|/info = \|/physical-sector' ; done; losetup -a | sort; }}
+id=$(xl domid {d})
+for i in $(seq 0 17); do truncate -s 8M /root/lab/vdev-batch$i.img; done
+truncate -s 8M /root/lab/vdev-shared.img
+xl create -p /root/lab/domu1.cfg 'name="domu-batch"' >/dev/null 2>&1
+r=$(/root/vdev -c xen:/// attach domu-batch disk uname=file:/root/lab/vdev-shared.img dev=xvdb mode=w)
+cat > /root/lab/good.yaml <<'DOC'
+{good}DOC
+cat > /root/lab/absent.yaml <<'DOC'
+{absent}DOC
+cat > /root/lab/missing.yaml <<'DOC'
+{missing}DOC
+cat > /root/lab/shared.yaml <<'DOC'
+{shared}DOC
+cat > /root/lab/many.yaml <<'DOC'
+{many}DOC
+before=$(snap)
+for bad in missing shared; do
+  if out=$(/root/vdev -c xen:/// apply /root/lab/$bad.yaml 2>&1); then echo "ACCEPTED $bad"; else echo "refused $bad: $out"; fi
+  [ "$before" = "$(snap)" ] && echo "unchanged after $bad" || {{ echo "CHANGED after $bad"; diff <(echo "$before") <(snap) || true; }}
+done
+/root/vdev -c xen:/// apply /root/lab/good.yaml >/dev/null
+connected=0
+for r in $(/root/vdev -c xen:/// devices {d} disk | awk 'NR > 1 && /vdev-batch/ {{ print $2 }}'); do
+  s=$(wait44 /local/domain/$id/device/vbd/$r/state /local/domain/0/backend/vbd/$id/$r/state)
+  [ "$s" = states=4/4 ] && connected=$((connected + 1))
+done
+echo "connected=$connected"
+echo "loops=$(losetup -a | grep -c vdev-batch)"
+echo "xl-lists=$(xl block-list {d} | awk 'NR > 1' | wc -l)"
+echo "nic=$(xl network-list {d} | grep -c 00:16:3e:5a:00:01)"
+/root/vdev -c xen:/// apply /root/lab/absent.yaml >/dev/null
+[ "$before" = "$(snap)" ] && echo "all removed" || {{ echo "LEFT after absent"; diff <(echo "$before") <(snap) || true; }}
+/root/vdev -c xen:/// apply /root/lab/many.yaml >/dev/null
+echo "many-loops=$(losetup -a | grep -c vdev-batch)"
+echo "many-listed=$(xl block-list domu-batch | awk 'NR > 1' | wc -l)"
+echo "many-plugged=$(for r in $(xenstore-list /local/domain/0/backend/vbd/$(xl domid domu-batch)); do xenstore-read /local/domain/0/backend/vbd/$(xl domid domu-batch)/$r/hotplug-status; done | grep -c connected)"
+# Forced detaches (the paused guest releases nothing), then the guest goes.
+b=$(xl domid domu-batch)
+for r in $(xenstore-list /local/domain/0/backend/vbd/$b); do /root/vdev -c xen:/// detach domu-batch disk $r --force; done
+xl destroy domu-batch
+echo "loops-after=$(losetup -a | grep -c 'vdev-batch\|vdev-shared' || true)"
+rm -f /root/lab/vdev-batch*.img /root/lab/vdev-shared.img
+"#
+    ));
+    eprintln!("{out}");
+    assert!(ok, "the dom0 script failed: {out}");
+    assert!(!out.contains("ACCEPTED"), "{out}");
+    assert_eq!(out.matches("refused ").count(), 2, "{out}");
+    assert!(
+        out.contains(&format!("error: entry 5 (domains.{d}.devices[5]"))
+            && out.contains("cannot be opened in the backend domain"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("error: entry 8 (domains.{d}.devices[8]"))
+            && out.contains("is in use: domain"),
+        "{out}"
+    );
+    assert!(out.contains("unchanged after missing"), "{out}");
+    assert!(out.contains("unchanged after shared"), "{out}");
+    assert!(out.contains("connected=4\n"), "{out}");
+    assert!(out.contains("loops=4\n"), "{out}");
+    assert!(out.contains("xl-lists=4\n"), "{out}");
+    assert!(out.contains("nic=1\n"), "{out}");
+    assert!(out.contains("all removed"), "{out}");
+    assert!(out.contains("many-loops=18\n"), "{out}");
+    assert!(out.contains("many-listed=19\n"), "the 18 and the shared disk: {out}");
+    assert!(out.contains("many-plugged=19\n"), "{out}");
+    assert!(out.contains("loops-after=0\n"), "{out}");
+}

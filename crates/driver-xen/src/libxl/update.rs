@@ -27,8 +27,8 @@ pub(crate) struct ConfigUpdate {
     lock: HeldLock,
     /// Whether the document was (perhaps) written: undo writes `original` back.
     pub(crate) written: AtomicBool,
-    /// The identity changed and the entry it replaced (for an attach's later roll back).
-    pub(crate) change: std::sync::Mutex<Option<(Ident, Option<serde_json::Value>)>>,
+    /// The identities changed and the entries they replaced (for an attach's later roll back).
+    pub(crate) change: std::sync::Mutex<Vec<(Ident, Option<serde_json::Value>)>>,
 }
 
 impl ConfigUpdate {
@@ -135,7 +135,7 @@ impl Inner {
             original,
             lock,
             written: AtomicBool::new(false),
-            change: std::sync::Mutex::new(None),
+            change: std::sync::Mutex::new(Vec::new()),
         }))
     }
 
