@@ -148,6 +148,7 @@ class Vm:
 
 class Host:
     def __init__(self, base: pathlib.Path, i: int, disks: int) -> None:
+        self.disks = disks
         self.name = "host%d" % i
         self.dir = base / self.name
         self.dir.mkdir(parents=True)
@@ -199,6 +200,9 @@ class Fleet:
                 vm_sock=str(h.vm.sock),
                 vm_name=h.vm.name,
                 vdev_venv=str(h.dir / "venv"),
+                data_disks=[dict(type="disk", id="data%d" % n,
+                                 attrs=dict(source=str(h.dir / ("data%d.raw" % n)), format="raw", bus="scsi"))
+                            for n in range(h.disks)],
             )
         inv = {"all": {"children": {"qemu": {"hosts": hosts}}, "vars": {"vdev_wheel": self.wheel}}}
         inv["all"]["children"].update({g: {"hosts": hs} for g, hs in self.extra_groups.items()})
@@ -223,6 +227,7 @@ class Fleet:
         return env
 
     def playbook(self, name: str, *args: str, **extra_vars) -> "Run":
+        """Run a playbook (a path, or the name of one beside this file)."""
         cmd = [str(self.bin / "ansible-playbook"), "-i", str(self.inventory), str(HERE / name), *args]
         if extra_vars:
             cmd += ["-e", json.dumps(extra_vars)]
@@ -285,5 +290,14 @@ class Run:
                 out += r.get("results", [r])
         return out
 
-    def __str__(self) -> str:
-        return "exit %d after %.1f s; stats %s\n%s" % (self.rc, self.seconds, json.dumps(self.stats), self.stderr[-2000:])
+    def __repr__(self) -> str:
+        failed = []
+        for t in self.tasks:
+            for host, r in t["hosts"].items():
+                for x in r.get("results", [r]):
+                    if x.get("failed") or x.get("unreachable"):
+                        failed.append("%s %s: %s" % (host, t["task"]["name"], x.get("msg")))
+        return "exit %d after %.1f s; stats %s; failed: %s\n%s" % (
+            self.rc, self.seconds, json.dumps(self.stats), "; ".join(failed), self.stderr[-2000:])
+
+    __str__ = __repr__

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -132,27 +133,38 @@ def test_a_host_whose_sshd_stops_mid_play_fails_alone(fleet):
 
 # The Xen lab's Domain-0 (tests/xenlab): its root has no Python, so the modules run on the
 # controller with a xen+ssh:// URI (delegate_to: localhost), as the collection's docs describe.
-XEN_DEV = "xvdk"  # a device name no other test of the (shared) lab uses
-XEN_DEVID = (202 << 8) | (10 << 4)  # its virtual-device number (xvd, disk k = 10, partition 0)
-XEN_IMG = "/root/vdev-ansible-xvdk.img"
+XEN_DEV = "xvdzz"  # a device name no other test of the (shared) lab uses (they use xvdb..xvdz)
+XEN_DEVID = (1 << 28) | (701 << 8)  # its virtual-device number (extended form: disk 701, partition 0)
+XEN_IMG = "/root/vdev-ansible-xvdzz.img"
+
+
+XEN_DOMU = "domu-ansible"  # a guest of its own, so that other tests' devices on the shared lab's domu1 do not matter
+
+
+def xl(script, check=True):
+    """Run a shell script in Domain-0 through the lab's own channel (not vdev, not its ssh)."""
+    lab = os.environ.get("VDEV_ROOT", "") + "/tests/xenlab/xenlab"
+    return subprocess.run([lab, "sh", script], capture_output=True, text=True, timeout=120, check=check).stdout
 
 
 @pytest.fixture(scope="module")
 def xen(tmp_path_factory):
-    need = ("XENLAB_SSH_URI", "XENLAB_DOMU", "XENSTORED_PATH", "XENLAB_SSH_PORT", "XENLAB_SSH_KEY", "XENLAB_SSH_KNOWN_HOSTS")
+    need = ("XENLAB_SSH_URI", "XENSTORED_PATH", "XENLAB_SSH_PORT", "XENLAB_SSH_KEY", "XENLAB_SSH_KNOWN_HOSTS")
     missing = [v for v in need if not os.environ.get(v)]
-    if missing or shutil.which("xenstore-ls") is None:
-        skip_or_fail("the Xen lab is not up (%s unset; run `tests/xenlab/xenlab up`)" % ", ".join(missing or ["xenstore-ls"]))
-    lab = os.environ.get("VDEV_ROOT", "") + "/tests/xenlab/xenlab"
-    subprocess.run([lab, "sh", "truncate -s 8M %s" % XEN_IMG], check=True, timeout=120, capture_output=True)
-    base = tmp_path_factory.mktemp("xen")
-    return XenLab(base)
+    if missing:
+        skip_or_fail("the Xen lab is not up (%s unset; run `tests/xenlab/xenlab up`)" % ", ".join(missing))
+    xl("xl destroy %s >/dev/null 2>&1 || true; truncate -s 8M %s; xl create /root/lab/domu1.cfg 'name=\"%s\"' >/dev/null 2>&1;"
+       " xl domid %s" % (XEN_DOMU, XEN_IMG, XEN_DOMU, XEN_DOMU))
+    try:
+        yield XenLab(tmp_path_factory.mktemp("xen"))
+    finally:
+        xl("xl destroy %s; rm -f %s" % (XEN_DOMU, XEN_IMG), check=False)
 
 
 class XenLab:
     def __init__(self, base):
         self.base = base
-        self.domu = os.environ["XENLAB_DOMU"]
+        self.domu = XEN_DOMU
         self.inventory = base / "inventory.ini"
         self.inventory.write_text(
             "[xen]\nxendom0 ansible_host=127.0.0.1 ansible_port=%s ansible_user=root ansible_ssh_private_key_file=%s"
@@ -164,34 +176,41 @@ class XenLab:
         from fleetlab import HERE, Run  # pylint: disable=import-outside-toplevel
 
         env = dict(os.environ)
-        env.update(ANSIBLE_COLLECTIONS_PATH=str(HERE.parents[6]), ANSIBLE_STDOUT_CALLBACK="fleet_json", ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"),
+        env.update(ANSIBLE_COLLECTIONS_PATH=str(HERE.parents[6]), ANSIBLE_STDOUT_CALLBACK="fleet_json",
+                   ANSIBLE_CALLBACK_PLUGINS=str(HERE / "callback_plugins"),
                    ANSIBLE_LOCAL_TEMP=str(self.base / "tmp"), ANSIBLE_DEPRECATION_WARNINGS="False")
         bin_dir = os.path.dirname(os.path.realpath(shutil.which("ansible-playbook") or "ansible-playbook"))
         cmd = [os.path.join(bin_dir, "ansible-playbook"), "-i", str(self.inventory), str(HERE / "xen.yml"), *args,
-               "-e", json.dumps(dict(extra, xen_uri=os.environ["XENLAB_SSH_URI"], domu=self.domu, dev=XEN_DEV, img=XEN_IMG))]
+               "-e", json.dumps(dict(extra, xen_uri=os.environ["XENLAB_SSH_URI"] + "&timeout=60s", domu=self.domu, dev=XEN_DEV, img=XEN_IMG))]
         return Run(cmd, env)
 
-    def devs(self):
-        """The virtual-device numbers of the domU's disks, as `xl block-list` lists them in Domain-0
-        (run there through the lab's shell channel: not vdev, not its ssh)."""
-        lab = os.environ.get("VDEV_ROOT", "") + "/tests/xenlab/xenlab"
-        out = subprocess.run([lab, "sh", "xl block-list %s" % self.domu], capture_output=True, text=True,
-                             timeout=120, check=True).stdout
-        return set(int(line.split()[0]) for line in out.splitlines()[1:] if line.split() and line.split()[0].isdigit())
+    def disks(self):
+        """{virtual-device number: frontend state} of the guest's disks, as `xl block-list` lists them."""
+        out = xl("xl block-list %s" % self.domu)
+        rows = [line.split() for line in out.splitlines()[1:]]
+        return dict((int(r[0]), r[3]) for r in rows if r and r[0].isdigit())
+
+    def wait_connected(self, devid):
+        """Until the guest has connected the disk (frontend state 4), at most 120 s."""
+        deadline = time.monotonic() + 120
+        while self.disks().get(devid) != "4":
+            assert time.monotonic() < deadline, "the guest did not connect disk %d: %s" % (devid, self.disks())
+            time.sleep(1)
 
 
 def test_xen_dom0_over_ssh(xen):
-    before = xen.devs()
-    assert XEN_DEVID not in before, "the lab already has %s: a previous run did not clean up" % XEN_DEV
+    before = xen.disks()
+    assert XEN_DEVID not in before
     check = xen.play("--check", state="present")
     assert check.rc == 0 and check.items_changed("xendom0") == 1, check
-    assert xen.devs() == before
+    assert xen.disks() == before
     first = xen.play(state="present")
     assert first.rc == 0 and first.items_changed("xendom0") == 1, first
-    assert XEN_DEVID in xen.devs()
+    assert XEN_DEVID in xen.disks()
+    xen.wait_connected(XEN_DEVID)
     again = xen.play(state="present")
     assert again.rc == 0 and again.items_changed("xendom0") == 0, again
     gone = xen.play(state="absent")
     assert gone.rc == 0 and gone.items_changed("xendom0") == 1, gone
-    assert xen.devs() == before
+    assert xen.disks() == before
     assert xen.play(state="absent").items_changed("xendom0") == 0
