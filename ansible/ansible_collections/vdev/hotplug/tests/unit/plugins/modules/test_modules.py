@@ -79,7 +79,7 @@ def test_present_adds_then_changes_nothing(uri):
     r2 = run(device, args)
     assert not r2["changed"] and r2["op"] is None
     assert r2["device"]["ref"] == r["device"]["ref"]
-    assert disks(uri) == disks(uri) and len(disks(uri)) == len(before) + 1
+    assert len(disks(uri)) == len(before) + 1
 
 
 def test_normal_form_is_no_change(uri):
@@ -182,3 +182,15 @@ def test_info_lists_domains_and_devices(uri):
     (demo,) = run(info, dict(uri=uri, domain="demo", type="disk", export=True))["domains"]
     assert set(d["ref"] for d in demo["devices"]) == set(disks(uri))
     assert "domains" in demo["document"]
+
+
+def test_nic_link_is_one_update_in_place(uri):
+    with vdev.connect(uri) as c:
+        (nic,) = c.devices("demo", "network")
+    down = dict(uri=uri, domain="demo", type="network", attrs={"mac": nic.attrs["mac"].upper(), "link": "down"})
+    r = run(device, down)
+    assert r["changed"] and r["op"] == "update" and r["device"]["ref"] == nic.ref
+    with vdev.connect(uri) as c:
+        (after,) = c.devices("demo", "network")
+    assert after.ref == nic.ref and after.attrs["link"] == "down"
+    assert not run(device, down)["changed"]
