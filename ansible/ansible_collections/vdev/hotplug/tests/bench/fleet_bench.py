@@ -28,7 +28,7 @@ def main() -> int:
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 5
     hosts = int(sys.argv[2]) if len(sys.argv) > 2 else 8
     disks = int(sys.argv[3]) if len(sys.argv) > 3 else 4
-    play = str(HERE / "converge.yml")
+    play = "document.yml"  # beside fleetlab.py
     with tempfile.TemporaryDirectory(prefix="vdev-fleet-bench-") as d:
         fleet = Fleet(pathlib.Path(d), hosts, disks=disks)
         try:

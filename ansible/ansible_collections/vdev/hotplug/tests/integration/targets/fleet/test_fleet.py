@@ -131,6 +131,31 @@ def test_a_host_whose_sshd_stops_mid_play_fails_alone(fleet):
     assert {"data0", "data1"} <= down.vm.device_ids()
 
 
+def test_a_document_for_every_host_plan_then_apply(fleet):
+    """vdev.hotplug.devices (vdev's apply): check mode returns the plan and changes nothing; the
+    apply makes it; again changes nothing; an empty document with disks exclusive removes them."""
+    ids = {h.name: h.vm.device_ids() for h in fleet.hosts}
+    plan = fleet.playbook("document.yml", "--check")
+    assert plan.rc == 0 and changed(plan, fleet) == everywhere(fleet, 1), plan
+    for h in fleet.hosts:
+        (r,) = plan.results("Disks", h.name)
+        # data0 and data1 are there (the previous tests made them), data2 is added, and cd0, the one
+        # disk no entry names, is removed (disks are exclusive)
+        assert sorted((c["op"], c["ref"]) for c in r["changes"]) == [("add", "data2"), ("remove", "cd0")], r
+        assert h.vm.device_ids() == ids[h.name]
+    run = fleet.playbook("document.yml")
+    assert run.rc == 0 and changed(run, fleet) == everywhere(fleet, 1), run
+    for h in fleet.hosts:
+        now = h.vm.device_ids()
+        assert now - ids[h.name] == {"data2"} and {"data0", "data1"} <= now and "cd0" not in now
+    again = fleet.playbook("document.yml")
+    assert again.rc == 0 and changed(again, fleet) == everywhere(fleet, 0), again
+    empty = fleet.playbook("document.yml", disk_state="absent")
+    assert empty.rc == 0 and changed(empty, fleet) == everywhere(fleet, 1), empty
+    for h in fleet.hosts:
+        assert not {"data0", "data1", "data2", "cd0"} & h.vm.device_ids()
+
+
 # The Xen lab's Domain-0 (tests/xenlab): its root has no Python, so the modules run on the
 # controller with a xen+ssh:// URI (delegate_to: localhost), as the collection's docs describe.
 XEN_DEV = "xvdzz"  # a device name no other test of the (shared) lab uses (they use xvdb..xvdz)
