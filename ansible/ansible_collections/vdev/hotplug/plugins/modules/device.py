@@ -326,7 +326,7 @@ def main():
         if module._diff:
             result["diff"] = dict(
                 before=(before or {}).get("attrs", {}),
-                after=(after or {}).get("attrs", {}) if not result["removal_pending"] else {},
+                after=(after or {}).get("attrs", {}),
             )
     except vdev.Error as e:
         fail_vdev(module, e, "%s of %s" % (dtype, domain), **result)

@@ -233,9 +233,13 @@ class Fleet:
             cmd += ["-e", json.dumps(extra_vars)]
         return Run(cmd, self.env())
 
-    def adhoc(self, pattern: str, module: str) -> "Run":
-        return Run([str(self.bin / "ansible"), "-i", str(self.inventory), pattern, "-m", module,
-                    "-e", "ansible_python_interpreter=/usr/bin/python3"], self.env(), parse=False)
+    def adhoc(self, pattern: str, module: str, args: str = "") -> "Run":
+        """`ansible PATTERN -m MODULE -a ARGS` with the hosts' system Python (its output is not parsed)."""
+        cmd = [str(self.bin / "ansible"), "-i", str(self.inventory), pattern, "-m", module,
+               "-e", "ansible_python_interpreter=/usr/bin/python3"]
+        if args:
+            cmd += ["-a", args]
+        return Run(cmd, self.env(), parse=False)
 
     def close(self) -> None:
         for h in self.hosts:

@@ -46,6 +46,13 @@ def everywhere(fleet, n):
     return {h.name: n for h in fleet.hosts}
 
 
+def test_without_the_package_a_module_says_how_to_install_it(fleet):
+    h = fleet.hosts[0]
+    run = fleet.adhoc(h.name, "vdev.hotplug.info", "uri=qemu://%s" % h.vm.sock)  # the system Python: no vdev
+    assert run.rc != 0, run.stdout
+    assert '"code": "missing-package"' in run.stdout and "vdev.hotplug.install" in run.stdout, run.stdout
+
+
 def test_the_install_role_installs_once(fleet):
     first = fleet.playbook("install.yml")
     assert first.rc == 0, first
