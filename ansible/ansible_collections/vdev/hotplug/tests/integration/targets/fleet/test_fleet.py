@@ -163,6 +163,24 @@ def test_a_document_for_every_host_plan_then_apply(fleet):
         assert not {"data0", "data1", "data2", "cd0"} & h.vm.device_ids()
 
 
+def test_a_removal_the_guest_does_not_complete_is_reported_pending(fleet):
+    """No guest OS acknowledges the ACPI unplug of a virtio-net NIC: the result says the removal is
+    pending (a failure by default, a change with fail_on_pending=false), and the NIC is still
+    there for QEMU."""
+    h = fleet.hosts[0]
+    add = fleet.playbook("nic.yml", "-l", h.name, state="present")
+    assert add.rc == 0 and add.items_changed(h.name) == 1 and "nic0" in h.vm.device_ids(), add
+    gone = fleet.playbook("nic.yml", "-l", h.name, state="absent")
+    (r,) = gone.results("NIC", h.name)
+    assert gone.rc != 0 and r["failed"] and r["code"] == "removal-pending" and r["removal_pending"], gone
+    assert r["device"]["ref"] == "nic0" and r["device"]["state"] == "removal-pending", r
+    assert "nic0" in h.vm.device_ids()
+    again = fleet.playbook("nic.yml", "-l", h.name, state="absent", fail_on_pending=False)
+    (r,) = again.results("NIC", h.name)
+    assert again.rc == 0 and r["changed"] and r["removal_pending"] and not r.get("failed"), again
+    assert "nic0" in h.vm.device_ids()
+
+
 # The Xen lab's Domain-0 (tests/xenlab): its root has no Python, so the modules run on the
 # controller with a xen+ssh:// URI (delegate_to: localhost), as the collection's docs describe.
 XEN_DEV = "xvdzz"  # a device name no other test of the (shared) lab uses (they use xvdb..xvdz)
