@@ -41,6 +41,12 @@ pkg-config --exists libvirt 2>/dev/null || need+=(libvirt-dev)
 command -v virsh >/dev/null 2>&1 || need+=(libvirt-clients)
 # libvirt's ssh transport runs `nc -U SOCKET` at the far end to reach a libvirtd's own socket.
 command -v nc >/dev/null 2>&1 || need+=(netcat-openbsd)
+# The Ansible collection's tests: its install role makes a venv with the system Python on each
+# managed host (python3-venv), and the fleet test stops one host's sshd by process id (procps).
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need+=(python3-venv)
+command -v pkill >/dev/null 2>&1 && command -v ps >/dev/null 2>&1 || need+=(procps)
+# ansible-test sanity's shellcheck test (it skips the test, with a warning, without it).
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 if [ ${#need[@]} -gt 0 ]; then
     update
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -50,4 +56,5 @@ command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null \
     && command -v valgrind >/dev/null && command -v pkg-config >/dev/null \
     && [ -x /usr/sbin/sshd ] && command -v ssh >/dev/null && command -v ss >/dev/null \
     && pkg-config --exists libvirt && [ -x /usr/sbin/libvirtd ] && command -v virsh >/dev/null \
-    && command -v nc >/dev/null
+    && command -v nc >/dev/null && /usr/bin/python3 -c 'import ensurepip, venv' && command -v pkill >/dev/null \
+    && command -v shellcheck >/dev/null

@@ -75,13 +75,22 @@ venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check maturin pytest pytest-timeout mypy
 # The dev profile in the workspace's target directory: the workspace build above already compiled
-# most of it (the release build's speed belongs to the benchmarks, not to the tests).
-CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev" \
-    "$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps ./crates/vdev-py
+# most of it (the release build's speed belongs to the benchmarks, not to the tests); stripped,
+# since the wheel is also what the Ansible stage installs on its managed hosts (target/wheels).
+rm -f target/wheels/vdev-*.whl
+CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --strip" \
+    "$venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w target/wheels ./crates/vdev-py
+"$venv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels/vdev-*.whl
 "$venv/bin/mypy" --strict --no-error-summary crates/vdev-py/python/vdev
 # -rs: a skip says why; exit status 5 (no tests collected) fails like any other non-zero status.
 (cd crates/vdev-py/tests && "../../../$venv/bin/pytest" -q -rs -p no:cacheprovider .)
 stage "the Python package and its tests"
+
+# The Ansible collection vdev.hotplug (ansible/): ansible-core in a venv of its own with the wheel
+# built above; ansible-test sanity and units; a playbook against several managed hosts (a real
+# sshd and QEMU each) and the Xen lab's Domain-0 (scripts/test-ansible.sh).
+VDEV_WHEEL=$(ls target/wheels/vdev-*.whl) scripts/test-ansible.sh
+stage "the Ansible collection"
 
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): each
 # target runs for a short, bounded time from its seed corpus; a crash, a leak or a timeout fails
