@@ -238,6 +238,20 @@ impl Inner {
             .filter_map(|it| it.loop_node().map(str::to_owned))
             .collect();
 
+        // Over ssh the lock lives in the connection's shell: if that connection was lost since,
+        // another user may have the lock now, and the sharing checks are void.
+        if let Some(l) = &lock {
+            if !l.still_held().await {
+                let e = Error::Remote {
+                    host: self.dom0_host.name(),
+                    kind: vdev_core::RemoteErrorKind::Disconnected,
+                    message: "the ssh connection that held the hotplug lock was lost during the batch; nothing was written; try again".into(),
+                };
+                let left = self.release_loops(&loops, None).await;
+                return Err(with_leftovers(e, left));
+            }
+        }
+
         // libxl's stored configuration, read once (its lock held until the nodes are written).
         let recorded = if items.iter().any(|it| it.spec.recorded() == Recorded::Yes) {
             Recorded::Yes

@@ -564,20 +564,32 @@ async fn a_batch_of_disks_in_dom0_is_all_or_nothing_loops_included() {
     let missing = doc(
         &d,
         9,
-        &|i| if i == 5 { "/root/lab/no-such.img".into() } else { img(i) },
+        &|i| {
+            if i == 5 {
+                "/root/lab/no-such.img".into()
+            } else {
+                img(i)
+            }
+        },
         "present",
     );
     let shared = doc(
         &d,
         9,
-        &|i| if i == 8 { "/root/lab/vdev-shared.img".into() } else { img(i) },
+        &|i| {
+            if i == 8 {
+                "/root/lab/vdev-shared.img".into()
+            } else {
+                img(i)
+            }
+        },
         "present",
     );
     let many = doc("domu-batch", 18, &img, "present");
     let (ok, out) = dom0(&format!(
         r#"set -e
 {WAIT44}
-snap() {{ for p in /local/domain/$id/device /local/domain/0/backend /libxl/$id; do xenstore-ls -fp $p 2>/dev/null | grep -v '/state = \|/ring-ref\|/event-channel\|/tx-ring-ref\|/rx-ring-ref\|/request-rx-copy\|/feature-\|/multi-queue\|/persistent\|/sector\|/info = \|/physical-sector' ; done; losetup -a | sort; }}
+snap() {{ for p in /local/domain/$id/device /local/domain/0/backend/vbd/$id /local/domain/0/backend/vif/$id /libxl/$id; do xenstore-ls -fp $p 2>/dev/null | grep -v '/state = \|/ring-ref\|/event-channel\|/tx-ring-ref\|/rx-ring-ref\|/request-rx-copy\|/feature-\|/multi-queue\|/persistent\|/sector\|/info = \|/physical-sector' ; done; losetup -a | grep 'vdev-batch\|vdev-shared' | sort; }}
 id=$(xl domid {d})
 for i in $(seq 0 17); do truncate -s 8M /root/lab/vdev-batch$i.img; done
 truncate -s 8M /root/lab/vdev-shared.img
@@ -644,7 +656,10 @@ rm -f /root/lab/vdev-batch*.img /root/lab/vdev-shared.img
     assert!(out.contains("nic=1\n"), "{out}");
     assert!(out.contains("all removed"), "{out}");
     assert!(out.contains("many-loops=18\n"), "{out}");
-    assert!(out.contains("many-listed=19\n"), "the 18 and the shared disk: {out}");
+    assert!(
+        out.contains("many-listed=19\n"),
+        "the 18 and the shared disk: {out}"
+    );
     assert!(out.contains("many-plugged=19\n"), "{out}");
     assert!(out.contains("loops-after=0\n"), "{out}");
 }
