@@ -27,7 +27,7 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    async fn transact<R, F>(&self, f: F) -> Result<R>
+    pub(crate) async fn transact<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut HostState, &mut Vec<DeviceEvent>) -> Result<R> + Send + 'static,
@@ -63,11 +63,14 @@ impl MockDriver {
     pub fn open_blocking(config: MockConfig) -> Result<Self> {
         let (store, description) = match &config.source {
             Source::Default => (
-                Store::Memory(Mutex::new(HostState::default_host())),
-                "in-memory default host".to_owned(),
+                Store::Memory(Mutex::new(HostState::new_host(config.like))),
+                match config.like {
+                    None => "in-memory default host".to_owned(),
+                    Some(l) => format!("in-memory host like {l}"),
+                },
             ),
             Source::File(p) => (
-                Store::open_file(p.clone(), config.lock_timeout)?,
+                Store::open_file(p.clone(), config.lock_timeout, config.like)?,
                 format!("state file {}", p.display()),
             ),
         };
@@ -80,7 +83,7 @@ impl MockDriver {
             state: Arc::new(Mutex::new(MockControl::new_state(
                 config.faults,
                 config.latency,
-                config.removal,
+                config.guest,
             ))),
             released: Arc::new(Notify::new()),
             host: host.clone(),
@@ -135,12 +138,40 @@ impl MockDriver {
         options: &DetachOptions,
     ) -> Result<()> {
         let started = Instant::now();
-        let removal = self
+        let host_guest = self
             .control
             .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .removal;
+            .guest;
+        let (id, t2, r2) = (domid(domain)?, t.clone(), r.clone());
+        let guest = self
+            .host
+            .transact(move |st, ev| {
+                if !st.exists(id, &t2, &r2)? {
+                    st.remove(id, &t2, &r2, ev)?; // answers DeviceNotFound
+                }
+                Ok(st.guest_of(id, &t2, &r2).or(host_guest))
+            })
+            .await?;
+        let deadline = started + options.timeout;
+        if !options.force {
+            // A busy guest: ask again with back-off, as the QEMU driver does.
+            let mut backoff = Duration::from_millis(20);
+            for _ in 0..guest.busy.unwrap_or(0) {
+                if Instant::now() + backoff >= deadline {
+                    return Err(Error::Timeout {
+                        operation: format!(
+                            "detach of {t} {r}: the guest was busy the whole time, and nothing was requested; detach again with a longer timeout"
+                        ),
+                        after: options.timeout,
+                    });
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+        let removal = guest.removal.unwrap_or(Removal::Immediate);
         let (id, t2, r2, force) = (domid(domain)?, t.clone(), r.clone(), options.force);
         let done = self
             .host
@@ -152,6 +183,11 @@ impl MockDriver {
                     (true, _) | (false, Removal::Immediate) => {
                         st.remove(id, &t2, &r2, ev).map(|()| true)
                     }
+                    (false, Removal::Refuse) => Err(Error::RemovalRefused {
+                        domain: st.as_domain(id).name,
+                        device_type: t2.to_string(),
+                        reference: r2.to_string(),
+                    }),
                     (false, Removal::Pending) => {
                         st.mark_pending(id, &t2, &r2, None, ev).map(|()| false)
                     }
@@ -165,7 +201,6 @@ impl MockDriver {
             return Ok(());
         }
         // Wait for the simulated guest: until the removal's due time, a release, or the timeout.
-        let deadline = started + options.timeout;
         loop {
             let released = self.control.released.notified();
             let (id, t2, r2) = (domid(domain)?, t.clone(), r.clone());
@@ -365,9 +400,15 @@ impl Driver for MockDriver {
             reference.clone(),
             attributes.clone(),
         );
+        let guest = self
+            .control
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .guest;
         let body = self
             .host
-            .transact(move |st, ev| st.update(id, &t, &r, &a, ev));
+            .transact(move |st, ev| st.update(id, &t, &r, &a, guest, ev));
         let ctx = CallCtx {
             domain: Some(domain),
             device_type: Some(device_type),

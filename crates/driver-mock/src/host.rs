@@ -14,7 +14,36 @@ use crate::rules::Rules;
 impl HostState {
     /// The default host: `Domain-0` (id 0) and `demo` (id 1) with one disk and one NIC.
     pub fn default_host() -> HostState {
+        HostState::new_host(None)
+    }
+
+    /// A new host: the default one, or for `like=DRIVER` the domains of that driver's profile
+    /// (ids from 1, `Domain-0` is 0) without devices.
+    pub fn new_host(like: Option<crate::Like>) -> HostState {
+        if let Some(l) = like {
+            let p = l.profile();
+            let first = u32::from(p.domains.first().map(String::as_str) != Some("Domain-0"));
+            let mut h = HostState {
+                like: Some(l.as_str().to_owned()),
+                ..HostState::new_host(None)
+            };
+            h.domains.clear();
+            for (i, name) in p.domains.iter().enumerate() {
+                let id = first + i as u32;
+                h.domains.insert(
+                    id,
+                    DomainState {
+                        id,
+                        name: name.clone(),
+                        devices: BTreeMap::new(),
+                        guest: None,
+                    },
+                );
+            }
+            return h;
+        }
         let mut h = HostState {
+            like: None,
             version: FORMAT_VERSION,
             domains: BTreeMap::new(),
             device_types: Vec::new(),
@@ -30,6 +59,7 @@ impl HostState {
                     id,
                     name: name.into(),
                     devices: BTreeMap::new(),
+                    guest: None,
                 },
             );
         }
@@ -56,6 +86,9 @@ impl HostState {
                 "version {} is not supported (expected {FORMAT_VERSION})",
                 self.version
             ));
+        }
+        if let Some(l) = &self.like {
+            l.parse::<crate::Like>()?;
         }
         let mut seen = Vec::new();
         for t in &self.device_types {
@@ -103,6 +136,9 @@ impl HostState {
         if let Some(c) = self.device_types.iter().find(|c| &c.name == t) {
             return Some(Rules::Custom(c));
         }
+        if let Some(p) = crate::like::profile_of(&self.like) {
+            return p.device_type(t).map(Rules::Like);
+        }
         match t.as_str() {
             "disk" => Some(Rules::Disk),
             "network" => Some(Rules::Network),
@@ -112,7 +148,14 @@ impl HostState {
 
     /// Every device type's schema.
     pub fn schemas(&self) -> Vec<DeviceTypeSchema> {
-        let mut types: Vec<DeviceType> = vec![DeviceType::DISK, DeviceType::NETWORK];
+        let mut types: Vec<DeviceType> = match crate::like::profile_of(&self.like) {
+            Some(p) => p
+                .device_types
+                .iter()
+                .map(|tp| tp.schema.device_type.clone())
+                .collect(),
+            None => vec![DeviceType::DISK, DeviceType::NETWORK],
+        };
         for c in &self.device_types {
             if !types.contains(&c.name) {
                 types.push(c.name.clone());
@@ -275,6 +318,7 @@ impl HostState {
                     state: DeviceState::Connected,
                     attrs: listed,
                     removal_due_ms: None,
+                    guest: None,
                 },
             );
         events.push(DeviceEvent::Added {
@@ -348,14 +392,29 @@ impl HostState {
         Ok(())
     }
 
+    /// The guest's own knobs for a device: the device's, then its domain's (the host's
+    /// defaults are the caller's to add).
+    pub fn guest_of(&self, domid: u32, t: &DeviceType, r: &DeviceRef) -> crate::Guest {
+        let Some(d) = self.domains.get(&domid) else {
+            return crate::Guest::default();
+        };
+        let dev = d
+            .devices
+            .get(t)
+            .and_then(|m| m.get(&RefKey::of(r)))
+            .and_then(|dev| dev.guest);
+        dev.unwrap_or_default().or(d.guest.unwrap_or_default())
+    }
+
     /// Change updatable attributes of a device in place. Validates everything before changing
-    /// anything.
+    /// anything. `host_guest` is the host's guest knobs.
     pub fn update(
         &mut self,
         domid: u32,
         t: &DeviceType,
         r: &DeviceRef,
         attrs: &Attributes,
+        host_guest: crate::Guest,
         events: &mut Vec<DeviceEvent>,
     ) -> Result<()> {
         let rules = self.rules(t).ok_or_else(|| Error::Unsupported {
@@ -370,7 +429,8 @@ impl HostState {
             .get(t)
             .and_then(|m| m.get(&RefKey::of(r)))
             .ok_or_else(|| not_found(&domain, t, r))?;
-        let changes = rules.update(dev, attrs)?;
+        let guest = self.guest_of(domid, t, r).or(host_guest);
+        let changes = rules.update(dev, attrs, guest)?;
         // Validated: now change.
         let dev = self
             .domain_mut(domid)?

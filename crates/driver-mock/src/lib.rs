@@ -8,12 +8,14 @@ mod error;
 mod events;
 mod format;
 mod host;
+mod like;
 mod rules;
 mod store;
 
 pub use config::{MockConfig, Source, DEFAULT_LOCK_TIMEOUT, DURATION_RANGE, OPTIONS};
-pub use control::{Call, Fault, MockControl, Op, Removal, CALL_LOG_CAPACITY};
+pub use control::{Call, Fault, Guest, MockControl, Op, Removal, CALL_LOG_CAPACITY};
 pub use driver::MockDriver;
+pub use like::{Like, PROFILE_JSON};
 pub use format::{
     CustomAttr, CustomType, DeviceRecord, DomainState, HostState, JournalEntry, FORMAT_VERSION,
     JOURNAL_LEN,

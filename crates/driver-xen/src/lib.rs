@@ -15,6 +15,7 @@ mod libxl;
 mod listing;
 mod paths;
 mod plug;
+mod profile;
 mod rollback;
 mod vbd;
 mod vif;
@@ -25,6 +26,7 @@ pub use config::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
 };
 pub use driver::XenDriver;
+pub use profile::profile;
 pub use error::{LibxlConfigError, XsError};
 pub use xenstore::MAX_PAYLOAD;
 
