@@ -48,6 +48,8 @@ pub struct MockDriver {
     host: Arc<Host>,
     control: MockControl,
     description: String,
+    /// Whether the host's device types have updatable attributes (not those `like=xen`).
+    updates: bool,
 }
 
 impl fmt::Debug for MockDriver {
@@ -61,19 +63,26 @@ impl fmt::Debug for MockDriver {
 impl MockDriver {
     /// Open a mock host as a URI's options say.
     pub fn open_blocking(config: MockConfig) -> Result<Self> {
-        let (store, description) = match &config.source {
+        let (store, description, like) = match &config.source {
             Source::Default => (
                 Store::Memory(Mutex::new(HostState::new_host(config.like))),
                 match config.like {
                     None => "in-memory default host".to_owned(),
                     Some(l) => format!("in-memory host like {l}"),
                 },
+                config.like.map(|l| l.as_str().to_owned()),
             ),
-            Source::File(p) => (
-                Store::open_file(p.clone(), config.lock_timeout, config.like)?,
-                format!("state file {}", p.display()),
-            ),
+            Source::File(p) => {
+                let (store, like) =
+                    Store::open_file(p.clone(), config.lock_timeout, config.like)?;
+                (store, format!("state file {}", p.display()), like)
+            }
         };
+        let updates = crate::like::profile_of(&like).is_none_or(|p| {
+            p.device_types
+                .iter()
+                .any(|t| t.schema.attributes.iter().any(|a| a.updatable))
+        });
         let host = Arc::new(Host {
             store,
             events: EventHub::new(crate::NAME),
@@ -92,6 +101,7 @@ impl MockDriver {
             host,
             control,
             description,
+            updates,
         })
     }
 
@@ -236,6 +246,7 @@ impl Driver for MockDriver {
         // A mock domain has one configuration, the running one.
         Capabilities {
             scopes: ScopeSet::LIVE,
+            update: self.updates,
             ..Capabilities::ALL
         }
     }

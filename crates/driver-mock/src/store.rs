@@ -35,7 +35,7 @@ impl Store {
         path: PathBuf,
         lock_timeout: Duration,
         like: Option<crate::Like>,
-    ) -> Result<Store> {
+    ) -> Result<(Store, Option<String>)> {
         let _lock = lock(&path, lock_timeout)?;
         let (st, _) = load_or_create(&path, like)?;
         if let Some(l) = like {
@@ -48,7 +48,7 @@ impl Store {
                 .into());
             }
         }
-        Ok(Store::File(path, lock_timeout))
+        Ok((Store::File(path, lock_timeout), st.like))
     }
 
     /// Run `f` on the state after completing due removals; persist any change. When `f` fails

@@ -114,7 +114,11 @@ pub fn profile() -> DriverProfile {
                     ("model".into(), list(NIC_ATTACH_MODELS)),
                     ("link".into(), list(&["up", "down"])),
                 ]),
-                defaults: map([("model", NIC_ATTACH_MODELS[0]), ("link", "up")]),
+                defaults: map([
+                    ("netdev", NETDEVS[0]),
+                    ("model", NIC_ATTACH_MODELS[0]),
+                    ("link", "up"),
+                ]),
                 forms: BTreeMap::from([
                     ("id".into(), ValueForm::Id),
                     ("mac".into(), ValueForm::Mac),
