@@ -453,16 +453,11 @@ pub(crate) fn update(
     if medium_change {
         let m = tp.medium.as_ref().expect("medium");
         if g.get(&m.medium).is_some_and(|s| !s.is_empty()) {
-            // A new medium is listed with its format (the default when not given).
-            for (name, _) in tp.values.iter() {
-                if changes.get(name).is_none() {
-                    if let Some(d) = tp
-                        .constraints
-                        .iter()
-                        .find(|c| &c.attribute == name && c.values.len() > 1)
-                        .map(|c| c.values[0].clone())
-                    {
-                        changes.insert(name.clone(), d)?;
+            // A new medium is listed with the defaults of what comes with it (its format).
+            for spec in tp.schema.attributes.iter().filter(|a| a.updatable && a.listed) {
+                if changes.get(&spec.name).is_none() && spec.name != m.medium {
+                    if let Some(d) = tp.defaults.get(&spec.name) {
+                        changes.insert(spec.name.clone(), d.clone())?;
                     }
                 }
             }

@@ -32,6 +32,8 @@ pub fn profile() -> DriverProfile {
     let mut models = BTreeMap::new();
     for (bus, hd, cd) in DISK_BUSES {
         models.insert(format!("{bus}+disk"), (*hd).to_owned());
+        // `media` has no default (a disk lists none): the bus alone is a disk.
+        models.insert((*bus).to_owned(), (*hd).to_owned());
         if let Some(cd) = cd {
             models.insert(format!("{bus}+cdrom"), (*cd).to_owned());
         }
@@ -60,7 +62,7 @@ pub fn profile() -> DriverProfile {
                     ),
                     ("format".into(), list(FORMATS)),
                 ]),
-                defaults: map([("bus", "scsi"), ("readonly", "false")]),
+                defaults: map([("bus", "scsi"), ("readonly", "false"), ("format", FORMATS[0])]),
                 forms: BTreeMap::from([
                     ("id".into(), ValueForm::Id),
                     ("readonly".into(), ValueForm::Bool),
