@@ -270,18 +270,19 @@ pub fn qemu(domain: &str, dir: &std::path::Path) -> Scenario {
 }
 
 /// The scenario in the Xen driver's vocabulary (no CD-ROM drives: the Xen driver updates
-/// nothing), with its images in `dir`.
-pub fn xen(domain: &str, dir: &std::path::Path) -> Scenario {
-    let uname = |n: &str| format!("file:{}", image(dir, n));
+/// nothing), with its images `vdev-scenario-NAME` in `dir` of the backend domain (the Xen
+/// driver does not look at them; Domain-0's hotplug script does).
+pub fn xen(domain: &str, dir: &str) -> Scenario {
+    let uname = |n: &str| format!("file:{dir}/vdev-scenario-{n}");
     Scenario {
         domain: domain.into(),
-        disk: attrs(&[("uname", uname("disk.img")), ("dev", "xvdq".into()), ("mode", "w".into())]),
+        disk: attrs(&[("uname", uname("disk.img")), ("dev", "xvdc".into()), ("mode", "w".into())]),
         nic: attrs(&[("mac", "00:16:3e:5c:00:01".into())]),
         cdrom: None,
         bad_attach: vec![
             (
                 DeviceType::DISK,
-                attrs(&[("uname", uname("b.img")), ("dev", "xvdr".into()), ("mode", "x".into())]),
+                attrs(&[("uname", uname("b.img")), ("dev", "xvdd".into()), ("mode", "x".into())]),
                 "invalid-attribute",
             ),
             (
@@ -291,12 +292,12 @@ pub fn xen(domain: &str, dir: &std::path::Path) -> Scenario {
             ),
             (
                 DeviceType::DISK,
-                attrs(&[("uname", uname("d.img")), ("dev", "xvdr".into()), ("format", "qcow2".into())]),
+                attrs(&[("uname", uname("d.img")), ("dev", "xvdd".into()), ("format", "qcow2".into())]),
                 "invalid-attribute",
             ),
             (
                 DeviceType::DISK,
-                attrs(&[("uname", uname("e.img")), ("dev", "xvdq".into())]),
+                attrs(&[("uname", uname("e.img")), ("dev", "xvdc".into())]),
                 "device-exists",
             ),
         ],
