@@ -154,59 +154,61 @@ impl MockDriver {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .guest;
-        let (id, t2, r2) = (domid(domain)?, t.clone(), r.clone());
-        let guest = self
-            .host
-            .transact(move |st, ev| {
-                if !st.exists(id, &t2, &r2)? {
-                    st.remove(id, &t2, &r2, ev)?; // answers DeviceNotFound
-                }
-                Ok(st.guest_of(id, &t2, &r2).or(host_guest))
-            })
-            .await?;
         let deadline = started + options.timeout;
-        if !options.force {
-            // A busy guest: ask again with back-off, as the QEMU driver does.
-            let mut backoff = Duration::from_millis(20);
-            for _ in 0..guest.busy.unwrap_or(0) {
-                if Instant::now() + backoff >= deadline {
-                    return Err(Error::Timeout {
-                        operation: format!(
-                            "detach of {t} {r}: the guest was busy the whole time, and nothing was requested; detach again with a longer timeout"
-                        ),
-                        after: options.timeout,
-                    });
+        let (id, force) = (domid(domain)?, options.force);
+        // The busy answers come first; the request is then made in the same transaction that
+        // reads the knobs, so a guest that is never busy costs one transaction.
+        let mut busy_left: Option<u32> = None;
+        let mut backoff = Duration::from_millis(20);
+        let done = loop {
+            let (t2, r2) = (t.clone(), r.clone());
+            let step = self
+                .host
+                .transact(move |st, ev| {
+                    if !st.exists(id, &t2, &r2)? {
+                        st.remove(id, &t2, &r2, ev)?; // answers DeviceNotFound
+                    }
+                    let guest = st.guest_of(id, &t2, &r2).or(host_guest);
+                    let busy = busy_left.unwrap_or(guest.busy.unwrap_or(0));
+                    if busy > 0 && !force {
+                        return Ok(Err(busy));
+                    }
+                    match (force, guest.removal.unwrap_or(Removal::Immediate)) {
+                        (true, _) | (false, Removal::Immediate) => {
+                            st.remove(id, &t2, &r2, ev).map(|()| Ok(true))
+                        }
+                        (false, Removal::Refuse) => Err(Error::RemovalRefused {
+                            domain: st.as_domain(id).name,
+                            device_type: t2.to_string(),
+                            reference: r2.to_string(),
+                        }),
+                        (false, Removal::Pending) => {
+                            st.mark_pending(id, &t2, &r2, None, ev).map(|()| Ok(false))
+                        }
+                        (false, Removal::After(d)) => st
+                            .mark_pending(id, &t2, &r2, Some(now_ms() + d.as_millis() as u64), ev)
+                            .map(|()| Ok(false)),
+                    }
+                })
+                .await?;
+            match step {
+                Ok(done) => break done,
+                Err(busy) => {
+                    // A busy guest: ask again with back-off, as the QEMU driver does.
+                    if Instant::now() + backoff >= deadline {
+                        return Err(Error::Timeout {
+                            operation: format!(
+                                "detach of {t} {r}: the guest was busy the whole time, and nothing was requested; detach again with a longer timeout"
+                            ),
+                            after: options.timeout,
+                        });
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    busy_left = Some(busy - 1);
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
             }
-        }
-        let removal = guest.removal.unwrap_or(Removal::Immediate);
-        let (id, t2, r2, force) = (domid(domain)?, t.clone(), r.clone(), options.force);
-        let done = self
-            .host
-            .transact(move |st, ev| {
-                if !st.exists(id, &t2, &r2)? {
-                    st.remove(id, &t2, &r2, ev)?; // answers DeviceNotFound
-                }
-                match (force, removal) {
-                    (true, _) | (false, Removal::Immediate) => {
-                        st.remove(id, &t2, &r2, ev).map(|()| true)
-                    }
-                    (false, Removal::Refuse) => Err(Error::RemovalRefused {
-                        domain: st.as_domain(id).name,
-                        device_type: t2.to_string(),
-                        reference: r2.to_string(),
-                    }),
-                    (false, Removal::Pending) => {
-                        st.mark_pending(id, &t2, &r2, None, ev).map(|()| false)
-                    }
-                    (false, Removal::After(d)) => st
-                        .mark_pending(id, &t2, &r2, Some(now_ms() + d.as_millis() as u64), ev)
-                        .map(|()| false),
-                }
-            })
-            .await?;
+        };
         if done {
             return Ok(());
         }

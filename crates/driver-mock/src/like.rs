@@ -83,16 +83,16 @@ pub(crate) fn profile_of(like: &Option<String>) -> Option<&'static DriverProfile
 
 /// The attributes as given, under each attribute's name, in the form the driver lists them.
 struct Given<'a> {
-    tp: &'a TypeProfile,
-    values: Vec<(&'a str, String)>,
+    tp: &'static TypeProfile,
+    values: Vec<(&'static str, Cow<'a, str>)>,
 }
 
 impl<'a> Given<'a> {
-    fn read(tp: &'a TypeProfile, attrs: &Attributes) -> Given<'a> {
-        let mut values = Vec::new();
+    fn read(tp: &'static TypeProfile, attrs: &'a Attributes) -> Given<'a> {
+        let mut values = Vec::with_capacity(attrs.len());
         for spec in &tp.schema.attributes {
             if let Some(v) = spec.names().find_map(|n| attrs.get(n)) {
-                values.push((spec.name.as_str(), spec.normal(v).into_owned()));
+                values.push((spec.name.as_str(), spec.normal(v)));
             }
         }
         Given { tp, values }
@@ -102,21 +102,27 @@ impl<'a> Given<'a> {
         self.values
             .iter()
             .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// The value, given or by default (a constraint of one value that applies, then the
     /// plain default).
     fn effective(&self, name: &str) -> Option<Cow<'_, str>> {
-        if let Some(v) = self.get(name) {
-            return Some(Cow::Borrowed(v));
+        match self.get(name) {
+            Some(v) => Some(Cow::Borrowed(v)),
+            None => self.default_of(name).map(Cow::Borrowed),
         }
+    }
+
+    /// The value an attribute not given takes: a constraint of one value that applies, else
+    /// the plain default.
+    fn default_of(&self, name: &str) -> Option<&'static str> {
         for c in &self.tp.constraints {
             if c.attribute == name && c.values.len() == 1 && self.holds(&c.when) {
-                return Some(Cow::Borrowed(c.values[0].as_str()));
+                return Some(c.values[0].as_str());
             }
         }
-        self.tp.defaults.get(name).map(|v| Cow::Borrowed(v.as_str()))
+        self.tp.defaults.get(name).map(String::as_str)
     }
 
     fn holds(&self, when: &std::collections::BTreeMap<String, String>) -> bool {
@@ -127,7 +133,7 @@ impl<'a> Given<'a> {
 
 /// Validate attributes and compute the reference and the listed attributes. Changes nothing.
 pub(crate) fn create(
-    tp: &TypeProfile,
+    tp: &'static TypeProfile,
     h: &HostState,
     domid: u32,
     t: &DeviceType,
@@ -149,7 +155,7 @@ pub(crate) fn create(
     for (name, v) in &g.values {
         let name = *name;
         if let Some(allowed) = tp.values.get(name) {
-            if !allowed.iter().any(|a| a == v) {
+            if !allowed.iter().any(|a| a == v.as_ref()) {
                 return Err(Error::invalid_attribute(
                     name,
                     format!(
@@ -244,12 +250,18 @@ pub(crate) fn create(
     };
     let mut listed = Attributes::new();
     for spec in tp.schema.attributes.iter().filter(|s| s.listed) {
-        if let Some(v) = g.effective(&spec.name) {
-            listed.insert(spec.name.clone(), v.into_owned())?;
+        let name = spec.name.as_str();
+        match g.get(name) {
+            Some(v) => listed.insert(name, v.to_owned())?,
+            None => {
+                if let Some(d) = g.default_of(name) {
+                    listed.insert(name, d)?;
+                }
+            }
         }
     }
     if let RefFormat::Attribute { attribute, .. } = &tp.reference {
-        listed.insert(attribute.clone(), reference.to_string())?;
+        listed.insert(attribute.as_str(), reference.to_string())?;
     }
     for (name, prefix) in &tp.generated_mac {
         if g.get(name).is_none() {
@@ -261,7 +273,7 @@ pub(crate) fn create(
                 }
                 n = n.wrapping_add(1);
             };
-            listed.insert(name.clone(), mac)?;
+            listed.insert(name.as_str(), mac)?;
         }
     }
     for name in &tp.unique {
@@ -284,18 +296,20 @@ pub(crate) fn create(
         }
     }
     for (name, d) in &tp.derived {
-        let key: Vec<String> = d
-            .from
-            .iter()
-            .map(|f| g.effective(f).map(Cow::into_owned).unwrap_or_default())
-            .collect();
-        let key = key.join("+");
-        let found = d.map.get(&key).or_else(|| {
-            // Combinations are written with every attribute; a default-less one may be absent.
-            d.map.get(key.trim_end_matches('+'))
-        });
+        let mut key = String::new();
+        for (i, f) in d.from.iter().enumerate() {
+            if i > 0 {
+                key.push('+');
+            }
+            key.push_str(g.effective(f).as_deref().unwrap_or_default());
+        }
+        // Combinations are written with every attribute; a default-less one may be absent.
+        let found = d
+            .map
+            .get(&key)
+            .or_else(|| d.map.get(key.trim_end_matches('+')));
         if let Some(v) = found {
-            listed.insert(name.clone(), v.clone())?;
+            listed.insert(name.as_str(), v.as_str())?;
         }
     }
     Ok((reference, listed))
@@ -372,7 +386,7 @@ fn check_form(h: &HostState, name: &str, v: &str, form: &ValueForm) -> Result<()
 /// Validate an update of `dev` and return what changes. Changes nothing. The core has checked
 /// that every name is updatable. `guest` is the guest's behaviour towards the device.
 pub(crate) fn update(
-    tp: &TypeProfile,
+    tp: &'static TypeProfile,
     dev: &DeviceRecord,
     attrs: &Attributes,
     guest: Guest,
@@ -394,7 +408,7 @@ pub(crate) fn update(
     for (name, v) in &g.values {
         if let Some(allowed) = tp.values.get(*name) {
             if !(v.is_empty() && tp.medium.as_ref().is_some_and(|m| m.medium == *name))
-                && !allowed.iter().any(|a| a == v)
+                && !allowed.iter().any(|a| a == v.as_ref())
             {
                 return Err(Error::invalid_attribute(
                     *name,
@@ -448,7 +462,7 @@ pub(crate) fn update(
         if tp.medium.as_ref().is_some_and(|m| m.force == *name) {
             continue;
         }
-        changes.insert((*name).to_owned(), v.clone())?;
+        changes.insert((*name).to_owned(), v.clone().into_owned())?;
     }
     if medium_change {
         let m = tp.medium.as_ref().expect("medium");

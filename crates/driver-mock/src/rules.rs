@@ -17,7 +17,7 @@ pub enum Rules<'a> {
     /// Defined in the state file.
     Custom(&'a CustomType),
     /// A real driver's type (`like=DRIVER`), from its profile.
-    Like(&'a vdev_core::profile::TypeProfile),
+    Like(&'static vdev_core::profile::TypeProfile),
 }
 
 const DISK_DESC: &str = "a virtual block device (Xen vbd vocabulary); its ref is the Xen device number of `dev` (xvdb = 51728)";
