@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use vdev_core::{ConnectUri, Error, Result};
 
-use crate::control::{Fault, Guest, Op, Removal};
+use crate::control::{Connect, Fault, Guest, Op, Removal};
 use crate::like::Like;
 
 /// Where the host's state lives.
@@ -39,7 +39,7 @@ pub struct MockConfig {
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The options the mock driver knows.
-pub const OPTIONS: &[&str] = &["fail", "latency", "removal", "lock_timeout", "like", "tray", "busy"];
+pub const OPTIONS: &[&str] = &["fail", "latency", "removal", "lock_timeout", "like", "tray", "busy", "connect"];
 
 /// The bounds of the duration options (`latency`, `removal=DURATION`): 0 to one hour.
 pub const DURATION_RANGE: std::ops::RangeInclusive<Duration> =
@@ -101,6 +101,10 @@ impl MockConfig {
                 ))
             })?),
         };
+        let connect = match uri.option("connect") {
+            None => None,
+            Some(v) => Some(v.parse::<Connect>().map_err(|e| uri.invalid(e))?),
+        };
         let like = match uri.option("like") {
             None => None,
             Some(v) => Some(v.parse::<Like>().map_err(|e| uri.invalid(e))?),
@@ -118,6 +122,7 @@ impl MockConfig {
                 removal,
                 tray_locked,
                 busy,
+                connect,
             },
             like,
             lock_timeout,

@@ -152,6 +152,57 @@ impl<'de> serde::Deserialize<'de> for Removal {
     }
 }
 
+/// When the simulated guest connects a new device (`like=` hosts whose driver lists a new
+/// device as not yet connected, such as Xen's `init-wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// At once (the device is listed connected after attach).
+    Immediate,
+    /// Never: the device stays in its first state (a guest without the driver, or stuck).
+    Never,
+    /// After this delay.
+    After(Duration),
+}
+
+impl FromStr for Connect {
+    type Err = String;
+    /// `immediate`, `never`, or a delay between 0 and 1 h (`2s`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "immediate" => Ok(Connect::Immediate),
+            "never" => Ok(Connect::Never),
+            d => humantime::parse_duration(d)
+                .ok()
+                .filter(|d| crate::DURATION_RANGE.contains(d))
+                .map(Connect::After)
+                .ok_or_else(|| format!("connect={s}: write connect=immediate, never or a delay between 0 s and 1 h such as connect=2s")),
+        }
+    }
+}
+
+impl fmt::Display for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Connect::Immediate => f.write_str("immediate"),
+            Connect::Never => f.write_str("never"),
+            Connect::After(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl serde::Serialize for Connect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Connect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// How the simulated guest behaves, for a whole host (URI options, [`MockControl::set_guest`]),
 /// a domain or one device (the state file, [`MockControl::set_domain_guest`],
 /// [`MockControl::set_device_guest`]). A knob left `None` is taken from the wider level:
@@ -174,6 +225,10 @@ pub struct Guest {
     /// requested nothing, when its timeout comes first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub busy: Option<u32>,
+    /// When the guest connects a new device, where the driver lists new devices as not yet
+    /// connected (`like=xen`: `init-wait` until then); at once by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Connect>,
 }
 
 impl Guest {
@@ -183,6 +238,7 @@ impl Guest {
             removal: self.removal.or(wider.removal),
             tray_locked: self.tray_locked.or(wider.tray_locked),
             busy: self.busy.or(wider.busy),
+            connect: self.connect.or(wider.connect),
         }
     }
 

@@ -113,6 +113,15 @@ impl MockDriver {
             .map_err(|e| Error::backend_with(crate::NAME, "opening the mock host failed", e))?
     }
 
+    /// The host-wide guest knobs.
+    fn host_guest(&self) -> crate::Guest {
+        self.control
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .guest
+    }
+
     /// The control handle of this host.
     pub fn control(&self) -> MockControl {
         self.control.clone()
@@ -309,7 +318,10 @@ impl Driver for MockDriver {
         _options: &AttachOptions,
     ) -> Result<DeviceRef> {
         let (id, t, a) = (domid(domain)?, device_type.clone(), attributes.clone());
-        let body = self.host.transact(move |st, ev| st.attach(id, &t, &a, ev));
+        let guest = self.host_guest();
+        let body = self
+            .host
+            .transact(move |st, ev| st.attach(id, &t, &a, guest, ev));
         let ctx = CallCtx {
             domain: Some(domain),
             device_type: Some(device_type),
@@ -346,13 +358,14 @@ impl Driver for MockDriver {
             }
         }
         let batch = devices.to_vec();
+        let guest = self.host_guest();
         let result = self
             .host
             .transact(move |st, ev| {
                 let (before, seen) = (st.clone(), ev.len());
                 let mut refs = Vec::with_capacity(batch.len());
                 for (i, d) in batch.iter().enumerate() {
-                    match st.attach(id, &d.device_type, &d.attributes, ev) {
+                    match st.attach(id, &d.device_type, &d.attributes, guest, ev) {
                         Ok(r) => refs.push(r),
                         Err(e) => {
                             *st = before;

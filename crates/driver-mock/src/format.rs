@@ -127,6 +127,10 @@ pub struct DeviceRecord {
     /// When a pending removal completes by itself (milliseconds since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal_due_ms: Option<u64>,
+    /// When the guest connects the device (milliseconds since the Unix epoch), while it waits
+    /// for the guest (`init-wait`); absent while waiting: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_due_ms: Option<u64>,
     /// The guest's behaviour towards this device, where it differs from its domain's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guest: Option<crate::Guest>,

@@ -70,11 +70,11 @@ impl HostState {
             ("mode", "w"),
         ])
         .expect("valid");
-        h.attach(1, &DeviceType::DISK, &disk, &mut ev)
+        h.attach(1, &DeviceType::DISK, &disk, Default::default(), &mut ev)
             .expect("default disk");
         let nic = Attributes::from_pairs([("mac", "00:16:3e:00:00:01"), ("bridge", "xenbr0")])
             .expect("valid");
-        h.attach(1, &DeviceType::NETWORK, &nic, &mut ev)
+        h.attach(1, &DeviceType::NETWORK, &nic, Default::default(), &mut ev)
             .expect("default nic");
         h
     }
@@ -214,6 +214,22 @@ impl HostState {
             let domain = self.as_domain(id);
             let dom = self.domains.get_mut(&id).expect("listed");
             for (t, by_ref) in dom.devices.iter_mut() {
+                for dev in by_ref.values_mut() {
+                    match dev.connect_due_ms {
+                        Some(due) if due <= now_ms && dev.state != DeviceState::RemovalPending => {
+                            dev.connect_due_ms = None;
+                            dev.state = DeviceState::Connected;
+                            events.push(DeviceEvent::StateChanged {
+                                domain: domain.clone(),
+                                device_type: t.clone(),
+                                reference: dev.reference.clone(),
+                                state: DeviceState::Connected,
+                            });
+                        }
+                        Some(_) => still_due = true,
+                        None => {}
+                    }
+                }
                 by_ref.retain(|_, dev| {
                     let due = matches!(dev.removal_due_ms, Some(due) if due <= now_ms);
                     still_due |= dev.removal_due_ms.is_some() && !due;
@@ -269,12 +285,14 @@ impl HostState {
         Ok(out)
     }
 
-    /// Create a device. Validates everything before changing anything.
+    /// Create a device. Validates everything before changing anything. `host_guest` is the
+    /// host's guest knobs (for when the guest connects the device).
     pub fn attach(
         &mut self,
         domid: u32,
         t: &DeviceType,
         attrs: &Attributes,
+        host_guest: crate::Guest,
         events: &mut Vec<DeviceEvent>,
     ) -> Result<DeviceRef> {
         let rules = self.rules(t).ok_or_else(|| Error::Unsupported {
@@ -290,6 +308,10 @@ impl HostState {
         }
         let (reference, listed) = rules.create(self, domid, t, attrs)?;
         let is_xen = matches!(rules, Rules::Disk | Rules::Network);
+        let initial = match rules {
+            Rules::Like(tp) => tp.initial_state.clone(),
+            _ => None,
+        };
         let key = RefKey::of(&reference);
         if self.domains[&domid]
             .devices
@@ -306,6 +328,20 @@ impl HostState {
         if is_xen {
             self.next_port += 3; // ring refs and an event channel: distinct numbers
         }
+        let (state, connect_due_ms) = match initial {
+            Some(first) if first != DeviceState::Connected => {
+                let guest = self.domains[&domid].guest.unwrap_or_default().or(host_guest);
+                match guest.connect.unwrap_or(crate::Connect::Immediate) {
+                    crate::Connect::Immediate => (DeviceState::Connected, None),
+                    crate::Connect::Never => (first, None),
+                    crate::Connect::After(d) => {
+                        self.maybe_due = true;
+                        (first, Some(now_ms() + d.as_millis() as u64))
+                    }
+                }
+            }
+            _ => (DeviceState::Connected, None),
+        };
         self.domain_mut(domid)?
             .devices
             .entry(t.clone())
@@ -315,9 +351,10 @@ impl HostState {
                 DeviceRecord {
                     device_type: t.clone(),
                     reference: reference.clone(),
-                    state: DeviceState::Connected,
+                    state,
                     attrs: listed,
                     removal_due_ms: None,
+                    connect_due_ms,
                     guest: None,
                 },
             );

@@ -13,7 +13,7 @@ mod rules;
 mod store;
 
 pub use config::{MockConfig, Source, DEFAULT_LOCK_TIMEOUT, DURATION_RANGE, OPTIONS};
-pub use control::{Call, Fault, Guest, MockControl, Op, Removal, CALL_LOG_CAPACITY};
+pub use control::{Call, Connect, Fault, Guest, MockControl, Op, Removal, CALL_LOG_CAPACITY};
 pub use driver::MockDriver;
 pub use like::{Like, PROFILE_JSON};
 pub use format::{

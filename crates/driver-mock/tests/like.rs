@@ -130,7 +130,7 @@ async fn a_state_file_keeps_its_language_and_its_knobs() {
     let uri = format!("mock://{}?like=qemu", path.display());
     let (conn, control) = connect_with_control(&uri).await.unwrap();
     control
-        .set_domain_guest("demo", Guest { removal: Some(Removal::After(Duration::from_millis(20))), tray_locked: Some(true), busy: None })
+        .set_domain_guest("demo", Guest { removal: Some(Removal::After(Duration::from_millis(20))), tray_locked: Some(true), busy: None, connect: None })
         .await
         .unwrap();
     conn.close().await.unwrap();
@@ -145,4 +145,26 @@ async fn a_state_file_keeps_its_language_and_its_knobs() {
     // With another like=: refused, naming the file's.
     let e = connect_with_control(&format!("mock://{}?like=xen", path.display())).await.unwrap_err();
     assert!(matches!(e, Error::InvalidUri { .. }) && e.to_string().contains("qemu"), "{e}");
+}
+
+#[tokio::test]
+async fn a_xen_guest_connects_new_devices_when_its_knob_says() {
+    for (uri, first) in [
+        ("mock:///default?like=xen", DeviceState::Connected),
+        ("mock:///default?like=xen&connect=never", DeviceState::InitWait),
+        ("mock:///default?like=xen&connect=20ms", DeviceState::InitWait),
+    ] {
+        let (conn, _) = connect_with_control(uri).await.unwrap();
+        let d = conn.domain("demo").await.unwrap();
+        conn.attach(&d, &DeviceType::NETWORK, &Attributes::new()).await.unwrap();
+        assert_eq!(conn.devices(&d, None).await.unwrap()[0].state, first, "{uri}");
+        if uri.ends_with("20ms") {
+            // Connected once the delay has passed (bounded wait, not a timing claim).
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while conn.devices(&d, None).await.unwrap()[0].state != DeviceState::Connected {
+                assert!(std::time::Instant::now() < deadline, "never connected");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
 }

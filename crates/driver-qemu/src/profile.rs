@@ -99,6 +99,7 @@ pub fn profile() -> DriverProfile {
                         map: models,
                     },
                 )]),
+                initial_state: None,
                 medium: Some(MediumRule {
                     when: ("media".into(), "cdrom".into()),
                     medium: "source".into(),
@@ -139,6 +140,7 @@ pub fn profile() -> DriverProfile {
                 unique: list(&["mac"]),
                 generated_mac: map([("mac", "52:54:00")]),
                 derived: BTreeMap::new(),
+                initial_state: None,
                 medium: None,
             },
         ],

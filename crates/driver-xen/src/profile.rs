@@ -6,6 +6,7 @@
 use std::collections::BTreeMap;
 
 use vdev_core::profile::{DriverProfile, RefFormat, TypeProfile, ValueForm, PROFILE_VERSION};
+use vdev_core::DeviceState;
 
 /// The driver's profile: what `mock:///default?like=xen` loads.
 pub fn profile() -> DriverProfile {
@@ -37,6 +38,8 @@ pub fn profile() -> DriverProfile {
                 unique: Vec::new(),
                 generated_mac: BTreeMap::new(),
                 derived: BTreeMap::new(),
+                // Listed so until the guest's frontend connects (XenBus state 2 of the backend).
+                initial_state: Some(DeviceState::InitWait),
                 medium: None,
             },
             TypeProfile {
@@ -57,6 +60,8 @@ pub fn profile() -> DriverProfile {
                 unique: Vec::new(),
                 generated_mac: BTreeMap::from([("mac".into(), "00:16:3e".into())]),
                 derived: BTreeMap::new(),
+                // Listed so until the guest's frontend connects (XenBus state 2 of the backend).
+                initial_state: Some(DeviceState::InitWait),
                 medium: None,
             },
         ],

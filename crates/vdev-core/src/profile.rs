@@ -78,6 +78,10 @@ pub struct TypeProfile {
     /// Listed attributes computed from another one: name → how.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub derived: BTreeMap<String, Derived>,
+    /// The state a new device is listed in until its guest connects it (Xen: `init-wait`, the
+    /// backend waiting for the frontend); `None`: connected at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_state: Option<crate::DeviceState>,
     /// Removable media (a CD-ROM drive), if this type has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub medium: Option<MediumRule>,

@@ -120,23 +120,38 @@ impl MockControl {
 
     /// Set guest knobs (those not None): `removal` as in `set_removal`, `tray_locked` (a
     /// change of CD-ROM medium without force raises DeviceBusy), `busy` (the guest answers
-    /// busy to the first N unplug requests of each detach). For the whole host by default;
+    /// busy to the first N unplug requests of each detach), `connect` (`"immediate"`, `"never"`
+    /// or seconds: when the guest connects a new device, where the driver lists new devices as
+    /// waiting for it, as `like="xen"`). For the whole host by default;
     /// for one domain with `domain="NAME"`, one device with `device=(TYPE, REF)` too (kept in
     /// the host's state; awaitable on an asyncio connection's handle).
-    #[pyo3(signature = (*, removal = None, tray_locked = None, busy = None, domain = None, device = None))]
+    #[pyo3(signature = (*, removal = None, tray_locked = None, busy = None, connect = None, domain = None, device = None))]
+    #[allow(clippy::too_many_arguments)]
     fn set_guest(
         &self,
         py: Python<'_>,
         removal: Option<&Bound<'_, PyAny>>,
         tray_locked: Option<bool>,
         busy: Option<u32>,
+        connect: Option<&Bound<'_, PyAny>>,
         domain: Option<String>,
         device: Option<(String, String)>,
     ) -> PyResult<Py<PyAny>> {
+        let connect = match connect {
+            None => None,
+            Some(c) => Some(if let Ok(s) = c.cast::<PyString>() {
+                s.to_str()?
+                    .parse::<mock::Connect>()
+                    .map_err(|e| PyValueError::new_err(format!("connect: {e}")))?
+            } else {
+                mock::Connect::After(args::seconds("connect", c)?)
+            }),
+        };
         let guest = mock::Guest {
             removal: removal.map(removal_of).transpose()?,
             tray_locked,
             busy,
+            connect,
         };
         let c = self.inner.clone();
         let target = match (domain, device) {

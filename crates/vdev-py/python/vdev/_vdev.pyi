@@ -284,6 +284,7 @@ class MockControl:
         removal: Literal["immediate", "pending", "refuse"] | float | None = None,
         tray_locked: bool | None = None,
         busy: int | None = None,
+        connect: Literal["immediate", "never"] | float | None = None,
         domain: str | None = None,
         device: tuple[str, str] | None = None,
     ) -> Any:
