@@ -39,7 +39,16 @@ pub struct MockConfig {
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The options the mock driver knows.
-pub const OPTIONS: &[&str] = &["fail", "latency", "removal", "lock_timeout", "like", "tray", "busy", "connect"];
+pub const OPTIONS: &[&str] = &[
+    "fail",
+    "latency",
+    "removal",
+    "lock_timeout",
+    "like",
+    "tray",
+    "busy",
+    "connect",
+];
 
 /// The bounds of the duration options (`latency`, `removal=DURATION`): 0 to one hour.
 pub const DURATION_RANGE: std::ops::RangeInclusive<Duration> =

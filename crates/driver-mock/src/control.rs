@@ -291,11 +291,7 @@ impl fmt::Debug for MockControl {
 }
 
 impl MockControl {
-    pub(crate) fn new_state(
-        faults: Vec<Fault>,
-        latency: Duration,
-        guest: Guest,
-    ) -> ControlState {
+    pub(crate) fn new_state(faults: Vec<Fault>, latency: Duration, guest: Guest) -> ControlState {
         ControlState {
             faults: faults.into_iter().map(|f| (f, 0)).collect(),
             counts: [0; 8],
@@ -359,7 +355,9 @@ impl MockControl {
                     .domains
                     .values_mut()
                     .find(|d| d.name == name)
-                    .ok_or_else(|| Error::DomainNotFound { domain: name.clone() })?;
+                    .ok_or_else(|| Error::DomainNotFound {
+                        domain: name.clone(),
+                    })?;
                 d.guest = (!guest.is_empty()).then_some(guest);
                 Ok(())
             })
@@ -382,7 +380,9 @@ impl MockControl {
                     .domains
                     .values_mut()
                     .find(|d| d.name == name)
-                    .ok_or_else(|| Error::DomainNotFound { domain: name.clone() })?;
+                    .ok_or_else(|| Error::DomainNotFound {
+                        domain: name.clone(),
+                    })?;
                 let dev = d
                     .devices
                     .get_mut(&t)

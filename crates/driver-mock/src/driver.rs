@@ -73,8 +73,7 @@ impl MockDriver {
                 config.like.map(|l| l.as_str().to_owned()),
             ),
             Source::File(p) => {
-                let (store, like) =
-                    Store::open_file(p.clone(), config.lock_timeout, config.like)?;
+                let (store, like) = Store::open_file(p.clone(), config.lock_timeout, config.like)?;
                 (store, format!("state file {}", p.display()), like)
             }
         };

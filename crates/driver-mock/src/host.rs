@@ -330,7 +330,10 @@ impl HostState {
         }
         let (state, connect_due_ms) = match initial {
             Some(first) if first != DeviceState::Connected => {
-                let guest = self.domains[&domid].guest.unwrap_or_default().or(host_guest);
+                let guest = self.domains[&domid]
+                    .guest
+                    .unwrap_or_default()
+                    .or(host_guest);
                 match guest.connect.unwrap_or(crate::Connect::Immediate) {
                     crate::Connect::Immediate => (DeviceState::Connected, None),
                     crate::Connect::Never => (first, None),

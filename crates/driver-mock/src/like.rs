@@ -158,11 +158,7 @@ pub(crate) fn create(
             if !allowed.iter().any(|a| a == v.as_ref()) {
                 return Err(Error::invalid_attribute(
                     name,
-                    format!(
-                        "'{}' is not {}",
-                        v.escape_default(),
-                        allowed.join(", ")
-                    ),
+                    format!("'{}' is not {}", v.escape_default(), allowed.join(", ")),
                 ));
             }
         }
@@ -200,12 +196,19 @@ pub(crate) fn create(
             }
         }
     }
-    if let Some(p) = tp.host_path.as_deref().and_then(|n| g.get(n).map(|v| (n, v))) {
+    if let Some(p) = tp
+        .host_path
+        .as_deref()
+        .and_then(|n| g.get(n).map(|v| (n, v)))
+    {
         let (name, path) = p;
         if !path.is_empty() && std::fs::metadata(path).is_err() {
             return Err(Error::invalid_attribute(
                 name,
-                format!("cannot open '{}': no such file or block device on the host", path.escape_default()),
+                format!(
+                    "cannot open '{}': no such file or block device on the host",
+                    path.escape_default()
+                ),
             ));
         }
     }
@@ -229,13 +232,20 @@ pub(crate) fn create(
             attribute,
             generated_prefix,
         } => match g.get(attribute) {
-            Some(v) => DeviceRef::new(v)
-                .map_err(|e| Error::invalid_attribute(attribute, e.to_string()))?,
+            Some(v) => {
+                DeviceRef::new(v).map_err(|e| Error::invalid_attribute(attribute, e.to_string()))?
+            }
             None => DeviceRef::new(format!("{generated_prefix}-{}", vdev_core::random_hex()))?,
         },
         RefFormat::Prefixed { prefix } => {
             let n = siblings()
-                .filter_map(|d| d.reference.as_str().strip_prefix(prefix.as_str())?.parse::<u64>().ok())
+                .filter_map(|d| {
+                    d.reference
+                        .as_str()
+                        .strip_prefix(prefix.as_str())?
+                        .parse::<u64>()
+                        .ok()
+                })
                 .max()
                 .map_or(0, |n| n + 1);
             DeviceRef::new(format!("{prefix}{n}"))?
@@ -267,7 +277,12 @@ pub(crate) fn create(
         if g.get(name).is_none() {
             let mut n = u32::from_str_radix(&vdev_core::random_hex(), 16).unwrap_or(0);
             let mac = loop {
-                let m = format!("{prefix}:{:02x}:{:02x}:{:02x}", (n >> 16) as u8 & 0x7f, (n >> 8) as u8, n as u8);
+                let m = format!(
+                    "{prefix}:{:02x}:{:02x}:{:02x}",
+                    (n >> 16) as u8 & 0x7f,
+                    (n >> 8) as u8,
+                    n as u8
+                );
                 if !siblings().any(|d| d.attrs.get(name) == Some(m.as_str())) {
                     break m;
                 }
@@ -328,7 +343,9 @@ fn check_form(h: &HostState, name: &str, v: &str, form: &ValueForm) -> Result<()
             let ok = c.next().is_some_and(|f| f.is_ascii_alphabetic())
                 && c.all(|x| x.is_ascii_alphanumeric() || matches!(x, '-' | '.' | '_'));
             if !ok {
-                return bad("a device id: start with a letter, then use letters, digits, '-', '.' and '_'");
+                return bad(
+                    "a device id: start with a letter, then use letters, digits, '-', '.' and '_'",
+                );
             }
         }
         ValueForm::Mac => {
@@ -343,7 +360,8 @@ fn check_form(h: &HostState, name: &str, v: &str, form: &ValueForm) -> Result<()
             if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric()) {
                 return bad("a Xen virtual device name (xvdX, sdX, hdX, dNpM or a number)");
             }
-            xen_devid::devid_from_name(v).map_err(|e| Error::invalid_attribute(name, e.to_string()))?;
+            xen_devid::devid_from_name(v)
+                .map_err(|e| Error::invalid_attribute(name, e.to_string()))?;
         }
         ValueForm::XenUname => {
             let path = match v.split_once(':') {
@@ -357,8 +375,13 @@ fn check_form(h: &HostState, name: &str, v: &str, form: &ValueForm) -> Result<()
         }
         ValueForm::IpList => {
             if v.split_whitespace().next().is_none()
-                || v.split_whitespace()
-                    .any(|a| a.split('/').next().unwrap_or("").parse::<std::net::IpAddr>().is_err())
+                || v.split_whitespace().any(|a| {
+                    a.split('/')
+                        .next()
+                        .unwrap_or("")
+                        .parse::<std::net::IpAddr>()
+                        .is_err()
+                })
             {
                 return bad("a list of IP addresses separated by spaces");
             }
@@ -376,7 +399,10 @@ fn check_form(h: &HostState, name: &str, v: &str, form: &ValueForm) -> Result<()
         }
         ValueForm::Domain => {
             h.backend_id(Some(v)).map_err(|_| {
-                Error::invalid_attribute(name, format!("there is no domain '{}'", v.escape_default()))
+                Error::invalid_attribute(
+                    name,
+                    format!("there is no domain '{}'", v.escape_default()),
+                )
             })?;
         }
     }
@@ -399,7 +425,10 @@ pub(crate) fn update(
             Some(v) => vdev_core::parse_bool(v).ok_or_else(|| {
                 Error::invalid_attribute(
                     &m.force,
-                    format!("'{v}' is not a boolean: write {}", vdev_core::BOOL_SPELLINGS),
+                    format!(
+                        "'{v}' is not a boolean: write {}",
+                        vdev_core::BOOL_SPELLINGS
+                    ),
                 )
             })?,
         },
@@ -407,9 +436,9 @@ pub(crate) fn update(
     };
     for (name, v) in &g.values {
         if let Some(allowed) = tp.values.get(*name) {
-            if !(v.is_empty() && tp.medium.as_ref().is_some_and(|m| m.medium == *name))
-                && !allowed.iter().any(|a| a == v.as_ref())
-            {
+            // An empty medium (an eject) is no value to check.
+            let eject = v.is_empty() && tp.medium.as_ref().is_some_and(|m| m.medium == *name);
+            if !eject && !allowed.iter().any(|a| a == v.as_ref()) {
                 return Err(Error::invalid_attribute(
                     *name,
                     format!("'{}' is not {}", v.escape_default(), allowed.join(", ")),
@@ -433,14 +462,20 @@ pub(crate) fn update(
             let Some(source) = g.get(&m.medium) else {
                 return Err(Error::invalid_attribute(
                     &m.force,
-                    format!("give {}=... (the new medium; empty ejects) to change it", m.medium),
+                    format!(
+                        "give {}=... (the new medium; empty ejects) to change it",
+                        m.medium
+                    ),
                 ));
             };
             if let Some(p) = &tp.host_path {
                 if !source.is_empty() && std::fs::metadata(source).is_err() {
                     return Err(Error::invalid_attribute(
                         p,
-                        format!("cannot open '{}': no such file or block device on the host", source.escape_default()),
+                        format!(
+                            "cannot open '{}': no such file or block device on the host",
+                            source.escape_default()
+                        ),
                     ));
                 }
             }
@@ -468,7 +503,12 @@ pub(crate) fn update(
         let m = tp.medium.as_ref().expect("medium");
         if g.get(&m.medium).is_some_and(|s| !s.is_empty()) {
             // A new medium is listed with the defaults of what comes with it (its format).
-            for spec in tp.schema.attributes.iter().filter(|a| a.updatable && a.listed) {
+            for spec in tp
+                .schema
+                .attributes
+                .iter()
+                .filter(|a| a.updatable && a.listed)
+            {
                 if changes.get(&spec.name).is_none() && spec.name != m.medium {
                     if let Some(d) = tp.defaults.get(&spec.name) {
                         changes.insert(spec.name.clone(), d.clone())?;

@@ -42,7 +42,9 @@ impl Store {
             if st.like.as_deref() != Some(l.as_str()) {
                 return Err(MockError::LikeMismatch {
                     path,
-                    file: st.like.unwrap_or_else(|| "the mock's own vocabulary".into()),
+                    file: st
+                        .like
+                        .unwrap_or_else(|| "the mock's own vocabulary".into()),
                     uri: l.as_str(),
                 }
                 .into());

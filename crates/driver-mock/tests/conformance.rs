@@ -129,11 +129,9 @@ fn like_qemu_fixture() -> Fixture {
         ]
         .into_iter()
         .map(|(name, bad)| {
-            let mut a = Attributes::from_pairs([
-                ("source", image(999)),
-                ("format", "raw".to_owned()),
-            ])
-            .expect("valid");
+            let mut a =
+                Attributes::from_pairs([("source", image(999)), ("format", "raw".to_owned())])
+                    .expect("valid");
             a.insert(name, bad).expect("valid form");
             a
         })

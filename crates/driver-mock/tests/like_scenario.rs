@@ -38,15 +38,37 @@ fn knobs(
 #[tokio::test]
 async fn the_qemu_scenario_runs_on_the_mock_like_qemu() {
     let dir = tempfile::tempdir().unwrap();
-    let (conn, control) = connect_with_control("mock:///default?like=qemu").await.unwrap();
-    let t = scenario::run(&conn, &scenario::qemu("demo", dir.path()), &knobs(control, "demo")).await;
+    let (conn, control) = connect_with_control("mock:///default?like=qemu")
+        .await
+        .unwrap();
+    let t = scenario::run(
+        &conn,
+        &scenario::qemu("demo", dir.path()),
+        &knobs(control, "demo"),
+    )
+    .await;
     eprintln!("{t:#?}");
-    assert!(t.iter().any(|(s, o)| s == "change medium, tray locked" && o == "device-busy"), "{t:#?}");
+    assert!(
+        t.iter()
+            .any(|(s, o)| s == "change medium, tray locked" && o == "device-busy"),
+        "{t:#?}"
+    );
 }
 
 #[tokio::test]
 async fn the_xen_scenario_runs_on_the_mock_like_xen() {
-    let (conn, control) = connect_with_control("mock:///default?like=xen").await.unwrap();
-    let t = scenario::run(&conn, &scenario::xen("demo", "/root/lab"), &knobs(control, "demo")).await;
-    assert!(t.iter().any(|(s, o)| s == "update of what cannot change" && o == "unsupported"), "{t:#?}");
+    let (conn, control) = connect_with_control("mock:///default?like=xen")
+        .await
+        .unwrap();
+    let t = scenario::run(
+        &conn,
+        &scenario::xen("demo", "/root/lab"),
+        &knobs(control, "demo"),
+    )
+    .await;
+    assert!(
+        t.iter()
+            .any(|(s, o)| s == "update of what cannot change" && o == "unsupported"),
+        "{t:#?}"
+    );
 }

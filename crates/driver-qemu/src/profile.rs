@@ -62,7 +62,11 @@ pub fn profile() -> DriverProfile {
                     ),
                     ("format".into(), list(FORMATS)),
                 ]),
-                defaults: map([("bus", "scsi"), ("readonly", "false"), ("format", FORMATS[0])]),
+                defaults: map([
+                    ("bus", "scsi"),
+                    ("readonly", "false"),
+                    ("format", FORMATS[0]),
+                ]),
                 forms: BTreeMap::from([
                     ("id".into(), ValueForm::Id),
                     ("readonly".into(), ValueForm::Bool),

@@ -33,22 +33,26 @@ async fn the_mock_like_qemu_agrees_with_a_real_qemu() {
     });
     let images = tempfile::tempdir().unwrap();
     let log = vm.dir.path().join("serial.log");
-    let real_guest = move |step: GuestStep, _: DeviceType, _: DeviceRef| -> BoxFuture<'static, ()> {
-        let log = log.clone();
-        Box::pin(async move {
-            if step == GuestStep::LocksTray {
-                // The guest holds the first CD-ROM drive (sr0) and locks its door.
-                let deadline = std::time::Instant::now() + Duration::from_secs(120);
-                while !std::fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("CD HELD")
-                {
-                    assert!(std::time::Instant::now() < deadline, "the guest never held the drive");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+    let real_guest =
+        move |step: GuestStep, _: DeviceType, _: DeviceRef| -> BoxFuture<'static, ()> {
+            let log = log.clone();
+            Box::pin(async move {
+                if step == GuestStep::LocksTray {
+                    // The guest holds the first CD-ROM drive (sr0) and locks its door.
+                    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+                    while !std::fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .contains("CD HELD")
+                    {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the guest never held the drive"
+                        );
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
-            }
-        })
-    };
+            })
+        };
     let conn = vdev_core::connect(&vm.uri()).await.expect("connect");
     let real = tokio::time::timeout(
         Duration::from_secs(300),
@@ -57,7 +61,9 @@ async fn the_mock_like_qemu_agrees_with_a_real_qemu() {
     .await
     .expect("the scenario on QEMU ends");
 
-    let (mock, control) = connect_with_control("mock:///default?like=qemu").await.unwrap();
+    let (mock, control) = connect_with_control("mock:///default?like=qemu")
+        .await
+        .unwrap();
     let knobs = move |step: GuestStep, t: DeviceType, r: DeviceRef| -> BoxFuture<'static, ()> {
         let c = control.clone();
         Box::pin(async move {
@@ -79,5 +85,8 @@ async fn the_mock_like_qemu_agrees_with_a_real_qemu() {
         })
     };
     let simulated = scenario::run(&mock, &scenario::qemu("demo", images.path()), &knobs).await;
-    assert_eq!(simulated, real, "the mock like=qemu and the real QEMU disagree");
+    assert_eq!(
+        simulated, real,
+        "the mock like=qemu and the real QEMU disagree"
+    );
 }

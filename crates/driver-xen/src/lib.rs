@@ -26,8 +26,8 @@ pub use config::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_SOCKET, DURATION_RANGE, OPTIONS,
 };
 pub use driver::XenDriver;
-pub use profile::profile;
 pub use error::{LibxlConfigError, XsError};
+pub use profile::profile;
 pub use xenstore::MAX_PAYLOAD;
 
 /// The driver's name.

@@ -28,9 +28,14 @@ impl Drop for Unpause {
 async fn leave_nothing(conn: &vdev_core::Connection, d: &vdev_core::Domain) {
     for dev in conn.devices(d, None).await.unwrap() {
         let ours = dev.attributes.get("mac") == Some("00:16:3e:5c:00:01")
-            || dev.attributes.get("uname").is_some_and(|u| u.contains("vdev-scenario-"));
+            || dev
+                .attributes
+                .get("uname")
+                .is_some_and(|u| u.contains("vdev-scenario-"));
         if ours {
-            let _ = conn.detach(d, &dev.device_type, &dev.reference, &force()).await;
+            let _ = conn
+                .detach(d, &dev.device_type, &dev.reference, &force())
+                .await;
         }
     }
 }
@@ -50,7 +55,7 @@ async fn the_mock_like_xen_agrees_with_the_xen_lab() {
         Box::pin(async move {
             if step == GuestStep::NeverAnswers {
                 // A paused guest releases nothing.
-    let (ok, out) = dom0(&format!("xl pause {}", domu()));
+                let (ok, out) = dom0(&format!("xl pause {}", domu()));
                 assert!(ok, "xl pause: {out}");
             }
         })
@@ -83,5 +88,8 @@ async fn the_mock_like_xen_agrees_with_the_xen_lab() {
         })
     };
     let simulated = scenario::run(&mock, &scenario::xen("demo", "/root/lab"), &knobs).await;
-    assert_eq!(simulated, real, "the mock like=xen and the Xen lab disagree");
+    assert_eq!(
+        simulated, real,
+        "the mock like=xen and the Xen lab disagree"
+    );
 }

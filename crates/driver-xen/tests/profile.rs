@@ -4,7 +4,10 @@
 
 #[test]
 fn the_mock_speaks_like_this_driver() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../driver-mock/profiles/xen.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../driver-mock/profiles/xen.json"
+    );
     let live = vdev_driver_xen::profile().to_json();
     if std::env::var_os("VDEV_BLESS").is_some() {
         std::fs::write(path, &live).expect("write the profile");

@@ -53,7 +53,8 @@ pub enum GuestStep {
 }
 
 /// How the runner prepares the guest before a step.
-pub type Prepare<'a> = &'a (dyn Fn(GuestStep, DeviceType, DeviceRef) -> BoxFuture<'static, ()> + Sync);
+pub type Prepare<'a> =
+    &'a (dyn Fn(GuestStep, DeviceType, DeviceRef) -> BoxFuture<'static, ()> + Sync);
 
 /// What a run did: each step's result, and the listings.
 pub type Transcript = Vec<(String, String)>;
@@ -155,7 +156,11 @@ pub async fn run(conn: &Connection, s: &Scenario, prepare: Prepare<'_>) -> Trans
         let before = run.listing().await;
         let r = conn.attach(&run.d, t, a).await;
         assert_eq!(outcome(&r), *code, "bad input {i} ({a:?}): {r:?}");
-        assert_eq!(run.listing().await, before, "bad input {i} changed something");
+        assert_eq!(
+            run.listing().await,
+            before,
+            "bad input {i} changed something"
+        );
         run.record(&format!("bad attach {i}"), outcome(&r));
     }
     prepare(GuestStep::AnswersLate, DeviceType::DISK, disk.clone()).await;
@@ -177,10 +182,17 @@ pub async fn run(conn: &Connection, s: &Scenario, prepare: Prepare<'_>) -> Trans
     let before = run.listing().await;
     let r = conn.update(&run.d, &t, &target, &s.bad_update).await;
     assert!(
-        matches!(r, Err(Error::InvalidAttribute { .. } | Error::Unsupported { .. })),
+        matches!(
+            r,
+            Err(Error::InvalidAttribute { .. } | Error::Unsupported { .. })
+        ),
         "an update of what cannot change: {r:?}"
     );
-    assert_eq!(run.listing().await, before, "a refused update changed something");
+    assert_eq!(
+        run.listing().await,
+        before,
+        "a refused update changed something"
+    );
     run.record("update of what cannot change", outcome(&r));
 
     if let (Some(held), Some((_, _, medium))) = (&locked, &s.cdrom) {
@@ -191,7 +203,11 @@ pub async fn run(conn: &Connection, s: &Scenario, prepare: Prepare<'_>) -> Trans
             matches!(r, Err(Error::DeviceBusy { .. })),
             "a change of medium in a locked tray: {r:?}"
         );
-        assert_eq!(run.listing().await, before, "a refused change of medium changed something");
+        assert_eq!(
+            run.listing().await,
+            before,
+            "a refused change of medium changed something"
+        );
         run.record("change medium, tray locked", outcome(&r));
     }
 
@@ -200,7 +216,9 @@ pub async fn run(conn: &Connection, s: &Scenario, prepare: Prepare<'_>) -> Trans
         timeout: s.never_timeout,
         ..Default::default()
     };
-    let r = conn.detach(&run.d, &DeviceType::NETWORK, &nic, &never).await;
+    let r = conn
+        .detach(&run.d, &DeviceType::NETWORK, &nic, &never)
+        .await;
     assert!(
         matches!(r, Err(Error::RemovalPending { .. })),
         "detach, guest never answering: {r:?}"
@@ -233,27 +251,49 @@ pub fn qemu(domain: &str, dir: &std::path::Path) -> Scenario {
     let raw = || "raw".to_owned();
     Scenario {
         domain: domain.into(),
-        disk: attrs(&[("source", img("disk.raw")), ("format", raw()), ("bus", "virtio".into())]),
-        nic: attrs(&[("model", "virtio-net-pci".into()), ("mac", "52:54:00:12:34:56".into())]),
+        disk: attrs(&[
+            ("source", img("disk.raw")),
+            ("format", raw()),
+            ("bus", "virtio".into()),
+        ]),
+        nic: attrs(&[
+            ("model", "virtio-net-pci".into()),
+            ("mac", "52:54:00:12:34:56".into()),
+        ]),
         cdrom: Some((
-            attrs(&[("media", "cdrom".into()), ("source", img("a.iso")), ("id", "cd-held".into())]),
+            attrs(&[
+                ("media", "cdrom".into()),
+                ("source", img("a.iso")),
+                ("id", "cd-held".into()),
+            ]),
             attrs(&[("media", "cdrom".into()), ("source", img("b.iso"))]),
             attrs(&[("source", img("c.iso")), ("format", raw())]),
         )),
         bad_attach: vec![
             (
                 DeviceType::DISK,
-                attrs(&[("source", dir.join("missing.raw").display().to_string()), ("format", raw())]),
+                attrs(&[
+                    ("source", dir.join("missing.raw").display().to_string()),
+                    ("format", raw()),
+                ]),
                 "invalid-attribute",
             ),
             (
                 DeviceType::DISK,
-                attrs(&[("source", img("d.raw")), ("format", raw()), ("bus", "floppy".into())]),
+                attrs(&[
+                    ("source", img("d.raw")),
+                    ("format", raw()),
+                    ("bus", "floppy".into()),
+                ]),
                 "invalid-attribute",
             ),
             (
                 DeviceType::DISK,
-                attrs(&[("source", img("e.raw")), ("format", raw()), ("id", "cd-held".into())]),
+                attrs(&[
+                    ("source", img("e.raw")),
+                    ("format", raw()),
+                    ("id", "cd-held".into()),
+                ]),
                 "device-exists",
             ),
             (
@@ -265,7 +305,9 @@ pub fn qemu(domain: &str, dir: &std::path::Path) -> Scenario {
         bad_update: attrs(&[("bus", "usb".into())]),
         late_timeout: Duration::from_secs(60),
         never_timeout: Duration::from_secs(1),
-        compared: vec!["source", "format", "bus", "media", "model", "readonly", "mac", "link"],
+        compared: vec![
+            "source", "format", "bus", "media", "model", "readonly", "mac", "link",
+        ],
     }
 }
 
@@ -276,13 +318,21 @@ pub fn xen(domain: &str, dir: &str) -> Scenario {
     let uname = |n: &str| format!("file:{dir}/vdev-scenario-{n}");
     Scenario {
         domain: domain.into(),
-        disk: attrs(&[("uname", uname("disk.img")), ("dev", "xvdc".into()), ("mode", "w".into())]),
+        disk: attrs(&[
+            ("uname", uname("disk.img")),
+            ("dev", "xvdc".into()),
+            ("mode", "w".into()),
+        ]),
         nic: attrs(&[("mac", "00:16:3e:5c:00:01".into())]),
         cdrom: None,
         bad_attach: vec![
             (
                 DeviceType::DISK,
-                attrs(&[("uname", uname("b.img")), ("dev", "xvdd".into()), ("mode", "x".into())]),
+                attrs(&[
+                    ("uname", uname("b.img")),
+                    ("dev", "xvdd".into()),
+                    ("mode", "x".into()),
+                ]),
                 "invalid-attribute",
             ),
             (
@@ -292,7 +342,11 @@ pub fn xen(domain: &str, dir: &str) -> Scenario {
             ),
             (
                 DeviceType::DISK,
-                attrs(&[("uname", uname("d.img")), ("dev", "xvdd".into()), ("format", "qcow2".into())]),
+                attrs(&[
+                    ("uname", uname("d.img")),
+                    ("dev", "xvdd".into()),
+                    ("format", "qcow2".into()),
+                ]),
                 "invalid-attribute",
             ),
             (

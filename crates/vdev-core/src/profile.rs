@@ -172,7 +172,9 @@ pub struct MediumRule {
 impl DriverProfile {
     /// The profile of a device type.
     pub fn device_type(&self, t: &crate::DeviceType) -> Option<&TypeProfile> {
-        self.device_types.iter().find(|p| &p.schema.device_type == t)
+        self.device_types
+            .iter()
+            .find(|p| &p.schema.device_type == t)
     }
 
     /// The profile as the pretty JSON the mock driver embeds (one trailing newline).
