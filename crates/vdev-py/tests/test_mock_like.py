@@ -71,3 +71,10 @@ def test_an_unknown_like_is_refused() -> None:
         vdev.mock.connect(like="vmware")
     with pytest.raises(vdev.InvalidUri, match="like"):
         vdev.mock.connect("mock:///default?like=vmware")
+
+
+def test_a_xen_guest_that_never_connects() -> None:
+    with vdev.mock.connect(like="xen") as conn:
+        conn.control.set_guest(connect="never", domain="demo")
+        conn.attach("demo", "network")
+        assert [d.state for d in conn.devices("demo")] == ["init-wait"]
