@@ -19,10 +19,12 @@ fn disk(i: usize) -> Attributes {
 }
 
 fn open() -> MockDriver {
-    MockDriver::open_blocking(
-        MockConfig::from_uri(&ConnectUri::parse("mock:///default").unwrap()).unwrap(),
-    )
-    .unwrap()
+    open_uri("mock:///default")
+}
+
+fn open_uri(uri: &str) -> MockDriver {
+    MockDriver::open_blocking(MockConfig::from_uri(&ConnectUri::parse(uri).unwrap()).unwrap())
+        .unwrap()
 }
 
 fn cycles(c: &mut Criterion) {
@@ -45,6 +47,34 @@ fn cycles(c: &mut Criterion) {
         b.to_async(&rt).iter(|| async {
             let r = conn.attach(&demo, &DeviceType::DISK, &attrs).await.unwrap();
             conn.detach(&demo, &DeviceType::DISK, &r, &opts)
+                .await
+                .unwrap();
+        })
+    });
+
+    // The same cycle on a host speaking like QEMU (a disk by image and format; the image must
+    // exist, as QEMU checks).
+    let image = tempfile::NamedTempFile::new().unwrap();
+    let qemu_disk = Attributes::from_pairs([
+        ("source", image.path().display().to_string()),
+        ("format", "raw".to_owned()),
+    ])
+    .unwrap();
+    let like_uri = "mock:///default?like=qemu";
+    let conn_qemu = vdev_core::Connection::from_driver(
+        "mock",
+        ConnectUri::parse(like_uri).unwrap(),
+        Box::new(open_uri(like_uri)),
+    );
+    let demo_qemu = rt.block_on(conn_qemu.domain("demo")).unwrap();
+    g.bench_function("through Connection, like=qemu", |b| {
+        b.to_async(&rt).iter(|| async {
+            let r = conn_qemu
+                .attach(&demo_qemu, &DeviceType::DISK, &qemu_disk)
+                .await
+                .unwrap();
+            conn_qemu
+                .detach(&demo_qemu, &DeviceType::DISK, &r, &opts)
                 .await
                 .unwrap();
         })

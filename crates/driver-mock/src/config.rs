@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use vdev_core::{ConnectUri, Error, Result};
 
-use crate::control::{Fault, Op, Removal};
+use crate::control::{Connect, Fault, Guest, Op, Removal};
+use crate::like::Like;
 
 /// Where the host's state lives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,8 +26,10 @@ pub struct MockConfig {
     pub faults: Vec<Fault>,
     /// `latency=DURATION`: added to every call.
     pub latency: Duration,
-    /// `removal=immediate|pending|DURATION`: how the simulated guest answers detach.
-    pub removal: Removal,
+    /// `removal=`, `tray=`, `busy=`: how the simulated guest behaves (the host-wide knobs).
+    pub guest: Guest,
+    /// `like=DRIVER`: the vocabulary of a new host (a state file keeps the one it was made with).
+    pub like: Option<Like>,
     /// `lock_timeout=DURATION`: how long an operation waits for another process's lock on the
     /// state file (default [`DEFAULT_LOCK_TIMEOUT`]) before it fails naming the holder.
     pub lock_timeout: Duration,
@@ -36,7 +39,16 @@ pub struct MockConfig {
 pub const DEFAULT_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The options the mock driver knows.
-pub const OPTIONS: &[&str] = &["fail", "latency", "removal", "lock_timeout"];
+pub const OPTIONS: &[&str] = &[
+    "fail",
+    "latency",
+    "removal",
+    "lock_timeout",
+    "like",
+    "tray",
+    "busy",
+    "connect",
+];
 
 /// The bounds of the duration options (`latency`, `removal=DURATION`): 0 to one hour.
 pub const DURATION_RANGE: std::ops::RangeInclusive<Duration> =
@@ -77,16 +89,34 @@ impl MockConfig {
             Some(_) => uri.duration_option("latency", Duration::ZERO, DURATION_RANGE)?,
         };
         let removal = match uri.option("removal") {
-            None | Some("immediate") => Removal::Immediate,
-            Some("pending") => Removal::Pending,
-            Some(v) => Removal::After(
-                uri.duration_option("removal", Duration::ZERO, DURATION_RANGE)
-                    .map_err(|_| {
-                        uri.invalid(format!(
-                            "removal={v}: write removal=immediate, removal=pending or a delay between 0 s and 1 h such as removal=50ms"
-                        ))
-                    })?,
-            ),
+            None => None,
+            Some(v) => Some(v.parse::<Removal>().map_err(|e| uri.invalid(e))?),
+        };
+        let tray_locked = match uri.option("tray") {
+            None => None,
+            Some("locked") => Some(true),
+            Some("unlocked") => Some(false),
+            Some(v) => {
+                return Err(uri.invalid(format!(
+                    "tray={v}: write tray=locked (the guest has locked its CD-ROM trays) or tray=unlocked"
+                )))
+            }
+        };
+        let busy = match uri.option("busy") {
+            None => None,
+            Some(v) => Some(v.parse::<u32>().map_err(|_| {
+                uri.invalid(format!(
+                    "busy={v}: write the number of unplug requests the guest answers busy, such as busy=3"
+                ))
+            })?),
+        };
+        let connect = match uri.option("connect") {
+            None => None,
+            Some(v) => Some(v.parse::<Connect>().map_err(|e| uri.invalid(e))?),
+        };
+        let like = match uri.option("like") {
+            None => None,
+            Some(v) => Some(v.parse::<Like>().map_err(|e| uri.invalid(e))?),
         };
         let lock_timeout = uri.duration_option(
             "lock_timeout",
@@ -97,7 +127,13 @@ impl MockConfig {
             source,
             faults,
             latency,
-            removal,
+            guest: Guest {
+                removal,
+                tray_locked,
+                busy,
+                connect,
+            },
+            like,
             lock_timeout,
         })
     }

@@ -106,6 +106,146 @@ pub enum Removal {
     Pending,
     /// The guest releases the device after this delay.
     After(Duration),
+    /// The guest refuses the unplug: detach answers [`Error::RemovalRefused`] and the device
+    /// stays connected (QEMU's `DEVICE_UNPLUG_GUEST_ERROR`).
+    Refuse,
+}
+
+impl FromStr for Removal {
+    type Err = String;
+    /// `immediate`, `pending`, `refuse`, or a delay between 0 and 1 h (`50ms`, `2s`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "immediate" => Ok(Removal::Immediate),
+            "pending" => Ok(Removal::Pending),
+            "refuse" => Ok(Removal::Refuse),
+            d => humantime::parse_duration(d)
+                .ok()
+                .filter(|d| crate::DURATION_RANGE.contains(d))
+                .map(Removal::After)
+                .ok_or_else(|| format!("removal={s}: write removal=immediate, pending, refuse or a delay between 0 s and 1 h such as removal=50ms")),
+        }
+    }
+}
+
+impl fmt::Display for Removal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Removal::Immediate => f.write_str("immediate"),
+            Removal::Pending => f.write_str("pending"),
+            Removal::Refuse => f.write_str("refuse"),
+            Removal::After(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl serde::Serialize for Removal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Removal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// When the simulated guest connects a new device (`like=` hosts whose driver lists a new
+/// device as not yet connected, such as Xen's `init-wait`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Connect {
+    /// At once (the device is listed connected after attach).
+    Immediate,
+    /// Never: the device stays in its first state (a guest without the driver, or stuck).
+    Never,
+    /// After this delay.
+    After(Duration),
+}
+
+impl FromStr for Connect {
+    type Err = String;
+    /// `immediate`, `never`, or a delay between 0 and 1 h (`2s`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "immediate" => Ok(Connect::Immediate),
+            "never" => Ok(Connect::Never),
+            d => humantime::parse_duration(d)
+                .ok()
+                .filter(|d| crate::DURATION_RANGE.contains(d))
+                .map(Connect::After)
+                .ok_or_else(|| format!("connect={s}: write connect=immediate, never or a delay between 0 s and 1 h such as connect=2s")),
+        }
+    }
+}
+
+impl fmt::Display for Connect {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Connect::Immediate => f.write_str("immediate"),
+            Connect::Never => f.write_str("never"),
+            Connect::After(d) => write!(f, "{}", humantime::format_duration(*d)),
+        }
+    }
+}
+
+impl serde::Serialize for Connect {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Connect {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// How the simulated guest behaves, for a whole host (URI options, [`MockControl::set_guest`]),
+/// a domain or one device (the state file, [`MockControl::set_domain_guest`],
+/// [`MockControl::set_device_guest`]). A knob left `None` is taken from the wider level:
+/// device, then domain, then host; the host's defaults are an immediate removal, an unlocked
+/// tray and a guest that is never busy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guest {
+    /// How the guest answers a detach.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removal: Option<Removal>,
+    /// Whether the guest has locked the tray of its CD-ROM drives: a change of medium without
+    /// `force` is then refused with [`Error::DeviceBusy`] (`like=` hosts whose driver has
+    /// removable media).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tray_locked: Option<bool>,
+    /// The guest answers "busy" to the first N unplug requests of each detach (QEMU's
+    /// native PCIe hotplug right after a plug): the detach asks again after 20, 40, 80 ...
+    /// (at most 500) ms, as the QEMU driver does, and answers [`Error::Timeout`], having
+    /// requested nothing, when its timeout comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy: Option<u32>,
+    /// When the guest connects a new device, where the driver lists new devices as not yet
+    /// connected (`like=xen`: `init-wait` until then); at once by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Connect>,
+}
+
+impl Guest {
+    /// `self`, with the knobs it leaves unset taken from `wider`.
+    pub fn or(self, wider: Guest) -> Guest {
+        Guest {
+            removal: self.removal.or(wider.removal),
+            tray_locked: self.tray_locked.or(wider.tray_locked),
+            busy: self.busy.or(wider.busy),
+            connect: self.connect.or(wider.connect),
+        }
+    }
+
+    /// Whether no knob is set.
+    pub fn is_empty(&self) -> bool {
+        *self == Guest::default()
+    }
 }
 
 /// One call the driver received, as kept in the call log.
@@ -131,7 +271,7 @@ pub(crate) struct ControlState {
     faults: Vec<(Fault, u64)>,
     counts: [u64; 8],
     pub(crate) latency: Duration,
-    pub(crate) removal: Removal,
+    pub(crate) guest: Guest,
     log: VecDeque<Call>,
 }
 
@@ -151,16 +291,12 @@ impl fmt::Debug for MockControl {
 }
 
 impl MockControl {
-    pub(crate) fn new_state(
-        faults: Vec<Fault>,
-        latency: Duration,
-        removal: Removal,
-    ) -> ControlState {
+    pub(crate) fn new_state(faults: Vec<Fault>, latency: Duration, guest: Guest) -> ControlState {
         ControlState {
             faults: faults.into_iter().map(|f| (f, 0)).collect(),
             counts: [0; 8],
             latency,
-            removal,
+            guest,
             log: VecDeque::new(),
         }
     }
@@ -196,9 +332,70 @@ impl MockControl {
         self.lock().latency = latency;
     }
 
-    /// Change how the simulated guest answers detach, from the next detach on.
+    /// Change how the simulated guest answers detach, from the next detach on (the host-wide
+    /// knob; a domain's or a device's own knob wins).
     pub fn set_removal(&self, removal: Removal) {
-        self.lock().removal = removal;
+        self.lock().guest.removal = Some(removal);
+    }
+
+    /// Set the host-wide guest knobs that `guest` sets (the others stay), from the next call on.
+    pub fn set_guest(&self, guest: Guest) {
+        let mut s = self.lock();
+        s.guest = guest.or(s.guest);
+    }
+
+    /// Set the guest knobs of one domain (by name): they win over the host's and are kept in
+    /// the host's state (a state file's, so every process sees them). `Guest::default()`
+    /// clears them.
+    pub async fn set_domain_guest(&self, domain: &str, guest: Guest) -> vdev_core::Result<()> {
+        let name = domain.to_owned();
+        self.host
+            .transact(move |st, _| {
+                let d = st
+                    .domains
+                    .values_mut()
+                    .find(|d| d.name == name)
+                    .ok_or_else(|| Error::DomainNotFound {
+                        domain: name.clone(),
+                    })?;
+                d.guest = (!guest.is_empty()).then_some(guest);
+                Ok(())
+            })
+            .await
+    }
+
+    /// Set the guest knobs of one device: they win over its domain's and the host's, and go
+    /// with the device (a detach removes them). `Guest::default()` clears them.
+    pub async fn set_device_guest(
+        &self,
+        domain: &str,
+        device_type: &DeviceType,
+        reference: &DeviceRef,
+        guest: Guest,
+    ) -> vdev_core::Result<()> {
+        let (name, t, r) = (domain.to_owned(), device_type.clone(), reference.clone());
+        self.host
+            .transact(move |st, _| {
+                let d = st
+                    .domains
+                    .values_mut()
+                    .find(|d| d.name == name)
+                    .ok_or_else(|| Error::DomainNotFound {
+                        domain: name.clone(),
+                    })?;
+                let dev = d
+                    .devices
+                    .get_mut(&t)
+                    .and_then(|m| m.get_mut(&crate::format::RefKey::of(&r)))
+                    .ok_or_else(|| Error::DeviceNotFound {
+                        domain: name.clone(),
+                        device_type: t.to_string(),
+                        reference: r.to_string(),
+                    })?;
+                dev.guest = (!guest.is_empty()).then_some(guest);
+                Ok(())
+            })
+            .await
     }
 
     /// Let the guest release every device whose removal is pending: they are removed (with

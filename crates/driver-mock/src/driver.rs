@@ -27,7 +27,7 @@ pub(crate) struct Host {
 }
 
 impl Host {
-    async fn transact<R, F>(&self, f: F) -> Result<R>
+    pub(crate) async fn transact<R, F>(&self, f: F) -> Result<R>
     where
         R: Send + 'static,
         F: FnOnce(&mut HostState, &mut Vec<DeviceEvent>) -> Result<R> + Send + 'static,
@@ -48,6 +48,8 @@ pub struct MockDriver {
     host: Arc<Host>,
     control: MockControl,
     description: String,
+    /// Whether the host's device types have updatable attributes (not those `like=xen`).
+    updates: bool,
 }
 
 impl fmt::Debug for MockDriver {
@@ -61,16 +63,25 @@ impl fmt::Debug for MockDriver {
 impl MockDriver {
     /// Open a mock host as a URI's options say.
     pub fn open_blocking(config: MockConfig) -> Result<Self> {
-        let (store, description) = match &config.source {
+        let (store, description, like) = match &config.source {
             Source::Default => (
-                Store::Memory(Mutex::new(HostState::default_host())),
-                "in-memory default host".to_owned(),
+                Store::Memory(Mutex::new(HostState::new_host(config.like))),
+                match config.like {
+                    None => "in-memory default host".to_owned(),
+                    Some(l) => format!("in-memory host like {l}"),
+                },
+                config.like.map(|l| l.as_str().to_owned()),
             ),
-            Source::File(p) => (
-                Store::open_file(p.clone(), config.lock_timeout)?,
-                format!("state file {}", p.display()),
-            ),
+            Source::File(p) => {
+                let (store, like) = Store::open_file(p.clone(), config.lock_timeout, config.like)?;
+                (store, format!("state file {}", p.display()), like)
+            }
         };
+        let updates = crate::like::profile_of(&like).is_none_or(|p| {
+            p.device_types
+                .iter()
+                .any(|t| t.schema.attributes.iter().any(|a| a.updatable))
+        });
         let host = Arc::new(Host {
             store,
             events: EventHub::new(crate::NAME),
@@ -80,7 +91,7 @@ impl MockDriver {
             state: Arc::new(Mutex::new(MockControl::new_state(
                 config.faults,
                 config.latency,
-                config.removal,
+                config.guest,
             ))),
             released: Arc::new(Notify::new()),
             host: host.clone(),
@@ -89,6 +100,7 @@ impl MockDriver {
             host,
             control,
             description,
+            updates,
         })
     }
 
@@ -98,6 +110,15 @@ impl MockDriver {
         tokio::task::spawn_blocking(move || MockDriver::open_blocking(config))
             .await
             .map_err(|e| Error::backend_with(crate::NAME, "opening the mock host failed", e))?
+    }
+
+    /// The host-wide guest knobs.
+    fn host_guest(&self) -> crate::Guest {
+        self.control
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .guest
     }
 
     /// The control handle of this host.
@@ -135,37 +156,71 @@ impl MockDriver {
         options: &DetachOptions,
     ) -> Result<()> {
         let started = Instant::now();
-        let removal = self
+        let host_guest = self
             .control
             .state
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .removal;
-        let (id, t2, r2, force) = (domid(domain)?, t.clone(), r.clone(), options.force);
-        let done = self
-            .host
-            .transact(move |st, ev| {
-                if !st.exists(id, &t2, &r2)? {
-                    st.remove(id, &t2, &r2, ev)?; // answers DeviceNotFound
-                }
-                match (force, removal) {
-                    (true, _) | (false, Removal::Immediate) => {
-                        st.remove(id, &t2, &r2, ev).map(|()| true)
+            .guest;
+        let deadline = started + options.timeout;
+        let (id, force) = (domid(domain)?, options.force);
+        // The busy answers come first; the request is then made in the same transaction that
+        // reads the knobs, so a guest that is never busy costs one transaction.
+        let mut busy_left: Option<u32> = None;
+        let mut backoff = Duration::from_millis(20);
+        let done = loop {
+            let (t2, r2) = (t.clone(), r.clone());
+            let step = self
+                .host
+                .transact(move |st, ev| {
+                    if !st.exists(id, &t2, &r2)? {
+                        st.remove(id, &t2, &r2, ev)?; // answers DeviceNotFound
                     }
-                    (false, Removal::Pending) => {
-                        st.mark_pending(id, &t2, &r2, None, ev).map(|()| false)
+                    let guest = st.guest_of(id, &t2, &r2).or(host_guest);
+                    let busy = busy_left.unwrap_or(guest.busy.unwrap_or(0));
+                    if busy > 0 && !force {
+                        return Ok(Err(busy));
                     }
-                    (false, Removal::After(d)) => st
-                        .mark_pending(id, &t2, &r2, Some(now_ms() + d.as_millis() as u64), ev)
-                        .map(|()| false),
+                    match (force, guest.removal.unwrap_or(Removal::Immediate)) {
+                        (true, _) | (false, Removal::Immediate) => {
+                            st.remove(id, &t2, &r2, ev).map(|()| Ok(true))
+                        }
+                        (false, Removal::Refuse) => Err(Error::RemovalRefused {
+                            domain: st.as_domain(id).name,
+                            device_type: t2.to_string(),
+                            reference: r2.to_string(),
+                        }),
+                        (false, Removal::Pending) => {
+                            st.mark_pending(id, &t2, &r2, None, ev).map(|()| Ok(false))
+                        }
+                        (false, Removal::After(d)) => st
+                            .mark_pending(id, &t2, &r2, Some(now_ms() + d.as_millis() as u64), ev)
+                            .map(|()| Ok(false)),
+                    }
+                })
+                .await?;
+            match step {
+                Ok(done) => break done,
+                Err(busy) => {
+                    // A busy guest: ask again with back-off, as the QEMU driver does.
+                    if Instant::now() + backoff >= deadline {
+                        return Err(Error::Timeout {
+                            operation: format!(
+                                "detach of {t} {r}: the guest was busy the whole time, and nothing was requested; detach again with a longer timeout"
+                            ),
+                            after: options.timeout,
+                        });
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                    busy_left = Some(busy - 1);
                 }
-            })
-            .await?;
+            }
+        };
         if done {
             return Ok(());
         }
         // Wait for the simulated guest: until the removal's due time, a release, or the timeout.
-        let deadline = started + options.timeout;
         loop {
             let released = self.control.released.notified();
             let (id, t2, r2) = (domid(domain)?, t.clone(), r.clone());
@@ -201,6 +256,7 @@ impl Driver for MockDriver {
         // A mock domain has one configuration, the running one.
         Capabilities {
             scopes: ScopeSet::LIVE,
+            update: self.updates,
             ..Capabilities::ALL
         }
     }
@@ -261,7 +317,10 @@ impl Driver for MockDriver {
         _options: &AttachOptions,
     ) -> Result<DeviceRef> {
         let (id, t, a) = (domid(domain)?, device_type.clone(), attributes.clone());
-        let body = self.host.transact(move |st, ev| st.attach(id, &t, &a, ev));
+        let guest = self.host_guest();
+        let body = self
+            .host
+            .transact(move |st, ev| st.attach(id, &t, &a, guest, ev));
         let ctx = CallCtx {
             domain: Some(domain),
             device_type: Some(device_type),
@@ -298,13 +357,14 @@ impl Driver for MockDriver {
             }
         }
         let batch = devices.to_vec();
+        let guest = self.host_guest();
         let result = self
             .host
             .transact(move |st, ev| {
                 let (before, seen) = (st.clone(), ev.len());
                 let mut refs = Vec::with_capacity(batch.len());
                 for (i, d) in batch.iter().enumerate() {
-                    match st.attach(id, &d.device_type, &d.attributes, ev) {
+                    match st.attach(id, &d.device_type, &d.attributes, guest, ev) {
                         Ok(r) => refs.push(r),
                         Err(e) => {
                             *st = before;
@@ -365,9 +425,15 @@ impl Driver for MockDriver {
             reference.clone(),
             attributes.clone(),
         );
+        let guest = self
+            .control
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .guest;
         let body = self
             .host
-            .transact(move |st, ev| st.update(id, &t, &r, &a, ev));
+            .transact(move |st, ev| st.update(id, &t, &r, &a, guest, ev));
         let ctx = CallCtx {
             domain: Some(domain),
             device_type: Some(device_type),

@@ -22,6 +22,12 @@ pub(crate) enum MockError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("the state file {} speaks {file}, not like={uri}: leave like= out to use it as it is, or name another file", path.display())]
+    LikeMismatch {
+        path: PathBuf,
+        file: String,
+        uri: &'static str,
+    },
     #[error("the connection is closed; open a new one")]
     Closed,
     #[error("the state file {} is locked by {holder}", path.display())]
@@ -41,6 +47,10 @@ impl From<MockError> for Error {
             MockError::Json { .. } | MockError::Malformed { .. } | MockError::Closed => {
                 Error::backend(crate::NAME, message)
             }
+            MockError::LikeMismatch { path, .. } => Error::InvalidUri {
+                uri: format!("mock://{}", path.display()),
+                reason: message,
+            },
             MockError::Locked { path, holder, after } => Error::Timeout {
                 operation: format!(
                     "waiting for the lock of the state file {} (held by {holder}; a stopped process keeps it until it ends: end it, or give lock_timeout=DURATION for a longer wait)",

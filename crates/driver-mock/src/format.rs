@@ -16,6 +16,11 @@ pub const FORMAT_VERSION: u32 = 1;
 pub struct HostState {
     /// The format version (1).
     pub version: u32,
+    /// The driver whose vocabulary the host speaks (`qemu`, `xen`, `libvirt`: its device
+    /// types, attributes, references and errors, from the profile that driver exports), or
+    /// `None` for the mock's own Xen-like vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub like: Option<String>,
     /// The domains, by id in the file.
     #[serde(with = "domains_as_list")]
     pub domains: BTreeMap<u32, DomainState>,
@@ -81,6 +86,9 @@ pub struct DomainState {
     /// Its devices, by type then reference.
     #[serde(default, with = "devices_as_list")]
     pub devices: BTreeMap<DeviceType, BTreeMap<RefKey, DeviceRecord>>,
+    /// Its guest's behaviour, where it differs from the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<crate::Guest>,
 }
 
 /// Orders references numerically when they are numbers (Xen device ids, handles), else by text.
@@ -119,6 +127,13 @@ pub struct DeviceRecord {
     /// When a pending removal completes by itself (milliseconds since the Unix epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removal_due_ms: Option<u64>,
+    /// When the guest connects the device (milliseconds since the Unix epoch), while it waits
+    /// for the guest (`init-wait`); absent while waiting: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_due_ms: Option<u64>,
+    /// The guest's behaviour towards this device, where it differs from its domain's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<crate::Guest>,
 }
 
 /// A device type defined in a state file.

@@ -14,7 +14,36 @@ use crate::rules::Rules;
 impl HostState {
     /// The default host: `Domain-0` (id 0) and `demo` (id 1) with one disk and one NIC.
     pub fn default_host() -> HostState {
+        HostState::new_host(None)
+    }
+
+    /// A new host: the default one, or for `like=DRIVER` the domains of that driver's profile
+    /// (ids from 1, `Domain-0` is 0) without devices.
+    pub fn new_host(like: Option<crate::Like>) -> HostState {
+        if let Some(l) = like {
+            let p = l.profile();
+            let first = u32::from(p.domains.first().map(String::as_str) != Some("Domain-0"));
+            let mut h = HostState {
+                like: Some(l.as_str().to_owned()),
+                ..HostState::new_host(None)
+            };
+            h.domains.clear();
+            for (i, name) in p.domains.iter().enumerate() {
+                let id = first + i as u32;
+                h.domains.insert(
+                    id,
+                    DomainState {
+                        id,
+                        name: name.clone(),
+                        devices: BTreeMap::new(),
+                        guest: None,
+                    },
+                );
+            }
+            return h;
+        }
         let mut h = HostState {
+            like: None,
             version: FORMAT_VERSION,
             domains: BTreeMap::new(),
             device_types: Vec::new(),
@@ -30,6 +59,7 @@ impl HostState {
                     id,
                     name: name.into(),
                     devices: BTreeMap::new(),
+                    guest: None,
                 },
             );
         }
@@ -40,11 +70,11 @@ impl HostState {
             ("mode", "w"),
         ])
         .expect("valid");
-        h.attach(1, &DeviceType::DISK, &disk, &mut ev)
+        h.attach(1, &DeviceType::DISK, &disk, Default::default(), &mut ev)
             .expect("default disk");
         let nic = Attributes::from_pairs([("mac", "00:16:3e:00:00:01"), ("bridge", "xenbr0")])
             .expect("valid");
-        h.attach(1, &DeviceType::NETWORK, &nic, &mut ev)
+        h.attach(1, &DeviceType::NETWORK, &nic, Default::default(), &mut ev)
             .expect("default nic");
         h
     }
@@ -56,6 +86,9 @@ impl HostState {
                 "version {} is not supported (expected {FORMAT_VERSION})",
                 self.version
             ));
+        }
+        if let Some(l) = &self.like {
+            l.parse::<crate::Like>()?;
         }
         let mut seen = Vec::new();
         for t in &self.device_types {
@@ -103,6 +136,9 @@ impl HostState {
         if let Some(c) = self.device_types.iter().find(|c| &c.name == t) {
             return Some(Rules::Custom(c));
         }
+        if let Some(p) = crate::like::profile_of(&self.like) {
+            return p.device_type(t).map(Rules::Like);
+        }
         match t.as_str() {
             "disk" => Some(Rules::Disk),
             "network" => Some(Rules::Network),
@@ -112,7 +148,14 @@ impl HostState {
 
     /// Every device type's schema.
     pub fn schemas(&self) -> Vec<DeviceTypeSchema> {
-        let mut types: Vec<DeviceType> = vec![DeviceType::DISK, DeviceType::NETWORK];
+        let mut types: Vec<DeviceType> = match crate::like::profile_of(&self.like) {
+            Some(p) => p
+                .device_types
+                .iter()
+                .map(|tp| tp.schema.device_type.clone())
+                .collect(),
+            None => vec![DeviceType::DISK, DeviceType::NETWORK],
+        };
         for c in &self.device_types {
             if !types.contains(&c.name) {
                 types.push(c.name.clone());
@@ -171,6 +214,22 @@ impl HostState {
             let domain = self.as_domain(id);
             let dom = self.domains.get_mut(&id).expect("listed");
             for (t, by_ref) in dom.devices.iter_mut() {
+                for dev in by_ref.values_mut() {
+                    match dev.connect_due_ms {
+                        Some(due) if due <= now_ms && dev.state != DeviceState::RemovalPending => {
+                            dev.connect_due_ms = None;
+                            dev.state = DeviceState::Connected;
+                            events.push(DeviceEvent::StateChanged {
+                                domain: domain.clone(),
+                                device_type: t.clone(),
+                                reference: dev.reference.clone(),
+                                state: DeviceState::Connected,
+                            });
+                        }
+                        Some(_) => still_due = true,
+                        None => {}
+                    }
+                }
                 by_ref.retain(|_, dev| {
                     let due = matches!(dev.removal_due_ms, Some(due) if due <= now_ms);
                     still_due |= dev.removal_due_ms.is_some() && !due;
@@ -226,12 +285,14 @@ impl HostState {
         Ok(out)
     }
 
-    /// Create a device. Validates everything before changing anything.
+    /// Create a device. Validates everything before changing anything. `host_guest` is the
+    /// host's guest knobs (for when the guest connects the device).
     pub fn attach(
         &mut self,
         domid: u32,
         t: &DeviceType,
         attrs: &Attributes,
+        host_guest: crate::Guest,
         events: &mut Vec<DeviceEvent>,
     ) -> Result<DeviceRef> {
         let rules = self.rules(t).ok_or_else(|| Error::Unsupported {
@@ -247,6 +308,10 @@ impl HostState {
         }
         let (reference, listed) = rules.create(self, domid, t, attrs)?;
         let is_xen = matches!(rules, Rules::Disk | Rules::Network);
+        let initial = match rules {
+            Rules::Like(tp) => tp.initial_state.clone(),
+            _ => None,
+        };
         let key = RefKey::of(&reference);
         if self.domains[&domid]
             .devices
@@ -263,6 +328,23 @@ impl HostState {
         if is_xen {
             self.next_port += 3; // ring refs and an event channel: distinct numbers
         }
+        let (state, connect_due_ms) = match initial {
+            Some(first) if first != DeviceState::Connected => {
+                let guest = self.domains[&domid]
+                    .guest
+                    .unwrap_or_default()
+                    .or(host_guest);
+                match guest.connect.unwrap_or(crate::Connect::Immediate) {
+                    crate::Connect::Immediate => (DeviceState::Connected, None),
+                    crate::Connect::Never => (first, None),
+                    crate::Connect::After(d) => {
+                        self.maybe_due = true;
+                        (first, Some(now_ms() + d.as_millis() as u64))
+                    }
+                }
+            }
+            _ => (DeviceState::Connected, None),
+        };
         self.domain_mut(domid)?
             .devices
             .entry(t.clone())
@@ -272,9 +354,11 @@ impl HostState {
                 DeviceRecord {
                     device_type: t.clone(),
                     reference: reference.clone(),
-                    state: DeviceState::Connected,
+                    state,
                     attrs: listed,
                     removal_due_ms: None,
+                    connect_due_ms,
+                    guest: None,
                 },
             );
         events.push(DeviceEvent::Added {
@@ -348,14 +432,29 @@ impl HostState {
         Ok(())
     }
 
+    /// The guest's own knobs for a device: the device's, then its domain's (the host's
+    /// defaults are the caller's to add).
+    pub fn guest_of(&self, domid: u32, t: &DeviceType, r: &DeviceRef) -> crate::Guest {
+        let Some(d) = self.domains.get(&domid) else {
+            return crate::Guest::default();
+        };
+        let dev = d
+            .devices
+            .get(t)
+            .and_then(|m| m.get(&RefKey::of(r)))
+            .and_then(|dev| dev.guest);
+        dev.unwrap_or_default().or(d.guest.unwrap_or_default())
+    }
+
     /// Change updatable attributes of a device in place. Validates everything before changing
-    /// anything.
+    /// anything. `host_guest` is the host's guest knobs.
     pub fn update(
         &mut self,
         domid: u32,
         t: &DeviceType,
         r: &DeviceRef,
         attrs: &Attributes,
+        host_guest: crate::Guest,
         events: &mut Vec<DeviceEvent>,
     ) -> Result<()> {
         let rules = self.rules(t).ok_or_else(|| Error::Unsupported {
@@ -370,7 +469,8 @@ impl HostState {
             .get(t)
             .and_then(|m| m.get(&RefKey::of(r)))
             .ok_or_else(|| not_found(&domain, t, r))?;
-        let changes = rules.update(dev, attrs)?;
+        let guest = self.guest_of(domid, t, r).or(host_guest);
+        let changes = rules.update(dev, attrs, guest)?;
         // Validated: now change.
         let dev = self
             .domain_mut(domid)?

@@ -8,16 +8,18 @@ mod error;
 mod events;
 mod format;
 mod host;
+mod like;
 mod rules;
 mod store;
 
 pub use config::{MockConfig, Source, DEFAULT_LOCK_TIMEOUT, DURATION_RANGE, OPTIONS};
-pub use control::{Call, Fault, MockControl, Op, Removal, CALL_LOG_CAPACITY};
+pub use control::{Call, Connect, Fault, Guest, MockControl, Op, Removal, CALL_LOG_CAPACITY};
 pub use driver::MockDriver;
 pub use format::{
     CustomAttr, CustomType, DeviceRecord, DomainState, HostState, JournalEntry, FORMAT_VERSION,
     JOURNAL_LEN,
 };
+pub use like::{Like, PROFILE_JSON};
 
 use vdev_core::{ConnectUri, Connection, Result};
 

@@ -16,6 +16,8 @@ pub enum Rules<'a> {
     Network,
     /// Defined in the state file.
     Custom(&'a CustomType),
+    /// A real driver's type (`like=DRIVER`), from its profile.
+    Like(&'static vdev_core::profile::TypeProfile),
 }
 
 const DISK_DESC: &str = "a virtual block device (Xen vbd vocabulary); its ref is the Xen device number of `dev` (xvdb = 51728)";
@@ -24,6 +26,9 @@ const NET_DESC: &str =
 
 impl Rules<'_> {
     pub(crate) fn schema(&self, t: &DeviceType) -> DeviceTypeSchema {
+        if let Rules::Like(tp) = self {
+            return tp.schema.clone();
+        }
         let backend = AttributeSpec::optional(
             "backend",
             "the backend domain, by name or id (default Domain-0); listed as backend-id and bkdom-name",
@@ -69,6 +74,7 @@ impl Rules<'_> {
                     })
                     .collect(),
             ),
+            Rules::Like(_) => unreachable!("answered above"),
         };
         let (identity, reference_attribute) = match self {
             Rules::Disk => (vec!["dev".into(), "uname".into()], None),
@@ -77,6 +83,7 @@ impl Rules<'_> {
                 c.ref_attribute.iter().cloned().collect(),
                 c.ref_attribute.clone(),
             ),
+            Rules::Like(_) => unreachable!("answered above"),
         };
         DeviceTypeSchema {
             device_type: t.clone(),
@@ -99,6 +106,7 @@ impl Rules<'_> {
         let mut listed = Attributes::new();
         let port = h.next_port;
         match self {
+            Rules::Like(tp) => crate::like::create(tp, h, domid, t, attrs),
             Rules::Disk => {
                 let cdrom = match attrs.get("devtype").unwrap_or("disk") {
                     "disk" => false,
@@ -299,9 +307,15 @@ impl Rules<'_> {
 impl Rules<'_> {
     /// Validate an update of `dev` and return what changes, with the listed new values.
     /// Changes nothing. The core has checked that every name is updatable.
-    pub(crate) fn update(&self, dev: &DeviceRecord, attrs: &Attributes) -> Result<Attributes> {
+    pub(crate) fn update(
+        &self,
+        dev: &DeviceRecord,
+        attrs: &Attributes,
+        guest: crate::Guest,
+    ) -> Result<Attributes> {
         let mut changes = Attributes::new();
         match self {
+            Rules::Like(tp) => return crate::like::update(tp, dev, attrs, guest),
             Rules::Disk => {
                 if let Some(uname) = attrs.get("uname") {
                     if dev.attrs.get("devtype") != Some("cdrom") {

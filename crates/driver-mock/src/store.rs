@@ -30,10 +30,27 @@ pub(crate) enum Store {
 impl Store {
     /// Open a file store, creating the file with the default state if it is missing, and
     /// refusing a malformed one (left untouched).
-    pub(crate) fn open_file(path: PathBuf, lock_timeout: Duration) -> Result<Store> {
+    /// A new file is made `like` the URI says; an existing one must have been made so.
+    pub(crate) fn open_file(
+        path: PathBuf,
+        lock_timeout: Duration,
+        like: Option<crate::Like>,
+    ) -> Result<(Store, Option<String>)> {
         let _lock = lock(&path, lock_timeout)?;
-        load_or_create(&path)?;
-        Ok(Store::File(path, lock_timeout))
+        let (st, _) = load_or_create(&path, like)?;
+        if let Some(l) = like {
+            if st.like.as_deref() != Some(l.as_str()) {
+                return Err(MockError::LikeMismatch {
+                    path,
+                    file: st
+                        .like
+                        .unwrap_or_else(|| "the mock's own vocabulary".into()),
+                    uri: l.as_str(),
+                }
+                .into());
+            }
+        }
+        Ok((Store::File(path, lock_timeout), st.like))
     }
 
     /// Run `f` on the state after completing due removals; persist any change. When `f` fails
@@ -63,7 +80,7 @@ impl Store {
                 let (path, lock_timeout) = (path.clone(), *lock_timeout);
                 tokio::task::spawn_blocking(move || {
                     let _lock = lock(&path, lock_timeout)?;
-                    let (mut st, original) = load_or_create(&path)?;
+                    let (mut st, original) = load_or_create(&path, None)?;
                     let mut evs = Vec::new();
                     st.settle(now_ms(), &mut evs);
                     let r = f(&mut st, &mut evs);
@@ -172,7 +189,10 @@ fn lock_holder(f: &File) -> String {
 }
 
 /// Load the state (and its text), or create the file with the default state when missing.
-fn load_or_create(path: &Path) -> Result<(HostState, String), MockError> {
+fn load_or_create(
+    path: &Path,
+    like: Option<crate::Like>,
+) -> Result<(HostState, String), MockError> {
     match fs::read_to_string(path) {
         Ok(text) => {
             let st: HostState = serde_json::from_str(&text).map_err(|source| MockError::Json {
@@ -186,7 +206,7 @@ fn load_or_create(path: &Path) -> Result<(HostState, String), MockError> {
             Ok((st, text))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let st = HostState::default_host();
+            let st = HostState::new_host(like);
             let text = serialize(&st);
             save(path, &text)?;
             Ok((st, text))

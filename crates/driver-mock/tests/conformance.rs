@@ -96,3 +96,97 @@ mod state_file {
 
     vdev_conformance::conformance_tests!(setup);
 }
+
+/// An image file that exists (`like=qemu` checks that `source` does, as QEMU does).
+fn image(i: usize) -> String {
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("mock-like-images");
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let p = dir.join(format!("disk-{i}.raw"));
+    if !p.exists() {
+        std::fs::write(&p, b"").expect("image");
+    }
+    p.display().to_string()
+}
+
+fn like_qemu_fixture() -> Fixture {
+    Fixture {
+        domain: "demo".into(),
+        device_type: DeviceType::DISK,
+        make_attrs: Box::new(|i| {
+            Attributes::from_pairs([
+                ("source", image(i)),
+                ("format", "raw".to_owned()),
+                ("id", format!("d{i}")),
+            ])
+            .expect("valid")
+        }),
+        invalid_attrs: [
+            ("bus", "floppy"),              // not scsi, virtio or usb
+            ("format", "vmdk"),             // not raw or qcow2
+            ("media", "tape"),              // not disk or cdrom
+            ("id", "1bad"),                 // not a QEMU id
+            ("source", "/no/such/img.raw"), // a missing image
+        ]
+        .into_iter()
+        .map(|(name, bad)| {
+            let mut a =
+                Attributes::from_pairs([("source", image(999)), ("format", "raw".to_owned())])
+                    .expect("valid");
+            a.insert(name, bad).expect("valid form");
+            a
+        })
+        .collect(),
+        detach_timeout: Duration::from_secs(5),
+        update: Some(UpdateFixture {
+            device_type: DeviceType::NETWORK,
+            make_attrs: Box::new(|_| Attributes::new()),
+            valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
+            malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
+        }),
+    }
+}
+
+fn like_xen_fixture() -> Fixture {
+    Fixture {
+        update: None, // the Xen driver updates nothing: neither does the mock like it
+        ..fixture()
+    }
+}
+
+mod like_qemu {
+    use super::*;
+
+    async fn setup() -> Harness {
+        Harness {
+            conn: vdev_core::connect("mock:///default?like=qemu")
+                .await
+                .expect("connect"),
+            readonly: vdev_core::connect_readonly("mock:///default?like=qemu")
+                .await
+                .expect("connect"),
+            fixture: like_qemu_fixture(),
+            hold: None,
+        }
+    }
+
+    vdev_conformance::conformance_tests!(setup);
+}
+
+mod like_xen {
+    use super::*;
+
+    async fn setup() -> Harness {
+        Harness {
+            conn: vdev_core::connect("mock:///default?like=xen")
+                .await
+                .expect("connect"),
+            readonly: vdev_core::connect_readonly("mock:///default?like=xen")
+                .await
+                .expect("connect"),
+            fixture: like_xen_fixture(),
+            hold: None,
+        }
+    }
+
+    vdev_conformance::conformance_tests!(setup);
+}

@@ -15,7 +15,7 @@ use crate::error::QmpError;
 use crate::image::{blockdev_add_error, blockdev_options, check_format, check_image, Protocol};
 use crate::listing::{disk_attributes, exists};
 use crate::markers::{self, Backend};
-use crate::schema::{self, check_id, parse_bool_attr, split_attrs, NIC_MODELS};
+use crate::schema::{self, check_id, parse_bool_attr, split_attrs, NIC_ATTACH_MODELS, NIC_MODELS};
 use crate::update;
 
 /// Attach a device of `device_type` with `attributes` to `domain`, and say so on the event hub.
@@ -217,21 +217,20 @@ pub(crate) async fn check_disk(
     };
     check_format(format)?;
     let format: &'static str = if format == "qcow2" { "qcow2" } else { "raw" };
-    let model = match (named.get("bus").copied().unwrap_or("scsi"), cdrom) {
-        ("scsi", false) => "scsi-hd",
-        ("scsi", true) => "scsi-cd",
-        ("virtio", false) => "virtio-blk-pci",
-        ("usb", false) => "usb-storage",
-        (b, true) => {
+    let bus = named.get("bus").copied().unwrap_or("scsi");
+    let model = match (schema::DISK_BUSES.iter().find(|(b, _, _)| *b == bus), cdrom) {
+        (Some((_, hd, _)), false) => *hd,
+        (Some((_, _, Some(cd))), true) => *cd,
+        (_, true) => {
             return Err(Error::invalid_attribute(
                 "bus",
-                format!("a CD-ROM drive goes on bus=scsi (scsi-cd), not '{b}'"),
+                format!("a CD-ROM drive goes on bus=scsi (scsi-cd), not '{bus}'"),
             ))
         }
-        (b, false) => {
+        (None, false) => {
             return Err(Error::invalid_attribute(
                 "bus",
-                format!("'{b}' is not scsi, virtio or usb"),
+                format!("'{bus}' is not scsi, virtio or usb"),
             ))
         }
     };
@@ -691,16 +690,12 @@ pub(crate) async fn prepare_nic(
         }
     }
     let link_up = schema::parse_link(named.get("link").copied().unwrap_or("up"))?;
-    let model: &'static str = match named.get("model").copied().unwrap_or("virtio-net-pci") {
-        "virtio-net-pci" => "virtio-net-pci",
-        "e1000" => "e1000",
-        "usb-net" => "usb-net",
-        m => {
-            return Err(Error::invalid_attribute(
-                "model",
-                format!("'{m}' is not virtio-net-pci, e1000 or usb-net"),
-            ))
-        }
+    let wanted = named.get("model").copied().unwrap_or(NIC_ATTACH_MODELS[0]);
+    let Some(model) = NIC_ATTACH_MODELS.iter().copied().find(|m| *m == wanted) else {
+        return Err(Error::invalid_attribute(
+            "model",
+            format!("'{wanted}' is not {}", NIC_ATTACH_MODELS.join(", ")),
+        ));
     };
     let id = device_id(&named, "net")?;
     let given_mac = named

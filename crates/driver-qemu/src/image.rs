@@ -187,7 +187,7 @@ fn inspect_image(source: &str, format: &str) -> Result<Protocol> {
 
 /// `raw` or `qcow2`: formats are never probed.
 pub(crate) fn check_format(format: &str) -> Result<()> {
-    if matches!(format, "raw" | "qcow2") {
+    if crate::schema::FORMATS.contains(&format) {
         Ok(())
     } else {
         Err(Error::invalid_attribute(

@@ -15,6 +15,7 @@ mod introspect;
 mod listing;
 mod markers;
 mod placement;
+mod profile;
 mod qmp;
 mod schema;
 mod update;
@@ -26,6 +27,7 @@ pub mod fuzzing;
 pub use config::{QemuConfig, Target, DEFAULT_REQUEST_TIMEOUT, OPTIONS, TIMEOUT_RANGE};
 pub use driver::QemuDriver;
 pub use error::QmpError;
+pub use profile::profile;
 
 /// The driver's name.
 pub const NAME: &str = "qemu";

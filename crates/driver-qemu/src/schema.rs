@@ -11,6 +11,22 @@ use vdev_core::{
 use crate::error::QmpError;
 use crate::qmp::decode;
 
+/// The buses `attach` offers for a disk: (bus, model of a disk, model of a CD-ROM drive).
+pub(crate) const DISK_BUSES: &[(&str, &str, Option<&str>)] = &[
+    ("scsi", "scsi-hd", Some("scsi-cd")),
+    ("virtio", "virtio-blk-pci", None),
+    ("usb", "usb-storage", None),
+];
+
+/// The image formats `attach` and `update` take (never probed).
+pub(crate) const FORMATS: &[&str] = &["raw", "qcow2"];
+
+/// The NIC backends `attach` makes.
+pub(crate) const NETDEVS: &[&str] = &["user", "tap"];
+
+/// The NIC models `attach` makes; the first is the default.
+pub(crate) const NIC_ATTACH_MODELS: &[&str] = &["virtio-net-pci", "e1000", "usb-net"];
+
 /// Device models listed as disks, with the `bus` attribute each is listed under.
 const DISK_MODELS: &[(&str, &str)] = &[
     ("scsi-hd", "scsi"),

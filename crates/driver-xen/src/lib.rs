@@ -16,6 +16,7 @@ mod libxl;
 mod listing;
 mod paths;
 mod plug;
+mod profile;
 mod rollback;
 mod vbd;
 mod vif;
@@ -27,6 +28,7 @@ pub use config::{
 };
 pub use driver::XenDriver;
 pub use error::{LibxlConfigError, XsError};
+pub use profile::profile;
 pub use xenstore::MAX_PAYLOAD;
 
 /// The driver's name.

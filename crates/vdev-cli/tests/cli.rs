@@ -668,3 +668,79 @@ fn completions_man_page_and_version_come_from_the_same_definitions() {
         format!("vdev {}\n", env!("CARGO_PKG_VERSION"))
     );
 }
+
+/// A state file made like QEMU, with the guest's knobs as URI options: the QEMU vocabulary,
+/// its errors, and a guest that locks its tray or never releases a device.
+#[test]
+fn a_mock_like_qemu_with_guest_knobs_from_the_uri() {
+    let (dir, _path, uri) = state_file("qemu.json");
+    let img = dir.path().join("a.iso");
+    std::fs::write(&img, b"").unwrap();
+    let img = img.to_str().unwrap();
+    let like = format!("{uri}?like=qemu");
+    assert_eq!(
+        ok(&[
+            "-c",
+            &like,
+            "attach",
+            "demo",
+            "disk",
+            "media=cdrom",
+            &format!("source={img}"),
+            "id=cd1"
+        ]),
+        "cd1\n"
+    );
+    let locked = format!("{uri}?tray=locked");
+    let out = vdev(&[
+        "-c",
+        &locked,
+        "update",
+        "demo",
+        "disk",
+        "cd1",
+        &format!("source={img}"),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("force=true"), "{}", stderr(&out));
+    ok(&[
+        "-c",
+        &locked,
+        "update",
+        "demo",
+        "disk",
+        "cd1",
+        &format!("source={img}"),
+        "force=true",
+    ]);
+    let pending = format!("{uri}?removal=pending");
+    let out = vdev(&[
+        "-c",
+        &pending,
+        "detach",
+        "demo",
+        "disk",
+        "cd1",
+        "--timeout",
+        "0.05",
+    ]);
+    assert_ne!(out.status.code(), Some(0), "{}", stderr(&out));
+    let dev = &json(&["-c", &uri, "devices", "demo", "disk"])[0];
+    assert_eq!(dev["state"], "removal-pending");
+    // The file speaks like QEMU: a missing image is refused as QEMU refuses it.
+    let out = vdev(&[
+        "-c",
+        &uri,
+        "attach",
+        "demo",
+        "disk",
+        "source=/no/such.raw",
+        "format=raw",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("invalid attribute 'source'"),
+        "{}",
+        stderr(&out)
+    );
+}

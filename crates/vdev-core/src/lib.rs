@@ -40,6 +40,7 @@ mod error;
 mod events;
 mod options;
 pub mod plan;
+pub mod profile;
 mod registry;
 mod types;
 mod uri;

@@ -54,6 +54,27 @@ impl Call {
     }
 }
 
+/// A removal knob: `"immediate"`, `"pending"`, `"refuse"` or seconds.
+fn removal_of(removal: &Bound<'_, PyAny>) -> PyResult<Removal> {
+    if let Ok(s) = removal.cast::<PyString>() {
+        match s.to_str()? {
+            "immediate" => Ok(Removal::Immediate),
+            "pending" => Ok(Removal::Pending),
+            "refuse" => Ok(Removal::Refuse),
+            other => Err(PyValueError::new_err(format!(
+                "removal: '{other}' is not 'immediate', 'pending', 'refuse' or seconds"
+            ))),
+        }
+    } else if removal.extract::<f64>().is_ok() {
+        Ok(Removal::After(args::seconds("removal", removal)?))
+    } else {
+        Err(PyTypeError::new_err(format!(
+            "removal: expected 'immediate', 'pending', 'refuse' or seconds, not {}",
+            args::type_name(removal)
+        )))
+    }
+}
+
 fn op(v: &str) -> PyResult<Op> {
     Op::from_str(v).map_err(|e| PyValueError::new_err(format!("op: {e}")))
 }
@@ -90,28 +111,81 @@ impl MockControl {
     }
 
     /// How the simulated guest answers detach from now on: `"immediate"`, `"pending"` (never
-    /// releases until `release()`), or seconds (releases after that delay).
+    /// releases until `release()`), `"refuse"` (detach raises RemovalRefused), or seconds
+    /// (releases after that delay).
     fn set_removal(&self, removal: &Bound<'_, PyAny>) -> PyResult<()> {
-        let r = if let Ok(s) = removal.cast::<PyString>() {
-            match s.to_str()? {
-                "immediate" => Removal::Immediate,
-                "pending" => Removal::Pending,
-                other => {
-                    return Err(PyValueError::new_err(format!(
-                        "removal: '{other}' is not 'immediate', 'pending' or seconds"
-                    )))
-                }
-            }
-        } else if removal.extract::<f64>().is_ok() {
-            Removal::After(args::seconds("removal", removal)?)
-        } else {
-            return Err(PyTypeError::new_err(format!(
-                "removal: expected 'immediate', 'pending' or seconds, not {}",
-                args::type_name(removal)
-            )));
-        };
-        self.inner.set_removal(r);
+        self.inner.set_removal(removal_of(removal)?);
         Ok(())
+    }
+
+    /// Set guest knobs (those not None): `removal` as in `set_removal`, `tray_locked` (a
+    /// change of CD-ROM medium without force raises DeviceBusy), `busy` (the guest answers
+    /// busy to the first N unplug requests of each detach), `connect` (`"immediate"`, `"never"`
+    /// or seconds: when the guest connects a new device, where the driver lists new devices as
+    /// waiting for it, as `like="xen"`). For the whole host by default;
+    /// for one domain with `domain="NAME"`, one device with `device=(TYPE, REF)` too (kept in
+    /// the host's state; awaitable on an asyncio connection's handle).
+    #[pyo3(signature = (*, removal = None, tray_locked = None, busy = None, connect = None, domain = None, device = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn set_guest(
+        &self,
+        py: Python<'_>,
+        removal: Option<&Bound<'_, PyAny>>,
+        tray_locked: Option<bool>,
+        busy: Option<u32>,
+        connect: Option<&Bound<'_, PyAny>>,
+        domain: Option<String>,
+        device: Option<(String, String)>,
+    ) -> PyResult<Py<PyAny>> {
+        let connect = match connect {
+            None => None,
+            Some(c) => Some(if let Ok(s) = c.cast::<PyString>() {
+                s.to_str()?
+                    .parse::<mock::Connect>()
+                    .map_err(|e| PyValueError::new_err(format!("connect: {e}")))?
+            } else {
+                mock::Connect::After(args::seconds("connect", c)?)
+            }),
+        };
+        let guest = mock::Guest {
+            removal: removal.map(removal_of).transpose()?,
+            tray_locked,
+            busy,
+            connect,
+        };
+        let c = self.inner.clone();
+        let target = match (domain, device) {
+            (None, None) => {
+                c.set_guest(guest);
+                return Ok(py.None());
+            }
+            (None, Some(_)) => {
+                return Err(PyValueError::new_err(
+                    "device: give domain= too (the device's domain)",
+                ))
+            }
+            (Some(d), dev) => (d, dev),
+        };
+        let device = match target.1 {
+            Some((t, r)) => Some((
+                vdev::DeviceType::new(t).map_err(to_py)?,
+                vdev::DeviceRef::new(r).map_err(to_py)?,
+            )),
+            None => None,
+        };
+        let domain = target.0;
+        let fut = async move {
+            match device {
+                Some((t, r)) => c.set_device_guest(&domain, &t, &r, guest).await,
+                None => c.set_domain_guest(&domain, guest).await,
+            }
+            .map_err(to_py)
+        };
+        if self.aio {
+            awaitable(py, fut)
+        } else {
+            blocking(py, fut)
+        }
     }
 
     /// Let the guest release every device whose removal is pending; returns how many were

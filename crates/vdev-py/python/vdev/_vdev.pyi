@@ -276,8 +276,21 @@ class MockControl:
         """Remove every fault not yet triggered."""
     def set_latency(self, seconds: float) -> None:
         """Add ``seconds`` of latency to every call."""
-    def set_removal(self, removal: Literal["immediate", "pending"] | float) -> None:
+    def set_removal(self, removal: Literal["immediate", "pending", "refuse"] | float) -> None:
         """How the simulated guest answers detach from now on."""
+    def set_guest(
+        self,
+        *,
+        removal: Literal["immediate", "pending", "refuse"] | float | None = None,
+        tray_locked: bool | None = None,
+        busy: int | None = None,
+        connect: Literal["immediate", "never"] | float | None = None,
+        domain: str | None = None,
+        device: tuple[str, str] | None = None,
+    ) -> Any:
+        """Set guest knobs for the host, a domain (``domain=``) or a device (``device=(TYPE, REF)``
+        too); None leaves a knob as it is (awaitable on an asyncio connection, for a domain or
+        device)."""
     def release(self) -> Any:
         """Release every pending removal; how many (``int``; awaitable on an asyncio connection)."""
     def calls(self) -> list[Call]:
