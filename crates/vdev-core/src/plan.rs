@@ -1,4 +1,4 @@
-//! Plans: the changes that take domains from what they have to a [`Document`]'s desired state,
+//! Plans: the changes that take domains from what they have to a [`Document`](crate::desired::Document)'s desired state,
 //! computed by [`crate::Connection::plan`] and made by [`crate::Connection::apply`].
 //!
 //! How a desired entry finds its device: by the first attribute of the type's
