@@ -200,62 +200,60 @@ impl Dom0 {
         }
     }
 
-    /// Look at each of `params` in the backend domain, in one script (one round trip on a
-    /// remote host): each one's [`Backing`], or its error naming the attribute.
-    pub(crate) async fn inspect_all(&self, params: &[&str]) -> Result<Vec<Result<Backing>>> {
+    /// Look at each of `params` in the backend domain, and list the bound loop devices, in one
+    /// script (one round trip on a remote host): each one's [`Backing`], or its error naming the
+    /// attribute; and every bound loop device with its backing file's device and inode.
+    pub(crate) async fn survey(
+        &self,
+        params: &[&str],
+    ) -> Result<(Vec<Result<Backing>>, Vec<LoopDev>)> {
         let quoted: Vec<String> = params.iter().map(|p| sh_quote(p)).collect();
-        // One record per path, each started by a line of the record separator (\036).
+        // One record per path, each started by a line of the record separator (\036); then a
+        // line of the group separator (\035) and a line per loop device.
         let script = format!(
             r#"for p in {}; do
 printf '\036\n'
 c=$(realpath -e -- "$p" 2>&1) || {{ printf 'E%s\n' "$c"; continue; }}
 t=$(stat -L -c '%F|%t|%T|%d|%i|%a' -- "$c" 2>&1) || {{ printf 'E%s\n' "$t"; continue; }}
 printf 'K%s\n%s\n' "$t" "$c"
-done"#,
+done
+printf '\035\n'
+for d in /sys/block/loop*; do
+  [ -r "$d/loop/backing_file" ] || continue
+  IFS= read -r b <"$d/loop/backing_file" || continue
+  s=$(stat -L -c %d:%i -- "$b" 2>/dev/null) || continue
+  IFS= read -r n <"$d/dev" && printf '%s %s\n' "$s" "$n"
+done; true"#,
             quoted.join(" ")
         );
         let out = self.sh(&script, REMOTE_STEP).await?;
         let text = out.text();
-        let records: Vec<&str> = text
-            .split('\u{1e}')
-            .skip(1)
-            .map(|r| r.trim_matches('\n'))
-            .collect();
-        if records.len() != params.len() {
-            return Err(Error::backend(
+        let unexpected = || {
+            Error::backend(
                 crate::NAME,
                 format!(
                     "unexpected answer from {} about {}: {text:?}",
                     self.host.name(),
                     params.join(", ")
                 ),
-            ));
+            )
+        };
+        let (paths, loops) = text.split_once('\u{1d}').ok_or_else(unexpected)?;
+        let records: Vec<&str> = paths
+            .split('\u{1e}')
+            .skip(1)
+            .map(|r| r.trim_matches('\n'))
+            .collect();
+        if records.len() != params.len() {
+            return Err(unexpected());
         }
         let host = self.host.name();
-        Ok(params
+        let backings = params
             .iter()
             .zip(records)
             .map(|(p, r)| parse_inspect(p, r, &host))
-            .collect())
-    }
-
-    /// Every bound loop device: its backing file's device and inode, and its own number.
-    pub(crate) async fn loops(&self) -> Result<Vec<LoopDev>> {
-        let script = r#"for d in /sys/block/loop*; do
-  [ -r "$d/loop/backing_file" ] || continue
-  IFS= read -r b <"$d/loop/backing_file" || continue
-  s=$(stat -L -c %d:%i -- "$b" 2>/dev/null) || continue
-  IFS= read -r n <"$d/dev" && printf '%s %s
-' "$s" "$n"
-done; true"#;
-        let out = self
-            .sh_ok(
-                script,
-                "listing loop devices",
-                "check /sys/block on the host",
-            )
-            .await?;
-        Ok(out
+            .collect();
+        let loops = loops
             .lines()
             .filter_map(|l| {
                 let (file, num) = l.split_once(' ')?;
@@ -265,7 +263,8 @@ done; true"#;
                     num: parse_decimal_devnum(num)?,
                 })
             })
-            .collect())
+            .collect();
+        Ok((backings, loops))
     }
 
     /// The block devices Domain-0 has mounted.
@@ -583,7 +582,7 @@ mod tests {
     use super::*;
 
     async fn inspect(dom0: &Dom0, params: &str) -> Result<Backing> {
-        dom0.inspect_all(&[params]).await?.pop().unwrap()
+        dom0.survey(&[params]).await?.0.pop().unwrap()
     }
 
     #[test]

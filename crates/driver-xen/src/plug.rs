@@ -157,7 +157,7 @@ impl Inner {
     ) -> std::result::Result<Vec<Native>, (Option<usize>, Error)> {
         let host = |e: Error| (None, e);
         let params: Vec<&str> = specs.iter().map(|s| s.params.as_str()).collect();
-        let backings = self.dom0_host.inspect_all(&params).await.map_err(host)?;
+        let (backings, loops) = self.dom0_host.survey(&params).await.map_err(host)?;
         let mut ok = Vec::with_capacity(specs.len());
         for (i, (b, spec)) in backings.into_iter().zip(specs).enumerate() {
             let b = b.map_err(|e| (Some(i), e))?;
@@ -174,11 +174,6 @@ impl Inner {
             ok.push(b);
         }
         let backings = ok;
-        let loops = if backings.iter().any(|b| matches!(b, Backing::File { .. })) {
-            self.dom0_host.loops().await.map_err(host)?
-        } else {
-            Vec::new()
-        };
         let nums: Vec<Vec<hotplug::DevNum>> = backings
             .iter()
             .map(|b| match b {
