@@ -211,13 +211,7 @@ pub unsafe extern "C" fn vdev_domain_attach(
     attrs: *const vdev_attr,
     nattrs: c_int,
 ) -> *mut c_char {
-    guard(ptr::null_mut(), || {
-        let dom = unsafe { handle(dom, "dom") }?;
-        let device_type = unsafe { type_arg(r#type) }?;
-        let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
-        let reference = attach(dom, device_type, pairs, AttachOptions::default())?;
-        Ok(into_raw_str(reference.as_str()))
-    })
+    unsafe { vdev_domain_attach_flags(dom, r#type, attrs, nattrs, 0) }
 }
 
 /// `vdev_domain_attach()` with `flags`: 0, or a scope (`VDEV_AFFECT_LIVE`, `VDEV_AFFECT_CONFIG`,
@@ -273,14 +267,7 @@ pub unsafe extern "C" fn vdev_domain_update(
     attrs: *const vdev_attr,
     nattrs: c_int,
 ) -> c_int {
-    guard(-1, || {
-        let dom = unsafe { handle(dom, "dom") }?;
-        let device_type = unsafe { type_arg(r#type) }?;
-        let reference = unsafe { ref_arg(r#ref) }?;
-        let pairs = unsafe { attr_pairs(attrs, nattrs, "attrs", "nattrs") }?;
-        update(dom, device_type, reference, pairs, UpdateOptions::default())?;
-        Ok(0)
-    })
+    unsafe { vdev_domain_update_flags(dom, r#type, r#ref, attrs, nattrs, 0) }
 }
 
 /// `vdev_domain_update()` with `flags`: 0, or a scope (`VDEV_AFFECT_LIVE`,
