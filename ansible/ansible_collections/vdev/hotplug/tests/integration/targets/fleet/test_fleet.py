@@ -181,6 +181,28 @@ def test_a_removal_the_guest_does_not_complete_is_reported_pending(fleet):
     assert "nic0" in h.vm.device_ids()
 
 
+def test_from_the_controller_over_qemu_ssh(fleet):
+    # The module on the controller, each host's QEMU reached with qemu+ssh:// through that host's
+    # own sshd (its port, key and known_hosts), checked with raw QMP on every host.
+    for h in fleet.hosts:
+        with open(h.dir / "ctl0.raw", "wb") as f:
+            f.truncate(1 << 20)
+    ids = {h.name: h.vm.device_ids() for h in fleet.hosts}
+    check = fleet.playbook("controller.yml", "--check", state="present")
+    assert check.rc == 0 and changed(check, fleet) == everywhere(fleet, 1), check
+    assert {h.name: h.vm.device_ids() for h in fleet.hosts} == ids
+    first = fleet.playbook("controller.yml", state="present")
+    assert first.rc == 0 and changed(first, fleet) == everywhere(fleet, 1), first
+    for h in fleet.hosts:
+        assert h.vm.device_ids() - ids[h.name] == {"ctl0"}
+        assert h.vm.medium("ctl0") == str(h.dir / "ctl0.raw")
+    again = fleet.playbook("controller.yml", state="present")
+    assert again.rc == 0 and changed(again, fleet) == everywhere(fleet, 0), again
+    gone = fleet.playbook("controller.yml", state="absent")
+    assert gone.rc == 0 and changed(gone, fleet) == everywhere(fleet, 1), gone
+    assert {h.name: h.vm.device_ids() for h in fleet.hosts} == ids
+
+
 # The Xen lab's Domain-0 (tests/xenlab): its root has no Python, so the modules run on the
 # controller with a xen+ssh:// URI (delegate_to: localhost), as the collection's docs describe.
 XEN_DEV = "xvdzz"  # a device name no other test of the (shared) lab uses (they use xvdb..xvdz)
