@@ -119,9 +119,7 @@ impl FromStr for Removal {
             "immediate" => Ok(Removal::Immediate),
             "pending" => Ok(Removal::Pending),
             "refuse" => Ok(Removal::Refuse),
-            d => humantime::parse_duration(d)
-                .ok()
-                .filter(|d| crate::DURATION_RANGE.contains(d))
+            d => knob_delay(d)
                 .map(Removal::After)
                 .ok_or_else(|| format!("removal={s}: write removal=immediate, pending, refuse or a delay between 0 s and 1 h such as removal=50ms")),
         }
@@ -136,19 +134,6 @@ impl fmt::Display for Removal {
             Removal::Refuse => f.write_str("refuse"),
             Removal::After(d) => write!(f, "{}", humantime::format_duration(*d)),
         }
-    }
-}
-
-impl serde::Serialize for Removal {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Removal {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -171,9 +156,7 @@ impl FromStr for Connect {
         match s {
             "immediate" => Ok(Connect::Immediate),
             "never" => Ok(Connect::Never),
-            d => humantime::parse_duration(d)
-                .ok()
-                .filter(|d| crate::DURATION_RANGE.contains(d))
+            d => knob_delay(d)
                 .map(Connect::After)
                 .ok_or_else(|| format!("connect={s}: write connect=immediate, never or a delay between 0 s and 1 h such as connect=2s")),
         }
@@ -190,17 +173,32 @@ impl fmt::Display for Connect {
     }
 }
 
-impl serde::Serialize for Connect {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
+/// Serialize and deserialize each type as the string its `Display` writes and its `FromStr`
+/// reads (the URI option's value), as the state file stores guest knobs.
+macro_rules! serde_as_string {
+    ($($t:ty),*) => {$(
+        impl serde::Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    )*};
 }
 
-impl<'de> serde::Deserialize<'de> for Connect {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
+serde_as_string!(Removal, Connect);
+
+/// A knob's delay: between 0 and 1 h (`50ms`, `2s`).
+fn knob_delay(s: &str) -> Option<Duration> {
+    humantime::parse_duration(s)
+        .ok()
+        .filter(|d| crate::DURATION_RANGE.contains(d))
 }
 
 /// How the simulated guest behaves, for a whole host (URI options, [`MockControl::set_guest`]),
