@@ -11,7 +11,7 @@ use vdev_driver_xen as _;
 
 async fn setup() -> Option<Harness> {
     // timeout=30s: an ssh login into the lab's TCG Domain-0 alone takes ~5 s.
-    let uri = common::ssh_uri("hotplug=no&timeout=30s")?;
+    let uri = common::ssh_uri("hotplug=no&timeout=30s&attach-timeout=120s")?;
     Some(common::harness(&uri).await)
 }
 

@@ -591,6 +591,18 @@ async fn a_batch_of_disks_in_dom0_is_all_or_nothing_loops_included() {
 {WAIT44}
 snap() {{ for p in /local/domain/$id/device /local/domain/0/backend/vbd/$id /local/domain/0/backend/vif/$id /libxl/$id; do xenstore-ls -fp $p 2>/dev/null | grep -v '/state = \|/ring-ref\|/event-channel\|/tx-ring-ref\|/rx-ring-ref\|/request-rx-copy\|/feature-\|/multi-queue\|/persistent\|/sector\|/info = \|/physical-sector' ; done; losetup -a | grep 'vdev-batch\|vdev-shared' | sort; }}
 id=$(xl domid {d})
+# Whatever happens, nothing of this test stays for the next one: its guest, its disks (forced)
+# and their loop devices.
+cleanup() {{
+  s=$?; set +e
+  for r in $(/root/vdev -c xen:/// devices {d} disk 2>/dev/null | awk 'NR > 1 && /vdev-batch/ {{ print $2 }}'); do /root/vdev -c xen:/// detach {d} disk $r --force >/dev/null 2>&1; done
+  /root/vdev -c xen:/// devices {d} network 2>/dev/null | awk 'NR > 1 && /00:16:3e:5a:00:01/ {{ print $2 }}' | while read -r r; do /root/vdev -c xen:/// detach {d} network $r --force >/dev/null 2>&1; done
+  xl destroy domu-batch >/dev/null 2>&1
+  for l in $(losetup -a | grep 'vdev-batch\|vdev-shared' | cut -d: -f1); do losetup -d $l; done
+  rm -f /root/lab/vdev-batch*.img /root/lab/vdev-shared.img
+  exit $s
+}}
+trap cleanup EXIT
 for i in $(seq 0 17); do truncate -s 8M /root/lab/vdev-batch$i.img; done
 truncate -s 8M /root/lab/vdev-shared.img
 xl create -p /root/lab/domu1.cfg 'name="domu-batch"' >/dev/null 2>&1
