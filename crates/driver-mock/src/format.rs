@@ -101,6 +101,17 @@ pub enum RefKey {
 }
 
 impl RefKey {
+    /// The number after the highest numeric key of `keys`, 0 when there is none: the next
+    /// handle of a type whose references count up.
+    pub(crate) fn next_number<'a>(keys: impl Iterator<Item = &'a RefKey>) -> u64 {
+        keys.filter_map(|k| match k {
+            RefKey::Num(n) => Some(*n),
+            RefKey::Text(_) => None,
+        })
+        .max()
+        .map_or(0, |n| n + 1)
+    }
+
     /// The key of a reference.
     pub fn of(r: &DeviceRef) -> RefKey {
         match r.as_str().parse::<u64>() {

@@ -214,19 +214,7 @@ pub(crate) fn create(
     }
     let dom = &h.domains[&domid];
     let siblings = || dom.devices.get(t).into_iter().flat_map(|m| m.values());
-    let next_number = || {
-        dom.devices
-            .get(t)
-            .and_then(|m| {
-                m.keys()
-                    .filter_map(|k| match k {
-                        RefKey::Num(n) => Some(*n),
-                        _ => None,
-                    })
-                    .max()
-            })
-            .map_or(0, |n| n + 1)
-    };
+    let next_number = || RefKey::next_number(dom.devices.get(t).into_iter().flat_map(|m| m.keys()));
     let reference = match &tp.reference {
         RefFormat::Attribute {
             attribute,

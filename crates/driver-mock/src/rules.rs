@@ -209,18 +209,13 @@ impl Rules<'_> {
                 }
                 let link = check_link(attrs.get("link").unwrap_or("up"))?;
                 let bid = h.backend_id(attrs.get("backend"))?;
-                let handle = h.domains[&domid]
-                    .devices
-                    .get(t)
-                    .and_then(|m| {
-                        m.keys()
-                            .filter_map(|k| match k {
-                                RefKey::Num(n) => Some(*n),
-                                _ => None,
-                            })
-                            .max()
-                    })
-                    .map_or(0, |n| n + 1);
+                let handle = RefKey::next_number(
+                    h.domains[&domid]
+                        .devices
+                        .get(t)
+                        .into_iter()
+                        .flat_map(|m| m.keys()),
+                );
                 let script = attrs.get("script").unwrap_or("/etc/xen/scripts/vif-bridge");
                 for (n, v) in [
                     ("handle", handle.to_string()),
