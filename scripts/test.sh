@@ -63,6 +63,8 @@ stage "the Rust tests"
 # LGPL-2.1 `virt` crate): the facade and the vdev command built with it, and tested.
 cargo test -p vdev --features libvirt --no-fail-fast
 cargo test -p vdev-cli --features libvirt --test libvirt --no-fail-fast
+# libvdev built with it: a C program through libvirt, run plainly and under valgrind.
+cargo test -p vdev-capi --features libvirt --test c_programs --no-fail-fast -- c_calls_through_libvirt
 stage "the libvirt feature"
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names).
 cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_every_driver_is_linked

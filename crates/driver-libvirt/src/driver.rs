@@ -135,8 +135,9 @@ impl Inner {
         Ok(h)
     }
 
-    /// The schemas, from libvirt's domain capabilities (asked once per connection: at open, in
-    /// the background, so that a one-shot command does not wait for it).
+    /// The schemas, from libvirt's domain capabilities (asked once per connection, when first
+    /// needed: the core's checks use [`schema::schemas`] of no capabilities, which names the
+    /// same attributes).
     pub(crate) async fn schemas(self: &Arc<Self>) -> Result<Vec<DeviceTypeSchema>> {
         let inner = Arc::clone(self);
         self.schemas
@@ -245,10 +246,6 @@ impl LibvirtDriver {
         });
         tokio::spawn(translate(Arc::downgrade(&inner), inner.raw.subscribe()));
         tokio::spawn(session::keep(Arc::downgrade(&inner), health));
-        let early = Arc::clone(&inner);
-        tokio::spawn(async move {
-            let _ = early.schemas().await;
-        });
         Ok(LibvirtDriver { inner })
     }
 }
@@ -367,6 +364,16 @@ impl Driver for LibvirtDriver {
 
     async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {
         self.inner.schemas().await
+    }
+
+    /// The same types, names and rules without asking libvirt's domain capabilities, which
+    /// only the descriptions name (a round trip and work in libvirtd that a one-shot command
+    /// would otherwise wait for); the full schemas once they were asked.
+    async fn device_types_for_checks(&self) -> Result<Vec<DeviceTypeSchema>> {
+        match self.inner.schemas.get() {
+            Some(full) => Ok(full.clone()),
+            None => Ok(schema::schemas(&DomainCaps::default())),
+        }
     }
 
     async fn list_devices(

@@ -22,22 +22,58 @@ pub(crate) struct Definitions {
     pub stored: Option<DomXml>,
 }
 
+/// `f`, asked now on another of the runtime's blocking threads (an idle one when there is one)
+/// and answered by [`Beside::answer`]; without a runtime, run when the answer is asked.
+enum Beside<T> {
+    Asked(tokio::runtime::Handle, tokio::task::JoinHandle<T>),
+    Later(Box<dyn FnOnce() -> T + Send>),
+}
+
+impl<T: Send + 'static> Beside<T> {
+    fn ask(f: impl FnOnce() -> T + Send + 'static) -> Self {
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let h = rt.spawn_blocking(f);
+                Beside::Asked(rt, h)
+            }
+            Err(_) => Beside::Later(Box::new(f)),
+        }
+    }
+
+    /// The answer (called on a blocking thread, never on an async one).
+    fn answer(self) -> Result<T> {
+        match self {
+            Beside::Asked(rt, h) => rt
+                .block_on(h)
+                .map_err(|e| Error::backend_with(crate::NAME, "a libvirt call panicked", e)),
+            Beside::Later(f) => Ok(f()),
+        }
+    }
+}
+
 impl Definitions {
-    /// Read them (two or three round trips: the live XML, whether the domain is persistent,
-    /// its stored XML).
+    /// Read them: the live XML, whether the domain is persistent and its stored XML, asked at
+    /// once (libvirt answers the calls of one connection side by side) while this thread reads
+    /// the live XML, so a listing waits about one round trip, not three.
     pub(crate) fn read(d: &virt::domain::Domain, ctx: &Context) -> Result<Self> {
         let map = |e: virt::error::Error| ctx.map(e.into());
-        let current = xml::parse_domain(&d.xml_desc(0).map_err(map)?)?;
+        let (d1, d2) = (d.clone(), d.clone());
+        let persistent = Beside::ask(move || d1.is_persistent());
+        let stored = Beside::ask(move || d2.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE));
+        let current = d
+            .xml_desc(0)
+            .map_err(map)
+            .and_then(|x| xml::parse_domain(&x));
+        let (persistent, stored) = (persistent.answer()?, stored.answer()?);
+        let current = current?;
         if !current.running {
             return Ok(Definitions {
                 live: None,
                 stored: Some(current),
             });
         }
-        let stored = if d.is_persistent().map_err(map)? {
-            Some(xml::parse_domain(
-                &d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).map_err(map)?,
-            )?)
+        let stored = if persistent.map_err(map)? {
+            Some(xml::parse_domain(&stored.map_err(map)?)?)
         } else {
             None
         };

@@ -128,4 +128,29 @@ mod tests {
         );
         assert!(!bus.description.contains("nope"));
     }
+
+    /// The core checks calls against the schemas of no capabilities until the full ones are
+    /// asked (`device_types_for_checks`): they must differ in descriptions and examples only.
+    #[test]
+    fn the_capabilities_change_only_descriptions() {
+        fn rules(mut s: Vec<DeviceTypeSchema>) -> Vec<DeviceTypeSchema> {
+            for t in &mut s {
+                t.description.clear();
+                for a in &mut t.attributes {
+                    a.description.clear();
+                    a.example.clear();
+                }
+            }
+            s
+        }
+        let caps = DomainCaps {
+            disk_buses: vec!["scsi".into(), "sata".into(), "virtio".into()],
+            disk_devices: vec!["disk".into(), "cdrom".into()],
+            disk_models: vec!["virtio".into()],
+            nic_backends: vec!["default".into()],
+        };
+        let (full, brief) = (schemas(&caps), schemas(&DomainCaps::default()));
+        assert_ne!(full, brief, "the capabilities show in the descriptions");
+        assert_eq!(rules(full), rules(brief));
+    }
 }

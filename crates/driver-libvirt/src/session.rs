@@ -41,10 +41,21 @@ pub(crate) struct Session {
     pub events: Option<Listener>,
 }
 
-/// The connection that listens, and its callback ids.
+/// The connection that listens, and its callback ids. Dropped, it deregisters its callbacks
+/// and its close callback (which holds a reference on the connection: without that, libvirt
+/// would keep the connection, and what the callback holds, for the life of the process).
 pub(crate) struct Listener {
     pub conn: Connect,
     pub callbacks: Vec<c_int>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        events::deregister(&self.conn, &std::mem::take(&mut self.callbacks));
+        // SAFETY: the connection is open (this value holds a reference); a callback that was
+        // not registered, or is gone with a closed connection, makes libvirt return -1.
+        unsafe { sys::virConnectUnregisterCloseCallback(self.conn.as_ptr(), Some(on_close)) };
+    }
 }
 
 unsafe extern "C" fn on_close(_c: sys::virConnectPtr, reason: c_int, opaque: *mut c_void) {
@@ -131,12 +142,10 @@ impl Session {
         Ok(())
     }
 
-    /// Deregister the callbacks (at close).
+    /// Stop listening (at close): the listening connection's callbacks deregistered and the
+    /// connection closed.
     pub(crate) fn stop_listening(&mut self) {
-        if let Some(l) = self.events.as_mut() {
-            let ids = std::mem::take(&mut l.callbacks);
-            events::deregister(&l.conn, &ids);
-        }
+        drop(self.events.take());
     }
 }
 

@@ -9,6 +9,11 @@
 #[path = "../../driver-qemu/tests/common/mod.rs"]
 mod common;
 
+/// The libvirtd the libvirt driver's tests start (with the `libvirt` feature only).
+#[cfg(feature = "libvirt")]
+#[path = "../../driver-libvirt/tests/common/mod.rs"]
+mod libvirt;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -35,6 +40,10 @@ fn lib_dir() -> &'static Path {
         build
             .current_dir(crate_dir())
             .args(["build", "-p", "vdev-capi"]);
+        // Tests built with the libvirt feature test a library built with it.
+        if cfg!(feature = "libvirt") {
+            build.args(["--features", "libvirt"]);
+        }
         if profile != "debug" {
             build.args(["--profile", profile]);
         }
@@ -149,9 +158,14 @@ fn run_checked_with(exe: &Path, args: &[&str]) -> String {
     .arg(format!(
         "--suppressions={}",
         crate_dir().join("tests/c/valgrind.supp").display()
-    ))
-    .arg(exe)
-    .args(args);
+    ));
+    if cfg!(feature = "libvirt") {
+        vg.arg(format!(
+            "--suppressions={}",
+            crate_dir().join("tests/c/valgrind-libvirt.supp").display()
+        ));
+    }
+    vg.arg(exe).args(args);
     run(&mut vg);
     stdout
 }
@@ -210,6 +224,42 @@ fn c_proposal_calls_on_a_real_qemu() {
     let mut raw = vm.raw();
     assert!(!raw.has_device("cdisk"), "the disk is gone");
     assert_eq!(raw.leftovers(), Vec::<String>::new(), "nothing left behind");
+}
+
+/// libvdev built with the `libvirt` feature against a real libvirtd (tests/c/libvirt.c): the
+/// proposal's three calls, bad input, scopes, a NIC's link, a shut-off domain. Afterwards `virsh`
+/// finds both definitions of both domains as they were.
+#[cfg(feature = "libvirt")]
+#[test]
+fn c_calls_through_libvirt() {
+    let Some(lv) = libvirt::Libvirtd::start() else {
+        return;
+    };
+    lv.define("crun", 4, true);
+    lv.define("coff", 2, false);
+    let before = [lv.dumpxml("crun"), lv.dumpxml("coff")];
+    let (a, b) = (lv.image("ca.raw"), lv.image("cb.raw"));
+    let exe = compile(
+        &crate_dir().join("tests/c/libvirt.c"),
+        "libvirt",
+        Link::Shared,
+    );
+    let out = run_checked_with(
+        &exe,
+        &[
+            &lv.vdev_uri(),
+            "crun",
+            "coff",
+            a.to_str().unwrap(),
+            b.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("checks passed"), "{out}");
+    let after = [lv.dumpxml("crun"), lv.dumpxml("coff")];
+    assert_eq!(
+        after, before,
+        "virsh dumpxml (live and --inactive) as it was"
+    );
 }
 
 /// Updates from C on a real QEMU: a CD-ROM's medium and a NIC's link (tests/c/qemu_update.c),

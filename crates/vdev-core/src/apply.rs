@@ -160,7 +160,7 @@ impl Connection {
         self.require(self.capabilities.attach, "attach")?;
         self.require_scope(options.scope, "attach")?;
         for (i, d) in devices.iter().enumerate() {
-            let checked = match self.schema(&d.device_type).await {
+            let checked = match self.check_schema(&d.device_type).await {
                 Ok(s) => s.check_names(&d.attributes),
                 Err(e) => Err(e),
             };
@@ -197,7 +197,7 @@ impl Connection {
 
     async fn plan_one(&self, key: &str, doc: &DomainDocument) -> Result<(Domain, Vec<Change>)> {
         let domain = self.domain(key).await?;
-        let schemas = self.device_types().await?;
+        let schemas = self.check_types().await?;
         let devices = self.devices(&domain, None).await?;
         let changes = plan_domain(key, doc, schemas, &devices, self.driver_name)?;
         Ok((domain, changes))
@@ -208,7 +208,7 @@ impl Connection {
     /// it is empty.
     pub async fn export(&self, domain: &str) -> Result<Document> {
         let d = self.domain(domain).await?;
-        let schemas = self.device_types().await?;
+        let schemas = self.check_types().await?;
         let devices = self.devices(&d, None).await?;
         Ok(Document {
             domains: [(domain.to_owned(), export_domain(schemas, &devices))]

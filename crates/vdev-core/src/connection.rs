@@ -50,6 +50,9 @@ pub struct Connection {
     uri: ConnectUri,
     pub(crate) capabilities: Capabilities,
     schemas: OnceCell<Vec<DeviceTypeSchema>>,
+    /// The schemas of the checks ([`Driver::device_types_for_checks`]), when asked before the
+    /// full ones.
+    checks: OnceCell<Vec<DeviceTypeSchema>>,
 }
 
 impl fmt::Debug for Connection {
@@ -87,6 +90,7 @@ impl Connection {
             uri,
             capabilities,
             schemas: OnceCell::new(),
+            checks: OnceCell::new(),
         }
     }
 
@@ -206,6 +210,38 @@ impl Connection {
     /// when the driver has no such type.
     pub async fn schema(&self, device_type: &DeviceType) -> Result<&DeviceTypeSchema> {
         let all = self.device_types().await?;
+        self.find_schema(all, device_type)
+    }
+
+    /// The schema the checks of a call use: the full one when cached, else the driver's
+    /// [`Driver::device_types_for_checks`] (the same names and rules, maybe shorter
+    /// descriptions), so that a one-shot call does not wait for what only descriptions need.
+    pub(crate) async fn check_schema(&self, device_type: &DeviceType) -> Result<&DeviceTypeSchema> {
+        let all = self.check_types().await?;
+        self.find_schema(all, device_type)
+    }
+
+    /// Every schema as the checks use them (see [`Connection::check_schema`]).
+    pub(crate) async fn check_types(&self) -> Result<&[DeviceTypeSchema]> {
+        if let Some(all) = self.schemas.get() {
+            return Ok(all);
+        }
+        self.checks
+            .get_or_try_init(|| async {
+                self.driver
+                    .device_types_for_checks()
+                    .await
+                    .map_err(self.ctx(None))
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+
+    fn find_schema<'a>(
+        &self,
+        all: &'a [DeviceTypeSchema],
+        device_type: &DeviceType,
+    ) -> Result<&'a DeviceTypeSchema> {
         all.iter()
             .find(|s| &s.device_type == device_type)
             .ok_or_else(|| Error::Unsupported {
@@ -229,7 +265,7 @@ impl Connection {
     ) -> Result<Vec<Device>> {
         self.require(self.capabilities.list_devices, "listing devices")?;
         if let Some(t) = device_type {
-            self.schema(t).await?;
+            self.check_schema(t).await?;
         }
         self.driver
             .list_devices(domain, device_type)
@@ -266,7 +302,9 @@ impl Connection {
         self.writable("attach")?;
         self.require(self.capabilities.attach, "attach")?;
         self.require_scope(options.scope, "attach")?;
-        self.schema(device_type).await?.check_names(attributes)?;
+        self.check_schema(device_type)
+            .await?
+            .check_names(attributes)?;
         debug!(driver = self.driver_name, domain = %domain.name, %device_type, scope = ?options.scope, "attach");
         self.driver
             .attach(domain, device_type, attributes, options)
@@ -289,7 +327,7 @@ impl Connection {
             self.require(self.capabilities.force_detach, "forced detach")?;
         }
         self.require_scope(options.scope, "detach")?;
-        self.schema(device_type).await?;
+        self.check_schema(device_type).await?;
         debug!(driver = self.driver_name, domain = %domain.name, %device_type, %reference, force = options.force, "detach");
         self.driver
             .detach(domain, device_type, reference, options)
@@ -344,7 +382,9 @@ impl Connection {
             });
         }
         self.require_scope(options.scope, "update")?;
-        self.schema(device_type).await?.check_update(attributes)?;
+        self.check_schema(device_type)
+            .await?
+            .check_update(attributes)?;
         debug!(driver = self.driver_name, domain = %domain.name, %device_type, %reference, "update");
         self.driver
             .update(domain, device_type, reference, attributes, options)

@@ -117,6 +117,20 @@ pub trait Driver: Send + Sync + fmt::Debug {
     ///   [`Driver::attach`] is called ([`DeviceTypeSchema::check_names`]).
     async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>>;
 
+    /// The device types as the core's checks need them: the same types, attribute names,
+    /// aliases, flags (required, updatable, listed, boolean, case), pass-through prefixes and
+    /// identity as [`Driver::device_types`], where only descriptions and examples may say less.
+    ///
+    /// # Behavior
+    /// - The core calls it instead of [`Driver::device_types`] for its checks of a call when the
+    ///   full schemas are not cached yet, so that a one-shot command does not pay for what only
+    ///   a description needs (libvirt's domain capabilities: a round trip and work in libvirtd).
+    /// - The default answers [`Driver::device_types`]. A driver overriding it tests that the two
+    ///   agree on everything but descriptions and examples.
+    async fn device_types_for_checks(&self) -> Result<Vec<DeviceTypeSchema>> {
+        self.device_types().await
+    }
+
     /// The devices of `domain`, of one type or of every type.
     ///
     /// # Behavior
