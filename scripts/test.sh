@@ -88,6 +88,20 @@ CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --strip" \
 (cd crates/vdev-py/tests && "../../../$venv/bin/pytest" -q -rs -p no:cacheprovider .)
 stage "the Python package and its tests"
 
+# The package built with the libvirt feature, in a venv of its own (the wheel above, which the
+# Ansible stage installs on managed hosts, stays without it): test_libvirt.py against a libvirtd
+# of the tests' own, which the libvirt driver's `libvirtd` example starts.
+venv_lv=target/py-venv-libvirt
+[ -x "$venv_lv/bin/python" ] || python3 -m venv "$venv_lv"
+"$venv_lv/bin/pip" install -q --disable-pip-version-check pytest pytest-timeout
+rm -rf target/wheels-libvirt
+CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --features libvirt" \
+    "$venv_lv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w target/wheels-libvirt ./crates/vdev-py
+"$venv_lv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels-libvirt/vdev-*.whl
+cargo build -q -p vdev-driver-libvirt --example libvirtd
+(cd crates/vdev-py/tests && "../../../$venv_lv/bin/pytest" -q -rs -p no:cacheprovider test_libvirt.py)
+stage "the Python package with the libvirt feature"
+
 # The Ansible collection vdev.hotplug (ansible/): ansible-core in a venv of its own with the wheel
 # built above; ansible-test sanity and units; a playbook against several managed hosts (a real
 # sshd and QEMU each) and the Xen lab's Domain-0 (scripts/test-ansible.sh).

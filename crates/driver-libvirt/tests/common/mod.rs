@@ -16,9 +16,8 @@ const QEMU_DRIVER: &str =
 /// A bound for waits that only a broken setup makes long (a loaded 2-core machine included).
 pub const HANG: Duration = Duration::from_secs(120);
 
-/// Whether everything a libvirtd of our own needs is installed; otherwise a skip (a failure
-/// under CI) naming what is missing.
-fn available() -> bool {
+/// What a libvirtd of our own needs and is not installed, if anything.
+pub fn missing() -> Option<String> {
     let missing: Vec<&str> = [
         ("/usr/sbin/libvirtd", "libvirtd (libvirt-daemon)"),
         (
@@ -33,14 +32,24 @@ fn available() -> bool {
     .filter(|(p, _)| !Path::new(p).exists())
     .map(|(_, what)| what)
     .collect();
-    if missing.is_empty() {
-        return true;
+    (!missing.is_empty()).then(|| {
+        format!(
+            "{} not installed (run scripts/install-test-deps.sh)",
+            missing.join(", ")
+        )
+    })
+}
+
+/// Whether everything a libvirtd of our own needs is installed; otherwise a skip (a failure
+/// under CI) naming what is missing.
+fn available() -> bool {
+    match missing() {
+        None => true,
+        Some(why) => {
+            vdev_conformance::missing_real_part(&why);
+            false
+        }
     }
-    vdev_conformance::missing_real_part(&format!(
-        "{} not installed (run scripts/install-test-deps.sh)",
-        missing.join(", ")
-    ));
-    false
 }
 
 /// A libvirtd of our own, stopped (with every QEMU it started) when dropped.
