@@ -53,13 +53,18 @@ impl<T: Send + 'static> Beside<T> {
 
 impl Definitions {
     /// Read them: the live XML, whether the domain is persistent and its stored XML, asked at
-    /// once (libvirt answers the calls of one connection side by side) while this thread reads
-    /// the live XML, so a listing waits about one round trip, not three.
+    /// once (libvirt answers the calls of one connection side by side) and the two documents
+    /// parsed on two threads, so a listing waits about one round trip and one parse, not three
+    /// round trips and two parses.
     pub(crate) fn read(d: &virt::domain::Domain, ctx: &Context) -> Result<Self> {
         let map = |e: virt::error::Error| ctx.map(e.into());
         let (d1, d2) = (d.clone(), d.clone());
         let persistent = Beside::ask(move || d1.is_persistent());
-        let stored = Beside::ask(move || d2.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE));
+        // Parsed on that thread too: the two documents are parsed side by side.
+        let stored = Beside::ask(move || {
+            d2.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE)
+                .map(|x| xml::parse_domain(&x))
+        });
         let current = d
             .xml_desc(0)
             .map_err(map)
@@ -73,7 +78,7 @@ impl Definitions {
             });
         }
         let stored = if persistent.map_err(map)? {
-            Some(xml::parse_domain(&stored.map_err(map)?)?)
+            Some(stored.map_err(map)??)
         } else {
             None
         };
