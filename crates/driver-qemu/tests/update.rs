@@ -332,3 +332,67 @@ async fn a_tray_the_guest_locked_needs_force() {
     assert_eq!(blk["inserted"]["file"], b.to_str().unwrap(), "{blk}");
     assert_eq!(blk["tray_open"], false);
 }
+
+/// The serial log of `vm` from byte `from` on, once it holds `line`: where that line ends.
+/// Bounded for a loaded machine (TCG guest, checked every 0.2 s by the guest).
+async fn serial_line_after(vm: &Vm, from: usize, line: &str) -> usize {
+    let log = vm.dir.path().join("serial.log");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(at) = text.get(from..).and_then(|t| t.find(line)) {
+            return from + at + line.len();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the guest never printed {line:?} after byte {from}; serial: {}",
+            &text[from.min(text.len())..]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A NIC's link as the guest sees it: a real guest (`vdev_guest.carrier`) reports its carrier
+/// going away on `link=down` and coming back on `link=up`; the NIC's removal then completes
+/// through the guest.
+#[tokio::test]
+async fn a_link_down_is_a_lost_carrier_in_the_guest() {
+    if !qemu_available() {
+        return;
+    }
+    let Some(mut g) = guest() else { return };
+    g.append.push_str(" vdev_guest.carrier");
+    let vm = Vm::start(VmSpec {
+        guest: Some(g),
+        ..VmSpec::default()
+    });
+    let (conn, d) = open(&vm).await;
+    let mut raw = vm.raw();
+    let nic = conn
+        .attach(
+            &d,
+            &DeviceType::NETWORK,
+            &attrs(&[("model", "virtio-net-pci")]),
+        )
+        .await
+        .unwrap();
+    let at = serial_line_after(&vm, 0, "VDEV-GUEST: CARRIER eth0 1").await;
+    conn.update(&d, &DeviceType::NETWORK, &nic, &attrs(&[("link", "down")]))
+        .await
+        .unwrap();
+    let at = serial_line_after(&vm, at, "VDEV-GUEST: CARRIER eth0 0").await;
+    assert_eq!(listed(&conn, &d, &nic).await.get("link"), Some("down"));
+    conn.update(&d, &DeviceType::NETWORK, &nic, &attrs(&[("link", "up")]))
+        .await
+        .unwrap();
+    serial_line_after(&vm, at, "VDEV-GUEST: CARRIER eth0 1").await;
+    let detach = vdev_core::DetachOptions {
+        timeout: Duration::from_secs(60),
+        ..Default::default()
+    };
+    conn.detach(&d, &DeviceType::NETWORK, &nic, &detach)
+        .await
+        .unwrap();
+    assert!(!raw.has_device(nic.as_str()), "gone through the guest");
+    assert_eq!(raw.marked(), Vec::<String>::new(), "no link marker left");
+}
