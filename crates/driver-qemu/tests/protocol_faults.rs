@@ -1,10 +1,14 @@
 //! Protocol faults a real QEMU does not produce on demand, from a scripted QMP peer: an event the
-//! `qapi` crate does not know (QEMU 10's `NETDEV_VHOST_USER_CONNECTED`), and a reply cut in half
-//! by the peer going away. Everything else is tested against real QEMU (tests/qemu.rs).
+//! `qapi` crate does not know (QEMU 10's `NETDEV_VHOST_USER_CONNECTED`), a reply cut in half by
+//! the peer going away, a guest that refuses an unplug, and a guest that is "busy" for a given
+//! number of `device_del`s or for ever (a real guest is busy only for as long as its hotplug
+//! driver takes, which no test can fix). Everything else is tested against real QEMU
+//! (tests/qemu.rs, tests/guest.rs).
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{json, Value};
 use vdev_core::Error;
@@ -21,12 +25,35 @@ enum Fault {
     /// reports it (`DEVICE_UNPLUG_GUEST_ERROR`: pseries, x86 memory; never x86 PCI, measured in
     /// tests/qemu-guest/README.md).
     GuestRefuses,
+    /// Have one NIC `nic0`, whose `device_del` the guest is busy for this many times (then
+    /// takes, and the NIC goes with `DEVICE_DELETED`); `u32::MAX`: for ever.
+    GuestBusy(u32),
+}
+
+impl Fault {
+    fn has_nic(self) -> bool {
+        matches!(self, Fault::GuestRefuses | Fault::GuestBusy(_))
+    }
 }
 
 /// A QMP peer on `path` that answers the commands listing needs, one client at a time.
 fn peer(path: &Path, fault: Fault) -> std::thread::JoinHandle<()> {
+    peer_noting(path, fault, Arc::default())
+}
+
+/// [`peer`], noting each command it is sent (`execute`, then `arguments.id` where there is one).
+fn peer_noting(
+    path: &Path,
+    fault: Fault,
+    seen: Arc<Mutex<Vec<String>>>,
+) -> std::thread::JoinHandle<()> {
     let listener = UnixListener::bind(path).unwrap();
     std::thread::spawn(move || {
+        let mut busy_left = match fault {
+            Fault::GuestBusy(n) => n,
+            _ => 0,
+        };
+        let mut deleted = false;
         for stream in listener.incoming().take(2) {
             let Ok(mut w) = stream else { return };
             let r = BufReader::new(w.try_clone().unwrap());
@@ -35,6 +62,11 @@ fn peer(path: &Path, fault: Fault) -> std::thread::JoinHandle<()> {
                 let Ok(line) = line else { break };
                 let m: Value = serde_json::from_str(&line).unwrap();
                 let id = m["id"].clone();
+                seen.lock().unwrap().push(format!(
+                    "{} {}",
+                    m["execute"].as_str().unwrap_or_default(),
+                    m["arguments"]["id"].as_str().unwrap_or_default()
+                ));
                 let ret = match m["execute"].as_str().unwrap() {
                     "query-name" => json!({"name": "scripted"}),
                     "qom-list" if fault == Fault::CutReply => {
@@ -43,13 +75,14 @@ fn peer(path: &Path, fault: Fault) -> std::thread::JoinHandle<()> {
                         break; // closes the socket mid-reply
                     }
                     "qom-list"
-                        if fault == Fault::GuestRefuses
+                        if fault.has_nic()
+                            && !deleted
                             && m["arguments"]["path"] == "/machine/peripheral" =>
                     {
                         json!([{"name": "type", "type": "string"}, {"name": "nic0", "type": "child<virtio-net-pci>"}])
                     }
                     "qom-list" => json!([{"name": "type", "type": "string"}]),
-                    "qom-get" if fault == Fault::GuestRefuses => {
+                    "qom-get" if fault.has_nic() => {
                         match m["arguments"]["property"].as_str().unwrap() {
                             "type" => json!("virtio-net-pci"),
                             "netdev" => json!("vdev-nic0"),
@@ -63,6 +96,17 @@ fn peer(path: &Path, fault: Fault) -> std::thread::JoinHandle<()> {
                     "device_del" if fault == Fault::GuestRefuses => {
                         writeln!(w, "{}", json!({"return": {}, "id": id})).unwrap();
                         writeln!(w, r#"{{"event": "DEVICE_UNPLUG_GUEST_ERROR", "data": {{"device": "nic0", "path": "/machine/peripheral/nic0"}}, "timestamp": {{"seconds": 1, "microseconds": 4}}}}"#).unwrap();
+                        continue;
+                    }
+                    "device_del" if busy_left > 0 => {
+                        busy_left = busy_left.saturating_sub(u32::from(busy_left != u32::MAX));
+                        writeln!(w, "{}", json!({"error": {"class": "GenericError", "desc": "Hot-unplug failed: guest is busy (power indicator blinking)"}, "id": id})).unwrap();
+                        continue;
+                    }
+                    "device_del" if matches!(fault, Fault::GuestBusy(_)) => {
+                        deleted = true;
+                        writeln!(w, "{}", json!({"return": {}, "id": id})).unwrap();
+                        writeln!(w, r#"{{"event": "DEVICE_DELETED", "data": {{"device": "nic0", "path": "/machine/peripheral/nic0"}}, "timestamp": {{"seconds": 1, "microseconds": 5}}}}"#).unwrap();
                         continue;
                     }
                     "query-block" => json!([]),
@@ -155,5 +199,81 @@ async fn a_guest_that_refuses_the_unplug_gives_a_typed_error_and_an_event() {
         "{ev:?}"
     );
     let listed = conn.devices(&d, None).await.unwrap();
+    assert_eq!(listed[0].state, vdev_core::DeviceState::Connected);
+}
+
+/// A guest busy for three `device_del`s: the driver asks again (with back-off) and the fourth is
+/// taken; the NIC goes.
+#[tokio::test]
+async fn a_busy_guest_is_asked_again_until_it_takes_the_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("peer.qmp");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let _peer = peer_noting(&sock, Fault::GuestBusy(3), Arc::clone(&seen));
+    let conn = vdev_core::connect(&format!("qemu://{}", sock.display()))
+        .await
+        .unwrap();
+    let d = conn.domain("scripted").await.unwrap();
+    let nic = vdev_core::DeviceRef::new("nic0").unwrap();
+    let t = vdev_core::DeviceType::NETWORK;
+    conn.detach(&d, &t, &nic, &vdev_core::DetachOptions::default())
+        .await
+        .expect("taken at the fourth request");
+    let dels = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.as_str() == "device_del nic0")
+        .count();
+    assert_eq!(dels, 4, "asked until taken: {:?}", seen.lock().unwrap());
+    assert!(conn.devices(&d, Some(&t)).await.unwrap().is_empty());
+}
+
+/// A guest busy for ever: the detach ends at its timeout with `Timeout`, having requested
+/// nothing: the removal record it made is taken back, and the NIC is listed connected.
+#[tokio::test]
+async fn a_guest_busy_all_the_time_is_a_timeout_that_requests_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("peer.qmp");
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let _peer = peer_noting(&sock, Fault::GuestBusy(u32::MAX), Arc::clone(&seen));
+    let conn = vdev_core::connect(&format!("qemu://{}", sock.display()))
+        .await
+        .unwrap();
+    let d = conn.domain("scripted").await.unwrap();
+    let nic = vdev_core::DeviceRef::new("nic0").unwrap();
+    let t = vdev_core::DeviceType::NETWORK;
+    let e = conn
+        .detach(
+            &d,
+            &t,
+            &nic,
+            &vdev_core::DetachOptions {
+                timeout: std::time::Duration::from_millis(500),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&e, Error::Timeout { operation, .. } if operation.contains("nothing was requested")),
+        "{e:?}"
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter()
+            .filter(|c| c.as_str() == "device_del nic0")
+            .count()
+            >= 2,
+        "asked again while busy: {seen:?}"
+    );
+    let added = seen.iter().position(|c| c.starts_with("object-add "));
+    let removed = seen.iter().rposition(|c| c.starts_with("object-del "));
+    assert!(
+        matches!((added, removed), (Some(a), Some(r)) if r > a),
+        "the removal record was made and taken back: {seen:?}"
+    );
+    let listed = conn.devices(&d, Some(&t)).await.unwrap();
+    assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].state, vdev_core::DeviceState::Connected);
 }
