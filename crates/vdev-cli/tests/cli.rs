@@ -244,18 +244,20 @@ fn usage_errors_exit_2() {
 #[test]
 fn the_default_uri_comes_from_the_environment() {
     let (_dir, path, uri) = state_file("env.json");
-    let o = Command::new(env!("CARGO_BIN_EXE_vdev"))
-        .args(["domains"])
-        .env("VDEV_DEFAULT_URI", &uri)
-        .output()
-        .unwrap();
+    let o = output(
+        Command::new(env!("CARGO_BIN_EXE_vdev"))
+            .args(["domains"])
+            .env("VDEV_DEFAULT_URI", &uri),
+        "vdev domains",
+    );
     assert!(o.status.success());
     assert!(path.exists(), "VDEV_DEFAULT_URI was not used");
-    let o = Command::new(env!("CARGO_BIN_EXE_vdev"))
-        .args(["domains"])
-        .env("VDEV_DEFAULT_URI", "nosuch:///x")
-        .output()
-        .unwrap();
+    let o = output(
+        Command::new(env!("CARGO_BIN_EXE_vdev"))
+            .args(["domains"])
+            .env("VDEV_DEFAULT_URI", "nosuch:///x"),
+        "vdev domains",
+    );
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("registered schemes: mock, qemu, test, xen"),
@@ -580,9 +582,8 @@ fn a_full_disk_leaves_the_state_file_exactly_as_it_was() {
     let mounted = Command::new("mount")
         .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
         .arg(&mnt)
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+        .status()
+        .is_ok_and(|s| s.success());
     if !mounted {
         vdev_conformance::missing_real_part("cannot mount a tmpfs (needs root)");
         return;

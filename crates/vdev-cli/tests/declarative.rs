@@ -3,9 +3,10 @@
 //! client than the one that changed).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{json, Value};
+use vdev_conformance::process;
 
 mod common;
 use common::*;
@@ -323,17 +324,16 @@ fn two_applies_at_once_attach_each_device_once() {
     let slow = format!("{uri}?latency=200ms");
     for _round in 0..2 {
         let spawn = || {
-            Command::new(env!("CARGO_BIN_EXE_vdev"))
-                .args(["-c", &slow, "apply", &doc])
-                .env_remove("RUST_LOG")
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            process::spawn(
+                Command::new(env!("CARGO_BIN_EXE_vdev"))
+                    .args(["-c", &slow, "apply", &doc])
+                    .env_remove("RUST_LOG"),
+            )
         };
         let (a, b) = (spawn(), spawn());
+        let deadline = std::time::Instant::now() + process::PROCESS_DEADLINE;
         for child in [a, b] {
-            let o = child.wait_with_output().unwrap();
+            let o = process::wait_until(child, deadline, "vdev apply");
             assert!(o.status.success(), "{}", stderr(&o));
         }
         assert_eq!(disks(&uri).len(), 7, "each device once");

@@ -12,15 +12,15 @@ use common::{wait_for, Libvirtd};
 use serde_json::Value;
 
 fn vdev(uri: &str, args: &[&str]) -> Output {
-    // Every libvirt call is bounded by libvirt's own keepalive and vdev's timeouts.
-    Command::new(env!("CARGO_BIN_EXE_vdev"))
-        .arg("-c")
-        .arg(uri)
-        .args(args)
-        .env_remove("VDEV_DEFAULT_URI")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("vdev runs")
+    vdev_conformance::process::output(
+        Command::new(env!("CARGO_BIN_EXE_vdev"))
+            .arg("-c")
+            .arg(uri)
+            .args(args)
+            .env_remove("VDEV_DEFAULT_URI")
+            .env_remove("RUST_LOG"),
+        &format!("vdev -c {uri} {}", args.join(" ")),
+    )
 }
 
 fn ok(uri: &str, args: &[&str]) -> String {

@@ -6,13 +6,20 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
+/// Run the `vdev` command (bounded: see [`vdev_conformance::process`]).
 pub fn vdev(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vdev"))
-        .args(args)
-        .env_remove("VDEV_DEFAULT_URI")
-        .env_remove("RUST_LOG")
-        .output()
-        .expect("vdev runs")
+    output(
+        Command::new(env!("CARGO_BIN_EXE_vdev"))
+            .args(args)
+            .env_remove("VDEV_DEFAULT_URI")
+            .env_remove("RUST_LOG"),
+        &format!("vdev {}", args.join(" ")),
+    )
+}
+
+/// Run `cmd` within [`vdev_conformance::process::PROCESS_DEADLINE`].
+pub fn output(cmd: &mut Command, what: &str) -> Output {
+    vdev_conformance::process::output(cmd, what)
 }
 
 pub fn stdout(o: &Output) -> String {
