@@ -202,20 +202,40 @@ async fn a_guest_that_refuses_the_unplug_gives_a_typed_error_and_an_event() {
     assert_eq!(listed[0].state, vdev_core::DeviceState::Connected);
 }
 
-/// A guest busy for three `device_del`s: the driver asks again (with back-off) and the fourth is
-/// taken; the NIC goes.
-#[tokio::test]
-async fn a_busy_guest_is_asked_again_until_it_takes_the_request() {
+/// A connection to a scripted peer with `fault`, noting what it is sent, and its one domain.
+async fn scripted(
+    fault: Fault,
+) -> (
+    tempfile::TempDir,
+    Arc<Mutex<Vec<String>>>,
+    vdev_core::Connection,
+    vdev_core::Domain,
+) {
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("peer.qmp");
     let seen = Arc::new(Mutex::new(Vec::new()));
-    let _peer = peer_noting(&sock, Fault::GuestBusy(3), Arc::clone(&seen));
+    let _peer = peer_noting(&sock, fault, Arc::clone(&seen));
     let conn = vdev_core::connect(&format!("qemu://{}", sock.display()))
         .await
         .unwrap();
     let d = conn.domain("scripted").await.unwrap();
-    let nic = vdev_core::DeviceRef::new("nic0").unwrap();
-    let t = vdev_core::DeviceType::NETWORK;
+    (dir, seen, conn, d)
+}
+
+/// The peer's NIC.
+fn nic0() -> (vdev_core::DeviceRef, vdev_core::DeviceType) {
+    (
+        vdev_core::DeviceRef::new("nic0").unwrap(),
+        vdev_core::DeviceType::NETWORK,
+    )
+}
+
+/// A guest busy for three `device_del`s: the driver asks again (with back-off) and the fourth is
+/// taken; the NIC goes.
+#[tokio::test]
+async fn a_busy_guest_is_asked_again_until_it_takes_the_request() {
+    let (_dir, seen, conn, d) = scripted(Fault::GuestBusy(3)).await;
+    let (nic, t) = nic0();
     conn.detach(&d, &t, &nic, &vdev_core::DetachOptions::default())
         .await
         .expect("taken at the fourth request");
@@ -233,16 +253,8 @@ async fn a_busy_guest_is_asked_again_until_it_takes_the_request() {
 /// nothing: the removal record it made is taken back, and the NIC is listed connected.
 #[tokio::test]
 async fn a_guest_busy_all_the_time_is_a_timeout_that_requests_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("peer.qmp");
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let _peer = peer_noting(&sock, Fault::GuestBusy(u32::MAX), Arc::clone(&seen));
-    let conn = vdev_core::connect(&format!("qemu://{}", sock.display()))
-        .await
-        .unwrap();
-    let d = conn.domain("scripted").await.unwrap();
-    let nic = vdev_core::DeviceRef::new("nic0").unwrap();
-    let t = vdev_core::DeviceType::NETWORK;
+    let (_dir, seen, conn, d) = scripted(Fault::GuestBusy(u32::MAX)).await;
+    let (nic, t) = nic0();
     let e = conn
         .detach(
             &d,

@@ -289,18 +289,7 @@ async fn a_tray_the_guest_locked_needs_force() {
         .await
         .unwrap();
     // The guest opens the drive and locks its door.
-    let log = vm.dir.path().join("serial.log");
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while !std::fs::read_to_string(&log)
-        .unwrap_or_default()
-        .contains("CD HELD")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the guest never held the drive"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    serial_line_after(&vm, 0, "CD HELD").await;
     assert_eq!(raw.block(cd.as_str()).unwrap()["locked"], true);
     assert_eq!(listed(&conn, &d, &cd).await.get("locked"), Some("true"));
     let e = conn

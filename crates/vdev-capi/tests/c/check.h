@@ -68,6 +68,16 @@ static inline const char *vda_get(const vdev_vda *dev, int per, const char *name
     return NULL;
 }
 
+/* How many devices of `type` the domain lists. */
+static inline int count_devices(vdev_domain *dom, const char *type)
+{
+    vdev_device *devs = NULL;
+    int n = vdev_domain_list_devices(dom, type, &devs);
+    CHECK(n >= 0);
+    vdev_device_list_free(devs, n);
+    return n;
+}
+
 /* The value of attribute `name` of device `ref` (type `type`) in the heap listing; NULL when
  * absent. The caller frees the result. */
 static inline char *listed(vdev_domain *dom, const char *type, const char *ref, const char *name)

@@ -14,16 +14,6 @@ static const char *DOC =
     "      - type: disk\n"
     "        attrs: {uname: 'file:/img/b.img', dev: xvdc, mode: r}\n";
 
-/* How many devices of `type` the domain has. */
-static int count(vdev_domain *dom, const char *type)
-{
-    vdev_device *devs = NULL;
-    int n = vdev_domain_list_devices(dom, type, &devs);
-    CHECK(n >= 0);
-    vdev_device_list_free(devs, n);
-    return n;
-}
-
 /* How many times `needle` occurs in `s`. */
 static int occurrences(const char *s, const char *needle)
 {
@@ -52,7 +42,7 @@ static void test_plan_apply_reapply_export(void)
     CHECK(strstr(plan, "\"uname\":\"file:/img/a.img\"") != NULL);
     CHECK(strstr(plan, "\"entry\":1") != NULL);
     vdev_string_free(plan);
-    CHECK(count(demo, "network") == 1 && count(demo, "disk") == 1);
+    CHECK(count_devices(demo, "network") == 1 && count_devices(demo, "disk") == 1);
 
     /* Apply: every change done; the adds carry their new references. */
     char *report = NULL;
@@ -62,7 +52,7 @@ static void test_plan_apply_reapply_export(void)
     CHECK(occurrences(report, "\"outcome\":\"done\"") == 3);
     CHECK(strstr(report, "\"ref\":\"51728\"") != NULL);
     vdev_string_free(report);
-    CHECK(count(demo, "network") == 0 && count(demo, "disk") == 3);
+    CHECK(count_devices(demo, "network") == 0 && count_devices(demo, "disk") == 3);
     check_listed(demo, "disk", "51728", "mode", "w"); /* rw is w, as the mock lists it */
 
     /* Again: nothing to plan, nothing to do. */
@@ -106,7 +96,7 @@ static void test_failed_batch_leaves_nothing(void)
     CHECK(occurrences(report, "\"outcome\":\"failed\"") == 3);
     CHECK(strstr(report, "\"error\":{\"code\":\"invalid-attribute\"") != NULL);
     vdev_string_free(report);
-    CHECK(count(demo, "disk") == 1);
+    CHECK(count_devices(demo, "disk") == 1);
 
     vdev_domain_free(demo);
     CHECK(vdev_conn_close(conn) == 0);
@@ -168,7 +158,7 @@ static void test_bad_documents(void)
     char *after = NULL;
     CHECK(vdev_domain_export(demo, &after) == 0);
     CHECK(strcmp(before, after) == 0);
-    CHECK(count(demo, "network") == 1);
+    CHECK(count_devices(demo, "network") == 1);
     vdev_string_free(before);
     vdev_string_free(after);
 
@@ -225,15 +215,15 @@ static void test_scopes(void)
     CHECK_FAILS(vdev_domain_update_flags(demo, "disk", ref, medium, 1, 8), VDEV_ERR_INVALID_ARGUMENT);
     CHECK(vdev_domain_update_flags(demo, "disk", ref, medium, 1, VDEV_AFFECT_LIVE) == 0);
     CHECK_FAILS(vdev_domain_detach(demo, "disk", ref, -1, VDEV_AFFECT_CONFIG), VDEV_ERR_UNSUPPORTED);
-    CHECK(count(demo, "disk") == 2);
+    CHECK(count_devices(demo, "disk") == 2);
     CHECK(vdev_domain_detach(demo, "disk", ref, -1, VDEV_DETACH_FORCE | VDEV_AFFECT_LIVE) == 0);
-    CHECK(count(demo, "disk") == 1);
+    CHECK(count_devices(demo, "disk") == 1);
     vdev_string_free(ref);
 
     CHECK(vdev_conn_apply(conn, doc, -1, VDEV_AFFECT_LIVE, &report) == 0);
     CHECK(strstr(report, "\"done\"") != NULL);
     vdev_string_free(report);
-    CHECK(count(demo, "disk") == 2);
+    CHECK(count_devices(demo, "disk") == 2);
 
     vdev_string_free(before);
     vdev_domain_free(demo);

@@ -34,16 +34,6 @@ static char *find_ref(vdev_domain *dom, const char *type, const char *name, cons
     return ref;
 }
 
-/* The number of devices of `type` the domain lists. */
-static int count(vdev_domain *dom, const char *type)
-{
-    vdev_device *devs = NULL;
-    int n = vdev_domain_list_devices(dom, type, &devs);
-    CHECK(n >= 0);
-    vdev_device_list_free(devs, n);
-    return n;
-}
-
 static void proposal_calls(vdev_domain *vm, const char *img)
 {
     vdev_vda disk[3] = {{"source", ""}, {"bus", "scsi"}, {"target", "sdq"}};
@@ -51,9 +41,9 @@ static void proposal_calls(vdev_domain *vm, const char *img)
     strcpy(disk[0].value, img);
     CHECK(vdev_domain_create_vdev(vm, "disk", disk, 3) == 0);
     /* The same target again is taken, and nothing changes. */
-    int before = count(vm, "disk");
+    int before = count_devices(vm, "disk");
     CHECK_FAILS(vdev_domain_create_vdev(vm, "disk", disk, 3), VDEV_ERR_DEVICE_EXISTS);
-    CHECK(count(vm, "disk") == before);
+    CHECK(count_devices(vm, "disk") == before);
 
     vdev_vda attrs[256];
     int r = vdev_domain_get_vdevs(vm, "disk", attrs, 256);
@@ -81,7 +71,7 @@ static void proposal_calls(vdev_domain *vm, const char *img)
 
 static void bad_input(vdev_domain *vm, const char *img)
 {
-    int before = count(vm, "disk");
+    int before = count_devices(vm, "disk");
     vdev_attr missing[] = {{"source", "/nonexistent/c.raw"}};
     CHECK_NULL(vdev_domain_attach(vm, "disk", missing, 1), VDEV_ERR_INVALID_ATTRIBUTE);
     CHECK_MESSAGE_HAS("/nonexistent/c.raw");
@@ -90,7 +80,7 @@ static void bad_input(vdev_domain *vm, const char *img)
     CHECK_MESSAGE_HAS("bus");
     vdev_attr ok[] = {{"source", img}};
     CHECK_NULL(vdev_domain_attach_flags(vm, "disk", ok, 1, 0x40), VDEV_ERR_INVALID_ARGUMENT);
-    CHECK(count(vm, "disk") == before);
+    CHECK(count_devices(vm, "disk") == before);
 }
 
 static void scopes(vdev_domain *vm, const char *img)
