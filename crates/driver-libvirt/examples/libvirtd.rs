@@ -3,7 +3,7 @@
 //! Python package's). It defines the domains named on the command line (`NAME` is started,
 //! `NAME:off` only defined), prints one JSON line:
 //! `{"uri": "libvirt+...", "libvirt_uri": "...", "images": "DIR"}`, and stops libvirtd and every
-//! QEMU it started when its standard input closes.
+//! QEMU it started when its standard input closes or it gets SIGTERM, SIGINT or SIGHUP.
 //!
 //! When a part is missing (libvirtd, its QEMU driver, virsh, QEMU), it prints
 //! `{"missing": "WHAT"}` and exits with status 3: outside CI the caller skips, saying so; under
@@ -13,8 +13,6 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
-
-use std::io::Read;
 
 fn main() {
     if let Some(why) = common::missing() {
@@ -38,7 +36,25 @@ fn main() {
             "images": images,
         })
     );
-    // Until the caller is done (its end of the pipe closed, whatever the reason).
-    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    // Until the caller is done (its end of the pipe closed, whatever the reason) or a signal
+    // asks to stop: then libvirtd and its QEMUs are stopped.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        use tokio::io::AsyncReadExt;
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut stdin = tokio::io::stdin();
+        let mut sink = Vec::new();
+        tokio::select! {
+            _ = stdin.read_to_end(&mut sink) => {}
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = hup.recv() => {}
+        }
+    });
     drop(lv);
 }

@@ -7,6 +7,9 @@ mod detach;
 mod driver;
 mod error;
 mod events;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod listing;
 mod metadata;
 mod schema;

@@ -203,7 +203,7 @@ impl Definitions {
     }
 }
 
-fn to_device(dev: DevXml, scope: &'static str, state: DeviceState) -> Option<Device> {
+pub(crate) fn to_device(dev: DevXml, scope: &'static str, state: DeviceState) -> Option<Device> {
     let reference = DeviceRef::new(dev.reference().to_owned()).ok()?;
     use std::borrow::Cow;
     let kind = dev.kind;
