@@ -9,6 +9,7 @@ mod error;
 mod events;
 mod listing;
 mod metadata;
+mod profile;
 mod schema;
 mod session;
 mod xml;
@@ -16,6 +17,7 @@ mod xml;
 pub use config::LibvirtConfig;
 pub use driver::LibvirtDriver;
 pub use error::LibvirtError;
+pub use profile::{profile, RECORDED_DOMAIN_CAPABILITIES};
 
 /// The driver's name.
 pub const NAME: &str = "libvirt";
