@@ -4,44 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Libvirtd, HANG};
+use common::{guest, Libvirtd, HANG};
 use vdev_core::{Attributes, DetachOptions, DeviceType};
 use vdev_driver_libvirt as _;
-
-/// The test guest's kernel, initramfs and command line, or `None` (a skip; a failure under
-/// CI) when it cannot be built.
-fn guest() -> Option<(String, String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/qemu-guest/guest");
-    let run = |arg: &str| {
-        Command::new(&script)
-            .arg(arg)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    let (Some(vars), Some(append)) = (run("build"), run("append")) else {
-        vdev_conformance::missing_real_part(
-            "the test guest could not be built (tests/qemu-guest/guest build)",
-        );
-        return None;
-    };
-    let var = |name: &str| {
-        vars.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .map(|v| v.trim_matches('\'').to_owned())
-            .unwrap_or_else(|| panic!("the guest build printed no {name}=: {vars:?}"))
-    };
-    Some((
-        var("GUEST_KERNEL"),
-        var("GUEST_INITRD"),
-        append.trim().to_owned(),
-    ))
-}
 
 /// A libvirtd running the test guest as domain `g` (with `extra` on its kernel command line),
 /// ready; `None` to skip.
