@@ -84,8 +84,9 @@ async fn a_guest_releases_a_virtio_disk_and_detach_says_gone() {
 
 /// A CD-ROM drive whose tray the guest holds locked: a medium change is refused as busy, with
 /// libvirt's words, and changes nothing; forced, it either changes the medium (checked by
-/// virsh) or, where libvirt cannot open the tray at all (libvirt 9.0 with QEMU 7.2 here, with
-/// or without a guest), is refused the same way.
+/// virsh) or, where libvirt cannot open the tray at all (libvirt 9.0 here: the drive is
+/// hot-plugged, and libvirt opens only the trays of drives the domain started with), is
+/// refused the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cdrom_the_guest_locked() {
     let Some(lv) = guest_domain("vdev_guest.holdcd").await else {
