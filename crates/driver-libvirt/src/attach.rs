@@ -16,6 +16,24 @@ use crate::xml::{self, DomXml, El, Kind};
 const LIVE: u32 = virt_sys::VIR_DOMAIN_AFFECT_LIVE;
 const CONFIG: u32 = virt_sys::VIR_DOMAIN_AFFECT_CONFIG;
 
+/// The user aliases vdev gives the devices it makes: the prefix, then 8 hex digits.
+pub(crate) const DISK_ALIAS_PREFIX: &str = "ua-disk-";
+pub(crate) const NIC_ALIAS_PREFIX: &str = "ua-net-";
+/// A disk's `media` values (libvirt's `device`) vdev makes.
+pub(crate) const MEDIA: &[&str] = &["disk", "cdrom"];
+/// A disk's `type` values (libvirt's disk `type`).
+pub(crate) const DISK_KINDS: &[&str] = &["file", "block"];
+/// The NIC backends (libvirt's interface `type`) vdev makes.
+pub(crate) const NETDEVS: &[&str] = &["user", "network", "bridge", "direct", "ethernet"];
+/// The NIC backends that take no `source`.
+pub(crate) const NETDEVS_WITHOUT_SOURCE: &[&str] = &["user", "ethernet"];
+/// A NIC's `link` values.
+pub(crate) const LINKS: &[&str] = &["up", "down"];
+/// The defaults: bus, format, disk type; NIC model (on QEMU).
+pub(crate) const DEFAULT_BUS: &str = "scsi";
+pub(crate) const DEFAULT_FORMAT: &str = "raw";
+pub(crate) const DEFAULT_NIC_MODEL: &str = "virtio";
+
 /// A device to attach, before the target and address are chosen.
 struct Plan {
     kind: Kind,
@@ -103,7 +121,7 @@ fn allowed_in_schema(schemas: &[DeviceTypeSchema], t: &DeviceType, name: &str) -
 
 fn disk_plan(schemas: &[DeviceTypeSchema], a: &Attributes) -> Result<Plan> {
     let media = a.get("media").unwrap_or("disk");
-    one_of("media", media, &["disk", "cdrom"])?;
+    one_of("media", media, MEDIA)?;
     let cdrom = media == "cdrom";
     let source = a.get("source").filter(|s| !s.is_empty());
     match source {
@@ -117,11 +135,11 @@ fn disk_plan(schemas: &[DeviceTypeSchema], a: &Attributes) -> Result<Plan> {
             })
         }
     }
-    let kind = a.get("type").unwrap_or("file");
-    one_of("type", kind, &["file", "block"])?;
-    let format = a.get("format").unwrap_or("raw");
+    let kind = a.get("type").unwrap_or(DISK_KINDS[0]);
+    one_of("type", kind, DISK_KINDS)?;
+    let format = a.get("format").unwrap_or(DEFAULT_FORMAT);
     word("format", format, "qcow2")?;
-    let bus = a.get("bus").unwrap_or("scsi");
+    let bus = a.get("bus").unwrap_or(DEFAULT_BUS);
     word("bus", bus, "scsi")?;
     let buses = allowed_in_schema(schemas, &DeviceType::DISK, "bus");
     if !buses.is_empty() && !buses.iter().any(|b| b == bus) {
@@ -171,11 +189,7 @@ fn nic_plan(a: &Attributes) -> Result<Plan> {
     let netdev = a
         .get("netdev")
         .unwrap_or(if source.is_some() { "network" } else { "user" });
-    one_of(
-        "netdev",
-        netdev,
-        &["user", "network", "bridge", "direct", "ethernet"],
-    )?;
+    one_of("netdev", netdev, NETDEVS)?;
     let mut el = El::new("interface").attr("type", netdev);
     let mac = match a.get("mac") {
         Some(m) => Some(unicast_mac("mac", m, "52:54:00:12:34:56")?),
@@ -185,7 +199,7 @@ fn nic_plan(a: &Attributes) -> Result<Plan> {
         el = el.child(El::new("mac").attr("address", m));
     }
     match (netdev, source) {
-        ("user" | "ethernet", Some(_)) => {
+        (n, Some(_)) if NETDEVS_WITHOUT_SOURCE.contains(&n) => {
             return Err(Error::invalid_attribute(
                 "source",
                 format!("netdev={netdev} takes no source; give netdev=network, bridge or direct with it"),
@@ -218,7 +232,7 @@ fn nic_plan(a: &Attributes) -> Result<Plan> {
         el = el.child(El::new("target").attr("dev", i));
     }
     if let Some(l) = a.get("link") {
-        one_of("link", l, &["up", "down"])?;
+        one_of("link", l, LINKS)?;
         el = el.child(El::new("link").attr("state", l));
     }
     if let Some(f) = a.get("force") {
@@ -276,11 +290,11 @@ pub(crate) async fn attach(
         .map(str::to_owned)
         .collect();
     let prefix = if plan.kind == Kind::Disk {
-        "disk"
+        DISK_ALIAS_PREFIX
     } else {
-        "net"
+        NIC_ALIAS_PREFIX
     };
-    let alias = format!("ua-{prefix}-{}", random_hex());
+    let alias = format!("{prefix}{}", random_hex());
     let reference = DeviceRef::new(alias.clone())?;
     let _one_at_a_time = inner.attach_lock.lock().await;
     let d = domain.clone();
@@ -375,7 +389,8 @@ fn try_attach(
                 .iter()
                 .any(|x| matches!(x.hypervisor.as_str(), "qemu" | "kvm"));
             if qemu && !el.children.iter().any(|c| c.name == "model") {
-                el.children.push(El::new("model").attr("type", "virtio"));
+                el.children
+                    .push(El::new("model").attr("type", DEFAULT_NIC_MODEL));
             }
             if let Some(m) = &plan.mac {
                 ctx = ctx.device(t2.as_str(), m);
@@ -462,7 +477,7 @@ pub(crate) async fn update(
         word("format", f, "raw")?;
     }
     if let Some(l) = attrs.get("link") {
-        one_of("link", l, &["up", "down"])?;
+        one_of("link", l, LINKS)?;
     }
     let (d, t2, r, a) = (domain.clone(), t.clone(), reference.clone(), attrs.clone());
     inner
@@ -546,4 +561,10 @@ pub(crate) async fn update(
         });
     }
     Ok(())
+}
+
+/// Whether attach would accept a disk with these attributes (before libvirt is asked).
+#[cfg(test)]
+pub(crate) fn check_disk(schemas: &[DeviceTypeSchema], a: &Attributes) -> Result<()> {
+    disk_plan(schemas, a).map(|_| ())
 }

@@ -172,13 +172,17 @@ impl Context {
                 format!("libvirt cannot add this device to a running domain: {msg}; attach it to the stored configuration (scope persistent), or choose another bus (bus=scsi)"),
             );
         }
-        if e.says(&["tray of device"]) && e.says(&["is not open", "locked"]) {
+        // A locked tray: libvirt waited for it in vain, or (a drive hot-plugged since the
+        // domain started, whose tray libvirt 9.0 never asks QEMU to open) found it closed.
+        if (e.says(&["tray of device"]) && e.says(&["is not open", "locked"]))
+            || e.says(&["waiting to open tray"])
+        {
             return Error::DeviceBusy {
                 domain: self.domain.clone(),
                 device_type: self.device_type.clone(),
                 reference: self.reference.clone(),
                 reason: format!(
-                    "its tray did not open for libvirt ({msg}): the guest may hold it locked; update with force=true to open it anyway"
+                    "its tray did not open for libvirt ({msg}): the guest may hold it locked, or (libvirt 9.0) the drive was hot-plugged after the domain started; update with force=true to open it anyway"
                 ),
             };
         }

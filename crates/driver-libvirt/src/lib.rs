@@ -12,6 +12,7 @@ mod events;
 pub mod fuzzing;
 mod listing;
 mod metadata;
+mod profile;
 mod schema;
 mod session;
 mod xml;
@@ -19,6 +20,7 @@ mod xml;
 pub use config::LibvirtConfig;
 pub use driver::LibvirtDriver;
 pub use error::LibvirtError;
+pub use profile::{profile, RECORDED_DOMAIN_CAPABILITIES};
 
 /// The driver's name.
 pub const NAME: &str = "libvirt";

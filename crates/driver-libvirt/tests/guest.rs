@@ -4,44 +4,11 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Libvirtd, HANG};
+use common::{guest, Libvirtd, HANG};
 use vdev_core::{Attributes, DetachOptions, DeviceType};
 use vdev_driver_libvirt as _;
-
-/// The test guest's kernel, initramfs and command line, or `None` (a skip; a failure under
-/// CI) when it cannot be built.
-fn guest() -> Option<(String, String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/qemu-guest/guest");
-    let run = |arg: &str| {
-        Command::new(&script)
-            .arg(arg)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    let (Some(vars), Some(append)) = (run("build"), run("append")) else {
-        vdev_conformance::missing_real_part(
-            "the test guest could not be built (tests/qemu-guest/guest build)",
-        );
-        return None;
-    };
-    let var = |name: &str| {
-        vars.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .map(|v| v.trim_matches('\'').to_owned())
-            .unwrap_or_else(|| panic!("the guest build printed no {name}=: {vars:?}"))
-    };
-    Some((
-        var("GUEST_KERNEL"),
-        var("GUEST_INITRD"),
-        append.trim().to_owned(),
-    ))
-}
 
 /// A libvirtd running the test guest as domain `g` (with `extra` on its kernel command line),
 /// ready; `None` to skip.
@@ -117,8 +84,9 @@ async fn a_guest_releases_a_virtio_disk_and_detach_says_gone() {
 
 /// A CD-ROM drive whose tray the guest holds locked: a medium change is refused as busy, with
 /// libvirt's words, and changes nothing; forced, it either changes the medium (checked by
-/// virsh) or, where libvirt cannot open the tray at all (libvirt 9.0 with QEMU 7.2 here, with
-/// or without a guest), is refused the same way.
+/// virsh) or, where libvirt cannot open the tray at all (libvirt 9.0 here: the drive is
+/// hot-plugged, and libvirt opens only the trays of drives the domain started with), is
+/// refused the same way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cdrom_the_guest_locked() {
     let Some(lv) = guest_domain("vdev_guest.holdcd").await else {

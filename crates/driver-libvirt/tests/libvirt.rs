@@ -554,3 +554,115 @@ async fn the_false_success_is_pending_across_processes() {
     let e = conn.detach(&vm, &disk, &r, &short).await.unwrap_err();
     assert!(matches!(e, Error::DeviceNotFound { .. }), "{e:?}");
 }
+
+/// A CD-ROM drive the domain started with: a medium change and an eject through vdev are what
+/// `virsh domblklist` and `dumpxml` then show. (libvirt 9.0 asks QEMU to open the tray only of
+/// a drive whose tray it learnt at the domain's start: a hot-plugged drive's change fails with
+/// "Tray of device ... is not open", which the second half checks.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cdrom_medium_changes_and_ejects() {
+    let Some(lv) = tokio::task::spawn_blocking(|| {
+        let lv = Libvirtd::start()?;
+        let one = lv.image("one.iso");
+        let log = lv.dir.path().join("serial.log");
+        // The firmware probes the drive while it boots (and closes its tray): wait until it
+        // has given up booting, and keep it from starting again.
+        lv.define_with(
+            "cd",
+            2,
+            true,
+            "<bios useserial='yes' rebootTimeout='-1'/>",
+            &format!(
+                "<disk type='file' device='cdrom'><driver name='qemu' type='raw'/>\
+                 <source file='{}'/><target dev='sda' bus='scsi'/><readonly/></disk>\
+                 <serial type='file'><source path='{}'/><target port='0'/></serial>",
+                one.display(),
+                log.display()
+            ),
+        );
+        wait_for("the firmware gives up booting", || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("No bootable device")
+        });
+        Some(lv)
+    })
+    .await
+    .expect("lab") else {
+        return;
+    };
+    let conn = vdev_core::connect(&lv.vdev_uri()).await.expect("connect");
+    let vm = conn.domain("cd").await.expect("domain");
+    let disk = DeviceType::DISK;
+    let cd = devices(&conn, &vm, &disk)
+        .await
+        .into_iter()
+        .find(|d| d.attributes.get("media") == Some("cdrom"))
+        .expect("the CD-ROM drive");
+    assert_eq!(cd.attributes.get("readonly"), Some("true"));
+    let two = lv.image("two.iso");
+    let two = two.to_str().expect("utf-8");
+    conn.update(&vm, &disk, &cd.reference, &attrs(&[("source", two)]))
+        .await
+        .expect("a change of medium");
+    assert_eq!(
+        blklist(&lv, "cd", false),
+        vec![("sda".to_owned(), two.to_owned())]
+    );
+    let listed = find(&conn, &vm, &disk, &cd.reference)
+        .await
+        .expect("listed");
+    assert_eq!(listed.attributes.get("source"), Some(two));
+    conn.update(&vm, &disk, &cd.reference, &attrs(&[("source", "")]))
+        .await
+        .expect("an eject");
+    assert_eq!(
+        blklist(&lv, "cd", false),
+        vec![("sda".to_owned(), "-".to_owned())]
+    );
+    let live = lv.virsh_ok(&["dumpxml", "cd"]);
+    let cdrom = live
+        .split("<disk")
+        .find(|d| d.contains("device='cdrom'"))
+        .expect("the drive in dumpxml");
+    assert!(
+        !cdrom.contains("<source file="),
+        "an ejected drive has no medium: {cdrom}"
+    );
+    let listed = find(&conn, &vm, &disk, &cd.reference)
+        .await
+        .expect("listed");
+    assert_eq!(listed.attributes.get("source"), None);
+    conn.update(&vm, &disk, &cd.reference, &attrs(&[("source", two)]))
+        .await
+        .expect("a medium into the empty drive");
+    assert_eq!(
+        blklist(&lv, "cd", false),
+        vec![("sda".to_owned(), two.to_owned())]
+    );
+
+    // A drive hot-plugged now: libvirt does not open its tray, and the change is refused as
+    // busy, changing nothing.
+    let one = lv.image("three.iso");
+    let one = one.to_str().expect("utf-8");
+    let hot = conn
+        .attach(&vm, &disk, &attrs(&[("media", "cdrom"), ("source", one)]))
+        .await
+        .expect("attach a CD-ROM drive");
+    let before = lv.dumpxml("cd");
+    let e = conn
+        .update(&vm, &disk, &hot, &attrs(&[("source", two)]))
+        .await
+        .unwrap_err();
+    match &e {
+        Error::DeviceBusy { reason, .. } => {
+            assert!(reason.contains("is not open"), "{reason}")
+        }
+        e => panic!("a hot-plugged drive's change answered {e:?}"),
+    }
+    assert_eq!(
+        lv.dumpxml("cd"),
+        before,
+        "a refused change changed the domain"
+    );
+}

@@ -21,6 +21,9 @@ pub enum Like {
     Qemu,
     /// The Xen driver (`like=xen`).
     Xen,
+    /// The libvirt driver (`like=libvirt`), with the domain capabilities of libvirt 9.0 and
+    /// QEMU 7.2 (q35, TCG) as recorded in the driver's tests.
+    Libvirt,
 }
 
 /// The exported profiles, as embedded (`profiles/DRIVER.json`). Regenerate one with
@@ -28,23 +31,26 @@ pub enum Like {
 pub const PROFILE_JSON: &[(Like, &str)] = &[
     (Like::Qemu, include_str!("../profiles/qemu.json")),
     (Like::Xen, include_str!("../profiles/xen.json")),
+    (Like::Libvirt, include_str!("../profiles/libvirt.json")),
 ];
 
 impl Like {
     /// Every driver the mock can speak like.
-    pub const ALL: [Like; 2] = [Like::Qemu, Like::Xen];
+    pub const ALL: [Like; 3] = [Like::Qemu, Like::Xen, Like::Libvirt];
 
     /// The driver's name, as in `like=NAME`.
     pub fn as_str(self) -> &'static str {
         match self {
             Like::Qemu => "qemu",
             Like::Xen => "xen",
+            Like::Libvirt => "libvirt",
         }
     }
 
     /// The driver's profile (parsed once).
     pub fn profile(self) -> &'static DriverProfile {
-        static PARSED: [OnceLock<DriverProfile>; 2] = [OnceLock::new(), OnceLock::new()];
+        static PARSED: [OnceLock<DriverProfile>; 3] =
+            [OnceLock::new(), OnceLock::new(), OnceLock::new()];
         let i = self as usize;
         PARSED[i].get_or_init(|| {
             let json = PROFILE_JSON[i].1;
@@ -122,12 +128,22 @@ impl<'a> Given<'a> {
                 return Some(c.values[0].as_str());
             }
         }
+        self.plain_default(name)
+    }
+
+    /// The default of `defaults_with` when its other attribute is given, else of `defaults`.
+    fn plain_default(&self, name: &str) -> Option<&'static str> {
+        if let Some((other, v)) = self.tp.defaults_with.get(name) {
+            if self.get(other).is_some_and(|o| !o.is_empty()) {
+                return Some(v.as_str());
+            }
+        }
         self.tp.defaults.get(name).map(String::as_str)
     }
 
     fn holds(&self, when: &std::collections::BTreeMap<String, String>) -> bool {
         when.iter()
-            .all(|(k, v)| self.get(k).or(self.tp.defaults.get(k).map(String::as_str)) == Some(v))
+            .all(|(k, v)| self.get(k).or_else(|| self.plain_default(k)) == Some(v))
     }
 }
 
@@ -237,6 +253,9 @@ pub(crate) fn create(
                 .max()
                 .map_or(0, |n| n + 1);
             DeviceRef::new(format!("{prefix}{n}"))?
+        }
+        RefFormat::Generated { prefix } => {
+            DeviceRef::new(format!("{prefix}{}", vdev_core::random_hex()))?
         }
         RefFormat::XenDevid { attribute } => {
             let dev = g.get(attribute).unwrap_or_default();

@@ -190,3 +190,54 @@ mod like_xen {
 
     vdev_conformance::conformance_tests!(setup);
 }
+
+fn like_libvirt_fixture() -> Fixture {
+    Fixture {
+        domain: "demo".into(),
+        device_type: DeviceType::DISK,
+        make_attrs: Box::new(|i| {
+            Attributes::from_pairs([("source", image(i)), ("target", format!("sd{i}"))])
+                .expect("valid")
+        }),
+        invalid_attrs: [
+            ("bus", "floppy"),              // not in libvirt's domain capabilities
+            ("media", "tape"),              // not disk or cdrom
+            ("type", "network"),            // not file or block
+            ("readonly", "maybe"),          // not a boolean
+            ("source", "/no/such/img.raw"), // libvirt: "Cannot access storage file"
+        ]
+        .into_iter()
+        .map(|(name, bad)| {
+            let mut a = Attributes::from_pairs([("source", image(999))]).expect("valid");
+            a.insert(name, bad).expect("valid form");
+            a
+        })
+        .collect(),
+        detach_timeout: Duration::from_secs(5),
+        update: Some(UpdateFixture {
+            device_type: DeviceType::NETWORK,
+            make_attrs: Box::new(|_| Attributes::new()),
+            valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
+            malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
+        }),
+    }
+}
+
+mod like_libvirt {
+    use super::*;
+
+    async fn setup() -> Harness {
+        Harness {
+            conn: vdev_core::connect("mock:///default?like=libvirt")
+                .await
+                .expect("connect"),
+            readonly: vdev_core::connect_readonly("mock:///default?like=libvirt")
+                .await
+                .expect("connect"),
+            fixture: like_libvirt_fixture(),
+            hold: None,
+        }
+    }
+
+    vdev_conformance::conformance_tests!(setup);
+}

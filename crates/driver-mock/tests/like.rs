@@ -277,3 +277,144 @@ async fn a_xen_guest_connects_new_devices_when_its_knob_says() {
         }
     }
 }
+
+/// `like=libvirt`: libvirt's aliases, the driver's defaults, and the errors it gives.
+#[tokio::test]
+async fn the_mock_speaks_like_libvirt() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = |n: &str| {
+        let p = dir.path().join(n);
+        std::fs::write(&p, b"").unwrap();
+        p.display().to_string()
+    };
+    let (a, b) = (img("a.raw"), img("b.iso"));
+    let (conn, control) = connect_with_control("mock:///default?like=libvirt")
+        .await
+        .unwrap();
+    let d = conn.domain("demo").await.unwrap();
+    let disk = conn
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[
+                ("source", &a),
+                ("target", "sdb"),
+                ("xml.driver.cache", "none"),
+            ]),
+        )
+        .await
+        .unwrap();
+    let hex = disk.as_str().strip_prefix("ua-disk-").unwrap();
+    assert!(
+        hex.len() == 8 && hex.bytes().all(|c| c.is_ascii_hexdigit()),
+        "{disk}"
+    );
+    let cd = conn
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[("media", "cdrom"), ("source", &b), ("target", "sdc")]),
+        )
+        .await
+        .unwrap();
+    let nic = conn
+        .attach(
+            &d,
+            &DeviceType::NETWORK,
+            &attrs(&[("mac", "52:54:00:AA:00:01")]),
+        )
+        .await
+        .unwrap();
+    assert!(nic.as_str().starts_with("ua-net-"), "{nic}");
+    let bridged = conn
+        .attach(&d, &DeviceType::NETWORK, &attrs(&[("source", "default")]))
+        .await
+        .unwrap();
+    let list = conn.devices(&d, None).await.unwrap();
+    let get = |r: &vdev_core::DeviceRef, n: &str| {
+        list.iter()
+            .find(|x| &x.reference == r)
+            .and_then(|x| x.attributes.get(n).map(str::to_owned))
+    };
+    assert_eq!(get(&disk, "bus").as_deref(), Some("scsi"));
+    assert_eq!(get(&disk, "format").as_deref(), Some("raw"));
+    assert_eq!(get(&disk, "readonly").as_deref(), Some("false"));
+    // Pass-through attributes are taken and not listed, as the driver lists none.
+    assert_eq!(get(&disk, "xml.driver.cache"), None);
+    // libvirt makes a CD-ROM drive read-only.
+    assert_eq!(get(&cd, "readonly").as_deref(), Some("true"));
+    assert_eq!(get(&nic, "mac").as_deref(), Some("52:54:00:aa:00:01"));
+    assert_eq!(get(&nic, "netdev").as_deref(), Some("user"));
+    assert_eq!(get(&nic, "model").as_deref(), Some("virtio"));
+    assert_eq!(get(&nic, "link").as_deref(), Some("up"));
+    assert_eq!(get(&bridged, "netdev").as_deref(), Some("network"));
+    assert!(get(&bridged, "mac").unwrap().starts_with("52:54:00:"));
+
+    let before = conn.devices(&d, None).await.unwrap();
+    for (t, a, code) in [
+        (
+            DeviceType::DISK,
+            vec![("source", "/no/such.raw")],
+            "invalid-attribute",
+        ),
+        (
+            DeviceType::DISK,
+            vec![("source", &a), ("bus", "floppy")],
+            "invalid-attribute",
+        ),
+        (
+            DeviceType::DISK,
+            vec![("media", "disk")],
+            "missing-attribute",
+        ),
+        (
+            DeviceType::DISK,
+            vec![("source", &a), ("target", "sdb")],
+            "device-exists",
+        ),
+        (
+            DeviceType::NETWORK,
+            vec![("mac", "52:54:00:aa:00:01")],
+            "device-exists",
+        ),
+        (
+            DeviceType::NETWORK,
+            vec![("netdev", "user"), ("source", "default")],
+            "invalid-attribute",
+        ),
+        (
+            DeviceType::NETWORK,
+            vec![("netdev", "slirp")],
+            "invalid-attribute",
+        ),
+    ] {
+        let e = conn.attach(&d, &t, &attrs(&a)).await.unwrap_err();
+        assert_eq!(e.code(), code, "{a:?}: {e}");
+        assert_eq!(conn.devices(&d, None).await.unwrap(), before, "{a:?}");
+    }
+    let e = conn
+        .update(&d, &DeviceType::DISK, &disk, &attrs(&[("bus", "usb")]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidAttribute { .. }), "{e}");
+    // A medium change, an eject; a locked tray is DeviceBusy unless forced.
+    conn.update(&d, &DeviceType::DISK, &cd, &attrs(&[("source", &a)]))
+        .await
+        .unwrap();
+    conn.update(&d, &DeviceType::DISK, &cd, &attrs(&[("source", "")]))
+        .await
+        .unwrap();
+    let guest = Guest {
+        tray_locked: Some(true),
+        ..Guest::default()
+    };
+    control
+        .set_device_guest("demo", &DeviceType::DISK, &cd, guest)
+        .await
+        .unwrap();
+    let e = conn
+        .update(&d, &DeviceType::DISK, &cd, &attrs(&[("source", &b)]))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::DeviceBusy { .. }), "{e}");
+}

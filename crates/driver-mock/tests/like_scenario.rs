@@ -1,6 +1,6 @@
-//! The application scenario of `vdev_conformance::scenario`, written for the QEMU and the Xen
-//! driver, on the mock speaking like each (with the guest knobs that match the real guests).
-//! The QEMU driver's `tests/like_mock.rs` runs it on a real QEMU too and compares.
+//! The application scenario of `vdev_conformance::scenario`, written for the QEMU, the Xen and
+//! the libvirt driver, on the mock speaking like each (with the guest knobs that match the real
+//! guests). The drivers' `tests/like_mock.rs` run it on the real hypervisors too and compare.
 
 use std::time::Duration;
 
@@ -71,4 +71,31 @@ async fn the_xen_scenario_runs_on_the_mock_like_xen() {
             .any(|(s, o)| s == "update of what cannot change" && o == "unsupported"),
         "{t:#?}"
     );
+}
+
+#[tokio::test]
+async fn the_libvirt_scenario_runs_on_the_mock_like_libvirt() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conn, control) = connect_with_control("mock:///default?like=libvirt")
+        .await
+        .unwrap();
+    let s = scenario::libvirt("demo", dir.path());
+    // The CD-ROM drives the domain started with.
+    let demo = conn.domain("demo").await.unwrap();
+    let (held, cd, _) = s.cdrom.as_ref().unwrap();
+    for a in [held, cd] {
+        conn.attach(&demo, &DeviceType::DISK, a).await.unwrap();
+    }
+    let t = scenario::run(&conn, &s, &knobs(control, "demo")).await;
+    for (step, outcome) in [
+        ("change medium", "ok"),
+        ("bad attach 2", "device-exists"),
+        ("change medium, tray locked", "device-busy"),
+        ("detach, guest never answering", "removal-pending"),
+    ] {
+        assert!(
+            t.iter().any(|(s, o)| s == step && o == outcome),
+            "{step}: {t:#?}"
+        );
+    }
 }

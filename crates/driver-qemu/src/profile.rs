@@ -67,6 +67,7 @@ pub fn profile() -> DriverProfile {
                     ("readonly", "false"),
                     ("format", FORMATS[0]),
                 ]),
+                defaults_with: BTreeMap::new(),
                 forms: BTreeMap::from([
                     ("id".into(), ValueForm::Id),
                     ("readonly".into(), ValueForm::Bool),
@@ -126,6 +127,7 @@ pub fn profile() -> DriverProfile {
                     ("model", NIC_ATTACH_MODELS[0]),
                     ("link", "up"),
                 ]),
+                defaults_with: BTreeMap::new(),
                 forms: BTreeMap::from([
                     ("id".into(), ValueForm::Id),
                     ("mac".into(), ValueForm::Mac),

@@ -26,6 +26,7 @@ pub fn profile() -> DriverProfile {
                     ("recorded".into(), vec!["yes".into(), "no".into()]),
                 ]),
                 defaults: BTreeMap::from([("mode".into(), "w".into())]),
+                defaults_with: BTreeMap::new(),
                 forms: BTreeMap::from([
                     ("uname".into(), ValueForm::XenUname),
                     ("dev".into(), ValueForm::XenDevice),
@@ -47,6 +48,7 @@ pub fn profile() -> DriverProfile {
                 reference: RefFormat::Counter,
                 values: BTreeMap::from([("recorded".into(), vec!["yes".into(), "no".into()])]),
                 defaults: BTreeMap::from([("bridge".into(), "xenbr0".into())]),
+                defaults_with: BTreeMap::new(),
                 forms: BTreeMap::from([
                     ("mac".into(), ValueForm::Mac),
                     ("bridge".into(), ValueForm::Interface),

@@ -670,6 +670,39 @@ fn completions_man_page_and_version_come_from_the_same_definitions() {
     );
 }
 
+/// A state file made like libvirt: libvirt's user aliases, defaults and errors.
+#[test]
+fn a_mock_like_libvirt_state_file() {
+    let (dir, _path, uri) = state_file("libvirt.json");
+    let img = dir.path().join("a.raw");
+    std::fs::write(&img, b"").unwrap();
+    let img = img.to_str().unwrap();
+    let like = format!("{uri}?like=libvirt");
+    let r = ok(&[
+        "-c",
+        &like,
+        "attach",
+        "demo",
+        "disk",
+        &format!("source={img}"),
+        "target=sdb",
+    ]);
+    assert!(r.starts_with("ua-disk-"), "{r}");
+    let dev = &json(&["-c", &uri, "devices", "demo", "disk"])[0];
+    assert_eq!(dev["attrs"]["bus"], "scsi", "{dev}");
+    let out = vdev(&[
+        "-c",
+        &uri,
+        "attach",
+        "demo",
+        "disk",
+        &format!("source={img}"),
+        "target=sdb",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sdb"), "{}", stderr(&out));
+}
+
 /// A state file made like QEMU, with the guest's knobs as URI options: the QEMU vocabulary,
 /// its errors, and a guest that locks its tray or never releases a device.
 #[test]

@@ -27,6 +27,10 @@ pub struct Scenario {
     /// CD-ROM drives with a medium, and a new medium for an update: `(drive the guest
     /// locks, drive whose medium changes, new medium)`; `None` where the driver has none.
     pub cdrom: Option<(Attributes, Attributes, Attributes)>,
+    /// Whether the CD-ROM drives are in the domain already (found by their `source`) rather
+    /// than attached by the scenario: libvirt 9.0 changes the medium only of a drive the
+    /// domain started with.
+    pub cdrom_in_domain: bool,
     /// Attachments the driver refuses, each with the code of its error (a missing image, an
     /// unknown bus, a duplicate target, ...).
     pub bad_attach: Vec<(DeviceType, Attributes, &'static str)>,
@@ -117,6 +121,23 @@ impl Run<'_> {
         self.out.push((step.to_owned(), outcome));
     }
 
+    /// The disk in the domain whose `source` is `a`'s (a drive it started with).
+    async fn find(&mut self, name: &str, a: &Attributes) -> DeviceRef {
+        let source = a.get("source").expect("a drive to find has a source");
+        let r = self
+            .conn
+            .devices(&self.d, Some(&DeviceType::DISK))
+            .await
+            .expect("list the disks")
+            .into_iter()
+            .find(|d| d.attributes.get("source") == Some(source))
+            .unwrap_or_else(|| panic!("{name}: no drive with source {source} in the domain"))
+            .reference;
+        self.record(&format!("find {name}"), "ok".into());
+        self.names.push((r.clone(), name.to_owned()));
+        r
+    }
+
     async fn attach(&mut self, name: &str, t: &DeviceType, a: &Attributes) -> DeviceRef {
         let r = self.conn.attach(&self.d, t, a).await;
         self.record(&format!("attach {name}"), outcome(&r));
@@ -143,8 +164,13 @@ pub async fn run(conn: &Connection, s: &Scenario, prepare: Prepare<'_>) -> Trans
 
     let mut locked = None;
     if let Some((held, cd, medium)) = &s.cdrom {
-        locked = Some(run.attach("held cdrom", &DeviceType::DISK, held).await);
-        let cd = run.attach("cdrom", &DeviceType::DISK, cd).await;
+        let cd = if s.cdrom_in_domain {
+            locked = Some(run.find("held cdrom", held).await);
+            run.find("cdrom", cd).await
+        } else {
+            locked = Some(run.attach("held cdrom", &DeviceType::DISK, held).await);
+            run.attach("cdrom", &DeviceType::DISK, cd).await
+        };
         let r = conn.update(&run.d, &DeviceType::DISK, &cd, medium).await;
         assert!(r.is_ok(), "change of medium: {r:?}");
         run.record("change medium", outcome(&r));
@@ -232,8 +258,8 @@ fn attrs(pairs: &[(&str, String)]) -> Attributes {
     Attributes::from_pairs(pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone()))).expect("valid")
 }
 
-/// A 1 MiB raw image in `dir` (created when missing).
-fn image(dir: &std::path::Path, name: &str) -> String {
+/// A 1 MiB raw image in `dir` (created when missing); its path.
+pub fn image(dir: &std::path::Path, name: &str) -> String {
     let p = dir.join(name);
     if !p.exists() {
         std::fs::File::create(&p)
@@ -269,6 +295,7 @@ pub fn qemu(domain: &str, dir: &std::path::Path) -> Scenario {
             attrs(&[("media", "cdrom".into()), ("source", img("b.iso"))]),
             attrs(&[("source", img("c.iso")), ("format", raw())]),
         )),
+        cdrom_in_domain: false,
         bad_attach: vec![
             (
                 DeviceType::DISK,
@@ -325,6 +352,7 @@ pub fn xen(domain: &str, dir: &str) -> Scenario {
         ]),
         nic: attrs(&[("mac", "00:16:3e:5c:00:01".into())]),
         cdrom: None,
+        cdrom_in_domain: false,
         bad_attach: vec![
             (
                 DeviceType::DISK,
@@ -359,5 +387,69 @@ pub fn xen(domain: &str, dir: &str) -> Scenario {
         late_timeout: Duration::from_secs(60),
         never_timeout: Duration::from_secs(1),
         compared: vec!["uname", "dev", "mode", "mac"],
+    }
+}
+
+/// The scenario in the libvirt driver's vocabulary, with its images in `dir`: the disk on
+/// virtio (a PCIe root port, released by the guest after seconds), the NIC virtio, explicit
+/// target names (the driver picks free ones, the mock lists what it is given). The two CD-ROM
+/// drives are the domain's own (`cdrom_in_domain`): SCSI `sda` with `DIR/a.iso` (the one the
+/// test guest holds, as its first CD-ROM drive) and `sdb` with `DIR/b.iso`, both made by
+/// [`image`].
+pub fn libvirt(domain: &str, dir: &std::path::Path) -> Scenario {
+    let img = |n: &str| image(dir, n);
+    let cdrom = |n: &str, target: &str| {
+        attrs(&[
+            ("media", "cdrom".into()),
+            ("source", img(n)),
+            ("target", target.into()),
+        ])
+    };
+    Scenario {
+        domain: domain.into(),
+        disk: attrs(&[
+            ("source", img("disk.raw")),
+            ("bus", "virtio".into()),
+            ("target", "vda".into()),
+        ]),
+        nic: attrs(&[
+            ("model", "virtio".into()),
+            ("mac", "52:54:00:12:34:56".into()),
+        ]),
+        cdrom: Some((
+            cdrom("a.iso", "sda"),
+            cdrom("b.iso", "sdb"),
+            attrs(&[("source", img("c.iso")), ("format", "raw".into())]),
+        )),
+        cdrom_in_domain: true,
+        bad_attach: vec![
+            (
+                DeviceType::DISK,
+                attrs(&[("source", dir.join("missing.raw").display().to_string())]),
+                "invalid-attribute",
+            ),
+            (
+                DeviceType::DISK,
+                attrs(&[("source", img("d.raw")), ("bus", "floppy".into())]),
+                "invalid-attribute",
+            ),
+            (
+                DeviceType::DISK,
+                attrs(&[("source", img("e.raw")), ("target", "sda".into())]),
+                "device-exists",
+            ),
+            (
+                DeviceType::NETWORK,
+                attrs(&[("mac", "52:54:00:12:34:56".into())]),
+                "device-exists",
+            ),
+        ],
+        bad_update: attrs(&[("bus", "usb".into())]),
+        late_timeout: Duration::from_secs(60),
+        never_timeout: Duration::from_secs(1),
+        compared: vec![
+            "source", "format", "bus", "media", "readonly", "target", "model", "netdev", "mac",
+            "link",
+        ],
     }
 }

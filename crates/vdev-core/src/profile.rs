@@ -53,6 +53,10 @@ pub struct TypeProfile {
     /// The value an attribute is listed with when it is not given.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub defaults: BTreeMap<String, String>,
+    /// Defaults that hold instead of [`TypeProfile::defaults`] when another attribute is given
+    /// (libvirt's `netdev` is `network` with a `source`): attribute → (other attribute, value).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub defaults_with: BTreeMap<String, (String, String)>,
     /// The form values of an attribute must have.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub forms: BTreeMap<String, ValueForm>,
@@ -99,9 +103,15 @@ pub enum RefFormat {
         /// The prefix of a generated reference.
         generated_prefix: String,
     },
-    /// `PREFIX` and a counter from 0 (libvirt's aliases `ua-disk-0`).
+    /// `PREFIX` and a counter from 0 (`disk0`).
     Prefixed {
         /// The prefix.
+        prefix: String,
+    },
+    /// `PREFIX` and 8 random hex digits, whatever is given (libvirt's user aliases
+    /// `ua-disk-0a1b2c3d`).
+    Generated {
+        /// The prefix (`ua-disk-`).
         prefix: String,
     },
     /// The Xen device number of the device name in `attribute` (`xvdb` = 51728).

@@ -1,6 +1,6 @@
 """The mock speaking a real driver's language (``like=``) and the guest's knobs, from Python:
-the same inputs give QEMU's and Xen's attributes, references and error kinds, and bad input
-changes nothing."""
+the same inputs give QEMU's, Xen's and libvirt's attributes, references and error kinds, and
+bad input changes nothing."""
 
 from __future__ import annotations
 
@@ -78,3 +78,25 @@ def test_a_xen_guest_that_never_connects() -> None:
         conn.control.set_guest(connect="never", domain="demo")
         conn.attach("demo", "network")
         assert [d.state for d in conn.devices("demo")] == ["init-wait"]
+
+
+@pytest.mark.vdev_mock(like="libvirt")
+def test_like_libvirt_speaks_libvirt(vdev_mock: vdev.Connection, tmp_path: pathlib.Path) -> None:
+    image = tmp_path / "data.raw"
+    image.write_bytes(b"")
+    ref = vdev_mock.attach("demo", "disk", source=str(image), target="sdb")
+    assert ref.startswith("ua-disk-")
+    (d,) = vdev_mock.devices("demo", "disk")
+    assert (d.attrs["bus"], d.attrs["format"], d.attrs["target"]) == ("scsi", "raw", "sdb")
+    nic = vdev_mock.attach("demo", "network")
+    assert nic.startswith("ua-net-")
+    (n,) = vdev_mock.devices("demo", "network")
+    assert n.attrs["mac"].startswith("52:54:00:") and n.attrs["netdev"] == "user"
+    before = vdev_mock.devices("demo")
+    with pytest.raises(vdev.InvalidAttribute):
+        vdev_mock.attach("demo", "disk", source=str(tmp_path / "missing.raw"))
+    with pytest.raises(vdev.DeviceExists):
+        vdev_mock.attach("demo", "disk", source=str(image), target="sdb")
+    with pytest.raises(vdev.DeviceExists):
+        vdev_mock.attach("demo", "network", mac=n.attrs["mac"])
+    assert vdev_mock.devices("demo") == before

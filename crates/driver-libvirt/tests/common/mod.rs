@@ -224,6 +224,20 @@ impl Libvirtd {
 
     /// [`Libvirtd::define`] with more elements in `<os>` (a kernel to boot) and `<devices>`.
     pub fn define_with(&self, name: &str, root_ports: usize, start: bool, os: &str, devices: &str) {
+        self.define_full(name, root_ports, start, os, devices, "");
+    }
+
+    /// [`Libvirtd::define_with`] with more elements in `<domain>` (`qemu:` elements included:
+    /// the namespace is declared).
+    pub fn define_full(
+        &self,
+        name: &str,
+        root_ports: usize,
+        start: bool,
+        os: &str,
+        devices: &str,
+        top: &str,
+    ) {
         let mut ports = String::new();
         for i in 1..=root_ports {
             ports.push_str(&format!(
@@ -231,12 +245,12 @@ impl Libvirtd {
             ));
         }
         let xml = format!(
-            "<domain type='qemu'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
+            "<domain type='qemu' xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'><name>{name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>\
              <os><type arch='x86_64' machine='q35'>hvm</type>{os}</os><features><acpi/></features>\
              <devices><emulator>/usr/bin/qemu-system-x86_64</emulator>\
              <controller type='pci' index='0' model='pcie-root'/>\
              <controller type='scsi' index='0' model='virtio-scsi'/>{ports}{devices}\
-             <memballoon model='none'/></devices></domain>"
+             <memballoon model='none'/></devices>{top}</domain>"
         );
         let file = self.dir.path().join(format!("{name}.xml"));
         std::fs::write(&file, xml).expect("domain xml");
@@ -377,4 +391,35 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {HANG:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The test guest's kernel, initramfs and command line, or `None` (a skip; a failure under
+/// CI) when it cannot be built.
+pub fn guest() -> Option<(String, String, String)> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/qemu-guest/guest");
+    let run = |arg: &str| {
+        Command::new(&script)
+            .arg(arg)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let (Some(vars), Some(append)) = (run("build"), run("append")) else {
+        vdev_conformance::missing_real_part(
+            "the test guest could not be built (tests/qemu-guest/guest build)",
+        );
+        return None;
+    };
+    let var = |name: &str| {
+        vars.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .map(|v| v.trim_matches('\'').to_owned())
+            .unwrap_or_else(|| panic!("the guest build printed no {name}=: {vars:?}"))
+    };
+    Some((
+        var("GUEST_KERNEL"),
+        var("GUEST_INITRD"),
+        append.trim().to_owned(),
+    ))
 }

@@ -5,7 +5,7 @@
 them, sets how the guest behaves (``set_guest``), and keeps a call log. The pytest fixture
 ``vdev_mock`` gives one per test.
 
-``vdev.mock.connect(like="qemu")`` (or ``"xen"``) opens a host that speaks that driver's
+``vdev.mock.connect(like="qemu")`` (or ``"xen"``, ``"libvirt"``) opens a host that speaks that driver's
 language: its device types, attribute names, references and errors, so that a test suite
 written for QEMU runs unchanged on the mock::
 
@@ -26,7 +26,7 @@ from ._vdev import mock_connect as _mock_connect
 __all__ = ["LIKE", "Call", "MockControl", "connect", "with_like"]
 
 #: The drivers whose language the mock speaks (``like=``).
-LIKE = ("qemu", "xen")
+LIKE = ("qemu", "xen", "libvirt")
 
 
 def with_like(uri: str, like: str | None) -> str:
@@ -42,8 +42,8 @@ def connect(
     uri: str = "mock:///default", readonly: bool = False, like: str | None = None
 ) -> Connection:
     """Open a mock host (``mock:///default``: fresh and in memory; ``mock:///PATH.json``: a state
-    file shared with other processes, such as the ``vdev`` command). ``like="qemu"`` or
-    ``"xen"``: the host speaks that driver's language. The connection's ``control`` is the
+    file shared with other processes, such as the ``vdev`` command). ``like="qemu"``,
+    ``"xen"`` or ``"libvirt"``: the host speaks that driver's language. The connection's ``control`` is the
     host's ``MockControl``."""
     conn: Connection = _mock_connect(with_like(uri, like), readonly, False)
     return conn

@@ -2,7 +2,7 @@
 
 Fixture ``vdev_mock``: a fresh in-memory mock host for each test, as a ``vdev.Connection`` whose
 ``control`` is the host's ``vdev.MockControl``; closed after the test. Mark a test
-``@pytest.mark.vdev_mock(like="qemu")`` (or ``"xen"``) for a host that speaks that driver's
+``@pytest.mark.vdev_mock(like="qemu")`` (or ``"xen"``, ``"libvirt"``) for a host that speaks that driver's
 language.
 """
 
@@ -19,7 +19,7 @@ import vdev.mock
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
-        "vdev_mock(like=DRIVER): the vdev_mock fixture speaks like DRIVER (qemu, xen)",
+        "vdev_mock(like=DRIVER): the vdev_mock fixture speaks like DRIVER (qemu, xen, libvirt)",
     )
 
 
