@@ -6,13 +6,13 @@ use std::collections::BTreeSet;
 
 use vdev_core::Attributes;
 
-use crate::listing::{to_device, Definitions};
+use crate::listing::Definitions;
 use crate::xml;
 
 /// A domain's XML as the listing, a detach and an update read it: parsed; each device element
 /// read alone and, when it parses, written again, which must read back the same element; then
-/// merged as a listing merges the live and the stored definitions, which lists each device
-/// once. `passthrough` is one `xml.PATH=VALUE` attribute applied to each element as attach
+/// listed as a listing merges the live and the stored definitions: each reference once, even
+/// from XML that repeats an alias (libvirt never does). `passthrough` is one `xml.PATH=VALUE` attribute applied to each element as attach
 /// applies it: refused with an error or written, never a panic.
 pub fn domain_xml(text: &str, passthrough: (&str, &str)) {
     let Ok(dom) = xml::parse_domain(text) else {
@@ -38,20 +38,18 @@ pub fn domain_xml(text: &str, passthrough: (&str, &str)) {
         }
     }
     let live = dom.running.then(|| dom.clone());
-    let merged = Definitions {
+    let listed = Definitions {
         live,
         stored: Some(dom),
     }
-    .into_devices();
+    .listed(None, |_, _| {});
     let mut seen = BTreeSet::new();
-    for (dev, scope, state) in merged {
-        if let Some(d) = to_device(dev, scope, state) {
-            assert!(
-                seen.insert((d.device_type.clone(), d.reference.clone())),
-                "listed twice: {} {}",
-                d.device_type,
-                d.reference
-            );
-        }
+    for d in &listed {
+        assert!(
+            seen.insert((d.device_type.clone(), d.reference.clone())),
+            "listed twice: {} {}",
+            d.device_type,
+            d.reference
+        );
     }
 }

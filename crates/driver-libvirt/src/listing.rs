@@ -203,7 +203,37 @@ impl Definitions {
     }
 }
 
-pub(crate) fn to_device(dev: DevXml, scope: &'static str, state: DeviceState) -> Option<Device> {
+impl Definitions {
+    /// The devices as a listing gives them (of kind `want`, or all): merged, ordered by type
+    /// and reference, each reference once. `remember` is told the kind of each alias whose
+    /// name does not say it (for events about it later).
+    pub(crate) fn listed(
+        self,
+        want: Option<Kind>,
+        mut remember: impl FnMut(&str, Kind),
+    ) -> Vec<Device> {
+        let mut v: Vec<Device> = self
+            .into_devices()
+            .into_iter()
+            .filter(|(dev, _, _)| want.is_none_or(|k| dev.kind == k))
+            .filter_map(|(dev, scope, state)| {
+                if let Some(a) = dev
+                    .alias
+                    .as_ref()
+                    .filter(|a| crate::events::kind_of_alias(a).is_none())
+                {
+                    remember(a, dev.kind);
+                }
+                to_device(dev, scope, state)
+            })
+            .collect();
+        v.sort_by(|a, b| (&a.device_type, &a.reference).cmp(&(&b.device_type, &b.reference)));
+        v.dedup_by(|a, b| a.device_type == b.device_type && a.reference == b.reference);
+        v
+    }
+}
+
+fn to_device(dev: DevXml, scope: &'static str, state: DeviceState) -> Option<Device> {
     let reference = DeviceRef::new(dev.reference().to_owned()).ok()?;
     use std::borrow::Cow;
     let kind = dev.kind;
@@ -246,24 +276,7 @@ pub(crate) async fn list(
             let d = inner.lookup(&domain, &ctx)?;
             let defs = Definitions::read(&d, &ctx)?;
             let stale = defs.stale_pending();
-            let mut v: Vec<Device> = defs
-                .into_devices()
-                .into_iter()
-                .filter(|(dev, _, _)| want.is_none_or(|k| dev.kind == k))
-                .filter_map(|(dev, scope, state)| {
-                    // Aliases whose type their name does not tell, for events about them.
-                    if let Some(a) = dev
-                        .alias
-                        .as_ref()
-                        .filter(|a| crate::events::kind_of_alias(a).is_none())
-                    {
-                        inner.remember(a, dev.kind);
-                    }
-                    to_device(dev, scope, state)
-                })
-                .collect();
-            v.sort_by(|a, b| (&a.device_type, &a.reference).cmp(&(&b.device_type, &b.reference)));
-            v.dedup_by(|a, b| a.device_type == b.device_type && a.reference == b.reference);
+            let v = defs.listed(want, |alias, kind| inner.remember(alias, kind));
             Ok((v, stale))
         })
         .await
