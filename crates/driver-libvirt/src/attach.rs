@@ -466,6 +466,7 @@ pub(crate) async fn update(
         detail: "the libvirt driver updates disk and network devices".into(),
     })?;
     // Check the values before anything is read or changed.
+    crate::xml::check_chars(attrs)?;
     let force = match attrs.get("force") {
         Some(v) => bool_attr("force", v)?,
         None => false,
