@@ -50,14 +50,8 @@ struct Lab {
     domu: String,
 }
 
-/// Start libvirtd and `lvdomu1` in Domain-0 (once per test process) and make the images.
-fn start() -> Option<Lab> {
-    if std::env::var("XENSTORED_PATH").map_or(true, |p| p.is_empty()) {
-        vdev_conformance::missing_real_part(
-            "XENSTORED_PATH is not set (start the Xen lab: set -a; eval \"$(tests/xenlab/xenlab up)\")",
-        );
-        return None;
-    }
+/// Start libvirtd and `lvdomu1` in Domain-0 and make the images.
+fn start() -> Lab {
     // The lab prints shell-quoted KEY=VALUE lines: let bash read them.
     let out = Command::new("bash")
         .arg("-c")
@@ -83,17 +77,26 @@ fn start() -> Option<Lab> {
         IMAGES - 1
     ));
     assert!(ok, "making the images in Domain-0: {msg}");
-    Some(Lab {
+    Lab {
         uri: format!("libvirt+{uri}"),
         domu: domu.to_owned(),
-    })
+    }
 }
 
+/// The lab's libvirt, started once per test process; `None` (a skip, a failure under CI, said
+/// by each test) without the lab's environment.
 async fn lab() -> Option<Lab> {
-    static LAB: OnceCell<Option<Lab>> = OnceCell::const_new();
-    LAB.get_or_init(|| async { tokio::task::spawn_blocking(start).await.expect("start") })
-        .await
-        .clone()
+    static LAB: OnceCell<Lab> = OnceCell::const_new();
+    if std::env::var("XENSTORED_PATH").map_or(true, |p| p.is_empty()) {
+        vdev_conformance::missing_real_part(
+            "XENSTORED_PATH is not set (start the Xen lab: set -a; eval \"$(tests/xenlab/xenlab up)\")",
+        );
+        return None;
+    }
+    let lab = LAB
+        .get_or_init(|| async { tokio::task::spawn_blocking(start).await.expect("start") })
+        .await;
+    Some(lab.clone())
 }
 
 /// The checks share the one domain: they take turns.
