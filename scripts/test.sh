@@ -20,7 +20,8 @@ stage "installing the test dependencies"
 
 # The Xen driver's tests run against a real Xen 4.17 booted in QEMU (tests/xenlab): build its
 # images (cached), then boot it while the workspace builds, and take it down afterwards, also
-# when tests fail.
+# when tests fail. The libvirt driver's tests/xen.rs (in the Rust tests below) starts libvirt's
+# Xen driver in its Domain-0 itself (`xenlab libvirtd`), from the environment exported here.
 tests/xenlab/xenlab build
 stage "the Xen lab's images"
 trap 'tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT

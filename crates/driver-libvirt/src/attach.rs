@@ -299,7 +299,7 @@ pub(crate) async fn attach(
     let _one_at_a_time = inner.attach_lock.lock().await;
     let d = domain.clone();
     let t2 = t.clone();
-    let flags = inner
+    let (flags, hypervisor) = inner
         .call(move |inner| {
             // Another client may take the free target or unit vdev chose between its reading
             // and libvirt's attach: choose again, twice at most.
@@ -316,8 +316,8 @@ pub(crate) async fn attach(
             }
         })
         .await?;
-    if flags & LIVE == 0 {
-        // libvirt tells no event for a change of the stored configuration.
+    if flags & LIVE == 0 || !tells_device_events(&hypervisor) {
+        // libvirt tells no event for a change of the stored configuration, nor libxl for any.
         inner.hub.send(DeviceEvent::Added {
             domain: domain.clone(),
             device_type: t.clone(),
@@ -325,6 +325,12 @@ pub(crate) async fn attach(
         });
     }
     Ok(reference)
+}
+
+/// Whether libvirt's driver for domains of `hypervisor` (the domain XML's `type`) sends device
+/// events: libxl (`xen`) sends none, so vdev sends those of its own changes itself.
+pub(crate) fn tells_device_events(hypervisor: &str) -> bool {
+    hypervisor != "xen"
 }
 
 /// One try of an attach: read the definitions the scope touches, choose a free target and
@@ -337,7 +343,7 @@ fn try_attach(
     alias: &str,
     scope: Option<Scope>,
     passthrough: &[String],
-) -> Result<u32> {
+) -> Result<(u32, String)> {
     let mut el = plan.el.clone();
     let mut ctx = Context::new("attach", &d.name);
     let dom = inner.lookup(d, &ctx)?;
@@ -415,7 +421,11 @@ fn try_attach(
     dom.attach_device_flags(&text, flags)
         .map_err(|e| name_passthrough(ctx.map(e.into()), passthrough))?;
     inner.remember(alias, plan.kind);
-    Ok(flags)
+    let hypervisor = defs_touched
+        .first()
+        .map(|x| x.hypervisor.clone())
+        .unwrap_or_default();
+    Ok((flags, hypervisor))
 }
 
 /// libvirt's refusal of the device XML names the XML attribute and element it refused: name the

@@ -30,6 +30,26 @@ const POLL: Duration = Duration::from_millis(250);
 const BUSY_FIRST: Duration = Duration::from_millis(100);
 const BUSY_MAX: Duration = Duration::from_secs(1);
 
+/// Remove `dev` from the definitions `flags` name: by its alias where it has one and the
+/// hypervisor driver detaches by alias; otherwise by its XML (libvirt's libxl driver has no
+/// `virDomainDetachDeviceAlias`, and its `virDomainDetachDeviceFlags` returns once the device
+/// is gone).
+fn detach_dev(
+    dom: &virt::domain::Domain,
+    dev: &xml::DevXml,
+    alias: Option<&str>,
+    flags: u32,
+) -> std::result::Result<(), LibvirtError> {
+    if let Some(a) = alias {
+        match detach_alias(dom, a, flags) {
+            Err(e) if e.is_no_support() => {}
+            r => return r,
+        }
+    }
+    dom.detach_device_flags(dev.xml(), flags)
+        .map_err(LibvirtError::from)
+}
+
 /// `virDomainDetachDeviceAlias`, which `virt` does not wrap.
 fn detach_alias(
     dom: &virt::domain::Domain,
@@ -58,6 +78,9 @@ struct Asked {
     live_alias: Option<String>,
     /// Whether it is recorded pending already.
     recorded: bool,
+    /// Whether libvirt tells no device events for this domain (libxl): vdev then sends the
+    /// `Removed` of a live removal it saw complete.
+    quiet: bool,
 }
 
 /// Detach `reference`; see the module docs.
@@ -119,6 +142,7 @@ pub(crate) async fn detach(
                     gone_since: true,
                     live_alias: Some(r.to_string()),
                     recorded,
+                    quiet: false,
                 });
             }
             if missing {
@@ -131,22 +155,22 @@ pub(crate) async fn detach(
             let mut live_alias = None;
             if let Some(dev) = &live {
                 let alias = dev.alias.clone().unwrap_or_else(|| dev.key.clone());
-                ask(&dom, &alias, &ctx, deadline)?;
+                ask(&dom, dev, &alias, &ctx, deadline)?;
                 live_alias = Some(alias);
             }
             if let Some(dev) = &stored {
-                let done = match &dev.alias {
-                    Some(a) if xml::is_user_alias(a) => detach_alias(&dom, a, CONFIG),
-                    _ => dom
-                        .detach_device_flags(dev.xml(), CONFIG)
-                        .map_err(LibvirtError::from),
-                };
-                done.map_err(|e| ctx.map(e))?;
+                let alias = dev.alias.as_deref().filter(|a| xml::is_user_alias(a));
+                detach_dev(&dom, dev, alias, CONFIG).map_err(|e| ctx.map(e))?;
             }
+            let quiet = defs
+                .live
+                .as_ref()
+                .is_some_and(|x| !crate::attach::tells_device_events(&x.hypervisor));
             Ok(Asked {
                 gone_since: false,
                 live_alias,
                 recorded,
+                quiet,
             })
         })
         .await?;
@@ -189,6 +213,13 @@ pub(crate) async fn detach(
             },
             _ = tokio::time::sleep_until(wake) => {
                 if gone(inner, domain, kind, &alias).await? {
+                    if asked.quiet {
+                        inner.hub.send(DeviceEvent::Removed {
+                            domain: domain.clone(),
+                            device_type: t.clone(),
+                            reference: reference.clone(),
+                        });
+                    }
                     return finish(inner, domain, kind, &alias, asked.recorded).await;
                 }
                 if Instant::now() >= deadline {
@@ -214,10 +245,16 @@ pub(crate) async fn detach(
 
 /// Ask libvirt to remove the live device: a second ask of a removal under way is fine; a busy
 /// guest is asked again, with back-off, until the deadline.
-fn ask(dom: &virt::domain::Domain, alias: &str, ctx: &Context, deadline: Instant) -> Result<()> {
+fn ask(
+    dom: &virt::domain::Domain,
+    dev: &xml::DevXml,
+    alias: &str,
+    ctx: &Context,
+    deadline: Instant,
+) -> Result<()> {
     let mut pause = BUSY_FIRST;
     loop {
-        match detach_alias(dom, alias, LIVE) {
+        match detach_dev(dom, dev, Some(alias), LIVE) {
             Ok(()) => return Ok(()),
             Err(e) if e.is_unplug_in_progress() => return Ok(()),
             Err(e) if e.is_guest_busy() && Instant::now() + pause < deadline => {

@@ -53,6 +53,12 @@ impl LibvirtError {
         self.code == virt_sys::VIR_ERR_NO_DOMAIN_METADATA
     }
 
+    /// Whether the hypervisor driver does not implement the call (libxl has no
+    /// `virDomainDetachDeviceAlias`).
+    pub(crate) fn is_no_support(&self) -> bool {
+        self.code == virt_sys::VIR_ERR_NO_SUPPORT
+    }
+
     /// Whether libvirt says there is no such domain.
     pub(crate) fn is_no_domain(&self) -> bool {
         self.code == virt_sys::VIR_ERR_NO_DOMAIN

@@ -16,6 +16,10 @@ OUT=${1:?OUT}; WORK=${2:?WORK}
 export DEBIAN_FRONTEND=noninteractive LC_ALL=C
 XV=4.17
 DOM0_PKGS=xen-utils-$XV,xenstore-utils,socat,kmod,iproute2,bridge-utils,mount,procps,busybox,xz-utils,util-linux,coreutils,openssh-server
+# libvirt's Xen (libxl) driver for the libvirt driver's tests, with virsh as their checker; its
+# libvirtd only runs when a test asks for it (`xenlab libvirtd`). virt-ssh-helper (in
+# libvirt-daemon) is the far end of libvirt's ssh transport.
+DOM0_PKGS+=,libvirt-daemon,libvirt-daemon-driver-xen,libvirt-clients
 
 t_start=$(date +%s)
 say() { echo "xenlab build [$(( $(date +%s) - t_start ))s]: $*" >&2; }
@@ -162,6 +166,11 @@ rm -rf "$R"/usr/share/{doc,man,info,locale,lintian,bash-completion} "$R"/var/cac
        "$R"/usr/lib/python3* "$R"/usr/bin/python3* "$R"/usr/lib/udev/hwdb.bin "$R"/usr/lib/udev/hwdb.d \
        "$R"/usr/lib/x86_64-linux-gnu/gconv "$R"/usr/lib/x86_64-linux-gnu/perl-base "$R"/usr/bin/perl* \
        "$R"/usr/share/perl* "$R"/debootstrap
+# libvirt: only the libxl connection driver is kept (libvirt-daemon pulls in the QEMU driver;
+# the others would probe udev, iptables and storage for nothing at every libvirtd start).
+LVD=$R/usr/lib/x86_64-linux-gnu/libvirt
+find "$LVD/connection-driver" -name 'libvirt_driver_*.so' ! -name libvirt_driver_libxl.so -delete
+rm -rf "$LVD/storage-backend" "$R"/usr/share/augeas
 
 # --- 7. the lab's own files
 mkdir -p "$R/root/lab" "$R/usr/local/sbin"
