@@ -64,6 +64,7 @@ async fn setup() -> Option<Harness> {
                 valid: attrs(&[("link", "down")]),
                 malformed: vec![attrs(&[("link", "sideways")])],
             }),
+            concurrency: vdev_conformance::CONCURRENCY,
         },
         hold: Some(Box::new(lv)),
     })

@@ -92,6 +92,7 @@ async fn setup() -> Option<Harness> {
                 valid: attrs(&[("link", "down")]),
                 malformed: vec![attrs(&[("link", "sideways")])],
             }),
+            concurrency: vdev_conformance::CONCURRENCY,
         },
         hold: Some(Box::new(r)),
     })

@@ -140,6 +140,7 @@ async fn setup() -> Option<Harness> {
             // under TCG on a loaded machine.
             detach_timeout: Duration::from_secs(90),
             update: None,
+            concurrency: 4,
         },
         hold: Some(Box::new(guard)),
     })

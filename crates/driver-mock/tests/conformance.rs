@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
             valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
             malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
         }),
+        concurrency: vdev_conformance::CONCURRENCY,
     }
 }
 
@@ -143,6 +144,7 @@ fn like_qemu_fixture() -> Fixture {
             valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
             malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
         }),
+        concurrency: vdev_conformance::CONCURRENCY,
     }
 }
 
@@ -220,6 +222,7 @@ fn like_libvirt_fixture() -> Fixture {
             valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
             malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
         }),
+        concurrency: vdev_conformance::CONCURRENCY,
     }
 }
 

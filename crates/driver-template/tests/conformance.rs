@@ -35,6 +35,7 @@ async fn setup() -> Harness {
                 valid: attrs(&[("readonly", "on".into())]),
                 malformed: vec![attrs(&[("readonly", "maybe".into())])],
             }),
+            concurrency: vdev_conformance::CONCURRENCY,
         },
         hold: None,
     }

@@ -299,11 +299,11 @@ pub async fn missing_attributes_are_refused(h: &Harness) {
 
 /// 32 concurrent attaches give 32 distinct references, all listed; then all are detached.
 pub async fn concurrent_attaches_get_distinct_refs(h: &Harness) {
-    const N: usize = 32;
+    let n = h.fixture.concurrency;
     let d = domain(h).await;
     let before = snapshot(h, &d).await;
-    let base = next_index(N);
-    let attrs: Vec<Attributes> = (0..N).map(|i| (h.fixture.make_attrs)(base + i)).collect();
+    let base = next_index(n);
+    let attrs: Vec<Attributes> = (0..n).map(|i| (h.fixture.make_attrs)(base + i)).collect();
     let results = futures::future::join_all(
         attrs
             .iter()
@@ -323,7 +323,7 @@ pub async fn concurrent_attaches_get_distinct_refs(h: &Harness) {
     let distinct: BTreeSet<&DeviceRef> = made.iter().collect();
     assert_eq!(
         distinct.len(),
-        N,
+        n,
         "concurrent attaches returned duplicate refs: {made:?}"
     );
     let listed = refs(h, &d).await;

@@ -120,7 +120,15 @@ pub struct Fixture {
     /// How to check [`Connection::update`]; `None` for a driver that updates nothing (the
     /// checks then assert that the core answers `Unsupported`).
     pub update: Option<UpdateFixture>,
+    /// How many attaches the concurrency check starts at once ([`CONCURRENCY`] unless a
+    /// driver's every attach is slow enough that fewer prove the point in the time a test run
+    /// can give: libvirt's Xen driver runs Xen's hotplug script, about 13 s an attach in the
+    /// lab).
+    pub concurrency: usize,
 }
+
+/// How many attaches the concurrency check starts at once by default.
+pub const CONCURRENCY: usize = 32;
 
 /// A device the checks update, and the updates to try on it.
 pub struct UpdateFixture {

@@ -93,6 +93,7 @@ pub async fn harness(
             invalid_attrs,
             detach_timeout: Duration::from_secs(20),
             update: Some(update),
+            concurrency: vdev_conformance::CONCURRENCY,
         },
         hold: None,
     })

@@ -118,6 +118,7 @@ pub async fn harness(uri: &str) -> vdev_conformance::Harness {
             detach_timeout: std::time::Duration::from_secs(30),
             // Xen declares nothing updatable: the checks assert the core's Unsupported.
             update: None,
+            concurrency: vdev_conformance::CONCURRENCY,
         },
         // The lab has one domU: the checks take turns.
         hold: Some(Box::new(SERIAL.lock().await)),
