@@ -175,7 +175,10 @@ pub(crate) fn check_chars(attrs: &Attributes) -> Result<()> {
     Ok(())
 }
 
-/// Escape text for an attribute value in single quotes or element text.
+/// Escape text for an attribute value in single quotes or element text. Tab, newline and
+/// carriage return are written as character references: a reader turns them into spaces in an
+/// attribute value (and a carriage return into a newline in text), so written as they are they
+/// would not read back the same (found by the `libvirt_xml` fuzz target).
 fn escape(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for c in v.chars() {
@@ -185,6 +188,9 @@ fn escape(v: &str) -> String {
             '>' => out.push_str("&gt;"),
             '\'' => out.push_str("&apos;"),
             '"' => out.push_str("&quot;"),
+            '\t' => out.push_str("&#9;"),
+            '\n' => out.push_str("&#10;"),
+            '\r' => out.push_str("&#13;"),
             c => out.push(c),
         }
     }
@@ -550,6 +556,16 @@ mod tests {
         }
         let fine = Attributes::from_pairs([("xml.driver.cache", "a\tb")]).unwrap();
         el.apply_passthrough(&fine).unwrap();
+    }
+
+    #[test]
+    fn whitespace_a_reader_would_normalise_reads_back_the_same() {
+        let el = El::new("alias")
+            .attr("name", "a\tb\nc\rd")
+            .with_text("x\ry\r\nz");
+        let x = el.to_xml();
+        let doc = roxmltree::Document::parse(&x).unwrap();
+        assert_eq!(El::from_node(doc.root_element()), el, "{x}");
     }
 
     #[test]
