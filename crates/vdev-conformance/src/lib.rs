@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 mod checks;
+pub mod guest;
 pub mod process;
 pub mod profile;
 pub mod scenario;

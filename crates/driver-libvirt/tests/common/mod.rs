@@ -393,33 +393,7 @@ pub fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// The test guest's kernel, initramfs and command line, or `None` (a skip; a failure under
-/// CI) when it cannot be built.
+/// The test guest: (kernel, initramfs, command line); see [`vdev_conformance::guest`].
 pub fn guest() -> Option<(String, String, String)> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/qemu-guest/guest");
-    let run = |arg: &str| {
-        Command::new(&script)
-            .arg(arg)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-    };
-    let (Some(vars), Some(append)) = (run("build"), run("append")) else {
-        vdev_conformance::missing_real_part(
-            "the test guest could not be built (tests/qemu-guest/guest build)",
-        );
-        return None;
-    };
-    let var = |name: &str| {
-        vars.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}=")))
-            .map(|v| v.trim_matches('\'').to_owned())
-            .unwrap_or_else(|| panic!("the guest build printed no {name}=: {vars:?}"))
-    };
-    Some((
-        var("GUEST_KERNEL"),
-        var("GUEST_INITRD"),
-        append.trim().to_owned(),
-    ))
+    vdev_conformance::guest::guest().map(|g| (g.kernel, g.initrd, g.append))
 }
