@@ -1,6 +1,6 @@
 //! A fan-out of device events, for drivers.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use futures::StreamExt;
 use tokio::sync::{broadcast, watch};
@@ -13,6 +13,10 @@ use crate::types::DeviceEvent;
 /// sent after it subscribed, in order; a subscriber that falls more than the capacity behind gets
 /// one error saying how many it lost, then goes on; [`EventHub::close`] ends every stream after
 /// the events already sent. Cheap to clone: clones share the hub.
+///
+/// The buffer is made when the first subscriber comes: a connection nobody listens to (a
+/// one-shot command) allocates nothing for events, and what is sent before then reaches nobody,
+/// as it would with no subscriber.
 #[derive(Debug, Clone)]
 pub struct EventHub {
     inner: Arc<Inner>,
@@ -21,7 +25,8 @@ pub struct EventHub {
 #[derive(Debug)]
 struct Inner {
     driver: &'static str,
-    tx: broadcast::Sender<DeviceEvent>,
+    capacity: usize,
+    tx: OnceLock<broadcast::Sender<DeviceEvent>>,
     closed: watch::Sender<bool>,
 }
 
@@ -39,7 +44,8 @@ impl EventHub {
         EventHub {
             inner: Arc::new(Inner {
                 driver,
-                tx: broadcast::channel(capacity.max(1)).0,
+                capacity: capacity.max(1),
+                tx: OnceLock::new(),
                 closed: watch::channel(false).0,
             }),
         }
@@ -47,16 +53,18 @@ impl EventHub {
 
     /// Deliver `event` to every current subscriber (none: it is dropped).
     pub fn send(&self, event: DeviceEvent) {
-        let _ = self.inner.tx.send(event);
+        if let Some(tx) = self.inner.tx.get() {
+            let _ = tx.send(event);
+        }
     }
 
     /// A stream of the events sent from now on.
     pub fn subscribe(&self) -> EventStream {
-        let (rx, closed, driver) = (
-            self.inner.tx.subscribe(),
-            self.closed_signal(),
-            self.inner.driver,
-        );
+        let tx = self
+            .inner
+            .tx
+            .get_or_init(|| broadcast::channel(self.inner.capacity).0);
+        let (rx, closed, driver) = (tx.subscribe(), self.closed_signal(), self.inner.driver);
         futures::stream::unfold((rx, closed), move |(mut rx, mut closed)| async move {
             loop {
                 if *closed.borrow() {
@@ -106,4 +114,57 @@ pub fn events_lost(driver: &str, n: u64) -> Error {
         driver,
         format!("{n} device events were lost because the consumer fell behind; list the devices again to resynchronise"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DeviceRef, DeviceType, Domain};
+
+    fn added(n: u32) -> DeviceEvent {
+        DeviceEvent::Added {
+            domain: Domain::new(Some(1), "vm"),
+            device_type: DeviceType::DISK,
+            reference: DeviceRef::new(format!("d{n}")).unwrap(),
+        }
+    }
+
+    fn reference(e: &DeviceEvent) -> &str {
+        e.reference().as_str()
+    }
+
+    /// A subscriber gets what is sent after it subscribed, in order; what was sent before any
+    /// subscriber came reaches nobody; closing ends the stream after what was sent.
+    #[tokio::test]
+    async fn subscribers_get_what_is_sent_after_they_came() {
+        let hub = EventHub::with_capacity("test", 8);
+        hub.send(added(0));
+        let mut first = hub.subscribe();
+        hub.send(added(1));
+        let mut second = hub.subscribe();
+        hub.send(added(2));
+        hub.close();
+        let mut got = Vec::new();
+        while let Some(e) = first.next().await {
+            got.push(reference(&e.unwrap()).to_owned());
+        }
+        assert_eq!(got, ["d1", "d2"]);
+        let e = second.next().await.expect("one event").unwrap();
+        assert_eq!(reference(&e), "d2");
+        assert!(second.next().await.is_none());
+    }
+
+    /// A subscriber that falls more than the capacity behind gets one error, then goes on.
+    #[tokio::test]
+    async fn a_subscriber_behind_is_told_how_many_it_lost() {
+        let hub = EventHub::with_capacity("test", 2);
+        let mut s = hub.subscribe();
+        for n in 0..5 {
+            hub.send(added(n));
+        }
+        let e = s.next().await.expect("an item").unwrap_err();
+        assert!(e.to_string().contains("3 device events were lost"), "{e}");
+        let e = s.next().await.expect("an item").unwrap();
+        assert_eq!(reference(&e), "d3");
+    }
 }
