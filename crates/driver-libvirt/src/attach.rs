@@ -119,6 +119,19 @@ fn allowed_in_schema(schemas: &[DeviceTypeSchema], t: &DeviceType, name: &str) -
     list.split(", ").map(str::to_owned).collect()
 }
 
+/// Refuse a disk bus that the schemas' set (from libvirt's domain capabilities) does not name;
+/// schemas made without the capabilities name no set and allow any.
+pub(crate) fn check_bus(schemas: &[DeviceTypeSchema], bus: &str) -> Result<()> {
+    let buses = allowed_in_schema(schemas, &DeviceType::DISK, "bus");
+    if !buses.is_empty() && !buses.iter().any(|b| b == bus) {
+        return Err(Error::invalid_attribute(
+            "bus",
+            format!("'{bus}' is not a disk bus this hypervisor offers; libvirt's domain capabilities list {}", buses.join(", ")),
+        ));
+    }
+    Ok(())
+}
+
 fn disk_plan(schemas: &[DeviceTypeSchema], a: &Attributes) -> Result<Plan> {
     let media = a.get("media").unwrap_or("disk");
     one_of("media", media, MEDIA)?;
@@ -141,13 +154,7 @@ fn disk_plan(schemas: &[DeviceTypeSchema], a: &Attributes) -> Result<Plan> {
     word("format", format, "qcow2")?;
     let bus = a.get("bus").unwrap_or(DEFAULT_BUS);
     word("bus", bus, "scsi")?;
-    let buses = allowed_in_schema(schemas, &DeviceType::DISK, "bus");
-    if !buses.is_empty() && !buses.iter().any(|b| b == bus) {
-        return Err(Error::invalid_attribute(
-            "bus",
-            format!("'{bus}' is not a disk bus this hypervisor offers; libvirt's domain capabilities list {}", buses.join(", ")),
-        ));
-    }
+    check_bus(schemas, bus)?;
     let readonly = match a.get("readonly") {
         Some(v) => bool_attr("readonly", v)?,
         None => cdrom,

@@ -391,8 +391,17 @@ impl Driver for LibvirtDriver {
         attributes: &Attributes,
         options: &AttachOptions,
     ) -> Result<DeviceRef> {
-        let schemas = self.device_types().await?;
-        crate::attach::attach(
+        // A bus the caller names is checked against libvirt's domain capabilities first (a
+        // round trip, once per connection). The default bus is checked only if libvirt refuses
+        // the attach, so that a one-shot attach does not wait for the capabilities.
+        let default_bus = device_type == &DeviceType::DISK && attributes.get("bus").is_none();
+        let unchecked = default_bus && self.inner.schemas.get().is_none();
+        let schemas = if default_bus {
+            self.device_types_for_checks().await?
+        } else {
+            self.device_types().await?
+        };
+        let r = crate::attach::attach(
             &self.inner,
             &schemas,
             domain,
@@ -400,7 +409,14 @@ impl Driver for LibvirtDriver {
             attributes,
             options.scope,
         )
-        .await
+        .await;
+        match r {
+            Err(e) if unchecked => match self.device_types().await {
+                Ok(full) => crate::attach::check_bus(&full, crate::attach::DEFAULT_BUS).and(Err(e)),
+                Err(_) => Err(e),
+            },
+            r => r,
+        }
     }
 
     async fn detach(
