@@ -185,19 +185,25 @@ impl Attributes {
         N: Into<Cow<'static, str>>,
         V: Into<Cow<'static, str>>,
     {
-        let mut a = Attributes::new();
+        use std::collections::btree_map::Entry;
+        // One search of the map per pair, and the map shared only once it is made.
+        let mut map = BTreeMap::new();
         for (n, v) in pairs {
-            let name = AttrName::new(n)?;
-            if a.0.contains_key(name.as_str()) {
-                return Err(Error::InvalidAttribute {
-                    name: name.to_string(),
-                    reason: "the attribute is given more than once; give each name once".into(),
-                });
+            match map.entry(AttrName::new(n)?) {
+                Entry::Occupied(e) => {
+                    return Err(Error::InvalidAttribute {
+                        name: e.key().to_string(),
+                        reason: "the attribute is given more than once; give each name once"
+                            .into(),
+                    })
+                }
+                Entry::Vacant(e) => {
+                    let value = AttrValue::new(e.key().as_str(), v)?;
+                    e.insert(value);
+                }
             }
-            let value = AttrValue::new(name.as_str(), v)?;
-            Arc::make_mut(&mut a.0).insert(name, value);
         }
-        Ok(a)
+        Ok(Attributes(Arc::new(map)))
     }
 
     /// Parse `NAME=VALUE` words, as typed on a command line.
