@@ -56,10 +56,35 @@ summary() {
         echo "skipped: none"
     fi
 }
-trap 'summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
+# The tests that need the Xen lab (scripts/test-xenlab.sh) run beside the stages below, up to the
+# Ansible one, which uses the lab too: they spend most of their time waiting for the lab's guests,
+# the stages below on this machine's cores. Built here, run in the background in a process group
+# of their own (job control on: stopped as a group if this script ends first); their output is
+# printed when they end.
+scripts/test-xenlab.sh build
+lab_log=target/xenlab-tests/output.log
+set -m
+scripts/test-xenlab.sh run >"$lab_log" 2>&1 &
+lab_tests_pid=$!
+set +m
+lab_tests_start=$SECONDS
+stop_lab_tests() {
+    kill -- -"$lab_tests_pid" 2>/dev/null || true
+}
+trap 'stop_lab_tests; summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
+stage "building the tests of the Xen lab"
 
-cargo test --workspace --no-fail-fast
-stage "the Rust tests"
+# Every other Rust test: the workspace without the two packages the lab's tests are in, then
+# those two packages' other tests (every file in the libvirt driver's tests/ but xen.rs).
+cargo test --workspace --exclude vdev-driver-xen --exclude vdev-driver-libvirt --no-fail-fast
+libvirt_tests=()
+for f in crates/driver-libvirt/tests/*.rs; do
+    name=$(basename "$f" .rs)
+    [ "$name" = xen ] || libvirt_tests+=(--test "$name")
+done
+cargo test -p vdev-driver-libvirt --lib --bins --examples "${libvirt_tests[@]}" --no-fail-fast
+cargo test -p vdev-driver-xen -p vdev-driver-libvirt --doc --no-fail-fast
+stage "the Rust tests that need no lab"
 # The libvirt driver behind its cargo feature (off by default: it links libvirt through the
 # LGPL-2.1 `virt` crate): the facade and the vdev command built with it, and tested.
 cargo test -p vdev --features libvirt --no-fail-fast
@@ -103,12 +128,6 @@ cargo build -q -p vdev-driver-libvirt --example libvirtd
 (cd crates/vdev-py/tests && "../../../$venv_lv/bin/pytest" -q -rs -p no:cacheprovider test_libvirt.py)
 stage "the Python package with the libvirt feature"
 
-# The Ansible collection vdev.hotplug (ansible/): ansible-core in a venv of its own with the wheel
-# built above; ansible-test sanity and units; a playbook against several managed hosts (a real
-# sshd and QEMU each) and the Xen lab's Domain-0 (scripts/test-ansible.sh).
-VDEV_WHEEL=$(ls target/wheels/vdev-*.whl) scripts/test-ansible.sh
-stage "the Ansible collection"
-
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): each
 # target runs for a short, bounded time from its seed corpus; a crash, a leak or a timeout fails
 # the test command (libFuzzer exits non-zero and leaves the input under fuzz/artifacts/).
@@ -137,3 +156,21 @@ fuzz_seconds=${VDEV_FUZZ_SECONDS:-20}
     done
 )
 stage "the fuzz targets (build and runs)"
+
+# The lab's tests, run beside the stages above: their output, and whether they passed.
+lab_rc=0
+wait "$lab_tests_pid" || lab_rc=$?
+cat "$lab_log"
+stages+=("$(printf '%5d s  %s' $((SECONDS - lab_tests_start)) "the tests in the Xen lab (beside the stages above)")")
+if [ "$lab_rc" -ne 0 ]; then
+    echo "test.sh: tests in the Xen lab failed (their output is above)" >&2
+    exit 1
+fi
+stage "waiting for the tests in the Xen lab"
+
+# The Ansible collection vdev.hotplug (ansible/): ansible-core in a venv of its own with the wheel
+# built above; ansible-test sanity and units; a playbook against several managed hosts (a real
+# sshd and QEMU each) and the Xen lab's Domain-0 (scripts/test-ansible.sh).
+VDEV_WHEEL=$(ls target/wheels/vdev-*.whl) scripts/test-ansible.sh
+stage "the Ansible collection"
+

@@ -12,13 +12,19 @@ use std::process::Command;
 use common::{disk_dump, dom0, domu, lab, uri, xs_ls, SERIAL};
 use vdev_driver_xen as _;
 
-/// Build the `vdev` command with the xen feature; its path (target/debug/vdev).
+/// Build the `vdev` command with the xen feature (or take the one `VDEV_TEST_XEN_VDEV` names);
+/// its path (target/debug/vdev).
 fn build_vdev() -> std::path::PathBuf {
     static BUILT: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     BUILT.get_or_init(build_vdev_now).clone()
 }
 
 fn build_vdev_now() -> std::path::PathBuf {
+    // The test command builds it before the lab's tests start (they run beside other cargo
+    // commands, whose lock a build here would wait for) and says where.
+    if let Some(p) = std::env::var_os("VDEV_TEST_XEN_VDEV") {
+        return p.into();
+    }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let st = Command::new(env!("CARGO"))
         .args([
