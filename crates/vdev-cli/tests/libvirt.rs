@@ -5,47 +5,19 @@
 
 #[path = "../../driver-libvirt/tests/common/mod.rs"]
 mod common;
-
-use std::process::{Command, Output};
+#[path = "support/mod.rs"]
+mod support;
 
 use common::{wait_for, Libvirtd};
 use serde_json::Value;
-
-fn vdev(uri: &str, args: &[&str]) -> Output {
-    vdev_conformance::process::output(
-        Command::new(env!("CARGO_BIN_EXE_vdev"))
-            .arg("-c")
-            .arg(uri)
-            .args(args)
-            .env_remove("VDEV_DEFAULT_URI")
-            .env_remove("RUST_LOG"),
-        &format!("vdev -c {uri} {}", args.join(" ")),
-    )
-}
-
-fn ok(uri: &str, args: &[&str]) -> String {
-    let o = vdev(uri, args);
-    assert!(
-        o.status.success(),
-        "vdev {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
+use support::{devices_of, ok, state_in, vdev};
 
 fn devices(uri: &str) -> Vec<Value> {
-    serde_json::from_str::<Value>(&ok(uri, &["--json", "devices", "vm"]))
-        .expect("JSON")
-        .as_array()
-        .expect("a list")
-        .clone()
+    devices_of(uri, "vm")
 }
 
 fn state_of(uri: &str, r: &str) -> Option<String> {
-    devices(uri)
-        .into_iter()
-        .find(|d| d["ref"] == r)
-        .map(|d| d["state"].as_str().unwrap_or_default().to_owned())
+    state_in(uri, "vm", r)
 }
 
 #[test]

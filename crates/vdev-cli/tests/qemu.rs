@@ -4,57 +4,33 @@
 
 #[path = "../../driver-qemu/tests/common/mod.rs"]
 mod common;
+#[path = "support/mod.rs"]
+mod support;
 
 use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use common::{qemu_available, Vm, VmSpec};
 use serde_json::{json, Value};
+use support::{devices_of, ok, state_in, vdev};
 use vdev_conformance::process::{output, spawn, wait_until, PROCESS_DEADLINE};
 
-fn vdev(uri: &str, args: &[&str]) -> Output {
-    output(
-        Command::new(env!("CARGO_BIN_EXE_vdev"))
-            .arg("-c")
-            .arg(uri)
-            .args(args)
-            .env_remove("VDEV_DEFAULT_URI")
-            .env_remove("RUST_LOG"),
-        &format!("vdev -c {uri} {}", args.join(" ")),
-    )
-}
-
-fn ok(uri: &str, args: &[&str]) -> String {
-    let o = vdev(uri, args);
-    assert!(
-        o.status.success(),
-        "vdev {args:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).trim().to_owned()
-}
-
-/// The devices of the one domain the URI's socket reaches (`vm`, or `second` for the VM's
-/// second socket: a domain is named after its socket).
-fn devices(uri: &str) -> Vec<Value> {
-    let domain = if uri.ends_with("second.sock") {
+/// The domain the URI's socket reaches (`vm`, or `second` for the VM's second socket: a domain
+/// is named after its socket).
+fn domain_of(uri: &str) -> &'static str {
+    if uri.ends_with("second.sock") {
         "second"
     } else {
         "vm"
-    };
-    let out = ok(uri, &["--json", "devices", domain]);
-    serde_json::from_str::<Value>(&out)
-        .expect("JSON")
-        .as_array()
-        .unwrap()
-        .clone()
+    }
+}
+
+fn devices(uri: &str) -> Vec<Value> {
+    devices_of(uri, domain_of(uri))
 }
 
 fn state_of(uri: &str, r: &str) -> Option<String> {
-    devices(uri)
-        .into_iter()
-        .find(|d| d["ref"] == r)
-        .map(|d| d["state"].as_str().unwrap().to_owned())
+    state_in(uri, domain_of(uri), r)
 }
 
 /// Removal left pending by `detach --timeout 0`: the process exits, QEMU deletes the device

@@ -193,8 +193,7 @@ impl Attributes {
                 Entry::Occupied(e) => {
                     return Err(Error::InvalidAttribute {
                         name: e.key().to_string(),
-                        reason: "the attribute is given more than once; give each name once"
-                            .into(),
+                        reason: "the attribute is given more than once; give each name once".into(),
                     })
                 }
                 Entry::Vacant(e) => {
