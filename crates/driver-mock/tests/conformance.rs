@@ -6,6 +6,40 @@ use vdev_conformance::{Fixture, Harness, UpdateFixture};
 use vdev_core::{Attributes, DeviceType};
 use vdev_driver_mock as _; // link the driver: see "Linking drivers" in vdev-core
 
+/// A harness on an in-memory host at `uri`; its read-only connection is to a separate in-memory
+/// host (the read-only checks only need refusals and listings).
+async fn in_memory(uri: &str, fixture: Fixture) -> Harness {
+    Harness {
+        conn: vdev_core::connect(uri).await.expect("connect"),
+        readonly: vdev_core::connect_readonly(uri).await.expect("connect"),
+        fixture,
+        hold: None,
+    }
+}
+
+/// `base()` with each `(name, bad value)` set in turn: one invalid set of attributes per pair.
+fn each_spoiled(base: impl Fn() -> Attributes, bad: &[(&str, &str)]) -> Vec<Attributes> {
+    bad.iter()
+        .map(|&(name, value)| {
+            let mut a = base();
+            a.insert(name.to_owned(), value.to_owned())
+                .expect("valid form");
+            a
+        })
+        .collect()
+}
+
+/// The NIC link update each fixture here checks (the mock updates a NIC's link on every host).
+fn link_update() -> Option<UpdateFixture> {
+    Some(UpdateFixture {
+        device_type: DeviceType::NETWORK,
+        make_attrs: Box::new(|_| Attributes::new()),
+        valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
+        malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
+    })
+}
+
+/// The default host's fixture: Xen-style disk attributes.
 fn fixture() -> Fixture {
     Fixture {
         domain: "demo".into(),
@@ -24,28 +58,20 @@ fn fixture() -> Fixture {
             ])
             .expect("valid")
         }),
-        invalid_attrs: [
-            ("uname", "disk.img"),         // neither phy: nor file:
-            ("dev", "vdz"),                // not a Xen device name
-            ("mode", "x"),                 // not r or w
-            ("backend", "no-such-domain"), // no such backend domain
-        ]
-        .into_iter()
-        .map(|(name, bad)| {
-            let mut a =
+        invalid_attrs: each_spoiled(
+            || {
                 Attributes::from_pairs([("uname", "file:/x.img"), ("dev", "xvdz"), ("mode", "w")])
-                    .expect("valid");
-            a.insert(name, bad).expect("valid form");
-            a
-        })
-        .collect(),
+                    .expect("valid")
+            },
+            &[
+                ("uname", "disk.img"),         // neither phy: nor file:
+                ("dev", "vdz"),                // not a Xen device name
+                ("mode", "x"),                 // not r or w
+                ("backend", "no-such-domain"), // no such backend domain
+            ],
+        ),
         detach_timeout: Duration::from_secs(5),
-        update: Some(UpdateFixture {
-            device_type: DeviceType::NETWORK,
-            make_attrs: Box::new(|_| Attributes::new()),
-            valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
-            malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
-        }),
+        update: link_update(),
         concurrency: vdev_conformance::CONCURRENCY,
     }
 }
@@ -54,17 +80,7 @@ mod in_memory {
     use super::*;
 
     async fn setup() -> Harness {
-        Harness {
-            conn: vdev_core::connect("mock:///default")
-                .await
-                .expect("connect"),
-            // A separate in-memory host: the read-only checks only need refusals and listings.
-            readonly: vdev_core::connect_readonly("mock:///default")
-                .await
-                .expect("connect"),
-            fixture: fixture(),
-            hold: None,
-        }
+        in_memory("mock:///default", fixture()).await
     }
 
     vdev_conformance::conformance_tests!(setup);
@@ -121,29 +137,21 @@ fn like_qemu_fixture() -> Fixture {
             ])
             .expect("valid")
         }),
-        invalid_attrs: [
-            ("bus", "floppy"),              // not scsi, virtio or usb
-            ("format", "vmdk"),             // not raw or qcow2
-            ("media", "tape"),              // not disk or cdrom
-            ("id", "1bad"),                 // not a QEMU id
-            ("source", "/no/such/img.raw"), // a missing image
-        ]
-        .into_iter()
-        .map(|(name, bad)| {
-            let mut a =
+        invalid_attrs: each_spoiled(
+            || {
                 Attributes::from_pairs([("source", image(999)), ("format", "raw".to_owned())])
-                    .expect("valid");
-            a.insert(name, bad).expect("valid form");
-            a
-        })
-        .collect(),
+                    .expect("valid")
+            },
+            &[
+                ("bus", "floppy"),              // not scsi, virtio or usb
+                ("format", "vmdk"),             // not raw or qcow2
+                ("media", "tape"),              // not disk or cdrom
+                ("id", "1bad"),                 // not a QEMU id
+                ("source", "/no/such/img.raw"), // a missing image
+            ],
+        ),
         detach_timeout: Duration::from_secs(5),
-        update: Some(UpdateFixture {
-            device_type: DeviceType::NETWORK,
-            make_attrs: Box::new(|_| Attributes::new()),
-            valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
-            malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
-        }),
+        update: link_update(),
         concurrency: vdev_conformance::CONCURRENCY,
     }
 }
@@ -155,44 +163,6 @@ fn like_xen_fixture() -> Fixture {
     }
 }
 
-mod like_qemu {
-    use super::*;
-
-    async fn setup() -> Harness {
-        Harness {
-            conn: vdev_core::connect("mock:///default?like=qemu")
-                .await
-                .expect("connect"),
-            readonly: vdev_core::connect_readonly("mock:///default?like=qemu")
-                .await
-                .expect("connect"),
-            fixture: like_qemu_fixture(),
-            hold: None,
-        }
-    }
-
-    vdev_conformance::conformance_tests!(setup);
-}
-
-mod like_xen {
-    use super::*;
-
-    async fn setup() -> Harness {
-        Harness {
-            conn: vdev_core::connect("mock:///default?like=xen")
-                .await
-                .expect("connect"),
-            readonly: vdev_core::connect_readonly("mock:///default?like=xen")
-                .await
-                .expect("connect"),
-            fixture: like_xen_fixture(),
-            hold: None,
-        }
-    }
-
-    vdev_conformance::conformance_tests!(setup);
-}
-
 fn like_libvirt_fixture() -> Fixture {
     Fixture {
         domain: "demo".into(),
@@ -201,46 +171,39 @@ fn like_libvirt_fixture() -> Fixture {
             Attributes::from_pairs([("source", image(i)), ("target", format!("sd{i}"))])
                 .expect("valid")
         }),
-        invalid_attrs: [
-            ("bus", "floppy"),              // not in libvirt's domain capabilities
-            ("media", "tape"),              // not disk or cdrom
-            ("type", "network"),            // not file or block
-            ("readonly", "maybe"),          // not a boolean
-            ("source", "/no/such/img.raw"), // libvirt: "Cannot access storage file"
-        ]
-        .into_iter()
-        .map(|(name, bad)| {
-            let mut a = Attributes::from_pairs([("source", image(999))]).expect("valid");
-            a.insert(name, bad).expect("valid form");
-            a
-        })
-        .collect(),
+        invalid_attrs: each_spoiled(
+            || Attributes::from_pairs([("source", image(999))]).expect("valid"),
+            &[
+                ("bus", "floppy"),              // not in libvirt's domain capabilities
+                ("media", "tape"),              // not disk or cdrom
+                ("type", "network"),            // not file or block
+                ("readonly", "maybe"),          // not a boolean
+                ("source", "/no/such/img.raw"), // libvirt: "Cannot access storage file"
+            ],
+        ),
         detach_timeout: Duration::from_secs(5),
-        update: Some(UpdateFixture {
-            device_type: DeviceType::NETWORK,
-            make_attrs: Box::new(|_| Attributes::new()),
-            valid: Attributes::from_pairs([("link", "down")]).expect("valid"),
-            malformed: vec![Attributes::from_pairs([("link", "sideways")]).expect("valid")],
-        }),
+        update: link_update(),
         concurrency: vdev_conformance::CONCURRENCY,
     }
 }
 
-mod like_libvirt {
-    use super::*;
+/// The suite on an in-memory host that behaves like each real driver (`like=`).
+macro_rules! like {
+    ($($name:ident: $uri:literal, $fixture:ident;)*) => {$(
+        mod $name {
+            use super::*;
 
-    async fn setup() -> Harness {
-        Harness {
-            conn: vdev_core::connect("mock:///default?like=libvirt")
-                .await
-                .expect("connect"),
-            readonly: vdev_core::connect_readonly("mock:///default?like=libvirt")
-                .await
-                .expect("connect"),
-            fixture: like_libvirt_fixture(),
-            hold: None,
+            async fn setup() -> Harness {
+                in_memory($uri, $fixture()).await
+            }
+
+            vdev_conformance::conformance_tests!(setup);
         }
-    }
+    )*};
+}
 
-    vdev_conformance::conformance_tests!(setup);
+like! {
+    like_qemu: "mock:///default?like=qemu", like_qemu_fixture;
+    like_xen: "mock:///default?like=xen", like_xen_fixture;
+    like_libvirt: "mock:///default?like=libvirt", like_libvirt_fixture;
 }
