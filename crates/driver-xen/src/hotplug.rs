@@ -478,13 +478,12 @@ printf 'K %s %s\n' "$d" "$n"
     }
 }
 
+/// The loop devices made, or the failed file's index and why.
+type LoopsMade = std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)>;
+
 /// [`Dom0::loop_attach_all`] on this machine, in this process ([`crate::hotplug_local`]): the
 /// devices made so far released when one fails.
-fn loop_attach_local(
-    ctl: &std::fs::File,
-    files: &[(&str, &str)],
-    hint: &str,
-) -> std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)> {
+fn loop_attach_local(ctl: &std::fs::File, files: &[(&str, &str)], hint: &str) -> LoopsMade {
     use crate::hotplug_local as local;
     let mut made: Vec<(String, DevNum)> = Vec::with_capacity(files.len());
     for (i, (path, mode)) in files.iter().enumerate() {
