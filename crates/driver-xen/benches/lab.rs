@@ -645,7 +645,8 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
 
     /// `vdev apply` of a document with `BATCH` file-backed disks (one command, one batch)
     /// beside `BATCH` `xl block-attach` one after the other, each timed in dom0 from the start
-    /// of the first command to the exit of the last; both cleaned up between rounds.
+    /// of the first command until the last has exited and every frontend and backend is
+    /// Connected (as the attach rows); both cleaned up between rounds.
     fn batch_bench(ctx: &Ctx, rounds: usize) -> Res<Vec<Row>> {
         let devs: Vec<String> = (10..10 + BATCH).map(xvd).collect();
         let mut doc = format!("domains:\n  {}:\n    devices:\n", ctx.domu);
@@ -669,17 +670,57 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
             "cat > /root/lab/batch.yaml <<'EOF'\n{doc}EOF\ncat > /root/lab/batch-absent.yaml <<'EOF'\n{absent}EOF\n"
         );
         sh(&setup, Duration::from_secs(120))?;
-        let timed = |body: &str| -> Res<f64> {
+        let devids: Vec<String> = devs
+            .iter()
+            .map(|d| {
+                xen_devid::devid_from_name(d)
+                    .map(|n| n.to_string())
+                    .map_err(|e| format!("{d}: {e:?}"))
+            })
+            .collect::<Res<_>>()?;
+        // The waiter (this binary in dom0, started before the clock) sets its watches on both
+        // ends of the 8 disks, then says so with a file; the time is from the start of the
+        // first command to the later of the exit of the last and the watch event that saw
+        // the last of the 16 states reach 4.
+        let timed = |body: &str| -> Res<(f64, f64)> {
             let out = sh(
-                &format!("set -e\nt0=$(date +%s%N)\n{body}\nt1=$(date +%s%N)\necho $((t1 - t0))\n"),
+                &format!(
+                    r#"set -e
+r=/tmp/vdev-bench-ready-$$; w=/tmp/vdev-bench-wait-$$
+rm -f $r $w
+{SELF_IN_DOM0} dom0 connected {domid} {devids} $r >$w 2>&1 &
+wp=$!
+while [ ! -e $r ]; do kill -0 $wp 2>/dev/null || {{ cat $w; exit 1; }}; sleep 0.05; done
+t0=$(date +%s%N)
+{body}
+t1=$(date +%s%N)
+wait $wp || {{ cat $w; exit 1; }}
+done=$(sed -n 's/^DONE_NS=//p' $w)
+rm -f $r $w
+[ -n "$done" ] || exit 1
+t2=$t1
+[ "$done" -gt "$t2" ] && t2=$done
+echo $((t1 - t0)) $((t2 - t0))
+"#,
+                    domid = ctx.setup.domid,
+                    devids = devids.join(",")
+                ),
                 Duration::from_secs(600),
             )?;
-            let ns: f64 = out
+            // The command's exit and the condition (both ns after the start).
+            let ns: Vec<f64> = out
                 .lines()
                 .last()
-                .and_then(|l| l.trim().parse().ok())
-                .ok_or_else(|| format!("no time in {out:?}"))?;
-            Ok(ns / 1e9)
+                .map(|l| {
+                    l.split_whitespace()
+                        .filter_map(|w| w.parse().ok())
+                        .collect()
+                })
+                .unwrap_or_default();
+            match ns[..] {
+                [exit, done] => Ok((done / 1e9, exit / 1e9)),
+                _ => Err(format!("no times in {out:?}")),
+            }
         };
         let apply = format!("{VDEV_IN_DOM0} -c xen:/// apply /root/lab/batch.yaml >/dev/null");
         let unapply =
@@ -702,12 +743,15 @@ echo xen=$(xl info | awk '$1 == "xen_version" {{ print $3 }}')
             sh(&unapply, Duration::from_secs(600))?;
             let x = timed(xl_attach.trim_end())?;
             sh(&xl_detach, Duration::from_secs(600))?;
-            eprintln!("lab bench: round {round}/{rounds} attach {BATCH}: vdev apply {v:.2} s, xl {x:.2} s");
+            eprintln!(
+                "lab bench: round {round}/{rounds} attach {BATCH}: vdev apply {:.2} s (returned {:.2} s), xl {:.2} s (returned {:.2} s)",
+                v.0, v.1, x.0, x.1
+            );
             if round > 0 {
-                rows[0].done.push(v);
-                rows[0].exit.push(v);
-                rows[1].done.push(x);
-                rows[1].exit.push(x);
+                rows[0].done.push(v.0);
+                rows[0].exit.push(v.1);
+                rows[1].done.push(x.0);
+                rows[1].exit.push(x.1);
             }
         }
         Ok(rows)
@@ -851,7 +895,7 @@ n=0; for p in /local/domain/{d}/device/vbd /local/domain/0/backend/vbd/{d} /libx
                 String::new()
             }
         );
-        t += &format!("- attach 8: from the start of the first command to the exit of the last, timed in dom0 (`date +%s%N`): one `vdev apply` of a document with {BATCH} file-backed disks ({IMG_SIZE} each), or {BATCH} `xl block-attach` one after the other; each command returns when it considers its attach done (vdev: both ends Connected, as in the attach row).\n");
+        t += &format!("- attach 8: one `vdev apply` of a document with {BATCH} file-backed disks ({IMG_SIZE} each), or {BATCH} `xl block-attach` one after the other, timed in dom0 (`date +%s%N`) from the start of the first command to the later of the exit of the last and the moment all {BATCH} frontends and backends are Connected (4), seen by a waiter (this bench) through watches set before the clock starts. Neither command waits for Connected itself: vdev returns once every backend is in InitWait or later, xl once its hotplug script has run.\n");
         t += "- Goal (the issue): xl / this above 1 on every vdev row, and at least 3 on attach; at least 10 on attach 8.\n";
         t
     }
@@ -1228,6 +1272,18 @@ mod dom0 {
     }
 
     pub fn main(args: &[String]) -> i32 {
+        if args.first().map(String::as_str) == Some("connected") {
+            return match connected(&args[1..]) {
+                Ok(line) => {
+                    println!("{line}");
+                    0
+                }
+                Err(e) => {
+                    println!("FAILED {e}");
+                    1
+                }
+            };
+        }
         match run(args) {
             Ok(line) => {
                 println!("RESULT {line}");
@@ -1280,6 +1336,56 @@ mod dom0 {
             }
             for f in &self.files {
                 let _ = std::fs::remove_file(f);
+            }
+        }
+    }
+
+    /// `connected DOMID DEVIDS READY`: the devices `DEVIDS` (comma-separated) of domain DOMID
+    /// must not exist yet; with watches set on both ends' `state`, create the file READY, then
+    /// wait until every frontend and backend `state` is 4 (Connected) and print
+    /// `DONE_NS=` the wall-clock time (ns since the epoch, as `date +%s%N`) at which the watch
+    /// event that completed it arrived.
+    fn connected(args: &[String]) -> Res<String> {
+        let usage = "usage: lab dom0 connected DOMID DEVID,DEVID,... READYFILE";
+        let [domid, devids, ready] = args else {
+            return Err(usage.into());
+        };
+        let mut xs = Xs::connect()?;
+        let mut want: Vec<String> = Vec::new();
+        for d in devids.split(',') {
+            let fe = format!("/local/domain/{domid}/device/vbd/{d}");
+            let be = format!("/local/domain/0/backend/vbd/{domid}/{d}");
+            if xs.read(&fe)?.is_some() || xs.read(&be)?.is_some() {
+                return Err(format!("{fe} or {be} exists before attach"));
+            }
+            want.push(format!("{fe}/state"));
+            want.push(format!("{be}/state"));
+        }
+        let paths: Vec<&str> = want.iter().map(String::as_str).collect();
+        xs.watch(&paths)?;
+        File::create(ready).map_err(io(ready))?;
+        let t0 = Instant::now();
+        let mut left: Vec<&str> = paths.clone();
+        loop {
+            if t0.elapsed() > OP_TIMEOUT {
+                return Err(format!("not Connected after {OP_TIMEOUT:?}: {left:?}"));
+            }
+            let Some((_, path)) = xs.event(Duration::from_millis(200))? else {
+                continue;
+            };
+            let now = std::time::SystemTime::now();
+            if !left.contains(&path.as_str()) {
+                continue;
+            }
+            if xs.read(&path)?.as_deref() == Some("4") {
+                left.retain(|p| *p != path);
+            }
+            if left.is_empty() {
+                let ns = now
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_err(|e| format!("clock: {e}"))?
+                    .as_nanos();
+                return Ok(format!("DONE_NS={ns}"));
             }
         }
     }

@@ -207,6 +207,9 @@ impl Dom0 {
         &self,
         params: &[&str],
     ) -> Result<(Vec<Result<Backing>>, Vec<LoopDev>)> {
+        if self.host.is_local() {
+            return Ok(crate::hotplug_local::survey(params));
+        }
         let quoted: Vec<String> = params.iter().map(|p| sh_quote(p)).collect();
         // One record per path, each started by a line of the record separator (\036); then a
         // line of the group separator (\035) and a line per loop device.
@@ -312,6 +315,14 @@ done </proc/mounts; true"#;
     ) -> std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)> {
         const HINT: &str =
             "Domain-0 needs the loop module and a free loop device (see `losetup -a`)";
+        if self.host.is_local() {
+            // Without /dev/loop-control (the loop module not loaded), losetup is run: it
+            // may know how to get one.
+            match crate::hotplug_local::loop_control() {
+                Ok(ctl) => return loop_attach_local(&ctl, files, HINT),
+                Err(e) => tracing::debug!("/dev/loop-control: {e}; running losetup"),
+            }
+        }
         // Each file: losetup, then the new device's number; on a failure, the devices made so
         // far released and `F INDEX WHY` printed.
         // losetup's messages go with its answer (the device is its last line).
@@ -391,6 +402,18 @@ printf 'K %s %s\n' "$d" "$n"
 
     /// Release a loop device (`losetup -d`).
     pub(crate) async fn loop_detach(&self, node: &str) -> Result<()> {
+        if self.host.is_local() && node.starts_with("/dev/loop") {
+            // What `losetup -d` does (LOOP_CLR_FD), without starting it.
+            return crate::hotplug_local::loop_release(node).map_err(|e| {
+                Error::backend(
+                    crate::NAME,
+                    format!(
+                        "losetup -d {node} on {} failed: {e}; the loop device stays attached; release it with `losetup -d` once nothing uses it",
+                        self.host.name()
+                    ),
+                )
+            });
+        }
         self.sh_ok(
             &format!("losetup -d {}", sh_quote(node)),
             "losetup -d",
@@ -455,6 +478,30 @@ printf 'K %s %s\n' "$d" "$n"
     }
 }
 
+/// The loop devices made, or the failed file's index and why.
+type LoopsMade = std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)>;
+
+/// [`Dom0::loop_attach_all`] on this machine, in this process ([`crate::hotplug_local`]): the
+/// devices made so far released when one fails.
+fn loop_attach_local(ctl: &std::fs::File, files: &[(&str, &str)], hint: &str) -> LoopsMade {
+    use crate::hotplug_local as local;
+    let mut made: Vec<(String, DevNum)> = Vec::with_capacity(files.len());
+    for (i, (path, mode)) in files.iter().enumerate() {
+        match local::loop_attach(ctl, path, *mode == "r") {
+            Ok(d) => made.push(d),
+            Err(why) => {
+                for (dev, _) in made.iter().rev() {
+                    if let Err(e) = local::loop_release(dev) {
+                        tracing::warn!("releasing {dev} after a failed batch: {e}");
+                    }
+                }
+                return Err((Some(i), local::loop_error(path, &why, hint)));
+            }
+        }
+    }
+    Ok(made)
+}
+
 /// How a hotplug script ended.
 #[derive(Debug)]
 pub(crate) struct ScriptOutcome {
@@ -465,7 +512,7 @@ pub(crate) struct ScriptOutcome {
 }
 
 /// `major:minor` in decimal, as `/sys/block/*/dev` has it.
-fn parse_decimal_devnum(s: &str) -> Option<DevNum> {
+pub(crate) fn parse_decimal_devnum(s: &str) -> Option<DevNum> {
     let (a, b) = s.trim().split_once(':')?;
     Some(DevNum {
         major: a.parse().ok()?,
@@ -570,7 +617,7 @@ pub(crate) enum Backing {
     },
 }
 
-fn uname_error(reason: String) -> Error {
+pub(crate) fn uname_error(reason: String) -> Error {
     Error::InvalidAttribute {
         name: "uname".into(),
         reason,

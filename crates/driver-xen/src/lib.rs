@@ -12,6 +12,7 @@ mod events;
 #[doc(hidden)]
 pub mod fuzzing;
 mod hotplug;
+mod hotplug_local;
 mod libxl;
 mod listing;
 mod paths;
