@@ -56,11 +56,13 @@ summary() {
         echo "skipped: none"
     fi
 }
-# The tests that need the Xen lab (scripts/test-xenlab.sh) run beside the stages below, up to the
-# Ansible one, which uses the lab too: they spend most of their time waiting for the lab's guests,
-# the stages below on this machine's cores. Built here, run in the background in a process group
-# of their own (job control on: stopped as a group if this script ends first); their output is
-# printed when they end.
+# Every Rust test binary of the workspace is built once (scripts/test-binaries.sh: one
+# `cargo test --workspace --no-run`, which the workspace build above has mostly done) and run
+# directly. Those that need the Xen lab (scripts/test-xenlab.sh) run beside the stages below, up
+# to the Ansible one, which uses the lab too: they spend most of their time waiting for the lab's
+# guests, the stages below on this machine's cores. They run in the background in a process
+# group of their own (job control on: stopped as a group if this script ends first); their
+# output is printed when they end.
 scripts/test-xenlab.sh build
 lab_log=target/xenlab-tests/output.log
 set -m
@@ -72,20 +74,15 @@ stop_lab_tests() {
     kill -- -"$lab_tests_pid" 2>/dev/null || true
 }
 trap 'stop_lab_tests; summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
-stage "building the tests of the Xen lab"
+stage "building the test binaries"
 
-# Every other Rust test: the workspace without the two packages the lab's tests are in, then
-# those two packages' other tests (every file in the libvirt driver's tests/ but xen.rs). One
-# test of libvdev's uses the lab's domU too: it runs after the lab's tests (below).
+# Every other Rust test, and the doc tests. One test of libvdev's uses the lab's domU too: it
+# runs after the lab's tests (below).
 xen_c_test=c_proposal_calls_on_the_xen_lab
-cargo test --workspace --exclude vdev-driver-xen --exclude vdev-driver-libvirt --no-fail-fast -- --skip "$xen_c_test"
-libvirt_tests=()
-for f in crates/driver-libvirt/tests/*.rs; do
-    name=$(basename "$f" .rs)
-    [ "$name" = xen ] || libvirt_tests+=(--test "$name")
-done
-cargo test -p vdev-driver-libvirt --lib --bins --examples "${libvirt_tests[@]}" --no-fail-fast
-cargo test -p vdev-driver-xen -p vdev-driver-libvirt --doc --no-fail-fast
+rest_rc=0
+scripts/test-binaries.sh run rest --skip "$xen_c_test" || rest_rc=$?
+cargo test --workspace --doc --no-fail-fast || rest_rc=1
+[ "$rest_rc" -eq 0 ] || exit 1
 stage "the Rust tests that need no lab"
 # The libvirt driver behind its cargo feature (off by default: it links libvirt through the
 # LGPL-2.1 `virt` crate): the facade and the vdev command built with it, and tested.
@@ -169,7 +166,7 @@ if [ "$lab_rc" -ne 0 ]; then
     exit 1
 fi
 # libvdev's C program against the lab's domU, which the lab's tests use while they run.
-cargo test -p vdev-capi --test c_programs -- --exact "$xen_c_test"
+scripts/test-binaries.sh run rest/c_programs --exact "$xen_c_test"
 stage "waiting for the tests in the Xen lab, then libvdev's test in it"
 
 # The Ansible collection vdev.hotplug (ansible/): ansible-core in a venv of its own with the wheel
