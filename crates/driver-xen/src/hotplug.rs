@@ -208,7 +208,15 @@ impl Dom0 {
         params: &[&str],
     ) -> Result<(Vec<Result<Backing>>, Vec<LoopDev>)> {
         if self.host.is_local() {
-            return Ok(crate::hotplug_local::survey(params));
+            let params: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+            return crate::hotplug_local::blocking(
+                "the survey of the disks' backing files",
+                move || {
+                    let params: Vec<&str> = params.iter().map(String::as_str).collect();
+                    crate::hotplug_local::survey(&params)
+                },
+            )
+            .await;
         }
         let quoted: Vec<String> = params.iter().map(|p| sh_quote(p)).collect();
         // One record per path, each started by a line of the record separator (\036); then a
@@ -319,7 +327,7 @@ done </proc/mounts; true"#;
             // Without /dev/loop-control (the loop module not loaded), losetup is run: it
             // may know how to get one.
             match crate::hotplug_local::loop_control() {
-                Ok(ctl) => return loop_attach_local(&ctl, files, HINT),
+                Ok(ctl) => return loop_attach_local(ctl, files, HINT).await,
                 Err(e) => tracing::debug!("/dev/loop-control: {e}; running losetup"),
             }
         }
@@ -404,7 +412,12 @@ printf 'K %s %s\n' "$d" "$n"
     pub(crate) async fn loop_detach(&self, node: &str) -> Result<()> {
         if self.host.is_local() && node.starts_with("/dev/loop") {
             // What `losetup -d` does (LOOP_CLR_FD), without starting it.
-            return crate::hotplug_local::loop_release(node).map_err(|e| {
+            let dev = node.to_owned();
+            let released = crate::hotplug_local::blocking("releasing a loop device", move || {
+                crate::hotplug_local::loop_release(&dev)
+            })
+            .await?;
+            return released.map_err(|e| {
                 Error::backend(
                     crate::NAME,
                     format!(
@@ -483,23 +496,50 @@ type LoopsMade = std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Erro
 
 /// [`Dom0::loop_attach_all`] on this machine, in this process ([`crate::hotplug_local`]): the
 /// devices made so far released when one fails.
-fn loop_attach_local(ctl: &std::fs::File, files: &[(&str, &str)], hint: &str) -> LoopsMade {
+/// [`Dom0::loop_attach_all`] on this machine, with the kernel's calls: on a blocking thread
+/// (opening a new loop node may wait for it to appear). Should the caller stop waiting (its
+/// future dropped), the devices made are released, as no one will know of them.
+async fn loop_attach_local(ctl: std::fs::File, files: &[(&str, &str)], hint: &str) -> LoopsMade {
     use crate::hotplug_local as local;
-    let mut made: Vec<(String, DevNum)> = Vec::with_capacity(files.len());
-    for (i, (path, mode)) in files.iter().enumerate() {
-        match local::loop_attach(ctl, path, *mode == "r") {
-            Ok(d) => made.push(d),
-            Err(why) => {
-                for (dev, _) in made.iter().rev() {
-                    if let Err(e) = local::loop_release(dev) {
-                        tracing::warn!("releasing {dev} after a failed batch: {e}");
-                    }
+    let files: Vec<(String, bool)> = files
+        .iter()
+        .map(|(path, mode)| ((*path).to_owned(), *mode == "r"))
+        .collect();
+    let hint = hint.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel::<LoopsMade>();
+    tokio::task::spawn_blocking(move || {
+        let release = |made: &[(String, DevNum)]| {
+            for (dev, _) in made.iter().rev() {
+                if let Err(e) = local::loop_release(dev) {
+                    tracing::warn!("releasing {dev}: {e}");
                 }
-                return Err((Some(i), local::loop_error(path, &why, hint)));
+            }
+        };
+        let mut made: Vec<(String, DevNum)> = Vec::with_capacity(files.len());
+        for (i, (path, read_only)) in files.iter().enumerate() {
+            match local::loop_attach(&ctl, path, *read_only) {
+                Ok(d) => made.push(d),
+                Err(why) => {
+                    release(&made);
+                    let _ = tx.send(Err((Some(i), local::loop_error(path, &why, &hint))));
+                    return;
+                }
             }
         }
-    }
-    Ok(made)
+        if let Err(Ok(made)) = tx.send(Ok(made)) {
+            tracing::warn!("the attach stopped waiting for its loop devices: releasing them");
+            release(&made);
+        }
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err((
+            None,
+            Error::backend(
+                crate::NAME,
+                "binding loop devices on this machine failed: its thread panicked; `losetup -a` shows any it left bound",
+            ),
+        ))
+    })
 }
 
 /// How a hotplug script ended.

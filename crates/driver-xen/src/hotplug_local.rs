@@ -288,6 +288,18 @@ pub(crate) fn loop_error(path: &str, why: &str, hint: &str) -> Error {
     )
 }
 
+/// `f` on tokio's blocking threads, for the kernel calls and file reads the local Domain-0 makes
+/// in-process (design 0008, "Local Domain-0: no processes"), so that the runtime's threads do
+/// not wait on them. `what` names the work if its thread panicked.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::backend(crate::NAME, format!("{what} on this machine failed: {e}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

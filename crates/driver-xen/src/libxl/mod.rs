@@ -470,8 +470,13 @@ impl<'a> Userdata<'a> {
         if self.host.is_local() {
             // The same in this process: no shell and no `mv` to start (each costs 0.1-0.3 s
             // in a PV Domain-0 under TCG; design 0008, "Local Domain-0: no processes").
-            return write_local(&files.temp, &files.data, text.as_bytes())
-                .map_err(|e| io_err("cannot write", &files.data, e));
+            let (temp, data, text) = (files.temp.clone(), files.data.clone(), text.to_owned());
+            return crate::hotplug_local::blocking(
+                "writing libxl's stored configuration",
+                move || write_local(&temp, &data, text.as_bytes()),
+            )
+            .await?
+            .map_err(|e| io_err("cannot write", &files.data, e));
         }
         let script = format!(
             "umask 077; printf '%s\\000' {q} >{t} && mv -f -- {t} {d}",
