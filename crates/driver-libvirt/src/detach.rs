@@ -323,9 +323,10 @@ pub(crate) async fn change_record(
             let ctx = Context::new("record a pending removal", &d.name);
             let dom = inner.lookup(&d, &ctx)?;
             let t = kind.device_type().to_string();
-            let mut list = match dom.metadata(
+            let ns = metadata::namespace(&t, &alias);
+            let current = match dom.metadata(
                 virt_sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                Some(metadata::NAMESPACE),
+                Some(&ns),
                 LIVE,
             ) {
                 Ok(text) => metadata::parse_fetched(&text),
@@ -334,41 +335,59 @@ pub(crate) async fn change_record(
                     if !e.is_no_metadata() {
                         return Err(ctx.map(e));
                     }
-                    Vec::new()
+                    None
                 }
             };
             let now = metadata::now();
-            let at = list.iter().position(|x| x.is(&t, &alias));
-            match (mark, at) {
-                (Mark::Pending, Some(i)) if !list[i].gone => return Ok(()),
-                (Mark::Pending, Some(i)) => {
-                    list[i].gone = false;
-                    list[i].at = now;
-                }
-                (Mark::Pending, None) => list.push(metadata::Record {
+            let next = match (mark, current) {
+                (Mark::Pending, Some(r)) if !r.gone => return Ok(()),
+                (Mark::Pending, _) => Some(metadata::Record {
                     device_type: t,
                     reference: alias,
                     gone: false,
                     at: now,
                 }),
-                (Mark::Gone, Some(i)) if !list[i].gone => {
-                    list[i].gone = true;
-                    list[i].at = now;
-                }
+                (Mark::Gone, Some(r)) if !r.gone => Some(metadata::Record {
+                    gone: true,
+                    at: now,
+                    ..r
+                }),
                 (Mark::Gone, _) | (Mark::Remove, None) => return Ok(()),
-                (Mark::Remove, Some(i)) => {
-                    list.remove(i);
+                (Mark::Remove, Some(_)) => None,
+            };
+            let set = |ns: &str, record: Option<&metadata::Record>| {
+                let el = record.map(metadata::Record::element);
+                dom.set_metadata(
+                    virt_sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
+                    el.as_deref(),
+                    el.as_ref().map(|_| metadata::PREFIX),
+                    Some(ns),
+                    LIVE,
+                )
+                .map_err(|e| ctx.map(e.into()))
+            };
+            set(&ns, next.as_ref())?;
+            // Tombstones past their time, of any device, go with this change (a reference is
+            // rarely detached again, so its own detach would seldom drop it). Best effort: a
+            // failure leaves them for the next change.
+            if let Ok(xml) = dom.xml_desc(0) {
+                if let Ok(doc) = roxmltree::Document::parse(&xml) {
+                    let expired = doc
+                        .root_element()
+                        .children()
+                        .filter(|n| n.has_tag_name("metadata"))
+                        .flat_map(metadata::read)
+                        .filter(|r| r.expired(now));
+                    for r in expired {
+                        if let Err(e) =
+                            set(&metadata::namespace(&r.device_type, &r.reference), None)
+                        {
+                            tracing::debug!(error = %e, "an old tombstone could not be dropped");
+                        }
+                    }
                 }
             }
-            let el = metadata::element(&list, now);
-            dom.set_metadata(
-                virt_sys::VIR_DOMAIN_METADATA_ELEMENT as i32,
-                el.as_deref(),
-                el.as_ref().map(|_| metadata::PREFIX),
-                Some(metadata::NAMESPACE),
-                LIVE,
-            )
-            .map_err(|e| ctx.map(e.into()))
+            Ok(())
         })
         .await
 }

@@ -1,26 +1,34 @@
 //! Pending removals, recorded in the domain's own libvirt metadata so that every process that
-//! reads the domain (any vdev, `virsh dumpxml`) sees them: one element in vdev's namespace,
-//! kept in the live definition only (a removal is pending only on a running domain).
+//! reads the domain (any vdev, `virsh dumpxml`) sees them: one element per device, each in a
+//! namespace of its own, kept in the live definition only (a removal is pending only on a
+//! running domain).
 //!
 //! ```xml
 //! <metadata>
-//!   <vdev:removals xmlns:vdev="urn:vdev:libvirt:removals:1">
-//!     <vdev:device type="disk" ref="ua-disk-1f2e3d4c" state="pending" at="1764840000"/>
-//!     <vdev:device type="disk" ref="ua-disk-0badcafe" state="gone" at="1764840090"/>
-//!   </vdev:removals>
+//!   <vdev:removal xmlns:vdev="urn:vdev:libvirt:removal:1:disk:ua-disk-1f2e3d4c"
+//!     type="disk" ref="ua-disk-1f2e3d4c" state="pending" at="1764840000"/>
+//!   <vdev:removal xmlns:vdev="urn:vdev:libvirt:removal:1:disk:ua-disk-0badcafe"
+//!     type="disk" ref="ua-disk-0badcafe" state="gone" at="1764840090"/>
 //! </metadata>
 //! ```
 //!
+//! libvirt keys metadata elements by namespace, and `virDomainSetMetadata` replaces the one
+//! element of its namespace: so a process recording one device's removal never rewrites another
+//! device's record, whatever other processes do at the same moment (design 0015, "Pending across
+//! processes"). One list in one element, as an earlier version kept, lost records when two
+//! processes wrote it at once.
+//!
 //! A removal is `pending` from the deadline of the detach that asked until the device goes;
 //! then `gone`, a tombstone that lets the next detach of that reference say the device is gone
-//! (rather than "not found") and is dropped by it, or after [`TOMBSTONE_SECS`].
+//! (rather than "not found") and is dropped by it, or after [`TOMBSTONE_SECS`] by the next
+//! change of any record of the domain.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::xml::El;
 
-/// vdev's XML namespace in libvirt metadata.
-pub(crate) const NAMESPACE: &str = "urn:vdev:libvirt:removals:1";
+/// What every record's namespace starts with; the device's type and reference follow.
+const NAMESPACE_BASE: &str = "urn:vdev:libvirt:removal:1:";
 /// The prefix libvirt writes for it.
 pub(crate) const PREFIX: &str = "vdev";
 /// How long a `gone` record is kept for the next detach to find.
@@ -41,6 +49,42 @@ impl Record {
     pub(crate) fn is(&self, device_type: &str, reference: &str) -> bool {
         self.device_type == device_type && self.reference == reference
     }
+
+    /// A tombstone kept past [`TOMBSTONE_SECS`] at `now`.
+    pub(crate) fn expired(&self, now: u64) -> bool {
+        self.gone && now.saturating_sub(self.at) >= TOMBSTONE_SECS
+    }
+
+    /// Its element, to store under [`namespace`] of its type and reference (libvirt adds the
+    /// namespace).
+    pub(crate) fn element(&self) -> String {
+        El::new("removal")
+            .attr("type", &self.device_type)
+            .attr("ref", &self.reference)
+            .attr("state", if self.gone { "gone" } else { "pending" })
+            .attr("at", &self.at.to_string())
+            .to_xml()
+    }
+}
+
+/// The namespace of the record of the removal of device `reference` of type `device_type`:
+/// characters a URN does not take as they are (anything but ASCII letters, digits, `.`, `_`
+/// and `-`) are percent-encoded.
+pub(crate) fn namespace(device_type: &str, reference: &str) -> String {
+    let mut ns = String::from(NAMESPACE_BASE);
+    for (i, part) in [device_type, reference].into_iter().enumerate() {
+        if i > 0 {
+            ns.push(':');
+        }
+        for b in part.bytes() {
+            if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+                ns.push(b as char);
+            } else {
+                ns.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    ns
 }
 
 pub(crate) fn now() -> u64 {
@@ -50,59 +94,41 @@ pub(crate) fn now() -> u64 {
         .unwrap_or(0)
 }
 
-fn records<'a, 'i: 'a>(devices: impl Iterator<Item = roxmltree::Node<'a, 'i>>) -> Vec<Record> {
-    devices
-        .filter(|n| n.is_element() && n.tag_name().name() == "device")
+fn record(n: roxmltree::Node<'_, '_>) -> Option<Record> {
+    if !(n.is_element() && n.tag_name().name() == "removal") {
+        return None;
+    }
+    Some(Record {
+        device_type: n.attribute("type")?.to_owned(),
+        reference: n.attribute("ref")?.to_owned(),
+        gone: n.attribute("state") == Some("gone"),
+        at: n.attribute("at").and_then(|v| v.parse().ok()).unwrap_or(0),
+    })
+}
+
+/// The removals recorded under a domain XML's `<metadata>`.
+pub(crate) fn read(metadata: roxmltree::Node<'_, '_>) -> Vec<Record> {
+    metadata
+        .children()
+        .filter(|n| {
+            n.tag_name()
+                .namespace()
+                .is_some_and(|ns| ns.starts_with(NAMESPACE_BASE))
+        })
         .filter_map(|n| {
-            Some(Record {
-                device_type: n.attribute("type")?.to_owned(),
-                reference: n.attribute("ref")?.to_owned(),
-                gone: n.attribute("state") == Some("gone"),
-                at: n.attribute("at").and_then(|v| v.parse().ok()).unwrap_or(0),
+            // A record is believed only under its own namespace.
+            record(n).filter(|r| {
+                n.tag_name().namespace() == Some(namespace(&r.device_type, &r.reference).as_str())
             })
         })
         .collect()
 }
 
-/// The removals recorded under a domain XML's `<metadata>`.
-pub(crate) fn read(metadata: roxmltree::Node<'_, '_>) -> Vec<Record> {
-    records(
-        metadata
-            .children()
-            .filter(|n| n.is_element() && n.tag_name().namespace() == Some(NAMESPACE))
-            .flat_map(|p| p.children()),
-    )
-}
-
-/// The removals in metadata text as `virDomainGetMetadata` returns it (the element alone).
-pub(crate) fn parse_fetched(text: &str) -> Vec<Record> {
-    match roxmltree::Document::parse(text) {
-        Ok(doc) => records(doc.root_element().children()),
-        Err(_) => Vec::new(),
-    }
-}
-
-/// The element to store for `records` (libvirt adds the namespace), or `None` to remove it.
-/// Tombstones older than [`TOMBSTONE_SECS`] are left out.
-pub(crate) fn element(records: &[Record], now: u64) -> Option<String> {
-    let kept: Vec<&Record> = records
-        .iter()
-        .filter(|r| !r.gone || now.saturating_sub(r.at) < TOMBSTONE_SECS)
-        .collect();
-    if kept.is_empty() {
-        return None;
-    }
-    let mut root = El::new("removals");
-    for r in kept {
-        root = root.child(
-            El::new("device")
-                .attr("type", &r.device_type)
-                .attr("ref", &r.reference)
-                .attr("state", if r.gone { "gone" } else { "pending" })
-                .attr("at", &r.at.to_string()),
-        );
-    }
-    Some(root.to_xml())
+/// The record in metadata text as `virDomainGetMetadata` returns it for its namespace: the
+/// element alone, without the namespace (libvirt drops it).
+pub(crate) fn parse_fetched(text: &str) -> Option<Record> {
+    let doc = roxmltree::Document::parse(text).ok()?;
+    record(doc.root_element())
 }
 
 #[cfg(test)]
@@ -118,23 +144,66 @@ mod tests {
         }
     }
 
-    #[test]
-    fn written_and_read_back() {
-        let p = vec![rec("ua-disk-1", false, 100), rec("ua-disk-2", true, 100)];
-        let el = element(&p, 200).unwrap();
-        assert_eq!(
-            el,
-            "<removals><device type='disk' ref='ua-disk-1' state='pending' at='100'/>\
-             <device type='disk' ref='ua-disk-2' state='gone' at='100'/></removals>"
-        );
-        assert_eq!(parse_fetched(&el), p);
-        assert_eq!(element(&[], 0), None);
+    /// As libvirt stores an element under a namespace (the prefix declared on it).
+    fn stored(r: &Record) -> String {
+        r.element().replacen(
+            "<removal ",
+            &format!(
+                "<{PREFIX}:removal xmlns:{PREFIX}=\"{}\" ",
+                namespace(&r.device_type, &r.reference)
+            ),
+            1,
+        )
     }
 
     #[test]
-    fn old_tombstones_are_dropped_pending_records_never() {
-        let p = vec![rec("a", false, 0), rec("b", true, 0)];
-        let el = element(&p, TOMBSTONE_SECS + 1).unwrap();
-        assert!(el.contains("'a'") && !el.contains("'b'"), "{el}");
+    fn written_and_read_back() {
+        let p = rec("ua-disk-1", false, 100);
+        assert_eq!(
+            p.element(),
+            "<removal type='disk' ref='ua-disk-1' state='pending' at='100'/>"
+        );
+        // virDomainGetMetadata answers the element without its namespace.
+        assert_eq!(parse_fetched(&p.element()), Some(p.clone()));
+        assert_eq!(parse_fetched(&stored(&p)), Some(p));
+        let g = rec("ua-disk-2", true, 100);
+        assert_eq!(parse_fetched(&g.element()), Some(g));
+    }
+
+    #[test]
+    fn each_record_is_read_only_under_its_own_namespace() {
+        let (a, b) = (rec("ua-a", false, 1), rec("ua-b", true, 2));
+        let xml = format!(
+            "<domain><metadata>{}{}<other xmlns='urn:x'/>\
+             <vdev:removal xmlns:vdev='{}' type='disk' ref='ua-c' state='pending' at='3'/>\
+             </metadata></domain>",
+            stored(&a),
+            stored(&b),
+            namespace("disk", "ua-a"),
+        );
+        let doc = roxmltree::Document::parse(&xml).unwrap();
+        let md = doc.root_element().first_element_child().unwrap();
+        // ua-c's record names ua-a's namespace: not believed.
+        assert_eq!(read(md), vec![a, b]);
+    }
+
+    #[test]
+    fn namespaces_are_one_per_device_and_escaped() {
+        assert_eq!(
+            namespace("disk", "ua-disk-1"),
+            "urn:vdev:libvirt:removal:1:disk:ua-disk-1"
+        );
+        assert_ne!(namespace("disk", "a"), namespace("network", "a"));
+        assert_eq!(
+            namespace("disk", "a:b c"),
+            "urn:vdev:libvirt:removal:1:disk:a%3Ab%20c"
+        );
+    }
+
+    #[test]
+    fn tombstones_expire_pending_records_never() {
+        assert!(!rec("a", false, 0).expired(TOMBSTONE_SECS + 1));
+        assert!(rec("b", true, 0).expired(TOMBSTONE_SECS));
+        assert!(!rec("b", true, 1).expired(TOMBSTONE_SECS));
     }
 }

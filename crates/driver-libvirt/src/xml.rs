@@ -580,7 +580,7 @@ mod tests {
     fn a_domain_is_read() {
         let xml = r#"<domain type='qemu' id='3'>
   <name>vm</name>
-  <metadata><vdev:removals xmlns:vdev="urn:vdev:libvirt:removals:1"><vdev:device type="disk" ref="ua-disk-1" state="pending" at="7"/></vdev:removals></metadata>
+  <metadata><vdev:removal xmlns:vdev="urn:vdev:libvirt:removal:1:disk:ua-disk-1" type="disk" ref="ua-disk-1" state="pending" at="7"/></metadata>
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <disk type='file' device='disk'>

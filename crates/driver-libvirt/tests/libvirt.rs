@@ -492,6 +492,133 @@ fn listed_by_another_process(lv: &Libvirtd, domain: &str) -> Vec<(String, String
         .collect()
 }
 
+/// When run as a child process (by the test below): detach one device with a deadline at a
+/// given moment (milliseconds since the epoch), and print how it ended.
+#[tokio::test]
+async fn child_detaches() {
+    let (Ok(uri), Ok(domain), Ok(r), Ok(until)) = (
+        std::env::var("VDEV_TEST_CHILD_URI"),
+        std::env::var("VDEV_TEST_CHILD_DOMAIN"),
+        std::env::var("VDEV_TEST_CHILD_DETACH"),
+        std::env::var("VDEV_TEST_CHILD_UNTIL_MS"),
+    ) else {
+        return; // not a child: nothing to do
+    };
+    let conn = vdev_core::connect(&uri).await.expect("child connect");
+    let d = conn.domain(&domain).await.expect("child domain");
+    let until = std::time::UNIX_EPOCH + Duration::from_millis(until.parse().expect("a number"));
+    let timeout = until
+        .duration_since(std::time::SystemTime::now())
+        .expect("the child started after the deadline: give it more time");
+    let opts = DetachOptions {
+        timeout,
+        ..DetachOptions::default()
+    };
+    match conn
+        .detach(
+            &d,
+            &DeviceType::DISK,
+            &DeviceRef::new(r.clone()).expect("a ref"),
+            &opts,
+        )
+        .await
+    {
+        Err(Error::RemovalPending { .. }) => println!("DETACHED {r} pending"),
+        other => println!("DETACHED {r} {other:?}"),
+    }
+}
+
+/// Removals left pending by several processes at the same moment are each recorded: every
+/// process sees every one pending (one record per device, so no process's write can replace
+/// another's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_removals_from_processes_at_once_are_all_recorded() {
+    let Some(lv) = lab(&[("vm", 8, true)]).await else {
+        return;
+    };
+    let conn = vdev_core::connect(&lv.vdev_uri()).await.expect("connect");
+    let vm = conn.domain("vm").await.expect("domain");
+    let disk = DeviceType::DISK;
+    let mut refs = Vec::new();
+    for i in 0..4 {
+        let img = lv.image(&format!("at-once-{i}.raw"));
+        let r = conn
+            .attach(
+                &vm,
+                &disk,
+                &attrs(&[("source", img.to_str().expect("utf-8")), ("bus", "virtio")]),
+            )
+            .await
+            .expect("attach");
+        refs.push(r);
+    }
+    // A tombstone past its hour, of a device long gone, as an older detach left it: the next
+    // change of any record drops it.
+    lv.virsh_ok(&[
+        "metadata",
+        "vm",
+        "--live",
+        "--uri",
+        "urn:vdev:libvirt:removal:1:disk:ua-disk-old",
+        "--key",
+        "vdev",
+        "--set",
+        "<removal type='disk' ref='ua-disk-old' state='gone' at='1'/>",
+    ]);
+    assert!(lv.virsh_ok(&["dumpxml", "vm"]).contains("ua-disk-old"));
+    // Every detach times out at the same moment, so their records are written together.
+    let until = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        + Duration::from_secs(8);
+    let children: Vec<_> = refs
+        .iter()
+        .map(|r| {
+            Command::new(std::env::current_exe().expect("test binary"))
+                .args([
+                    "--exact",
+                    "child_detaches",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env("VDEV_TEST_CHILD_URI", lv.vdev_uri())
+                .env("VDEV_TEST_CHILD_DOMAIN", "vm")
+                .env("VDEV_TEST_CHILD_DETACH", r.as_str())
+                .env("VDEV_TEST_CHILD_UNTIL_MS", until.as_millis().to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("the child runs")
+        })
+        .collect();
+    for (r, child) in refs.iter().zip(children) {
+        let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("child");
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && said.contains(&format!("DETACHED {r} pending")),
+            "the child detaching {r}: {said}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let theirs = listed_by_another_process(&lv, "vm");
+    for r in &refs {
+        assert_eq!(
+            find(&conn, &vm, &disk, r).await.expect("listed").state,
+            DeviceState::RemovalPending,
+            "{r} is not listed pending here"
+        );
+        assert!(
+            theirs.contains(&("disk".into(), r.to_string(), "removal-pending".into())),
+            "{r} is not listed pending by another process: {theirs:?}"
+        );
+    }
+    let live = lv.virsh_ok(&["dumpxml", "vm"]);
+    assert!(
+        !live.contains("ua-disk-old"),
+        "the old tombstone stays: {live}"
+    );
+}
+
 /// libvirt answers success for a virtio disk no guest releases (the device stays); vdev says
 /// pending, another process lists it pending, and after the device goes a later detach says
 /// it is gone.
@@ -530,7 +657,8 @@ async fn the_false_success_is_pending_across_processes() {
     );
     let live = lv.virsh_ok(&["dumpxml", "vm"]);
     assert!(
-        live.contains("urn:vdev:libvirt:removals:1") && live.contains("state=\"pending\""),
+        live.contains(&format!("urn:vdev:libvirt:removal:1:disk:{r}"))
+            && live.contains("state=\"pending\""),
         "{live}"
     );
     // A second detach asks again and is pending again, not an error.
