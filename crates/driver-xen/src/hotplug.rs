@@ -14,7 +14,9 @@
 //!
 //! All of it runs on the [`Host`] of the connection, through [`Dom0`], written once as POSIX
 //! shell: on this machine through `/bin/sh`, on a remote Domain-0 (`xen+ssh://`) in the ssh
-//! connection's agent, one round trip per primitive. The lock is a
+//! connection's agent, one round trip per primitive. On this machine, the block script's
+//! primitives (the survey, loop devices) are done in this process instead
+//! ([`BlockPrimitives`], chosen with the host). The lock is a
 //! [`vdev_remote::HostLock`]: held by this process locally, by the agent's own shell remotely.
 //! See docs/design/0012-xen-over-ssh.md.
 
@@ -77,6 +79,8 @@ const USERDATA_TURN_BOUND: Duration = Duration::from_secs(600);
 #[derive(Debug, Clone)]
 pub(crate) struct Dom0 {
     host: Host,
+    /// How the block script's primitives are done there.
+    primitives: &'static dyn BlockPrimitives,
     /// The hotplug scripts' lock (`claim_lock block`).
     lock: HostLock,
     /// libxl's userdata locks.
@@ -85,7 +89,18 @@ pub(crate) struct Dom0 {
 
 impl Dom0 {
     pub(crate) fn new(host: Host) -> Self {
+        let primitives: &'static dyn BlockPrimitives = if host.is_local() {
+            &crate::hotplug_local::InProcess
+        } else {
+            &Shell
+        };
+        Self::with_primitives(host, primitives)
+    }
+
+    /// [`Dom0::new`] with the primitives given (the tests compare both on this machine).
+    pub(crate) fn with_primitives(host: Host, primitives: &'static dyn BlockPrimitives) -> Self {
         Dom0 {
+            primitives,
             lock: HostLock::new(host.clone(), LOCK_FD, "the hotplug lock", SCRIPT_TIMEOUT),
             userdata_lock: HostLock::new(
                 host.clone(),
@@ -207,75 +222,7 @@ impl Dom0 {
         &self,
         params: &[&str],
     ) -> Result<(Vec<Result<Backing>>, Vec<LoopDev>)> {
-        if self.host.is_local() {
-            let params: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
-            return crate::hotplug_local::blocking(
-                "the survey of the disks' backing files",
-                move || {
-                    let params: Vec<&str> = params.iter().map(String::as_str).collect();
-                    crate::hotplug_local::survey(&params)
-                },
-            )
-            .await;
-        }
-        let quoted: Vec<String> = params.iter().map(|p| sh_quote(p)).collect();
-        // One record per path, each started by a line of the record separator (\036); then a
-        // line of the group separator (\035) and a line per loop device.
-        let script = format!(
-            r#"for p in {}; do
-printf '\036\n'
-c=$(realpath -e -- "$p" 2>&1) || {{ printf 'E%s\n' "$c"; continue; }}
-t=$(stat -L -c '%F|%t|%T|%d|%i|%a' -- "$c" 2>&1) || {{ printf 'E%s\n' "$t"; continue; }}
-printf 'K%s\n%s\n' "$t" "$c"
-done
-printf '\035\n'
-for d in /sys/block/loop*; do
-  [ -r "$d/loop/backing_file" ] || continue
-  IFS= read -r b <"$d/loop/backing_file" || continue
-  s=$(stat -L -c %d:%i -- "$b" 2>/dev/null) || continue
-  IFS= read -r n <"$d/dev" && printf '%s %s\n' "$s" "$n"
-done; true"#,
-            quoted.join(" ")
-        );
-        let out = self.sh(&script, REMOTE_STEP).await?;
-        let text = out.text();
-        let unexpected = || {
-            Error::backend(
-                crate::NAME,
-                format!(
-                    "unexpected answer from {} about {}: {text:?}",
-                    self.host.name(),
-                    params.join(", ")
-                ),
-            )
-        };
-        let (paths, loops) = text.split_once('\u{1d}').ok_or_else(unexpected)?;
-        let records: Vec<&str> = paths
-            .split('\u{1e}')
-            .skip(1)
-            .map(|r| r.trim_matches('\n'))
-            .collect();
-        if records.len() != params.len() {
-            return Err(unexpected());
-        }
-        let host = self.host.name();
-        let backings = params
-            .iter()
-            .zip(records)
-            .map(|(p, r)| parse_inspect(p, r, &host))
-            .collect();
-        let loops = loops
-            .lines()
-            .filter_map(|l| {
-                let (file, num) = l.split_once(' ')?;
-                let (dev, ino) = file.split_once(':')?;
-                Some(LoopDev {
-                    file: (dev.parse().ok()?, ino.parse().ok()?),
-                    num: parse_decimal_devnum(num)?,
-                })
-            })
-            .collect();
-        Ok((backings, loops))
+        self.primitives.survey(self, params).await
     }
 
     /// The block devices Domain-0 has mounted.
@@ -321,119 +268,12 @@ done </proc/mounts; true"#;
         &self,
         files: &[(&str, &str)],
     ) -> std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)> {
-        const HINT: &str =
-            "Domain-0 needs the loop module and a free loop device (see `losetup -a`)";
-        if self.host.is_local() {
-            // Without /dev/loop-control (the loop module not loaded), losetup is run: it
-            // may know how to get one.
-            match crate::hotplug_local::loop_control() {
-                Ok(ctl) => return loop_attach_local(ctl, files, HINT).await,
-                Err(e) => tracing::debug!("/dev/loop-control: {e}; running losetup"),
-            }
-        }
-        // Each file: losetup, then the new device's number; on a failure, the devices made so
-        // far released and `F INDEX WHY` printed.
-        // losetup's messages go with its answer (the device is its last line).
-        let mut script = String::from(
-            "made=
-nl='
-'
-fail() { for x in $made; do losetup -d \"$x\"; done; printf 'F %s %s\\n' \"$1\" \"$2\"; exit 0; }
-",
-        );
-        for (i, (path, mode)) in files.iter().enumerate() {
-            let ro = if *mode == "r" { " --read-only" } else { "" };
-            script.push_str(&format!(
-                r#"d=$(losetup --find --show{ro} -- {} 2>&1) || fail {i} "$d"
-d=${{d##*$nl}}
-made="$made $d"
-n=$(stat -L -c %t:%T -- "$d" 2>&1) || fail {i} "$n"
-printf 'K %s %s\n' "$d" "$n"
-"#,
-                sh_quote(path)
-            ));
-        }
-        let out = self
-            .sh_ok(&script, "losetup --find --show", HINT)
-            .await
-            .map_err(|e| (None, e))?;
-        let mut made = Vec::new();
-        for line in out.lines() {
-            if let Some(rest) = line.strip_prefix("F ") {
-                let (i, why) = rest.split_once(' ').unwrap_or((rest, ""));
-                let i: usize = i.parse().unwrap_or(made.len());
-                return Err((
-                    Some(i),
-                    Error::backend(
-                        crate::NAME,
-                        format!(
-                            "losetup --find --show {} on {} failed: {why}; {HINT}",
-                            files.get(i).map_or("", |f| f.0),
-                            self.host.name()
-                        ),
-                    ),
-                ));
-            }
-            let mut f = line.strip_prefix("K ").unwrap_or_default().split(' ');
-            match (f.next(), f.next().and_then(DevNum::from_xenstore)) {
-                (Some(dev), Some(n)) if dev.starts_with("/dev/") => made.push((dev.to_owned(), n)),
-                _ => {
-                    return Err((
-                        None,
-                        Error::backend(
-                            crate::NAME,
-                            format!(
-                                "losetup on {} printed '{out}' instead of loop devices",
-                                self.host.name()
-                            ),
-                        ),
-                    ))
-                }
-            }
-        }
-        if made.len() != files.len() {
-            return Err((
-                None,
-                Error::backend(
-                    crate::NAME,
-                    format!(
-                        "losetup on {} printed '{out}': {} loop devices for {} files",
-                        self.host.name(),
-                        made.len(),
-                        files.len()
-                    ),
-                ),
-            ));
-        }
-        Ok(made)
+        self.primitives.loop_attach_all(self, files).await
     }
 
     /// Release a loop device (`losetup -d`).
     pub(crate) async fn loop_detach(&self, node: &str) -> Result<()> {
-        if self.host.is_local() && node.starts_with("/dev/loop") {
-            // What `losetup -d` does (LOOP_CLR_FD), without starting it.
-            let dev = node.to_owned();
-            let released = crate::hotplug_local::blocking("releasing a loop device", move || {
-                crate::hotplug_local::loop_release(&dev)
-            })
-            .await?;
-            return released.map_err(|e| {
-                Error::backend(
-                    crate::NAME,
-                    format!(
-                        "losetup -d {node} on {} failed: {e}; the loop device stays attached; release it with `losetup -d` once nothing uses it",
-                        self.host.name()
-                    ),
-                )
-            });
-        }
-        self.sh_ok(
-            &format!("losetup -d {}", sh_quote(node)),
-            "losetup -d",
-            "the loop device stays attached; release it with `losetup -d` once nothing uses it",
-        )
-        .await
-        .map(|_| ())
+        self.primitives.loop_detach(self, node).await
     }
 
     /// Run a hotplug script as libxl does: `SCRIPT ACTION` with libxl's environment plus
@@ -492,54 +332,190 @@ printf 'K %s %s\n' "$d" "$n"
 }
 
 /// The loop devices made, or the failed file's index and why.
-type LoopsMade = std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)>;
+pub(crate) type LoopsMade = std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)>;
 
-/// [`Dom0::loop_attach_all`] on this machine, in this process ([`crate::hotplug_local`]): the
-/// devices made so far released when one fails.
-/// [`Dom0::loop_attach_all`] on this machine, with the kernel's calls: on a blocking thread
-/// (opening a new loop node may wait for it to appear). Should the caller stop waiting (its
-/// future dropped), the devices made are released, as no one will know of them.
-async fn loop_attach_local(ctl: std::fs::File, files: &[(&str, &str)], hint: &str) -> LoopsMade {
-    use crate::hotplug_local as local;
-    let files: Vec<(String, bool)> = files
-        .iter()
-        .map(|(path, mode)| ((*path).to_owned(), *mode == "r"))
-        .collect();
-    let hint = hint.to_owned();
-    let (tx, rx) = tokio::sync::oneshot::channel::<LoopsMade>();
-    tokio::task::spawn_blocking(move || {
-        let release = |made: &[(String, DevNum)]| {
-            for (dev, _) in made.iter().rev() {
-                if let Err(e) = local::loop_release(dev) {
-                    tracing::warn!("releasing {dev}: {e}");
-                }
-            }
-        };
-        let mut made: Vec<(String, DevNum)> = Vec::with_capacity(files.len());
-        for (i, (path, read_only)) in files.iter().enumerate() {
-            match local::loop_attach(&ctl, path, *read_only) {
-                Ok(d) => made.push(d),
-                Err(why) => {
-                    release(&made);
-                    let _ = tx.send(Err((Some(i), local::loop_error(path, &why, &hint))));
-                    return;
-                }
-            }
-        }
-        if let Err(Ok(made)) = tx.send(Ok(made)) {
-            tracing::warn!("the attach stopped waiting for its loop devices: releasing them");
-            release(&made);
-        }
-    });
-    rx.await.unwrap_or_else(|_| {
-        Err((
-            None,
+/// The hint of a failed loop device binding.
+pub(crate) const LOOP_HINT: &str =
+    "Domain-0 needs the loop module and a free loop device (see `losetup -a`)";
+
+/// How the block script's primitives are done on the backend domain's host: as POSIX shell
+/// scripts run on it ([`Shell`]: `/bin/sh` here, the agent over ssh), or, when the host is this
+/// machine, in this process with the kernel's calls
+/// ([`crate::hotplug_local::InProcess`]: design 0008, "Local Domain-0: no processes"). Chosen
+/// once, with the connection's host ([`Dom0::new`]); [`Dom0`]'s methods of the same names say
+/// what each does.
+#[vdev_core::prelude::async_trait]
+pub(crate) trait BlockPrimitives: Send + Sync + std::fmt::Debug {
+    /// See [`Dom0::survey`].
+    async fn survey(
+        &self,
+        dom0: &Dom0,
+        params: &[&str],
+    ) -> Result<(Vec<Result<Backing>>, Vec<LoopDev>)>;
+    /// See [`Dom0::loop_attach_all`].
+    async fn loop_attach_all(&self, dom0: &Dom0, files: &[(&str, &str)]) -> LoopsMade;
+    /// See [`Dom0::loop_detach`].
+    async fn loop_detach(&self, dom0: &Dom0, node: &str) -> Result<()>;
+}
+
+/// The primitives as shell scripts run on the host, one round trip each on a remote host.
+#[derive(Debug)]
+pub(crate) struct Shell;
+
+#[vdev_core::prelude::async_trait]
+impl BlockPrimitives for Shell {
+    async fn survey(
+        &self,
+        dom0: &Dom0,
+        params: &[&str],
+    ) -> Result<(Vec<Result<Backing>>, Vec<LoopDev>)> {
+        let quoted: Vec<String> = params.iter().map(|p| sh_quote(p)).collect();
+        // One record per path, each started by a line of the record separator (\036); then a
+        // line of the group separator (\035) and a line per loop device.
+        let script = format!(
+            r#"for p in {}; do
+    printf '\036\n'
+    c=$(realpath -e -- "$p" 2>&1) || {{ printf 'E%s\n' "$c"; continue; }}
+    t=$(stat -L -c '%F|%t|%T|%d|%i|%a' -- "$c" 2>&1) || {{ printf 'E%s\n' "$t"; continue; }}
+    printf 'K%s\n%s\n' "$t" "$c"
+    done
+    printf '\035\n'
+    for d in /sys/block/loop*; do
+      [ -r "$d/loop/backing_file" ] || continue
+      IFS= read -r b <"$d/loop/backing_file" || continue
+      s=$(stat -L -c %d:%i -- "$b" 2>/dev/null) || continue
+      IFS= read -r n <"$d/dev" && printf '%s %s\n' "$s" "$n"
+    done; true"#,
+            quoted.join(" ")
+        );
+        let out = dom0.sh(&script, REMOTE_STEP).await?;
+        let text = out.text();
+        let unexpected = || {
             Error::backend(
                 crate::NAME,
-                "binding loop devices on this machine failed: its thread panicked; `losetup -a` shows any it left bound",
-            ),
-        ))
-    })
+                format!(
+                    "unexpected answer from {} about {}: {text:?}",
+                    dom0.host.name(),
+                    params.join(", ")
+                ),
+            )
+        };
+        let (paths, loops) = text.split_once('\u{1d}').ok_or_else(unexpected)?;
+        let records: Vec<&str> = paths
+            .split('\u{1e}')
+            .skip(1)
+            .map(|r| r.trim_matches('\n'))
+            .collect();
+        if records.len() != params.len() {
+            return Err(unexpected());
+        }
+        let host = dom0.host.name();
+        let backings = params
+            .iter()
+            .zip(records)
+            .map(|(p, r)| parse_inspect(p, r, &host))
+            .collect();
+        let loops = loops
+            .lines()
+            .filter_map(|l| {
+                let (file, num) = l.split_once(' ')?;
+                let (dev, ino) = file.split_once(':')?;
+                Some(LoopDev {
+                    file: (dev.parse().ok()?, ino.parse().ok()?),
+                    num: parse_decimal_devnum(num)?,
+                })
+            })
+            .collect();
+        Ok((backings, loops))
+    }
+
+    async fn loop_attach_all(&self, dom0: &Dom0, files: &[(&str, &str)]) -> LoopsMade {
+        // Each file: losetup, then the new device's number; on a failure, the devices made so
+        // far released and `F INDEX WHY` printed.
+        // losetup's messages go with its answer (the device is its last line).
+        let mut script = String::from(
+                "made=
+    nl='
+    '
+    fail() { for x in $made; do losetup -d \"$x\"; done; printf 'F %s %s\\n' \"$1\" \"$2\"; exit 0; }
+    ",
+            );
+        for (i, (path, mode)) in files.iter().enumerate() {
+            let ro = if *mode == "r" { " --read-only" } else { "" };
+            script.push_str(&format!(
+                r#"d=$(losetup --find --show{ro} -- {} 2>&1) || fail {i} "$d"
+    d=${{d##*$nl}}
+    made="$made $d"
+    n=$(stat -L -c %t:%T -- "$d" 2>&1) || fail {i} "$n"
+    printf 'K %s %s\n' "$d" "$n"
+    "#,
+                sh_quote(path)
+            ));
+        }
+        let out = dom0
+            .sh_ok(&script, "losetup --find --show", LOOP_HINT)
+            .await
+            .map_err(|e| (None, e))?;
+        let mut made = Vec::new();
+        for line in out.lines() {
+            if let Some(rest) = line.strip_prefix("F ") {
+                let (i, why) = rest.split_once(' ').unwrap_or((rest, ""));
+                let i: usize = i.parse().unwrap_or(made.len());
+                return Err((
+                    Some(i),
+                    Error::backend(
+                        crate::NAME,
+                        format!(
+                            "losetup --find --show {} on {} failed: {why}; {LOOP_HINT}",
+                            files.get(i).map_or("", |f| f.0),
+                            dom0.host.name()
+                        ),
+                    ),
+                ));
+            }
+            let mut f = line.strip_prefix("K ").unwrap_or_default().split(' ');
+            match (f.next(), f.next().and_then(DevNum::from_xenstore)) {
+                (Some(dev), Some(n)) if dev.starts_with("/dev/") => made.push((dev.to_owned(), n)),
+                _ => {
+                    return Err((
+                        None,
+                        Error::backend(
+                            crate::NAME,
+                            format!(
+                                "losetup on {} printed '{out}' instead of loop devices",
+                                dom0.host.name()
+                            ),
+                        ),
+                    ))
+                }
+            }
+        }
+        if made.len() != files.len() {
+            return Err((
+                None,
+                Error::backend(
+                    crate::NAME,
+                    format!(
+                        "losetup on {} printed '{out}': {} loop devices for {} files",
+                        dom0.host.name(),
+                        made.len(),
+                        files.len()
+                    ),
+                ),
+            ));
+        }
+        Ok(made)
+    }
+
+    async fn loop_detach(&self, dom0: &Dom0, node: &str) -> Result<()> {
+        dom0.sh_ok(
+            &format!("losetup -d {}", sh_quote(node)),
+            "losetup -d",
+            "the loop device stays attached; release it with `losetup -d` once nothing uses it",
+        )
+        .await
+        .map(|_| ())
+    }
 }
 
 /// How a hotplug script ended.
@@ -687,7 +663,46 @@ mod tests {
     /// (The lock's own test is in vdev-remote, `lock.rs`.)
     #[tokio::test]
     async fn inspect_tells_files_from_devices_and_names_uname() {
-        let dom0 = Dom0::new(Host::Local);
+        for primitives in [
+            &crate::hotplug_local::InProcess as &'static dyn BlockPrimitives,
+            &Shell,
+        ] {
+            inspect_with(Dom0::with_primitives(Host::Local, primitives)).await;
+        }
+    }
+
+    /// The survey done in this process and by the shell script answers the same.
+    #[tokio::test]
+    async fn both_primitives_survey_alike() {
+        let f = std::env::temp_dir().join(format!("vdev-survey-{}.img", std::process::id()));
+        std::fs::write(&f, b"x").unwrap();
+        let params = [f.to_str().unwrap(), "/no/such/file", "/dev/null"];
+        let here = Dom0::with_primitives(Host::Local, &crate::hotplug_local::InProcess)
+            .survey(&params)
+            .await
+            .unwrap();
+        let shell = Dom0::with_primitives(Host::Local, &Shell)
+            .survey(&params)
+            .await
+            .unwrap();
+        std::fs::remove_file(&f).unwrap();
+        let show = |s: &(Vec<Result<Backing>>, Vec<LoopDev>)| {
+            let backings: Vec<String> =
+                s.0.iter()
+                    .map(|b| match b {
+                        Ok(b) => format!("{b:?}"),
+                        Err(Error::InvalidAttribute { name, .. }) => format!("invalid {name}"),
+                        Err(e) => format!("{e}"),
+                    })
+                    .collect();
+            let mut loops = s.1.clone();
+            loops.sort_by_key(|l| (l.num.major, l.num.minor));
+            (backings, loops)
+        };
+        assert_eq!(show(&here), show(&shell));
+    }
+
+    async fn inspect_with(dom0: Dom0) {
         let f = std::env::temp_dir().join(format!("vdev-hotplug-{}.img", std::process::id()));
         std::fs::write(&f, b"x").unwrap();
         match inspect(&dom0, f.to_str().unwrap()).await.unwrap() {

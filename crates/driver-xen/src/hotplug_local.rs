@@ -15,10 +15,108 @@ use std::time::Duration;
 
 use vdev_core::{Error, Result};
 
-use crate::hotplug::{parse_decimal_devnum, uname_error, Backing, DevNum, LoopDev};
+use crate::hotplug::{
+    parse_decimal_devnum, uname_error, Backing, BlockPrimitives, DevNum, Dom0, LoopDev, LoopsMade,
+    Shell, LOOP_HINT,
+};
 
 /// The host's name in messages (as [`vdev_remote::Host::name`] gives it for this machine).
 const HOST: &str = "this machine";
+
+/// The primitives done in this process, when the host is this machine.
+#[derive(Debug)]
+pub(crate) struct InProcess;
+
+#[vdev_core::prelude::async_trait]
+impl BlockPrimitives for InProcess {
+    async fn survey(
+        &self,
+        _dom0: &Dom0,
+        params: &[&str],
+    ) -> Result<(Vec<Result<Backing>>, Vec<LoopDev>)> {
+        let params: Vec<String> = params.iter().map(|p| (*p).to_owned()).collect();
+        blocking("the survey of the disks' backing files", move || {
+            let params: Vec<&str> = params.iter().map(String::as_str).collect();
+            survey(&params)
+        })
+        .await
+    }
+
+    async fn loop_attach_all(&self, dom0: &Dom0, files: &[(&str, &str)]) -> LoopsMade {
+        // Without /dev/loop-control (the loop module not loaded), losetup is run: it may know
+        // how to get one.
+        match loop_control() {
+            Ok(ctl) => loop_attach_all(ctl, files, LOOP_HINT).await,
+            Err(e) => {
+                tracing::debug!("/dev/loop-control: {e}; running losetup");
+                Shell.loop_attach_all(dom0, files).await
+            }
+        }
+    }
+
+    async fn loop_detach(&self, dom0: &Dom0, node: &str) -> Result<()> {
+        if !node.starts_with("/dev/loop") {
+            return Shell.loop_detach(dom0, node).await;
+        }
+        // What `losetup -d` does (LOOP_CLR_FD), without starting it.
+        let dev = node.to_owned();
+        blocking("releasing a loop device", move || loop_release(&dev))
+            .await?
+            .map_err(|e| {
+                Error::backend(
+                    crate::NAME,
+                    format!(
+                        "losetup -d {node} on {HOST} failed: {e}; the loop device stays attached; release it with `losetup -d` once nothing uses it"
+                    ),
+                )
+            })
+    }
+}
+
+/// [`Dom0::loop_attach_all`] on this machine, with the kernel's calls: on a blocking thread
+/// (opening a new loop node may wait for it to appear). Should the caller stop waiting (its
+/// future dropped), the devices made are released, as no one will know of them.
+async fn loop_attach_all(ctl: File, files: &[(&str, &str)], hint: &str) -> LoopsMade {
+    let files: Vec<(String, bool)> = files
+        .iter()
+        .map(|(path, mode)| ((*path).to_owned(), *mode == "r"))
+        .collect();
+    let hint = hint.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel::<LoopsMade>();
+    tokio::task::spawn_blocking(move || {
+        let release = |made: &[(String, DevNum)]| {
+            for (dev, _) in made.iter().rev() {
+                if let Err(e) = loop_release(dev) {
+                    tracing::warn!("releasing {dev}: {e}");
+                }
+            }
+        };
+        let mut made: Vec<(String, DevNum)> = Vec::with_capacity(files.len());
+        for (i, (path, read_only)) in files.iter().enumerate() {
+            match loop_attach(&ctl, path, *read_only) {
+                Ok(d) => made.push(d),
+                Err(why) => {
+                    release(&made);
+                    let _ = tx.send(Err((Some(i), loop_error(path, &why, &hint))));
+                    return;
+                }
+            }
+        }
+        if let Err(Ok(made)) = tx.send(Ok(made)) {
+            tracing::warn!("the attach stopped waiting for its loop devices: releasing them");
+            release(&made);
+        }
+    });
+    rx.await.unwrap_or_else(|_| {
+        Err((
+            None,
+            Error::backend(
+                crate::NAME,
+                "binding loop devices on this machine failed: its thread panicked; `losetup -a` shows any it left bound",
+            ),
+        ))
+    })
+}
 
 /// `realpath -e` and `stat -L` of each of `params`, and every bound loop device with its
 /// backing file's device and inode: what the shell survey prints, read directly.

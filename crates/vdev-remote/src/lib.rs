@@ -26,6 +26,7 @@
 
 mod agent;
 mod endpoint;
+mod files;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::files::{read_answer, read_local, read_script};
 use crate::host::{sh_quote, Host, RunOutput};
 
 /// The bound on one remote request of the lock protocol (a try, or the release).
@@ -328,57 +329,6 @@ impl Drop for HeldLock {
                 }
             }
         }
-    }
-}
-
-impl Host {
-    /// The bytes of the file at `path` on the host, or `None` when nothing is there (one round
-    /// trip on a remote host; read directly on this machine, where starting a shell would cost
-    /// more than the read). The outer error is the transport's, the inner one the file's.
-    pub async fn read_file(
-        &self,
-        path: &str,
-        timeout: Duration,
-    ) -> vdev_core::Result<std::io::Result<Option<Vec<u8>>>> {
-        match self {
-            Host::Local => Ok(read_local(path)),
-            Host::Ssh(_) => {
-                let out = self.run(&read_script(path), timeout).await?;
-                Ok(read_answer(&out, self))
-            }
-        }
-    }
-}
-
-/// `F` and the file's bytes, or `N` when nothing is at `path`.
-fn read_script(path: &str) -> String {
-    format!(
-        "if [ -e {p} ]; then printf F; cat -- {p}; else printf N; fi",
-        p = sh_quote(path)
-    )
-}
-
-/// [`read_script`]'s answer.
-fn read_answer(out: &RunOutput, host: &Host) -> std::io::Result<Option<Vec<u8>>> {
-    if !out.success() {
-        return Err(std::io::Error::other(out.stderr.trim().to_owned()));
-    }
-    match out.stdout.split_first() {
-        Some((b'F', rest)) => Ok(Some(rest.to_vec())),
-        Some((b'N', _)) => Ok(None),
-        _ => Err(std::io::Error::other(format!(
-            "unexpected answer from {}: {:?}",
-            host.name(),
-            String::from_utf8_lossy(&out.stdout)
-        ))),
-    }
-}
-
-fn read_local(path: &str) -> std::io::Result<Option<Vec<u8>>> {
-    match std::fs::read(path) {
-        Ok(b) => Ok(Some(b)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
     }
 }
 

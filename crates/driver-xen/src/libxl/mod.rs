@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use vdev_core::{Error, Result};
-use vdev_remote::{sh_quote, HeldLock, Host, HostLock, LockError};
+use vdev_remote::{HeldLock, Host, HostLock, LockError};
 
 mod update;
 pub(crate) use update::{ConfigOp, ConfigUpdate, ConfigView};
@@ -462,55 +462,15 @@ impl<'a> Userdata<'a> {
     }
 
     /// Write the document as libxl does: to the temporary file (mode 0600), then renamed
-    /// over the document. The caller holds the lock.
+    /// over the document ([`Host::replace_file`]: in this process when the host is this
+    /// machine, where no shell and no `mv` is started; design 0008, "Local Domain-0: no
+    /// processes"). The caller holds the lock.
     pub(crate) async fn write(&self, files: &Files, bytes: &[u8]) -> Result<()> {
-        // The text goes as one quoted shell word; the NUL libxl ends it with is printf's.
-        let text = bytes.strip_suffix(b"\0").unwrap_or(bytes);
-        let text = std::str::from_utf8(text).map_err(|e| io_err("cannot send", &files.data, e))?;
-        if self.host.is_local() {
-            // The same in this process: no shell and no `mv` to start (each costs 0.1-0.3 s
-            // in a PV Domain-0 under TCG; design 0008, "Local Domain-0: no processes").
-            let (temp, data, text) = (files.temp.clone(), files.data.clone(), text.to_owned());
-            return crate::hotplug_local::blocking(
-                "writing libxl's stored configuration",
-                move || write_local(&temp, &data, text.as_bytes()),
-            )
+        self.host
+            .replace_file(&files.temp, &files.data, bytes, REMOTE_STEP)
             .await?
-            .map_err(|e| io_err("cannot write", &files.data, e));
-        }
-        let script = format!(
-            "umask 077; printf '%s\\000' {q} >{t} && mv -f -- {t} {d}",
-            q = sh_quote(text),
-            t = sh_quote(&files.temp),
-            d = sh_quote(&files.data)
-        );
-        let out = self.host.run(&script, REMOTE_STEP).await?;
-        if !out.success() {
-            return Err(io_err(
-                "cannot write",
-                &files.data,
-                format!("on {}: {}", self.host.name(), out.stderr.trim()),
-            ));
-        }
-        Ok(())
+            .map_err(|e| io_err("cannot write", &files.data, e))
     }
-}
-
-/// `text` and a NUL written to `temp` (created with mode 0600, as under `umask 077`), then
-/// renamed over `data`.
-fn write_local(temp: &str, data: &str, text: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(temp)?;
-    f.write_all(text)?;
-    f.write_all(b"\0")?;
-    drop(f);
-    std::fs::rename(temp, data)
 }
 
 /// Parse a document read from `files`: missing and malformed are typed errors.
