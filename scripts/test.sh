@@ -91,8 +91,9 @@ cargo test -p vdev-cli --features libvirt --test libvirt --no-fail-fast
 # libvdev built with it: a C program through libvirt, run plainly and under valgrind.
 cargo test -p vdev-capi --features libvirt --test c_programs --no-fail-fast -- c_calls_through_libvirt
 stage "the libvirt feature"
-# libvdev.a linked into a C program in a release build (where the linker drops what nothing names).
-cargo test --release -p vdev-capi --test c_programs -- readme_example_static c_every_driver_is_linked
+# libvdev.a linked into a C program in a release build (where the linker drops what nothing names):
+# the library alone built in release (the test binary is the one above).
+VDEV_TEST_LIBVDEV_PROFILE=release scripts/test-binaries.sh run rest/c_programs readme_example_static c_every_driver_is_linked
 stage "the static library in a release build"
 
 # The Python package (crates/vdev-py) in a virtual environment of its own: built and installed

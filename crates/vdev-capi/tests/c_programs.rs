@@ -28,13 +28,19 @@ fn lib_dir() -> &'static Path {
     DIR.get_or_init(|| {
         // The library is not an rlib, so `cargo test` does not build it for this test: build
         // it here (quick when it is up to date), into the same target directory and profile.
-        // The test is target/<profile>/deps/c_programs-HASH.
+        // The test is target/<profile>/deps/c_programs-HASH. `VDEV_TEST_LIBVDEV_PROFILE`
+        // (`release`) links a library of another profile instead: scripts/test.sh builds only
+        // the library in release that way, not this test's dependencies too.
         let exe = std::env::current_exe().expect("current_exe");
-        let dir = exe
+        let mut dir = exe
             .parent()
             .and_then(Path::parent)
             .expect("target dir")
             .to_path_buf();
+        if let Ok(p) = std::env::var("VDEV_TEST_LIBVDEV_PROFILE") {
+            let sub = if p == "dev" { "debug" } else { p.as_str() };
+            dir = dir.parent().expect("target dir").join(sub);
+        }
         let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
         let mut build = Command::new(env!("CARGO"));
         build
