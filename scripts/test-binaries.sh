@@ -37,7 +37,7 @@ case "${1:-}" in
         mkdir -p "$dir"
         # Each test binary as EXECUTABLE<TAB>PACKAGE DIRECTORY<TAB>LIST, from cargo's build
         # messages, in the order `cargo test` runs them (by package, then by target).
-        cargo test -q --workspace --no-run --message-format=json | python3 -c '
+        cargo test -q --workspace --no-run --message-format=json-render-diagnostics | python3 -c '
 import json, os, sys
 out = sys.argv[1]
 found = set()
