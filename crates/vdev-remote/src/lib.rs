@@ -34,8 +34,6 @@ mod host;
 mod lock;
 mod session;
 mod target;
-#[cfg(feature = "test-sshd")]
-pub mod testing;
 
 pub use endpoint::{Endpoint, EndpointStream, PathKind};
 pub use host::{sh_quote, Host, RunOutput, SocketState};

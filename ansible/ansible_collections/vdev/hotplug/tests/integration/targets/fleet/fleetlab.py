@@ -4,7 +4,7 @@
 """A fleet of managed hosts on this machine, for the collection's integration test and benchmark.
 
 Each host is a real OpenSSH server on loopback (its own port, host key, user key and known_hosts,
-configured as the project's test sshd, vdev_remote::testing::Sshd) and a real QEMU (no guest OS)
+configured as the project's test sshd, vdev_conformance::sshd::Sshd) and a real QEMU (no guest OS)
 with two QMP sockets: ``vm.qmp`` for vdev, ``raw.sock`` for an independent checker (the raw QMP
 client of crates/vdev-py/tests/test_qemu.py). Ansible reaches the hosts through their sshds.
 Everything started here is stopped by its own process id. Every wait is bounded.
