@@ -1,7 +1,8 @@
 //! End to end inside the lab's Domain-0, where the driver does the hotplug work itself: the
 //! `vdev` command (built with the xen feature) attaches a file-backed disk (natively: loop device
 //! and `physical-device` written with the device; and with `hotplug=script`: libxl's block script
-//! run), both ends reach Connected (4); detach frees the loop device and every node. `xl` detaches
+//! run), both ends reach Connected (4), and the disk is in libxl's stored configuration (`xl list
+//! -l`); detach frees the loop device and every node and takes the disk out of it. `xl` detaches
 //! what vdev attached, and the other way round. A NIC gets its bridge port from `vif-bridge`.
 //! Refusals leave XenStore and the loop devices as they were.
 
@@ -87,7 +88,7 @@ fn put_vdev_now() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn vdev_in_dom0_runs_hotplug_and_connects_then_detach_frees_the_loop() {
+async fn vdev_in_dom0_runs_hotplug_and_connects_records_it_then_detach_frees_the_loop() {
     let _turn = SERIAL.lock().await;
     if lab().is_none() {
         return;
@@ -111,10 +112,12 @@ echo "ref=$r states=$fe/$be attach_ms=$(( (t1-t0)/1000000 )) connected_ms=$(( (t
 echo "loop=$(losetup -j {img} -O NAME -n)"
 echo "hotplug-status=$(xenstore-read /local/domain/0/backend/vbd/$id/$r/hotplug-status)"
 xl block-list {d} | grep -q "^$r " && echo "xl-lists-it"
+echo "recorded=$(xl list -l {d} | grep -c '"pdev_path": "{img}"')"
 t0=$(date +%s%N)
 /root/vdev -c xen:/// detach {d} disk $r
 t1=$(date +%s%N)
 echo "detach_ms=$(( (t1-t0)/1000000 ))"
+echo "recorded-after=$(xl list -l {d} | grep -c '"pdev_path": "{img}"')"
 echo "loop-after=$(losetup -j {img} -O NAME -n)"
 xenstore-ls /local/domain/$id/device/vbd >/dev/null 2>&1 && echo "frontend-left"
 xenstore-ls /local/domain/0/backend/vbd >/dev/null 2>&1 && echo "backend-left"
@@ -136,6 +139,16 @@ rm -f {img}
     assert!(
         out.contains("xl-lists-it"),
         "xl block-list does not list it: {out}"
+    );
+    // Recorded in libxl's stored configuration by vdev inside Domain-0 (written in this
+    // process there), as `xl list -l` shows it, and gone from it with the detach.
+    assert!(
+        out.contains("recorded=1\n"),
+        "xl list -l does not show the disk: {out}"
+    );
+    assert!(
+        out.contains("recorded-after=0\n"),
+        "xl list -l still shows the disk after the detach: {out}"
     );
     assert!(
         out.contains("loop-after=\n"),
