@@ -80,7 +80,10 @@ impl XenDriver {
         xs.read(NO_TX, "/local/domain")
             .await
             .map_err(xs_err("reading /local/domain"))?;
-        let dom0_host = Dom0::new(config.host.clone());
+        let dom0_host = Dom0::new(
+            config.host.clone(),
+            crate::hotplug_local::primitives_for(&config.host),
+        );
         // is_local: asked at connect time where it is cheap (this machine) or needed (hotplug);
         // over ssh with hotplug=no it would cost a round trip that only a listing or an
         // attach's stored configuration needs, so it is asked then (`config_reachable`).

@@ -88,17 +88,10 @@ pub(crate) struct Dom0 {
 }
 
 impl Dom0 {
-    pub(crate) fn new(host: Host) -> Self {
-        let primitives: &'static dyn BlockPrimitives = if host.is_local() {
-            &crate::hotplug_local::InProcess
-        } else {
-            &Shell
-        };
-        Self::with_primitives(host, primitives)
-    }
-
-    /// [`Dom0::new`] with the primitives given (the tests compare both on this machine).
-    pub(crate) fn with_primitives(host: Host, primitives: &'static dyn BlockPrimitives) -> Self {
+    /// `primitives`: how the block script's steps are done there
+    /// ([`crate::hotplug_local::primitives_for`] chooses them for a host; the tests compare both
+    /// on this machine).
+    pub(crate) fn new(host: Host, primitives: &'static dyn BlockPrimitives) -> Self {
         Dom0 {
             primitives,
             lock: HostLock::new(host.clone(), LOCK_FD, "the hotplug lock", SCRIPT_TIMEOUT),
@@ -342,7 +335,8 @@ pub(crate) const LOOP_HINT: &str =
 /// scripts run on it ([`Shell`]: `/bin/sh` here, the agent over ssh), or, when the host is this
 /// machine, in this process with the kernel's calls
 /// ([`crate::hotplug_local::InProcess`]: design 0008, "Local Domain-0: no processes"). Chosen
-/// once, with the connection's host ([`Dom0::new`]); [`Dom0`]'s methods of the same names say
+/// once, with the connection's host (`hotplug_local::primitives_for`); [`Dom0`]'s methods of
+/// the same names say
 /// what each does.
 #[vdev_core::prelude::async_trait]
 pub(crate) trait BlockPrimitives: Send + Sync + std::fmt::Debug {
@@ -667,7 +661,7 @@ mod tests {
             &crate::hotplug_local::InProcess as &'static dyn BlockPrimitives,
             &Shell,
         ] {
-            inspect_with(Dom0::with_primitives(Host::Local, primitives)).await;
+            inspect_with(Dom0::new(Host::Local, primitives)).await;
         }
     }
 
@@ -677,11 +671,11 @@ mod tests {
         let f = std::env::temp_dir().join(format!("vdev-survey-{}.img", std::process::id()));
         std::fs::write(&f, b"x").unwrap();
         let params = [f.to_str().unwrap(), "/no/such/file", "/dev/null"];
-        let here = Dom0::with_primitives(Host::Local, &crate::hotplug_local::InProcess)
+        let here = Dom0::new(Host::Local, &crate::hotplug_local::InProcess)
             .survey(&params)
             .await
             .unwrap();
-        let shell = Dom0::with_primitives(Host::Local, &Shell)
+        let shell = Dom0::new(Host::Local, &Shell)
             .survey(&params)
             .await
             .unwrap();

@@ -23,6 +23,16 @@ use crate::hotplug::{
 /// The host's name in messages (as [`vdev_remote::Host::name`] gives it for this machine).
 const HOST: &str = "this machine";
 
+/// The block script's primitives for `host`: [`InProcess`] when it is this machine, else
+/// [`Shell`]. The one place that choice is made, when a connection opens.
+pub(crate) fn primitives_for(host: &vdev_remote::Host) -> &'static dyn BlockPrimitives {
+    if host.is_local() {
+        &InProcess
+    } else {
+        &Shell
+    }
+}
+
 /// The primitives done in this process, when the host is this machine.
 #[derive(Debug)]
 pub(crate) struct InProcess;

@@ -497,6 +497,11 @@ mod tests {
     use vdev_core::Attributes;
     use vdev_remote::Host;
 
+    fn dom0_of(host: Host) -> Dom0 {
+        let primitives = crate::hotplug_local::primitives_for(&host);
+        Dom0::new(host, primitives)
+    }
+
     fn attrs(pairs: &[(&str, &str)]) -> Attributes {
         Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
     }
@@ -695,7 +700,7 @@ mod tests {
 
     #[tokio::test]
     async fn locally_the_lock_excludes_times_out_and_goes_with_its_file() {
-        lock_read_write(&Dom0::new(Host::Local), &Dom0::new(Host::Local), "local").await;
+        lock_read_write(&dom0_of(Host::Local), &dom0_of(Host::Local), "local").await;
     }
 
     /// The same primitives as shell in the ssh agent, against a real sshd on this machine.
@@ -712,7 +717,7 @@ mod tests {
         .unwrap();
         let host = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
         let other = Host::from_uri(&mut uri.clone(), Duration::from_secs(30)).unwrap();
-        lock_read_write(&Dom0::new(host.clone()), &Dom0::new(other.clone()), "ssh").await;
+        lock_read_write(&dom0_of(host.clone()), &dom0_of(other.clone()), "ssh").await;
         host.disconnect().await;
         other.disconnect().await;
     }
