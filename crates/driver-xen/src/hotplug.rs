@@ -127,23 +127,36 @@ impl Dom0 {
             .await
     }
 
+    /// The error for a program `what` needs that the host lacks (`MissingProgram`), naming
+    /// the package that provides it.
+    fn missing(&self, program: &str, what: &str) -> Error {
+        let package = match program {
+            "losetup" | "flock" => "util-linux",
+            "stat" | "timeout" | "realpath" | "head" => "coreutils",
+            _ => "the package that provides it",
+        };
+        Error::Remote {
+            host: self.host.name(),
+            kind: vdev_core::RemoteErrorKind::MissingProgram,
+            message: format!(
+                "{what} needs `{program}`, which is not installed there: install {package} on that Domain-0"
+            ),
+        }
+    }
+
+    /// Run `script`; its output, or [`Self::missing`] when the shell could not find one of
+    /// its programs (see [`require`]).
+    async fn sh_found(&self, script: &str, timeout: Duration, what: &str) -> Result<RunOutput> {
+        let out = self.sh(script, timeout).await?;
+        match out.missing_program() {
+            Some(program) => Err(self.missing(&program, what)),
+            None => Ok(out),
+        }
+    }
+
     /// Run `script`; its stdout, or an error naming `what`, its stderr and `hint`.
     async fn sh_ok(&self, script: &str, what: &str, hint: &str) -> Result<String> {
-        let out = self.sh(script, SCRIPT_TIMEOUT).await?;
-        if let Some(program) = out.missing_program() {
-            let package = match program.as_str() {
-                "losetup" | "flock" => "util-linux",
-                "stat" | "timeout" | "realpath" | "head" => "coreutils",
-                _ => "the package that provides it",
-            };
-            return Err(Error::Remote {
-                host: self.host.name(),
-                kind: vdev_core::RemoteErrorKind::MissingProgram,
-                message: format!(
-                    "{what} needs `{program}`, which is not installed there: install {package} on that Domain-0"
-                ),
-            });
-        }
+        let out = self.sh_found(script, SCRIPT_TIMEOUT, what).await?;
         if !out.success() {
             return Err(Error::backend(
                 crate::NAME,
@@ -220,7 +233,8 @@ impl Dom0 {
 
     /// The block devices Domain-0 has mounted.
     pub(crate) async fn mounts(&self) -> Result<Vec<Mount>> {
-        let script = r#"while read -r s m f o r; do
+        let script = require(&["stat"])
+            + r#"while read -r s m f o r; do
   case $s in /*) ;; *) continue ;; esac
   [ -b "$s" ] || continue
   printf '%s %s %s %s
@@ -228,7 +242,7 @@ impl Dom0 {
 done </proc/mounts; true"#;
         let out = self
             .sh_ok(
-                script,
+                &script,
                 "reading the mounts",
                 "check /proc/mounts on the host",
             )
@@ -324,6 +338,21 @@ done </proc/mounts; true"#;
     }
 }
 
+/// A script's first lines: exit as the shell does for a command it cannot find (status 127,
+/// `NAME: not found`, which [`RunOutput::missing_program`] reads) when one of `programs` is
+/// not on the `PATH`. Scripts that catch their commands' failures (`x=$(cmd 2>&1) || ...`)
+/// would otherwise report a missing program as that command's failure.
+fn require(programs: &[&str]) -> String {
+    programs
+        .iter()
+        .map(|p| {
+            format!(
+                "command -v {p} >/dev/null 2>&1 || {{ echo '{p}: not found' >&2; exit 127; }}\n"
+            )
+        })
+        .collect()
+}
+
 /// The loop devices made, or the failed file's index and why.
 pub(crate) type LoopsMade = std::result::Result<Vec<(String, DevNum)>, (Option<usize>, Error)>;
 
@@ -366,8 +395,9 @@ impl BlockPrimitives for Shell {
         let quoted: Vec<String> = params.iter().map(|p| sh_quote(p)).collect();
         // One record per path, each started by a line of the record separator (\036); then a
         // line of the group separator (\035) and a line per loop device.
-        let script = format!(
-            r#"for p in {}; do
+        let script = require(&["realpath", "stat"])
+            + &format!(
+                r#"for p in {}; do
     printf '\036\n'
     c=$(realpath -e -- "$p" 2>&1) || {{ printf 'E%s\n' "$c"; continue; }}
     t=$(stat -L -c '%F|%t|%T|%d|%i|%a' -- "$c" 2>&1) || {{ printf 'E%s\n' "$t"; continue; }}
@@ -380,9 +410,11 @@ impl BlockPrimitives for Shell {
       s=$(stat -L -c %d:%i -- "$b" 2>/dev/null) || continue
       IFS= read -r n <"$d/dev" && printf '%s %s\n' "$s" "$n"
     done; true"#,
-            quoted.join(" ")
-        );
-        let out = dom0.sh(&script, REMOTE_STEP).await?;
+                quoted.join(" ")
+            );
+        let out = dom0
+            .sh_found(&script, REMOTE_STEP, "looking at the backing files")
+            .await?;
         let text = out.text();
         let unexpected = || {
             Error::backend(
@@ -427,7 +459,8 @@ impl BlockPrimitives for Shell {
         // Each file: losetup, then the new device's number; on a failure, the devices made so
         // far released and `F INDEX WHY` printed.
         // losetup's messages go with its answer (the device is its last line).
-        let mut script = String::from(
+        let mut script = require(&["losetup", "stat"]);
+        script.push_str(
                 "made=
     nl='
     '
@@ -652,6 +685,36 @@ mod tests {
         assert_eq!(DevNum::from_xenstore("fe:10"), Some(n));
         assert_eq!(DevNum::from_xenstore("7:0").map(|d| d.major), Some(7));
         assert_eq!(DevNum::from_xenstore("nonsense"), None);
+    }
+
+    /// A script whose program is missing fails as the shell's own "not found" does, so the
+    /// error is `MissingProgram` naming the program and its package, not the command's failure
+    /// caught by the script.
+    #[tokio::test]
+    async fn a_required_program_that_is_missing_is_named_with_its_package() {
+        let dom0 = Dom0::new(Host::Local, &Shell);
+        let caught = "x=$(vdev-no-such-program 2>&1) || { echo \"caught: $x\"; exit 0; }";
+        let out = dom0.sh(caught, REMOTE_STEP).await.unwrap();
+        assert!(out.success() && out.missing_program().is_none(), "{out:?}");
+        let script = require(&["sh", "vdev-no-such-program"]) + caught;
+        let e = dom0
+            .sh_ok(&script, "testing", "no hint")
+            .await
+            .expect_err("the program is missing");
+        match &e {
+            Error::Remote { kind, message, .. } => {
+                assert_eq!(*kind, vdev_core::RemoteErrorKind::MissingProgram);
+                assert!(message.contains("`vdev-no-such-program`"), "{message}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(dom0.missing("losetup", "x").to_string().contains("util-linux"));
+        // Nothing missing: the script runs.
+        let out = dom0
+            .sh_ok(&(require(&["sh", "stat"]) + "echo ran"), "testing", "")
+            .await
+            .unwrap();
+        assert_eq!(out, "ran");
     }
 
     /// (The lock's own test is in vdev-remote, `lock.rs`.)

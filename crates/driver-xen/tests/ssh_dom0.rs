@@ -346,3 +346,67 @@ cat /run/vdev-lock-holder.pid"
     conn.close().await.unwrap();
     dom0(&format!("rm -f {img}"));
 }
+
+/// A program of Domain-0 hidden for one test (renamed beside itself), put back when dropped.
+struct Hidden(String);
+
+impl Hidden {
+    fn new(program: &str) -> Hidden {
+        let (ok, out) = dom0(&format!(
+            "p=$(command -v {program}) && mv \"$p\" \"$p.vdev-hidden\" && echo \"$p\""
+        ));
+        assert!(ok, "hiding {program} in Domain-0: {out}");
+        Hidden(out.trim().to_owned())
+    }
+}
+
+impl Drop for Hidden {
+    fn drop(&mut self) {
+        let (ok, out) = dom0(&format!("mv '{0}.vdev-hidden' '{0}'", self.0));
+        assert!(
+            ok || std::thread::panicking(),
+            "putting {} back in Domain-0: {out}",
+            self.0
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_program_missing_in_domain_0_is_named_with_its_package_and_changes_nothing() {
+    let _turn = SERIAL.lock().await;
+    let Some(uri) = ssh_uri("timeout=30s") else {
+        return;
+    };
+    let img = "/root/lab/vdev-missing-program.img";
+    let (ok, out) = dom0(&format!("truncate -s 8M {img}"));
+    assert!(ok, "{out}");
+    let conn = vdev_core::connect(&uri).await.expect("connect over ssh");
+    let d = conn.domain(&domu()).await.expect("the lab's domU");
+    let domid = d.id.expect("a Xen domain has an id");
+    let before = remote_state(domid);
+    let listed = conn.devices(&d, None).await.expect("list");
+    let e = {
+        // Debian's util-linux has it; a minimal Domain-0 may not.
+        let _hidden = Hidden::new("losetup");
+        conn.attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[("uname", &format!("file:{img}")), ("dev", "xvdy")]),
+        )
+        .await
+        .expect_err("Domain-0 has no losetup")
+    };
+    eprintln!("{e}");
+    match &e {
+        Error::Remote { kind, message, .. } => {
+            assert_eq!(*kind, RemoteErrorKind::MissingProgram, "{e}");
+            assert!(message.contains("`losetup`"), "{message}");
+            assert!(message.contains("install util-linux"), "{message}");
+        }
+        other => panic!("not a MissingProgram error: {other:?}"),
+    }
+    assert_eq!(remote_state(domid), before, "the failed attach left something");
+    assert_eq!(conn.devices(&d, None).await.expect("list"), listed);
+    conn.close().await.unwrap();
+    let _ = dom0(&format!("rm -f {img}"));
+}
