@@ -708,7 +708,10 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        assert!(dom0.missing("losetup", "x").to_string().contains("util-linux"));
+        assert!(dom0
+            .missing("losetup", "x")
+            .to_string()
+            .contains("util-linux"));
         // Nothing missing: the script runs.
         let out = dom0
             .sh_ok(&(require(&["sh", "stat"]) + "echo ran"), "testing", "")

@@ -1,9 +1,10 @@
 //! libxl's stored configuration (`/var/lib/xen/userdata-d.<domid>.<uuid>.libxl-json`) kept by
 //! vdev as `xl block-attach` / `xl network-attach` keep it (issue 14), in the lab's Domain-0
 //! reached over `xen+ssh://` (the library driven from the host; the file work runs in Domain-0
-//! through the same connection). Each test runs on a domain of its own (`vdevrec`, made from the
-//! lab's domu1.cfg and destroyed after), so that save/restore and broken files never disturb
-//! the lab's domu1 or the other tests.
+//! through the same connection). The tests that save and restore or break the file run on a
+//! domain of their own (`vdevrec`, made from the lab's domu1.cfg and destroyed after), so that
+//! they never disturb the lab's domu1 or the other tests; the rollback and pending-removal tests
+//! use domu1 (its guest is up already, which saves a boot) and put its file back if they fail.
 //!
 //! Checked with independent clients: `xl list -l`, `xl block-list`, the file itself (`cat` in
 //! Domain-0), XenStore (`xenstore-ls` in Domain-0).
@@ -12,7 +13,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{attrs, dom0, ssh_uri, trace, SERIAL};
+use common::{
+    attrs, dom0, dom0_ok as sh, domu, entry, ssh_uri, stored_config, trace, xl_list_l, Paused,
+    StoredBackup, SERIAL,
+};
 use serde_json::Value;
 use vdev_core::{Connection, DetachOptions, DeviceType, Domain, Error};
 use vdev_driver_xen::LibxlConfigError;
@@ -25,13 +29,6 @@ fn detach_opts() -> DetachOptions {
         force: false,
         ..Default::default()
     }
-}
-
-/// Run a dom0 script that must succeed; its output.
-fn sh(script: &str) -> String {
-    let (ok, out) = dom0(script);
-    assert!(ok, "dom0 script failed:\n{script}\n---\n{out}");
-    out
 }
 
 /// A fresh `vdevrec` domain (domu1.cfg renamed), running its /init; its id.
@@ -64,13 +61,6 @@ impl Drop for Cleanup {
     }
 }
 
-/// The domain's configuration as `xl list -l` prints it (what save and migrate use).
-fn xl_list_l(name: &str) -> Value {
-    let out = sh(&format!("xl list -l {name} 2>/dev/null"));
-    let v: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("xl list -l: {e}: {out}"));
-    v[0]["config"].clone()
-}
-
 /// The stored file of the domain, as it is in Domain-0 (its bytes as text, the NUL shown
 /// as `\0`).
 fn stored(name: &str) -> String {
@@ -90,10 +80,6 @@ ls /var/lib/xen/ | grep "\.$id\." | grep -v -- "-lock$" | sort
 echo "--- stored"; cat /var/lib/xen/userdata-d.$id.*.libxl-json 2>/dev/null | md5sum
 echo "--- loops"; losetup -a | sort"#
     ))
-}
-
-fn entry<'a>(arr: &'a Value, key: &str, val: &Value) -> Option<&'a Value> {
-    arr.as_array()?.iter().find(|e| &e[key] == val)
 }
 
 /// An entry without the keys that name the device itself.
@@ -517,5 +503,179 @@ async fn from_outside_domain_0_devices_are_listed_recorded_unknown_and_recorded_
     conn.detach(&d, &DeviceType::NETWORK, &r, &common::force())
         .await
         .expect("detach");
+    conn.close().await.unwrap();
+}
+
+/// Removes files in Domain-0 when the test ends, passed or not.
+struct RmFiles(&'static str);
+impl Drop for RmFiles {
+    fn drop(&mut self) {
+        dom0(&format!("rm -f {}; true", self.0));
+    }
+}
+
+/// The lab's domU over `xen+ssh://` (`extra`: more URI options).
+async fn open_domu(extra: &str) -> Option<(Connection, Domain)> {
+    let uri = ssh_uri(&format!("timeout=30s{extra}"))?;
+    let conn = vdev_core::connect(&uri).await.expect("connect over ssh");
+    let d = conn.domain(&domu()).await.expect("the lab's domU");
+    Some((conn, d))
+}
+
+/// The entries of disk `vdev` in the domain's stored file.
+fn stored_disks(name: &str, vdev: &str) -> Vec<Value> {
+    let c = stored_config(name);
+    c["disks"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["vdev"] == vdev).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// An entry `xl block-detach` left in the file (it never removes them) is replaced by an attach
+/// of the same disk, as libxl does; when that attach fails after its commit (here the block
+/// script, with an image that does not exist), the rollback puts xl's entry back as it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_rolled_back_puts_back_the_entry_it_replaced() {
+    let _turn = SERIAL.lock().await;
+    trace::install(tracing::Level::TRACE);
+    // hotplug=script: the block script runs after the commit, and fails there.
+    let Some((conn, d)) = open_domu("&hotplug=script").await else {
+        return;
+    };
+    let dom = domu();
+    let _backup = StoredBackup::new(&dom);
+    let _files = RmFiles("/root/lab/stale-xl.img /root/lab/stale-vdev.img");
+    sh("truncate -s 16M /root/lab/stale-xl.img /root/lab/stale-vdev.img");
+    sh(&format!(
+        "xl block-attach {dom} 'format=raw, vdev=xvdx, access=rw, target=/root/lab/stale-xl.img' && xl block-detach {dom} xvdx"
+    ));
+    let stale = stored_disks(&dom, "xvdx");
+    assert_eq!(stale.len(), 1, "xl block-detach left no entry: {stale:?}");
+    assert_eq!(stale[0]["pdev_path"], "/root/lab/stale-xl.img");
+    // The file is compared parsed: vdev writes libxl's keys in another order (design 0013).
+    let unchanged = || {
+        let s = state(&dom);
+        let nodes_and_loops: String = s.lines().filter(|l| !l.ends_with("  -")).collect();
+        (nodes_and_loops, stored_config(&dom))
+    };
+    let before = unchanged();
+
+    let mark = trace::mark();
+    let e = conn
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[
+                ("uname", "file:/root/lab/no-such-stale.img"),
+                ("dev", "xvdx"),
+                ("recorded", "yes"),
+            ]),
+        )
+        .await
+        .expect_err("the block script cannot find the image");
+    eprintln!("{}", chain(&e));
+    assert!(chain(&e).contains("hotplug script"), "{}", chain(&e));
+    // The attach did replace the entry (the file written with its image, through the ssh
+    // connection's agent) before the script failed.
+    let wrote = trace::since(mark).iter().any(|ev| {
+        ev.message == "agent request"
+            && ev.field("script").is_some_and(|s| {
+                s.contains("userdata-d.") && s.contains("/root/lab/no-such-stale.img")
+            })
+    });
+    assert!(wrote, "the attach never wrote its entry into the file");
+    assert_eq!(stored_disks(&dom, "xvdx"), stale, "xl's entry is not back");
+    assert_eq!(unchanged(), before);
+
+    // The same replacing, kept: one entry, vdev's; the detach removes it.
+    let r = conn
+        .attach(
+            &d,
+            &DeviceType::DISK,
+            &attrs(&[
+                ("uname", "file:/root/lab/stale-vdev.img"),
+                ("dev", "xvdx"),
+                ("recorded", "yes"),
+            ]),
+        )
+        .await
+        .expect("attach over xl's stale entry");
+    let now = stored_disks(&dom, "xvdx");
+    assert_eq!(now.len(), 1, "{now:?}");
+    assert_eq!(now[0]["pdev_path"], "/root/lab/stale-vdev.img");
+    conn.detach(&d, &DeviceType::DISK, &r, &detach_opts())
+        .await
+        .expect("detach");
+    assert_eq!(stored_disks(&dom, "xvdx"), Vec::<Value>::new());
+    conn.close().await.unwrap();
+}
+
+/// A removal left pending (the guest paused) keeps the device's entry while the device is
+/// there; when it completes later, by the connection that started it or by a later detach
+/// from another, the entry goes with the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_removal_completed_later_removes_the_entry() {
+    let _turn = SERIAL.lock().await;
+    let Some((conn, d)) = open_domu("").await else {
+        return;
+    };
+    let dom = domu();
+    let _backup = StoredBackup::new(&dom);
+    let imgs = "/root/lab/pend-k.img /root/lab/pend-l.img";
+    let _files = RmFiles(imgs);
+    sh(&format!("truncate -s 16M {imgs}"));
+    let before = stored_config(&dom);
+    let disk = DeviceType::DISK;
+    let mut refs = Vec::new();
+    for dev in ["xvdk", "xvdl"] {
+        let a = attrs(&[
+            ("uname", &format!("file:/root/lab/pend-{}.img", &dev[3..])),
+            ("dev", dev),
+            ("recorded", "yes"),
+        ]);
+        refs.push(conn.attach(&d, &disk, &a).await.expect("attach"));
+        assert_eq!(stored_disks(&dom, dev).len(), 1, "{dev} is not recorded");
+    }
+    let mut events = conn.events().await.expect("events");
+    let soon = DetachOptions {
+        timeout: Duration::from_secs(2),
+        ..detach_opts()
+    };
+    let (other, od) = open_domu("").await.unwrap();
+    {
+        let _paused = Paused::new();
+        let e = conn.detach(&d, &disk, &refs[0], &soon).await.unwrap_err();
+        assert!(matches!(e, Error::RemovalPending { .. }), "{e}");
+        // The second one from another connection, closed before the guest lets go (as when
+        // `vdev detach` exits).
+        let e = other.detach(&od, &disk, &refs[1], &soon).await.unwrap_err();
+        assert!(matches!(e, Error::RemovalPending { .. }), "{e}");
+        other.close().await.unwrap();
+        for (dev, r) in ["xvdk", "xvdl"].iter().zip(&refs) {
+            let devs = conn.devices(&d, Some(&disk)).await.unwrap();
+            assert_eq!(listed(&devs, r.as_str()).0, "removal-pending");
+            assert_eq!(stored_disks(&dom, dev).len(), 1, "{dev}: entry gone early");
+        }
+    }
+    // The guest runs again and lets go: the first connection finishes its removal itself.
+    let removed = tokio::time::timeout(Duration::from_secs(120), async {
+        while let Some(ev) = futures::StreamExt::next(&mut events).await {
+            if let Ok(vdev_core::DeviceEvent::Removed { reference, .. }) = ev {
+                if reference == refs[0] {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(removed, Ok(true), "no Removed event within 120 s");
+    assert_eq!(stored_disks(&dom, "xvdk"), Vec::<Value>::new(), "xvdk");
+    // Nobody finished the second: its entry stays with its nodes until a detach does.
+    assert_eq!(stored_disks(&dom, "xvdl").len(), 1);
+    conn.detach(&d, &disk, &refs[1], &detach_opts())
+        .await
+        .expect("the later detach finishes it");
+    assert_eq!(stored_config(&dom), before);
     conn.close().await.unwrap();
 }

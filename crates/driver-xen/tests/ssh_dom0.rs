@@ -405,7 +405,11 @@ async fn a_program_missing_in_domain_0_is_named_with_its_package_and_changes_not
         }
         other => panic!("not a MissingProgram error: {other:?}"),
     }
-    assert_eq!(remote_state(domid), before, "the failed attach left something");
+    assert_eq!(
+        remote_state(domid),
+        before,
+        "the failed attach left something"
+    );
     assert_eq!(conn.devices(&d, None).await.expect("list"), listed);
     conn.close().await.unwrap();
     let _ = dom0(&format!("rm -f {img}"));

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{attrs, disk_dump, dom0, domu, open, SERIAL};
+use common::{attrs, disk_dump, dom0, domu, open, Paused, SERIAL};
 use vdev_core::{Connection, DetachOptions, DeviceRef, DeviceState, DeviceType, Domain, Error};
 use vdev_driver_xen as _;
 
@@ -415,24 +415,6 @@ async fn network_layout_matches_xl_and_interop() {
     assert!(conn.devices(&d, Some(&net)).await.unwrap().is_empty());
     assert_eq!(common::xs_ls("/local/domain/0/backend/vif"), "");
     conn.close().await.unwrap();
-}
-
-/// The lab's domU, paused until this is dropped.
-struct Paused;
-
-impl Paused {
-    fn new() -> Self {
-        let (ok, out) = dom0(&format!("xl pause {}", domu()));
-        assert!(ok, "xl pause: {out}");
-        Paused
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let (ok, out) = dom0(&format!("xl unpause {}", domu()));
-        assert!(ok || std::thread::panicking(), "xl unpause: {out}");
-    }
 }
 
 /// Attach a disk to the domU, pause the domU (so that it cannot release the disk) and detach

@@ -149,6 +149,81 @@ pub fn dom0(cmd: &str) -> (bool, String) {
     )
 }
 
+/// Run a dom0 script that must succeed; its output.
+pub fn dom0_ok(script: &str) -> String {
+    let (ok, out) = dom0(script);
+    assert!(ok, "dom0 script failed:\n{script}\n---\n{out}");
+    out
+}
+
+/// The domain's configuration as `xl list -l` prints it (what save and migrate use). libxl
+/// leaves out entries whose device is not in XenStore: [`stored_config`] has them.
+pub fn xl_list_l(name: &str) -> serde_json::Value {
+    let out = dom0_ok(&format!("xl list -l {name} 2>/dev/null"));
+    let v: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("xl list -l: {e}: {out}"));
+    v[0]["config"].clone()
+}
+
+/// libxl's stored configuration of the domain as the file in Domain-0 holds it
+/// (`/var/lib/xen/userdata-d.<domid>.<uuid>.libxl-json`, JSON ended by a NUL), parsed.
+pub fn stored_config(name: &str) -> serde_json::Value {
+    let out = dom0_ok(&format!(
+        r#"id=$(xl domid {name}); f=$(ls /var/lib/xen/userdata-d.$id.*.libxl-json); tr -d '\0' < "$f""#
+    ));
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("libxl's stored configuration: {e}: {out}"))
+}
+
+/// The entry of the array `arr` whose `key` is `val`.
+pub fn entry<'a>(
+    arr: &'a serde_json::Value,
+    key: &str,
+    val: &serde_json::Value,
+) -> Option<&'a serde_json::Value> {
+    arr.as_array()?.iter().find(|e| &e[key] == val)
+}
+
+/// A copy of a domain's stored configuration, put back when dropped if a test left the file
+/// otherwise (a failed test must not leave entries in the lab's domU for the next).
+pub struct StoredBackup(String);
+
+impl StoredBackup {
+    pub fn new(name: &str) -> StoredBackup {
+        let file = dom0_ok(&format!(
+            "id=$(xl domid {name}); f=$(ls /var/lib/xen/userdata-d.$id.*.libxl-json); cp -p \"$f\" \"$f.vdev-backup\"; echo \"$f\""
+        ));
+        StoredBackup(file.trim().to_owned())
+    }
+}
+
+impl Drop for StoredBackup {
+    fn drop(&mut self) {
+        let f = &self.0;
+        let _ = dom0(&format!(
+            "cmp -s '{f}' '{f}.vdev-backup' || cp -p '{f}.vdev-backup' '{f}'; rm -f '{f}.vdev-backup'"
+        ));
+    }
+}
+
+/// The lab's domU, paused (so that its guest cannot release a device) until this is dropped.
+pub struct Paused;
+
+impl Paused {
+    pub fn new() -> Self {
+        let (ok, out) = dom0(&format!("xl pause {}", domu()));
+        assert!(ok, "xl pause: {out}");
+        Paused
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        let (ok, out) = dom0(&format!("xl unpause {}", domu()));
+        assert!(ok || std::thread::panicking(), "xl unpause: {out}");
+    }
+}
+
 /// `xenstore-ls -fp PATH` run on the host through the lab's socket (empty when absent).
 pub fn xs_ls(path: &str) -> String {
     let out = Command::new("xenstore-ls")
