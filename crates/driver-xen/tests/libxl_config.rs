@@ -543,7 +543,7 @@ async fn an_attach_rolled_back_puts_back_the_entry_it_replaced() {
         return;
     };
     let dom = domu();
-    let _backup = StoredBackup::new(&dom);
+    let (_backup, _) = StoredBackup::new(&dom);
     let _files = RmFiles("/root/lab/stale-xl.img /root/lab/stale-vdev.img");
     sh("truncate -s 16M /root/lab/stale-xl.img /root/lab/stale-vdev.img");
     sh(&format!(
@@ -620,11 +620,10 @@ async fn a_pending_removal_completed_later_removes_the_entry() {
         return;
     };
     let dom = domu();
-    let _backup = StoredBackup::new(&dom);
+    let (_backup, before) = StoredBackup::new(&dom);
     let imgs = "/root/lab/pend-k.img /root/lab/pend-l.img";
     let _files = RmFiles(imgs);
     sh(&format!("truncate -s 16M {imgs}"));
-    let before = stored_config(&dom);
     let disk = DeviceType::DISK;
     let mut refs = Vec::new();
     for dev in ["xvdk", "xvdl"] {

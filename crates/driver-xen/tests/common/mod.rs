@@ -189,11 +189,17 @@ pub fn entry<'a>(
 pub struct StoredBackup(String);
 
 impl StoredBackup {
-    pub fn new(name: &str) -> StoredBackup {
-        let file = dom0_ok(&format!(
-            "id=$(xl domid {name}); f=$(ls /var/lib/xen/userdata-d.$id.*.libxl-json); cp -p \"$f\" \"$f.vdev-backup\"; echo \"$f\""
+    /// The backup, and the configuration as [`stored_config`] reads it (one call into Domain-0).
+    pub fn new(name: &str) -> (StoredBackup, serde_json::Value) {
+        let out = dom0_ok(&format!(
+            r#"id=$(xl domid {name}); f=$(ls /var/lib/xen/userdata-d.$id.*.libxl-json); cp -p "$f" "$f.vdev-backup"; echo "$f"; tr -d '\0' < "$f""#
         ));
-        StoredBackup(file.trim().to_owned())
+        let (file, text) = out
+            .split_once('\n')
+            .expect("the file's name, then the file");
+        let config = serde_json::from_str(text)
+            .unwrap_or_else(|e| panic!("libxl's stored configuration: {e}: {text}"));
+        (StoredBackup(file.trim().to_owned()), config)
     }
 }
 
