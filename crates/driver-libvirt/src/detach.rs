@@ -274,7 +274,7 @@ async fn gone(inner: &Arc<Inner>, domain: &Domain, kind: Kind, alias: &str) -> R
         .call(move |inner| {
             let ctx = Context::new("detach", &d.name);
             let dom = inner.lookup(&d, &ctx)?;
-            let x = xml::parse_domain(&dom.xml_desc(0).map_err(|e| ctx.map(e.into()))?)?;
+            let x = xml::parse_domain(dom.xml_desc(0).map_err(|e| ctx.map(e.into()))?)?;
             Ok(!x.running
                 || !x
                     .devices

@@ -9,13 +9,15 @@ use vdev_core::Attributes;
 use crate::listing::Definitions;
 use crate::xml;
 
-/// A domain's XML as the listing, a detach and an update read it: parsed; each device element
+/// A domain's XML as the listing, a detach and an update read it: parsed (the one-pass reader
+/// giving what a tree gives, wherever the tree can read the text); each device element
 /// read alone and, when it parses, written again, which must read back the same element; then
 /// listed as a listing merges the live and the stored definitions: each reference once, even
 /// from XML that repeats an alias (libvirt never does). `passthrough` is one `xml.PATH=VALUE` attribute applied to each element as attach
 /// applies it: refused with an error or written, never a panic.
 pub fn domain_xml(text: &str, passthrough: (&str, &str)) {
-    let Ok(dom) = xml::parse_domain(text) else {
+    crate::read_tree::assert_readings_agree(text);
+    let Ok(dom) = xml::parse_domain(text.to_owned()) else {
         return;
     };
     let extra =

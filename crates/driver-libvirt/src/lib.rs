@@ -13,6 +13,9 @@ pub mod fuzzing;
 mod listing;
 mod metadata;
 mod profile;
+mod read;
+#[cfg(any(test, feature = "fuzzing"))]
+mod read_tree;
 mod schema;
 mod session;
 mod xml;

@@ -63,12 +63,9 @@ impl Definitions {
         // Parsed on that thread too: the two documents are parsed side by side.
         let stored = Beside::ask(move || {
             d2.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE)
-                .map(|x| xml::parse_domain(&x))
+                .map(xml::parse_domain)
         });
-        let current = d
-            .xml_desc(0)
-            .map_err(map)
-            .and_then(|x| xml::parse_domain(&x));
+        let current = d.xml_desc(0).map_err(map).and_then(xml::parse_domain);
         let (persistent, stored) = (persistent.answer()?, stored.answer()?);
         let current = current?;
         if !current.running {
@@ -97,7 +94,7 @@ impl Definitions {
         scope: Option<vdev_core::Scope>,
     ) -> Result<(Self, u32)> {
         let map = |e: virt::error::Error| ctx.map(e.into());
-        let current = xml::parse_domain(&d.xml_desc(0).map_err(map)?)?;
+        let current = xml::parse_domain(d.xml_desc(0).map_err(map)?)?;
         let flags = crate::driver::affect(scope, current.running);
         if !current.running {
             let defs = Definitions {
@@ -108,7 +105,7 @@ impl Definitions {
         }
         let stored = if flags & virt_sys::VIR_DOMAIN_AFFECT_CONFIG != 0 {
             Some(xml::parse_domain(
-                &d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).map_err(map)?,
+                d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).map_err(map)?,
             )?)
         } else {
             None
@@ -302,7 +299,7 @@ pub(crate) async fn kind_in_live_xml(inner: &Arc<Inner>, d: &Domain, alias: &str
         .call(move |inner| {
             let ctx = Context::new("read the domain", &d.name);
             let dom = inner.lookup(&d, &ctx)?;
-            let x = xml::parse_domain(&dom.xml_desc(0).map_err(|e| ctx.map(e.into()))?)?;
+            let x = xml::parse_domain(dom.xml_desc(0).map_err(|e| ctx.map(e.into()))?)?;
             Ok(x.devices
                 .iter()
                 .find(|dev| dev.alias.as_deref() == Some(alias.as_str()))

@@ -217,7 +217,7 @@ pub(crate) fn survey(conn: &Connect) -> Result<Seen> {
         let Some(uuid) = domain.uuid.clone() else {
             continue;
         };
-        let devices = xml::parse_domain(&text)
+        let devices = xml::parse_domain(text)
             .map(|x| {
                 x.devices
                     .into_iter()

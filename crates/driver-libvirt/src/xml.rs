@@ -1,4 +1,5 @@
-//! Domain XML: reading a domain's devices (with `roxmltree`), and writing device XML (a small
+//! Domain XML: what vdev reads of a domain (read in [`crate::read`]; a device element parsed
+//! as a tree with `roxmltree` when it is to be changed), and writing device XML (a small
 //! element tree, escaped on output), including the pass-through rule for `xml.*` attributes.
 
 use std::collections::BTreeSet;
@@ -235,7 +236,7 @@ pub(crate) struct DevXml {
     pub attrs: Vec<(&'static str, String)>,
     /// The domain XML it was read from, and where in it the element is: the element is made
     /// only when a detach or update needs it ([`DevXml::xml`], [`DevXml::el`]).
-    pub text: std::sync::Arc<str>,
+    pub text: std::sync::Arc<String>,
     pub range: std::ops::Range<usize>,
 }
 
@@ -307,171 +308,7 @@ pub(crate) struct DomXml {
     pub hypervisor: String,
 }
 
-/// Read a domain's XML.
-pub(crate) fn parse_domain(xml: &str) -> Result<DomXml> {
-    let doc = roxmltree::Document::parse(xml).map_err(|e| {
-        Error::backend_with(
-            crate::NAME,
-            "libvirt returned domain XML that does not parse",
-            e,
-        )
-    })?;
-    let text: std::sync::Arc<str> = xml.into();
-    let root = doc.root_element();
-    let mut d = DomXml {
-        running: root.attribute("id").is_some_and(|id| id != "-1"),
-        hypervisor: root.attribute("type").unwrap_or_default().to_owned(),
-        ..DomXml::default()
-    };
-    for top in root.children().filter(|n| n.is_element()) {
-        match top.tag_name().name() {
-            "metadata" => d.removals = metadata::read(top),
-            "devices" => {
-                for n in top.children().filter(|n| n.is_element()) {
-                    match n.tag_name().name() {
-                        "disk" => {
-                            let (dev, unit) = disk(n, &text);
-                            d.scsi_units.extend(unit);
-                            d.devices.push(dev);
-                        }
-                        "interface" => d.devices.push(nic(n, &text)),
-                        "controller" if n.attribute("type") == Some("scsi") => {
-                            if let Some(i) = n.attribute("index").and_then(|v| v.parse().ok()) {
-                                d.scsi_controllers.push(i);
-                            }
-                        }
-                        "emulator" => d.emulator = n.text().map(|t| t.trim().to_owned()),
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    Ok(d)
-}
-
-/// The children of a device element vdev reads, found in one pass.
-#[derive(Default)]
-struct Parts<'a, 'i> {
-    source: Option<roxmltree::Node<'a, 'i>>,
-    target: Option<roxmltree::Node<'a, 'i>>,
-    driver: Option<roxmltree::Node<'a, 'i>>,
-    readonly: bool,
-    serial: Option<roxmltree::Node<'a, 'i>>,
-    alias: Option<roxmltree::Node<'a, 'i>>,
-    address: Option<roxmltree::Node<'a, 'i>>,
-    mac: Option<roxmltree::Node<'a, 'i>>,
-    model: Option<roxmltree::Node<'a, 'i>>,
-    link: Option<roxmltree::Node<'a, 'i>>,
-}
-
-fn parts<'a, 'i>(n: roxmltree::Node<'a, 'i>) -> Parts<'a, 'i> {
-    let mut p = Parts::default();
-    for c in n.children().filter(|c| c.is_element()) {
-        let slot = match c.tag_name().name() {
-            "source" => &mut p.source,
-            "target" => &mut p.target,
-            "driver" => &mut p.driver,
-            "serial" => &mut p.serial,
-            "alias" => &mut p.alias,
-            "address" => &mut p.address,
-            "mac" => &mut p.mac,
-            "model" => &mut p.model,
-            "link" => &mut p.link,
-            "readonly" => {
-                p.readonly = true;
-                continue;
-            }
-            _ => continue,
-        };
-        slot.get_or_insert(c);
-    }
-    p
-}
-
-/// A disk, and its SCSI (controller, unit) where it has a drive address on a SCSI bus.
-fn disk(n: roxmltree::Node<'_, '_>, text: &std::sync::Arc<str>) -> (DevXml, Option<(u32, u32)>) {
-    let p = parts(n);
-    let mut attrs = Vec::with_capacity(10);
-    let mut put = |k: &'static str, v: Option<&str>| {
-        if let Some(v) = v {
-            attrs.push((k, v.to_owned()));
-        }
-    };
-    put(
-        "source",
-        p.source.and_then(|s| {
-            s.attribute("file")
-                .or_else(|| s.attribute("dev"))
-                .or_else(|| s.attribute("name"))
-                .or_else(|| s.attribute("volume"))
-        }),
-    );
-    put("type", n.attribute("type"));
-    put("format", p.driver.and_then(|d| d.attribute("type")));
-    put("media", n.attribute("device"));
-    let bus = p.target.and_then(|t| t.attribute("bus"));
-    put("bus", bus);
-    let target = p.target.and_then(|t| t.attribute("dev"));
-    put("target", target);
-    put("readonly", Some(if p.readonly { "true" } else { "false" }));
-    put("serial", p.serial.and_then(|s| s.text()));
-    if n.attribute("device") == Some("cdrom") {
-        put("tray", p.target.and_then(|t| t.attribute("tray")));
-    }
-    let unit = p
-        .address
-        .filter(|a| a.attribute("type") == Some("drive") && bus == Some("scsi"))
-        .and_then(|a| {
-            let num = |k| a.attribute(k).and_then(|v: &str| v.parse().ok());
-            Some((num("controller")?, num("unit")?))
-        });
-    let dev = DevXml {
-        kind: Kind::Disk,
-        alias: p.alias.and_then(|a| a.attribute("name")).map(str::to_owned),
-        key: target.unwrap_or_default().to_owned(),
-        attrs,
-        text: text.clone(),
-        range: n.range(),
-    };
-    (dev, unit)
-}
-
-fn nic(n: roxmltree::Node<'_, '_>, text: &std::sync::Arc<str>) -> DevXml {
-    let p = parts(n);
-    let mut attrs = Vec::with_capacity(7);
-    let mut put = |k: &'static str, v: Option<&str>| {
-        if let Some(v) = v {
-            attrs.push((k, v.to_owned()));
-        }
-    };
-    put("netdev", n.attribute("type"));
-    put(
-        "source",
-        p.source.and_then(|s| {
-            s.attribute("network")
-                .or_else(|| s.attribute("bridge"))
-                .or_else(|| s.attribute("dev"))
-        }),
-    );
-    put("model", p.model.and_then(|m| m.attribute("type")));
-    let mac = p.mac.and_then(|m| m.attribute("address"));
-    put("mac", mac);
-    put(
-        "link",
-        Some(p.link.and_then(|l| l.attribute("state")).unwrap_or("up")),
-    );
-    put("ifname", p.target.and_then(|t| t.attribute("dev")));
-    DevXml {
-        kind: Kind::Nic,
-        alias: p.alias.and_then(|a| a.attribute("name")).map(str::to_owned),
-        key: mac.unwrap_or_default().to_ascii_lowercase(),
-        attrs,
-        text: text.clone(),
-        range: n.range(),
-    }
-}
+pub(crate) use crate::read::parse_domain;
 
 /// The `index`-th target name with `prefix`: 0 → `sda`, 25 → `sdz`, 26 → `sdaa`, as Linux
 /// and libvirt name disks.
@@ -605,7 +442,8 @@ mod tests {
     </interface>
   </devices>
 </domain>"#;
-        let d = parse_domain(xml).unwrap();
+        crate::read_tree::assert_readings_agree(xml);
+        let d = parse_domain(xml.to_owned()).unwrap();
         assert!(d.running);
         assert_eq!(d.scsi_controllers, vec![0]);
         assert!(d.scsi_units.contains(&(0, 3)));

@@ -1,0 +1,448 @@
+//! Reading a domain's XML in one pass, with `quick-xml`'s pull reader: only what vdev lists is
+//! taken (the root's `id` and `type`, vdev's metadata, the devices' elements and their direct
+//! children), and nothing is built for the rest of the document. A listing of a domain with
+//! hundreds of disks spends most of its time here; see docs/design/0015 ("Reading the XML").
+//!
+//! Values are read as an XML reader gives them: entities and character references resolved,
+//! attribute values normalised (XML 1.0, §3.3.3). A device's element is kept as a range of the
+//! document's text, parsed as a tree only when a detach or an update needs it
+//! ([`DevXml::el`](crate::xml::DevXml::el)).
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use quick_xml::events::{BytesStart, Event};
+use quick_xml::Reader;
+use vdev_core::{Error, Result};
+
+use crate::metadata;
+use crate::xml::{DevXml, DomXml, Kind};
+
+/// The children of a device element vdev reads: the first of each name.
+#[derive(Default)]
+struct Parts<'a> {
+    source: Option<BytesStart<'a>>,
+    target: Option<BytesStart<'a>>,
+    driver: Option<BytesStart<'a>>,
+    readonly: bool,
+    serial_seen: bool,
+    serial: Option<String>,
+    alias: Option<BytesStart<'a>>,
+    address: Option<BytesStart<'a>>,
+    mac: Option<BytesStart<'a>>,
+    model: Option<BytesStart<'a>>,
+    link: Option<BytesStart<'a>>,
+}
+
+impl<'a> Parts<'a> {
+    /// Keep `child` (a direct child of the device) if it is the first of a name vdev reads.
+    /// Whether its text is wanted (a first `serial`).
+    fn keep(&mut self, child: &BytesStart<'a>) -> bool {
+        let slot = match child.local_name().as_ref() {
+            "source" => &mut self.source,
+            "target" => &mut self.target,
+            "driver" => &mut self.driver,
+            "alias" => &mut self.alias,
+            "address" => &mut self.address,
+            "mac" => &mut self.mac,
+            "model" => &mut self.model,
+            "link" => &mut self.link,
+            "readonly" => {
+                self.readonly = true;
+                return false;
+            }
+            "serial" => return !std::mem::replace(&mut self.serial_seen, true),
+            _ => return false,
+        };
+        if slot.is_none() {
+            *slot = Some(child.clone());
+        }
+        false
+    }
+}
+
+/// The value of attribute `name` of `e`, as a reader gives it.
+fn attr<'b>(e: Option<&'b BytesStart<'_>>, name: &str) -> Option<Cow<'b, str>> {
+    let a = e?
+        .attributes()
+        .with_checks(false)
+        .flatten()
+        .find(|a| a.key.as_ref() == name)?;
+    match a.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
+        Ok(v) => Some(v),
+        Err(_) => lenient(&a.value).map(Cow::Owned),
+    }
+}
+
+/// A value with a reference the reader refuses, read as a tree reads it: a character
+/// reference to what is not a character (`&#xFFFFFF;`) is U+FFFD; an unknown entity leaves no
+/// value.
+fn lenient(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut rest = raw;
+    while let Some(i) = rest.find(['&', '\t', '\n', '\r']) {
+        out.push_str(&rest[..i]);
+        let c = rest[i..].chars().next().expect("found");
+        if c != '&' {
+            // Literal white space is normalised; `\r\n` counts once.
+            out.push(' ');
+            rest = rest[i + 1..].strip_prefix(if c == '\r' { "\n" } else { "" })?;
+            continue;
+        }
+        let end = rest[i..].find(';')? + i;
+        let name = &rest[i + 1..end];
+        let code = match name.strip_prefix("#x") {
+            Some(hex) => Some(u32::from_str_radix(hex, 16).ok()),
+            None => name.strip_prefix('#').map(|dec| dec.parse().ok()),
+        };
+        match code {
+            Some(n) => out.push(n.and_then(char::from_u32).unwrap_or('\u{fffd}')),
+            None => out.push_str(quick_xml::escape::resolve_predefined_entity(name)?),
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The first of `names` that `e` has.
+fn first_attr<'b>(e: Option<&'b BytesStart<'_>>, names: &[&str]) -> Option<Cow<'b, str>> {
+    names.iter().find_map(|n| attr(e, n))
+}
+
+/// A device element being read: its kind, its own attributes, its children so far, where it
+/// starts.
+struct Open<'a> {
+    kind: Kind,
+    el: BytesStart<'a>,
+    parts: Parts<'a>,
+    start: usize,
+}
+
+fn unparsable(e: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::backend_with(
+        crate::NAME,
+        "libvirt returned domain XML that does not parse",
+        e,
+    )
+}
+
+/// What is wrong with a document the reader took apart without an error.
+#[derive(Debug, thiserror::Error)]
+enum Malformed {
+    #[error("the document does not have exactly one root element")]
+    Root,
+    #[error("the entity &{0}; is not one of XML's own")]
+    Entity(String),
+}
+
+/// Read a domain's XML (see the module's documentation).
+pub(crate) fn parse_domain(xml: String) -> Result<DomXml> {
+    let text: Arc<String> = Arc::new(xml);
+    // The reader counts positions after a byte order mark: read what follows it.
+    let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let base = text.len() - body.len();
+    let mut reader = Reader::from_str(body);
+    let mut d = DomXml::default();
+    let mut st = State::default();
+    loop {
+        let before = base + reader.buffer_position() as usize;
+        let ev = reader.read_event().map_err(unparsable)?;
+        let after = base + reader.buffer_position() as usize;
+        match ev {
+            Event::Start(e) => st.start(&mut d, &text, e, false, before, after)?,
+            Event::Empty(e) => st.start(&mut d, &text, e, true, before, after)?,
+            Event::End(_) => st.end(&mut d, &text, after),
+            Event::Text(t) => st.push_text(&t.xml10_content()),
+            Event::CData(t) => st.push_text(&t),
+            Event::GeneralRef(g) => {
+                if st.collecting.is_some() {
+                    let c = g.resolve_char_ref().map_err(unparsable)?;
+                    match c {
+                        Some(c) => st.push_text(c.encode_utf8(&mut [0; 4])),
+                        None => {
+                            let name = g.xml10_content();
+                            let v = quick_xml::escape::resolve_predefined_entity(&name)
+                                .ok_or_else(|| unparsable(Malformed::Entity(name.into_owned())))?;
+                            st.push_text(v);
+                        }
+                    }
+                }
+            }
+            Event::Comment(_) => st.end_text(&mut d),
+            Event::Eof => break,
+            Event::Decl(_) | Event::PI(_) | Event::DocType(_) => {}
+        }
+    }
+    if !st.root_seen || st.depth != 0 {
+        return Err(unparsable(Malformed::Root));
+    }
+    Ok(d)
+}
+
+/// Where the reader is.
+#[derive(Default)]
+struct State<'a> {
+    /// Elements open, the root being 1.
+    depth: usize,
+    root_seen: bool,
+    in_devices: bool,
+    metadata_start: Option<usize>,
+    device: Option<Open<'a>>,
+    /// A text being read: its element's depth, whether it is the emulator's (else a device's
+    /// serial), the text so far.
+    collecting: Option<(usize, bool, String)>,
+}
+
+impl<'a> State<'a> {
+    fn start(
+        &mut self,
+        d: &mut DomXml,
+        text: &Arc<String>,
+        e: BytesStart<'a>,
+        empty: bool,
+        before: usize,
+        after: usize,
+    ) -> Result<()> {
+        // A child element ends the text of its parent (a tree's first text node).
+        self.end_text(d);
+        self.depth += 1;
+        match self.depth {
+            1 => {
+                if self.root_seen {
+                    return Err(unparsable(Malformed::Root));
+                }
+                self.root_seen = true;
+                d.running = attr(Some(&e), "id").is_some_and(|id| id != "-1");
+                d.hypervisor = attr(Some(&e), "type").unwrap_or_default().into_owned();
+            }
+            2 => match e.local_name().as_ref() {
+                "metadata" if !empty => self.metadata_start = Some(before),
+                "devices" if !empty => self.in_devices = true,
+                _ => {}
+            },
+            3 if self.in_devices => match e.local_name().as_ref() {
+                name @ ("disk" | "interface") => {
+                    let open = Open {
+                        kind: if name == "disk" {
+                            Kind::Disk
+                        } else {
+                            Kind::Nic
+                        },
+                        el: e.clone(),
+                        parts: Parts::default(),
+                        start: before,
+                    };
+                    if empty {
+                        push_device(d, open, text, after);
+                    } else {
+                        self.device = Some(open);
+                    }
+                }
+                "controller" if attr(Some(&e), "type").as_deref() == Some("scsi") => {
+                    if let Some(i) = attr(Some(&e), "index").and_then(|v| v.parse().ok()) {
+                        d.scsi_controllers.push(i);
+                    }
+                }
+                "emulator" if !empty => self.collecting = Some((3, true, String::new())),
+                _ => {}
+            },
+            4 => {
+                if let Some(dev) = &mut self.device {
+                    if dev.parts.keep(&e) && !empty {
+                        self.collecting = Some((4, false, String::new()));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if empty {
+            self.depth -= 1;
+        }
+        Ok(())
+    }
+
+    fn end(&mut self, d: &mut DomXml, text: &Arc<String>, after: usize) {
+        self.end_text(d);
+        match self.depth {
+            2 => {
+                self.in_devices = false;
+                if let Some(start) = self.metadata_start.take() {
+                    d.removals = read_metadata(&text[start..after]);
+                }
+            }
+            3 => {
+                if let Some(open) = self.device.take() {
+                    push_device(d, open, text, after);
+                }
+            }
+            _ => {}
+        }
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    fn push_text(&mut self, t: &str) {
+        if let Some((_, _, s)) = &mut self.collecting {
+            s.push_str(t);
+        }
+    }
+
+    /// The text being read is complete: kept where it belongs.
+    fn end_text(&mut self, d: &mut DomXml) {
+        let Some((_, emulator, t)) = self.collecting.take() else {
+            return;
+        };
+        // An element without text has none (`<serial></serial>` as `<serial/>`).
+        if t.is_empty() {
+            return;
+        }
+        if emulator {
+            d.emulator = Some(t.trim().to_owned());
+        } else if let Some(dev) = &mut self.device {
+            dev.parts.serial = Some(t);
+        }
+    }
+}
+
+/// vdev's records in the `<metadata>` element (its text, `start..end` of the document): read
+/// as a tree, being small; none if it does not parse alone.
+fn read_metadata(element: &str) -> Vec<metadata::Record> {
+    match roxmltree::Document::parse(element) {
+        Ok(doc) => metadata::read(doc.root_element()),
+        Err(e) => {
+            tracing::debug!(error = %e, "the domain's metadata does not parse alone");
+            Vec::new()
+        }
+    }
+}
+
+/// The device read, with its element's range `open.start..end` of the document.
+fn push_device(d: &mut DomXml, open: Open<'_>, text: &Arc<String>, end: usize) {
+    let Open {
+        kind,
+        el,
+        parts: p,
+        start,
+    } = open;
+    let mut attrs = Vec::with_capacity(10);
+    let mut put = |k: &'static str, v: Option<Cow<'_, str>>| {
+        if let Some(v) = v {
+            attrs.push((k, v.into_owned()));
+        }
+    };
+    let (alias, key) = match kind {
+        Kind::Disk => {
+            put(
+                "source",
+                first_attr(p.source.as_ref(), &["file", "dev", "name", "volume"]),
+            );
+            put("type", attr(Some(&el), "type"));
+            put("format", attr(p.driver.as_ref(), "type"));
+            let media = attr(Some(&el), "device");
+            let cdrom = media.as_deref() == Some("cdrom");
+            put("media", media);
+            let bus = attr(p.target.as_ref(), "bus");
+            let scsi = bus.as_deref() == Some("scsi");
+            put("bus", bus);
+            let target = attr(p.target.as_ref(), "dev");
+            let key = target.as_deref().unwrap_or_default().to_owned();
+            put("target", target);
+            put(
+                "readonly",
+                Some(Cow::Borrowed(if p.readonly { "true" } else { "false" })),
+            );
+            put("serial", p.serial.map(Cow::Owned));
+            if cdrom {
+                put("tray", attr(p.target.as_ref(), "tray"));
+            }
+            if scsi && attr(p.address.as_ref(), "type").as_deref() == Some("drive") {
+                let num = |k| attr(p.address.as_ref(), k).and_then(|v| v.parse().ok());
+                if let (Some(c), Some(u)) = (num("controller"), num("unit")) {
+                    d.scsi_units.insert((c, u));
+                }
+            }
+            (attr(p.alias.as_ref(), "name"), key)
+        }
+        Kind::Nic => {
+            put("netdev", attr(Some(&el), "type"));
+            put(
+                "source",
+                first_attr(p.source.as_ref(), &["network", "bridge", "dev"]),
+            );
+            put("model", attr(p.model.as_ref(), "type"));
+            let mac = attr(p.mac.as_ref(), "address");
+            let key = mac.as_deref().unwrap_or_default().to_ascii_lowercase();
+            put("mac", mac);
+            put(
+                "link",
+                Some(attr(p.link.as_ref(), "state").unwrap_or(Cow::Borrowed("up"))),
+            );
+            put("ifname", attr(p.target.as_ref(), "dev"));
+            (attr(p.alias.as_ref(), "name"), key)
+        }
+    };
+    d.devices.push(DevXml {
+        kind,
+        alias: alias.map(Cow::into_owned),
+        key,
+        attrs,
+        text: Arc::clone(text),
+        range: start..end,
+    });
+}
+#[cfg(test)]
+mod tests {
+    use crate::read_tree::assert_readings_agree;
+
+    /// Texts where a one-pass reader could go wrong, each read as the tree reads it: positions
+    /// after a byte order mark, entities and character references in values and text,
+    /// attribute value normalisation, CDATA, comments, nested elements of the same names
+    /// (a backing store's source), empty and repeated children.
+    #[test]
+    fn the_reader_reads_what_the_tree_reads() {
+        let dev = "<devices><emulator> /usr/bin/q&amp;emu </emulator>\
+            <disk type='file' device='cdrom'><source file='/a&apos;b&#x41;\tc' index='2'/>\
+            <backingStore type='file'><source file='/base.img'/></backingStore>\
+            <target dev='sdb' bus='scsi' tray='open'/><serial>S<![CDATA[<1>]]>&lt;2</serial>\
+            <serial>second</serial><readonly/><alias name='ua-x'/>\
+            <address type='drive' controller='0' bus='0' target='0' unit='7'/></disk>\
+            <disk type='block' device='disk'><serial></serial><source dev='/dev/sdz'/></disk><disk/>\
+            <interface type='bridge'><mac address='52:54:00:AB:CD:EF'/><source bridge='br0'/>\
+            <!-- c --><link state='down'/><alias name='net1'/></interface>\
+            <controller type='scsi' index='2'/></devices>";
+        for xml in [
+            format!("\u{feff}<domain type='qemu' id='4'>{dev}</domain>"),
+            format!("<?xml version='1.0'?>\n<!-- x -->\n<domain type='kvm' id='-1'>\r\n{dev}</domain>"),
+            format!("<domain type='qemu' id='2'>{}</domain>", dev.replace("name='net1'", "name='n&#xFFFFFF;1&#x41;\t'")),
+            format!("<domain type='xen'><metadata><vdev:removal xmlns:vdev='urn:vdev:libvirt:removal:1:disk:ua-x' type='disk' ref='ua-x' state='pending' at='1'/></metadata>{dev}</domain>"),
+        ] {
+            assert_readings_agree(&xml);
+            let d = crate::read::parse_domain(xml.clone()).expect("reads");
+            assert_eq!(d.devices.len(), 4, "{xml}");
+            // The element's range is the element, as libvirt wrote it.
+            assert!(d.devices[0].xml().starts_with("<disk type='file'"));
+            assert!(d.devices[0].xml().ends_with("</disk>"));
+        }
+        let none = "<domain><devices/></domain>";
+        assert_readings_agree(none);
+        assert!(crate::read::parse_domain(none.to_owned())
+            .unwrap()
+            .devices
+            .is_empty());
+    }
+
+    /// What is not XML is an error, never a device list made of it.
+    #[test]
+    fn what_is_not_xml_is_refused() {
+        for bad in [
+            "",
+            "<domain>",
+            "<domain></other>",
+            "<a/><b/>",
+            "<domain><devices><emulator>&nosuch;</emulator></devices></domain>",
+        ] {
+            let r = crate::read::parse_domain(bad.to_owned());
+            assert!(r.is_err(), "{bad:?}: {r:?}");
+        }
+    }
+}
