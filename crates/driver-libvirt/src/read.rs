@@ -143,6 +143,9 @@ pub(crate) fn parse_domain(xml: String) -> Result<DomXml> {
     let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
     let base = text.len() - body.len();
     let mut reader = Reader::from_str(body);
+    // Elements are matched by depth; a tree reader is lenient about end tags that spell the
+    // name differently (`</:disk>`), and so is this one.
+    reader.config_mut().check_end_names = false;
     let mut d = DomXml::default();
     let mut st = State::default();
     loop {
@@ -437,7 +440,6 @@ mod tests {
         for bad in [
             "",
             "<domain>",
-            "<domain></other>",
             "<a/><b/>",
             "<domain><devices><emulator>&nosuch;</emulator></devices></domain>",
         ] {
