@@ -61,13 +61,13 @@ impl<'a> Parts<'a> {
     }
 }
 
-/// The value of attribute `name` of `e`, as a reader gives it.
+/// The value of attribute `name` of `e`, as a reader gives it. An empty prefix (`:file`) is
+/// no prefix, as the tree reads it.
 fn attr<'b>(e: Option<&'b BytesStart<'_>>, name: &str) -> Option<Cow<'b, str>> {
-    let a = e?
-        .attributes()
-        .with_checks(false)
-        .flatten()
-        .find(|a| a.key.as_ref() == name)?;
+    let a = e?.attributes().with_checks(false).flatten().find(|a| {
+        let key: &str = a.key.as_ref();
+        key == name || key.strip_prefix(':') == Some(name)
+    })?;
     match a.normalized_value(quick_xml::XmlVersion::Implicit1_0) {
         Ok(v) => Some(v),
         Err(_) => lenient(&a.value).map(Cow::Owned),
@@ -399,7 +399,7 @@ mod tests {
 
     /// Texts where a one-pass reader could go wrong, each read as the tree reads it: positions
     /// after a byte order mark, entities and character references in values and text,
-    /// attribute value normalisation, CDATA, comments, nested elements of the same names
+    /// attribute value normalisation, an attribute with an empty prefix (`:file`), CDATA, comments, nested elements of the same names
     /// (a backing store's source), empty and repeated children.
     #[test]
     fn the_reader_reads_what_the_tree_reads() {
@@ -417,6 +417,7 @@ mod tests {
             format!("\u{feff}<domain type='qemu' id='4'>{dev}</domain>"),
             format!("<?xml version='1.0'?>\n<!-- x -->\n<domain type='kvm' id='-1'>\r\n{dev}</domain>"),
             format!("<domain type='qemu' id='2'>{}</domain>", dev.replace("name='net1'", "name='n&#xFFFFFF;1&#x41;\t'")),
+            format!("<domain type='qemu'>{}</domain>", dev.replace("<source file='/a", "<source :file='/a")),
             format!("<domain type='xen'><metadata><vdev:removal xmlns:vdev='urn:vdev:libvirt:removal:1:disk:ua-x' type='disk' ref='ua-x' state='pending' at='1'/></metadata>{dev}</domain>"),
         ] {
             assert_readings_agree(&xml);
