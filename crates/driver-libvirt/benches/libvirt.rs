@@ -8,10 +8,13 @@
 //!   the same calls, both documents parsed with the same XML parser);
 //! - one-shot `vdev attach` and `vdev devices` (the vdev command built with the `libvirt`
 //!   feature, release) beside a minimal `virt` program doing the same calls (this bench's
-//!   binary run with `--virt-attach` / `--virt-devices`: open, lookup by name, the call(s)).
+//!   binary run with `--virt-attach` / `--virt-devices`: open, lookup by name, the call(s)),
+//!   and `vdev attach` beside that program doing first what vdev must before an attach
+//!   (`--virt-attach-read`: the domain's state and its live XML, to choose a target).
 //!
 //! Goals (issue 22): attach and listing at most 1.10x the direct calls; one-shot commands within
-//! 1.10x of the minimal program. Medians; runs interleaved so that drift hits both sides.
+//! 1.10x of the minimal program. Medians; runs interleaved so that drift hits both sides, and
+//! for the one-shot commands which one goes first rotates.
 //!
 //! `cargo bench -p vdev-driver-libvirt` (needs what scripts/install-test-deps.sh installs).
 
@@ -28,7 +31,7 @@ use vdev_driver_libvirt as _;
 use virt::connect::Connect;
 
 const RUNS: usize = 30;
-const ONE_SHOT_RUNS: usize = 15;
+const ONE_SHOT_RUNS: usize = 60;
 const LISTED: usize = 500;
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -81,10 +84,23 @@ fn disk_xml(img: &Path, target: &str, unit: usize, alias: &str) -> String {
     )
 }
 
-/// The minimal program: open, look the domain up by name, attach the XML in a file, live.
-fn virt_attach(uri: &str, domain: &str, xml_file: &str) {
+/// The minimal program: open, look the domain up by name, attach the XML in a file, live; with
+/// `read_first`, also what vdev's attach needs before attaching (the
+/// domain's state with the lookup, and the live XML parsed, from which vdev chooses a free target
+/// and SCSI unit, which this program is given).
+fn virt_attach(uri: &str, domain: &str, xml_file: &str, read_first: bool) {
     let c = Connect::open(Some(uri)).expect("open");
     let d = c.lookup_domain_by_name(domain).expect("lookup");
+    if read_first {
+        let _ = d.state().expect("state");
+        let live = d.xml_desc(0).expect("xml");
+        let doc = roxmltree::Document::parse(&live).expect("parse");
+        let targets = doc
+            .descendants()
+            .filter(|n| n.has_tag_name("target"))
+            .count();
+        assert!(targets > 0, "a domain with disks");
+    }
     let xml = std::fs::read_to_string(xml_file).expect("xml");
     d.attach_device_flags(&xml, virt_sys::VIR_DOMAIN_AFFECT_LIVE)
         .expect("attach");
@@ -114,7 +130,8 @@ fn virt_devices(uri: &str, domain: &str) {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("--virt-attach") => return virt_attach(&args[2], &args[3], &args[4]),
+        Some("--virt-attach") => return virt_attach(&args[2], &args[3], &args[4], false),
+        Some("--virt-attach-read") => return virt_attach(&args[2], &args[3], &args[4], true),
         Some("--virt-devices") => return virt_devices(&args[2], &args[3]),
         _ => {}
     }
@@ -263,6 +280,16 @@ fn time(cmd: &mut Command) -> Duration {
     took
 }
 
+/// Time each command once, the first one timed moving by one each turn: a command that follows
+/// an attach meets libvirtd still finishing it, so a fixed order would charge that to one side.
+fn in_turns(turn: usize, runs: &mut [(Command, &mut Vec<Duration>)]) {
+    let n = runs.len();
+    for k in 0..n {
+        let (cmd, took) = &mut runs[(turn + k) % n];
+        took.push(time(cmd));
+    }
+}
+
 fn one_shot(lv: &Libvirtd) {
     let vdev = match vdev_command() {
         Ok(p) => p,
@@ -273,39 +300,54 @@ fn one_shot(lv: &Libvirtd) {
     };
     let me = std::env::current_exe().expect("this bench");
     let uri = lv.vdev_uri();
-    let (mut a_vdev, mut a_virt, mut l_vdev, mut l_virt) = (vec![], vec![], vec![], vec![]);
+    let (mut a_vdev, mut a_virt, mut a_read) = (vec![], vec![], vec![]);
+    let (mut l_vdev, mut l_virt) = (vec![], vec![]);
+    // The listings run after all the attaches, on the same domain.
     for i in 0..ONE_SHOT_RUNS {
         let img = lv.image(&format!("o{i}.raw"));
-        a_vdev.push(time(Command::new(&vdev).args([
-            "-c",
-            &uri,
-            "attach",
-            "oneshot",
-            "disk",
-            &format!("source={}", img.display()),
-        ])));
-        let img = lv.image(&format!("p{i}.raw"));
-        let xml = lv.dir.path().join(format!("p{i}.xml"));
-        std::fs::write(
-            &xml,
-            disk_xml(&img, &target(2000 + i), 1000 + i, &format!("ua-p-{i}")),
-        )
-        .expect("xml");
-        a_virt.push(time(Command::new(&me).args([
-            "--virt-attach",
-            &lv.uri,
-            "oneshot",
-            xml.to_str().expect("utf-8"),
-        ])));
-        l_vdev.push(time(
-            Command::new(&vdev).args(["-c", &uri, "devices", "oneshot", "disk"]),
-        ));
-        l_virt.push(time(Command::new(&me).args([
-            "--virt-devices",
-            &lv.uri,
-            "oneshot",
-        ])));
+        let source = format!("source={}", img.display());
+        let mut by_vdev = Command::new(&vdev);
+        by_vdev.args(["-c", &uri, "attach", "oneshot", "disk", &source]);
+        let [direct, read_first] = ["p", "q"].map(|side| {
+            let n = if side == "p" { i } else { ONE_SHOT_RUNS + i };
+            let img = lv.image(&format!("{side}{i}.raw"));
+            let xml = lv.dir.path().join(format!("{side}{i}.xml"));
+            std::fs::write(
+                &xml,
+                disk_xml(&img, &target(2000 + n), 1000 + n, &format!("ua-{side}-{i}")),
+            )
+            .expect("xml");
+            let mut c = Command::new(&me);
+            let mode = if side == "p" {
+                "--virt-attach"
+            } else {
+                "--virt-attach-read"
+            };
+            c.args([mode, &lv.uri, "oneshot", xml.to_str().expect("utf-8")]);
+            c
+        });
+        in_turns(
+            i,
+            &mut [
+                (by_vdev, &mut a_vdev),
+                (direct, &mut a_virt),
+                (read_first, &mut a_read),
+            ],
+        );
     }
+    for i in 0..ONE_SHOT_RUNS {
+        let mut by_vdev = Command::new(&vdev);
+        by_vdev.args(["-c", &uri, "devices", "oneshot", "disk"]);
+        let mut direct = Command::new(&me);
+        direct.args(["--virt-devices", &lv.uri, "oneshot"]);
+        in_turns(i, &mut [(by_vdev, &mut l_vdev), (direct, &mut l_virt)]);
+    }
+    row(
+        "one-shot `vdev attach` / the same, reading first",
+        a_vdev.clone(),
+        a_read,
+        "",
+    );
     row(
         "one-shot `vdev attach` / minimal virt program",
         a_vdev,
