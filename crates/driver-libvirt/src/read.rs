@@ -84,9 +84,13 @@ fn lenient(raw: &str) -> Option<String> {
         out.push_str(&rest[..i]);
         let c = rest[i..].chars().next().expect("found");
         if c != '&' {
-            // Literal white space is normalised; `\r\n` counts once.
+            // Literal white space is normalised; `\r\n` counts once, a `\r` alone too.
             out.push(' ');
-            rest = rest[i + 1..].strip_prefix(if c == '\r' { "\n" } else { "" })?;
+            let after = &rest[i + 1..];
+            rest = match c {
+                '\r' => after.strip_prefix('\n').unwrap_or(after),
+                _ => after,
+            };
             continue;
         }
         let end = rest[i..].find(';')? + i;
@@ -417,6 +421,7 @@ mod tests {
             format!("\u{feff}<domain type='qemu' id='4'>{dev}</domain>"),
             format!("<?xml version='1.0'?>\n<!-- x -->\n<domain type='kvm' id='-1'>\r\n{dev}</domain>"),
             format!("<domain type='qemu' id='2'>{}</domain>", dev.replace("name='net1'", "name='n&#xFFFFFF;1&#x41;\t'")),
+            format!("<domain type='qemu' id='3'>{}</domain>", dev.replace("name='net1'", "name='n&#xFFFFFF;1\r2\r\n3'")),
             format!("<domain type='qemu'>{}</domain>", dev.replace("<source file='/a", "<source :file='/a")),
             format!("<domain type='xen'><metadata><vdev:removal xmlns:vdev='urn:vdev:libvirt:removal:1:disk:ua-x' type='disk' ref='ua-x' state='pending' at='1'/></metadata>{dev}</domain>"),
         ] {
