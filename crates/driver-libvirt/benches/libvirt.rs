@@ -308,8 +308,11 @@ fn one_shot(lv: &Libvirtd) {
         let source = format!("source={}", img.display());
         let mut by_vdev = Command::new(&vdev);
         by_vdev.args(["-c", &uri, "attach", "oneshot", "disk", &source]);
-        let [direct, read_first] = ["p", "q"].map(|side| {
-            let n = if side == "p" { i } else { ONE_SHOT_RUNS + i };
+        let [direct, read_first] = [
+            ("p", i, "--virt-attach"),
+            ("q", ONE_SHOT_RUNS + i, "--virt-attach-read"),
+        ]
+        .map(|(side, n, mode)| {
             let img = lv.image(&format!("{side}{i}.raw"));
             let xml = lv.dir.path().join(format!("{side}{i}.xml"));
             std::fs::write(
@@ -318,11 +321,6 @@ fn one_shot(lv: &Libvirtd) {
             )
             .expect("xml");
             let mut c = Command::new(&me);
-            let mode = if side == "p" {
-                "--virt-attach"
-            } else {
-                "--virt-attach-read"
-            };
             c.args([mode, &lv.uri, "oneshot", xml.to_str().expect("utf-8")]);
             c
         });
