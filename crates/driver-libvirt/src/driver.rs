@@ -185,12 +185,11 @@ impl Inner {
     }
 }
 
-/// A vdev domain from a libvirt one.
+/// A vdev domain from a libvirt one, with its run state (a round trip to libvirtd).
 pub(crate) fn to_domain(d: &virt::domain::Domain) -> std::result::Result<Domain, LibvirtError> {
     use virt::domain::DomainState as S;
     use virt::enumutil::Enum;
-    let name = d.name()?;
-    let uuid = d.uuid_string()?;
+    let domain = identity(d)?;
     let (state, _) = d.state()?;
     let state = match state {
         Enum::Known(S::Running) => RunState::Running,
@@ -202,7 +201,13 @@ pub(crate) fn to_domain(d: &virt::domain::Domain) -> std::result::Result<Domain,
         Enum::Known(S::PMSuspended) => RunState::Suspended,
         _ => RunState::Unknown,
     };
-    Ok(Domain::new(d.id(), name).with_uuid(uuid).with_state(state))
+    Ok(domain.with_state(state))
+}
+
+/// A vdev domain from a libvirt one without its run state: the id, name and UUID come with
+/// libvirt's handle, no round trip.
+fn identity(d: &virt::domain::Domain) -> std::result::Result<Domain, LibvirtError> {
+    Ok(Domain::new(d.id(), d.name()?).with_uuid(d.uuid_string()?))
 }
 
 /// libvirt's `VIR_DOMAIN_AFFECT_*` flags for a scope; `None` is libvirt's CURRENT: the running
@@ -247,6 +252,29 @@ impl LibvirtDriver {
         tokio::spawn(translate(Arc::downgrade(&inner), inner.raw.subscribe()));
         tokio::spawn(session::keep(Arc::downgrade(&inner), health));
         Ok(LibvirtDriver { inner })
+    }
+
+    /// Look a domain up, with its run state when `state`.
+    async fn find(&self, key: &DomainKey, state: bool) -> Result<Domain> {
+        let key = key.clone();
+        self.inner
+            .call(move |inner| {
+                let ctx = Context::new("look up the domain", &key.to_string());
+                let conn = inner.conn();
+                let d = match &key {
+                    DomainKey::Id(id) => conn.lookup_domain_by_id(*id),
+                    DomainKey::Uuid(u) => conn.lookup_domain_by_uuid_string(u),
+                    DomainKey::Name(n) => conn.lookup_domain_by_name(n),
+                }
+                .map_err(|e| ctx.map(e.into()))?;
+                let domain = if state { to_domain(&d) } else { identity(&d) };
+                let domain = domain.map_err(|e| ctx.map(e))?;
+                if let Some(u) = &domain.uuid {
+                    inner.keep_handle(u, &d);
+                }
+                Ok(domain)
+            })
+            .await
     }
 }
 
@@ -342,24 +370,14 @@ impl Driver for LibvirtDriver {
     }
 
     async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain> {
-        let key = key.clone();
-        self.inner
-            .call(move |inner| {
-                let ctx = Context::new("look up the domain", &key.to_string());
-                let conn = inner.conn();
-                let d = match &key {
-                    DomainKey::Id(id) => conn.lookup_domain_by_id(*id),
-                    DomainKey::Uuid(u) => conn.lookup_domain_by_uuid_string(u),
-                    DomainKey::Name(n) => conn.lookup_domain_by_name(n),
-                }
-                .map_err(|e| ctx.map(e.into()))?;
-                let domain = to_domain(&d).map_err(|e| ctx.map(e))?;
-                if let Some(u) = &domain.uuid {
-                    inner.keep_handle(u, &d);
-                }
-                Ok(domain)
-            })
-            .await
+        self.find(key, true).await
+    }
+
+    /// The lookup without `virDomainGetState`: the id, name and UUID come with libvirt's
+    /// handle, the state would be one more round trip to libvirtd that no device operation
+    /// reads (they take "running" from the domain's XML).
+    async fn resolve_domain(&self, key: &DomainKey) -> Result<Domain> {
+        self.find(key, false).await
     }
 
     async fn device_types(&self) -> Result<Vec<DeviceTypeSchema>> {

@@ -347,7 +347,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
             domain,
             device_type,
         } => {
-            let d = conn.domain(domain).await?;
+            let d = conn.resolve_domain(domain).await?;
             let t = device_type
                 .as_deref()
                 .map(str::parse::<DeviceType>)
@@ -388,7 +388,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
         } => {
             let t: DeviceType = device_type.parse()?;
             let batch = declarative::read_batch(file, &t)?;
-            let d = conn.domain(domain).await?;
+            let d = conn.resolve_domain(domain).await?;
             let options = AttachOptions {
                 scope: scope.scope(),
             };
@@ -414,7 +414,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
         } => {
             let t: DeviceType = device_type.parse()?;
             let attrs = Attributes::parse_assignments(attributes.iter().map(String::as_str))?;
-            let d = conn.domain(domain).await?;
+            let d = conn.resolve_domain(domain).await?;
             let options = AttachOptions {
                 scope: scope.scope(),
             };
@@ -440,7 +440,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
                 force: *force,
                 scope: scope.scope(),
             };
-            let d = conn.domain(domain).await?;
+            let d = conn.resolve_domain(domain).await?;
             let progress =
                 (!force && *timeout > 0.0 && std::io::stderr().is_terminal()).then(|| {
                     let p = indicatif::ProgressBar::new_spinner();
@@ -473,7 +473,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
             let t: DeviceType = device_type.parse()?;
             let r: DeviceRef = reference.parse()?;
             let attrs = Attributes::parse_assignments(attributes.iter().map(String::as_str))?;
-            let d = conn.domain(domain).await?;
+            let d = conn.resolve_domain(domain).await?;
             let options = UpdateOptions {
                 scope: scope.scope(),
             };
@@ -534,7 +534,7 @@ async fn command(cli: &Cli, conn: &Connection) -> vdev::Result<()> {
         }
         Command::Export { domain } => declarative::export(cli.json, conn, domain).await?,
         Command::Watch { domain } => {
-            let d = conn.domain(domain).await?;
+            let d = conn.resolve_domain(domain).await?;
             let mut events = conn.watch(&d).await?;
             eprintln!(
                 "watching {} for device events; press Ctrl-C to stop",

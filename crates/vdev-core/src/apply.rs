@@ -196,7 +196,7 @@ impl Connection {
     }
 
     async fn plan_one(&self, key: &str, doc: &DomainDocument) -> Result<(Domain, Vec<Change>)> {
-        let domain = self.domain(key).await?;
+        let domain = self.resolve_domain(key).await?;
         let schemas = self.check_types().await?;
         let devices = self.devices(&domain, None).await?;
         let changes = plan_domain(key, doc, schemas, &devices, self.driver_name)?;
@@ -207,7 +207,7 @@ impl Connection {
     /// with the attributes the driver lists under the names it accepts. [`Connection::plan`] of
     /// it is empty.
     pub async fn export(&self, domain: &str) -> Result<Document> {
-        let d = self.domain(domain).await?;
+        let d = self.resolve_domain(domain).await?;
         let schemas = self.check_types().await?;
         let devices = self.devices(&d, None).await?;
         Ok(Document {

@@ -176,11 +176,29 @@ impl Connection {
     /// Find a domain by what a user typed: an id (all digits) or a name. An all-digit key that is
     /// no domain's id is tried as a name too.
     pub async fn domain(&self, key: &str) -> Result<Domain> {
+        self.find(key, false).await
+    }
+
+    /// Find a domain as [`Connection::domain`] does, for an operation on its devices: the same
+    /// id, name and UUID, where the run state may be [`crate::RunState::Unknown`] (see
+    /// [`Driver::resolve_domain`]). A one-shot command that does not show the state uses it and
+    /// saves the round trip some hypervisors need for the state.
+    pub async fn resolve_domain(&self, key: &str) -> Result<Domain> {
+        self.find(key, true).await
+    }
+
+    async fn find(&self, key: &str, resolve: bool) -> Result<Domain> {
+        let look = |k: DomainKey| async move {
+            if resolve {
+                self.driver.resolve_domain(&k).await
+            } else {
+                self.driver.lookup_domain(&k).await
+            }
+        };
         let parsed = DomainKey::parse(key);
-        match self.driver.lookup_domain(&parsed).await {
-            Err(Error::DomainNotFound { .. }) if !matches!(parsed, DomainKey::Name(_)) => self
-                .driver
-                .lookup_domain(&DomainKey::Name(key.to_owned()))
+        let by_name = matches!(parsed, DomainKey::Name(_));
+        match look(parsed).await {
+            Err(Error::DomainNotFound { .. }) if !by_name => look(DomainKey::Name(key.to_owned()))
                 .await
                 .map_err(|e| match e {
                     Error::DomainNotFound { .. } => Error::DomainNotFound {

@@ -108,6 +108,24 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// - Never falls back from id to name: the core does that.
     async fn lookup_domain(&self, key: &DomainKey) -> Result<Domain>;
 
+    /// One domain, by id or name, for an operation on its devices: the identity (id, name,
+    /// UUID) [`Driver::lookup_domain`] gives, where the run state may be
+    /// [`crate::RunState::Unknown`].
+    ///
+    /// # Behavior
+    /// - Returns [`crate::Error::DomainNotFound`] when no domain matches; never falls back from
+    ///   id to name, as `lookup_domain`.
+    /// - The core calls it where the state is not shown ([`crate::Connection::resolve_domain`],
+    ///   used by the device operations of the command, libvdev, Python and `apply`), so that a
+    ///   one-shot command does not pay for a state nobody reads. No device operation may depend
+    ///   on the state it carries.
+    /// - The default answers [`Driver::lookup_domain`]. A driver whose state costs a round trip
+    ///   more than the lookup overrides it; the conformance kit checks that the two agree on the
+    ///   identity.
+    async fn resolve_domain(&self, key: &DomainKey) -> Result<Domain> {
+        self.lookup_domain(key).await
+    }
+
     /// The device types this driver supports, with the attributes each accepts.
     ///
     /// # Behavior

@@ -44,7 +44,7 @@ impl DomainArg {
 
     pub async fn resolve(self, conn: &vdev::Connection) -> vdev::Result<vdev::Domain> {
         match self {
-            DomainArg::Key(k) => conn.domain(&k).await,
+            DomainArg::Key(k) => conn.resolve_domain(&k).await,
             DomainArg::Known(d) => Ok(d),
         }
     }

@@ -3,7 +3,8 @@
 use super::*;
 
 /// Domains are listed; lookup by name, by id and by UUID (where the domain has them) agree; an
-/// unknown name is `DomainNotFound`.
+/// unknown name is `DomainNotFound`; [`vdev_core::Connection::resolve_domain`] names the same
+/// domain by each key.
 pub async fn domains_and_lookup(h: &Harness) {
     let d = domain(h).await;
     if let Some(id) = d.id {
@@ -22,6 +23,39 @@ pub async fn domains_and_lookup(h: &Harness) {
     }
     let by_name = h.conn.domain(&d.name).await.expect("lookup by name");
     assert_eq!(by_name, d);
+    // The lookup for device operations names the same domain; its state is the lookup's or
+    // unknown (a driver may skip the round trip the state costs).
+    let keys = [
+        Some(d.name.clone()),
+        d.id.map(|i| i.to_string()),
+        d.uuid.clone(),
+    ];
+    for key in keys.into_iter().flatten() {
+        let r = h
+            .conn
+            .resolve_domain(&key)
+            .await
+            .unwrap_or_else(|e| panic!("resolve_domain({key}): {e}"));
+        assert_eq!(
+            (r.id, &r.name, &r.uuid),
+            (d.id, &d.name, &d.uuid),
+            "resolve_domain({key}) and domain disagree on the identity"
+        );
+        assert!(
+            r.state == d.state || r.state == vdev_core::RunState::Unknown,
+            "resolve_domain({key}) says {} where domain says {}",
+            r.state,
+            d.state
+        );
+    }
+    let missing = h
+        .conn
+        .resolve_domain("vdev-conformance-no-such-domain")
+        .await;
+    assert!(
+        matches!(missing, Err(Error::DomainNotFound { .. })),
+        "resolve_domain of an unknown domain answered {missing:?}"
+    );
     let all = h.conn.domains().await;
     if h.conn.capabilities().list_domains {
         assert!(
