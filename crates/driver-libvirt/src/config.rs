@@ -13,6 +13,11 @@ pub struct LibvirtConfig {
     pub uri: String,
     /// Open libvirt read-only (`virConnectOpenReadOnly`).
     pub readonly: bool,
+    /// Make libvirt's blocking calls on the caller's thread, not on the runtime's blocking
+    /// threads: for a program that said it is a single caller
+    /// ([`ConnectUri::set_single_caller`]), such as the `vdev` command. The listing's reads are
+    /// then asked one after another instead of side by side.
+    pub single_caller: bool,
 }
 
 impl LibvirtConfig {
@@ -41,6 +46,7 @@ impl LibvirtConfig {
         Ok(LibvirtConfig {
             uri: inner,
             readonly: uri.is_read_only(),
+            single_caller: uri.is_single_caller(),
         })
     }
 }
@@ -71,7 +77,17 @@ mod tests {
             let c = parse(given).unwrap();
             assert_eq!(c.uri, inner);
             assert!(!c.readonly);
+            assert!(!c.single_caller);
         }
+    }
+
+    #[test]
+    fn a_single_caller_is_the_programs_word_not_the_uris() {
+        let mut u = ConnectUri::parse("libvirt+qemu:///system").unwrap();
+        u.set_single_caller(true);
+        let c = LibvirtConfig::from_uri(&u).unwrap();
+        assert!(c.single_caller);
+        assert_eq!(c.uri, "qemu:///system");
     }
 
     #[test]

@@ -107,6 +107,10 @@ impl Inner {
                 "the connection is closed; open a new one",
             ));
         }
+        if self.config.single_caller {
+            // The program makes one call at a time and its runtime has nothing else to run.
+            return f(self);
+        }
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || f(&me))
             .await
@@ -230,9 +234,13 @@ impl LibvirtDriver {
         let (raw, _) = broadcast::channel(1024);
         let health = Arc::new(Health::default());
         let (c, tx, h) = (config.clone(), raw.clone(), Arc::clone(&health));
-        let session = tokio::task::spawn_blocking(move || session::open(&c, &tx, &h, false))
-            .await
-            .map_err(|e| Error::backend_with(crate::NAME, "opening libvirt panicked", e))??;
+        let session = if c.single_caller {
+            session::open(&c, &tx, &h, false)?
+        } else {
+            tokio::task::spawn_blocking(move || session::open(&c, &tx, &h, false))
+                .await
+                .map_err(|e| Error::backend_with(crate::NAME, "opening libvirt panicked", e))??
+        };
         let inner = Arc::new(Inner {
             session: RwLock::new(session),
             health: Arc::clone(&health),
@@ -491,14 +499,18 @@ impl Driver for LibvirtDriver {
         self.inner.hub.close();
         self.inner.health.wake.notify_one();
         let inner = Arc::clone(&self.inner);
-        let _ = tokio::task::spawn_blocking(move || {
+        let stop = move || {
             inner
                 .session
                 .write()
                 .expect("not poisoned")
                 .stop_listening();
-        })
-        .await;
+        };
+        if self.inner.config.single_caller {
+            stop();
+        } else {
+            let _ = tokio::task::spawn_blocking(stop).await;
+        }
         Ok(())
     }
 }

@@ -23,20 +23,21 @@ pub(crate) struct Definitions {
 }
 
 /// `f`, asked now on another of the runtime's blocking threads (an idle one when there is one)
-/// and answered by [`Beside::answer`]; without a runtime, run when the answer is asked.
+/// and answered by [`Beside::answer`]; without a runtime, or for a single caller (whose calls
+/// run on the runtime's own thread), run when the answer is asked.
 enum Beside<T> {
     Asked(tokio::runtime::Handle, tokio::task::JoinHandle<T>),
     Later(Box<dyn FnOnce() -> T + Send>),
 }
 
 impl<T: Send + 'static> Beside<T> {
-    fn ask(f: impl FnOnce() -> T + Send + 'static) -> Self {
+    fn ask(single_caller: bool, f: impl FnOnce() -> T + Send + 'static) -> Self {
         match tokio::runtime::Handle::try_current() {
-            Ok(rt) => {
+            Ok(rt) if !single_caller => {
                 let h = rt.spawn_blocking(f);
                 Beside::Asked(rt, h)
             }
-            Err(_) => Beside::Later(Box::new(f)),
+            _ => Beside::Later(Box::new(f)),
         }
     }
 
@@ -56,12 +57,16 @@ impl Definitions {
     /// once (libvirt answers the calls of one connection side by side) and the two documents
     /// parsed on two threads, so a listing waits about one round trip and one parse, not three
     /// round trips and two parses.
-    pub(crate) fn read(d: &virt::domain::Domain, ctx: &Context) -> Result<Self> {
+    pub(crate) fn read(
+        d: &virt::domain::Domain,
+        ctx: &Context,
+        single_caller: bool,
+    ) -> Result<Self> {
         let map = |e: virt::error::Error| ctx.map(e.into());
         let (d1, d2) = (d.clone(), d.clone());
-        let persistent = Beside::ask(move || d1.is_persistent());
+        let persistent = Beside::ask(single_caller, move || d1.is_persistent());
         // Parsed on that thread too: the two documents are parsed side by side.
-        let stored = Beside::ask(move || {
+        let stored = Beside::ask(single_caller, move || {
             d2.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE)
                 .map(xml::parse_domain)
         });
@@ -271,7 +276,7 @@ pub(crate) async fn list(
         .call(move |inner| {
             let ctx = Context::new("list devices", &domain.name);
             let d = inner.lookup(&domain, &ctx)?;
-            let defs = Definitions::read(&d, &ctx)?;
+            let defs = Definitions::read(&d, &ctx, inner.config.single_caller)?;
             let stale = defs.stale_pending();
             let v = defs.listed(want, |alias, kind| inner.remember(alias, kind));
             Ok((v, stale))

@@ -28,6 +28,7 @@ pub struct ConnectUri {
     /// named in [`ConnectUri::check_options`]'s message.
     transport_options: Vec<&'static str>,
     readonly: bool,
+    single_caller: bool,
 }
 
 impl ConnectUri {
@@ -97,6 +98,7 @@ impl ConnectUri {
             options,
             transport_options: Vec::new(),
             readonly,
+            single_caller: false,
         })
     }
 
@@ -216,6 +218,21 @@ impl ConnectUri {
     /// Ask for a read-only connection.
     pub fn set_read_only(&mut self, readonly: bool) {
         self.readonly = readonly;
+    }
+
+    /// Whether the program said it is a single caller ([`ConnectUri::set_single_caller`]).
+    pub fn is_single_caller(&self) -> bool {
+        self.single_caller
+    }
+
+    /// Say that the program is a single caller: it makes one call at a time and awaits it
+    /// before the next, on an async runtime that has nothing else to run meanwhile (a one-shot
+    /// command on a current-thread runtime, as the `vdev` command). A driver whose hypervisor
+    /// library blocks may then block the caller's thread for a call instead of handing it to
+    /// another thread (the libvirt driver: about 1 ms less for a one-shot command, no threads
+    /// started). Not a URI option: a promise a program makes about itself; off by default.
+    pub fn set_single_caller(&mut self, single: bool) {
+        self.single_caller = single;
     }
 
     /// Refuse options that are not in `known`, naming the ones that are (and those the
