@@ -10,7 +10,7 @@
 //!   feature, release) beside a minimal `virt` program doing the same calls (this bench's
 //!   binary run with `--virt-attach` / `--virt-devices`: open, lookup by name, the call(s)),
 //!   and `vdev attach` beside that program doing first what vdev must before an attach
-//!   (`--virt-attach-read`: the domain's state and its live XML, to choose a target).
+//!   (`--virt-attach-read`: its live XML, to choose a target).
 //!
 //! Goals (issue 22): attach and listing at most 1.10x the direct calls; one-shot commands within
 //! 1.10x of the minimal program. Medians; runs interleaved so that drift hits both sides, and
@@ -85,14 +85,12 @@ fn disk_xml(img: &Path, target: &str, unit: usize, alias: &str) -> String {
 }
 
 /// The minimal program: open, look the domain up by name, attach the XML in a file, live; with
-/// `read_first`, also what vdev's attach needs before attaching (the
-/// domain's state with the lookup, and the live XML parsed, from which vdev chooses a free target
-/// and SCSI unit, which this program is given).
+/// `read_first`, also what vdev's attach needs before attaching: the live XML parsed, from
+/// which vdev chooses a free target and SCSI unit (this program is given both).
 fn virt_attach(uri: &str, domain: &str, xml_file: &str, read_first: bool) {
     let c = Connect::open(Some(uri)).expect("open");
     let d = c.lookup_domain_by_name(domain).expect("lookup");
     if read_first {
-        let _ = d.state().expect("state");
         let live = d.xml_desc(0).expect("xml");
         let doc = roxmltree::Document::parse(&live).expect("parse");
         let targets = doc
