@@ -8,6 +8,7 @@ use vdev_core::{ConnectUri, Result};
 /// Every query option belongs to libvirt (`socket=`, `keyfile=`, `no_verify=`, ...) and is
 /// passed on untouched, except vdev's own `readonly`, which opens libvirt read-only.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LibvirtConfig {
     /// The libvirt URI, verbatim (`qemu:///system`, `qemu+ssh://root@host/system`).
     pub uri: String,

@@ -64,8 +64,8 @@ impl fmt::Debug for LibvirtDriver {
 }
 
 impl Inner {
-    /// Run blocking libvirt calls off the async executor, on a connection opened again first if
-    /// libvirt closed it.
+    /// Run blocking libvirt calls off the async executor (on the caller's thread for a single
+    /// caller, see [`Inner::call_raw`]), on a connection opened again first if libvirt closed it.
     pub(crate) async fn call<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -95,7 +95,9 @@ impl Inner {
         .await
     }
 
-    /// Run blocking calls off the async executor, as they are.
+    /// Run blocking calls off the async executor, as they are: on one of the runtime's blocking
+    /// threads, or on the caller's thread when the program said it is a single caller
+    /// ([`LibvirtConfig::single_caller`]).
     pub(crate) async fn call_raw<T, F>(self: &Arc<Self>, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -109,7 +111,9 @@ impl Inner {
         }
         if self.config.single_caller {
             // The program makes one call at a time and its runtime has nothing else to run.
-            return f(self);
+            // A panic is an error here too, as from a blocking thread.
+            return std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(self)))
+                .map_err(|_| Error::backend(crate::NAME, "a libvirt call panicked"))?;
         }
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || f(&me))

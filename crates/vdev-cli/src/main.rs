@@ -261,8 +261,9 @@ async fn connect(cli: &Cli) -> vdev::Result<Connection> {
         uri.set_read_only(true);
     }
     // One command, one call at a time on a current-thread runtime (see `main`): a driver may
-    // make its blocking calls on this thread.
-    uri.set_single_caller(true);
+    // make its blocking calls on this thread. Not `watch`: it waits for Ctrl-C beside the
+    // driver's own tasks (events, reconnecting), which must not hold this thread.
+    uri.set_single_caller(!matches!(cli.command, Command::Watch { .. }));
     // A one-shot command keeps its ssh login for the next one (library users choose for
     // themselves: they get no default).
     if uri.transport() == Some("ssh")

@@ -115,10 +115,11 @@ pub trait Driver: Send + Sync + fmt::Debug {
     /// # Behavior
     /// - Returns [`crate::Error::DomainNotFound`] when no domain matches; never falls back from
     ///   id to name, as `lookup_domain`.
-    /// - The core calls it where the state is not shown ([`crate::Connection::resolve_domain`],
-    ///   used by the device operations of the command, libvdev, Python and `apply`), so that a
-    ///   one-shot command does not pay for a state nobody reads. No device operation may depend
-    ///   on the state it carries.
+    /// - The core calls it for [`crate::Connection::resolve_domain`], which the device
+    ///   operations of the `vdev` command, of Python (given a domain's name or id) and of
+    ///   `apply` use, so that a one-shot command does not pay for a state nobody reads. No
+    ///   device operation may depend on the state it carries; events of a change made on such a
+    ///   domain may carry it as it is.
     /// - The default answers [`Driver::lookup_domain`]. A driver whose state costs a round trip
     ///   more than the lookup overrides it; the conformance kit checks that the two agree on the
     ///   identity.

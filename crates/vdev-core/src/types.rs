@@ -572,7 +572,10 @@ pub enum DeviceEvent {
 }
 
 impl DeviceEvent {
-    /// The domain the event is about.
+    /// The domain the event is about: its id, name and UUID name it. Its run state is what the
+    /// driver knew when it sent the event and may be [`crate::RunState::Unknown`] (an event of
+    /// a change made on a domain from [`crate::Connection::resolve_domain`]): compare domains
+    /// by name or UUID, not whole.
     pub fn domain(&self) -> &Domain {
         match self {
             DeviceEvent::Added { domain, .. }

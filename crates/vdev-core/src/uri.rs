@@ -229,8 +229,9 @@ impl ConnectUri {
     /// before the next, on an async runtime that has nothing else to run meanwhile (a one-shot
     /// command on a current-thread runtime, as the `vdev` command). A driver whose hypervisor
     /// library blocks may then block the caller's thread for a call instead of handing it to
-    /// another thread (the libvirt driver: about 1 ms less for a one-shot command, no threads
-    /// started). Not a URI option: a promise a program makes about itself; off by default.
+    /// another thread (the libvirt driver: about 1 ms less for a one-shot listing or attach, and
+    /// no thread started for them). Not a URI option: a promise a program makes about itself;
+    /// off by default. The `vdev` command makes it for every command but `watch`.
     pub fn set_single_caller(&mut self, single: bool) {
         self.single_caller = single;
     }

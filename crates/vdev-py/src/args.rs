@@ -42,9 +42,20 @@ impl DomainArg {
         )))
     }
 
+    /// The domain for a device operation: a key is looked up without asking the state
+    /// (`Connection::resolve_domain`).
     pub async fn resolve(self, conn: &vdev::Connection) -> vdev::Result<vdev::Domain> {
         match self {
             DomainArg::Key(k) => conn.resolve_domain(&k).await,
+            DomainArg::Known(d) => Ok(d),
+        }
+    }
+
+    /// The domain to give the caller: a key is looked up with its state
+    /// (`Connection::domain`).
+    pub async fn lookup(self, conn: &vdev::Connection) -> vdev::Result<vdev::Domain> {
+        match self {
+            DomainArg::Key(k) => conn.domain(&k).await,
             DomainArg::Known(d) => Ok(d),
         }
     }

@@ -111,7 +111,7 @@ macro_rules! connection_class {
             fn domain(&self, py: Python<'_>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
                 let c = self.base.conn()?;
                 let key = DomainArg::extract("key", key)?;
-                $finish(py, async move { key.resolve(&c).await.map(Domain::from).map_err(to_py) })
+                $finish(py, async move { key.lookup(&c).await.map(Domain::from).map_err(to_py) })
             }
 
             /// The domain with exactly this id (int) or this name (str), without the fallback
