@@ -88,11 +88,20 @@ cargo test --workspace --doc --no-fail-fast || rest_rc=1
 [ "$rest_rc" -eq 0 ] || exit 1
 stage "the Rust tests that need no lab"
 # The libvirt driver behind its cargo feature (off by default: it links libvirt through the
-# LGPL-2.1 `virt` crate): the facade and the vdev command built with it, and tested.
-cargo test -p vdev --features libvirt --no-fail-fast
-cargo test -p vdev-cli --features libvirt --test libvirt --no-fail-fast
-# libvdev built with it: a C program through libvirt, run plainly and under valgrind.
-cargo test -p vdev-capi --features libvirt --test c_programs --no-fail-fast -- c_calls_through_libvirt
+# LGPL-2.1 `virt` crate): the workspace's test binaries built a second time with the feature on
+# in the facade, the vdev command and libvdev (the whole workspace, so that only the crates the
+# feature changes are rebuilt: scripts/test-binaries.sh says why), and their tests run: the
+# facade's, the vdev command's against a libvirtd, and a C program through libvirt with libvdev
+# built with it, run plainly and under valgrind.
+lv=(--features vdev/libvirt,vdev-cli/libvirt,vdev-capi/libvirt)
+scripts/test-binaries.sh "${lv[@]}" build
+lv_rc=0
+for t in vdev:vdev vdev:libvirt_feature vdev-cli:libvirt; do
+    scripts/test-binaries.sh "${lv[@]}" run "rest/$t" || lv_rc=1
+done
+cargo test -q --workspace --doc "${lv[@]}" -- crates/vdev/src/ || lv_rc=1
+scripts/test-binaries.sh "${lv[@]}" run rest/vdev-capi:c_programs c_calls_through_libvirt || lv_rc=1
+[ "$lv_rc" -eq 0 ] || exit 1
 stage "the libvirt feature"
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names):
 # the library alone built in release (the test binary is the one above).
@@ -100,8 +109,10 @@ VDEV_TEST_LIBVDEV_PROFILE=release scripts/test-binaries.sh run rest/c_programs r
 stage "the static library in a release build"
 
 # The Python package (crates/vdev-py) in a virtual environment of its own: built and installed
-# with pip through maturin, then its pytest suite, which also runs the vdev command (built here).
-cargo build -q -p vdev-cli
+# with pip through maturin, then its pytest suite, which also runs the vdev command: the one of
+# the first build (the stage above left one with libvirt in target/debug; this build has nothing
+# to compile and puts that one back).
+cargo build -q --workspace --all-targets
 venv=target/py-venv
 [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check maturin pytest pytest-timeout mypy
@@ -127,7 +138,7 @@ rm -rf target/wheels-libvirt
 CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --features libvirt" \
     "$venv_lv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w target/wheels-libvirt ./crates/vdev-py
 "$venv_lv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels-libvirt/vdev-*.whl
-cargo build -q -p vdev-driver-libvirt --example libvirtd
+# The libvirt driver's `libvirtd` example is the first build's (target/debug/examples).
 (cd crates/vdev-py/tests && "../../../$venv_lv/bin/pytest" -q -rs -p no:cacheprovider test_libvirt.py)
 stage "the Python package with the libvirt feature"
 
