@@ -93,7 +93,7 @@ stage "the Rust tests that need no lab"
 # feature changes are rebuilt: scripts/test-binaries.sh says why), and their tests run: the
 # facade's, the vdev command's against a libvirtd, and a C program through libvirt with libvdev
 # built with it, run plainly and under valgrind.
-lv=(--features vdev/libvirt,vdev-cli/libvirt,vdev-capi/libvirt)
+lv=(--features "vdev/libvirt,vdev-cli/libvirt,vdev-capi/libvirt")
 scripts/test-binaries.sh "${lv[@]}" build
 lv_rc=0
 for t in vdev:vdev vdev:libvirt_feature vdev-cli:libvirt; do
