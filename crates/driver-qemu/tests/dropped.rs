@@ -75,28 +75,26 @@ async fn a_dropped_attach_or_detach_leaves_a_whole_device_or_none() {
     let conn = vdev_core::connect(&vm.uri()).await.expect("connect");
     let d = conn.domains().await.expect("domains").remove(0);
     let cuts_us = [0u64, 200, 500, 1000, 1500, 2000, 3000, 5000, 8000, 13000];
+    let mut images = Vec::new();
     for (i, cut) in cuts_us
         .iter()
         .map(|us| Duration::from_micros(*us))
         .enumerate()
     {
         let img = vm.image(&format!("cut-{i}.qcow2"), "qcow2");
+        images.push((img.clone(), cut));
         let attrs = Attributes::from_pairs([
             ("source", img.display().to_string()),
             ("format", "qcow2".into()),
             ("bus", "scsi".into()),
         ])
         .unwrap();
-        let before = raw.devices();
         let done = tokio::time::timeout(cut, conn.attach(&d, &DeviceType::DISK, &attrs)).await;
         let what = format!("an attach dropped after {cut:?}");
         settled(&mut raw, &what);
-        let added: Vec<String> = raw
-            .devices()
-            .into_iter()
-            .filter(|x| !before.contains(x))
-            .map(|(id, _)| id)
-            .collect();
+        // This attach's device, told by its image: the attach left running may still be going
+        // on (it then ends whole, checked at the end), and an earlier one may end meanwhile.
+        let added = raw.devices_on(&img);
         // Whole or none: at most one new device, with its node, and vdev lists what QEMU has.
         assert!(added.len() <= 1, "{what}: QEMU has {added:?}");
         let listed: Vec<DeviceRef> = conn
@@ -137,4 +135,39 @@ async fn a_dropped_attach_or_detach_leaves_a_whole_device_or_none() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+    // An attach found with no device above may have ended since, or may end now: whole (one
+    // device with its node, listed by vdev) or none, for each image.
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let listed: Vec<DeviceRef> = conn
+            .devices(&d, Some(&DeviceType::DISK))
+            .await
+            .expect("list")
+            .into_iter()
+            .map(|x| x.reference)
+            .collect();
+        let mut unsettled = Vec::new();
+        for (img, cut) in &images {
+            let late = raw.devices_on(img);
+            assert!(
+                late.len() <= 1,
+                "an attach dropped after {cut:?}: QEMU has {late:?}"
+            );
+            for id in late {
+                let whole = raw.node_of(&id).is_some();
+                if !whole || !listed.contains(&DeviceRef::new(id.clone()).unwrap()) {
+                    unsettled.push(format!("{id} (dropped after {cut:?}; node: {whole})"));
+                }
+            }
+        }
+        if unsettled.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not whole, or not listed by vdev, {SETTLE:?} after the last attach: {unsettled:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    settled(&mut raw, "the end");
 }

@@ -562,6 +562,27 @@ impl Raw {
         false
     }
 
+    /// Ids of the devices whose medium is the image file `image`, sorted (what one attach of that
+    /// image made: a test tells apart attaches that may end in another order than they began).
+    pub fn devices_on(&mut self, image: &std::path::Path) -> Vec<String> {
+        let blocks = self.ok("query-block", json!({}));
+        let mut v: Vec<String> = blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|b| b["inserted"]["file"].as_str() == image.to_str())
+            .filter_map(|b| {
+                let q = b["qdev"].as_str()?;
+                let dev = q
+                    .strip_prefix("/machine/peripheral/")
+                    .map_or(q, |r| r.split('/').next().unwrap());
+                Some(dev.to_owned())
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
     /// The `query-block` entry of drive `id` (its medium in `inserted`, `tray_open`, `locked`).
     pub fn block(&mut self, id: &str) -> Option<Value> {
         let blocks = self.ok("query-block", json!({}));
