@@ -30,6 +30,16 @@ fn settled(raw: &mut Raw, what: &str) {
     }
 }
 
+/// The disks vdev lists in `d`.
+async fn listed_disks(conn: &vdev_core::Connection, d: &vdev_core::Domain) -> Vec<DeviceRef> {
+    conn.devices(d, Some(&DeviceType::DISK))
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|x| x.reference)
+        .collect()
+}
+
 /// An attach that QEMU refuses at its last step (the device's realize: a block size that is not a
 /// power of two) after the block node was made: the attach rolls the node back, also when the
 /// caller has dropped it by then.
@@ -97,13 +107,7 @@ async fn a_dropped_attach_or_detach_leaves_a_whole_device_or_none() {
         let added = raw.devices_on(&img);
         // Whole or none: at most one new device, with its node, and vdev lists what QEMU has.
         assert!(added.len() <= 1, "{what}: QEMU has {added:?}");
-        let listed: Vec<DeviceRef> = conn
-            .devices(&d, Some(&DeviceType::DISK))
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|x| x.reference)
-            .collect();
+        let listed: Vec<DeviceRef> = listed_disks(&conn, &d).await;
         if let Ok(Ok(r)) = &done {
             assert_eq!(added, [r.to_string()], "{what}: the attach that returned");
         }
@@ -124,13 +128,7 @@ async fn a_dropped_attach_or_detach_leaves_a_whole_device_or_none() {
         assert!(raw.wait_gone(id), "{what}: {id} stays in QEMU");
         settled(&mut raw, &what);
         let deadline = Instant::now() + SETTLE;
-        while conn
-            .devices(&d, Some(&DeviceType::DISK))
-            .await
-            .expect("list")
-            .iter()
-            .any(|x| x.reference == r)
-        {
+        while listed_disks(&conn, &d).await.contains(&r) {
             assert!(Instant::now() < deadline, "{what}: vdev still lists {id}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -139,13 +137,7 @@ async fn a_dropped_attach_or_detach_leaves_a_whole_device_or_none() {
     // device with its node, listed by vdev) or none, for each image.
     let deadline = Instant::now() + SETTLE;
     loop {
-        let listed: Vec<DeviceRef> = conn
-            .devices(&d, Some(&DeviceType::DISK))
-            .await
-            .expect("list")
-            .into_iter()
-            .map(|x| x.reference)
-            .collect();
+        let listed: Vec<DeviceRef> = listed_disks(&conn, &d).await;
         let mut unsettled = Vec::new();
         for (img, cut) in &images {
             let late = raw.devices_on(img);

@@ -496,11 +496,7 @@ impl Raw {
     pub fn node_of(&mut self, id: &str) -> Option<String> {
         let blocks = self.ok("query-block", json!({}));
         blocks.as_array().unwrap().iter().find_map(|b| {
-            let q = b["qdev"].as_str()?;
-            let dev = q
-                .strip_prefix("/machine/peripheral/")
-                .map_or(q, |r| r.split('/').next().unwrap());
-            (dev == id).then(|| b["inserted"]["node-name"].as_str().map(str::to_owned))?
+            (qdev_id(b)? == id).then(|| b["inserted"]["node-name"].as_str().map(str::to_owned))?
         })
     }
 
@@ -571,13 +567,7 @@ impl Raw {
             .unwrap()
             .iter()
             .filter(|b| b["inserted"]["file"].as_str() == image.to_str())
-            .filter_map(|b| {
-                let q = b["qdev"].as_str()?;
-                let dev = q
-                    .strip_prefix("/machine/peripheral/")
-                    .map_or(q, |r| r.split('/').next().unwrap());
-                Some(dev.to_owned())
-            })
+            .filter_map(|b| qdev_id(b).map(str::to_owned))
             .collect();
         v.sort();
         v
@@ -586,13 +576,12 @@ impl Raw {
     /// The `query-block` entry of drive `id` (its medium in `inserted`, `tray_open`, `locked`).
     pub fn block(&mut self, id: &str) -> Option<Value> {
         let blocks = self.ok("query-block", json!({}));
-        blocks.as_array().unwrap().iter().find_map(|b| {
-            let q = b["qdev"].as_str()?;
-            let dev = q
-                .strip_prefix("/machine/peripheral/")
-                .map_or(q, |r| r.split('/').next().unwrap());
-            (dev == id).then(|| b.clone())
-        })
+        blocks
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| qdev_id(b) == Some(id))
+            .cloned()
     }
 
     /// One property of a device.
@@ -602,4 +591,14 @@ impl Raw {
             json!({"path": format!("/machine/peripheral/{id}"), "property": prop}),
         )
     }
+}
+
+/// The device id of a `query-block` entry: its `qdev` path under /machine/peripheral (usb-storage
+/// has no `drive` of its own, so its path goes on below the device).
+fn qdev_id(b: &Value) -> Option<&str> {
+    let q = b["qdev"].as_str()?;
+    Some(
+        q.strip_prefix("/machine/peripheral/")
+            .map_or(q, |r| r.split('/').next().unwrap()),
+    )
 }
