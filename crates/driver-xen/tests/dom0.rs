@@ -622,8 +622,7 @@ cleanup() {{
   exit $s
 }}
 trap cleanup EXIT
-for i in $(seq 0 17); do truncate -s 8M /root/lab/vdev-batch$i.img; done
-truncate -s 8M /root/lab/vdev-shared.img
+truncate -s 8M $(for i in $(seq 0 17); do echo /root/lab/vdev-batch$i.img; done) /root/lab/vdev-shared.img
 xl create -p /root/lab/domu1.cfg 'name="domu-batch"' >/dev/null 2>&1
 r=$(/root/vdev -c xen:/// attach domu-batch disk uname=file:/root/lab/vdev-shared.img dev=xvdb mode=w)
 cat > /root/lab/good.yaml <<'DOC'
