@@ -302,8 +302,16 @@ impl Session {
         let mut cmd = tokio::process::Command::new(&target.command);
         let mut args = target.args(&control);
         // The expected sockets are forwarded by the login itself (before `--` and the host).
+        // Not on a shared connection: its forwards outlive this process, and a later one takes
+        // an existing forward as proof that the path is a socket (`shared_forward`), so there
+        // only a checked socket is forwarded (`forward`). An expected path may be a directory
+        // of sockets.
         let mut forwards = HashMap::new();
-        for (n, remote) in expected.iter().filter(|r| forwardable(r)).enumerate() {
+        let login_forwards: &[PathBuf] = match sockets {
+            Sockets::Private(_) => expected,
+            Sockets::Shared { .. } => &[],
+        };
+        for (n, remote) in login_forwards.iter().filter(|r| forwardable(r)).enumerate() {
             let local = sockets.forward(n as u32, remote);
             let mut spec = OsString::from(local.as_os_str());
             spec.push(":");
