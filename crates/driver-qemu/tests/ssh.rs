@@ -427,22 +427,6 @@ async fn persist_with_a_directory_of_sockets_lists_it_again_later() {
     }
 }
 
-/// The shared folder of `persist=` connections: `$XDG_RUNTIME_DIR/vdev-ssh` (when short), else
-/// `/tmp/vdev-ssh-UID`, as vdev-remote chooses it.
-fn shared_ssh_dir() -> std::path::PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR").map(std::path::PathBuf::from) {
-        Some(d) if d.is_absolute() && d.as_os_str().len() < 60 => d.join("vdev-ssh"),
-        _ => {
-            let uid = std::process::Command::new("id")
-                .arg("-u")
-                .output()
-                .expect("id -u");
-            let uid = String::from_utf8_lossy(&uid.stdout).trim().to_owned();
-            std::path::PathBuf::from(format!("/tmp/vdev-ssh-{uid}"))
-        }
-    }
-}
-
 /// `persist=` after the shared ssh connection ended without its users (stopped, as when its host
 /// goes away): OpenSSH leaves the forwards' socket files behind, and the next connection still
 /// reaches QEMU through a new shared connection.
@@ -456,58 +440,43 @@ async fn persist_works_again_after_the_shared_connection_ended() {
     };
     let vm = Vm::start(VmSpec::default());
     let uri = ssh_uri(&sshd, &vm.socket, "&persist=30s");
-    let shared = shared_ssh_dir();
-    let listing = |d: &std::path::Path| -> std::collections::BTreeSet<String> {
-        std::fs::read_dir(d)
-            .map(|r| {
-                r.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let before = listing(&shared);
+    // Where the shared connection keeps its control socket and its forward to QEMU's socket.
+    let files = vdev_remote::Host::from_uri(
+        &mut vdev_core::ConnectUri::parse(&uri).unwrap(),
+        Duration::from_secs(30),
+    )
+    .unwrap()
+    .shared_files(&vm.socket)
+    .expect("persist= has shared files")
+    .unwrap();
     let first = vdev_core::connect(&uri).await.unwrap();
     let dom = first.domains().await.unwrap()[0].clone();
     first.devices(&dom, None).await.unwrap();
     first.close().await.unwrap();
-    let new: Vec<String> = listing(&shared).difference(&before).cloned().collect();
-    let control: Vec<&String> = new.iter().filter(|n| n.ends_with(".c")).collect();
-    assert_eq!(
-        control.len(),
-        1,
-        "one new shared connection in {}: {new:?}",
-        shared.display()
+    assert!(
+        files.control.exists() && files.forward.exists(),
+        "the shared connection's files after the first connection: {files:?}"
     );
-    let key = control[0].trim_end_matches(".c");
     // End the shared connection as its host going away would, leaving its files.
-    let st = std::process::Command::new("ssh")
-        .arg("-o")
-        .arg(format!("ControlPath={}", shared.join(control[0]).display()))
-        .args(["-O", "exit", "unused"])
-        .output()
-        .expect("ssh -O exit");
+    let ssh_o = |op: &str| {
+        std::process::Command::new("ssh")
+            .arg("-o")
+            .arg(format!("ControlPath={}", files.control.display()))
+            .args(["-O", op, "unused"])
+            .output()
+    };
+    let st = ssh_o("exit").expect("ssh -O exit");
     assert!(st.status.success(), "ssh -O exit: {st:?}");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::process::Command::new("ssh")
-        .arg("-o")
-        .arg(format!("ControlPath={}", shared.join(control[0]).display()))
-        .args(["-O", "check", "unused"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    while ssh_o("check").is_ok_and(|o| o.status.success()) {
         assert!(
             std::time::Instant::now() < deadline,
             "the shared connection did not end"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let stale: Vec<String> = listing(&shared)
-        .into_iter()
-        .filter(|n| n.starts_with(&format!("{key}.f")))
-        .collect();
     assert!(
-        !stale.is_empty(),
+        files.forward.exists(),
         "OpenSSH removed the forward's file when its connection ended: this test has nothing to check"
     );
     let later = vdev_core::connect(&uri).await.unwrap();

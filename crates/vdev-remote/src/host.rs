@@ -303,6 +303,19 @@ impl Host {
         }
     }
 
+    /// With `persist=`, where the shared ssh connection to this host keeps its files on this
+    /// machine: its control socket (`ssh -O check -o ControlPath=...` asks after it) and the
+    /// local end of its forward to the host's unix socket `remote`, whether or not they exist
+    /// now. `None` for [`Host::Local`] and without `persist=`; an error when the user's shared
+    /// folder (`$XDG_RUNTIME_DIR/vdev-ssh`, else `/tmp/vdev-ssh-UID`) cannot be made or is not
+    /// this user's alone.
+    pub fn shared_files(&self, remote: &Path) -> Option<std::io::Result<crate::SharedFiles>> {
+        match self {
+            Host::Local => None,
+            Host::Ssh(s) => s.shared_files(remote),
+        }
+    }
+
     /// Close the ssh connection (if any); the next call opens a new one.
     pub async fn disconnect(&self) {
         if let Host::Ssh(s) = self {

@@ -38,5 +38,5 @@ mod target;
 pub use endpoint::{Endpoint, EndpointStream, PathKind};
 pub use host::{sh_quote, Host, RunOutput, SocketState};
 pub use lock::{HeldLock, HostLock, LockError};
-pub use session::SshHost;
+pub use session::{SharedFiles, SshHost};
 pub use target::{SshTarget, PERSIST_RANGE, SSH_OPTIONS};

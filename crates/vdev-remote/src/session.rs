@@ -89,14 +89,22 @@ impl SshHost {
     /// With `persist=`, the local end of a forward the shared connection already has for
     /// `path` (made by an earlier connection, perhaps of another process), if its file exists.
     pub(crate) fn shared_forward(&self, path: &Path) -> Option<PathBuf> {
-        self.target.persist?;
-        let dir = shared_dir().ok()?;
-        let local = Sockets::Shared {
-            dir,
-            key: self.target.shared_key(),
-        }
-        .forward(0, path);
+        let local = self.shared_files(path)?.ok()?.forward;
         local.exists().then_some(local)
+    }
+
+    pub(crate) fn shared_files(&self, remote: &Path) -> Option<std::io::Result<SharedFiles>> {
+        self.target.persist?;
+        Some(shared_dir().map(|dir| {
+            let s = Sockets::Shared {
+                dir,
+                key: self.target.shared_key(),
+            };
+            SharedFiles {
+                control: s.control(),
+                forward: s.forward(0, remote),
+            }
+        }))
     }
 
     pub(crate) async fn connect_unix(&self, path: &Path) -> Result<std::io::Result<UnixStream>> {
@@ -209,6 +217,16 @@ impl Drop for SocketDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// The files a shared (`persist=`) ssh connection keeps on this machine: see
+/// [`Host::shared_files`](crate::Host::shared_files).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedFiles {
+    /// The connection's control socket.
+    pub control: PathBuf,
+    /// The local end of its forward to the remote socket asked about.
+    pub forward: PathBuf,
 }
 
 /// Where a session's sockets are: its own private folder, or (with `persist=`) the user's
@@ -602,6 +620,26 @@ impl Session {
         })
     }
 
+    /// `ssh -O OP -L SPEC` to this session's master (`forward` or `cancel`).
+    fn mux_command(&self, op: &str, spec: &OsString) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(&self.target.command);
+        cmd.arg("-o")
+            .arg(format!("ControlPath={}", self.control.display()))
+            .args(["-O", op, "-L"])
+            .arg(spec)
+            .arg("--")
+            .arg(&self.target.host)
+            .env_clear()
+            .envs(
+                ENV_ALLOW
+                    .iter()
+                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+            )
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
     /// The local end of the forward to `remote` (added on first use). The inner error says why
     /// the remote socket cannot be used.
     pub(crate) async fn forward(
@@ -664,22 +702,24 @@ impl Session {
         let mut spec = OsString::from(local.as_os_str());
         spec.push(":");
         spec.push(remote.as_os_str());
-        let mut cmd = tokio::process::Command::new(&self.target.command);
-        cmd.arg("-o")
-            .arg(format!("ControlPath={}", self.control.display()))
-            .args(["-O", "forward", "-L"])
-            .arg(&spec)
-            .arg("--")
-            .arg(&self.target.host)
-            .env_clear()
-            .envs(
-                ENV_ALLOW
-                    .iter()
-                    .filter_map(|k| std::env::var_os(k).map(|v| (k, v))),
+        if fresh && matches!(self.sockets, Sockets::Shared { .. }) {
+            // The shared master may still list this forward while its file is another's (a
+            // listener gone, its file left): OpenSSH then answers a new `-O forward` of the same
+            // spec as already done, and every connect is refused. Cancel it first, so that the
+            // forward below binds anew (StreamLocalBindUnlink takes the stale file away). Its
+            // failure (no such forward) is the usual case and says nothing.
+            let cancelled = tokio::time::timeout(
+                self.target.connect_timeout,
+                self.mux_command("cancel", &spec).output(),
             )
-            .stdin(std::process::Stdio::null())
-            .kill_on_drop(true);
-        let out = tokio::time::timeout(self.target.connect_timeout, cmd.output()).await;
+            .await;
+            debug!(%host, remote = %r, ?cancelled, "stale ssh forward cancelled");
+        }
+        let out = tokio::time::timeout(
+            self.target.connect_timeout,
+            self.mux_command("forward", &spec).output(),
+        )
+        .await;
         let failed = |why: String| {
             Error::Remote {
             host: host.clone(),

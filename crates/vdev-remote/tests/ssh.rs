@@ -368,3 +368,67 @@ async fn persist_shares_one_login_across_connections_and_processes() {
     assert_eq!(logins(), 2);
     // The shared master ends with sshd (Sshd's drop kills every session).
 }
+
+/// Accept one connection on `l` within 30 s (a loaded machine), or fail saying what was awaited.
+fn accept_within(l: &std::os::unix::net::UnixListener, what: &str) {
+    l.set_nonblocking(true).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        match l.accept() {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{what}: no connection within 30 s"
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("{what}: {e}"),
+        }
+    }
+}
+
+/// With `persist=`, the shared master's forward whose local file was taken over by another
+/// listener that then went away (the file left, nobody listening): the master still lists the
+/// forward, and OpenSSH answers a second `-O forward` of it as already done. A later connection
+/// still reaches the socket, through the same login.
+#[tokio::test]
+async fn persist_makes_a_forward_again_whose_file_went_stale_under_the_master() {
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let first = host(&u);
+    let _s = first.connect_unix(&sock).await.unwrap().unwrap();
+    accept_within(&listener, "the first connection through the forward");
+    let files = first
+        .shared_files(&sock)
+        .expect("persist= has shared files")
+        .unwrap();
+    assert!(
+        files.control.exists() && files.forward.exists(),
+        "{files:?}"
+    );
+    // Another listener takes the forward's file and goes away: the file stays, refusing.
+    std::fs::remove_file(&files.forward).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&files.forward).unwrap());
+    assert_eq!(
+        std::os::unix::net::UnixStream::connect(&files.forward)
+            .unwrap_err()
+            .kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
+    first.disconnect().await;
+    drop(first);
+    // A later connection, as of another process.
+    let second = host(&u);
+    let s = second.connect_unix(&sock).await.unwrap();
+    assert!(s.is_ok(), "the socket through the shared connection: {s:?}");
+    accept_within(&listener, "the later connection through the forward");
+    second.disconnect().await;
+    assert_eq!(logins(), 1, "one login served both: {}", sshd.log());
+}
