@@ -8,11 +8,11 @@
 //! Needs the lab's environment (`set -a; eval "$(tests/xenlab/xenlab up)"`): without it the
 //! tests are skipped, and fail under CI.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use tokio::sync::{Mutex, OnceCell};
+use vdev_conformance::xenlab::dom0;
 use vdev_conformance::{Fixture, Harness};
 use vdev_core::{Attributes, DetachOptions, DeviceType};
 use vdev_driver_libvirt as _;
@@ -23,23 +23,6 @@ const IMAGES: usize = 160;
 fn attrs(pairs: &[(&str, &str)]) -> Attributes {
     Attributes::from_pairs(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())))
         .expect("valid attributes")
-}
-
-fn xenlab() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/xenlab/xenlab")
-}
-
-/// Run a shell command in Domain-0 through the lab's command channel: status and output.
-fn dom0(cmd: &str) -> (bool, String) {
-    let out = Command::new(xenlab())
-        .arg("sh")
-        .arg(cmd)
-        .output()
-        .expect("run tests/xenlab/xenlab sh");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
 }
 
 /// libvirtd and its domain in the lab's Domain-0.
@@ -59,7 +42,7 @@ fn start() -> Lab {
             "set -e; out=$(\"$0\" libvirtd); eval \"$out\"; \
              printf '%s\\n' \"$XENLAB_LIBVIRT_URI\" \"$XENLAB_LIBVIRT_DOMU\"",
         )
-        .arg(xenlab())
+        .arg(vdev_conformance::xenlab::script())
         .output()
         .expect("bash runs");
     assert!(

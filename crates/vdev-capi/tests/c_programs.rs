@@ -338,11 +338,10 @@ fn c_proposal_calls_on_the_xen_lab() {
     };
     let domu = std::env::var("XENLAB_DOMU").unwrap_or_else(|_| "domu1".into());
     let vifs = || {
-        let xenlab = crate_dir().join("../../tests/xenlab/xenlab");
         let script = format!(
             "xenstore-list /local/domain/$(xl domid {domu})/device/vif 2>/dev/null | sort; true"
         );
-        run(Command::new(xenlab).args(["sh", &script]))
+        run(Command::new(vdev_conformance::xenlab::script()).args(["sh", &script]))
     };
     let before = vifs();
     let exe = compile(&crate_dir().join("tests/c/xen.c"), "xen", Link::Shared);

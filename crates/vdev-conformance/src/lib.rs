@@ -28,6 +28,7 @@ pub mod process;
 pub mod profile;
 pub mod scenario;
 pub mod sshd;
+pub mod xenlab;
 
 pub use checks::*;
 use std::time::Duration;

@@ -17,7 +17,7 @@ fn root() -> PathBuf {
 }
 
 fn xenlab() -> PathBuf {
-    root().join("tests/xenlab/xenlab")
+    vdev_conformance::xenlab::script()
 }
 
 fn quote(s: &str) -> String {

@@ -3,7 +3,6 @@
 //! shown in the test command's summary.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
 use std::process::Command;
 
 use vdev_core::Attributes;
@@ -132,37 +131,9 @@ pub fn uri() -> String {
     )
 }
 
-fn xenlab() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/xenlab/xenlab")
-}
-
-/// The command channel's own limit on a script (`XENLAB_SH_TIMEOUT`'s default in
-/// tests/xenlab/xenlab), in seconds.
-const DOM0_LIMIT: u64 = 300;
-
-/// Run a shell command in dom0; its exit status and output. Domain-0 stops it after 300 s.
-pub fn dom0(cmd: &str) -> (bool, String) {
-    dom0_within(cmd, DOM0_LIMIT)
-}
-
-/// Run a shell command in dom0, stopped after `limit_secs` (for a long script: a TCG Domain-0
-/// on a loaded machine runs one program in 0.05-0.5 s). A script stopped that way fails, and
-/// its output says so.
-pub fn dom0_within(cmd: &str, limit_secs: u64) -> (bool, String) {
-    let out = Command::new(xenlab())
-        .arg("sh")
-        .arg(cmd)
-        .env("XENLAB_SH_TIMEOUT", limit_secs.to_string())
-        .output()
-        .expect("run tests/xenlab/xenlab sh");
-    let mut text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    // timeout(1) in Domain-0 exits 124 (137 after its KILL) when it stopped the script.
-    if matches!(out.status.code(), Some(124 | 137)) {
-        text += &format!("\n[the script was stopped at its limit of {limit_secs} s]\n");
-    }
-    (out.status.success(), text)
-}
+/// The lab's command channel, one place for every crate's tests (vdev-conformance).
+#[allow(unused_imports)]
+pub use vdev_conformance::xenlab::{dom0, dom0_within};
 
 /// Run a dom0 script that must succeed; its output.
 pub fn dom0_ok(script: &str) -> String {
