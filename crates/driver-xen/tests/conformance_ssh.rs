@@ -10,10 +10,13 @@ use vdev_conformance::Harness;
 use vdev_driver_xen as _;
 
 async fn setup() -> Option<Harness> {
-    // timeout=30s: an ssh login into the lab's TCG Domain-0 alone takes 3-5 s. Not persist=
-    // (which would save two logins per check): with it, run K1 (2026-12-06) failed every check
-    // after the first two with "Connection refused" on the shared forward (see stop 37's note).
-    let uri = common::ssh_uri("hotplug=no&timeout=30s&attach-timeout=120s")?;
+    // timeout=30s: an ssh login into the lab's TCG Domain-0 alone takes 3-5 s. persist=: the
+    // checks' connections (two per check) share the first one's ssh connection, as a user's
+    // successive commands do, instead of logging in thirty times (a session on the shared
+    // connection opens in ~0.5 s). Run K1 (2026-12-06) failed with it, every check after the
+    // first two refused on the shared forward: vdev-remote now makes such a forward again
+    // (design 0011).
+    let uri = common::ssh_uri("hotplug=no&timeout=30s&attach-timeout=120s&persist=120s")?;
     Some(common::harness(&uri).await)
 }
 
