@@ -3,7 +3,8 @@
 //! Why not `qapi`'s stream: it ends the whole session on an event its schema does not know, and it
 //! sends one command at a time. Here a reader task splits the stream into lines, matches replies
 //! to requests by `id` (so many requests can be in flight: pipelining), and hands every event on
-//! as JSON, whether or not `qapi`'s schema knows it. The command and reply types still come from `qapi` (see `docs/design/0003-qemu-qmp-session.md`).
+//! as JSON, whether or not `qapi`'s schema knows it. The command and reply types still come from
+//! `qapi` (see `docs/design/0003-qemu-qmp-session.md`).
 //! Opening a session on a domain's sockets is [`connect`].
 
 use std::collections::HashMap;

@@ -713,7 +713,7 @@ impl Session {
                 self.mux_command("cancel", &spec).output(),
             )
             .await;
-            debug!(%host, remote = %r, ?cancelled, "stale ssh forward cancelled");
+            debug!(%host, remote = %r, ?cancelled, "asked the shared master to cancel a stale forward");
         }
         let out = tokio::time::timeout(
             self.target.connect_timeout,
