@@ -21,14 +21,40 @@ stage() {
 scripts/install-test-deps.sh
 stage "installing the test dependencies"
 
+# Work started in the background is stopped, as a process group, if this script ends first.
+bg_pids=()
+stop_background() {
+    local p
+    for p in "${bg_pids[@]}"; do kill -- -"$p" 2>/dev/null || true; done
+}
+trap stop_background EXIT
+mkdir -p target
+
+# Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): the
+# toolchain is checked now, so that its absence fails at once rather than after the other
+# stages, and cargo-fuzz (about 3 minutes to compile on a fresh machine) is installed in the
+# background while the lab's images are built and the workspace compiles.
+if ! rustup toolchain list | grep -q '^nightly'; then
+    echo "test.sh: the fuzz targets need the nightly toolchain beside stable (rustup toolchain list shows none)" >&2
+    exit 1
+fi
+cargo_fuzz_pid=
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    set -m
+    # In cargo's own temporary folder, even if CARGO_TARGET_DIR names the workspace's.
+    env -u CARGO_TARGET_DIR cargo install -q --locked cargo-fuzz >target/cargo-fuzz-install.log 2>&1 &
+    cargo_fuzz_pid=$!
+    set +m
+    bg_pids+=("$cargo_fuzz_pid")
+fi
+
 # The Xen driver's tests run against a real Xen 4.17 booted in QEMU (tests/xenlab): build its
 # images (cached), then boot it while the workspace builds, and take it down afterwards, also
 # when tests fail. The libvirt driver's tests/xen.rs (in the Rust tests below) starts libvirt's
 # Xen driver in its Domain-0 itself (`xenlab libvirtd`), from the environment exported here.
 tests/xenlab/xenlab build
 stage "the Xen lab's images"
-trap 'tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
-mkdir -p target
+trap 'stop_background; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
 tests/xenlab/xenlab up >target/xenlab.env 2>target/xenlab-up.log &
 lab_pid=$!
 cargo build --workspace --all-targets
@@ -72,11 +98,9 @@ set -m
 scripts/test-xenlab.sh run >"$lab_log" 2>&1 &
 lab_tests_pid=$!
 set +m
+bg_pids+=("$lab_tests_pid")
 lab_tests_start=$SECONDS
-stop_lab_tests() {
-    kill -- -"$lab_tests_pid" 2>/dev/null || true
-}
-trap 'stop_lab_tests; summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
+trap 'stop_background; summary; tests/xenlab/xenlab down >/dev/null 2>&1 || true' EXIT
 stage "building the test binaries"
 
 # Every other Rust test, and the doc tests. One test of libvdev's uses the lab's domU too: it
@@ -142,34 +166,43 @@ CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --features lib
 (cd crates/vdev-py/tests && "../../../$venv_lv/bin/pytest" -q -rs -p no:cacheprovider test_libvirt.py)
 stage "the Python package with the libvirt feature"
 
-# Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): each
-# target runs for a short, bounded time from its seed corpus; a crash, a leak or a timeout fails
-# the test command (libFuzzer exits non-zero and leaves the input under fuzz/artifacts/).
-if ! rustup toolchain list | grep -q '^nightly'; then
-    echo "test.sh: the fuzz targets need the nightly toolchain beside stable (rustup toolchain list shows none)" >&2
-    exit 1
+# The fuzz targets: built here, then each run for a short, bounded time from its seed corpus in
+# the background, one after the other, beside the stages below (which, once the lab's tests have
+# ended, leave a core free); a crash, a leak or a timeout fails the test command (libFuzzer exits
+# non-zero and leaves the input under fuzz/artifacts/). At a lower priority: each run lasts its
+# seconds whatever it gets, and what it gets is what the other stages leave.
+if [ -n "$cargo_fuzz_pid" ]; then
+    if ! wait "$cargo_fuzz_pid"; then
+        cat target/cargo-fuzz-install.log >&2
+        echo "test.sh: cargo install cargo-fuzz failed (its output is above)" >&2
+        exit 1
+    fi
+    stage "waiting for cargo-fuzz's install"
 fi
-command -v cargo-fuzz >/dev/null 2>&1 || cargo install -q --locked cargo-fuzz
-stage "cargo-fuzz"
+(cd fuzz && cargo +nightly fuzz build -O)
+stage "the fuzz targets' build"
 fuzz_seconds=${VDEV_FUZZ_SECONDS:-20}
+fuzz_log=target/fuzz-runs.log
+set -m
 (
     cd fuzz
-    cargo +nightly fuzz build -O
-    echo "test.sh: the fuzz build took $((SECONDS - stage_start)) s"
     for t in $(cargo +nightly fuzz list); do
         mkdir -p "corpus/$t"
         log="../target/fuzz-$t.log"
-        if ! cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
+        if ! nice -n 10 cargo +nightly fuzz run -O "$t" "corpus/$t" "seeds/$t" -- \
             -max_total_time="$fuzz_seconds" -timeout=10 -rss_limit_mb=2048 \
             -print_final_stats=1 >"$log" 2>&1; then
-            tail -40 "$log" >&2
-            echo "fuzz: $t found a problem (input saved under fuzz/artifacts/$t)" >&2
+            tail -40 "$log"
+            echo "fuzz: $t found a problem (input saved under fuzz/artifacts/$t)"
             exit 1
         fi
         echo "fuzz: $t: $(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$') runs in ${fuzz_seconds} s, no crash"
     done
-)
-stage "the fuzz targets (build and runs)"
+) >"$fuzz_log" 2>&1 &
+fuzz_pid=$!
+set +m
+bg_pids+=("$fuzz_pid")
+fuzz_start=$SECONDS
 
 # The lab's tests, run beside the stages above: their output, and whether they passed.
 lab_rc=0
@@ -189,4 +222,14 @@ stage "waiting for the tests in the Xen lab, then libvdev's test in it"
 # sshd and QEMU each) and the Xen lab's Domain-0 (scripts/test-ansible.sh).
 VDEV_WHEEL=$(ls target/wheels/vdev-*.whl) scripts/test-ansible.sh
 stage "the Ansible collection"
+
+# The fuzz runs, started after the fuzz build above: their output, and whether they passed.
+fuzz_rc=0
+wait "$fuzz_pid" || fuzz_rc=$?
+cat "$fuzz_log"
+stages+=("$(printf '%5d s  %s' $((SECONDS - fuzz_start)) "the fuzz runs (beside the stages above)")")
+if [ "$fuzz_rc" -ne 0 ]; then
+    echo "test.sh: a fuzz target failed (its output is above)" >&2
+    exit 1
+fi
 
