@@ -30,6 +30,19 @@ stop_background() {
 trap stop_background EXIT
 mkdir -p target
 
+# The Python package's extension (crates/vdev-py) is compiled both by the workspace's builds and
+# by maturin (the Python stages below), in the same target directory. maturin gives pyo3's build
+# scripts the interpreter it builds for and two variables of its own; a cargo run with other
+# values compiles pyo3 and everything above it again, and so does the next maturin build. So
+# every cargo run here gives the values maturin gives for the Python stage's interpreter (the
+# interpreter of the venv made here; both wheels are built with it). A value that differs from
+# maturin's costs only that compile.
+venv=target/py-venv
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+export PYO3_PYTHON="$PWD/$venv/bin/python3" PYO3_BUILD_EXTENSION_MODULE=1
+PYO3_ENVIRONMENT_SIGNATURE=$("$PYO3_PYTHON" -c 'import sys; v = sys.version_info; print(f"{sys.implementation.name}-{v.major}.{v.minor}-{64 if sys.maxsize > 2**32 else 32}bit")')
+export PYO3_ENVIRONMENT_SIGNATURE
+
 # Fuzzing (fuzz/, cargo-fuzz on the nightly toolchain this machine kind has beside stable): the
 # toolchain is checked now, so that its absence fails at once rather than after the other
 # stages, and cargo-fuzz (about 3 minutes to compile on a fresh machine) is installed in the
@@ -106,8 +119,11 @@ stage "building the test binaries"
 # Every other Rust test, and the doc tests. One test of libvdev's uses the lab's domU too: it
 # runs after the lab's tests (below).
 xen_c_test=c_proposal_calls_on_the_xen_lab
+# libvdev's C tests build the library with cargo: with the arguments of the build above, so that
+# cargo finds it done (crates/vdev-capi/tests/c_programs.rs says why).
+ws_build="--workspace --all-targets"
 rest_rc=0
-scripts/test-binaries.sh run rest --skip "$xen_c_test" || rest_rc=$?
+VDEV_TEST_LIBVDEV_BUILD=$ws_build scripts/test-binaries.sh run rest --skip "$xen_c_test" || rest_rc=$?
 cargo test --workspace --doc --no-fail-fast || rest_rc=1
 [ "$rest_rc" -eq 0 ] || exit 1
 stage "the Rust tests that need no lab"
@@ -124,7 +140,8 @@ for t in vdev:vdev vdev:libvirt_feature vdev-cli:libvirt; do
     scripts/test-binaries.sh "${lv[@]}" run "rest/$t" || lv_rc=1
 done
 cargo test -q --workspace --doc "${lv[@]}" -- crates/vdev/src/ || lv_rc=1
-scripts/test-binaries.sh "${lv[@]}" run rest/vdev-capi:c_programs c_calls_through_libvirt || lv_rc=1
+VDEV_TEST_LIBVDEV_BUILD="$ws_build ${lv[*]}" \
+    scripts/test-binaries.sh "${lv[@]}" run rest/vdev-capi:c_programs c_calls_through_libvirt || lv_rc=1
 [ "$lv_rc" -eq 0 ] || exit 1
 stage "the libvirt feature"
 # libvdev.a linked into a C program in a release build (where the linker drops what nothing names):
@@ -137,8 +154,6 @@ stage "the static library in a release build"
 # the first build (the stage above left one with libvirt in target/debug; this build has nothing
 # to compile and puts that one back).
 cargo build -q --workspace --all-targets
-venv=target/py-venv
-[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
 "$venv/bin/pip" install -q --disable-pip-version-check maturin pytest pytest-timeout mypy
 # The dev profile in the workspace's target directory: the workspace build above already compiled
 # most of it (the release build's speed belongs to the benchmarks, not to the tests); stripped,
@@ -152,15 +167,16 @@ CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --strip" \
 (cd crates/vdev-py/tests && "../../../$venv/bin/pytest" -q -rs -p no:cacheprovider .)
 stage "the Python package and its tests"
 
-# The package built with the libvirt feature, in a venv of its own (the wheel above, which the
-# Ansible stage installs on managed hosts, stays without it): test_libvirt.py against a libvirtd
-# of the tests' own, which the libvirt driver's `libvirtd` example starts.
+# The package built with the libvirt feature, installed in a venv of its own (the wheel above,
+# which the Ansible stage installs on managed hosts, stays without it): test_libvirt.py against a
+# libvirtd of the tests' own, which the libvirt driver's `libvirtd` example starts. Built by the
+# first venv's pip, for the same interpreter as the first wheel (see PYO3_PYTHON above).
 venv_lv=target/py-venv-libvirt
 [ -x "$venv_lv/bin/python" ] || python3 -m venv "$venv_lv"
 "$venv_lv/bin/pip" install -q --disable-pip-version-check pytest pytest-timeout
 rm -rf target/wheels-libvirt
 CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --features libvirt" \
-    "$venv_lv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w target/wheels-libvirt ./crates/vdev-py
+    "$venv/bin/pip" wheel -q --disable-pip-version-check --no-deps -w target/wheels-libvirt ./crates/vdev-py
 "$venv_lv/bin/pip" install -q --disable-pip-version-check --force-reinstall --no-deps target/wheels-libvirt/vdev-*.whl
 # The libvirt driver's `libvirtd` example is the first build's (target/debug/examples).
 (cd crates/vdev-py/tests && "../../../$venv_lv/bin/pytest" -q -rs -p no:cacheprovider test_libvirt.py)
@@ -218,7 +234,7 @@ if [ "$lab_rc" -ne 0 ]; then
     exit 1
 fi
 # libvdev's C program against the lab's domU, which the lab's tests use while they run.
-scripts/test-binaries.sh run rest/c_programs --exact "$xen_c_test"
+VDEV_TEST_LIBVDEV_BUILD=$ws_build scripts/test-binaries.sh run rest/c_programs --exact "$xen_c_test"
 stage "waiting for the tests in the Xen lab, then libvdev's test in it"
 
 # The Ansible collection vdev.hotplug (ansible/): ansible-core in a venv of its own with the wheel

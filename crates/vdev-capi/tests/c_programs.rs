@@ -31,6 +31,14 @@ fn lib_dir() -> &'static Path {
         // The test is target/<profile>/deps/c_programs-HASH. `VDEV_TEST_LIBVDEV_PROFILE`
         // (`release`) links a library of another profile instead: scripts/test.sh builds only
         // the library in release that way, not this test's dependencies too.
+        //
+        // What is built: libvdev alone (`-p vdev-capi`) unless `VDEV_TEST_LIBVDEV_BUILD` gives
+        // the cargo arguments that built this test (scripts/test.sh: `--workspace --all-targets`
+        // and its features). cargo unifies features over the packages it is given, so `-p
+        // vdev-capi` after a workspace build compiles the facade and libvdev again with other
+        // features, into the same file names (a library's have no hash): the next workspace
+        // build then compiles libvdev once more. With the workspace's own arguments the build
+        // finds everything done.
         let exe = std::env::current_exe().expect("current_exe");
         let mut dir = exe
             .parent()
@@ -43,12 +51,18 @@ fn lib_dir() -> &'static Path {
         }
         let profile = dir.file_name().and_then(|s| s.to_str()).unwrap_or("debug");
         let mut build = Command::new(env!("CARGO"));
-        build
-            .current_dir(crate_dir())
-            .args(["build", "-p", "vdev-capi"]);
-        // Tests built with the libvirt feature test a library built with it.
-        if cfg!(feature = "libvirt") {
-            build.args(["--features", "libvirt"]);
+        build.current_dir(crate_dir()).arg("build");
+        match std::env::var("VDEV_TEST_LIBVDEV_BUILD") {
+            Ok(args) if !args.trim().is_empty() => {
+                build.args(args.split_whitespace());
+            }
+            _ => {
+                build.args(["-p", "vdev-capi"]);
+                // Tests built with the libvirt feature test a library built with it.
+                if cfg!(feature = "libvirt") {
+                    build.args(["--features", "libvirt"]);
+                }
+            }
         }
         if profile != "debug" {
             build.args(["--profile", profile]);
