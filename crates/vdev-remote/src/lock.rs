@@ -219,6 +219,12 @@ case $__vdev_r in 0) {{ {then}; }} || (exit 3) ;; 2) (exit 2) ;; *) false ;; esa
     }
 }
 
+/// Take the lock file `path` on this machine (its folder exists), waiting at most `wait`: for
+/// this crate's own turns between processes, such as mending a shared ssh forward.
+pub(crate) async fn lock_here(path: &str, wait: Duration) -> Result<HeldLock, LockError> {
+    Ok(HeldLock(lock_local(path, false, wait).await?))
+}
+
 /// Take the lock at `path` on this machine, polled without blocking so that the wait is
 /// bounded.
 async fn lock_local(path: &str, make_dir: bool, wait: Duration) -> Result<Held, LockError> {

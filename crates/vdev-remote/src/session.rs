@@ -138,6 +138,15 @@ impl SshHost {
                         std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotFound
                     ) =>
             {
+                // One user of the shared master at a time mends it (threads and processes
+                // alike): two at once would each cancel the forward the other had just made
+                // again, between its bind and its connect (seen in a test run: "Connection
+                // refused" through a forward made a moment before). The one before may have
+                // mended it already: that is tried first.
+                let _mending = session.mending_turn(path).await;
+                if let Ok(s) = UnixStream::connect(&local).await {
+                    return Ok(Ok(s));
+                }
                 let local = match session.forward(path, true).await? {
                     Ok(l) => l,
                     Err(e) => return Ok(Err(e)),
@@ -618,6 +627,25 @@ impl Session {
             "other" => SocketState::NotSocket,
             _ => SocketState::Missing,
         })
+    }
+
+    /// The turn to mend the shared master's forward of `remote`: a lock file beside the
+    /// master's control socket, held until dropped. `None` for a private master (nobody else
+    /// uses its forwards), and when the lock cannot be had within the connect timeout or at
+    /// all: the forward is then mended without it, as before there was one.
+    async fn mending_turn(&self, remote: &Path) -> Option<crate::lock::HeldLock> {
+        let Sockets::Shared { dir, key } = &self.sockets else {
+            return None;
+        };
+        let path = dir.join(format!("{key}.lock"));
+        let path = path.to_string_lossy();
+        match crate::lock::lock_here(&path, self.target.connect_timeout).await {
+            Ok(held) => Some(held),
+            Err(e) => {
+                debug!(host = %self.target.destination(), remote = %remote.display(), "mending the shared forward without its lock ({path}: {e})");
+                None
+            }
+        }
     }
 
     /// `ssh -O OP -L SPEC` to this session's master (`forward` or `cancel`).

@@ -432,3 +432,53 @@ async fn persist_makes_a_forward_again_whose_file_went_stale_under_the_master() 
     second.disconnect().await;
     assert_eq!(logins(), 1, "one login served both: {}", sshd.log());
 }
+
+/// Several connections at once (as of several processes) through a shared master whose
+/// forward went stale: they mend it one at a time, and none is refused. Two mending at once
+/// would each cancel the forward the other had just made again, between its bind and its
+/// connect (a conformance run over ssh failed that way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn persist_mends_a_stale_forward_for_connections_at_once() {
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
+    const AT_ONCE: usize = 6;
+    let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let first = host(&u);
+    let _s = first.connect_unix(&sock).await.unwrap().unwrap();
+    accept_within(&listener, "the first connection through the forward");
+    let files = first
+        .shared_files(&sock)
+        .expect("persist= has shared files")
+        .unwrap();
+    // The forward's file taken over by a listener that went away: refusing.
+    std::fs::remove_file(&files.forward).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&files.forward).unwrap());
+    first.disconnect().await;
+    drop(first);
+    let mut at_once = tokio::task::JoinSet::new();
+    for _ in 0..AT_ONCE {
+        let (h, sock) = (host(&u), sock.clone());
+        at_once.spawn(async move {
+            let r = h.connect_unix(&sock).await;
+            (h, r)
+        });
+    }
+    let mut kept = Vec::new();
+    while let Some(done) = at_once.join_next().await {
+        let (h, r) = done.unwrap();
+        match r {
+            Ok(Ok(stream)) => kept.push((h, stream)),
+            other => panic!("a connection through the shared master: {other:?}"),
+        }
+    }
+    for i in 0..AT_ONCE {
+        accept_within(&listener, &format!("connection {i} of {AT_ONCE} at once"));
+    }
+    for (h, _) in kept {
+        h.disconnect().await;
+    }
+}
