@@ -164,15 +164,16 @@ pub(crate) fn parse_domain(xml: String) -> Result<DomXml> {
             Event::CData(t) => st.push_text(&t),
             Event::GeneralRef(g) => {
                 if st.collecting.is_some() {
-                    let c = g.resolve_char_ref().map_err(unparsable)?;
-                    match c {
-                        Some(c) => st.push_text(c.encode_utf8(&mut [0; 4])),
-                        None => {
-                            let name = g.xml10_content();
-                            let v = quick_xml::escape::resolve_predefined_entity(&name)
-                                .ok_or_else(|| unparsable(Malformed::Entity(name.into_owned())))?;
-                            st.push_text(v);
-                        }
+                    let name = g.xml10_content();
+                    if name.starts_with('#') {
+                        // A reference to what is not a character (`&#xa33333;`) is U+FFFD, as
+                        // the tree reads it (and as `lenient` reads one in a value).
+                        let c = g.resolve_char_ref().ok().flatten().unwrap_or('\u{fffd}');
+                        st.push_text(c.encode_utf8(&mut [0; 4]));
+                    } else {
+                        let v = quick_xml::escape::resolve_predefined_entity(&name)
+                            .ok_or_else(|| unparsable(Malformed::Entity(name.into_owned())))?;
+                        st.push_text(v);
                     }
                 }
             }
@@ -402,7 +403,8 @@ mod tests {
     use crate::read_tree::assert_readings_agree;
 
     /// Texts where a one-pass reader could go wrong, each read as the tree reads it: positions
-    /// after a byte order mark, entities and character references in values and text,
+    /// after a byte order mark, entities and character references in values and text (also to
+    /// what is not a character),
     /// attribute value normalisation, an attribute with an empty prefix (`:file`), CDATA, comments, nested elements of the same names
     /// (a backing store's source), empty and repeated children.
     #[test]
@@ -423,6 +425,8 @@ mod tests {
             format!("<domain type='qemu' id='2'>{}</domain>", dev.replace("name='net1'", "name='n&#xFFFFFF;1&#x41;\t'")),
             format!("<domain type='qemu' id='3'>{}</domain>", dev.replace("name='net1'", "name='n&#xFFFFFF;1\r2\r\n3'")),
             format!("<domain type='qemu'>{}</domain>", dev.replace("<source file='/a", "<source :file='/a")),
+            // References to what is not a character in a text (the emulator's, a serial's).
+            format!("<domain type='qemu' id='5'>{}</domain>", dev.replace("q&amp;emu", "q&#xa33333;emu").replace("S<![CDATA", "&#xFFFFFF;S<![CDATA")),
             format!("<domain type='xen'><metadata><vdev:removal xmlns:vdev='urn:vdev:libvirt:removal:1:disk:ua-x' type='disk' ref='ua-x' state='pending' at='1'/></metadata>{dev}</domain>"),
         ] {
             assert_readings_agree(&xml);
