@@ -388,17 +388,18 @@ fn accept_within(l: &std::os::unix::net::UnixListener, what: &str) {
     }
 }
 
-/// With `persist=`, the shared master's forward whose local file was taken over by another
-/// listener that then went away (the file left, nobody listening): the master still lists the
-/// forward, and OpenSSH answers a second `-O forward` of it as already done. A later connection
-/// still reaches the socket, through the same login.
-#[tokio::test]
-async fn persist_makes_a_forward_again_whose_file_went_stale_under_the_master() {
-    let Some(sshd) = vdev_conformance::sshd::start() else {
-        return;
-    };
-    let logins = || sshd.log().matches("Accepted publickey").count();
-    let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
+/// A `persist=` URI of `sshd` whose shared master (alive) forwards a unix socket through a
+/// stale file: the forward's file taken over by another listener that then went away (the file
+/// left, refusing). The URI, the socket's folder, the socket and its listener.
+async fn a_stale_shared_forward(
+    sshd: &Sshd,
+) -> (
+    String,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::os::unix::net::UnixListener,
+) {
+    let u = uri(sshd, &format!("{}&persist=30s", sshd.query()));
     let dir = tempfile::tempdir().unwrap();
     let sock = dir.path().join("s.sock");
     let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
@@ -413,7 +414,6 @@ async fn persist_makes_a_forward_again_whose_file_went_stale_under_the_master() 
         files.control.exists() && files.forward.exists(),
         "{files:?}"
     );
-    // Another listener takes the forward's file and goes away: the file stays, refusing.
     std::fs::remove_file(&files.forward).unwrap();
     drop(std::os::unix::net::UnixListener::bind(&files.forward).unwrap());
     assert_eq!(
@@ -423,7 +423,20 @@ async fn persist_makes_a_forward_again_whose_file_went_stale_under_the_master() 
         std::io::ErrorKind::ConnectionRefused
     );
     first.disconnect().await;
-    drop(first);
+    (u, dir, sock, listener)
+}
+
+/// With `persist=`, the shared master's forward whose local file was taken over by another
+/// listener that then went away (the file left, nobody listening): the master still lists the
+/// forward, and OpenSSH answers a second `-O forward` of it as already done. A later connection
+/// still reaches the socket, through the same login.
+#[tokio::test]
+async fn persist_makes_a_forward_again_whose_file_went_stale_under_the_master() {
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    let (u, _dir, sock, listener) = a_stale_shared_forward(&sshd).await;
     // A later connection, as of another process.
     let second = host(&u);
     let s = second.connect_unix(&sock).await.unwrap();
@@ -443,22 +456,7 @@ async fn persist_mends_a_stale_forward_for_connections_at_once() {
         return;
     };
     const AT_ONCE: usize = 6;
-    let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let first = host(&u);
-    let _s = first.connect_unix(&sock).await.unwrap().unwrap();
-    accept_within(&listener, "the first connection through the forward");
-    let files = first
-        .shared_files(&sock)
-        .expect("persist= has shared files")
-        .unwrap();
-    // The forward's file taken over by a listener that went away: refusing.
-    std::fs::remove_file(&files.forward).unwrap();
-    drop(std::os::unix::net::UnixListener::bind(&files.forward).unwrap());
-    first.disconnect().await;
-    drop(first);
+    let (u, _dir, sock, listener) = a_stale_shared_forward(&sshd).await;
     let mut at_once = tokio::task::JoinSet::new();
     for _ in 0..AT_ONCE {
         let (h, sock) = (host(&u), sock.clone());
