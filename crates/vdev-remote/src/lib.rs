@@ -33,10 +33,12 @@ pub mod fuzzing;
 mod host;
 mod lock;
 mod session;
+mod sockets;
 mod target;
 
 pub use endpoint::{Endpoint, EndpointStream, PathKind};
 pub use host::{sh_quote, Host, RunOutput, SocketState};
 pub use lock::{HeldLock, HostLock, LockError};
-pub use session::{SharedFiles, SshHost};
+pub use session::SshHost;
+pub use sockets::SharedFiles;
 pub use target::{SshTarget, PERSIST_RANGE, SSH_OPTIONS};

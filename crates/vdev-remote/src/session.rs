@@ -18,7 +18,8 @@ use vdev_core::{Error, RemoteErrorKind, Result};
 
 use crate::agent::{read_reply, ReplyError, AGENT};
 use crate::host::{sh_quote, RunOutput, SocketState};
-use crate::target::{fnv, SshTarget};
+use crate::sockets::{forwardable, shared_dir, SharedFiles, SocketDir, Sockets};
+use crate::target::SshTarget;
 
 /// The environment variables passed to `ssh` (every other one is removed): what finds the user's
 /// configuration, keys, agent and Kerberos credentials.
@@ -187,121 +188,6 @@ impl Drop for Session {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-/// A private folder (mode 0700) for the control socket and the forwards, removed with the
-/// session. In `/tmp` when the temporary folder's path is long: unix socket paths are limited
-/// to 107 bytes.
-struct SocketDir(PathBuf);
-
-impl SocketDir {
-    pub(crate) fn new() -> std::io::Result<SocketDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let base = std::env::temp_dir();
-        let base = if base.as_os_str().len() > 60 {
-            PathBuf::from("/tmp")
-        } else {
-            base
-        };
-        loop {
-            let p = base.join(format!(
-                "vdev-ssh-{}-{:08x}",
-                std::process::id(),
-                rand::random::<u32>()
-            ));
-            match std::fs::DirBuilder::new().mode(0o700).create(&p) {
-                Ok(()) => return Ok(SocketDir(p)),
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    pub(crate) fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for SocketDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// The files a shared (`persist=`) ssh connection keeps on this machine: see
-/// [`Host::shared_files`](crate::Host::shared_files).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SharedFiles {
-    /// The connection's control socket.
-    pub control: PathBuf,
-    /// The local end of its forward to the remote socket asked about.
-    pub forward: PathBuf,
-}
-
-/// Where a session's sockets are: its own private folder, or (with `persist=`) the user's
-/// shared folder, whose control socket and forwards outlive the process.
-enum Sockets {
-    Private(SocketDir),
-    Shared { dir: PathBuf, key: String },
-}
-
-impl Sockets {
-    pub(crate) fn control(&self) -> PathBuf {
-        match self {
-            Sockets::Private(d) => d.path().join("c"),
-            Sockets::Shared { dir, key } => dir.join(format!("{key}.c")),
-        }
-    }
-
-    pub(crate) fn forward(&self, n: u32, remote: &Path) -> PathBuf {
-        match self {
-            Sockets::Private(d) => d.path().join(format!("f{n}")),
-            Sockets::Shared { dir, key } => dir.join(format!(
-                "{key}.f{:016x}",
-                fnv(remote.as_os_str().as_encoded_bytes())
-            )),
-        }
-    }
-}
-
-/// Whether OpenSSH's `-L LOCAL:REMOTE` can carry the path.
-fn forwardable(remote: &Path) -> bool {
-    let r = remote.to_string_lossy();
-    !(r.contains([':', '%', '[', ']']) || r.contains("${") || r.chars().any(char::is_control))
-}
-
-/// The user's folder for shared ssh connections: `$XDG_RUNTIME_DIR/vdev-ssh`, else
-/// `/tmp/vdev-ssh-UID`; made 0700 and checked to be a real folder owned by this user with no
-/// access for others (anyone who can reach a control socket can use the connection).
-fn shared_dir() -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
-    // SAFETY: getuid(2) has no failure mode.
-    let uid = unsafe { libc_getuid() };
-    let dir = match std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
-        Some(d) if d.is_absolute() && d.as_os_str().len() < 60 => d.join("vdev-ssh"),
-        _ => PathBuf::from(format!("/tmp/vdev-ssh-{uid}")),
-    };
-    match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e),
-    }
-    let md = std::fs::symlink_metadata(&dir)?;
-    if !md.is_dir() || md.uid() != uid || md.permissions().mode() & 0o077 != 0 {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::PermissionDenied,
-            format!(
-                "{} must be a folder of this user with mode 0700 (it holds the shared ssh connections); remove it",
-                dir.display()
-            ),
-        ));
-    }
-    Ok(dir)
-}
-
-extern "C" {
-    #[link_name = "getuid"]
-    pub(crate) fn libc_getuid() -> u32;
 }
 
 impl Session {
