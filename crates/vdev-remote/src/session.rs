@@ -520,10 +520,7 @@ impl Session {
     /// uses its forwards), and when the lock cannot be had within the connect timeout or at
     /// all: the forward is then mended without it, as before there was one.
     async fn mending_turn(&self, remote: &Path) -> Option<crate::lock::HeldLock> {
-        let Sockets::Shared { dir, key } = &self.sockets else {
-            return None;
-        };
-        let path = dir.join(format!("{key}.lock"));
+        let path = self.sockets.mending_lock()?;
         let path = path.to_string_lossy();
         match crate::lock::lock_here(&path, self.target.connect_timeout).await {
             Ok(held) => Some(held),

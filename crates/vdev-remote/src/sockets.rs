@@ -79,6 +79,15 @@ impl Sockets {
             )),
         }
     }
+
+    /// The lock file for mending the shared master's forwards; none for a private master
+    /// (nobody else uses its forwards).
+    pub(crate) fn mending_lock(&self) -> Option<PathBuf> {
+        match self {
+            Sockets::Private(_) => None,
+            Sockets::Shared { dir, key } => Some(dir.join(format!("{key}.lock"))),
+        }
+    }
 }
 
 /// Whether OpenSSH's `-L LOCAL:REMOTE` can carry the path.
