@@ -212,6 +212,10 @@ impl Session {
             )
         })?;
         let control = sockets.control();
+        // With persist=: the files of shared masters now gone are removed first; when this
+        // connection's own master is gone, its turn is held until the login below has started
+        // the new one.
+        let _starting = sockets.clear_gone_masters(target.connect_timeout).await;
         let mut cmd = tokio::process::Command::new(&target.command);
         let mut args = target.args(&control);
         // The expected sockets are forwarded by the login itself (before `--` and the host).

@@ -2,8 +2,13 @@
 //! the user's shared folder for `persist=` connections (their control sockets, forwards and
 //! the lock for mending a forward).
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use tracing::debug;
+
+use crate::lock::{lock_here, HeldLock};
 use crate::target::fnv;
 
 /// A private folder (mode 0700) for the control socket and the forwards, removed with the
@@ -87,6 +92,77 @@ impl Sockets {
             Sockets::Private(_) => None,
             Sockets::Shared { dir, key } => Some(dir.join(format!("{key}.lock"))),
         }
+    }
+
+    /// Before a shared connection logs in: removes what shared masters now gone left in the
+    /// shared folder (every master leaves its forwards' files behind, a killed one its control
+    /// socket too), so that the folder holds no more than the live masters' files and a new
+    /// master never meets an earlier one's forward. A master is gone when its control socket is
+    /// missing or refuses a connection; any other answer counts as alive, and files this crate
+    /// did not name are left alone. Each master's files are removed under its lock
+    /// ([`Sockets::mending_lock`]): another master's lock is only tried (taken now or its
+    /// files left for a later sweep); this connection's own is waited for up to `wait` and,
+    /// when its master is gone, returned held, so that the caller's login, which starts the new
+    /// master, takes its turn with anyone else starting or mending the same one. `None` for a
+    /// private folder, when this connection's master is alive, and when its lock could not be
+    /// had (the login then goes on as before there was one).
+    pub(crate) async fn clear_gone_masters(&self, wait: Duration) -> Option<HeldLock> {
+        let Sockets::Shared { dir, key: own } = self else {
+            return None;
+        };
+        // Every master named in the folder: its control socket and forwards' files as found.
+        let mut masters: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+        masters.entry(own.clone()).or_default();
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some((key, what)) = name.to_str().and_then(|n| n.split_once('.')) else {
+                continue;
+            };
+            let hex16 = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
+            let forward = what.strip_prefix('f').is_some_and(hex16);
+            if hex16(key) && (what == "c" || what == "lock" || forward) {
+                let files = masters.entry(key.to_owned()).or_default();
+                if what != "lock" {
+                    files.push(entry.path());
+                }
+            }
+        }
+        let mut own_turn = None;
+        for (key, files) in masters {
+            let control = dir.join(format!("{key}.c"));
+            if !gone(&control).await {
+                continue;
+            }
+            let lock = dir.join(format!("{key}.lock"));
+            let limit = if &key == own { wait } else { Duration::ZERO };
+            let Ok(turn) = lock_here(&lock.to_string_lossy(), limit).await else {
+                continue;
+            };
+            // Checked again in its turn: a master started meanwhile is left alone.
+            if !gone(&control).await {
+                continue;
+            }
+            let removed = files
+                .iter()
+                .filter(|f| std::fs::remove_file(f).is_ok())
+                .count();
+            debug!(master = %key, removed, "the files of a shared ssh master that is gone");
+            if &key == own {
+                own_turn = Some(turn);
+            }
+        }
+        own_turn
+    }
+}
+
+/// Whether no shared master answers on `control`: the socket is missing or refuses.
+async fn gone(control: &Path) -> bool {
+    match tokio::net::UnixStream::connect(control).await {
+        Ok(_) => false,
+        Err(e) => matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ),
     }
 }
 

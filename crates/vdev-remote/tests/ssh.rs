@@ -480,3 +480,89 @@ async fn persist_mends_a_stale_forward_for_connections_at_once() {
         h.disconnect().await;
     }
 }
+
+/// The pid of the shared master behind `control`, as `ssh -O check` tells it.
+fn master_pid(control: &Path) -> u32 {
+    let out = std::process::Command::new("ssh")
+        .args(["-O", "check", "-o"])
+        .arg(format!("ControlPath={}", control.display()))
+        .arg("vdev-test")
+        .output()
+        .expect("run ssh -O check");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    said.split("pid=")
+        .nth(1)
+        .and_then(|r| r.split(')').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no master pid in ssh -O check's answer: {said}"))
+}
+
+/// With `persist=`, what shared masters now gone left in the user's shared folder is removed
+/// when a later connection logs in (as of another process): a killed master's control socket
+/// and forward, whose names the new master takes over, and the forward and lock files of
+/// another host's master gone long ago. Without it the folder kept such files for good.
+#[tokio::test]
+async fn persist_clears_the_files_of_masters_that_are_gone() {
+    let Some(sshd) = vdev_conformance::sshd::start() else {
+        return;
+    };
+    let refuses = |p: &Path| {
+        std::os::unix::net::UnixStream::connect(p)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
+    };
+    let logins = || sshd.log().matches("Accepted publickey").count();
+    let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let first = host(&u);
+    let _s = first.connect_unix(&sock).await.unwrap().unwrap();
+    accept_within(&listener, "the first connection through the forward");
+    let files = first.shared_files(&sock).unwrap().unwrap();
+    // The master killed (a crash, the OOM killer): its control socket and forward stay.
+    let pid = master_pid(&files.control);
+    assert!(std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    first.disconnect().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "master {pid} still there after KILL"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Both refuse, unless another test's connection swept them away already.
+    let left = |p: &Path| refuses(p) || !p.exists();
+    assert!(left(&files.control) && left(&files.forward), "{files:?}");
+    // Another host's master, gone long ago: its forward's file (refusing) and its lock file.
+    let shared = files.control.parent().unwrap();
+    let other = format!(
+        "{:016x}",
+        (u64::from(std::process::id()) << 32) ^ u64::from(pid) ^ 0x5eed_0000_0000_0000
+    );
+    let other_forward = shared.join(format!("{other}.f{:016x}", 0xfu64));
+    let other_lock = shared.join(format!("{other}.lock"));
+    drop(std::os::unix::net::UnixListener::bind(&other_forward).unwrap());
+    std::fs::write(&other_lock, "").unwrap();
+    assert!(refuses(&other_forward));
+
+    let second = host(&u);
+    let s = second.connect_unix(&sock).await.unwrap();
+    assert!(s.is_ok(), "the socket through a new shared master: {s:?}");
+    accept_within(&listener, "the connection through the new master");
+    assert!(
+        !other_forward.exists() && !other_lock.exists(),
+        "the gone master's files are still in {}",
+        shared.display()
+    );
+    // The killed master's file names are the new master's now, and both answer.
+    assert!(!refuses(&files.control), "{files:?}");
+    let _through = std::os::unix::net::UnixStream::connect(&files.forward).unwrap();
+    accept_within(&listener, "a plain connect to the new master's forward");
+    second.disconnect().await;
+    assert_eq!(logins(), 2, "one login each: {}", sshd.log());
+}
