@@ -388,6 +388,42 @@ fn accept_within(l: &std::os::unix::net::UnixListener, what: &str) {
     }
 }
 
+/// A `persist=` connection to `sshd` with one forward through its shared master, used once:
+/// the URI, the socket's folder, the socket and its listener, the connection and its stream,
+/// and the shared files.
+struct SharedForward {
+    uri: String,
+    _dir: tempfile::TempDir,
+    sock: std::path::PathBuf,
+    listener: std::os::unix::net::UnixListener,
+    first: Host,
+    _stream: tokio::net::UnixStream,
+    files: vdev_remote::SharedFiles,
+}
+
+async fn a_shared_forward(sshd: &Sshd) -> SharedForward {
+    let uri = uri(sshd, &format!("{}&persist=30s", sshd.query()));
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("s.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let first = host(&uri);
+    let stream = first.connect_unix(&sock).await.unwrap().unwrap();
+    accept_within(&listener, "the first connection through the forward");
+    let files = first
+        .shared_files(&sock)
+        .expect("persist= has shared files")
+        .unwrap();
+    SharedForward {
+        uri,
+        _dir: dir,
+        sock,
+        listener,
+        first,
+        _stream: stream,
+        files,
+    }
+}
+
 /// A `persist=` URI of `sshd` whose shared master (alive) forwards a unix socket through a
 /// stale file: the forward's file taken over by another listener that then went away (the file
 /// left, refusing). The URI, the socket's folder, the socket and its listener.
@@ -399,31 +435,22 @@ async fn a_stale_shared_forward(
     std::path::PathBuf,
     std::os::unix::net::UnixListener,
 ) {
-    let u = uri(sshd, &format!("{}&persist=30s", sshd.query()));
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let first = host(&u);
-    let _s = first.connect_unix(&sock).await.unwrap().unwrap();
-    accept_within(&listener, "the first connection through the forward");
-    let files = first
-        .shared_files(&sock)
-        .expect("persist= has shared files")
-        .unwrap();
+    let f = a_shared_forward(sshd).await;
     assert!(
-        files.control.exists() && files.forward.exists(),
-        "{files:?}"
+        f.files.control.exists() && f.files.forward.exists(),
+        "{:?}",
+        f.files
     );
-    std::fs::remove_file(&files.forward).unwrap();
-    drop(std::os::unix::net::UnixListener::bind(&files.forward).unwrap());
+    std::fs::remove_file(&f.files.forward).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(&f.files.forward).unwrap());
     assert_eq!(
-        std::os::unix::net::UnixStream::connect(&files.forward)
+        std::os::unix::net::UnixStream::connect(&f.files.forward)
             .unwrap_err()
             .kind(),
         std::io::ErrorKind::ConnectionRefused
     );
-    first.disconnect().await;
-    (u, dir, sock, listener)
+    f.first.disconnect().await;
+    (f.uri, f._dir, f.sock, f.listener)
 }
 
 /// With `persist=`, the shared master's forward whose local file was taken over by another
@@ -511,14 +538,15 @@ async fn persist_clears_the_files_of_masters_that_are_gone() {
             .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionRefused)
     };
     let logins = || sshd.log().matches("Accepted publickey").count();
-    let u = uri(&sshd, &format!("{}&persist=30s", sshd.query()));
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("s.sock");
-    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
-    let first = host(&u);
-    let _s = first.connect_unix(&sock).await.unwrap().unwrap();
-    accept_within(&listener, "the first connection through the forward");
-    let files = first.shared_files(&sock).unwrap().unwrap();
+    let SharedForward {
+        uri: u,
+        sock,
+        listener,
+        first,
+        files,
+        _dir,
+        _stream,
+    } = a_shared_forward(&sshd).await;
     // The master killed (a crash, the OOM killer): its control socket and forward stay.
     let pid = master_pid(&files.control);
     assert!(std::process::Command::new("kill")
