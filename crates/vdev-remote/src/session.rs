@@ -214,7 +214,8 @@ impl Session {
         let control = sockets.control();
         // With persist=: the files of shared masters now gone are removed first; when this
         // connection's own master is gone, its turn is held until the login below has started
-        // the new one.
+        // the new one. The wait for that turn counts against the login's bound.
+        let started = tokio::time::Instant::now();
         let _starting = sockets.clear_gone_masters(target.connect_timeout).await;
         let mut cmd = tokio::process::Command::new(&target.command);
         let mut args = target.args(&control);
@@ -300,7 +301,8 @@ impl Session {
                 }
             }
         };
-        match tokio::time::timeout(target.connect_timeout, ready).await {
+        let left = target.connect_timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, ready).await {
             Ok(true) => {
                 debug!(host = %dest, "ssh connected");
                 Ok(session)
