@@ -71,17 +71,21 @@ impl Sockets {
     pub(crate) fn control(&self) -> PathBuf {
         match self {
             Sockets::Private(d) => d.path().join("c"),
-            Sockets::Shared { dir, key } => dir.join(format!("{key}.c")),
+            Sockets::Shared { dir, key } => shared_file(dir, key, CONTROL),
         }
     }
 
     pub(crate) fn forward(&self, n: u32, remote: &Path) -> PathBuf {
         match self {
             Sockets::Private(d) => d.path().join(format!("f{n}")),
-            Sockets::Shared { dir, key } => dir.join(format!(
-                "{key}.f{:016x}",
-                fnv(remote.as_os_str().as_encoded_bytes())
-            )),
+            Sockets::Shared { dir, key } => shared_file(
+                dir,
+                key,
+                &format!(
+                    "{FORWARD}{:016x}",
+                    fnv(remote.as_os_str().as_encoded_bytes())
+                ),
+            ),
         }
     }
 
@@ -90,7 +94,7 @@ impl Sockets {
     pub(crate) fn mending_lock(&self) -> Option<PathBuf> {
         match self {
             Sockets::Private(_) => None,
-            Sockets::Shared { dir, key } => Some(dir.join(format!("{key}.lock"))),
+            Sockets::Shared { dir, key } => Some(shared_file(dir, key, LOCK)),
         }
     }
 
@@ -119,21 +123,21 @@ impl Sockets {
                 continue;
             };
             let hex16 = |s: &str| s.len() == 16 && s.bytes().all(|b| b.is_ascii_hexdigit());
-            let forward = what.strip_prefix('f').is_some_and(hex16);
-            if hex16(key) && (what == "c" || what == "lock" || forward) {
+            let forward = what.strip_prefix(FORWARD).is_some_and(hex16);
+            if hex16(key) && (what == CONTROL || what == LOCK || forward) {
                 let files = masters.entry(key.to_owned()).or_default();
-                if what != "lock" {
+                if what != LOCK {
                     files.push(entry.path());
                 }
             }
         }
         let mut own_turn = None;
         for (key, files) in masters {
-            let control = dir.join(format!("{key}.c"));
+            let control = shared_file(dir, &key, CONTROL);
             if !gone(&control).await {
                 continue;
             }
-            let lock = dir.join(format!("{key}.lock"));
+            let lock = shared_file(dir, &key, LOCK);
             let limit = if &key == own { wait } else { Duration::ZERO };
             let Ok(turn) = lock_here(&lock.to_string_lossy(), limit).await else {
                 continue;
@@ -153,6 +157,17 @@ impl Sockets {
         }
         own_turn
     }
+}
+
+/// A shared master's files in the shared folder are `KEY.WHAT` (KEY: 16 hex digits of its
+/// destination and options): its control socket, its lock, and a forward per remote socket
+/// (`KEY.fHASH`, HASH: 16 hex digits of the remote path).
+const CONTROL: &str = "c";
+const LOCK: &str = "lock";
+const FORWARD: char = 'f';
+
+fn shared_file(dir: &Path, key: &str, what: &str) -> PathBuf {
+    dir.join(format!("{key}.{what}"))
 }
 
 /// Whether no shared master answers on `control`: the socket is missing or refuses.
