@@ -354,7 +354,8 @@ fn try_attach(
     let mut el = plan.el.clone();
     let mut ctx = Context::new("attach", &d.name);
     let dom = inner.lookup(d, &ctx)?;
-    let (defs, flags) = Definitions::read_for(&dom, &ctx, scope)?;
+    // Only what the choice needs: no device's attributes.
+    let (defs, flags) = Definitions::read_for(&dom, &ctx, scope, xml::Detail::Keys)?;
     let defs_touched = touched(&defs, flags);
     match plan.kind {
         Kind::Disk => {
@@ -502,7 +503,8 @@ pub(crate) async fn update(
         .call(move |inner| {
             let ctx = Context::new("update", &d.name).device(t2.as_str(), r.as_str());
             let dom = inner.lookup(&d, &ctx)?;
-            let (defs, mut flags) = Definitions::read_for(&dom, &ctx, scope)?;
+            let (defs, mut flags) =
+                Definitions::read_for(&dom, &ctx, scope, xml::Detail::Listing)?;
             let def = if flags & LIVE != 0 { defs.live.as_ref() } else { defs.stored.as_ref() };
             let dev = def
                 .into_iter()

@@ -106,7 +106,7 @@ pub(crate) async fn detach(
             // The wait below listens to DEVICE_REMOVED: registered before anything is asked.
             inner.ensure_events()?;
             let dom = inner.lookup(&d, &ctx)?;
-            let (defs, flags) = Definitions::read_for(&dom, &ctx, scope)?;
+            let (defs, flags) = Definitions::read_for(&dom, &ctx, scope, xml::Detail::Listing)?;
             let find = |x: Option<&xml::DomXml>| {
                 x.and_then(|x| {
                     x.devices

@@ -8,7 +8,7 @@ use vdev_core::{Attributes, Device, DeviceRef, DeviceState, DeviceType, Domain, 
 use crate::detach::Mark;
 use crate::driver::Inner;
 use crate::error::Context;
-use crate::xml::{self, DevXml, DomXml, Kind};
+use crate::xml::{self, Detail, DevXml, DomXml, Kind};
 
 /// The state of a device that is in the stored configuration only (of a running domain that
 /// does not have it, or of a domain that does not run): it is there at the next start.
@@ -92,14 +92,16 @@ impl Definitions {
 
     /// Read what a change of `scope` touches, and its `VIR_DOMAIN_AFFECT_*` flags: the live
     /// XML (which tells whether the domain runs), and the stored XML only when the change goes
-    /// there too (one round trip fewer for a live change).
+    /// there too (one round trip fewer for a live change); `detail` of each device.
     pub(crate) fn read_for(
         d: &virt::domain::Domain,
         ctx: &Context,
         scope: Option<vdev_core::Scope>,
+        detail: Detail,
     ) -> Result<(Self, u32)> {
         let map = |e: virt::error::Error| ctx.map(e.into());
-        let current = xml::parse_domain(d.xml_desc(0).map_err(map)?)?;
+        let parse = |text| xml::parse_domain_with(text, detail);
+        let current = parse(d.xml_desc(0).map_err(map)?)?;
         let flags = crate::driver::affect(scope, current.running);
         if !current.running {
             let defs = Definitions {
@@ -109,7 +111,7 @@ impl Definitions {
             return Ok((defs, flags));
         }
         let stored = if flags & virt_sys::VIR_DOMAIN_AFFECT_CONFIG != 0 {
-            Some(xml::parse_domain(
+            Some(parse(
                 d.xml_desc(virt_sys::VIR_DOMAIN_XML_INACTIVE).map_err(map)?,
             )?)
         } else {

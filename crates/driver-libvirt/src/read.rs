@@ -140,8 +140,24 @@ enum Malformed {
     Entity(String),
 }
 
-/// Read a domain's XML (see the module's documentation).
+/// How much of each device a reading takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Detail {
+    /// Everything a listing shows: each device's attributes too.
+    #[default]
+    Listing,
+    /// What an attach chooses a free target, unit and MAC by: each device's kind, alias and
+    /// key, and the SCSI addresses; no attributes (`DevXml::attrs` is empty).
+    Keys,
+}
+
+/// Read a domain's XML (see the module's documentation), each device with its attributes.
 pub(crate) fn parse_domain(xml: String) -> Result<DomXml> {
+    parse_domain_with(xml, Detail::Listing)
+}
+
+/// Read a domain's XML, taking `detail` of each device.
+pub(crate) fn parse_domain_with(xml: String, detail: Detail) -> Result<DomXml> {
     let text: Arc<String> = Arc::new(xml);
     // The reader counts positions after a byte order mark: read what follows it.
     let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -151,7 +167,10 @@ pub(crate) fn parse_domain(xml: String) -> Result<DomXml> {
     // name differently (`</:disk>`), and so is this one.
     reader.config_mut().check_end_names = false;
     let mut d = DomXml::default();
-    let mut st = State::default();
+    let mut st = State {
+        detail,
+        ..State::default()
+    };
     loop {
         let before = base + reader.buffer_position() as usize;
         let ev = reader.read_event().map_err(unparsable)?;
@@ -200,6 +219,8 @@ struct State<'a> {
     /// A text being read: its element's depth, whether it is the emulator's (else a device's
     /// serial), the text so far.
     collecting: Option<(usize, bool, String)>,
+    /// How much of each device is taken.
+    detail: Detail,
 }
 
 impl<'a> State<'a> {
@@ -242,7 +263,7 @@ impl<'a> State<'a> {
                         start: before,
                     };
                     if empty {
-                        push_device(d, open, text, after);
+                        push_device(d, open, text, after, self.keys_only());
                     } else {
                         self.device = Some(open);
                     }
@@ -281,12 +302,16 @@ impl<'a> State<'a> {
             }
             3 => {
                 if let Some(open) = self.device.take() {
-                    push_device(d, open, text, after);
+                    push_device(d, open, text, after, self.keys_only());
                 }
             }
             _ => {}
         }
         self.depth = self.depth.saturating_sub(1);
+    }
+
+    fn keys_only(&self) -> bool {
+        self.detail == Detail::Keys
     }
 
     fn push_text(&mut self, t: &str) {
@@ -324,14 +349,47 @@ fn read_metadata(element: &str) -> Vec<metadata::Record> {
     }
 }
 
-/// The device read, with its element's range `open.start..end` of the document.
-fn push_device(d: &mut DomXml, open: Open<'_>, text: &Arc<String>, end: usize) {
+/// The SCSI address (controller, unit) of a disk on bus `scsi` with a drive `address`.
+fn scsi_unit(address: Option<&BytesStart<'_>>, scsi: bool) -> Option<(u32, u32)> {
+    if !scsi || attr(address, "type").as_deref() != Some("drive") {
+        return None;
+    }
+    let num = |k| attr(address, k).and_then(|v| v.parse().ok());
+    Some((num("controller")?, num("unit")?))
+}
+
+/// The device read, with its element's range `open.start..end` of the document; with
+/// `keys_only`, without its attributes.
+fn push_device(d: &mut DomXml, open: Open<'_>, text: &Arc<String>, end: usize, keys_only: bool) {
     let Open {
         kind,
         el,
         parts: p,
         start,
     } = open;
+    if keys_only {
+        let key = match kind {
+            Kind::Disk => {
+                let scsi = attr(p.target.as_ref(), "bus").as_deref() == Some("scsi");
+                d.scsi_units.extend(scsi_unit(p.address.as_ref(), scsi));
+                attr(p.target.as_ref(), "dev")
+                    .unwrap_or_default()
+                    .into_owned()
+            }
+            Kind::Nic => attr(p.mac.as_ref(), "address")
+                .unwrap_or_default()
+                .to_ascii_lowercase(),
+        };
+        d.devices.push(DevXml {
+            kind,
+            alias: attr(p.alias.as_ref(), "name").map(Cow::into_owned),
+            key,
+            attrs: Vec::new(),
+            text: Arc::clone(text),
+            range: start..end,
+        });
+        return;
+    }
     let mut attrs = Vec::with_capacity(10);
     let mut put = |k: &'static str, v: Option<Cow<'_, str>>| {
         if let Some(v) = v {
@@ -363,12 +421,7 @@ fn push_device(d: &mut DomXml, open: Open<'_>, text: &Arc<String>, end: usize) {
             if cdrom {
                 put("tray", attr(p.target.as_ref(), "tray"));
             }
-            if scsi && attr(p.address.as_ref(), "type").as_deref() == Some("drive") {
-                let num = |k| attr(p.address.as_ref(), k).and_then(|v| v.parse().ok());
-                if let (Some(c), Some(u)) = (num("controller"), num("unit")) {
-                    d.scsi_units.insert((c, u));
-                }
-            }
+            d.scsi_units.extend(scsi_unit(p.address.as_ref(), scsi));
             (attr(p.alias.as_ref(), "name"), key)
         }
         Kind::Nic => {

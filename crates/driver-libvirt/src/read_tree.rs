@@ -190,8 +190,31 @@ fn summary(d: &DomXml) -> String {
     s
 }
 
-/// The reader's reading of `xml` is the tree's, where the tree can read it. Panics otherwise.
+/// The reader's reading of `xml` is the tree's, where the tree can read it; the reader's
+/// reading of the keys only is its full reading without the attributes, wherever the reader
+/// reads it. Panics otherwise.
 pub(crate) fn assert_readings_agree(xml: &str) {
+    use crate::read::{parse_domain_with, Detail};
+    match (
+        parse_domain_with(xml.to_owned(), Detail::Listing),
+        parse_domain_with(xml.to_owned(), Detail::Keys),
+    ) {
+        (Ok(mut full), Ok(keys)) => {
+            assert!(keys.devices.iter().all(|d| d.attrs.is_empty()));
+            full.devices.iter_mut().for_each(|d| d.attrs.clear());
+            assert_eq!(
+                summary(&keys),
+                summary(&full),
+                "the keys of {xml:?} are not the full reading's"
+            );
+        }
+        (Err(_), Err(_)) => {}
+        (full, keys) => panic!(
+            "one reading of {xml:?} refused it: full {:?}, keys {:?}",
+            full.err(),
+            keys.err()
+        ),
+    }
     let Ok(tree) = parse_domain_tree(xml) else {
         return;
     };

@@ -308,7 +308,7 @@ pub(crate) struct DomXml {
     pub hypervisor: String,
 }
 
-pub(crate) use crate::read::parse_domain;
+pub(crate) use crate::read::{parse_domain, parse_domain_with, Detail};
 
 /// The `index`-th target name with `prefix`: 0 → `sda`, 25 → `sdz`, 26 → `sdaa`, as Linux
 /// and libvirt name disks.
