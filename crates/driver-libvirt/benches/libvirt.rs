@@ -10,7 +10,10 @@
 //!   feature, release) beside a minimal `virt` program doing the same calls (this bench's
 //!   binary run with `--virt-attach` / `--virt-devices`: open, lookup by name, the call(s)),
 //!   and `vdev attach` beside that program doing first what vdev must before an attach
-//!   (`--virt-attach-read`: its live XML, to choose a target).
+//!   (`--virt-attach-read`: its live XML, to choose a target). The attaches meet a domain of
+//!   4 disks (a typical VM), then one of 180, each attach the same domain (the disks a turn
+//!   attached are detached again, untimed): vdev's reading grows with the domain, the
+//!   minimal program's given target does not. The listings meet the domain of 180 disks.
 //!
 //! Goals (issue 22): attach and listing at most 1.10x the direct calls; one-shot commands within
 //! 1.10x of the minimal program. Medians; runs interleaved so that drift hits both sides, and
@@ -266,7 +269,8 @@ fn vdev_command() -> Result<PathBuf, String> {
     Ok(target.join("release/vdev"))
 }
 
-fn time(cmd: &mut Command) -> Duration {
+/// Run `cmd`, timed; its standard output.
+fn time(cmd: &mut Command) -> (Duration, Vec<u8>) {
     let t = Instant::now();
     let out = cmd.stdin(Stdio::null()).output().expect("runs");
     let took = t.elapsed();
@@ -275,17 +279,110 @@ fn time(cmd: &mut Command) -> Duration {
         "{cmd:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    took
+    (took, out.stdout)
 }
 
 /// Time each command once, the first one timed moving by one each turn: a command that follows
 /// an attach meets libvirtd still finishing it, so a fixed order would charge that to one side.
-fn in_turns(turn: usize, runs: &mut [(Command, &mut Vec<Duration>)]) {
+/// Their standard outputs, in the order of `runs`.
+fn in_turns(turn: usize, runs: &mut [(Command, &mut Vec<Duration>)]) -> Vec<Vec<u8>> {
     let n = runs.len();
+    let mut outs = vec![Vec::new(); n];
     for k in 0..n {
-        let (cmd, took) = &mut runs[(turn + k) % n];
-        took.push(time(cmd));
+        let i = (turn + k) % n;
+        let (cmd, took) = &mut runs[i];
+        let (t, out) = time(cmd);
+        took.push(t);
+        outs[i] = out;
     }
+    outs
+}
+
+/// The disks a typical VM has, for the one-shot attaches to meet.
+const TYPICAL_DISKS: usize = 4;
+/// The disks of the larger domain the one-shot attaches and listings also meet.
+const MANY_DISKS: usize = 180;
+
+/// Detach, live, the disk with `alias` and wait until it is gone (libvirt's own wait: the
+/// disk is matched by its target, read from the live XML). Untimed: it puts the domain back.
+fn remove_disk(d: &virt::domain::Domain, alias: &str) {
+    let live = d.xml_desc(0).expect("xml");
+    let doc = roxmltree::Document::parse(&live).expect("parse");
+    let disk = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("disk"))
+        .find(|n| {
+            n.children()
+                .any(|c| c.has_tag_name("alias") && c.attribute("name") == Some(alias))
+        })
+        .unwrap_or_else(|| panic!("disk {alias} in the live XML"));
+    let target = disk
+        .children()
+        .find(|c| c.has_tag_name("target"))
+        .and_then(|t| t.attribute("dev"))
+        .expect("a target");
+    let xml = format!("<disk type='file' device='disk'><target dev='{target}' bus='scsi'/></disk>");
+    d.detach_device_flags(&xml, virt_sys::VIR_DOMAIN_AFFECT_LIVE)
+        .expect("detach");
+}
+
+/// Attach `n` disks directly (untimed), numbered from `first`.
+fn add_disks(lv: &Libvirtd, d: &virt::domain::Domain, first: usize, n: usize) {
+    for i in first..first + n {
+        let img = lv.image(&format!("k{i}.raw"));
+        let xml = disk_xml(&img, &target(i), i, &format!("ua-kept-{i}"));
+        d.attach_device_flags(&xml, virt_sys::VIR_DOMAIN_AFFECT_LIVE)
+            .expect("attach a kept disk");
+    }
+}
+
+/// One-shot attaches on domain `d` as it is: vdev's, the minimal program's and the minimal
+/// program's reading first, in turns; after each turn the three disks are detached again
+/// (untimed), so that every attach meets the same domain.
+fn one_shot_attaches(
+    lv: &Libvirtd,
+    vdev: &Path,
+    d: &virt::domain::Domain,
+    tag: &str,
+) -> [Vec<Duration>; 3] {
+    let me = std::env::current_exe().expect("this bench");
+    let uri = lv.vdev_uri();
+    let (mut a_vdev, mut a_virt, mut a_read) = (vec![], vec![], vec![]);
+    for i in 0..ONE_SHOT_RUNS {
+        let img = lv.image(&format!("{tag}o{i}.raw"));
+        let source = format!("source={}", img.display());
+        let mut by_vdev = Command::new(vdev);
+        by_vdev.args(["-c", &uri, "attach", "oneshot", "disk", &source]);
+        let [direct, read_first] =
+            [(0, "--virt-attach"), (1, "--virt-attach-read")].map(|(side, mode)| {
+                let img = lv.image(&format!("{tag}{side}-{i}.raw"));
+                let xml = lv.dir.path().join(format!("{tag}{side}-{i}.xml"));
+                // Targets and units far from those vdev chooses and from the kept disks'.
+                let n = 10_000 + side;
+                std::fs::write(
+                    &xml,
+                    disk_xml(&img, &target(n), n, &format!("ua-{tag}{side}-{i}")),
+                )
+                .expect("xml");
+                let mut c = Command::new(&me);
+                c.args([mode, &lv.uri, "oneshot", xml.to_str().expect("utf-8")]);
+                c
+            });
+        let outs = in_turns(
+            i,
+            &mut [
+                (by_vdev, &mut a_vdev),
+                (direct, &mut a_virt),
+                (read_first, &mut a_read),
+            ],
+        );
+        let made = String::from_utf8(outs[0].clone()).expect("utf-8");
+        remove_disk(d, made.trim());
+        for side in 0..2 {
+            remove_disk(d, &format!("ua-{tag}{side}-{i}"));
+        }
+    }
+    [a_vdev, a_virt, a_read]
 }
 
 fn one_shot(lv: &Libvirtd) {
@@ -298,39 +395,13 @@ fn one_shot(lv: &Libvirtd) {
     };
     let me = std::env::current_exe().expect("this bench");
     let uri = lv.vdev_uri();
-    let (mut a_vdev, mut a_virt, mut a_read) = (vec![], vec![], vec![]);
+    let c = Connect::open(Some(&lv.uri)).expect("open");
+    let d = c.lookup_domain_by_name("oneshot").expect("lookup");
+    add_disks(lv, &d, 0, TYPICAL_DISKS);
+    let [a_vdev, a_virt, a_read] = one_shot_attaches(lv, &vdev, &d, "t");
+    add_disks(lv, &d, TYPICAL_DISKS, MANY_DISKS - TYPICAL_DISKS);
+    let [m_vdev, m_virt, m_read] = one_shot_attaches(lv, &vdev, &d, "m");
     let (mut l_vdev, mut l_virt) = (vec![], vec![]);
-    // The listings run after all the attaches, on the same domain.
-    for i in 0..ONE_SHOT_RUNS {
-        let img = lv.image(&format!("o{i}.raw"));
-        let source = format!("source={}", img.display());
-        let mut by_vdev = Command::new(&vdev);
-        by_vdev.args(["-c", &uri, "attach", "oneshot", "disk", &source]);
-        let [direct, read_first] = [
-            ("p", i, "--virt-attach"),
-            ("q", ONE_SHOT_RUNS + i, "--virt-attach-read"),
-        ]
-        .map(|(side, n, mode)| {
-            let img = lv.image(&format!("{side}{i}.raw"));
-            let xml = lv.dir.path().join(format!("{side}{i}.xml"));
-            std::fs::write(
-                &xml,
-                disk_xml(&img, &target(2000 + n), 1000 + n, &format!("ua-{side}-{i}")),
-            )
-            .expect("xml");
-            let mut c = Command::new(&me);
-            c.args([mode, &lv.uri, "oneshot", xml.to_str().expect("utf-8")]);
-            c
-        });
-        in_turns(
-            i,
-            &mut [
-                (by_vdev, &mut a_vdev),
-                (direct, &mut a_virt),
-                (read_first, &mut a_read),
-            ],
-        );
-    }
     for i in 0..ONE_SHOT_RUNS {
         let mut by_vdev = Command::new(&vdev);
         by_vdev.args(["-c", &uri, "devices", "oneshot", "disk"]);
@@ -339,19 +410,31 @@ fn one_shot(lv: &Libvirtd) {
         in_turns(i, &mut [(by_vdev, &mut l_vdev), (direct, &mut l_virt)]);
     }
     row(
-        "one-shot `vdev attach` / the same, reading first",
+        &format!("one-shot `vdev attach`, {TYPICAL_DISKS} disks / reading first"),
         a_vdev.clone(),
         a_read,
         "",
     );
     row(
-        "one-shot `vdev attach` / minimal virt program",
+        &format!("one-shot `vdev attach`, {TYPICAL_DISKS} disks / minimal"),
         a_vdev,
         a_virt,
         "<= 1.10",
     );
     row(
-        "one-shot `vdev devices` / minimal virt program",
+        &format!("one-shot `vdev attach`, {MANY_DISKS} disks / reading first"),
+        m_vdev.clone(),
+        m_read,
+        "",
+    );
+    row(
+        &format!("one-shot `vdev attach`, {MANY_DISKS} disks / minimal"),
+        m_vdev,
+        m_virt,
+        "(vdev reads the XML)",
+    );
+    row(
+        &format!("one-shot `vdev devices`, {MANY_DISKS} disks / minimal"),
         l_vdev,
         l_virt,
         "<= 1.10",
