@@ -10,7 +10,8 @@
 //!   feature, release) beside a minimal `virt` program doing the same calls (this bench's
 //!   binary run with `--virt-attach` / `--virt-devices`: open, lookup by name, the call(s)),
 //!   and `vdev attach` beside that program doing first what vdev must before an attach
-//!   (`--virt-attach-read`: its live XML, to choose a target). The attaches meet a domain of
+//!   (`--virt-attach-read`: its live XML, to choose a target), and `virsh attach-device` given
+//!   the minimal program's XML. The attaches meet a domain of
 //!   4 disks (a typical VM), then one of 180, each attach the same domain (the disks a turn
 //!   attached are detached again, untimed): vdev's reading grows with the domain, the
 //!   minimal program's given target does not. The listings meet the domain of 180 disks.
@@ -55,7 +56,7 @@ fn row(what: &str, vdev: Vec<Duration>, direct: Vec<Duration>, goal: &str) {
     );
     let (vm, dm) = (median(vdev), median(direct));
     println!(
-        "{what:<44} {:>9.3} {:>9.3} {:>7.3}  {:>9.3} {:>9.3} {:>7.3}  {goal}",
+        "{what:<54} {:>9.3} {:>9.3} {:>7.3}  {:>9.3} {:>9.3} {:>7.3}  {goal}",
         ms(vm),
         ms(dm),
         vm.as_secs_f64() / dm.as_secs_f64(),
@@ -149,7 +150,7 @@ fn main() {
         .build()
         .expect("runtime");
     println!(
-        "{:<44} {:>9} {:>9} {:>7}  {:>9} {:>9} {:>7}  goal",
+        "{:<54} {:>9} {:>9} {:>7}  {:>9} {:>9} {:>7}  goal",
         "libvirt driver (ms)", "vdev", "direct", "ratio", "vdev min", "dir. min", "ratio"
     );
     rt.block_on(in_process(&lv));
@@ -336,53 +337,77 @@ fn add_disks(lv: &Libvirtd, d: &virt::domain::Domain, first: usize, n: usize) {
     }
 }
 
-/// One-shot attaches on domain `d` as it is: vdev's, the minimal program's and the minimal
-/// program's reading first, in turns; after each turn the three disks are detached again
-/// (untimed), so that every attach meets the same domain.
+/// One-shot attaches on domain `d` as it is: vdev's, the minimal program's, the minimal
+/// program's reading first and `virsh attach-device`'s (the XML given whole, as the minimal
+/// program's), in turns; after each turn the four disks are detached again (untimed), so
+/// that every attach meets the same domain.
 fn one_shot_attaches(
     lv: &Libvirtd,
     vdev: &Path,
     d: &virt::domain::Domain,
     tag: &str,
-) -> [Vec<Duration>; 3] {
+) -> [Vec<Duration>; 4] {
     let me = std::env::current_exe().expect("this bench");
     let uri = lv.vdev_uri();
-    let (mut a_vdev, mut a_virt, mut a_read) = (vec![], vec![], vec![]);
+    let (mut a_vdev, mut a_virt, mut a_read, mut a_virsh) = (vec![], vec![], vec![], vec![]);
     for i in 0..ONE_SHOT_RUNS {
         let img = lv.image(&format!("{tag}o{i}.raw"));
         let source = format!("source={}", img.display());
         let mut by_vdev = Command::new(vdev);
         by_vdev.args(["-c", &uri, "attach", "oneshot", "disk", &source]);
-        let [direct, read_first] =
-            [(0, "--virt-attach"), (1, "--virt-attach-read")].map(|(side, mode)| {
-                let img = lv.image(&format!("{tag}{side}-{i}.raw"));
-                let xml = lv.dir.path().join(format!("{tag}{side}-{i}.xml"));
-                // Targets and units far from those vdev chooses and from the kept disks'.
-                let n = 10_000 + side;
-                std::fs::write(
-                    &xml,
-                    disk_xml(&img, &target(n), n, &format!("ua-{tag}{side}-{i}")),
-                )
-                .expect("xml");
-                let mut c = Command::new(&me);
-                c.args([mode, &lv.uri, "oneshot", xml.to_str().expect("utf-8")]);
-                c
-            });
+        let [direct, read_first, virsh] = [
+            (0, Some("--virt-attach")),
+            (1, Some("--virt-attach-read")),
+            (2, None),
+        ]
+        .map(|(side, mode)| {
+            let img = lv.image(&format!("{tag}{side}-{i}.raw"));
+            let xml = lv.dir.path().join(format!("{tag}{side}-{i}.xml"));
+            // Targets and units far from those vdev chooses and from the kept disks'.
+            let n = 10_000 + side;
+            std::fs::write(
+                &xml,
+                disk_xml(&img, &target(n), n, &format!("ua-{tag}{side}-{i}")),
+            )
+            .expect("xml");
+            let xml = xml.to_str().expect("utf-8");
+            match mode {
+                Some(mode) => {
+                    let mut c = Command::new(&me);
+                    c.args([mode, &lv.uri, "oneshot", xml]);
+                    c
+                }
+                None => {
+                    let mut c = Command::new("virsh");
+                    c.args([
+                        "-q",
+                        "-c",
+                        &lv.uri,
+                        "attach-device",
+                        "oneshot",
+                        xml,
+                        "--live",
+                    ]);
+                    c
+                }
+            }
+        });
         let outs = in_turns(
             i,
             &mut [
                 (by_vdev, &mut a_vdev),
                 (direct, &mut a_virt),
                 (read_first, &mut a_read),
+                (virsh, &mut a_virsh),
             ],
         );
         let made = String::from_utf8(outs[0].clone()).expect("utf-8");
         remove_disk(d, made.trim());
-        for side in 0..2 {
+        for side in 0..3 {
             remove_disk(d, &format!("ua-{tag}{side}-{i}"));
         }
     }
-    [a_vdev, a_virt, a_read]
+    [a_vdev, a_virt, a_read, a_virsh]
 }
 
 fn one_shot(lv: &Libvirtd) {
@@ -398,9 +423,9 @@ fn one_shot(lv: &Libvirtd) {
     let c = Connect::open(Some(&lv.uri)).expect("open");
     let d = c.lookup_domain_by_name("oneshot").expect("lookup");
     add_disks(lv, &d, 0, TYPICAL_DISKS);
-    let [a_vdev, a_virt, a_read] = one_shot_attaches(lv, &vdev, &d, "t");
+    let [a_vdev, a_virt, a_read, a_virsh] = one_shot_attaches(lv, &vdev, &d, "t");
     add_disks(lv, &d, TYPICAL_DISKS, MANY_DISKS - TYPICAL_DISKS);
-    let [m_vdev, m_virt, m_read] = one_shot_attaches(lv, &vdev, &d, "m");
+    let [m_vdev, m_virt, m_read, m_virsh] = one_shot_attaches(lv, &vdev, &d, "m");
     let (mut l_vdev, mut l_virt) = (vec![], vec![]);
     for i in 0..ONE_SHOT_RUNS {
         let mut by_vdev = Command::new(&vdev);
@@ -416,6 +441,12 @@ fn one_shot(lv: &Libvirtd) {
         "",
     );
     row(
+        &format!("one-shot `virsh attach-device`, {TYPICAL_DISKS} disks / minimal"),
+        a_virsh,
+        a_virt.clone(),
+        "",
+    );
+    row(
         &format!("one-shot `vdev attach`, {TYPICAL_DISKS} disks / minimal"),
         a_vdev,
         a_virt,
@@ -425,6 +456,12 @@ fn one_shot(lv: &Libvirtd) {
         &format!("one-shot `vdev attach`, {MANY_DISKS} disks / reading first"),
         m_vdev.clone(),
         m_read,
+        "",
+    );
+    row(
+        &format!("one-shot `virsh attach-device`, {MANY_DISKS} disks / minimal"),
+        m_virsh,
+        m_virt.clone(),
         "",
     );
     row(
