@@ -138,6 +138,8 @@ enum Malformed {
     Root,
     #[error("the entity &{0}; is not one of XML's own")]
     Entity(String),
+    #[error("a second byte order mark (U+FEFF) comes before the root element")]
+    SecondMark,
 }
 
 /// How much of each device a reading takes.
@@ -159,8 +161,13 @@ pub(crate) fn parse_domain(xml: String) -> Result<DomXml> {
 /// Read a domain's XML, taking `detail` of each device.
 pub(crate) fn parse_domain_with(xml: String, detail: Detail) -> Result<DomXml> {
     let text: Arc<String> = Arc::new(xml);
-    // The reader counts positions after a byte order mark: read what follows it.
+    // The reader counts positions after a byte order mark: read what follows it. It would skip
+    // a second mark too, uncounted, and every position after it would be 3 bytes off; a mark
+    // is no character the document may have before its root anyway.
     let body = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    if body.starts_with('\u{feff}') {
+        return Err(unparsable(Malformed::SecondMark));
+    }
     let base = text.len() - body.len();
     let mut reader = Reader::from_str(body);
     // Elements are matched by depth; a tree reader is lenient about end tags that spell the
@@ -495,6 +502,28 @@ mod tests {
             .unwrap()
             .devices
             .is_empty());
+    }
+
+    /// A second byte order mark after the first (found by `libvirt_xml`: a character the
+    /// document may not have before its root) is refused, not read at positions 3 bytes off
+    /// (which cut a character in two and panicked). Seed `second-byte-order-mark.xml`.
+    #[test]
+    fn a_second_byte_order_mark_is_refused() {
+        let xml =
+            "\u{feff}\u{feff}<domain type='qemu' id='1'>\u{e9}\u{e9}<metadata><x/></metadata>\
+                   <devices><disk type='file'>\u{e9}<target dev='sda'/></disk></devices></domain>";
+        crate::read_tree::assert_readings_agree(xml);
+        let r = crate::read::parse_domain(xml.to_owned());
+        assert!(r.is_err(), "{r:?}");
+        // One mark is read as before.
+        let one = &xml[3..];
+        assert_eq!(
+            crate::read::parse_domain(one.to_owned())
+                .unwrap()
+                .devices
+                .len(),
+            1
+        );
     }
 
     /// What is not XML is an error, never a device list made of it.
